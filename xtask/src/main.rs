@@ -1,0 +1,79 @@
+//! `cargo xtask`: geowall's developer and CI tasks.
+//!
+//! - `setup`: make this machine able to build the kernel programs (idempotent);
+//! - `build`: build the agent (and its embedded kernel programs);
+//! - `run`: the demo: the agent host-wide in audit mode, detached on exit;
+//! - `test`: the whole test suite (lints, unit tests, kernel tests);
+//! - `lint`: rustfmt and clippy for every crate, the eBPF one included.
+
+mod cmd;
+mod lint;
+mod run;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "geowall's developer and CI tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building needs: nightly rust-src and a bpf-linker built
+    /// against the nightly compiler's own LLVM. Skips what is already there.
+    Setup,
+    /// Build the agent with its embedded kernel programs (runs setup first).
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the agent in the foreground on the shipped demo config: host-wide,
+    /// audit mode (blocks nothing), flow records printed as they arrive.
+    /// Ctrl-C stops it and detaches everything it attached.
+    Run {
+        /// Config file to run instead of the shipped demo config (must be
+        /// audit-only if it governs the whole host).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
+    /// The whole test suite: formatting, clippy, unit tests and the kernel
+    /// integration tests (needs root). Runs setup first.
+    Test {
+        /// Skip rustfmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Only run tests whose name contains this filter.
+        filter: Option<String>,
+    },
+    /// rustfmt --check and clippy -D warnings on every crate, eBPF included.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => setup::run(),
+        Command::Build { release } => {
+            setup::run()?;
+            cmd::build_agent(release)
+        }
+        Command::Run { config } => {
+            setup::run()?;
+            run::run(config)
+        }
+        Command::Test { no_lint, filter } => {
+            setup::run()?;
+            test::run(!no_lint, filter.as_deref())
+        }
+        Command::Lint => {
+            setup::run()?;
+            lint::run()
+        }
+    }
+}
