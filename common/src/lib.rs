@@ -1,0 +1,408 @@
+//! The kernel ABI of geowall: map names, sizes, verdict codes and the
+//! `#[repr(C)]` records that cross the boundary between the eBPF programs and
+//! the agent. Both sides compile against this crate so they cannot drift.
+//!
+//! Every struct here is `Copy`, has explicit padding fields and a size that is
+//! checked at compile time: the kernel sees raw bytes, so a silent layout
+//! change would be a silent policy change.
+#![no_std]
+
+/// Bumped whenever a map's key or value layout changes. Pinned maps live under
+/// a folder named after it, so a new agent never reuses maps it cannot read.
+pub const ABI_VERSION: u32 = 1;
+
+/// Upper bound on policies that can be loaded at once (policy slots).
+pub const MAX_POLICIES: u32 = 256;
+/// Upper bound on distinct region-tag combinations in one compiled map.
+pub const MAX_TAGSETS: u32 = 4096;
+/// Upper bound on distinct region tags (countries, cloud regions, `local`).
+pub const MAX_REGIONS: u32 = 1024;
+/// Region tags a single tag set (and so a flow event) carries.
+pub const MAX_TAGS: usize = 6;
+/// Rules a single (policy, prefix) entry can hold.
+pub const MAX_RULES_PER_PREFIX: usize = 8;
+/// Cgroup levels below the governed root that the kernel walks to find a
+/// policy. Deeper cgroups inherit the policy found within this depth.
+pub const MAX_CGROUP_WALK: u32 = 16;
+/// Bound cgroups (job cgroups and static bindings) at once.
+pub const MAX_BINDINGS: u32 = 16384;
+/// Bytes of a region name (`aws:ap-southeast-2`, `DE`, `local`), NUL padded.
+pub const REGION_NAME_LEN: usize = 32;
+/// Bytes of a policy name, NUL padded.
+pub const POLICY_NAME_LEN: usize = 64;
+/// Default ring buffer size in bytes (a power of two, a multiple of the page).
+pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
+
+/// Tag set id of destinations no map source tags ("untagged").
+pub const TAGSET_UNTAGGED: u16 = 0;
+/// Region id reserved for the built-in `local` tag.
+pub const REGION_LOCAL: u16 = 0;
+
+/// Map and program names, as the eBPF object names them (at most 15 bytes).
+pub mod names {
+    /// `u64` slots, memory-mapped by the agent: see [`super::config`].
+    pub const CONFIG: &str = "GW_CONFIG";
+    /// cgroup id → policy slot.
+    pub const BINDINGS: &str = "GW_BINDINGS";
+    /// `[generation * MAX_POLICIES + slot]` → [`super::PolicyEntry`].
+    pub const POLICIES: &str = "GW_POLICIES";
+    /// `[generation * MAX_TAGSETS + tagset]` → [`super::TagSet`].
+    pub const TAGSETS: &str = "GW_TAGSETS";
+    /// Outer array (one slot per generation) of IPv4 region tries.
+    pub const REGION4: &str = "GW_REGION4";
+    /// Outer array (one slot per generation) of IPv6 region tries.
+    pub const REGION6: &str = "GW_REGION6";
+    /// Outer array (one slot per generation) of IPv4 rule tries.
+    pub const RULES4: &str = "GW_RULES4";
+    /// Outer array (one slot per generation) of IPv6 rule tries.
+    pub const RULES6: &str = "GW_RULES6";
+    /// Per-CPU counters per policy slot: see [`super::counter`].
+    pub const COUNTERS: &str = "GW_COUNTERS";
+    /// Ring buffer of [`super::FlowEvent`].
+    pub const EVENTS: &str = "GW_EVENTS";
+    /// region id → region name (stable for the life of the pins).
+    pub const REGION_NAMES: &str = "GW_REGNAMES";
+    /// policy slot → policy name (stable for the life of the pins).
+    pub const POLICY_NAMES: &str = "GW_POLNAMES";
+
+    /// Every map the object defines, for pinning and removal.
+    pub const ALL_MAPS: [&str; 12] = [
+        CONFIG,
+        BINDINGS,
+        POLICIES,
+        TAGSETS,
+        REGION4,
+        REGION6,
+        RULES4,
+        RULES6,
+        COUNTERS,
+        EVENTS,
+        REGION_NAMES,
+        POLICY_NAMES,
+    ];
+
+    pub const PROG_CONNECT4: &str = "gw_connect4";
+    pub const PROG_CONNECT6: &str = "gw_connect6";
+    pub const PROG_SENDMSG4: &str = "gw_sendmsg4";
+    pub const PROG_SENDMSG6: &str = "gw_sendmsg6";
+    pub const PROG_SOCK_CREATE: &str = "gw_sock_create";
+    pub const PROG_SOCK_POST: &str = "gw_sock_post";
+}
+
+/// Slots of the `GW_CONFIG` array. The agent memory-maps it and writes each
+/// slot with one aligned 8-byte store; programs read each slot once.
+pub mod config {
+    /// Table epoch: 0 = no tables loaded yet (every verdict is "no policy").
+    /// Otherwise the active generation is `epoch & 1`; each switch adds one.
+    pub const EPOCH: u32 = 0;
+    /// cgroup v2 level of the governed subtree's root (0 = hierarchy root).
+    pub const ROOT_LEVEL: u32 = 1;
+    /// Number of slots.
+    pub const SLOTS: u32 = 8;
+}
+
+/// Verdicts, as recorded in [`FlowEvent::verdict`].
+pub mod verdict {
+    pub const ALLOW: u8 = 0;
+    pub const DENY: u8 = 1;
+    /// Audit mode: the policy would deny, the kernel allowed.
+    pub const WOULD_DENY: u8 = 2;
+}
+
+/// Why a verdict was reached, as recorded in [`FlowEvent::reason`].
+pub mod reason {
+    pub const NO_POLICY: u8 = 0;
+    pub const REGION: u8 = 1;
+    pub const RULE: u8 = 2;
+    pub const GRANT: u8 = 3;
+    pub const UNTAGGED: u8 = 4;
+    pub const LOCAL: u8 = 5;
+    /// A raw or packet socket was refused at creation.
+    pub const SOCKET_TYPE: u8 = 6;
+    /// The policy slot named by a binding has no entry in the active tables:
+    /// fail closed.
+    pub const NO_TABLE: u8 = 7;
+}
+
+/// Which hook decided, as recorded in [`FlowEvent::hook`].
+pub mod hook {
+    pub const CONNECT4: u8 = 1;
+    pub const CONNECT6: u8 = 2;
+    pub const SENDMSG4: u8 = 3;
+    pub const SENDMSG6: u8 = 4;
+    pub const SOCK_CREATE: u8 = 5;
+    pub const SOCK_POST_CREATE: u8 = 6;
+}
+
+/// Bits of [`FlowEvent::flags`].
+pub mod event_flags {
+    /// The destination was an IPv4-mapped IPv6 address judged as IPv4.
+    pub const V4_MAPPED: u8 = 1;
+}
+
+/// Bits of [`PolicyEntry::flags`].
+pub mod policy_flags {
+    /// The slot holds a policy in this generation.
+    pub const PRESENT: u32 = 1 << 0;
+    /// Audit mode: denials become "would deny" and the connection proceeds.
+    pub const AUDIT: u32 = 1 << 1;
+    /// Record allowed flows too (`log_allowed = "all"`).
+    pub const LOG_ALLOWED: u32 = 1 << 2;
+    /// The policy has CIDR rules: consult the rule tries.
+    pub const HAS_RULES: u32 = 1 << 3;
+    /// Raw and packet sockets are allowed to this policy's workloads.
+    pub const ALLOW_RAW_SOCKETS: u32 = 1 << 4;
+}
+
+/// Bits of [`RegionValue::flags`] and [`TagSet::flags`].
+pub mod tag_flags {
+    /// The tag set is (only) the built-in `local` tag.
+    pub const LOCAL: u8 = 1;
+}
+
+/// Indexes into a [`Counters`] row.
+pub mod counter {
+    pub const ALLOWED: usize = 0;
+    pub const DENIED: usize = 1;
+    pub const WOULD_DENY: usize = 2;
+    /// A flow event could not be reserved in the ring buffer (it was full).
+    pub const EVENTS_DROPPED: usize = 3;
+    /// A verdict failed closed because a table was missing.
+    pub const NO_TABLE: usize = 4;
+    /// Number of counters in a row.
+    pub const COUNT: usize = 8;
+}
+
+/// Rule actions, see [`Rule::action`].
+pub mod action {
+    pub const ALLOW: u8 = 1;
+    pub const DENY: u8 = 2;
+}
+
+/// Address families as the kernel names them.
+pub mod family {
+    pub const INET: u8 = 2;
+    pub const INET6: u8 = 10;
+    pub const PACKET: u8 = 17;
+    pub const XDP: u8 = 44;
+}
+
+/// One row of per-CPU counters; the map has one row per policy slot plus a
+/// last row (`MAX_POLICIES`) for what belongs to no policy.
+pub type Counters = [u64; counter::COUNT];
+
+/// A compiled policy in one generation of the tables.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyEntry {
+    /// [`policy_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+    /// Bit `t` set: destinations whose tag set id is `t` are allowed. Tag set
+    /// [`TAGSET_UNTAGGED`] carries the policy's `untagged` setting and tag
+    /// sets flagged [`tag_flags::LOCAL`] its `local` setting.
+    pub allow: [u64; (MAX_TAGSETS / 64) as usize],
+}
+
+impl PolicyEntry {
+    pub const fn empty() -> Self {
+        Self {
+            flags: 0,
+            _pad: 0,
+            allow: [0; (MAX_TAGSETS / 64) as usize],
+        }
+    }
+
+    /// Whether tag set `tagset` is allowed (false when out of range).
+    #[inline(always)]
+    pub fn allows(&self, tagset: u16) -> bool {
+        let word = (tagset as usize) >> 6;
+        match self.allow.get(word) {
+            Some(bits) => bits & (1u64 << (tagset & 63)) != 0,
+            None => false,
+        }
+    }
+
+    pub fn set_allowed(&mut self, tagset: u16) {
+        let word = (tagset as usize) >> 6;
+        if let Some(bits) = self.allow.get_mut(word) {
+            *bits |= 1u64 << (tagset & 63);
+        }
+    }
+}
+
+/// Value of a region trie entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RegionValue {
+    /// Tag set id: index into the generation's half of `GW_TAGSETS` and bit
+    /// index into [`PolicyEntry::allow`].
+    pub tagset: u16,
+    /// Prefix length of the entry, so a flow record can name the match.
+    pub plen: u8,
+    /// [`tag_flags`].
+    pub flags: u8,
+}
+
+/// The region tags of one tag set, for flow records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TagSet {
+    /// Number of valid entries in `regions` (the set may have more tags than
+    /// fit; the verdict bit covers all of them).
+    pub count: u8,
+    /// [`tag_flags`].
+    pub flags: u8,
+    /// Region ids (index into `GW_REGNAMES`).
+    pub regions: [u16; MAX_TAGS],
+}
+
+/// Key data of an IPv4 rule trie: policy slot (big endian) then address.
+pub type RuleKey4 = [u8; 8];
+/// Key data of an IPv6 rule trie: policy slot (big endian) then address.
+pub type RuleKey6 = [u8; 20];
+
+/// One CIDR rule of a policy, after the prefix matched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Rule {
+    /// First destination port the rule covers (host order).
+    pub port_lo: u16,
+    /// Last destination port the rule covers (host order); 0..=65535 = any.
+    pub port_hi: u16,
+    /// IP protocol number, 0 = any.
+    pub proto: u8,
+    /// [`action`].
+    pub action: u8,
+    /// Prefix length of the rule's own CIDR (for flow records).
+    pub plen: u8,
+    pub _pad: u8,
+}
+
+impl Rule {
+    #[inline(always)]
+    pub fn matches(&self, proto: u8, port: u16) -> bool {
+        (self.proto == 0 || self.proto == proto) && port >= self.port_lo && port <= self.port_hi
+    }
+}
+
+/// Value of a rule trie entry: the rules that apply to the matched prefix,
+/// most specific CIDR first, then in file order. The first that matches the
+/// protocol and port decides; when none does, the region lookup decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RuleSet {
+    pub count: u8,
+    pub _pad: [u8; 3],
+    pub rules: [Rule; MAX_RULES_PER_PREFIX],
+}
+
+/// A flow event: one decision, as the kernel saw it. Fixed size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// `CLOCK_BOOTTIME` nanoseconds.
+    pub time_ns: u64,
+    /// Table epoch that decided (see [`config::EPOCH`]).
+    pub epoch: u64,
+    /// cgroup v2 id of the calling task.
+    pub cgroup_id: u64,
+    /// Socket cookie (unique per socket for the boot).
+    pub sock_cookie: u64,
+    /// Thread id and process id (the kernel's pid and tgid).
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Destination address in network order; IPv4 uses the first 4 bytes.
+    pub addr: [u8; 16],
+    /// Destination port, host order.
+    pub port: u16,
+    /// [`family`] of the socket.
+    pub family: u8,
+    /// IP protocol (6 TCP, 17 UDP, 255 raw, ...).
+    pub proto: u8,
+    /// [`verdict`].
+    pub verdict: u8,
+    /// [`reason`].
+    pub reason: u8,
+    /// Prefix length of the matched entry (region or rule); 0 when none.
+    pub plen: u8,
+    /// [`hook`].
+    pub hook: u8,
+    /// Policy slot.
+    pub policy: u16,
+    /// [`event_flags`].
+    pub flags: u8,
+    pub _pad: u8,
+    pub _pad2: u32,
+    /// Region tags of the destination.
+    pub tags: TagSet,
+    pub _pad3: u16,
+    /// Task command name (`comm`), NUL padded.
+    pub comm: [u8; 16],
+}
+
+impl FlowEvent {
+    pub const fn zeroed() -> Self {
+        Self {
+            time_ns: 0,
+            epoch: 0,
+            cgroup_id: 0,
+            sock_cookie: 0,
+            pid: 0,
+            tgid: 0,
+            uid: 0,
+            gid: 0,
+            addr: [0; 16],
+            port: 0,
+            family: 0,
+            proto: 0,
+            verdict: 0,
+            reason: 0,
+            plen: 0,
+            hook: 0,
+            policy: 0,
+            flags: 0,
+            _pad: 0,
+            _pad2: 0,
+            tags: TagSet {
+                count: 0,
+                flags: 0,
+                regions: [0; MAX_TAGS],
+            },
+            _pad3: 0,
+            comm: [0; 16],
+        }
+    }
+}
+
+/// A NUL-padded name, as stored in `GW_REGNAMES`.
+pub type RegionName = [u8; REGION_NAME_LEN];
+/// A NUL-padded name, as stored in `GW_POLNAMES`.
+pub type PolicyName = [u8; POLICY_NAME_LEN];
+
+// Layouts are part of the ABI: fail the build if one changes by accident.
+const _: () = {
+    assert!(core::mem::size_of::<PolicyEntry>() == 8 + (MAX_TAGSETS as usize) / 8);
+    assert!(core::mem::size_of::<RegionValue>() == 4);
+    assert!(core::mem::size_of::<TagSet>() == 2 + 2 * MAX_TAGS);
+    assert!(core::mem::size_of::<Rule>() == 8);
+    assert!(core::mem::size_of::<RuleSet>() == 4 + 8 * MAX_RULES_PER_PREFIX);
+    assert!(core::mem::size_of::<FlowEvent>() == 112);
+    assert!(core::mem::size_of::<FlowEvent>().is_multiple_of(8));
+    assert!(MAX_TAGSETS.is_multiple_of(64));
+    assert!(MAX_TAGSETS <= u16::MAX as u32 + 1);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, made only of integers and
+    // arrays of integers, with every padding byte an explicit field.
+    unsafe impl aya::Pod for super::PolicyEntry {}
+    unsafe impl aya::Pod for super::RegionValue {}
+    unsafe impl aya::Pod for super::TagSet {}
+    unsafe impl aya::Pod for super::Rule {}
+    unsafe impl aya::Pod for super::RuleSet {}
+    unsafe impl aya::Pod for super::FlowEvent {}
+}

@@ -1,0 +1,3 @@
+//! Placeholder library target: the kernel programs are the `geowall-ebpf` binary
+//! of this crate (src/main.rs), built for `bpfel-unknown-none`.
+#![no_std]

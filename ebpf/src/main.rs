@@ -1,0 +1,67 @@
+//! geowall's kernel programs.
+//!
+//! Attached to the governed cgroup (multi-attach, so other tools keep theirs):
+//! - `gw_connect4`, `gw_connect6`: TCP connect (TCP Fast Open's `sendto`
+//!   included) and connected UDP;
+//! - `gw_sendmsg4`, `gw_sendmsg6`: unconnected UDP;
+//! - `gw_sock_create`: refuses raw IPv4/IPv6 sockets to confined workloads;
+//! - `gw_sock_post` (LSM, per cgroup): refuses packet and XDP sockets, which
+//!   the `sock_create` hook never sees (it runs for inet sockets only).
+//!
+//! A refusal returns 0 and the caller sees `EPERM`.
+#![no_std]
+#![no_main]
+
+mod events;
+mod maps;
+mod policy;
+mod sock;
+mod verdict;
+
+use aya_ebpf::{
+    macros::{cgroup_sock, cgroup_sock_addr, lsm_cgroup},
+    programs::{LsmContext, SockAddrContext, SockContext},
+};
+use geowall_common::hook;
+
+#[cgroup_sock_addr(connect4)]
+pub fn gw_connect4(ctx: SockAddrContext) -> i32 {
+    sock::judge_addr4(&ctx, hook::CONNECT4)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn gw_connect6(ctx: SockAddrContext) -> i32 {
+    sock::judge_addr6(&ctx, hook::CONNECT6)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn gw_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::judge_addr4(&ctx, hook::SENDMSG4)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn gw_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock::judge_addr6(&ctx, hook::SENDMSG6)
+}
+
+#[cgroup_sock(sock_create)]
+pub fn gw_sock_create(ctx: SockContext) -> i32 {
+    sock::judge_create(&ctx)
+}
+
+#[lsm_cgroup(hook = "socket_post_create")]
+pub fn gw_sock_post(ctx: LsmContext) -> i32 {
+    sock::judge_post_create(&ctx)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach this: there is no panic
+    // at run time.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

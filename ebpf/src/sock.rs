@@ -1,0 +1,145 @@
+//! Reading the hook contexts: destination address, port, protocol.
+
+use aya_ebpf::{
+    helpers::generated::bpf_get_socket_cookie,
+    programs::{LsmContext, SockAddrContext, SockContext},
+};
+use geowall_common::{event_flags, family, hook, reason};
+
+use crate::{
+    policy,
+    verdict::{self, Dest, PROCEED},
+};
+
+const SOCK_RAW: u32 = 3;
+
+/// `user_ip6[2]` of an IPv4-mapped address (`::ffff:a.b.c.d`) as loaded from
+/// memory: bytes `00 00 ff ff`.
+const V4_MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+#[inline(always)]
+fn port_of(user_port: u32) -> u16 {
+    // `user_port` holds the network-order port in its low 16 bits.
+    u16::from_be(user_port as u16)
+}
+
+/// `connect4` / `sendmsg4`.
+#[inline(always)]
+pub fn judge_addr4(ctx: &SockAddrContext, hook: u8) -> i32 {
+    // SAFETY: the kernel hands a valid `bpf_sock_addr`; the verifier checks
+    // each field access for this attach type.
+    let (ip, port, proto) = unsafe {
+        let sa = &*ctx.sock_addr;
+        (sa.user_ip4, sa.user_port, sa.protocol)
+    };
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&ip.to_ne_bytes());
+    let dest = Dest {
+        addr,
+        port: port_of(port),
+        proto: proto as u8,
+        family: family::INET,
+        v4: true,
+        flags: 0,
+    };
+    judge_sock_addr(ctx, &dest, hook)
+}
+
+#[inline(always)]
+fn judge_sock_addr(ctx: &SockAddrContext, dest: &Dest, hook: u8) -> i32 {
+    // SAFETY: the hook's own context is a valid argument for the helper.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    verdict::judge(cookie, dest, hook)
+}
+
+/// `connect6` / `sendmsg6`. An IPv4-mapped destination is judged as IPv4:
+/// otherwise a dual-stack socket would walk around the policy.
+#[inline(always)]
+pub fn judge_addr6(ctx: &SockAddrContext, hook: u8) -> i32 {
+    // SAFETY: as in `judge_addr4`; `user_ip6` allows 4-byte loads.
+    let (w, port, proto) = unsafe {
+        let sa = &*ctx.sock_addr;
+        (
+            [
+                sa.user_ip6[0],
+                sa.user_ip6[1],
+                sa.user_ip6[2],
+                sa.user_ip6[3],
+            ],
+            sa.user_port,
+            sa.protocol,
+        )
+    };
+    let mut addr = [0u8; 16];
+    let mapped = w[0] == 0 && w[1] == 0 && w[2] == V4_MAPPED_WORD;
+    if mapped {
+        addr[..4].copy_from_slice(&w[3].to_ne_bytes());
+    } else {
+        for (i, word) in w.iter().enumerate() {
+            addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+    }
+    let dest = Dest {
+        addr,
+        port: port_of(port),
+        proto: proto as u8,
+        family: family::INET6,
+        v4: mapped,
+        flags: if mapped { event_flags::V4_MAPPED } else { 0 },
+    };
+    judge_sock_addr(ctx, &dest, hook)
+}
+
+/// `sock_create`: raw and packet sockets would bypass the address hooks, so
+/// a confined workload may not open them unless its policy allows it.
+#[inline(always)]
+pub fn judge_create(ctx: &SockContext) -> i32 {
+    // SAFETY: the kernel hands a valid `bpf_sock`; family, type and protocol
+    // are readable at socket creation.
+    let (fam, ty, proto) = unsafe {
+        let sk = &*ctx.sock;
+        (sk.family, sk.type_, sk.protocol)
+    };
+    // Packet sockets never reach this hook: `judge_post_create` covers them.
+    let side_door = ty == SOCK_RAW;
+    if !side_door {
+        return PROCEED;
+    }
+    let Some(slot) = policy::current_slot() else {
+        return PROCEED;
+    };
+    let dest = Dest {
+        addr: [0; 16],
+        port: 0,
+        proto: proto as u8,
+        family: fam as u8,
+        v4: false,
+        flags: 0,
+    };
+    // SAFETY: the hook's own socket is a valid argument for the helper.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
+    verdict::judge_socket(cookie, &dest, slot, reason::SOCKET_TYPE, hook::SOCK_CREATE)
+}
+
+/// LSM `socket_post_create(sock, family, type, protocol, kern)`: packet and
+/// XDP sockets send frames of their own making past every address hook.
+#[inline(always)]
+pub fn judge_post_create(ctx: &LsmContext) -> i32 {
+    let fam: i32 = ctx.arg(1);
+    let kern: i32 = ctx.arg(4);
+    if kern != 0 || !(fam == i32::from(family::PACKET) || fam == i32::from(family::XDP)) {
+        return PROCEED;
+    }
+    let Some(slot) = policy::current_slot() else {
+        return PROCEED;
+    };
+    let dest = Dest {
+        addr: [0; 16],
+        port: 0,
+        proto: 0,
+        family: fam as u8,
+        v4: false,
+        flags: 0,
+    };
+    verdict::judge_socket(0, &dest, slot, reason::SOCKET_TYPE, hook::SOCK_POST_CREATE)
+}

@@ -1,0 +1,231 @@
+//! The verdict path shared by every socket-address hook, in the order of
+//! DESIGN.md: policy, CIDR rules, region lookup, allow-set, audit mode.
+
+use aya_ebpf::btf_maps::lpm_trie::Key;
+use geowall_common::{
+    MAX_POLICIES, PolicyEntry, RuleKey4, RuleKey6, RuleSet, TAGSET_UNTAGGED, action, config,
+    counter, policy_flags, reason, tag_flags, verdict,
+};
+
+use crate::{
+    events::{self, Flow},
+    maps::{GW_POLICIES, GW_REGION4, GW_REGION6, GW_RULES4, GW_RULES6, config_slot},
+    policy,
+};
+
+/// Let the operation proceed.
+pub const PROCEED: i32 = 1;
+/// Refuse the operation: the caller sees `EPERM`.
+pub const REFUSE: i32 = 0;
+
+/// A destination as the hook saw it.
+pub struct Dest {
+    /// Network-order address; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// Host-order port.
+    pub port: u16,
+    /// IP protocol of the socket.
+    pub proto: u8,
+    /// Family of the socket ([`geowall_common::family`]).
+    pub family: u8,
+    /// Judge `addr[..4]` as IPv4 (an IPv4 socket, or an IPv4-mapped address).
+    pub v4: bool,
+    /// [`geowall_common::event_flags`].
+    pub flags: u8,
+}
+
+/// What the tables said about one destination.
+struct Decision {
+    allowed: bool,
+    reason: u8,
+    plen: u8,
+    tagset: u16,
+}
+
+/// Judges an outbound connection or datagram from the current task.
+#[inline(always)]
+pub fn judge(cookie: u64, dest: &Dest, hook: u8) -> i32 {
+    let epoch = config_slot(config::EPOCH);
+    if epoch == 0 {
+        // No tables loaded yet: nothing is governed.
+        return PROCEED;
+    }
+    let Some(slot) = policy::current_slot() else {
+        return PROCEED;
+    };
+    let gen_ = (epoch & 1) as u32;
+    let flow = Flow {
+        cookie,
+        dest,
+        hook,
+        slot,
+        epoch,
+        generation: gen_,
+    };
+    let Some(policy) = policy_entry(gen_, slot) else {
+        // A binding names a slot the active tables do not have: fail closed.
+        events::count(slot, counter::NO_TABLE);
+        return finish(
+            &flow,
+            policy_flags::PRESENT,
+            Decision {
+                allowed: false,
+                reason: reason::NO_TABLE,
+                plen: 0,
+                tagset: TAGSET_UNTAGGED,
+            },
+        );
+    };
+    let decision = decide(policy, gen_, slot, dest);
+    finish(&flow, policy.flags, decision)
+}
+
+/// Judges the creation of a socket that would bypass the address hooks
+/// (raw, packet), for a task already known to be governed by `slot`.
+#[inline(always)]
+pub fn judge_socket(cookie: u64, dest: &Dest, slot: u32, why: u8, hook: u8) -> i32 {
+    let epoch = config_slot(config::EPOCH);
+    if epoch == 0 {
+        return PROCEED;
+    }
+    let gen_ = (epoch & 1) as u32;
+    let flow = Flow {
+        cookie,
+        dest,
+        hook,
+        slot,
+        epoch,
+        generation: gen_,
+    };
+    let (flags, allowed, why) = match policy_entry(gen_, slot) {
+        Some(p) => (p.flags, p.flags & policy_flags::ALLOW_RAW_SOCKETS != 0, why),
+        None => (policy_flags::PRESENT, false, reason::NO_TABLE),
+    };
+    finish(
+        &flow,
+        flags,
+        Decision {
+            allowed,
+            reason: why,
+            plen: 0,
+            tagset: TAGSET_UNTAGGED,
+        },
+    )
+}
+
+#[inline(always)]
+fn policy_entry(gen_: u32, slot: u32) -> Option<&'static PolicyEntry> {
+    if slot >= MAX_POLICIES {
+        return None;
+    }
+    let entry = GW_POLICIES.get(gen_ * MAX_POLICIES + slot)?;
+    if entry.flags & policy_flags::PRESENT == 0 {
+        return None;
+    }
+    Some(entry)
+}
+
+#[inline(always)]
+fn decide(policy: &PolicyEntry, gen_: u32, slot: u32, dest: &Dest) -> Decision {
+    if policy.flags & policy_flags::HAS_RULES != 0
+        && let Some(decision) = rule_decision(gen_, slot, dest)
+    {
+        return decision;
+    }
+    region_decision(policy, gen_, dest)
+}
+
+#[inline(always)]
+fn rule_decision(gen_: u32, slot: u32, dest: &Dest) -> Option<Decision> {
+    let slot_be = slot.to_be_bytes();
+    let rules = if dest.v4 {
+        let mut data: RuleKey4 = [0; 8];
+        data[..4].copy_from_slice(&slot_be);
+        data[4..].copy_from_slice(&dest.addr[..4]);
+        read_value(GW_RULES4.get_value_ptr_mut(gen_, &Key::new(64, data)))?
+    } else {
+        let mut data: RuleKey6 = [0; 20];
+        data[..4].copy_from_slice(&slot_be);
+        data[4..].copy_from_slice(&dest.addr);
+        read_value(GW_RULES6.get_value_ptr_mut(gen_, &Key::new(160, data)))?
+    };
+    first_matching_rule(&rules, dest)
+}
+
+#[inline(always)]
+fn first_matching_rule(rules: &RuleSet, dest: &Dest) -> Option<Decision> {
+    for rule in rules.rules.iter().take(rules.count as usize) {
+        if rule.matches(dest.proto, dest.port) {
+            return Some(Decision {
+                allowed: rule.action == action::ALLOW,
+                reason: reason::RULE,
+                plen: rule.plen,
+                tagset: TAGSET_UNTAGGED,
+            });
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn region_decision(policy: &PolicyEntry, gen_: u32, dest: &Dest) -> Decision {
+    let found = if dest.v4 {
+        let mut data = [0u8; 4];
+        data.copy_from_slice(&dest.addr[..4]);
+        read_value(GW_REGION4.get_value_ptr_mut(gen_, &Key::new(32, data)))
+    } else {
+        read_value(GW_REGION6.get_value_ptr_mut(gen_, &Key::new(128, dest.addr)))
+    };
+    match found {
+        Some(value) => Decision {
+            allowed: policy.allows(value.tagset),
+            reason: if value.flags & tag_flags::LOCAL != 0 {
+                reason::LOCAL
+            } else {
+                reason::REGION
+            },
+            plen: value.plen,
+            tagset: value.tagset,
+        },
+        None => Decision {
+            allowed: policy.allows(TAGSET_UNTAGGED),
+            reason: reason::UNTAGGED,
+            plen: 0,
+            tagset: TAGSET_UNTAGGED,
+        },
+    }
+}
+
+/// Copies a trie value out of the kernel's node (nodes are freed only after
+/// the program has returned, but the copy keeps the lifetime obvious).
+#[inline(always)]
+fn read_value<T: Copy>(ptr: Option<*mut T>) -> Option<T> {
+    // SAFETY: a non-null pointer from bpf_map_lookup_elem points at a value
+    // of the map's value size for the duration of the program.
+    ptr.map(|p| unsafe { core::ptr::read(p) })
+}
+
+/// Applies audit mode, bumps the counter, records the event, returns the
+/// answer to the kernel.
+#[inline(always)]
+fn finish(flow: &Flow, policy_flags_: u32, decision: Decision) -> i32 {
+    let audit = policy_flags_ & policy_flags::AUDIT != 0;
+    let (code, ret, counter_idx) = match (decision.allowed, audit) {
+        (true, _) => (verdict::ALLOW, PROCEED, counter::ALLOWED),
+        (false, true) => (verdict::WOULD_DENY, PROCEED, counter::WOULD_DENY),
+        (false, false) => (verdict::DENY, REFUSE, counter::DENIED),
+    };
+    events::count(flow.slot, counter_idx);
+    if code != verdict::ALLOW || policy_flags_ & policy_flags::LOG_ALLOWED != 0 {
+        events::emit(
+            flow,
+            events::Outcome {
+                verdict: code,
+                reason: decision.reason,
+                plen: decision.plen,
+                tagset: decision.tagset,
+            },
+        );
+    }
+    ret
+}
