@@ -1,0 +1,391 @@
+//! The agent's configuration file (TOML).
+//!
+//! ```toml
+//! [agent]
+//! cgroup = "/"                       # governed subtree, relative to the cgroup v2 mount
+//! bpffs = "/sys/fs/bpf/geowall"      # where programs, links and maps are pinned
+//! audit_log = "/var/log/geowall/audit.jsonl"
+//! socket = "/run/geowall/control.sock"
+//!
+//! [[maps]]
+//! kind = "cidr"
+//! path = "maps/own-networks.cidr"    # relative to this file's folder
+//!
+//! [[policy]]
+//! name = "eu-only"
+//! mode = "enforce"                   # or "audit"
+//! allow = ["EU"]
+//! untagged = "deny"
+//! local = "allow"
+//! rules = [{ cidr = "10.0.0.0/8", action = "allow" }]
+//! cgroups = ["/batch"]               # relative to the governed subtree
+//! ```
+//!
+//! Parsing is strict: unknown keys are errors, and every error names the
+//! file, line and column of the value at fault.
+
+use std::{
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+
+use crate::regions::sources::DEFAULT_MAX_SOURCE_BYTES;
+
+/// An error in a config file, located.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{path}:{line}:{col}: {message}")]
+    At {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+/// A loaded config file: its text (to locate errors) and its contents.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The path as given (error messages use it).
+    pub path: PathBuf,
+    /// The folder relative paths in the file are resolved against (absolute
+    /// when the file exists).
+    dir: PathBuf,
+    text: String,
+    pub file: ConfigFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub maps: Vec<MapConfig>,
+    #[serde(default)]
+    pub policy: Vec<PolicyConfig>,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// The cgroup subtree the agent governs, relative to the cgroup v2 mount
+    /// (`/` = the whole host). Programs are attached here, once.
+    pub cgroup: Option<Spanned<String>>,
+    /// bpffs folder for pinned programs, links and maps.
+    pub bpffs: PathBuf,
+    /// Append-only audit log of flow records (`-` = standard output).
+    pub audit_log: PathBuf,
+    /// The control socket the CLI talks to.
+    pub socket: PathBuf,
+    /// Where `geowall exec` creates job cgroups, relative to the governed
+    /// subtree.
+    pub jobs_cgroup: String,
+    /// Size of the kernel's flow-event ring buffer, KiB (a power of two).
+    pub ring_buffer_kib: u32,
+    /// Allow an enforcing policy on the cgroup v2 root itself (the whole
+    /// host). Off by default: a mistake there cuts the host off.
+    pub allow_host_enforce: bool,
+    /// Largest map source file read, bytes.
+    pub max_source_bytes: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            cgroup: None,
+            bpffs: "/sys/fs/bpf/geowall".into(),
+            audit_log: "/var/log/geowall/audit.jsonl".into(),
+            socket: "/run/geowall/control.sock".into(),
+            jobs_cgroup: "geowall.jobs".into(),
+            ring_buffer_kib: geowall_common::DEFAULT_RING_BYTES / 1024,
+            allow_host_enforce: false,
+            max_source_bytes: DEFAULT_MAX_SOURCE_BYTES,
+        }
+    }
+}
+
+/// `[[maps]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapConfig {
+    pub kind: Spanned<String>,
+    pub path: Spanned<String>,
+}
+
+/// `[[policy]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Region codes, groups and cloud regions the policy allows.
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// Destinations no map tags.
+    #[serde(default = "Action::deny")]
+    pub untagged: Action,
+    /// Local destinations (loopback, private, link-local, multicast).
+    #[serde(default = "Action::allow")]
+    pub local: Action,
+    /// CIDR rules, checked before the region lookup.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// cgroups the policy governs, relative to the governed subtree.
+    #[serde(default)]
+    pub cgroups: Vec<Spanned<String>>,
+    /// Whether allowed flows are recorded too.
+    #[serde(default)]
+    pub log_allowed: LogAllowed,
+    /// Raw and packet sockets (they bypass the address hooks).
+    #[serde(default = "Action::deny")]
+    pub raw_sockets: Action,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+impl Action {
+    fn allow() -> Self {
+        Action::Allow
+    }
+    fn deny() -> Self {
+        Action::Deny
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogAllowed {
+    All,
+    #[default]
+    None,
+}
+
+/// A CIDR rule: `{ cidr = "10.0.0.0/8", action = "allow" }`, optionally
+/// narrowed to a protocol (`proto = "tcp"`) and port or range
+/// (`port = 5432`, `port = "8000-8099"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub cidr: Spanned<String>,
+    pub action: Action,
+    #[serde(default)]
+    pub proto: Option<Spanned<String>>,
+    #[serde(default)]
+    pub port: Option<Spanned<PortSpec>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    One(u16),
+    Range(String),
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::parse(path, text)
+    }
+
+    /// Parses `text` as the contents of `path`.
+    pub fn parse(path: &Path, text: String) -> Result<Config, ConfigError> {
+        let dir = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
+        match toml::from_str::<ConfigFile>(&text) {
+            Ok(file) => Ok(Config {
+                path: path.to_path_buf(),
+                dir,
+                text,
+                file,
+            }),
+            Err(e) => {
+                let message = e.message().trim().to_owned();
+                Err(match e.span() {
+                    Some(span) => locate(path, &text, span, message),
+                    None => ConfigError::File {
+                        path: path.to_path_buf(),
+                        message,
+                    },
+                })
+            }
+        }
+    }
+
+    /// An error located at `span` of this file.
+    pub fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        locate(&self.path, &self.text, span, message.into())
+    }
+
+    /// An error about the file as a whole.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::File {
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// A path named in this file: relative paths are relative to the file's
+    /// folder.
+    pub fn resolve_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        self.dir.join(p)
+    }
+
+    /// The governed subtree as written (`/` when not set).
+    pub fn governed_cgroup(&self) -> &str {
+        self.file
+            .agent
+            .cgroup
+            .as_ref()
+            .map(|s| s.get_ref().as_str())
+            .unwrap_or("/")
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+fn locate(path: &Path, text: &str, span: Range<usize>, message: String) -> ConfigError {
+    let (line, col) = line_col(text, span.start);
+    ConfigError::At {
+        path: path.to_path_buf(),
+        line,
+        col,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("g.toml"), s.to_owned())
+    }
+
+    #[test]
+    fn defaults_fill_an_empty_file() {
+        let c = parse("").unwrap();
+        assert_eq!(c.governed_cgroup(), "/");
+        assert_eq!(c.file.agent.bpffs, Path::new("/sys/fs/bpf/geowall"));
+        assert!(c.file.policy.is_empty());
+    }
+
+    #[test]
+    fn reads_a_full_policy() {
+        let c = parse(
+            r#"
+[agent]
+cgroup = "/test"
+[[maps]]
+kind = "cidr"
+path = "m.cidr"
+[[policy]]
+name = "eu-only"
+mode = "audit"
+allow = ["EU", "CH"]
+untagged = "allow"
+rules = [{ cidr = "10.0.0.0/8", action = "allow", proto = "tcp", port = 5432 },
+         { cidr = "10.9.0.0/16", action = "deny", port = "8000-8099" }]
+cgroups = ["/batch"]
+log_allowed = "all"
+"#,
+        )
+        .unwrap();
+        let p = &c.file.policy[0];
+        assert_eq!(p.name.get_ref(), "eu-only");
+        assert_eq!(p.mode, Mode::Audit);
+        assert_eq!(p.untagged, Action::Allow);
+        assert_eq!(p.local, Action::Allow);
+        assert_eq!(p.raw_sockets, Action::Deny);
+        assert_eq!(p.rules.len(), 2);
+        assert_eq!(p.log_allowed, LogAllowed::All);
+        assert_eq!(c.resolve_path("m.cidr"), Path::new("m.cidr"));
+        assert_eq!(c.resolve_path("/abs/m.cidr"), Path::new("/abs/m.cidr"));
+        assert_eq!(c.governed_cgroup(), "/test");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_located() {
+        let err = parse("[agent]\ncgroup = \"/\"\nfoo = 1\n").unwrap_err();
+        assert!(matches!(&err, ConfigError::At { line: 3, .. }), "{err}");
+        assert!(err.to_string().contains("unknown field `foo`"), "{err}");
+        let err = parse("[[policy]]\nname = \"x\"\nmode = \"enforcing\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("g.toml:3:"), "{err}");
+        assert!(err.to_string().contains("enforce"), "{err}");
+    }
+
+    #[test]
+    fn a_truncated_file_is_an_error_not_a_default() {
+        let err = parse("[[policy]]\nname = \"x\"\nallow = [\"EU\",").unwrap_err();
+        assert!(err.to_string().starts_with("g.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn line_and_column() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    #[test]
+    fn the_shipped_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        for name in ["demo.toml", "geowall.example.toml"] {
+            let c = Config::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!c.file.policy.is_empty(), "{name}");
+        }
+    }
+}

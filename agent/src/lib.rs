@@ -1,0 +1,22 @@
+//! geowall: egress enforcement for data residency.
+//!
+//! A kernel eBPF program judges every outbound connection of governed
+//! workloads against a region-tagged IP map; this crate is the agent that
+//! loads the programs and the maps, and the CLI that talks to it.
+//!
+//! Data flows one way: map sources ([`regions`]) and policies ([`policy`])
+//! are compiled into a [`plan`], laid out into kernel tables ([`kernel`]),
+//! and the kernel's decisions come back as flow events that become audit
+//! records ([`flows`]).
+
+pub mod cgroup;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod flows;
+pub mod kernel;
+pub mod plan;
+pub mod policy;
+pub mod regions;
+pub mod util;

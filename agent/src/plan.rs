@@ -1,0 +1,365 @@
+//! Turns a config into everything the kernel tables are built from, checking
+//! all of it first: a plan either builds whole or not at all, so a bad input
+//! never reaches the kernel and the tables in force stay in force.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::PathBuf,
+};
+
+use thiserror::Error;
+
+use crate::{
+    cgroup::Hierarchy,
+    config::{Action, Config, ConfigError, Mode, PortSpec, RuleConfig},
+    policy::{CompiledPolicy, CompiledRule, resolve_region},
+    regions::{
+        CompiledMap, Prefix, compile,
+        sources::{self, Kind, SourceError},
+    },
+};
+
+#[derive(Debug, Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// A map source as loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub kind: Kind,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub prefixes: usize,
+}
+
+/// A validated config, compiled.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Absolute path of the governed cgroup.
+    pub governed: PathBuf,
+    pub governed_level: u32,
+    pub map: CompiledMap,
+    pub sources: Vec<SourceInfo>,
+    pub policies: Vec<CompiledPolicy>,
+}
+
+impl Plan {
+    pub fn policy(&self, name: &str) -> Option<&CompiledPolicy> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+}
+
+/// Builds the plan for `config` on this host's cgroup hierarchy.
+pub fn build(config: &Config, hierarchy: &Hierarchy) -> Result<Plan, PlanError> {
+    let (governed, governed_level) = governed(config, hierarchy)?;
+    let agent = &config.file.agent;
+    let ring = agent.ring_buffer_kib;
+    if !ring.is_power_of_two() || ring < 4 {
+        return Err(config
+            .error(format!(
+                "[agent] ring_buffer_kib = {ring}: must be a power of two, at least 4"
+            ))
+            .into());
+    }
+
+    let mut loaded = Vec::with_capacity(config.file.maps.len());
+    for m in &config.file.maps {
+        let kind = Kind::parse(m.kind.get_ref()).ok_or_else(|| {
+            let known: Vec<&str> = Kind::ALL.iter().map(|(n, _)| *n).collect();
+            config.error_at(
+                m.kind.span(),
+                format!(
+                    "unknown map kind '{}' (known: {})",
+                    m.kind.get_ref(),
+                    known.join(", ")
+                ),
+            )
+        })?;
+        let path = config.resolve_path(m.path.get_ref());
+        loaded.push(sources::load(kind, &path, agent.max_source_bytes)?);
+    }
+    let map = compile(&loaded);
+    let sources = loaded
+        .iter()
+        .map(|l| SourceInfo {
+            kind: l.kind,
+            path: l.path.clone(),
+            sha256: l.sha256.clone(),
+            prefixes: l.entries.len(),
+        })
+        .collect();
+
+    let policies = policies(config, hierarchy, &governed, &map)?;
+    Ok(Plan {
+        governed,
+        governed_level,
+        map,
+        sources,
+        policies,
+    })
+}
+
+fn governed(config: &Config, hierarchy: &Hierarchy) -> Result<(PathBuf, u32), ConfigError> {
+    let name = config.governed_cgroup();
+    let at = |msg: String| match &config.file.agent.cgroup {
+        Some(s) => config.error_at(s.span(), msg),
+        None => config.error(msg),
+    };
+    let path = hierarchy
+        .resolve(name)
+        .map_err(|e| at(format!("[agent] cgroup = '{name}': {e}")))?;
+    if !path.is_dir() {
+        return Err(at(format!(
+            "[agent] cgroup = '{name}': cgroup {} does not exist",
+            path.display()
+        )));
+    }
+    let level = hierarchy
+        .level(&path)
+        .map_err(|e| at(format!("[agent] cgroup = '{name}': {e}")))?;
+    Ok((path, level))
+}
+
+fn valid_policy_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < geowall_common::POLICY_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn policies(
+    config: &Config,
+    hierarchy: &Hierarchy,
+    governed: &std::path::Path,
+    map: &CompiledMap,
+) -> Result<Vec<CompiledPolicy>, ConfigError> {
+    let mut out: Vec<CompiledPolicy> = Vec::new();
+    let mut seen: HashMap<String, std::ops::Range<usize>> = HashMap::new();
+    let mut bound: HashMap<PathBuf, String> = HashMap::new();
+    if config.file.policy.len() > geowall_common::MAX_POLICIES as usize {
+        return Err(config.error(format!(
+            "{} policies: at most {} can be loaded",
+            config.file.policy.len(),
+            geowall_common::MAX_POLICIES
+        )));
+    }
+    for p in &config.file.policy {
+        let name = p.name.get_ref();
+        if !valid_policy_name(name) {
+            return Err(config.error_at(
+                p.name.span(),
+                format!(
+                    "policy name '{name}': use letters, digits, '-', '_' and '.', at most {} bytes",
+                    geowall_common::POLICY_NAME_LEN - 1
+                ),
+            ));
+        }
+        if let Some(first) = seen.get(name) {
+            let (line, _) = crate::config::line_col(config.text(), first.start);
+            return Err(config.error_at(
+                p.name.span(),
+                format!("policy '{name}' is defined twice (first on line {line})"),
+            ));
+        }
+        seen.insert(name.clone(), p.name.span());
+
+        let mut allowed = BTreeSet::new();
+        for token in &p.allow {
+            let tags = resolve_region(token.get_ref(), &map.tags)
+                .map_err(|e| config.error_at(token.span(), format!("policy '{name}': {e}")))?;
+            allowed.extend(tags);
+        }
+        if allowed.is_empty() {
+            return Err(config.error_at(
+                p.name.span(),
+                format!(
+                    "policy '{name}' allows no region: add `allow = [...]` (countries like \
+                     \"DE\", groups like \"EU\", cloud regions like \"aws:eu-west-1\")"
+                ),
+            ));
+        }
+
+        let rules = p
+            .rules
+            .iter()
+            .map(|r| rule(config, name, r))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut cgroups = Vec::new();
+        for cg in &p.cgroups {
+            let path = hierarchy
+                .resolve_under(governed, cg.get_ref())
+                .map_err(|e| config.error_at(cg.span(), format!("policy '{name}': {e}")))?;
+            if !path.is_dir() {
+                return Err(config.error_at(
+                    cg.span(),
+                    format!(
+                        "policy '{name}': cgroup '{}' does not exist ({})",
+                        cg.get_ref(),
+                        path.display()
+                    ),
+                ));
+            }
+            if let Some(other) = bound.insert(path.clone(), name.clone()) {
+                return Err(config.error_at(
+                    cg.span(),
+                    format!(
+                        "cgroup '{}' is bound to both '{other}' and '{name}'",
+                        cg.get_ref()
+                    ),
+                ));
+            }
+            if path == hierarchy.mount()
+                && p.mode == Mode::Enforce
+                && !config.file.agent.allow_host_enforce
+            {
+                return Err(config.error_at(
+                    cg.span(),
+                    format!(
+                        "policy '{name}' would enforce on the whole host (the cgroup v2 root): \
+                         use mode = \"audit\", or set [agent] allow_host_enforce = true if you \
+                         really mean it"
+                    ),
+                ));
+            }
+            cgroups.push(path);
+        }
+
+        out.push(CompiledPolicy {
+            name: name.clone(),
+            mode: p.mode,
+            allowed,
+            allow_written: p.allow.iter().map(|t| t.get_ref().clone()).collect(),
+            untagged: p.untagged,
+            local: p.local,
+            rules,
+            cgroups,
+            log_allowed: p.log_allowed,
+            raw_sockets: p.raw_sockets,
+        });
+    }
+    Ok(out)
+}
+
+fn rule(config: &Config, policy: &str, r: &RuleConfig) -> Result<CompiledRule, ConfigError> {
+    let prefix: Prefix = r
+        .cidr
+        .get_ref()
+        .parse()
+        .map_err(|e| config.error_at(r.cidr.span(), format!("policy '{policy}': {e}")))?;
+    let proto = match &r.proto {
+        None => 0,
+        Some(p) => match p.get_ref().as_str() {
+            "tcp" => libc::IPPROTO_TCP as u8,
+            "udp" => libc::IPPROTO_UDP as u8,
+            other => {
+                return Err(config.error_at(
+                    p.span(),
+                    format!("policy '{policy}': proto '{other}': expected \"tcp\" or \"udp\""),
+                ));
+            }
+        },
+    };
+    let (port_lo, port_hi) = match &r.port {
+        None => (0, u16::MAX),
+        Some(s) => port_range(s.get_ref())
+            .map_err(|e| config.error_at(s.span(), format!("policy '{policy}': {e}")))?,
+    };
+    Ok(CompiledRule {
+        prefix,
+        proto,
+        port_lo,
+        port_hi,
+        action: r.action,
+    })
+}
+
+fn port_range(spec: &PortSpec) -> Result<(u16, u16), String> {
+    match spec {
+        PortSpec::One(0) => Err("port 0 matches nothing".into()),
+        PortSpec::One(p) => Ok((*p, *p)),
+        PortSpec::Range(s) => {
+            let bad = || format!("port '{s}': expected a port (5432) or a range (\"8000-8099\")");
+            let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+            let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+            let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+            if lo == 0 || lo > hi {
+                return Err(bad());
+            }
+            Ok((lo, hi))
+        }
+    }
+}
+
+/// The action a rule list gives (most specific prefix first, then in file
+/// order) for a destination, if any rule matches: what the kernel computes.
+pub fn rule_action(
+    rules: &[CompiledRule],
+    addr: std::net::IpAddr,
+    proto: u8,
+    port: u16,
+) -> Option<Action> {
+    let host = Prefix::host(addr);
+    let mut matching: Vec<(usize, &CompiledRule)> = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.prefix.contains(&host))
+        .collect();
+    matching.sort_by_key(|(i, r)| (std::cmp::Reverse(r.prefix.len()), *i));
+    matching
+        .into_iter()
+        .find(|(_, r)| {
+            (r.proto == 0 || r.proto == proto) && (r.port_lo..=r.port_hi).contains(&port)
+        })
+        .map(|(_, r)| r.action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(port_range(&PortSpec::One(5432)).unwrap(), (5432, 5432));
+        assert_eq!(
+            port_range(&PortSpec::Range("8000-8099".into())).unwrap(),
+            (8000, 8099)
+        );
+        assert!(port_range(&PortSpec::Range("9-1".into())).is_err());
+        assert!(port_range(&PortSpec::Range("x".into())).is_err());
+        assert!(port_range(&PortSpec::One(0)).is_err());
+    }
+
+    #[test]
+    fn rule_order_is_most_specific_then_file_order() {
+        let r = |c: &str, proto: u8, lo: u16, hi: u16, a: Action| CompiledRule {
+            prefix: c.parse().unwrap(),
+            proto,
+            port_lo: lo,
+            port_hi: hi,
+            action: a,
+        };
+        let rules = vec![
+            r("10.0.0.0/8", 6, 5432, 5432, Action::Allow),
+            r("10.0.0.0/8", 0, 0, 65535, Action::Deny),
+            r("10.1.0.0/16", 0, 0, 65535, Action::Allow),
+        ];
+        let a = |s: &str, port| rule_action(&rules, s.parse().unwrap(), 6, port);
+        assert_eq!(a("10.2.0.1", 5432), Some(Action::Allow));
+        assert_eq!(a("10.2.0.1", 80), Some(Action::Deny));
+        assert_eq!(a("10.1.0.1", 80), Some(Action::Allow));
+        assert_eq!(a("11.0.0.1", 80), None);
+    }
+
+    #[test]
+    fn policy_names() {
+        assert!(valid_policy_name("eu-only"));
+        assert!(!valid_policy_name(""));
+        assert!(!valid_policy_name("a b"));
+    }
+}
