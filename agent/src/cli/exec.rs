@@ -1,0 +1,289 @@
+//! `geowall exec --policy P -- CMD ARGS…`
+//!
+//! The command must be confined from its first instruction, so it is forked
+//! and held before `exec` while the agent creates the job cgroup, binds it to
+//! the policy and moves the child in (the agent does the move: it has the
+//! rights, and it checks that the child really is ours). Only then is the
+//! child released to `exec`.
+
+use std::{
+    ffi::{CString, OsString},
+    os::unix::ffi::OsStrExt,
+    path::Path,
+    process::ExitCode,
+};
+
+use crate::{
+    config::Config,
+    control::{Client, Request, proto::JobStarted},
+};
+
+/// geowall itself failed before the command ran.
+const EXIT_SETUP: u8 = 125;
+const EXIT_CANNOT_EXECUTE: u8 = 126;
+const EXIT_NOT_FOUND: u8 = 127;
+
+pub fn exec(config: &Path, policy: &str, job: Option<&str>, command: &[OsString]) -> ExitCode {
+    let setup_fail = |e: &dyn std::fmt::Display| {
+        eprintln!("geowall: error: {e}");
+        ExitCode::from(EXIT_SETUP)
+    };
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return setup_fail(&e),
+    };
+    let socket = config.resolve_path(&config.file.agent.socket.to_string_lossy());
+    let mut client = match Client::connect(&socket) {
+        Ok(c) => c,
+        Err(e) => return setup_fail(&e),
+    };
+    let argv: Vec<CString> = match command
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+    {
+        Ok(v) => v,
+        Err(_) => return setup_fail(&"the command has an argument with a NUL byte"),
+    };
+
+    let mut child = match Held::spawn(&argv) {
+        Ok(c) => c,
+        Err(e) => return setup_fail(&format!("cannot fork: {e}")),
+    };
+    let started = client.call(Request::JobStart {
+        policy: policy.to_owned(),
+        job: job.map(str::to_owned),
+        pid: child.pid as u32,
+    });
+    let started: JobStarted = match started.map(serde_json::from_value) {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            child.abandon();
+            return setup_fail(&format!("unexpected answer from the agent: {e}"));
+        }
+        Err(e) => {
+            child.abandon();
+            return setup_fail(&e);
+        }
+    };
+    drop(client);
+    tracing::debug!(job = %started.job, policy = %started.policy, cgroup = %started.cgroup, "job confined");
+
+    if !started.raw_sockets {
+        child.drop_net_raw();
+    }
+    // Signals from the terminal reach the job; geowall only waits for it.
+    // SAFETY: setting dispositions to SIG_IGN is always sound.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let outcome = child.release();
+
+    // Tell the agent the job's main process is done (it removes the cgroup
+    // once empty, and would anyway on its next sweep).
+    if let Ok(mut c) = Client::connect(&socket)
+        && let Err(e) = c.call(Request::JobEnd {
+            job: started.job.clone(),
+        })
+    {
+        tracing::warn!(job = %started.job, error = %e, "could not report the end of the job");
+    }
+
+    match outcome {
+        Outcome::Exited(code) => ExitCode::from(code),
+        Outcome::ExecFailed(errno) => {
+            let name = command[0].to_string_lossy();
+            let err = std::io::Error::from_raw_os_error(errno);
+            eprintln!("geowall: cannot run '{name}': {err}");
+            ExitCode::from(if errno == libc::ENOENT {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_CANNOT_EXECUTE
+            })
+        }
+        Outcome::WaitFailed(e) => setup_fail(&format!("waiting for the job: {e}")),
+    }
+}
+
+const RELEASE: u8 = 1;
+const RELEASE_WITHOUT_NET_RAW: u8 = 2;
+const CAP_NET_RAW: u32 = 13;
+
+/// Drops CAP_NET_RAW from the calling process for good: from the bounding
+/// set (when permitted: root), the ambient set, and the effective,
+/// permitted and inheritable sets. Without it no raw or packet socket can be
+/// opened, whatever the command executes. Async-signal-safe (raw syscalls
+/// only); false if the capability is still in the effective set.
+fn drop_cap_net_raw() -> bool {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: prctl and capget/capset with valid, properly sized buffers.
+    unsafe {
+        libc::prctl(libc::PR_CAPBSET_DROP, CAP_NET_RAW as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_LOWER as libc::c_ulong,
+            CAP_NET_RAW as libc::c_ulong,
+            0,
+            0,
+        );
+        let mut header = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut data = [Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capget, &raw mut header, data.as_mut_ptr()) != 0 {
+            return false;
+        }
+        let bit = !(1u32 << CAP_NET_RAW);
+        data[0].effective &= bit;
+        data[0].permitted &= bit;
+        data[0].inheritable &= bit;
+        if libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) != 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// A forked child blocked before `exec`.
+struct Held {
+    pid: libc::pid_t,
+    /// Write end: a byte releases the child (see [`Release`]); closing it
+    /// makes the child exit without running anything.
+    go: libc::c_int,
+    /// Whether to drop CAP_NET_RAW before `exec`.
+    drop_net_raw: bool,
+    /// Read end: the child's errno if `exec` failed; EOF once it succeeded.
+    exec_err: libc::c_int,
+}
+
+enum Outcome {
+    Exited(u8),
+    ExecFailed(i32),
+    WaitFailed(std::io::Error),
+}
+
+fn pipe() -> std::io::Result<[libc::c_int; 2]> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid out-parameter for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fds)
+}
+
+impl Held {
+    fn spawn(argv: &[CString]) -> std::io::Result<Held> {
+        let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        let [go_r, go_w] = pipe()?;
+        let [err_r, err_w] = pipe()?;
+        // SAFETY: the CLI is single-threaded here; the child only calls
+        // async-signal-safe functions (read, write, execvp, _exit) on memory
+        // prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            unsafe {
+                libc::close(go_w);
+                libc::close(err_r);
+                let mut b = 0u8;
+                let n = libc::read(go_r, (&raw mut b).cast(), 1);
+                if n != 1 {
+                    libc::_exit(i32::from(EXIT_SETUP));
+                }
+                if b == RELEASE_WITHOUT_NET_RAW && !drop_cap_net_raw() {
+                    libc::_exit(i32::from(EXIT_SETUP));
+                }
+                libc::execvp(ptrs[0], ptrs.as_ptr());
+                let errno = *libc::__errno_location();
+                libc::write(err_w, (&raw const errno).cast(), 4);
+                libc::_exit(i32::from(EXIT_NOT_FOUND));
+            }
+        }
+        // SAFETY: closing the child's ends in the parent.
+        unsafe {
+            libc::close(go_r);
+            libc::close(err_w);
+        }
+        Ok(Held {
+            pid,
+            go: go_w,
+            drop_net_raw: false,
+            exec_err: err_r,
+        })
+    }
+
+    /// Have the child drop CAP_NET_RAW before it runs the command.
+    fn drop_net_raw(&mut self) {
+        self.drop_net_raw = true;
+    }
+
+    /// The job could not be set up: the child exits without running.
+    fn abandon(self) {
+        // SAFETY: our own descriptors and child.
+        unsafe {
+            libc::close(self.go);
+            libc::close(self.exec_err);
+            let mut status = 0;
+            libc::waitpid(self.pid, &mut status, 0);
+        }
+    }
+
+    /// Lets the child `exec` and waits for it.
+    fn release(self) -> Outcome {
+        // SAFETY: our own descriptors and child; buffers are valid.
+        unsafe {
+            let go = if self.drop_net_raw {
+                RELEASE_WITHOUT_NET_RAW
+            } else {
+                RELEASE
+            };
+            libc::write(self.go, (&raw const go).cast(), 1);
+            libc::close(self.go);
+            let mut errno = 0i32;
+            let n = libc::read(self.exec_err, (&raw mut errno).cast(), 4);
+            libc::close(self.exec_err);
+            let mut status = 0;
+            loop {
+                let r = libc::waitpid(self.pid, &mut status, 0);
+                if r == self.pid {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    return Outcome::WaitFailed(e);
+                }
+            }
+            if n == 4 {
+                return Outcome::ExecFailed(errno);
+            }
+            if libc::WIFEXITED(status) {
+                Outcome::Exited(libc::WEXITSTATUS(status) as u8)
+            } else if libc::WIFSIGNALED(status) {
+                Outcome::Exited(128u8.wrapping_add(libc::WTERMSIG(status) as u8))
+            } else {
+                Outcome::Exited(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The `geowall` command line.
+//!
+//! Exit codes: 0 success; 1 an error (the message says what and where);
+//! 2 a usage error. `geowall exec` exits with its command's status (128+N
+//! when a signal N ended it), 125 when geowall could not start the job, 126
+//! when the command cannot be executed, 127 when it is not found.
+
+mod check;
+mod exec;
+mod run;
+mod status;
+mod stop;
+
+use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Where the config is read from unless `--config` or GEOWALL_CONFIG says.
+pub const DEFAULT_CONFIG: &str = "/etc/geowall/geowall.toml";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "geowall",
+    version,
+    about = "Keeps a host's outbound connections inside the regions its jobs may reach",
+    long_about = "geowall judges every outbound connection of governed workloads in the \
+                  kernel (eBPF, cgroup socket hooks) against a region-tagged IP map, refuses \
+                  what the workload's policy does not allow with EPERM, and records every \
+                  decision in an append-only audit log."
+)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "GEOWALL_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `--config`, shared by the subcommands.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// The agent's config file.
+    #[arg(long, short = 'c', env = "GEOWALL_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent: load and attach the programs, install the tables,
+    /// serve the control socket, write the audit log. Enforcement stays in
+    /// force after it exits unless --detach-on-exit.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Detach every program and remove every pin on exit (a demo or a
+        /// test leaves nothing behind).
+        #[arg(long)]
+        detach_on_exit: bool,
+        /// Refuse any config with a policy in enforce mode (the demo runs
+        /// host-wide and must never block).
+        #[arg(long)]
+        audit_only: bool,
+    },
+    /// Stop the agent and end enforcement: detach every program and remove
+    /// every pin (works when the agent is already down).
+    Stop {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Run a command as a job under a policy, in a cgroup of its own that the
+    /// running agent creates; exits with the command's status.
+    Exec {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The policy the job runs under.
+        #[arg(long, short = 'p')]
+        policy: String,
+        /// A name for the job (in flow records and its cgroup's name).
+        #[arg(long)]
+        job: Option<String>,
+        /// The command and its arguments.
+        #[arg(required = true, last = true)]
+        command: Vec<OsString>,
+    },
+    /// Show whether the agent runs and what is enforced.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a config (map sources, policies, cgroups) without changing
+    /// anything.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GEOWALL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    let _ = match cli.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// An error and its causes, `: `-separated (each cause only when its text
+/// is not already part of the message).
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Prints an error the way every subcommand does, and picks the exit code.
+pub fn fail(err: impl std::fmt::Display) -> ExitCode {
+    eprintln!("geowall: error: {err}");
+    ExitCode::from(1)
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match cli.command {
+        Command::Run {
+            config,
+            detach_on_exit,
+            audit_only,
+        } => run::run(&config.config, detach_on_exit, audit_only),
+        Command::Stop { config } => stop::stop(&config.config),
+        Command::Exec {
+            config,
+            policy,
+            job,
+            command,
+        } => exec::exec(&config.config, &policy, job.as_deref(), &command),
+        Command::Status { config, json } => status::status(&config.config, json),
+        Command::Check { config } => check::check(&config.config),
+    }
+}

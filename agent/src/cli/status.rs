@@ -1,0 +1,112 @@
+//! `geowall status`.
+
+use std::{path::Path, process::ExitCode};
+
+use geowall_common::counter;
+use serde_json::json;
+
+use crate::{
+    config::Config,
+    control::{Client, ClientError, Request, proto::Status},
+    kernel::{Pins, read_counters},
+};
+
+pub fn status(path: &Path, as_json: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return super::fail(e),
+    };
+    let socket = config.resolve_path(&config.file.agent.socket.to_string_lossy());
+    let pins = Pins::new(config.resolve_path(&config.file.agent.bpffs.to_string_lossy()));
+    let running = match Client::connect(&socket).and_then(|mut c| c.call(Request::Status)) {
+        Ok(v) => match serde_json::from_value::<Status>(v) {
+            Ok(s) => Some(s),
+            Err(e) => return super::fail(format!("unexpected status answer: {e}")),
+        },
+        Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => None,
+        Err(e) => return super::fail(e),
+    };
+    let enforcing = pins.has_links();
+    match (running, as_json) {
+        (Some(s), true) => {
+            println!(
+                "{}",
+                json!({"agent": "running", "enforcing": enforcing, "version": s.version, "status": s})
+            );
+        }
+        (Some(s), false) => {
+            println!("agent: running (pid {}, version {})", s.pid, s.version);
+            println!("governed cgroup: {}", s.governed);
+            println!(
+                "tables: epoch {}, {} IPv4 and {} IPv6 prefixes",
+                s.epoch, s.prefixes_v4, s.prefixes_v6
+            );
+            for src in &s.sources {
+                println!(
+                    "  map {} {} ({} prefixes)",
+                    src.kind, src.path, src.prefixes
+                );
+            }
+            for p in &s.policies {
+                println!(
+                    "policy {} ({}): {} allowed, {} denied, {} would deny; cgroups: {}",
+                    p.name,
+                    p.mode,
+                    p.allowed,
+                    p.denied,
+                    p.would_deny,
+                    if p.cgroups.is_empty() {
+                        "-".into()
+                    } else {
+                        p.cgroups.join(", ")
+                    }
+                );
+            }
+            for j in &s.jobs {
+                println!("job {} under {} in {}", j.job, j.policy, j.cgroup);
+            }
+            if s.events_dropped > 0 {
+                println!(
+                    "flow events dropped (ring buffer full): {}",
+                    s.events_dropped
+                );
+            }
+        }
+        (None, _) => {
+            let counters = read_counters(&pins).ok();
+            let totals = counters.as_ref().map(|rows| {
+                let sum = |i: usize| rows.iter().map(|r| r[i]).sum::<u64>();
+                (
+                    sum(counter::ALLOWED),
+                    sum(counter::DENIED),
+                    sum(counter::WOULD_DENY),
+                )
+            });
+            if as_json {
+                println!(
+                    "{}",
+                    json!({
+                        "agent": "down",
+                        "enforcing": enforcing,
+                        "pins": pins.root(),
+                        "counters": totals.map(|(a, d, w)| json!({"allowed": a, "denied": d, "would_deny": w})),
+                    })
+                );
+            } else if enforcing {
+                println!(
+                    "agent: down; enforcement stays in force from the pins under {}",
+                    pins.root().display()
+                );
+                if let Some((a, d, w)) = totals {
+                    println!("counters: {a} allowed, {d} denied, {w} would deny");
+                }
+            } else {
+                println!(
+                    "agent: down; nothing is enforced (no pinned programs under {})",
+                    pins.root().display()
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,188 @@
+//! The control protocol, version 1: one JSON object per line over a UNIX
+//! stream socket; each request gets exactly one response line.
+//!
+//! Request:  `{"v":1,"op":"job_start","policy":"eu-only","job":"etl","pid":4242}`
+//! Response: `{"v":1,"ok":true,"result":{...}}` or
+//!           `{"v":1,"ok":false,"error":{"code":"unknown_policy","message":"..."}}`
+//!
+//! Callers are identified by the kernel (SO_PEERCRED), never by what they
+//! claim in a request.
+
+use serde::{Deserialize, Serialize};
+
+pub const VERSION: u32 = 1;
+
+/// A request, tagged by `op`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// What is running, loaded and bound.
+    Status,
+    /// Create a job cgroup under `policy`, bind it, and move process `pid`
+    /// (a child of the caller that has not exec'd yet) into it.
+    JobStart {
+        policy: String,
+        #[serde(default)]
+        job: Option<String>,
+        pid: u32,
+    },
+    /// The job's main process has exited: remove its cgroup once it is empty.
+    JobEnd { job: String },
+    /// Re-read the config and switch tables.
+    Reload,
+    /// Stop the agent; `detach` also removes programs and pins.
+    Shutdown {
+        #[serde(default)]
+        detach: bool,
+    },
+}
+
+/// The envelope around a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    pub v: u32,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// Error codes a response can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnsupportedVersion,
+    PermissionDenied,
+    UnknownPolicy,
+    UnknownJob,
+    InvalidConfig,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub v: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl Response {
+    pub fn ok(result: impl Serialize) -> Self {
+        Self {
+            v: VERSION,
+            ok: true,
+            result: Some(serde_json::to_value(result).unwrap_or(serde_json::Value::Null)),
+            error: None,
+        }
+    }
+
+    pub fn err(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            v: VERSION,
+            ok: false,
+            result: None,
+            error: Some(ErrorBody {
+                code,
+                message: message.into(),
+            }),
+        }
+    }
+}
+
+/// Result of `job_start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStarted {
+    pub job: String,
+    /// cgroup path relative to the cgroup v2 mount.
+    pub cgroup: String,
+    pub policy: String,
+    /// Whether the policy lets the job open raw and packet sockets. When it
+    /// does not, `geowall exec` also drops CAP_NET_RAW from the job (the
+    /// kernel check for packet sockets needs BPF LSM, which not every kernel
+    /// allows).
+    pub raw_sockets: bool,
+}
+
+/// Result of `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub epoch: u64,
+    pub governed: String,
+    pub policies: Vec<PolicyStatus>,
+    pub jobs: Vec<JobStatus>,
+    pub sources: Vec<SourceStatus>,
+    pub prefixes_v4: usize,
+    pub prefixes_v6: usize,
+    pub events_dropped: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    pub name: String,
+    pub mode: String,
+    pub slot: u32,
+    pub cgroups: Vec<String>,
+    pub allowed: u64,
+    pub denied: u64,
+    pub would_deny: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub job: String,
+    pub policy: String,
+    pub cgroup: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    pub kind: String,
+    pub path: String,
+    pub sha256: String,
+    pub prefixes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_with_their_op_tag() {
+        let req = RequestEnvelope {
+            v: VERSION,
+            request: Request::JobStart {
+                policy: "eu-only".into(),
+                job: Some("etl".into()),
+                pid: 4242,
+            },
+        };
+        let line = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            line,
+            r#"{"v":1,"op":"job_start","policy":"eu-only","job":"etl","pid":4242}"#
+        );
+        assert_eq!(serde_json::from_str::<RequestEnvelope>(&line).unwrap(), req);
+        let shutdown: RequestEnvelope = serde_json::from_str(r#"{"v":1,"op":"shutdown"}"#).unwrap();
+        assert_eq!(shutdown.request, Request::Shutdown { detach: false });
+    }
+
+    #[test]
+    fn responses_carry_either_result_or_error() {
+        let r = Response::err(ErrorCode::UnknownPolicy, "no policy 'x'");
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            line,
+            r#"{"v":1,"ok":false,"error":{"code":"unknown_policy","message":"no policy 'x'"}}"#
+        );
+    }
+}

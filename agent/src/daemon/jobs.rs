@@ -1,0 +1,305 @@
+//! Jobs started by `geowall exec`: one cgroup each, bound to a policy, made
+//! before the job's first instruction runs and removed once it is empty.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use serde_json::json;
+
+use super::{DaemonError, State};
+use crate::{
+    cgroup,
+    control::proto::{ErrorCode, JobStarted},
+};
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub policy: String,
+    pub cgroup: PathBuf,
+    pub cgroup_id: u64,
+    pub uid: Option<u32>,
+}
+
+/// Who is asking, as the kernel says (SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<u32>,
+}
+
+impl Peer {
+    pub fn json(&self) -> serde_json::Value {
+        json!({"uid": self.uid, "gid": self.gid, "pid": self.pid})
+    }
+}
+
+/// A refused request: the code and message the caller gets.
+#[derive(Debug)]
+pub struct Refusal(pub ErrorCode, pub String);
+
+impl From<DaemonError> for Refusal {
+    fn from(e: DaemonError) -> Self {
+        Refusal(ErrorCode::Internal, e.to_string())
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_owned()
+}
+
+/// The parent pid of `pid`, from /proc/PID/stat.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl State {
+    /// The policy that governs the cgroup at `path` (relative to the
+    /// hierarchy, `/a/b`): the nearest bound ancestor's.
+    fn policy_of(&self, rel: &str) -> Result<Option<String>, DaemonError> {
+        let bindings: HashMap<u64, u32> = self.kernel().bindings()?.into_iter().collect();
+        let names = self.kernel().policy_names()?;
+        let mut path = self.hierarchy().resolve(rel)?;
+        loop {
+            if !path.starts_with(self.governed()) {
+                return Ok(None);
+            }
+            if let Ok(id) = cgroup::id_of(&path)
+                && let Some(slot) = bindings.get(&id)
+            {
+                return Ok(names.get(*slot as usize).cloned().flatten());
+            }
+            if !path.pop() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// `job_start`: creates and binds the job's cgroup and moves `pid` (a
+    /// not-yet-exec'd child of the caller) into it.
+    pub fn job_start(
+        &mut self,
+        peer: Peer,
+        policy: &str,
+        job: Option<&str>,
+        pid: u32,
+    ) -> Result<JobStarted, Refusal> {
+        let Some(slot) = self.slot(policy) else {
+            let known: Vec<&str> = self
+                .plan()
+                .policies
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            return Err(Refusal(
+                ErrorCode::UnknownPolicy,
+                format!("no policy '{policy}' (loaded: {})", known.join(", ")),
+            ));
+        };
+        let caller = peer.pid.ok_or_else(|| {
+            Refusal(
+                ErrorCode::PermissionDenied,
+                "the caller's pid is unknown".into(),
+            )
+        })?;
+        if parent_of(pid) != Some(caller) {
+            return Err(Refusal(
+                ErrorCode::PermissionDenied,
+                format!("process {pid} is not a child of the caller (pid {caller})"),
+            ));
+        }
+        let caller_cgroup = cgroup::of_process(caller).map_err(DaemonError::from)?;
+        if let Some(current) = self.policy_of(&caller_cgroup)?
+            && current != policy
+        {
+            return Err(Refusal(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "the caller runs under policy '{current}' and cannot start a job under '{policy}'"
+                ),
+            ));
+        }
+
+        let base = sanitize(job.unwrap_or(&format!("{policy}-{pid}")));
+        let base = if base.is_empty() {
+            format!("job-{pid}")
+        } else {
+            base
+        };
+        let mut name = base.clone();
+        let mut n = 1;
+        while self.jobs.contains_key(&name) || self.jobs_root.join(&name).exists() {
+            n += 1;
+            name = format!("{base}-{n}");
+        }
+        let path = self.jobs_root.join(&name);
+        cgroup::create(&path).map_err(DaemonError::from)?;
+        let setup = || -> Result<u64, DaemonError> {
+            let id = cgroup::id_of(&path)?;
+            self.kernel().bind(id, slot)?;
+            cgroup::move_process(&path, pid)?;
+            Ok(id)
+        };
+        let id = match setup() {
+            Ok(id) => id,
+            Err(e) => {
+                if let Ok(id) = cgroup::id_of(&path) {
+                    let _ = self.kernel().unbind(id);
+                }
+                let _ = cgroup::remove(&path);
+                return Err(e.into());
+            }
+        };
+        let raw_sockets = self
+            .plan()
+            .policy(policy)
+            .is_some_and(|p| p.raw_sockets == crate::config::Action::Allow);
+        let started = JobStarted {
+            job: name.clone(),
+            cgroup: self.hierarchy().display_name(&path),
+            policy: policy.to_owned(),
+            raw_sockets,
+        };
+        self.jobs.insert(
+            name.clone(),
+            Job {
+                name: name.clone(),
+                policy: policy.to_owned(),
+                cgroup: path,
+                cgroup_id: id,
+                uid: Some(peer.uid),
+            },
+        );
+        self.refresh_names()?;
+        self.record(
+            "job",
+            json!({"event": "start", "job": name, "policy": policy, "cgroup": started.cgroup, "pid": pid, "by": peer.json()}),
+        );
+        tracing::info!(job = %name, policy, pid, "job started");
+        Ok(started)
+    }
+
+    /// `job_end`: the job's main process exited; its cgroup goes once empty.
+    pub fn job_end(&mut self, job: &str) -> Result<(), Refusal> {
+        if !self.jobs.contains_key(job) {
+            return Err(Refusal(ErrorCode::UnknownJob, format!("no job '{job}'")));
+        }
+        self.collect_jobs();
+        Ok(())
+    }
+
+    /// Removes the cgroups (and bindings) of jobs that have no process left.
+    pub fn collect_jobs(&mut self) {
+        let done: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| !cgroup::populated(&j.cgroup).unwrap_or(true))
+            .map(|j| j.name.clone())
+            .collect();
+        for name in done {
+            let Some(job) = self.jobs.remove(&name) else {
+                continue;
+            };
+            if let Err(e) = self.kernel().unbind(job.cgroup_id) {
+                tracing::error!(job = %name, error = %e, "cannot unbind the job's cgroup");
+            }
+            if let Err(e) = cgroup::remove(&job.cgroup) {
+                tracing::warn!(job = %name, error = %e, "cannot remove the job's cgroup");
+            }
+            self.record(
+                "job",
+                json!({"event": "end", "job": name, "policy": job.policy}),
+            );
+        }
+    }
+
+    /// Picks up the job cgroups a previous agent left: populated ones with a
+    /// binding keep running under their policy; empty ones are removed.
+    pub(super) fn recover_jobs(&mut self) -> Result<(), DaemonError> {
+        let Ok(entries) = std::fs::read_dir(&self.jobs_root) else {
+            return Ok(());
+        };
+        let bindings: HashMap<u64, u32> = self.kernel().bindings()?.into_iter().collect();
+        let names = self.kernel().policy_names()?;
+        for entry in entries.flatten() {
+            let path: PathBuf = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let Ok(id) = cgroup::id_of(&path) else {
+                continue;
+            };
+            let policy = bindings
+                .get(&id)
+                .and_then(|s| names.get(*s as usize).cloned().flatten())
+                .filter(|p| self.slot(p).is_some());
+            let populated = cgroup::populated(&path).unwrap_or(true);
+            match (policy, populated) {
+                (Some(policy), true) => {
+                    let name = file_name(&path);
+                    tracing::info!(job = %name, policy = %policy, "recovered a running job");
+                    self.jobs.insert(
+                        name.clone(),
+                        Job {
+                            name,
+                            policy,
+                            cgroup: path,
+                            cgroup_id: id,
+                            uid: None,
+                        },
+                    );
+                }
+                (_, false) => {
+                    let _ = self.kernel().unbind(id);
+                    let _ = cgroup::remove(&path);
+                }
+                (None, true) => tracing::error!(
+                    cgroup = %path.display(),
+                    "a job cgroup has processes but no known policy; they are not confined"
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_are_safe_path_components() {
+        assert_eq!(sanitize("etl nightly/../x"), "etl_nightly_.._x");
+        assert_eq!(sanitize("..hidden"), "hidden");
+        assert_eq!(sanitize("ok-1.2_3"), "ok-1.2_3");
+    }
+
+    #[test]
+    fn reads_the_parent_of_this_process() {
+        let me = std::process::id();
+        assert_eq!(parent_of(me), Some(std::os::unix::process::parent_id()));
+    }
+}

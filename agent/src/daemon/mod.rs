@@ -1,0 +1,281 @@
+//! `geowall run`: the agent.
+//!
+//! Start-up: read and check the config, load the programs and (pinned)
+//! maps, install the tables, bind cgroups, attach (or adopt pinned links),
+//! then serve the control socket and turn flow events into audit records
+//! until SIGINT or SIGTERM. SIGHUP (or `reload` on the socket) re-reads the
+//! config; a bad config is reported and the tables in force stay in force.
+
+pub mod jobs;
+mod names;
+mod state;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use geowall_common::FlowEvent;
+use thiserror::Error;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+
+use crate::{
+    cgroup::{CgroupError, Hierarchy},
+    config::{Config, ConfigError},
+    control::server,
+    flows::{AuditLog, FlowRecord, time::BootClock},
+    kernel::KernelError,
+    plan::PlanError,
+};
+
+pub use names::NameTable;
+pub use state::State;
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Layout(#[from] crate::kernel::layout::LayoutError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("audit log {path}: {source}")]
+    AuditLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Options of `geowall run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// On exit, detach every program and remove every pin (the demo does
+    /// this); by default enforcement outlives the agent.
+    pub detach_on_exit: bool,
+    /// Refuse configs with an enforcing policy (at start and on reload).
+    pub audit_only: bool,
+}
+
+/// Runs the agent until it is told to stop.
+pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    let config = Config::load(&opts.config)?;
+    let hierarchy = Hierarchy::discover()?;
+    let log_path = config.resolve_path(&config.file.agent.audit_log.to_string_lossy());
+    let log_path = if config.file.agent.audit_log.as_os_str() == "-" {
+        PathBuf::from("-")
+    } else {
+        log_path
+    };
+    let log = AuditLog::open(&log_path).map_err(|source| DaemonError::AuditLog {
+        path: log_path.clone(),
+        source,
+    })?;
+    let log = Arc::new(Mutex::new(log));
+    let socket_path = config.resolve_path(&config.file.agent.socket.to_string_lossy());
+    let socket_err = |source| DaemonError::Socket {
+        path: socket_path.clone(),
+        source,
+    };
+    // Refuse early when another agent serves this socket; bind only once
+    // the kernel side is up, so a failed start leaves no socket behind.
+    server::ensure_free(&socket_path).map_err(socket_err)?;
+
+    let names = Arc::new(RwLock::new(NameTable::default()));
+    let (mut state, events) = State::start(
+        opts.config.clone(),
+        opts.audit_only,
+        config,
+        hierarchy.clone(),
+        Arc::clone(&log),
+        Arc::clone(&names),
+    )?;
+    let listener = server::bind(&socket_path).map_err(socket_err)?;
+    tracing::info!(
+        socket = %socket_path.display(),
+        audit_log = %log_path.display(),
+        "control socket and audit log open"
+    );
+    let governed = state.governed().to_path_buf();
+    let (stop_tx, stop_rx) = watch::channel(None::<bool>);
+    state.set_stopper(stop_tx.clone());
+    let state = Arc::new(tokio::sync::Mutex::new(state));
+
+    let reader = {
+        let log = Arc::clone(&log);
+        let names = Arc::clone(&names);
+        let stop_rx = stop_rx.clone();
+        let scanner = names::CgroupScanner::new(hierarchy.clone(), governed);
+        tokio::spawn(async move {
+            if let Err(e) = read_events(events, log, names, scanner, stop_rx).await {
+                tracing::error!(error = %e, "flow event reader stopped");
+            }
+        })
+    };
+    let server = tokio::spawn(server::serve(listener, Arc::clone(&state), stop_rx.clone()));
+    let gc = {
+        let state = Arc::clone(&state);
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => state.lock().await.collect_jobs(),
+                    _ = stop_rx.changed() => break,
+                }
+            }
+        })
+    };
+
+    let detach = wait_for_stop(&state, stop_tx, stop_rx, opts.detach_on_exit).await;
+    let _ = server.await;
+    let _ = gc.await;
+    let _ = reader.await;
+    let state = Arc::try_unwrap(state)
+        .map_err(|_| DaemonError::Refused("agent state still shared at exit".into()))?
+        .into_inner();
+    let finished = state.finish(detach);
+    let _ = std::fs::remove_file(&socket_path);
+    finished
+}
+
+/// Waits for SIGINT/SIGTERM (or a `shutdown` request), handling SIGHUP
+/// reloads meanwhile. Returns whether to detach on exit.
+async fn wait_for_stop(
+    state: &Arc<tokio::sync::Mutex<State>>,
+    stop_tx: watch::Sender<Option<bool>>,
+    mut stop_rx: watch::Receiver<Option<bool>>,
+    detach_on_exit: bool,
+) -> bool {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping");
+        let _ = stop_tx.send(Some(detach_on_exit));
+        return detach_on_exit;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                let mut s = state.lock().await;
+                match s.reload("SIGHUP", None) {
+                    Ok(epoch) => tracing::info!(epoch, "SIGHUP: config reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload refused; the tables in force stay in force"),
+                }
+            }
+            changed = stop_rx.changed() => {
+                if changed.is_err() { break; }
+                if let Some(detach) = *stop_rx.borrow() {
+                    return detach || detach_on_exit;
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(Some(detach_on_exit));
+    detach_on_exit
+}
+
+/// Reads flow events until told to stop, then drains what is left.
+async fn read_events(
+    ring: RingBuf<MapData>,
+    log: Arc<Mutex<AuditLog>>,
+    names: Arc<RwLock<NameTable>>,
+    mut scanner: names::CgroupScanner,
+    mut stop_rx: watch::Receiver<Option<bool>>,
+) -> std::io::Result<()> {
+    let host = names::hostname();
+    // SAFETY: the ring buffer owns its fd, which stays open as long as the
+    // AsyncFd that owns the ring buffer.
+    let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+    let mut flush = tokio::time::interval(Duration::from_millis(100));
+    let mut clock = BootClock::now();
+    loop {
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                // A bounded batch per turn: the locks are released between
+                // batches, so a table switch never waits behind a flood.
+                if drain(guard.get_inner_mut(), &log, &names, &mut scanner, &host, &clock) {
+                    guard.clear_ready();
+                } else {
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                }
+            }
+            _ = flush.tick() => {
+                // Follows wall-clock adjustments.
+                clock = BootClock::now();
+                if let Err(e) = log.lock().expect("log lock").flush() {
+                    tracing::error!(error = %e, "cannot write the audit log");
+                }
+            }
+            _ = stop_rx.changed() => {
+                while !drain(fd.get_mut(), &log, &names, &mut scanner, &host, &clock) {}
+                log.lock().expect("log lock").flush()?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Events handled per batch.
+const BATCH: usize = 4096;
+
+/// Turns up to [`BATCH`] events into records; true when the ring is empty.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    log: &Mutex<AuditLog>,
+    names: &RwLock<NameTable>,
+    scanner: &mut names::CgroupScanner,
+    host: &str,
+    clock: &BootClock,
+) -> bool {
+    let table = names.read().expect("names lock");
+    let mut log = log.lock().expect("log lock");
+    for _ in 0..BATCH {
+        let Some(item) = ring.next() else {
+            return true;
+        };
+        if item.len() < std::mem::size_of::<FlowEvent>() {
+            continue;
+        }
+        // SAFETY: the kernel writes whole FlowEvents (plain data); the item
+        // is at least that long; read_unaligned copes with any alignment.
+        let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        drop(item);
+        let seq = log.next_seq();
+        let mut resolver = names::EventNames {
+            table: &table,
+            scanner,
+            host,
+        };
+        let record = FlowRecord::from_event(&ev, clock.unix_ns(ev.time_ns), seq, &mut resolver);
+        if let Err(e) = log.append(&record) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+    false
+}

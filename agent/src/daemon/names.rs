@@ -1,0 +1,124 @@
+//! Names for the ids in flow events: policy slots, region ids, cgroup ids.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crate::{cgroup, cgroup::Hierarchy, flows::Resolver};
+
+/// How many cgroup folders one rescan visits at most.
+const SCAN_LIMIT: usize = 20_000;
+/// Minimum time between two rescans triggered by unknown ids.
+const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Shared by the agent (which updates it on every table switch and job
+/// change) and the event reader.
+#[derive(Debug, Default, Clone)]
+pub struct NameTable {
+    pub policies: Vec<Option<String>>,
+    pub regions: Vec<Option<String>>,
+    /// cgroup id → job name, for job cgroups (kept after the job ends).
+    pub jobs: HashMap<u64, String>,
+    /// cgroup id → path relative to the hierarchy (kept after removal).
+    pub cgroups: HashMap<u64, String>,
+}
+
+/// The event reader's resolver: the shared table plus a cgroup scanner.
+pub struct EventNames<'a> {
+    pub table: &'a NameTable,
+    pub scanner: &'a mut CgroupScanner,
+    pub host: &'a str,
+}
+
+impl Resolver for EventNames<'_> {
+    fn policy(&self, slot: u16) -> Option<String> {
+        self.table
+            .policies
+            .get(usize::from(slot))
+            .cloned()
+            .flatten()
+    }
+
+    fn region(&self, id: u16) -> Option<String> {
+        self.table.regions.get(usize::from(id)).cloned().flatten()
+    }
+
+    fn cgroup(&mut self, id: u64) -> (String, Option<String>) {
+        let job = self.table.jobs.get(&id).cloned();
+        let path = self
+            .table
+            .cgroups
+            .get(&id)
+            .cloned()
+            .or_else(|| self.scanner.lookup(id))
+            .unwrap_or_else(|| format!("cgroup#{id}"));
+        (path, job)
+    }
+
+    fn host(&self) -> &str {
+        self.host
+    }
+}
+
+/// Finds the path of cgroup ids that nobody registered, by walking the
+/// governed subtree (rate limited); remembers what it found.
+pub struct CgroupScanner {
+    hierarchy: Hierarchy,
+    root: PathBuf,
+    known: HashMap<u64, String>,
+    last_scan: Option<Instant>,
+}
+
+impl CgroupScanner {
+    pub fn new(hierarchy: Hierarchy, root: PathBuf) -> Self {
+        Self {
+            hierarchy,
+            root,
+            known: HashMap::new(),
+            last_scan: None,
+        }
+    }
+
+    pub fn lookup(&mut self, id: u64) -> Option<String> {
+        if let Some(p) = self.known.get(&id) {
+            return Some(p.clone());
+        }
+        if self.last_scan.is_some_and(|t| t.elapsed() < SCAN_INTERVAL) {
+            return None;
+        }
+        self.scan();
+        self.known.get(&id).cloned()
+    }
+
+    fn scan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        let mut stack = vec![self.root.clone()];
+        let mut visited = 0;
+        while let Some(dir) = stack.pop() {
+            visited += 1;
+            if visited > SCAN_LIMIT {
+                break;
+            }
+            if let Ok(id) = cgroup::id_of(&dir) {
+                self.known.insert(id, self.hierarchy.display_name(&dir));
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// The host's name, for flow records.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}

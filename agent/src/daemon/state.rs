@@ -1,0 +1,375 @@
+//! The agent's state: the config and plan in force, the kernel, bindings
+//! and jobs. Every change goes through here, under one lock.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
+};
+
+use aya::maps::{MapData, RingBuf};
+use geowall_common::{MAX_POLICIES, counter};
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::{DaemonError, NameTable, jobs::Job};
+use crate::{
+    cgroup::{self, Hierarchy},
+    config::Config,
+    control::proto::{JobStatus, PolicyStatus, SourceStatus, Status},
+    flows::AuditLog,
+    kernel::{Kernel, OpenOptions, layout},
+    plan::{self, Plan},
+};
+
+pub struct State {
+    config_path: PathBuf,
+    audit_only: bool,
+    hierarchy: Hierarchy,
+    plan: Plan,
+    kernel: Kernel,
+    slots: BTreeMap<String, u32>,
+    /// Static bindings from the config: cgroup id → (path, policy).
+    statics: BTreeMap<u64, (PathBuf, String)>,
+    pub(super) jobs: BTreeMap<String, Job>,
+    pub(super) jobs_root: PathBuf,
+    log: Arc<Mutex<AuditLog>>,
+    names: Arc<RwLock<NameTable>>,
+    stopper: Option<watch::Sender<Option<bool>>>,
+}
+
+impl State {
+    /// Builds the plan, opens the kernel side, installs the tables, binds,
+    /// attaches. Returns the state and the flow-event ring buffer.
+    pub fn start(
+        config_path: PathBuf,
+        audit_only: bool,
+        config: Config,
+        hierarchy: Hierarchy,
+        log: Arc<Mutex<AuditLog>>,
+        names: Arc<RwLock<NameTable>>,
+    ) -> Result<(State, RingBuf<MapData>), DaemonError> {
+        let plan = plan::build(&config, &hierarchy)?;
+        check_audit_only(audit_only, &plan)?;
+        let jobs_root = hierarchy.resolve_under(&plan.governed, &config.file.agent.jobs_cgroup)?;
+        let ring_bytes = config.file.agent.ring_buffer_kib.saturating_mul(1024);
+        let mut kernel = Kernel::open(&OpenOptions {
+            bpffs: config.resolve_path(&config.file.agent.bpffs.to_string_lossy()),
+            governed: plan.governed.clone(),
+            governed_level: plan.governed_level,
+            ring_bytes,
+        })?;
+        let events = kernel.take_events()?;
+        let layout = layout::layout(&plan, &kernel.region_names()?, &kernel.policy_names()?)?;
+        let epoch = kernel.install(&layout)?;
+        let mut state = State {
+            config_path,
+            audit_only,
+            hierarchy,
+            plan,
+            kernel,
+            slots: layout.slots.clone(),
+            statics: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            jobs_root,
+            log,
+            names,
+            stopper: None,
+        };
+        state.recover_jobs()?;
+        state.sync_bindings()?;
+        state.refresh_names()?;
+        let report = state.kernel.attach()?;
+        tracing::info!(
+            governed = %state.plan.governed.display(),
+            policies = state.plan.policies.len(),
+            prefixes_v4 = state.plan.map.v4.len(),
+            prefixes_v6 = state.plan.map.v6.len(),
+            attached = report.attached,
+            adopted = report.adopted,
+            epoch,
+            "tables installed, programs attached"
+        );
+        state.record(
+            "agent",
+            json!({
+                "event": "start",
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "governed": state.hierarchy.display_name(&state.plan.governed),
+                "attached": report.attached,
+                "adopted": report.adopted,
+            }),
+        );
+        state.record_config("start", epoch, None);
+        Ok((state, events))
+    }
+
+    pub fn governed(&self) -> &Path {
+        &self.plan.governed
+    }
+
+    pub fn set_stopper(&mut self, tx: watch::Sender<Option<bool>>) {
+        self.stopper = Some(tx);
+    }
+
+    /// Asks the agent to stop (from a `shutdown` request).
+    pub fn request_stop(&self, detach: bool) {
+        if let Some(tx) = &self.stopper {
+            let _ = tx.send(Some(detach));
+        }
+    }
+
+    pub(super) fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    pub(super) fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
+    pub(super) fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub(super) fn slot(&self, policy: &str) -> Option<u32> {
+        self.slots.get(policy).copied()
+    }
+
+    /// Writes a non-flow record to the audit log.
+    pub fn record(&self, kind: &str, detail: serde_json::Value) {
+        let mut log = self.log.lock().expect("log lock");
+        if let Err(e) = log.event(kind, detail) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+
+    fn record_config(&self, why: &str, epoch: u64, by: Option<serde_json::Value>) {
+        let sources: Vec<_> = self
+            .plan
+            .sources
+            .iter()
+            .map(|s| json!({"kind": s.kind.name(), "path": s.path, "sha256": s.sha256, "prefixes": s.prefixes}))
+            .collect();
+        let policies: Vec<_> = self
+            .plan
+            .policies
+            .iter()
+            .map(|p| json!({"name": p.name, "mode": p.mode, "allow": p.allow_written, "slot": self.slots.get(&p.name)}))
+            .collect();
+        let mut detail = json!({
+            "event": why,
+            "epoch": epoch,
+            "config": self.config_path,
+            "sources": sources,
+            "policies": policies,
+            "prefixes_v4": self.plan.map.v4.len(),
+            "prefixes_v6": self.plan.map.v6.len(),
+        });
+        if let Some(by) = by {
+            detail["by"] = by;
+        }
+        self.record("config", detail);
+    }
+
+    /// Re-reads the config and switches tables. On any error nothing
+    /// changes. `by` names who asked (for the log).
+    pub fn reload(&mut self, why: &str, by: Option<serde_json::Value>) -> Result<u64, DaemonError> {
+        let config = Config::load(&self.config_path)?;
+        let plan = plan::build(&config, &self.hierarchy)?;
+        check_audit_only(self.audit_only, &plan)?;
+        if plan.governed != self.plan.governed {
+            return Err(DaemonError::Refused(format!(
+                "[agent] cgroup changed from {} to {}: restart the agent to govern another subtree",
+                self.plan.governed.display(),
+                plan.governed.display()
+            )));
+        }
+        let orphaned: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| plan.policy(&j.policy).is_none())
+            .map(|j| format!("{} ({})", j.name, j.policy))
+            .collect();
+        if !orphaned.is_empty() {
+            return Err(DaemonError::Refused(format!(
+                "the new config removes policies that running jobs use: {}",
+                orphaned.join(", ")
+            )));
+        }
+        let layout = layout::layout(
+            &plan,
+            &self.kernel.region_names()?,
+            &self.kernel.policy_names()?,
+        )?;
+        let epoch = self.kernel.install(&layout)?;
+        self.plan = plan;
+        self.slots = layout.slots.clone();
+        self.sync_bindings()?;
+        self.free_unused_slots()?;
+        self.refresh_names()?;
+        self.record_config(why, epoch, by);
+        Ok(epoch)
+    }
+
+    /// Makes the kernel's bindings exactly the static ones plus the jobs'.
+    fn sync_bindings(&mut self) -> Result<(), DaemonError> {
+        let mut wanted: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut statics = BTreeMap::new();
+        for p in &self.plan.policies {
+            let slot = self.slots[&p.name];
+            for path in &p.cgroups {
+                let id = cgroup::id_of(path)?;
+                wanted.insert(id, slot);
+                statics.insert(id, (path.clone(), p.name.clone()));
+            }
+        }
+        for job in self.jobs.values() {
+            if let Some(&slot) = self.slots.get(&job.policy) {
+                wanted.insert(job.cgroup_id, slot);
+            }
+        }
+        for (id, slot) in &wanted {
+            self.kernel.bind(*id, *slot)?;
+        }
+        for (id, _) in self.kernel.bindings()? {
+            if !wanted.contains_key(&id) {
+                self.kernel.unbind(id)?;
+            }
+        }
+        self.statics = statics;
+        Ok(())
+    }
+
+    /// Frees the slots of policies that are gone and no binding names.
+    fn free_unused_slots(&mut self) -> Result<(), DaemonError> {
+        let bound: HashSet<u32> = self
+            .kernel
+            .bindings()?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let live: HashSet<u32> = self.slots.values().copied().collect();
+        for (slot, name) in self.kernel.policy_names()?.into_iter().enumerate() {
+            let slot = slot as u32;
+            if name.is_some() && !live.contains(&slot) && !bound.contains(&slot) {
+                self.kernel.set_policy_name(slot, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn refresh_names(&self) -> Result<(), DaemonError> {
+        let policies = self.kernel.policy_names()?;
+        let regions = self.kernel.region_names()?;
+        let mut names = self.names.write().expect("names lock");
+        names.policies = policies;
+        names.regions = regions;
+        for (id, (path, _)) in &self.statics {
+            names.cgroups.insert(*id, self.hierarchy.display_name(path));
+        }
+        for job in self.jobs.values() {
+            names.jobs.insert(job.cgroup_id, job.name.clone());
+            names
+                .cgroups
+                .insert(job.cgroup_id, self.hierarchy.display_name(&job.cgroup));
+        }
+        Ok(())
+    }
+
+    /// What `status` answers.
+    pub fn status(&self) -> Result<Status, DaemonError> {
+        let counters = self.kernel.counters()?;
+        let policies = self
+            .plan
+            .policies
+            .iter()
+            .map(|p| {
+                let slot = self.slots[&p.name];
+                let c = counters.get(slot as usize).copied().unwrap_or_default();
+                PolicyStatus {
+                    name: p.name.clone(),
+                    mode: format!("{:?}", p.mode).to_lowercase(),
+                    slot,
+                    cgroups: p
+                        .cgroups
+                        .iter()
+                        .map(|c| self.hierarchy.display_name(c))
+                        .collect(),
+                    allowed: c[counter::ALLOWED],
+                    denied: c[counter::DENIED],
+                    would_deny: c[counter::WOULD_DENY],
+                }
+            })
+            .collect();
+        let events_dropped = counters
+            .iter()
+            .take(MAX_POLICIES as usize + 1)
+            .map(|c| c[counter::EVENTS_DROPPED])
+            .sum();
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            epoch: self.kernel.epoch(),
+            governed: self.hierarchy.display_name(&self.plan.governed),
+            policies,
+            jobs: self
+                .jobs
+                .values()
+                .map(|j| JobStatus {
+                    job: j.name.clone(),
+                    policy: j.policy.clone(),
+                    cgroup: self.hierarchy.display_name(&j.cgroup),
+                })
+                .collect(),
+            sources: self
+                .plan
+                .sources
+                .iter()
+                .map(|s| SourceStatus {
+                    kind: s.kind.name().into(),
+                    path: s.path.display().to_string(),
+                    sha256: s.sha256.clone(),
+                    prefixes: s.prefixes,
+                })
+                .collect(),
+            prefixes_v4: self.plan.map.v4.len(),
+            prefixes_v6: self.plan.map.v6.len(),
+            events_dropped,
+        })
+    }
+
+    /// Ends the agent: writes the stop record; with `detach`, removes every
+    /// program, pin and empty job cgroup.
+    pub fn finish(mut self, detach: bool) -> Result<(), DaemonError> {
+        self.collect_jobs();
+        self.record(
+            "agent",
+            json!({"event": "stop", "pid": std::process::id(), "detached": detach}),
+        );
+        if detach {
+            let jobs_root = self.jobs_root.clone();
+            let removed = self.kernel.detach_and_unpin()?;
+            let _ = cgroup::remove(&jobs_root);
+            tracing::info!(pins = removed, "detached; enforcement ended");
+        } else {
+            tracing::info!("stopped; the pinned programs keep enforcing");
+        }
+        Ok(())
+    }
+}
+
+/// With `--audit-only`, no policy may enforce.
+fn check_audit_only(audit_only: bool, plan: &Plan) -> Result<(), DaemonError> {
+    if let Some(p) = plan
+        .policies
+        .iter()
+        .find(|p| audit_only && p.mode == crate::config::Mode::Enforce)
+    {
+        return Err(DaemonError::Refused(format!(
+            "--audit-only: policy '{}' is in enforce mode",
+            p.name
+        )));
+    }
+    Ok(())
+}

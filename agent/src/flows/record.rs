@@ -1,0 +1,299 @@
+//! Flow records: one JSON line per decision, and the other record kinds of
+//! the audit log.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use geowall_common::{FlowEvent, event_flags, family, hook, reason, verdict};
+use serde::{Deserialize, Serialize};
+
+/// Version of the record schema (`v`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One decision of the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    pub v: u32,
+    pub time: String,
+    pub seq: u64,
+    /// `allow`, `deny` or `would_deny`.
+    pub verdict: String,
+    /// `region`, `rule`, `grant`, `untagged`, `local`, `socket_type`,
+    /// `no_table`.
+    pub reason: String,
+    pub policy: Option<String>,
+    /// Region tags of the destination.
+    pub tags: Vec<String>,
+    /// The matched prefix (region map entry or rule).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dst: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dport: Option<u16>,
+    /// `tcp`, `udp`, `icmp`, `raw`, `packet`, or the protocol number.
+    pub proto: String,
+    /// `ipv4`, `ipv6` or `packet`.
+    pub family: String,
+    /// The kernel hook that decided.
+    pub hook: String,
+    /// Process id (the kernel's tgid) and thread id.
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// cgroup of the task, relative to the cgroup v2 mount.
+    pub cgroup: String,
+    pub cgroup_id: u64,
+    /// The `geowall exec` job the task belongs to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub job: Option<String>,
+    /// Table epoch that decided (see the `config` records).
+    pub epoch: u64,
+    pub host: String,
+}
+
+/// Names needed to turn ids into words.
+pub trait Resolver {
+    fn policy(&self, slot: u16) -> Option<String>;
+    fn region(&self, id: u16) -> Option<String>;
+    /// cgroup path and job name of a cgroup id.
+    fn cgroup(&mut self, id: u64) -> (String, Option<String>);
+    fn host(&self) -> &str;
+}
+
+pub fn verdict_name(v: u8) -> &'static str {
+    match v {
+        verdict::ALLOW => "allow",
+        verdict::DENY => "deny",
+        verdict::WOULD_DENY => "would_deny",
+        _ => "unknown",
+    }
+}
+
+pub fn reason_name(r: u8) -> &'static str {
+    match r {
+        reason::NO_POLICY => "no_policy",
+        reason::REGION => "region",
+        reason::RULE => "rule",
+        reason::GRANT => "grant",
+        reason::UNTAGGED => "untagged",
+        reason::LOCAL => "local",
+        reason::SOCKET_TYPE => "socket_type",
+        reason::NO_TABLE => "no_table",
+        _ => "unknown",
+    }
+}
+
+fn hook_name(h: u8) -> &'static str {
+    match h {
+        hook::CONNECT4 => "connect4",
+        hook::CONNECT6 => "connect6",
+        hook::SENDMSG4 => "sendmsg4",
+        hook::SENDMSG6 => "sendmsg6",
+        hook::SOCK_CREATE => "sock_create",
+        hook::SOCK_POST_CREATE => "socket_post_create",
+        _ => "unknown",
+    }
+}
+
+/// Whether the event is about creating a socket (no destination yet).
+fn is_creation(ev: &FlowEvent) -> bool {
+    matches!(ev.hook, hook::SOCK_CREATE | hook::SOCK_POST_CREATE)
+}
+
+fn proto_name(ev: &FlowEvent) -> String {
+    match ev.family {
+        family::PACKET => return "packet".into(),
+        family::XDP => return "xdp".into(),
+        _ => {}
+    }
+    if is_creation(ev) {
+        return match i32::from(ev.proto) {
+            libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6 => "icmp".into(),
+            _ => "raw".into(),
+        };
+    }
+    match i32::from(ev.proto) {
+        libc::IPPROTO_TCP => "tcp".into(),
+        libc::IPPROTO_UDP => "udp".into(),
+        p => p.to_string(),
+    }
+}
+
+fn family_name(f: u8) -> String {
+    match f {
+        family::INET => "ipv4".into(),
+        family::INET6 => "ipv6".into(),
+        family::PACKET => "packet".into(),
+        family::XDP => "xdp".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The destination address of an event (None for socket creation).
+pub fn destination(ev: &FlowEvent) -> Option<IpAddr> {
+    if is_creation(ev) {
+        return None;
+    }
+    let v4 = Ipv4Addr::new(ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]);
+    Some(match ev.family {
+        family::INET => IpAddr::V4(v4),
+        _ if ev.flags & event_flags::V4_MAPPED != 0 => IpAddr::V6(v4.to_ipv6_mapped()),
+        _ => IpAddr::V6(Ipv6Addr::from(ev.addr)),
+    })
+}
+
+/// The matched prefix of an event, if any.
+fn matched_prefix(ev: &FlowEvent) -> Option<String> {
+    if is_creation(ev) || !matches!(ev.reason, reason::REGION | reason::RULE | reason::LOCAL) {
+        return None;
+    }
+    let judged_v4 = ev.family == family::INET || ev.flags & event_flags::V4_MAPPED != 0;
+    let ip = if judged_v4 {
+        IpAddr::V4(Ipv4Addr::new(
+            ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
+        ))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(ev.addr))
+    };
+    let p = crate::regions::Prefix::host(ip);
+    Some(crate::regions::Prefix::new(p.family(), p.bits(), ev.plen).to_string())
+}
+
+fn comm(ev: &FlowEvent) -> String {
+    let end = ev
+        .comm
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(ev.comm.len());
+    String::from_utf8_lossy(&ev.comm[..end]).into_owned()
+}
+
+impl FlowRecord {
+    /// Builds the record of `ev`. `unix_ns` is its wall time.
+    pub fn from_event(ev: &FlowEvent, unix_ns: i128, seq: u64, names: &mut dyn Resolver) -> Self {
+        let (cgroup, job) = names.cgroup(ev.cgroup_id);
+        let count = usize::from(ev.tags.count).min(ev.tags.regions.len());
+        let tags = ev.tags.regions[..count]
+            .iter()
+            .map(|id| names.region(*id).unwrap_or_else(|| format!("region#{id}")))
+            .collect();
+        FlowRecord {
+            v: SCHEMA_VERSION,
+            time: super::time::rfc3339(unix_ns),
+            seq,
+            verdict: verdict_name(ev.verdict).into(),
+            reason: reason_name(ev.reason).into(),
+            policy: Some(
+                names
+                    .policy(ev.policy)
+                    .unwrap_or_else(|| format!("policy#{}", ev.policy)),
+            ),
+            tags,
+            prefix: matched_prefix(ev),
+            dst: destination(ev).map(|a| a.to_string()),
+            dport: (!is_creation(ev)).then_some(ev.port),
+            proto: proto_name(ev),
+            family: family_name(ev.family),
+            hook: hook_name(ev.hook).into(),
+            pid: ev.tgid,
+            tid: ev.pid,
+            comm: comm(ev),
+            uid: ev.uid,
+            gid: ev.gid,
+            cgroup,
+            cgroup_id: ev.cgroup_id,
+            job,
+            epoch: ev.epoch,
+            host: names.host().to_owned(),
+        }
+    }
+}
+
+/// A non-flow record: agent start and stop, config switches, lost events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub v: u32,
+    pub time: String,
+    pub seq: u64,
+    /// `agent`, `config`, `lost`, `job`.
+    pub kind: String,
+    #[serde(flatten)]
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use geowall_common::TagSet;
+
+    struct Names;
+    impl Resolver for Names {
+        fn policy(&self, slot: u16) -> Option<String> {
+            (slot == 3).then(|| "eu-only".into())
+        }
+        fn region(&self, id: u16) -> Option<String> {
+            (id == 7).then(|| "US".into())
+        }
+        fn cgroup(&mut self, _: u64) -> (String, Option<String>) {
+            ("/jobs/a".into(), Some("a".into()))
+        }
+        fn host(&self) -> &str {
+            "h"
+        }
+    }
+
+    #[test]
+    fn a_denied_connect_reads_as_a_user_expects() {
+        let mut ev = FlowEvent::zeroed();
+        ev.addr[..4].copy_from_slice(&[127, 20, 0, 1]);
+        ev.port = 443;
+        ev.family = family::INET;
+        ev.proto = 6;
+        ev.verdict = verdict::DENY;
+        ev.reason = reason::REGION;
+        ev.plen = 16;
+        ev.hook = hook::CONNECT4;
+        ev.policy = 3;
+        ev.tgid = 42;
+        ev.pid = 43;
+        ev.tags = TagSet {
+            count: 1,
+            flags: 0,
+            regions: [7, 0, 0, 0, 0, 0],
+        };
+        ev.comm[..4].copy_from_slice(b"curl");
+        let r = FlowRecord::from_event(&ev, 0, 5, &mut Names);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["verdict"], "deny");
+        assert_eq!(json["reason"], "region");
+        assert_eq!(json["policy"], "eu-only");
+        assert_eq!(json["tags"], serde_json::json!(["US"]));
+        assert_eq!(json["prefix"], "127.20.0.0/16");
+        assert_eq!(json["dst"], "127.20.0.1");
+        assert_eq!(json["dport"], 443);
+        assert_eq!(json["proto"], "tcp");
+        assert_eq!(json["family"], "ipv4");
+        assert_eq!(json["pid"], 42);
+        assert_eq!(json["comm"], "curl");
+        assert_eq!(json["job"], "a");
+        assert_eq!(json["seq"], 5);
+        assert_eq!(json["v"], 1);
+    }
+
+    #[test]
+    fn a_mapped_address_shows_as_mapped_and_matches_a_v4_prefix() {
+        let mut ev = FlowEvent::zeroed();
+        ev.addr[..4].copy_from_slice(&[127, 20, 0, 1]);
+        ev.family = family::INET6;
+        ev.flags = event_flags::V4_MAPPED;
+        ev.hook = hook::CONNECT6;
+        ev.reason = reason::REGION;
+        ev.plen = 16;
+        let r = FlowRecord::from_event(&ev, 0, 1, &mut Names);
+        assert_eq!(r.dst.as_deref(), Some("::ffff:127.20.0.1"));
+        assert_eq!(r.prefix.as_deref(), Some("127.20.0.0/16"));
+        assert_eq!(r.family, "ipv6");
+    }
+}

@@ -1,0 +1,161 @@
+//! The table switch.
+//!
+//! The switched tables exist twice; `GW_CONFIG[EPOCH] & 1` names the half in
+//! force. A switch:
+//! 1. builds new region and rule tries, sized to their contents, and puts
+//!    them in the idle half's slots of the outer arrays;
+//! 2. writes the idle half of the policy and tag-set arrays;
+//! 3. adds one to the epoch with a single 8-byte store: from the next
+//!    program run on, the new half decides;
+//! 4. waits until no program still runs on the old half (an update of a
+//!    map-of-maps returns only after an RCU grace period), then frees the
+//!    old tries.
+//!
+//! A program reads the epoch once per verdict, so every verdict comes wholly
+//! from the old tables or wholly from the new ones. A failure before step 3
+//! leaves the tables in force untouched.
+
+use std::{
+    mem::size_of,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+};
+
+use geowall_common::{
+    MAX_POLICIES, MAX_TAGSETS, PolicyEntry, RegionValue, RuleKey4, RuleKey6, RuleSet, TagSet,
+    config,
+};
+
+use super::{Kernel, KernelError, Tables, sys, sys_err};
+
+/// Raw bytes of a plain-data value.
+fn bytes_of<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: `T` is one of the `#[repr(C)]` plain-data ABI types (or an
+    // integer array) whose padding is explicit and initialized.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// Creates an LPM trie holding `entries` (key data, prefix length in bits,
+/// value). An empty list still gets a trie (of one slot).
+fn build_trie<K: Copy, V: Copy>(
+    name: &str,
+    entries: &[(K, u32, V)],
+) -> Result<OwnedFd, KernelError> {
+    let key_size = 4 + size_of::<K>();
+    let value_size = size_of::<V>();
+    let fd = sys::map_create(
+        sys::BPF_MAP_TYPE_LPM_TRIE,
+        key_size as u32,
+        value_size as u32,
+        entries.len().max(1) as u32,
+        sys::BPF_F_NO_PREALLOC,
+        name,
+    )
+    .map_err(sys_err(format!(
+        "creating trie {name} for {} prefixes",
+        entries.len()
+    )))?;
+    let mut keys = Vec::with_capacity(entries.len() * key_size);
+    let mut values = Vec::with_capacity(entries.len() * value_size);
+    for (data, bits, value) in entries {
+        keys.extend_from_slice(&bits.to_ne_bytes());
+        keys.extend_from_slice(bytes_of(data));
+        values.extend_from_slice(bytes_of(value));
+    }
+    if !entries.is_empty() {
+        sys::map_update_batch(fd.as_fd(), &keys, &values, key_size, value_size)
+            .map_err(sys_err(format!("filling trie {name}")))?;
+    }
+    Ok(fd)
+}
+
+fn set_slot(
+    outer: BorrowedFd<'_>,
+    slot: u32,
+    inner: &OwnedFd,
+    name: &str,
+) -> Result<(), KernelError> {
+    let fd = inner.as_raw_fd() as u32;
+    sys::map_update(outer, &slot.to_ne_bytes(), &fd.to_ne_bytes(), sys::BPF_ANY)
+        .map_err(sys_err(format!("switching {name}[{slot}]")))
+}
+
+fn write_half<T: Copy>(
+    map: BorrowedFd<'_>,
+    half: u32,
+    per_half: u32,
+    values: impl Iterator<Item = T>,
+    name: &str,
+) -> Result<(), KernelError> {
+    let mut keys = Vec::with_capacity(per_half as usize * 4);
+    let mut vals = Vec::with_capacity(per_half as usize * size_of::<T>());
+    for (i, v) in values.take(per_half as usize).enumerate() {
+        keys.extend_from_slice(&(half * per_half + i as u32).to_ne_bytes());
+        vals.extend_from_slice(bytes_of(&v));
+    }
+    sys::map_update_batch(map, &keys, &vals, 4, size_of::<T>())
+        .map_err(sys_err(format!("writing {name} half {half}")))
+}
+
+/// Switches the kernel to `tables`; returns the new epoch.
+pub(super) fn switch(kernel: &Kernel, tables: &Tables) -> Result<u64, KernelError> {
+    let epoch = kernel.config.load(config::EPOCH);
+    let next = epoch + 1;
+    let half = (next & 1) as u32;
+    let maps = &kernel.maps;
+
+    // 1. New tries into the idle half.
+    let region4 = build_trie::<[u8; 4], RegionValue>("gw_region4", &tables.region4)?;
+    let region6 = build_trie::<[u8; 16], RegionValue>("gw_region6", &tables.region6)?;
+    let rules4 = build_trie::<RuleKey4, RuleSet>("gw_rules4", &tables.rules4)?;
+    let rules6 = build_trie::<RuleKey6, RuleSet>("gw_rules6", &tables.rules6)?;
+    let outers = [
+        (maps.region4.as_fd(), &region4, "GW_REGION4"),
+        (maps.region6.as_fd(), &region6, "GW_REGION6"),
+        (maps.rules4.as_fd(), &rules4, "GW_RULES4"),
+        (maps.rules6.as_fd(), &rules6, "GW_RULES6"),
+    ];
+    for (outer, inner, name) in &outers {
+        set_slot(*outer, half, inner, name)?;
+    }
+
+    // 2. Policies and tag sets of the idle half (absent slots are cleared).
+    let policies = (0..MAX_POLICIES).map(|slot| {
+        tables
+            .policies
+            .get(&slot)
+            .copied()
+            .unwrap_or(PolicyEntry::empty())
+    });
+    write_half(
+        maps.policies.as_fd(),
+        half,
+        MAX_POLICIES,
+        policies,
+        "GW_POLICIES",
+    )?;
+    let tagsets =
+        (0..MAX_TAGSETS as usize).map(|i| tables.tagsets.get(i).copied().unwrap_or_default());
+    write_half::<TagSet>(
+        maps.tagsets.as_fd(),
+        half,
+        MAX_TAGSETS,
+        tagsets,
+        "GW_TAGSETS",
+    )?;
+
+    // 3. The switch.
+    kernel.config.store(config::EPOCH, next);
+
+    // 4. Grace period, then free the old tries. Rewriting a slot of a
+    // map-of-maps waits for every program running now to finish.
+    let (outer, inner, name) = &outers[0];
+    set_slot(*outer, half, inner, name)?;
+    if epoch != 0 {
+        let old = 1 - half;
+        for (outer, _, name) in &outers {
+            sys::map_delete(*outer, &old.to_ne_bytes())
+                .map_err(sys_err(format!("freeing {name}[{old}]")))?;
+        }
+    }
+    Ok(next)
+}
