@@ -1,0 +1,248 @@
+//! netprobe: the workload of geowall's kernel tests. It performs socket
+//! operations and prints one JSON line per operation with its outcome, so a
+//! test can assert what the kernel answered.
+//!
+//! ```text
+//! netprobe [--cgroup DIR] [--netns] OP…
+//!   tcp:ADDR:PORT          connect() a TCP socket
+//!   tfo:ADDR:PORT          sendto(MSG_FASTOPEN) on a TCP socket
+//!   udp:ADDR:PORT          sendto() on an unconnected UDP socket
+//!   udpconn:ADDR:PORT      connect() a UDP socket
+//!   raw4 | raw6 | packet   create a raw IPv4/IPv6 or a packet socket
+//!   tcploop:ADDR:PORT:MS   connect() again and again for MS milliseconds,
+//!                          at most one attempt per 100 µs
+//! ```
+//! ADDR is an IPv4 address or a bracketed IPv6 one (`[::1]`). With
+//! `--cgroup` the probe first moves itself into that cgroup; with `--netns`
+//! it enters a fresh network namespace with only `lo`, up: nothing it sends
+//! can leave the host.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    net::{SocketAddr, TcpStream, UdpSocket},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+fn errno_name(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EPERM) => "EPERM".into(),
+        Some(libc::EACCES) => "EACCES".into(),
+        Some(libc::ENETUNREACH) => "ENETUNREACH".into(),
+        Some(libc::ECONNREFUSED) => "ECONNREFUSED".into(),
+        Some(libc::EINPROGRESS) => "EINPROGRESS".into(),
+        Some(libc::EHOSTUNREACH) => "EHOSTUNREACH".into(),
+        Some(libc::EAFNOSUPPORT) => "EAFNOSUPPORT".into(),
+        Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL".into(),
+        Some(libc::ETIMEDOUT) => "ETIMEDOUT".into(),
+        Some(n) => format!("errno{n}"),
+        None => e.to_string(),
+    }
+}
+
+fn outcome(r: io::Result<()>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(e) => errno_name(&e),
+    }
+}
+
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: a zeroed sockaddr_storage is valid; we fill one variant.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn domain_of(addr: &SocketAddr) -> i32 {
+    if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    }
+}
+
+fn tcp(addr: &SocketAddr) -> io::Result<()> {
+    TcpStream::connect_timeout(addr, Duration::from_secs(2)).map(drop)
+}
+
+fn tfo(addr: &SocketAddr) -> io::Result<()> {
+    let fd = socket(domain_of(addr), libc::SOCK_STREAM, 0)?;
+    let (sa, len) = sockaddr(addr);
+    let payload = b"geowall";
+    // SAFETY: valid buffers and address.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            payload.as_ptr().cast(),
+            payload.len(),
+            libc::MSG_FASTOPEN,
+            (&raw const sa).cast(),
+            len,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn udp(addr: &SocketAddr) -> io::Result<()> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let s = UdpSocket::bind(bind)?;
+    s.send_to(b"geowall", addr).map(drop)
+}
+
+fn udp_connect(addr: &SocketAddr) -> io::Result<()> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    UdpSocket::bind(bind)?.connect(addr)
+}
+
+fn parse_target(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|e| panic!("netprobe: bad address '{s}': {e}"))
+}
+
+fn move_to_cgroup(dir: &str) {
+    std::fs::write(format!("{dir}/cgroup.procs"), "0")
+        .unwrap_or_else(|e| panic!("netprobe: cannot join cgroup {dir}: {e}"));
+}
+
+/// Enters a fresh network namespace whose only interface, `lo`, is up: no
+/// route leads off the host.
+fn enter_netns() {
+    // SAFETY: unshare of our own (single-threaded) process.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        panic!(
+            "netprobe: unshare(CLONE_NEWNET): {}",
+            io::Error::last_os_error()
+        );
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0).expect("netprobe: control socket");
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    req.name[..2].copy_from_slice(b"lo");
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS with a valid struct ifreq.
+    unsafe {
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) != 0 {
+            panic!("netprobe: SIOCGIFFLAGS lo: {}", io::Error::last_os_error());
+        }
+        req.flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &raw mut req) != 0 {
+            panic!("netprobe: SIOCSIFFLAGS lo: {}", io::Error::last_os_error());
+        }
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut ops = Vec::new();
+    let mut netns = false;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--cgroup" => move_to_cgroup(&args.next().expect("--cgroup DIR")),
+            "--netns" => netns = true,
+            _ => ops.push(a),
+        }
+    }
+    if netns {
+        enter_netns();
+    }
+    for op in ops {
+        let (kind, rest) = op.split_once(':').unwrap_or((op.as_str(), ""));
+        let line = match kind {
+            "tcp" => json(kind, rest, outcome(tcp(&parse_target(rest)))),
+            "tfo" => json(kind, rest, outcome(tfo(&parse_target(rest)))),
+            "udp" => json(kind, rest, outcome(udp(&parse_target(rest)))),
+            "udpconn" => json(kind, rest, outcome(udp_connect(&parse_target(rest)))),
+            "raw4" => json(
+                kind,
+                "",
+                outcome(socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP).map(drop)),
+            ),
+            "raw6" => json(
+                kind,
+                "",
+                outcome(socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6).map(drop)),
+            ),
+            "packet" => json(
+                kind,
+                "",
+                outcome(socket(libc::AF_PACKET, libc::SOCK_RAW, 0).map(drop)),
+            ),
+            "tcploop" => {
+                let (target, ms) = rest.rsplit_once(':').expect("tcploop:ADDR:PORT:MS");
+                let addr = parse_target(target);
+                let until = Instant::now() + Duration::from_millis(ms.parse().expect("MS"));
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                while Instant::now() < until {
+                    *counts.entry(outcome(tcp(&addr))).or_default() += 1;
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                serde_json::json!({"op": kind, "target": target, "counts": counts}).to_string()
+            }
+            other => panic!("netprobe: unknown operation '{other}'"),
+        };
+        println!("{line}");
+    }
+}
+
+fn json(op: &str, target: &str, result: String) -> String {
+    serde_json::json!({"op": op, "target": target, "result": result}).to_string()
+}

@@ -1,0 +1,515 @@
+//! The harness of geowall's kernel tests: cgroups, agents and probes that
+//! clean up after themselves, even when a test fails.
+//!
+//! Every test governs a cgroup of its own (never the root), pins under a
+//! bpffs folder of its own, and sends traffic only to loopback or from
+//! inside a fresh network namespace that has nothing but `lo`.
+
+use std::{
+    fs,
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process and call.
+pub fn unique(tag: &str) -> String {
+    format!(
+        "geowall-test-{}-{}-{tag}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The folder holding the built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("GEOWALL_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The `geowall` binary under test.
+pub fn geowall() -> PathBuf {
+    let p = bin_dir().join("geowall");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it first (`cargo xtask test` does)",
+        p.display()
+    );
+    p
+}
+
+/// The probe binary.
+pub fn netprobe() -> PathBuf {
+    let p = bin_dir().join("netprobe");
+    assert!(p.is_file(), "{} is missing", p.display());
+    p
+}
+
+/// The cgroup v2 mount, from /proc/mounts.
+pub fn cgroup2_mount() -> PathBuf {
+    let mounts = fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup2 hierarchy is mounted")
+}
+
+/// A temporary folder, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(unique(tag));
+        fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A cgroup created for one test under the hierarchy root, removed (with
+/// every sub-cgroup) on drop.
+pub struct TestCgroup {
+    path: PathBuf,
+    rel: String,
+}
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> Self {
+        let name = unique(tag);
+        let path = cgroup2_mount().join(&name);
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        Self {
+            path,
+            rel: format!("/{name}"),
+        }
+    }
+
+    /// Absolute path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Path relative to the hierarchy (`/geowall-test-…`).
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    /// Creates a sub-cgroup (`a/b` allowed) and returns its absolute path.
+    pub fn child(&self, rel: &str) -> PathBuf {
+        let p = self.path.join(rel);
+        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+        p
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    // A cgroup can only go once empty; our probes have exited by now.
+    for _ in 0..50 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    eprintln!("warning: could not remove cgroup {}", dir.display());
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        remove_cgroup_tree(&self.path);
+    }
+}
+
+/// What an agent is started with.
+pub struct AgentSpec<'a> {
+    cgroup: &'a TestCgroup,
+    maps: Vec<(String, String)>,
+    body: String,
+    agent_extra: String,
+    detach_on_exit: bool,
+}
+
+impl<'a> AgentSpec<'a> {
+    pub fn new(cgroup: &'a TestCgroup) -> Self {
+        Self {
+            cgroup,
+            maps: Vec::new(),
+            body: String::new(),
+            agent_extra: String::new(),
+            detach_on_exit: true,
+        }
+    }
+
+    /// A `cidr` map source named `file` with `content`.
+    pub fn cidr_map(mut self, file: &str, content: &str) -> Self {
+        self.maps.push((file.into(), content.into()));
+        self
+    }
+
+    /// More config text (`[[policy]]` tables...).
+    pub fn config(mut self, text: &str) -> Self {
+        self.body.push_str(text);
+        self.body.push('\n');
+        self
+    }
+
+    /// More `[agent]` keys.
+    pub fn agent_keys(mut self, text: &str) -> Self {
+        self.agent_extra.push_str(text);
+        self.agent_extra.push('\n');
+        self
+    }
+
+    /// Keep programs and pins when the agent exits (as in production).
+    pub fn keep_pins(mut self) -> Self {
+        self.detach_on_exit = false;
+        self
+    }
+
+    pub fn start(self) -> Agent {
+        Agent::start(self)
+    }
+}
+
+/// A running `geowall run`, stopped (and its pins removed) on drop.
+pub struct Agent {
+    child: Option<Child>,
+    dir: TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub audit_log: PathBuf,
+    pub bpffs: PathBuf,
+    pub governed: PathBuf,
+    detach_on_exit: bool,
+}
+
+impl Agent {
+    fn start(spec: AgentSpec<'_>) -> Agent {
+        assert_ne!(spec.cgroup.rel(), "/", "tests never govern the root cgroup");
+        let dir = TempDir::new("agent");
+        let bpffs = PathBuf::from("/sys/fs/bpf").join(unique("pins"));
+        let socket = dir.path().join("control.sock");
+        let audit_log = dir.path().join("audit.jsonl");
+        let mut text = format!(
+            "[agent]\ncgroup = \"{}\"\nbpffs = \"{}\"\naudit_log = \"{}\"\nsocket = \"{}\"\n{}\n",
+            spec.cgroup.rel(),
+            bpffs.display(),
+            audit_log.display(),
+            socket.display(),
+            spec.agent_extra
+        );
+        for (file, content) in &spec.maps {
+            fs::write(dir.path().join(file), content).expect("write map");
+            text.push_str(&format!("[[maps]]\nkind = \"cidr\"\npath = \"{file}\"\n\n"));
+        }
+        text.push_str(&spec.body);
+        let config = dir.path().join("geowall.toml");
+        fs::write(&config, &text).expect("write config");
+        let mut agent = Agent {
+            child: None,
+            dir,
+            config,
+            socket,
+            audit_log,
+            bpffs,
+            governed: spec.cgroup.path().to_path_buf(),
+            detach_on_exit: spec.detach_on_exit,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let stderr = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.stderr"))
+            .expect("agent stderr file");
+        let mut cmd = Command::new(geowall());
+        cmd.arg("run").arg("--config").arg(&self.config);
+        if self.detach_on_exit {
+            cmd.arg("--detach-on-exit");
+        }
+        let child = cmd
+            .env("GEOWALL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start geowall run");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// The agent's standard error so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("agent.stderr")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "geowall run exited ({status}) before it was ready:\n{}",
+                    self.stderr()
+                );
+            }
+            if let Ok(mut c) = geowall::control::Client::connect(&self.socket)
+                && c.call(geowall::control::Request::Status).is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "geowall run not ready after 30 s:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent running").id()
+    }
+
+    /// Sends `signal` to the agent (a process this test started).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
+    /// Stops the agent with SIGTERM and waits for it; returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait agent") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let status = child.wait().expect("wait agent");
+                panic!(
+                    "agent ignored SIGTERM for 20 s ({status}):\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the agent again with the same config.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "terminate the agent first");
+        self.spawn();
+    }
+
+    /// Rewrites the config file (for reload tests).
+    pub fn rewrite_config(&self, edit: impl FnOnce(&str) -> String) {
+        let text = fs::read_to_string(&self.config).expect("read config");
+        fs::write(&self.config, edit(&text)).expect("write config");
+    }
+
+    /// Runs `geowall ARGS…` with this agent's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(geowall())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("run geowall")
+    }
+
+    /// `geowall exec --policy POLICY -- netprobe PROBE_ARGS…`.
+    pub fn exec_probe(&self, policy: &str, probe_args: &[&str]) -> Output {
+        Command::new(geowall())
+            .arg("exec")
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--policy", policy, "--"])
+            .arg(netprobe())
+            .args(probe_args)
+            .output()
+            .expect("run geowall exec")
+    }
+
+    /// Every record of the audit log so far.
+    pub fn records(&self) -> Vec<Value> {
+        let text = fs::read_to_string(&self.audit_log).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}")))
+            .collect()
+    }
+
+    /// Waits (up to 5 s) for a record matching `pred`.
+    pub fn wait_record(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(r) = self.records().into_iter().find(|r| pred(r)) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no audit record {what} after 5 s; records:\n{}",
+                self.records()
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the pid of our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // Whatever the agent left (a test that kept pins, a crash): remove.
+        let _ = Command::new(geowall())
+            .arg("stop")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = fs::remove_dir_all(&self.bpffs);
+    }
+}
+
+/// One probe operation's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    pub op: String,
+    pub target: String,
+    pub result: String,
+}
+
+/// Parses the probe's output; panics (showing stderr) unless it exited 0.
+pub fn probe_results(out: &Output) -> Vec<ProbeResult> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "probe failed ({}, signal {:?}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        out.status.signal(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad probe line {l}: {e}"));
+            ProbeResult {
+                op: v["op"].as_str().unwrap_or_default().into(),
+                target: v["target"].as_str().unwrap_or_default().into(),
+                result: v["result"].as_str().unwrap_or_default().into(),
+            }
+        })
+        .collect()
+}
+
+/// The outcome of each probe operation, in order.
+pub fn outcomes(out: &Output) -> Vec<String> {
+    probe_results(out).into_iter().map(|r| r.result).collect()
+}
+
+/// Runs the probe directly (not through `geowall exec`), optionally inside
+/// `cgroup`.
+pub fn run_probe(cgroup: Option<&Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(netprobe());
+    if let Some(cg) = cgroup {
+        cmd.arg("--cgroup").arg(cg);
+    }
+    cmd.args(args).output().expect("run netprobe")
+}
+
+/// A TCP listener on `addr` (loopback), accepting in the background so
+/// connects complete; shut down when dropped.
+pub struct Listener {
+    pub addr: std::net::SocketAddr,
+    listener: std::net::TcpListener,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // Wakes the accepting thread, which then ends.
+        // SAFETY: shutdown(2) on our own socket.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+}
+
+impl Listener {
+    pub fn on(ip: &str) -> Listener {
+        let listener =
+            std::net::TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("listen on {ip}: {e}"));
+        let addr = listener.local_addr().expect("local addr");
+        let l2 = listener.try_clone().expect("clone listener");
+        std::thread::spawn(move || {
+            for conn in l2.incoming() {
+                if conn.is_err() {
+                    return;
+                }
+            }
+        });
+        Listener { addr, listener }
+    }
+
+    /// `ADDR:PORT` as the probe takes it.
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+}

@@ -1,0 +1,191 @@
+//! What a user sees from the CLI: plain errors when no agent runs, exit
+//! codes of `geowall exec`, located config errors, the safety rail against
+//! enforcing on the whole host.
+
+use std::process::Command;
+
+use geowall_tests::{AgentSpec, TempDir, TestCgroup, geowall};
+
+fn write_config(dir: &TempDir, body: &str) -> std::path::PathBuf {
+    let path = dir.path().join("geowall.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn exec_says_plainly_when_no_agent_runs_or_the_socket_is_stale() {
+    let dir = TempDir::new("noagent");
+    let sock = dir.path().join("control.sock");
+    let config = write_config(&dir, &format!("[agent]\nsocket = \"{}\"\n", sock.display()));
+    let out = Command::new(geowall())
+        .args(["exec", "--config"])
+        .arg(&config)
+        .args(["--policy", "eu-only", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the geowall agent is not running: no control socket"),
+        "{err}"
+    );
+
+    // A socket file nobody listens on any more.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let out = Command::new(geowall())
+        .args(["exec", "--config"])
+        .arg(&config)
+        .args(["--policy", "eu-only", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stale control socket"), "{err}");
+
+    let out = Command::new(geowall())
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("agent: down"));
+}
+
+#[test]
+fn exec_returns_the_command_status_and_names_unknown_policies() {
+    let cg = TestCgroup::new("execcodes");
+    let agent = AgentSpec::new(&cg)
+        .config("[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\n")
+        .start();
+    let run = |args: &[&str]| {
+        Command::new(geowall())
+            .args(["exec", "--config"])
+            .arg(&agent.config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        run(&["--policy", "eu-only", "--", "sh", "-c", "exit 7"])
+            .status
+            .code(),
+        Some(7)
+    );
+    let out = run(&["--policy", "eu-only", "--", "/nonexistent/cmd"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run '/nonexistent/cmd'"));
+    let out = run(&["--policy", "eu-only", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(128 + 15));
+    let out = run(&["--policy", "nope", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no policy 'nope' (loaded: eu-only)"), "{err}");
+
+    // The job ran in a cgroup of its own, which is gone once it ended.
+    let out = run(&[
+        "--policy",
+        "eu-only",
+        "--job",
+        "etl",
+        "--",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("0::")).unwrap();
+    assert!(line.ends_with("/geowall.jobs/etl"), "{line}");
+    let job_dir = cg.path().join("geowall.jobs/etl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while job_dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job cgroup left behind"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn config_errors_name_file_line_and_value() {
+    let dir = TempDir::new("badcfg");
+    let cases = [
+        (
+            "[agent]\ncgroup = \"/\"\nsocket_path = \"/x\"\n",
+            "geowall.toml:3:1: unknown field `socket_path`",
+        ),
+        (
+            "[[policy]]\nname = \"p\"\nallow = [\"DE\", \"Germany\"]\n",
+            "geowall.toml:3:16: policy 'p': unknown region 'Germany' (did you mean 'DE', Germany?)",
+        ),
+        (
+            "[[policy]]\nname = \"p\"\n",
+            "geowall.toml:2:8: policy 'p' allows no region",
+        ),
+        (
+            "[[policy]]\nname = \"p\"\nallow = [\"EU\"]\nrules = [{ cidr = \"10.1.0.0/8\", action = \"allow\" }]\n",
+            "geowall.toml:4:19: policy 'p': '10.1.0.0/8' has host bits set beyond /8 (did you mean 10.0.0.0/8?)",
+        ),
+        (
+            "[[policy]]\nname = \"p\"\nallow = [\"EU\"]\ncgroups = [\"/no/such/cgroup\"]\n",
+            "geowall.toml:4:12: policy 'p': cgroup '/no/such/cgroup' does not exist",
+        ),
+        (
+            "[[maps]]\nkind = \"mmdbx\"\npath = \"x\"\n",
+            "geowall.toml:2:8: unknown map kind 'mmdbx'",
+        ),
+        (
+            "[[maps]]\nkind = \"cidr\"\npath = \"missing.cidr\"\n",
+            "missing.cidr: No such file or directory",
+        ),
+        (
+            "[[policy]]\nname = \"p\"\nallow = [\"EU\"]\n[[policy]]\nname = \"p\"\nallow = [\"US\"]\n",
+            "geowall.toml:5:8: policy 'p' is defined twice (first on line 2)",
+        ),
+        (
+            "[[policy]]\nname = \"p\"\nallow = [\"EU\"\n",
+            "geowall.toml:3:",
+        ),
+    ];
+    for (body, want) in cases {
+        let config = write_config(&dir, body);
+        let out = Command::new(geowall())
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{body}");
+        assert!(
+            err.contains(want),
+            "config:\n{body}\nwant: {want}\ngot: {err}"
+        );
+    }
+}
+
+#[test]
+fn enforcing_on_the_whole_host_needs_an_explicit_yes() {
+    let dir = TempDir::new("hostwide");
+    let body =
+        "[agent]\ncgroup = \"/\"\n[[policy]]\nname = \"p\"\nallow = [\"EU\"]\ncgroups = [\"/\"]\n";
+    let config = write_config(&dir, body);
+    let out = Command::new(geowall())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("would enforce on the whole host"), "{err}");
+    // Audit mode host-wide is fine (that is the demo).
+    let config = write_config(&dir, &body.replace("allow", "mode = \"audit\"\nallow"));
+    let out = Command::new(geowall())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

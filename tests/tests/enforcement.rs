@@ -1,0 +1,664 @@
+//! The verdict path against the real kernel: real programs attached to a
+//! cgroup of the test's own, real sockets, real answers (EPERM or not).
+//!
+//! Destinations are loopback addresses that a test map tags with countries,
+//! or real public addresses probed from inside a fresh network namespace
+//! with only `lo`: allowed → ENETUNREACH, denied → EPERM, nothing leaves.
+
+use std::time::Duration;
+
+use geowall_tests::{AgentSpec, Listener, TestCgroup, outcomes, probe_results, run_probe};
+use serde_json::Value;
+
+const MAP: &str = "\
+# test networks on loopback
+127.20.0.0/16 US
+127.30.0.0/16 DE
+127.31.0.0/16 FR
+::1/128 DE
+# real public networks, only ever probed from a namespace with no route out
+8.8.8.0/24 US
+193.99.144.0/24 DE
+2001:4860::/32 US
+2a02:2e0::/32 DE
+";
+
+const EU_ONLY: &str = r#"
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+"#;
+
+fn eu_agent(cg: &TestCgroup) -> geowall_tests::Agent {
+    AgentSpec::new(cg)
+        .cidr_map("test.cidr", MAP)
+        .config(EU_ONLY)
+        .start()
+}
+
+fn find(records: &[Value], pred: impl Fn(&Value) -> bool) -> Option<&Value> {
+    records.iter().find(|r| pred(r))
+}
+
+#[test]
+fn tcp_ipv4_is_refused_outside_the_policy_and_allowed_inside() {
+    let cg = TestCgroup::new("tcp4");
+    let agent = eu_agent(&cg);
+    let us = Listener::on("127.20.0.1");
+    let de = Listener::on("127.30.0.1");
+    let out = agent.exec_probe(
+        "eu-only",
+        &[
+            &format!("tcp:{}", us.target()),
+            &format!("tcp:{}", de.target()),
+        ],
+    );
+    assert_eq!(outcomes(&out), ["EPERM", "ok"]);
+
+    let rec = agent.wait_record("for the denied connect", |r| r["verdict"] == "deny");
+    assert_eq!(rec["dst"], "127.20.0.1");
+    assert_eq!(rec["dport"], us.addr.port());
+    assert_eq!(rec["policy"], "eu-only");
+    assert_eq!(rec["reason"], "region");
+    assert_eq!(rec["tags"], serde_json::json!(["US"]));
+    assert_eq!(rec["prefix"], "127.20.0.0/16");
+    assert_eq!(rec["proto"], "tcp");
+    assert_eq!(rec["family"], "ipv4");
+    assert_eq!(rec["comm"], "netprobe");
+    assert!(
+        rec["job"]
+            .as_str()
+            .is_some_and(|j| j.starts_with("eu-only"))
+    );
+    assert!(rec["cgroup"].as_str().unwrap().starts_with(cg.rel()));
+    // Allowed flows are not recorded unless the policy asks.
+    assert!(find(&agent.records(), |r| r["verdict"] == "allow").is_none());
+}
+
+#[test]
+fn tcp_ipv6_is_judged_by_ipv6_prefixes() {
+    let cg = TestCgroup::new("tcp6");
+    let agent = eu_agent(&cg);
+    let de = Listener::on("::1");
+    let out = agent.exec_probe("eu-only", &[&format!("tcp:{}", de.target())]);
+    assert_eq!(outcomes(&out), ["ok"]);
+    let out = agent.exec_probe(
+        "eu-only",
+        &["--netns", "tcp:[2001:4860::1]:443", "tcp:[2a02:2e0::1]:443"],
+    );
+    assert_eq!(outcomes(&out), ["EPERM", "ENETUNREACH"]);
+    let rec = agent.wait_record("for the denied IPv6 connect", |r| r["verdict"] == "deny");
+    assert_eq!(rec["dst"], "2001:4860::1");
+    assert_eq!(rec["prefix"], "2001:4860::/32");
+    assert_eq!(rec["family"], "ipv6");
+    assert_eq!(rec["hook"], "connect6");
+}
+
+#[test]
+fn udp_sendto_is_judged_per_datagram_over_ipv4_and_ipv6() {
+    let cg = TestCgroup::new("udp");
+    let agent = eu_agent(&cg);
+    let out = agent.exec_probe("eu-only", &["udp:127.20.0.1:53", "udp:127.30.0.1:53"]);
+    assert_eq!(outcomes(&out), ["EPERM", "ok"]);
+    let out = agent.exec_probe(
+        "eu-only",
+        &[
+            "--netns",
+            "udp:[2001:4860::8888]:53",
+            "udp:[2a02:2e0::3]:53",
+        ],
+    );
+    assert_eq!(outcomes(&out), ["EPERM", "ENETUNREACH"]);
+    let rec = agent.wait_record("for the denied datagram", |r| {
+        r["verdict"] == "deny" && r["hook"] == "sendmsg4"
+    });
+    assert_eq!(rec["proto"], "udp");
+    assert_eq!(rec["dport"], 53);
+}
+
+#[test]
+fn connected_udp_is_judged_at_connect() {
+    let cg = TestCgroup::new("udpconn");
+    let agent = eu_agent(&cg);
+    let out = agent.exec_probe(
+        "eu-only",
+        &["udpconn:127.20.0.1:53", "udpconn:127.30.0.1:53"],
+    );
+    assert_eq!(outcomes(&out), ["EPERM", "ok"]);
+    let out = agent.exec_probe(
+        "eu-only",
+        &["--netns", "udpconn:[2001:4860::1]:53", "udpconn:8.8.8.8:53"],
+    );
+    assert_eq!(outcomes(&out), ["EPERM", "EPERM"]);
+}
+
+#[test]
+fn an_ipv4_mapped_ipv6_destination_is_judged_as_ipv4() {
+    let cg = TestCgroup::new("mapped");
+    let agent = eu_agent(&cg);
+    let us = Listener::on("127.20.0.1");
+    let de = Listener::on("127.30.0.1");
+    let mapped = |l: &Listener| format!("[::ffff:{}]:{}", l.addr.ip(), l.addr.port());
+    let out = agent.exec_probe(
+        "eu-only",
+        &[
+            &format!("tcp:{}", mapped(&us)),
+            &format!("tcp:{}", mapped(&de)),
+            "udp:[::ffff:127.20.0.1]:53",
+            "udp:[::ffff:127.30.0.1]:53",
+            "udpconn:[::ffff:127.20.0.1]:53",
+        ],
+    );
+    assert_eq!(outcomes(&out), ["EPERM", "ok", "EPERM", "ok", "EPERM"]);
+    let rec = agent.wait_record("for the mapped connect", |r| {
+        r["verdict"] == "deny" && r["hook"] == "connect6"
+    });
+    assert_eq!(rec["dst"], "::ffff:127.20.0.1");
+    assert_eq!(rec["prefix"], "127.20.0.0/16");
+    assert_eq!(rec["tags"], serde_json::json!(["US"]));
+}
+
+#[test]
+fn tcp_fast_open_is_judged_like_connect() {
+    let cg = TestCgroup::new("tfo");
+    let agent = eu_agent(&cg);
+    let us = Listener::on("127.20.0.1");
+    let de = Listener::on("127.30.0.1");
+    let out = agent.exec_probe(
+        "eu-only",
+        &[
+            &format!("tfo:{}", us.target()),
+            &format!("tfo:{}", de.target()),
+        ],
+    );
+    assert_eq!(outcomes(&out), ["EPERM", "ok"]);
+}
+
+#[test]
+fn raw_and_packet_sockets_are_refused_to_confined_workloads() {
+    let cg = TestCgroup::new("raw");
+    let confined = cg.child("confined");
+    let free = cg.child("free");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(
+            r#"
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+cgroups = ["/confined"]
+"#,
+        )
+        .start();
+    // This test runs as root: only geowall's sock_create hook refuses these.
+    let out = run_probe(Some(&confined), &["raw4", "raw6"]);
+    assert_eq!(outcomes(&out), ["EPERM", "EPERM"]);
+    let rec = agent.wait_record("for the refused raw socket", |r| {
+        r["reason"] == "socket_type" && r["hook"] == "sock_create"
+    });
+    assert_eq!(rec["verdict"], "deny");
+    assert_eq!(rec["policy"], "eu-only");
+    assert!(rec.get("dst").is_none());
+
+    // A job started by geowall exec cannot open packet sockets either.
+    let out = agent.exec_probe("eu-only", &["raw4", "raw6", "packet"]);
+    assert_eq!(outcomes(&out), ["EPERM", "EPERM", "EPERM"]);
+
+    // Outside the policy's cgroups nothing is refused.
+    let out = run_probe(Some(&free), &["raw4", "packet"]);
+    assert_eq!(outcomes(&out), ["ok", "ok"]);
+}
+
+#[test]
+fn child_cgroups_are_confined_and_others_are_not() {
+    let cg = TestCgroup::new("nested");
+    let deep = cg.child("confined/team/job-7");
+    let sibling = cg.child("free");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(
+            r#"
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+cgroups = ["/confined"]
+"#,
+        )
+        .start();
+    let us = Listener::on("127.20.0.1");
+    let de = Listener::on("127.30.0.1");
+    let t_us = format!("tcp:{}", us.target());
+    let t_de = format!("tcp:{}", de.target());
+    assert_eq!(
+        outcomes(&run_probe(Some(&deep), &[&t_us, &t_de])),
+        ["EPERM", "ok"]
+    );
+    assert_eq!(outcomes(&run_probe(Some(&sibling), &[&t_us])), ["ok"]);
+    // The test's own cgroup is outside the governed subtree.
+    assert_eq!(outcomes(&run_probe(None, &[&t_us])), ["ok"]);
+    let rec = agent.wait_record("for the nested denial", |r| r["verdict"] == "deny");
+    assert_eq!(
+        rec["cgroup"],
+        format!("{}/confined/team/job-7", cg.rel()).as_str()
+    );
+}
+
+#[test]
+fn audit_mode_never_blocks_and_records_would_deny() {
+    let cg = TestCgroup::new("audit");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(
+            r#"
+[[policy]]
+name = "eu-audit"
+mode = "audit"
+allow = ["EU"]
+"#,
+        )
+        .start();
+    let us = Listener::on("127.20.0.1");
+    let out = agent.exec_probe(
+        "eu-audit",
+        &[&format!("tcp:{}", us.target()), "udp:127.20.0.1:53", "raw4"],
+    );
+    assert_eq!(outcomes(&out), ["ok", "ok", "EPERM"]);
+    let rec = agent.wait_record("for the would-deny", |r| r["verdict"] == "would_deny");
+    assert_eq!(rec["dst"], "127.20.0.1");
+    assert_eq!(rec["policy"], "eu-audit");
+    assert!(
+        find(&agent.records(), |r| r["verdict"] == "deny"
+            && r["dst"].is_string())
+        .is_none()
+    );
+}
+
+#[test]
+fn cidr_rules_are_checked_before_the_region() {
+    let cg = TestCgroup::new("rules");
+    let allowed_us = Listener::on("127.20.5.1");
+    let us = Listener::on("127.20.6.1");
+    let blocked_de = Listener::on("127.30.9.1");
+    let de = Listener::on("127.30.8.1");
+    let port_us = Listener::on("127.20.7.1");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(&format!(
+            r#"
+[[policy]]
+name = "eu-plus"
+allow = ["EU"]
+rules = [
+  {{ cidr = "127.20.5.0/24", action = "allow" }},
+  {{ cidr = "127.30.9.0/24", action = "deny" }},
+  {{ cidr = "127.20.7.0/24", action = "allow", proto = "tcp", port = {} }},
+]
+"#,
+            port_us.addr.port()
+        ))
+        .start();
+    let out = agent.exec_probe(
+        "eu-plus",
+        &[
+            &format!("tcp:{}", allowed_us.target()),
+            &format!("tcp:{}", us.target()),
+            &format!("tcp:{}", blocked_de.target()),
+            &format!("tcp:{}", de.target()),
+            &format!("tcp:{}", port_us.target()),
+            &format!("udp:{}", port_us.target()),
+        ],
+    );
+    assert_eq!(
+        outcomes(&out),
+        ["ok", "EPERM", "EPERM", "ok", "ok", "EPERM"]
+    );
+    let rec = agent.wait_record("for the rule denial", |r| {
+        r["verdict"] == "deny" && r["reason"] == "rule"
+    });
+    assert_eq!(rec["dst"], "127.30.9.1");
+    assert_eq!(rec["prefix"], "127.30.9.0/24");
+}
+
+#[test]
+fn untagged_destinations_follow_the_policy_setting() {
+    let cg = TestCgroup::new("untagged");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(
+            r#"
+[[policy]]
+name = "strict"
+allow = ["EU"]
+untagged = "deny"
+
+[[policy]]
+name = "lax"
+allow = ["EU"]
+untagged = "allow"
+"#,
+        )
+        .start();
+    let ops = ["--netns", "tcp:192.0.2.1:443", "udp:[2001:db8::1]:53"];
+    assert_eq!(
+        outcomes(&agent.exec_probe("strict", &ops)),
+        ["EPERM", "EPERM"]
+    );
+    assert_eq!(
+        outcomes(&agent.exec_probe("lax", &ops)),
+        ["ENETUNREACH", "ENETUNREACH"]
+    );
+    let rec = agent.wait_record("for the untagged denial", |r| r["reason"] == "untagged");
+    assert_eq!(rec["policy"], "strict");
+    assert_eq!(rec["tags"], serde_json::json!([]));
+}
+
+#[test]
+fn local_destinations_follow_the_policy_setting() {
+    let cg = TestCgroup::new("local");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(
+            r#"
+[[policy]]
+name = "local-ok"
+allow = ["EU"]
+
+[[policy]]
+name = "no-local"
+allow = ["EU"]
+local = "deny"
+"#,
+        )
+        .start();
+    let lo = Listener::on("127.40.0.1");
+    let t = format!("tcp:{}", lo.target());
+    assert_eq!(outcomes(&agent.exec_probe("local-ok", &[&t])), ["ok"]);
+    assert_eq!(outcomes(&agent.exec_probe("no-local", &[&t])), ["EPERM"]);
+    let ns = [
+        "--netns",
+        "tcp:10.1.2.3:443",
+        "udp:[fd00::1]:53",
+        "udp:224.0.0.251:5353",
+    ];
+    assert_eq!(
+        outcomes(&agent.exec_probe("local-ok", &ns)),
+        ["ENETUNREACH", "ENETUNREACH", "ENETUNREACH"]
+    );
+    assert_eq!(
+        outcomes(&agent.exec_probe("no-local", &ns)),
+        ["EPERM", "EPERM", "EPERM"]
+    );
+    let rec = agent.wait_record("for the local denial", |r| r["reason"] == "local");
+    assert_eq!(rec["tags"], serde_json::json!(["local"]));
+    assert_eq!(rec["prefix"], "127.0.0.0/8");
+}
+
+/// Two configs that both deny US and allow DE but differ everywhere else:
+/// switching between them under a connect loop must never let US through
+/// nor refuse DE.
+#[test]
+fn table_switches_never_let_a_blocked_destination_through() {
+    let cg = TestCgroup::new("swap");
+    let confined = cg.child("confined");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .cidr_map("extra.cidr", "127.50.0.0/16 CH\n127.51.0.0/16 NO\n")
+        .config(
+            r#"
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+cgroups = ["/confined"]
+"#,
+        )
+        .start();
+    let us = Listener::on("127.20.0.1");
+    let de = Listener::on("127.30.0.1");
+    let loop_ms = 4000;
+    let probe_us = {
+        let c = confined.clone();
+        let t = format!("tcploop:{}:{loop_ms}", us.target());
+        std::thread::spawn(move || run_probe(Some(&c), &[&t]))
+    };
+    let probe_de = {
+        let c = confined.clone();
+        let t = format!("tcploop:{}:{loop_ms}", de.target());
+        std::thread::spawn(move || run_probe(Some(&c), &[&t]))
+    };
+    let epoch = || -> u64 {
+        let out = agent.cli(&["status", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).expect("status json");
+        v["status"]["epoch"].as_u64().expect("epoch")
+    };
+    let mut switches = 0;
+    let start = epoch();
+    let deadline = std::time::Instant::now() + Duration::from_millis(loop_ms - 500);
+    while std::time::Instant::now() < deadline {
+        agent.rewrite_config(|text| {
+            if text.contains("\"EEA\", \"CH\"") {
+                text.replace("allow = [\"EEA\", \"CH\"]", "allow = [\"EU\"]")
+            } else {
+                text.replace("allow = [\"EU\"]", "allow = [\"EEA\", \"CH\"]")
+            }
+        });
+        agent.signal(libc::SIGHUP);
+        let want = start + switches + 1;
+        let wait = std::time::Instant::now() + Duration::from_secs(5);
+        while epoch() < want {
+            assert!(
+                std::time::Instant::now() < wait,
+                "reload did not switch tables:\n{}",
+                agent.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        switches += 1;
+    }
+    let counts = |out: std::process::Output| -> serde_json::Map<String, Value> {
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let v: Value = serde_json::from_str(stdout.trim()).expect("probe json");
+        v["counts"].as_object().expect("counts").clone()
+    };
+    let us_counts = counts(probe_us.join().expect("probe thread"));
+    let de_counts = counts(probe_de.join().expect("probe thread"));
+    assert!(switches >= 10, "only {switches} switches happened");
+    assert_eq!(
+        us_counts.keys().collect::<Vec<_>>(),
+        ["EPERM"],
+        "US: {us_counts:?}"
+    );
+    assert_eq!(
+        de_counts.keys().collect::<Vec<_>>(),
+        ["ok"],
+        "DE: {de_counts:?}"
+    );
+    assert!(us_counts["EPERM"].as_u64().unwrap() > 100, "{us_counts:?}");
+    eprintln!("{switches} table switches; US {us_counts:?}; DE {de_counts:?}");
+}
+
+#[test]
+fn a_bad_config_on_reload_is_refused_and_the_tables_in_force_stay() {
+    let cg = TestCgroup::new("badreload");
+    let agent = eu_agent(&cg);
+    let us = Listener::on("127.20.0.1");
+    let de = Listener::on("127.30.0.1");
+    let ops = [
+        format!("tcp:{}", us.target()),
+        format!("tcp:{}", de.target()),
+    ];
+    let ops: Vec<&str> = ops.iter().map(String::as_str).collect();
+    assert_eq!(
+        outcomes(&agent.exec_probe("eu-only", &ops)),
+        ["EPERM", "ok"]
+    );
+
+    agent.rewrite_config(|t| t.replace("allow = [\"EU\"]", "allow = [\"EUU\", \"US\"]"));
+    let check = agent.cli(&["check"]);
+    assert!(!check.status.success());
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(err.contains("geowall.toml:"), "{err}");
+    assert!(
+        err.contains("unknown region 'EUU' (did you mean 'EU'"),
+        "{err}"
+    );
+
+    agent.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !agent.stderr().contains("reload refused") {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        agent.stderr().contains("did you mean 'EU'"),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(
+        outcomes(&agent.exec_probe("eu-only", &ops)),
+        ["EPERM", "ok"]
+    );
+
+    // A broken map file is refused the same way, naming file and line.
+    agent.rewrite_config(|t| t.replace("allow = [\"EUU\", \"US\"]", "allow = [\"EU\"]"));
+    std::fs::write(
+        agent.config.parent().unwrap().join("test.cidr"),
+        format!("{MAP}127.99.0.0/8 DE\n"),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !agent.stderr().contains("host bits") {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        agent.stderr().contains("test.cidr:11:"),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(
+        outcomes(&agent.exec_probe("eu-only", &ops)),
+        ["EPERM", "ok"]
+    );
+}
+
+#[test]
+fn a_second_start_adopts_the_pins_and_attaches_nothing_twice() {
+    use geowall::kernel::sys::{attach_type, cgroup_prog_ids};
+    use std::os::fd::AsFd;
+
+    let cg = TestCgroup::new("adopt");
+    let confined = cg.child("confined");
+    let mut agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(
+            r#"
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+cgroups = ["/confined"]
+"#,
+        )
+        .keep_pins()
+        .start();
+    let us = Listener::on("127.20.0.1");
+    let t = format!("tcp:{}", us.target());
+    let attached = |cg: &TestCgroup| -> Vec<usize> {
+        let dir = std::fs::File::open(cg.path()).unwrap();
+        attach_type::ALL
+            .iter()
+            .map(|t| cgroup_prog_ids(dir.as_fd(), *t).unwrap().len())
+            .collect()
+    };
+    assert_eq!(attached(&cg), [1, 1, 1, 1, 1]);
+
+    // The agent stops; enforcement stays from the pins.
+    assert!(agent.terminate().success());
+    assert_eq!(outcomes(&run_probe(Some(&confined), &[&t])), ["EPERM"]);
+    let status = agent.cli(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("agent: down; enforcement stays in force"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+
+    // A second start adopts the links: still one program per hook.
+    agent.restart();
+    assert!(agent.stderr().contains("attached=0"), "{}", agent.stderr());
+    assert_eq!(attached(&cg), [1, 1, 1, 1, 1]);
+    assert_eq!(outcomes(&run_probe(Some(&confined), &[&t])), ["EPERM"]);
+    let start = agent.wait_record("for the second start", |r| {
+        r["kind"] == "agent" && r["event"] == "start" && r["adopted"].as_u64() > Some(0)
+    });
+    assert_eq!(start["attached"], 0);
+
+    // `geowall stop` ends enforcement deliberately: nothing attached, no pins.
+    let out = agent.cli(&["stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(attached(&cg), [0, 0, 0, 0, 0]);
+    assert!(
+        !agent.bpffs.exists(),
+        "pins left under {}",
+        agent.bpffs.display()
+    );
+    assert_eq!(outcomes(&run_probe(Some(&confined), &[&t])), ["ok"]);
+}
+
+#[test]
+fn a_full_ring_buffer_counts_drops_and_never_blocks() {
+    let cg = TestCgroup::new("ringfull");
+    let confined = cg.child("confined");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .agent_keys("ring_buffer_kib = 4")
+        .config(
+            r#"
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+cgroups = ["/confined"]
+"#,
+        )
+        .start();
+    let us = Listener::on("127.20.0.1");
+    // With the agent stopped nobody reads the 4 KiB ring: it fills up.
+    agent.signal(libc::SIGSTOP);
+    let out = run_probe(Some(&confined), &[&format!("tcploop:{}:300", us.target())]);
+    agent.signal(libc::SIGCONT);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("probe json");
+    let counts = v["counts"].as_object().unwrap();
+    assert_eq!(counts.keys().collect::<Vec<_>>(), ["EPERM"]);
+    let denied = counts["EPERM"].as_u64().unwrap();
+    let out = agent.cli(&["status", "--json"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dropped = status["status"]["events_dropped"].as_u64().unwrap();
+    assert!(denied > 100, "{denied}");
+    assert!(dropped > 0, "no drops counted for {denied} denials");
+    // Every denial is either in the log (once the agent has drained the
+    // ring) or counted as dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let recorded = agent
+            .records()
+            .iter()
+            .filter(|r| r["verdict"] == "deny")
+            .count() as u64;
+        if recorded + dropped == denied {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && recorded + dropped < denied,
+            "{recorded} recorded + {dropped} dropped != {denied} denied"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows = probe_results(&run_probe(
+        Some(&confined),
+        &[&format!("tcp:{}", us.target())],
+    ));
+    assert_eq!(rows[0].result, "EPERM");
+}
