@@ -223,6 +223,10 @@ impl State {
             if let Err(e) = cgroup::remove(&job.cgroup) {
                 tracing::warn!(job = %name, error = %e, "cannot remove the job's cgroup");
             }
+            self.names()
+                .write()
+                .expect("names lock")
+                .job_ended(job.cgroup_id);
             self.record(
                 "job",
                 json!({"event": "end", "job": name, "policy": job.policy}),

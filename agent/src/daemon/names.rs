@@ -1,7 +1,7 @@
 //! Names for the ids in flow events: policy slots, region ids, cgroup ids.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -10,6 +10,11 @@ use crate::{cgroup, cgroup::Hierarchy, flows::Resolver};
 
 /// How many cgroup folders one rescan visits at most.
 const SCAN_LIMIT: usize = 20_000;
+/// Paths a scanner remembers at most (it starts over beyond).
+const SCAN_MEMORY: usize = 100_000;
+/// How long the names of an ended job's cgroup are kept: events of its last
+/// moments may still be in the ring buffer.
+const KEEP_ENDED: Duration = Duration::from_secs(600);
 /// Minimum time between two rescans triggered by unknown ids.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -23,6 +28,27 @@ pub struct NameTable {
     pub jobs: HashMap<u64, String>,
     /// cgroup id → path relative to the hierarchy (kept after removal).
     pub cgroups: HashMap<u64, String>,
+    /// Job cgroups that ended, oldest first.
+    ended: VecDeque<(Instant, u64)>,
+}
+
+impl NameTable {
+    /// Notes that the job cgroup `id` is gone; its names are forgotten once
+    /// [`KEEP_ENDED`] has passed.
+    pub fn job_ended(&mut self, id: u64) {
+        let now = Instant::now();
+        self.ended.push_back((now, id));
+        while self
+            .ended
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > KEEP_ENDED)
+        {
+            if let Some((_, old)) = self.ended.pop_front() {
+                self.jobs.remove(&old);
+                self.cgroups.remove(&old);
+            }
+        }
+    }
 }
 
 /// The event reader's resolver: the shared table plus a cgroup scanner.
@@ -94,6 +120,9 @@ impl CgroupScanner {
 
     fn scan(&mut self) {
         self.last_scan = Some(Instant::now());
+        if self.known.len() > SCAN_MEMORY {
+            self.known.clear();
+        }
         let mut stack = vec![self.root.clone()];
         let mut visited = 0;
         while let Some(dir) = stack.pop() {

@@ -132,6 +132,10 @@ impl State {
         &self.plan
     }
 
+    pub(super) fn names(&self) -> &RwLock<NameTable> {
+        &self.names
+    }
+
     pub(super) fn slot(&self, policy: &str) -> Option<u32> {
         self.slots.get(policy).copied()
     }
