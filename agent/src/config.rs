@@ -114,12 +114,21 @@ impl Default for AgentConfig {
     }
 }
 
-/// `[[maps]]`.
+/// `[[maps]]`. With no `[[maps]]` at all, the built-in country database is
+/// the map.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MapConfig {
+    /// `mmdb`, `aws`, `gcp`, `azure`, `geofeed`, `cidr` or `builtin`.
     pub kind: Spanned<String>,
-    pub path: Spanned<String>,
+    /// The file, relative to the config's folder (not for `builtin`).
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    /// `mmdb`/`builtin`: the dotted record field holding the country code
+    /// (default: `country.iso_code`, then `registered_country.iso_code`, then
+    /// `country_code`).
+    #[serde(default)]
+    pub field: Option<Spanned<String>>,
 }
 
 /// `[[policy]]`.

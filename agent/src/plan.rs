@@ -5,6 +5,8 @@
 use std::{
     collections::{BTreeSet, HashMap},
     path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use thiserror::Error;
@@ -15,7 +17,8 @@ use crate::{
     policy::{CompiledPolicy, CompiledRule, resolve_region},
     regions::{
         CompiledMap, Prefix, compile,
-        sources::{self, Kind, SourceError},
+        compile::conflicting_countries,
+        sources::{self, Kind, Loaded, SourceError, Spec},
     },
 };
 
@@ -30,10 +33,123 @@ pub enum PlanError {
 /// A map source as loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceInfo {
-    pub kind: Kind,
-    pub path: PathBuf,
+    pub spec: Spec,
     pub sha256: String,
-    pub prefixes: usize,
+    /// What the file says about itself (type, build date, sync token).
+    pub about: String,
+    /// Distinct networks it brought.
+    pub networks: usize,
+    pub v4: usize,
+    pub v6: usize,
+    /// Entries read, and those that tagged nothing.
+    pub records: usize,
+    pub untagged_records: usize,
+}
+
+impl SourceInfo {
+    fn of(l: &Loaded) -> Self {
+        Self {
+            spec: l.spec.clone(),
+            sha256: l.sha256.clone(),
+            about: l.about.clone(),
+            networks: l.networks(),
+            v4: l.v4.len(),
+            v6: l.v6.len(),
+            records: l.records,
+            untagged_records: l.untagged_records,
+        }
+    }
+}
+
+/// The region map of a config, compiled.
+#[derive(Debug, Clone)]
+pub struct MapPlan {
+    pub map: Arc<CompiledMap>,
+    pub sources: Vec<SourceInfo>,
+    /// Time to read and compile the sources.
+    pub compile_time: Duration,
+}
+
+/// The map sources a config names: its `[[maps]]`, or the built-in country
+/// database when it names none.
+pub fn map_specs(config: &Config) -> Result<Vec<Spec>, ConfigError> {
+    if config.file.maps.is_empty() {
+        return Ok(vec![Spec::builtin()]);
+    }
+    let mut specs = Vec::with_capacity(config.file.maps.len());
+    for m in &config.file.maps {
+        let kind = Kind::parse(m.kind.get_ref()).ok_or_else(|| {
+            config.error_at(
+                m.kind.span(),
+                format!(
+                    "unknown map kind '{}' (known: {})",
+                    m.kind.get_ref(),
+                    Kind::names()
+                ),
+            )
+        })?;
+        let path = match (&m.path, kind) {
+            (Some(p), Kind::Builtin) => {
+                return Err(config.error_at(p.span(), "a builtin map takes no path"));
+            }
+            (None, Kind::Builtin) => PathBuf::new(),
+            (Some(p), _) => config.resolve_path(p.get_ref()),
+            (None, _) => {
+                return Err(
+                    config.error_at(m.kind.span(), format!("map kind '{kind}' needs a path"))
+                );
+            }
+        };
+        let field = match (&m.field, kind) {
+            (Some(f), Kind::Mmdb | Kind::Builtin) => {
+                let ok = !f.get_ref().is_empty()
+                    && f.get_ref().split('.').all(|part| {
+                        !part.is_empty()
+                            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    });
+                if !ok {
+                    return Err(config.error_at(
+                        f.span(),
+                        format!(
+                            "field '{}': expected a dotted record path like country.iso_code",
+                            f.get_ref()
+                        ),
+                    ));
+                }
+                Some(f.get_ref().clone())
+            }
+            (Some(f), _) => {
+                return Err(config.error_at(f.span(), format!("map kind '{kind}' takes no field")));
+            }
+            (None, _) => None,
+        };
+        specs.push(Spec { kind, path, field });
+    }
+    Ok(specs)
+}
+
+/// Reads and compiles map sources. Any failing source fails the whole map.
+pub fn load_map(specs: &[Spec], max_source_bytes: u64) -> Result<MapPlan, PlanError> {
+    let started = Instant::now();
+    let mut loaded = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let l = sources::load(spec, max_source_bytes)?;
+        if let Some((prefix, a, b)) = conflicting_countries(&l) {
+            return Err(SourceError::invalid(
+                &spec.path,
+                format!("{prefix} is tagged with two countries, {a} and {b}"),
+            )
+            .into());
+        }
+        loaded.push(l);
+    }
+    let map = compile(&loaded);
+    let sources = loaded.iter().map(SourceInfo::of).collect();
+    Ok(MapPlan {
+        map: Arc::new(map),
+        sources,
+        compile_time: started.elapsed(),
+    })
 }
 
 /// A validated config, compiled.
@@ -42,8 +158,9 @@ pub struct Plan {
     /// Absolute path of the governed cgroup.
     pub governed: PathBuf,
     pub governed_level: u32,
-    pub map: CompiledMap,
+    pub map: Arc<CompiledMap>,
     pub sources: Vec<SourceInfo>,
+    pub compile_time: Duration,
     pub policies: Vec<CompiledPolicy>,
 }
 
@@ -66,39 +183,19 @@ pub fn build(config: &Config, hierarchy: &Hierarchy) -> Result<Plan, PlanError> 
             .into());
     }
 
-    let mut loaded = Vec::with_capacity(config.file.maps.len());
-    for m in &config.file.maps {
-        let kind = Kind::parse(m.kind.get_ref()).ok_or_else(|| {
-            let known: Vec<&str> = Kind::ALL.iter().map(|(n, _)| *n).collect();
-            config.error_at(
-                m.kind.span(),
-                format!(
-                    "unknown map kind '{}' (known: {})",
-                    m.kind.get_ref(),
-                    known.join(", ")
-                ),
-            )
-        })?;
-        let path = config.resolve_path(m.path.get_ref());
-        loaded.push(sources::load(kind, &path, agent.max_source_bytes)?);
-    }
-    let map = compile(&loaded);
-    let sources = loaded
-        .iter()
-        .map(|l| SourceInfo {
-            kind: l.kind,
-            path: l.path.clone(),
-            sha256: l.sha256.clone(),
-            prefixes: l.entries.len(),
-        })
-        .collect();
-
+    let specs = map_specs(config)?;
+    let MapPlan {
+        map,
+        sources,
+        compile_time,
+    } = load_map(&specs, agent.max_source_bytes)?;
     let policies = policies(config, hierarchy, &governed, &map)?;
     Ok(Plan {
         governed,
         governed_level,
         map,
         sources,
+        compile_time,
         policies,
     })
 }

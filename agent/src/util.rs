@@ -12,6 +12,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Returns freed heap memory to the system (after a large compile).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

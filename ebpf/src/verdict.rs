@@ -177,7 +177,9 @@ fn region_decision(policy: &PolicyEntry, gen_: u32, dest: &Dest) -> Decision {
         read_value(GW_REGION6.get_value_ptr_mut(gen_, &Key::new(128, dest.addr)))
     };
     match found {
-        Some(value) => Decision {
+        // An entry may carry the untagged set: it punches a hole into a
+        // wider prefix (the tries are minimized, see regions/ortc.rs).
+        Some(value) if value.tagset != TAGSET_UNTAGGED => Decision {
             allowed: policy.allows(value.tagset),
             reason: if value.flags & tag_flags::LOCAL != 0 {
                 reason::LOCAL
@@ -187,7 +189,7 @@ fn region_decision(policy: &PolicyEntry, gen_: u32, dest: &Dest) -> Decision {
             plen: value.plen,
             tagset: value.tagset,
         },
-        None => Decision {
+        _ => Decision {
             allowed: policy.allows(TAGSET_UNTAGGED),
             reason: reason::UNTAGGED,
             plen: 0,

@@ -58,6 +58,11 @@ pub fn netprobe() -> PathBuf {
     p
 }
 
+/// A file of the repository's test data (`tests/data/…`).
+pub fn workspace_data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
+}
+
 /// The cgroup v2 mount, from /proc/mounts.
 pub fn cgroup2_mount() -> PathBuf {
     let mounts = fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
@@ -383,14 +388,24 @@ impl Agent {
 
     /// Waits (up to 5 s) for a record matching `pred`.
     pub fn wait_record(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        self.wait_record_for(what, Duration::from_secs(5), pred)
+    }
+
+    /// Waits up to `timeout` for a record matching `pred`.
+    pub fn wait_record_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(r) = self.records().into_iter().find(|r| pred(r)) {
                 return r;
             }
             assert!(
                 Instant::now() < deadline,
-                "no audit record {what} after 5 s; records:\n{}",
+                "no audit record {what} after {timeout:?}; records:\n{}",
                 self.records()
                     .iter()
                     .map(Value::to_string)

@@ -4,9 +4,11 @@
 //! - `build`: build the agent (and its embedded kernel programs);
 //! - `run`: the demo: the agent host-wide in audit mode, detached on exit;
 //! - `test`: the whole test suite (lints, unit tests, kernel tests);
-//! - `lint`: rustfmt and clippy for every crate, the eBPF one included.
+//! - `lint`: rustfmt and clippy for every crate, the eBPF one included;
+//! - `update-default-map`: refresh the embedded country database.
 
 mod cmd;
+mod default_map;
 mod lint;
 mod run;
 mod setup;
@@ -53,6 +55,13 @@ enum Command {
     },
     /// rustfmt --check and clippy -D warnings on every crate, eBPF included.
     Lint,
+    /// Refresh the embedded country database from the npm registry
+    /// (`npm pack`), pinning its version and checksums.
+    UpdateDefaultMap {
+        /// Package version (default: the latest).
+        #[arg(long)]
+        version: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -75,5 +84,6 @@ fn main() -> Result<()> {
             setup::run()?;
             lint::run()
         }
+        Command::UpdateDefaultMap { version } => default_map::run(version.as_deref()),
     }
 }

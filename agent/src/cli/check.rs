@@ -18,17 +18,20 @@ pub fn check(path: &Path) -> ExitCode {
     println!("  governed cgroup: {}", plan.governed.display());
     for s in &plan.sources {
         println!(
-            "  map {} {}: {} prefixes",
-            s.kind,
-            s.path.display(),
-            s.prefixes
+            "  map {}: {} networks ({} IPv4, {} IPv6); {}",
+            s.spec.label(),
+            s.networks,
+            s.v4,
+            s.v6,
+            s.about
         );
     }
     println!(
-        "  compiled map: {} IPv4 and {} IPv6 prefixes, {} tag combinations",
+        "  compiled map: {} IPv4 and {} IPv6 ranges, {} tag combinations, in {:.0?}",
         plan.map.v4.len(),
         plan.map.v6.len(),
-        plan.map.tagsets.len()
+        plan.map.tagsets.len(),
+        plan.compile_time
     );
     for p in &plan.policies {
         println!(

@@ -7,6 +7,7 @@
 
 mod check;
 mod exec;
+mod map;
 mod run;
 mod status;
 mod stop;
@@ -108,6 +109,11 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Region maps: look addresses up, count, compare, reload.
+    Map {
+        #[command(subcommand)]
+        command: map::MapCommand,
+    },
 }
 
 fn init_logging(cli: &Cli) {
@@ -170,5 +176,6 @@ pub fn main() -> ExitCode {
         } => exec::exec(&config.config, &policy, job.as_deref(), &command),
         Command::Status { config, json } => status::status(&config.config, json),
         Command::Check { config } => check::check(&config.config),
+        Command::Map { command } => map::run(command),
     }
 }

@@ -42,10 +42,7 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
                 s.epoch, s.prefixes_v4, s.prefixes_v6
             );
             for src in &s.sources {
-                println!(
-                    "  map {} {} ({} prefixes)",
-                    src.kind, src.path, src.prefixes
-                );
+                println!("  map {} ({} networks)", src.source, src.networks);
             }
             for p in &s.policies {
                 println!(

@@ -30,6 +30,12 @@ pub enum Request {
     JobEnd { job: String },
     /// Re-read the config and switch tables.
     Reload,
+    /// Re-read the map sources (and the config) and switch tables.
+    MapLoad,
+    /// What the map in force says about addresses, and which sources said so.
+    MapLookup { addrs: Vec<String> },
+    /// Counts of the map in force.
+    MapStats,
     /// Stop the agent; `detach` also removes programs and pins.
     Shutdown {
         #[serde(default)]
@@ -146,10 +152,11 @@ pub struct JobStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceStatus {
-    pub kind: String,
-    pub path: String,
+    /// `KIND:PATH`.
+    pub source: String,
     pub sha256: String,
-    pub prefixes: usize,
+    pub about: String,
+    pub networks: usize,
 }
 
 #[cfg(test)]

@@ -9,9 +9,12 @@ use tokio::{
 };
 
 use super::proto::{ErrorCode, Request, RequestEnvelope, Response, VERSION};
-use crate::daemon::{
-    State,
-    jobs::{Peer, Refusal},
+use crate::{
+    daemon::{
+        MapSnapshot, State,
+        jobs::{Peer, Refusal},
+    },
+    regions::query,
 };
 
 /// Longest request line accepted.
@@ -123,17 +126,58 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
         Err(e) => return Response::err(ErrorCode::BadRequest, e.to_string()),
     };
     let root = peer.uid == 0;
+    // Map questions read sources again and compute: answered outside the
+    // lock, on a snapshot.
+    match request {
+        Request::MapLookup { addrs } => {
+            let snap = state.lock().await.map_snapshot();
+            return blocking(move || map_lookup(&snap, &addrs)).await;
+        }
+        Request::MapStats => {
+            let snap = state.lock().await.map_snapshot();
+            return blocking(move || {
+                let stats = map_stats(&snap);
+                crate::util::trim_heap();
+                Ok(Response::ok(stats))
+            })
+            .await;
+        }
+        _ => {}
+    }
     let mut state = state.lock().await;
     let result = match request {
+        Request::MapLookup { .. } | Request::MapStats => unreachable!("answered above"),
         Request::Status => state.status().map(Response::ok).map_err(Refusal::from),
         Request::JobStart { policy, job, pid } => state
             .job_start(peer, &policy, job.as_deref(), pid)
             .map(Response::ok),
         Request::JobEnd { job } => state.job_end(&job).map(|()| Response::ok(())),
-        Request::Reload if root => match state.reload("reload", Some(peer.json())) {
-            Ok(epoch) => Ok(Response::ok(serde_json::json!({ "epoch": epoch }))),
-            Err(e) => Err(Refusal(ErrorCode::InvalidConfig, e.to_string())),
-        },
+        Request::Reload | Request::MapLoad if root => {
+            let why = if request == Request::MapLoad {
+                "map load"
+            } else {
+                "reload"
+            };
+            match state.reload(why, Some(peer.json())) {
+                Ok(epoch) => {
+                    let snap = state.map_snapshot();
+                    Ok(Response::ok(serde_json::json!({
+                        "epoch": epoch,
+                        "ipv4_ranges": snap.map.v4.len(),
+                        "ipv6_ranges": snap.map.v6.len(),
+                        "compile_ms": snap.compile_time.as_millis() as u64,
+                        "install_ms": snap.install_time.as_millis() as u64,
+                    })))
+                }
+                Err(e) => Err(Refusal(
+                    ErrorCode::InvalidConfig,
+                    format!(
+                        "{}; the tables in force stay in force",
+                        crate::cli::chain(&e)
+                    ),
+                )),
+            }
+        }
         Request::Shutdown { detach } if root => {
             state.record(
                 "agent",
@@ -142,10 +186,53 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
             state.request_stop(detach);
             Ok(Response::ok(()))
         }
-        Request::Reload | Request::Shutdown { .. } => Err(Refusal(
+        Request::Reload | Request::MapLoad | Request::Shutdown { .. } => Err(Refusal(
             ErrorCode::PermissionDenied,
             "only root may reload or stop the agent".into(),
         )),
     };
     result.unwrap_or_else(|Refusal(code, message)| Response::err(code, message))
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking(f: impl FnOnce() -> Result<Response, Refusal> + Send + 'static) -> Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(Refusal(code, message))) => Response::err(code, message),
+        Err(e) => Response::err(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+fn map_lookup(snap: &MapSnapshot, addrs: &[String]) -> Result<Response, Refusal> {
+    let parsed: Vec<std::net::IpAddr> = addrs
+        .iter()
+        .map(|a| {
+            a.parse()
+                .map(query::canonical)
+                .map_err(|_| Refusal(ErrorCode::BadRequest, format!("'{a}' is not an IP address")))
+        })
+        .collect::<Result<_, _>>()?;
+    let per_source = query::source_answers(&snap.specs, snap.max_source_bytes, &parsed)
+        .map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
+    let out: Vec<query::Answer> = parsed
+        .iter()
+        .zip(per_source)
+        .map(|(addr, sources)| {
+            let mut answer = query::answer(&snap.map, *addr);
+            answer.sources = sources;
+            answer
+        })
+        .collect();
+    Ok(Response::ok(out))
+}
+
+fn map_stats(snap: &MapSnapshot) -> query::MapStats {
+    let mut stats = query::stats(
+        &snap.map,
+        &snap.sources,
+        snap.compile_time.as_millis() as u64,
+    );
+    stats.install_ms = Some(snap.install_time.as_millis() as u64);
+    stats.kernel_bytes = snap.kernel_bytes;
+    stats
 }

@@ -8,6 +8,7 @@
 
 pub mod jobs;
 mod names;
+mod source_watch;
 mod state;
 
 use std::{
@@ -35,7 +36,7 @@ use crate::{
 };
 
 pub use names::NameTable;
-pub use state::State;
+pub use state::{MapSnapshot, State};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -132,6 +133,10 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         })
     };
     let server = tokio::spawn(server::serve(listener, Arc::clone(&state), stop_rx.clone()));
+    let watcher = tokio::spawn(source_watch::watch_sources(
+        Arc::clone(&state),
+        stop_rx.clone(),
+    ));
     let gc = {
         let state = Arc::clone(&state);
         let mut stop_rx = stop_rx.clone();
@@ -148,6 +153,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
 
     let detach = wait_for_stop(&state, stop_tx, stop_rx, opts.detach_on_exit).await;
     let _ = server.await;
+    let _ = watcher.await;
     let _ = gc.await;
     let _ = reader.await;
     let state = Arc::try_unwrap(state)
@@ -220,6 +226,10 @@ async fn read_events(
                 // batches, so a table switch never waits behind a flood.
                 if drain(guard.get_inner_mut(), &log, &names, &mut scanner, &host, &clock) {
                     guard.clear_ready();
+                    // Drained after a switch: old maps are no longer needed.
+                    if names.read().expect("names lock").has_old_maps() {
+                        names.write().expect("names lock").forget_old_maps();
+                    }
                 } else {
                     drop(guard);
                     tokio::task::yield_now().await;
@@ -228,6 +238,12 @@ async fn read_events(
             _ = flush.tick() => {
                 // Follows wall-clock adjustments.
                 clock = BootClock::now();
+                // A quiet ring after a switch: the old map can go.
+                if names.read().expect("names lock").has_old_maps()
+                    && drain(fd.get_mut(), &log, &names, &mut scanner, &host, &clock)
+                {
+                    names.write().expect("names lock").forget_old_maps();
+                }
                 if let Err(e) = log.lock().expect("log lock").flush() {
                     tracing::error!(error = %e, "cannot write the audit log");
                 }

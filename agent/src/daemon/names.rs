@@ -3,10 +3,11 @@
 use std::{
     collections::{HashMap, VecDeque},
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::{cgroup, cgroup::Hierarchy, flows::Resolver};
+use crate::{cgroup, cgroup::Hierarchy, flows::Resolver, regions::CompiledMap};
 
 /// How many cgroup folders one rescan visits at most.
 const SCAN_LIMIT: usize = 20_000;
@@ -30,9 +31,34 @@ pub struct NameTable {
     pub cgroups: HashMap<u64, String>,
     /// Job cgroups that ended, oldest first.
     ended: VecDeque<(Instant, u64)>,
+    /// The maps of the table epochs in force now and just before (events of
+    /// the old epoch may still be in the ring buffer).
+    maps: VecDeque<(u64, Arc<CompiledMap>)>,
 }
 
 impl NameTable {
+    /// Forgets every map but the newest: called once the ring buffer has
+    /// been drained after a switch (no event of an older epoch can come).
+    pub fn forget_old_maps(&mut self) {
+        while self.maps.len() > 1 {
+            self.maps.pop_front();
+        }
+    }
+
+    /// Whether maps of older epochs are still kept.
+    pub fn has_old_maps(&self) -> bool {
+        self.maps.len() > 1
+    }
+
+    /// Records the map of table epoch `epoch`; keeps the previous one.
+    pub fn map_installed(&mut self, epoch: u64, map: Arc<CompiledMap>) {
+        self.maps.retain(|(e, _)| *e != epoch);
+        self.maps.push_back((epoch, map));
+        while self.maps.len() > 2 {
+            self.maps.pop_front();
+        }
+    }
+
     /// Notes that the job cgroup `id` is gone; its names are forgotten once
     /// [`KEEP_ENDED`] has passed.
     pub fn job_ended(&mut self, id: u64) {
@@ -69,6 +95,14 @@ impl Resolver for EventNames<'_> {
 
     fn region(&self, id: u16) -> Option<String> {
         self.table.regions.get(usize::from(id)).cloned().flatten()
+    }
+
+    fn map(&self, epoch: u64) -> Option<&CompiledMap> {
+        self.table
+            .maps
+            .iter()
+            .find(|(e, _)| *e == epoch)
+            .map(|(_, m)| m.as_ref())
     }
 
     fn cgroup(&mut self, id: u64) -> (String, Option<String>) {

@@ -22,9 +22,25 @@ use crate::{
     plan::{self, Plan},
 };
 
+/// What map questions need, taken under the lock and answered outside it.
+pub struct MapSnapshot {
+    pub map: Arc<crate::regions::CompiledMap>,
+    pub specs: Vec<crate::regions::sources::Spec>,
+    pub sources: Vec<crate::plan::SourceInfo>,
+    pub max_source_bytes: u64,
+    pub compile_time: std::time::Duration,
+    pub install_time: std::time::Duration,
+    pub kernel_bytes: Option<u64>,
+}
+
 pub struct State {
     config_path: PathBuf,
+    /// Versions of the source files behind the tables in force (or behind
+    /// the last refused reload).
+    stamps: Vec<(PathBuf, super::source_watch::Stamp)>,
     audit_only: bool,
+    max_source_bytes: u64,
+    install_time: std::time::Duration,
     hierarchy: Hierarchy,
     plan: Plan,
     kernel: Kernel,
@@ -60,11 +76,16 @@ impl State {
             ring_bytes,
         })?;
         let events = kernel.take_events()?;
+        let installing = std::time::Instant::now();
         let layout = layout::layout(&plan, &kernel.region_names()?, &kernel.policy_names()?)?;
         let epoch = kernel.install(&layout)?;
+        let install_time = installing.elapsed();
         let mut state = State {
             config_path,
+            stamps: Vec::new(),
             audit_only,
+            max_source_bytes: config.file.agent.max_source_bytes,
+            install_time,
             hierarchy,
             plan,
             kernel,
@@ -79,6 +100,11 @@ impl State {
         state.recover_jobs()?;
         state.sync_bindings()?;
         state.refresh_names()?;
+        state
+            .names
+            .write()
+            .expect("names lock")
+            .map_installed(epoch, Arc::clone(&state.plan.map));
         let report = state.kernel.attach()?;
         tracing::info!(
             governed = %state.plan.governed.display(),
@@ -102,6 +128,8 @@ impl State {
             }),
         );
         state.record_config("start", epoch, None);
+        state.remember_source_stamps();
+        crate::util::trim_heap();
         Ok((state, events))
     }
 
@@ -153,7 +181,7 @@ impl State {
             .plan
             .sources
             .iter()
-            .map(|s| json!({"kind": s.kind.name(), "path": s.path, "sha256": s.sha256, "prefixes": s.prefixes}))
+            .map(|s| json!({"source": s.spec.label(), "sha256": s.sha256, "about": s.about, "networks": s.networks}))
             .collect();
         let policies: Vec<_> = self
             .plan
@@ -174,6 +202,32 @@ impl State {
             detail["by"] = by;
         }
         self.record("config", detail);
+    }
+
+    /// The files of the map sources in force.
+    pub fn source_paths(&self) -> Vec<PathBuf> {
+        self.plan
+            .sources
+            .iter()
+            .filter(|s| s.spec.kind != crate::regions::sources::Kind::Builtin)
+            .map(|s| s.spec.path.clone())
+            .collect()
+    }
+
+    pub fn source_stamps(&self) -> &[(PathBuf, super::source_watch::Stamp)] {
+        &self.stamps
+    }
+
+    /// Notes the current versions of the source files.
+    pub fn remember_source_stamps(&mut self) {
+        self.stamps = self
+            .source_paths()
+            .into_iter()
+            .map(|p| {
+                let s = super::source_watch::stamp(&p);
+                (p, s)
+            })
+            .collect();
     }
 
     /// Re-reads the config and switches tables. On any error nothing
@@ -201,18 +255,35 @@ impl State {
                 orphaned.join(", ")
             )));
         }
+        let installing = std::time::Instant::now();
         let layout = layout::layout(
             &plan,
             &self.kernel.region_names()?,
             &self.kernel.policy_names()?,
         )?;
         let epoch = self.kernel.install(&layout)?;
+        self.install_time = installing.elapsed();
+        self.max_source_bytes = config.file.agent.max_source_bytes;
+        tracing::info!(
+            epoch,
+            prefixes_v4 = layout.tables.region4.len(),
+            prefixes_v6 = layout.tables.region6.len(),
+            compile_ms = plan.compile_time.as_millis() as u64,
+            install_ms = self.install_time.as_millis() as u64,
+            "tables switched"
+        );
         self.plan = plan;
         self.slots = layout.slots.clone();
         self.sync_bindings()?;
         self.free_unused_slots()?;
         self.refresh_names()?;
+        self.names
+            .write()
+            .expect("names lock")
+            .map_installed(epoch, Arc::clone(&self.plan.map));
         self.record_config(why, epoch, by);
+        self.remember_source_stamps();
+        crate::util::trim_heap();
         Ok(epoch)
     }
 
@@ -281,6 +352,19 @@ impl State {
         Ok(())
     }
 
+    /// The map in force and what answering questions about it needs.
+    pub fn map_snapshot(&self) -> MapSnapshot {
+        MapSnapshot {
+            map: Arc::clone(&self.plan.map),
+            specs: self.plan.sources.iter().map(|s| s.spec.clone()).collect(),
+            sources: self.plan.sources.clone(),
+            max_source_bytes: self.max_source_bytes,
+            compile_time: self.plan.compile_time,
+            install_time: self.install_time,
+            kernel_bytes: self.kernel.trie_memlock().ok(),
+        }
+    }
+
     /// What `status` answers.
     pub fn status(&self) -> Result<Status, DaemonError> {
         let counters = self.kernel.counters()?;
@@ -331,10 +415,10 @@ impl State {
                 .sources
                 .iter()
                 .map(|s| SourceStatus {
-                    kind: s.kind.name().into(),
-                    path: s.path.display().to_string(),
+                    source: s.spec.label(),
                     sha256: s.sha256.clone(),
-                    prefixes: s.prefixes,
+                    about: s.about.clone(),
+                    networks: s.networks,
                 })
                 .collect(),
             prefixes_v4: self.plan.map.v4.len(),

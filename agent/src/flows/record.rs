@@ -57,6 +57,8 @@ pub struct FlowRecord {
 pub trait Resolver {
     fn policy(&self, slot: u16) -> Option<String>;
     fn region(&self, id: u16) -> Option<String>;
+    /// The compiled map that was in force at table epoch `epoch`, if known.
+    fn map(&self, epoch: u64) -> Option<&crate::regions::CompiledMap>;
     /// cgroup path and job name of a cgroup id.
     fn cgroup(&mut self, id: u64) -> (String, Option<String>);
     fn host(&self) -> &str;
@@ -144,21 +146,52 @@ pub fn destination(ev: &FlowEvent) -> Option<IpAddr> {
     })
 }
 
-/// The matched prefix of an event, if any.
-fn matched_prefix(ev: &FlowEvent) -> Option<String> {
-    if is_creation(ev) || !matches!(ev.reason, reason::REGION | reason::RULE | reason::LOCAL) {
+/// The address the kernel judged: an IPv4-mapped destination as IPv4.
+fn judged(ev: &FlowEvent) -> Option<IpAddr> {
+    if is_creation(ev) {
         return None;
     }
     let judged_v4 = ev.family == family::INET || ev.flags & event_flags::V4_MAPPED != 0;
-    let ip = if judged_v4 {
+    Some(if judged_v4 {
         IpAddr::V4(Ipv4Addr::new(
             ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
         ))
     } else {
         IpAddr::V6(Ipv6Addr::from(ev.addr))
+    })
+}
+
+/// Tags and matched prefix of an event's destination. With the map that
+/// decided at hand, the prefix is the map's range around the address (the
+/// kernel's entry may be a wider, minimized one) and the tags are all of
+/// them; otherwise the kernel's own (at most six tags, its entry).
+fn tags_and_prefix(ev: &FlowEvent, names: &dyn Resolver) -> (Vec<String>, Option<String>) {
+    let kernel_tags = || {
+        let count = usize::from(ev.tags.count).min(ev.tags.regions.len());
+        ev.tags.regions[..count]
+            .iter()
+            .map(|id| names.region(*id).unwrap_or_else(|| format!("region#{id}")))
+            .collect::<Vec<_>>()
     };
-    let p = crate::regions::Prefix::host(ip);
-    Some(crate::regions::Prefix::new(p.family(), p.bits(), ev.plen).to_string())
+    let Some(addr) = judged(ev) else {
+        return (kernel_tags(), None);
+    };
+    let kernel_prefix = || {
+        let p = crate::regions::Prefix::host(addr);
+        crate::regions::Prefix::new(p.family(), p.bits(), ev.plen).to_string()
+    };
+    let mapped = names.map(ev.epoch).map(|m| {
+        let (label, prefix) = m.lookup(addr);
+        (m.tagsets[label as usize].clone(), prefix.to_string())
+    });
+    match (ev.reason, mapped) {
+        (reason::RULE, Some((tags, _))) => (tags, Some(kernel_prefix())),
+        (reason::RULE, None) => (kernel_tags(), Some(kernel_prefix())),
+        (reason::REGION | reason::LOCAL, Some((tags, prefix))) => (tags, Some(prefix)),
+        (reason::REGION | reason::LOCAL, None) => (kernel_tags(), Some(kernel_prefix())),
+        (_, Some((tags, _))) => (tags, None),
+        (_, None) => (kernel_tags(), None),
+    }
 }
 
 fn comm(ev: &FlowEvent) -> String {
@@ -174,11 +207,7 @@ impl FlowRecord {
     /// Builds the record of `ev`. `unix_ns` is its wall time.
     pub fn from_event(ev: &FlowEvent, unix_ns: i128, seq: u64, names: &mut dyn Resolver) -> Self {
         let (cgroup, job) = names.cgroup(ev.cgroup_id);
-        let count = usize::from(ev.tags.count).min(ev.tags.regions.len());
-        let tags = ev.tags.regions[..count]
-            .iter()
-            .map(|id| names.region(*id).unwrap_or_else(|| format!("region#{id}")))
-            .collect();
+        let (tags, prefix) = tags_and_prefix(ev, names);
         FlowRecord {
             v: SCHEMA_VERSION,
             time: super::time::rfc3339(unix_ns),
@@ -191,7 +220,7 @@ impl FlowRecord {
                     .unwrap_or_else(|| format!("policy#{}", ev.policy)),
             ),
             tags,
-            prefix: matched_prefix(ev),
+            prefix,
             dst: destination(ev).map(|a| a.to_string()),
             dport: (!is_creation(ev)).then_some(ev.port),
             proto: proto_name(ev),
@@ -238,6 +267,9 @@ mod tests {
         }
         fn cgroup(&mut self, _: u64) -> (String, Option<String>) {
             ("/jobs/a".into(), Some("a".into()))
+        }
+        fn map(&self, _: u64) -> Option<&crate::regions::CompiledMap> {
+            None
         }
         fn host(&self) -> &str {
             "h"

@@ -15,7 +15,7 @@ use crate::{
     config::{Action, LogAllowed, Mode},
     plan::Plan,
     policy::CompiledPolicy,
-    regions::{Family, LOCAL, Prefix},
+    regions::{Family, LOCAL, Prefix, ortc::minimize},
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -97,17 +97,22 @@ pub fn layout(
             0
         },
     };
+    // The tries hold the fewest entries that answer like the map; the two
+    // families are minimized in parallel.
+    let (min4, min6) = std::thread::scope(|scope| {
+        let v4 = scope.spawn(|| minimize(Family::V4, &map.v4));
+        let v6 = minimize(Family::V6, &map.v6);
+        (v4.join().expect("IPv4 minimize thread"), v6)
+    });
     let mut tables = Tables {
-        region4: map
-            .v4
+        region4: min4
             .iter()
             .map(|(p, t)| {
                 let b = p.addr_bytes();
                 ([b[0], b[1], b[2], b[3]], u32::from(p.len()), value(p, *t))
             })
             .collect(),
-        region6: map
-            .v6
+        region6: min6
             .iter()
             .map(|(p, t)| {
                 let mut a = [0u8; 16];

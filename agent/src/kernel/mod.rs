@@ -95,6 +95,8 @@ pub struct Kernel {
     governed: PathBuf,
     governed_id: u64,
     links: Vec<PinnedLink>,
+    /// Frees the tries the last switch replaced.
+    cleanup: Option<std::thread::JoinHandle<()>>,
 }
 
 /// File descriptors of the maps userspace writes, opened from their pins.
@@ -204,6 +206,7 @@ impl Kernel {
             governed: opts.governed.clone(),
             governed_id,
             links: Vec::new(),
+            cleanup: None,
         })
     }
 
@@ -418,7 +421,37 @@ impl Kernel {
                 self.set_policy_name(*slot, Some(name))?;
             }
         }
-        tables::switch(self, &layout.tables)
+        // The idle half may still be being freed by the last switch.
+        if let Some(h) = self.cleanup.take() {
+            let _ = h.join();
+        }
+        let (epoch, cleanup) = tables::switch(self, &layout.tables)?;
+        self.cleanup = cleanup;
+        Ok(epoch)
+    }
+
+    /// Kernel memory of the tries in force, as the kernel accounts it
+    /// (memlock): region tries and rule tries.
+    pub fn trie_memlock(&self) -> Result<u64, KernelError> {
+        let half = (self.epoch() & 1) as u32;
+        let mut total = 0;
+        for outer in [
+            &self.maps.region4,
+            &self.maps.region6,
+            &self.maps.rules4,
+            &self.maps.rules6,
+        ] {
+            let mut id = [0u8; 4];
+            if !sys::map_lookup(outer.as_fd(), &half.to_ne_bytes(), &mut id)
+                .map_err(sys_err("reading a trie slot"))?
+            {
+                continue;
+            }
+            let inner =
+                sys::map_fd_by_id(u32::from_ne_bytes(id)).map_err(sys_err("opening a trie"))?;
+            total += sys::map_memlock(inner.as_fd()).map_err(sys_err("reading a trie's memory"))?;
+        }
+        Ok(total)
     }
 
     /// Detaches every program and removes every pin: enforcement ends.

@@ -9,7 +9,7 @@ use std::{
     ffi::CString,
     io,
     mem::size_of,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
     path::Path,
 };
 
@@ -18,6 +18,7 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
 const BPF_OBJ_GET: libc::c_int = 7;
+const BPF_MAP_GET_FD_BY_ID: libc::c_int = 14;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
 const BPF_PROG_QUERY: libc::c_int = 16;
 const BPF_MAP_UPDATE_BATCH: libc::c_int = 26;
@@ -234,6 +235,33 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
 
 #[repr(C)]
 #[derive(Clone, Copy)]
+struct GetFdById {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// Opens the map with id `id`.
+pub fn map_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new(GetFdById {
+        id,
+        next_id: 0,
+        open_flags: 0,
+    });
+    bpf(BPF_MAP_GET_FD_BY_ID, &mut attr).map(fd_result)
+}
+
+/// The kernel's memory accounting of a map (`memlock` in its fdinfo).
+pub fn map_memlock(map: BorrowedFd<'_>) -> io::Result<u64> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", map.as_raw_fd()))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no memlock line in the map's fdinfo"))
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
 struct InfoByFd {
     bpf_fd: u32,
     info_len: u32,
@@ -380,9 +408,4 @@ pub mod attach_type {
         CGROUP_UDP4_SENDMSG,
         CGROUP_UDP6_SENDMSG,
     ];
-}
-
-/// Borrows a raw fd held by an aya object.
-pub fn borrow<T: AsFd>(t: &T) -> BorrowedFd<'_> {
-    t.as_fd()
 }

@@ -96,27 +96,53 @@ fn write_half<T: Copy>(
         .map_err(sys_err(format!("writing {name} half {half}")))
 }
 
-/// Switches the kernel to `tables`; returns the new epoch.
-pub(super) fn switch(kernel: &Kernel, tables: &Tables) -> Result<u64, KernelError> {
+/// Builds the two region tries in parallel (the kernel inserts into one trie
+/// under its lock: two tries, two cores), then the rule tries.
+fn build_all(tables: &Tables) -> Result<[OwnedFd; 4], KernelError> {
+    let (r4, r6) = std::thread::scope(|scope| {
+        let v4 = scope.spawn(|| build_trie::<[u8; 4], RegionValue>("gw_region4", &tables.region4));
+        let v6 = build_trie::<[u8; 16], RegionValue>("gw_region6", &tables.region6);
+        (v4.join().expect("trie builder thread"), v6)
+    });
+    Ok([
+        r4?,
+        r6?,
+        build_trie::<RuleKey4, RuleSet>("gw_rules4", &tables.rules4)?,
+        build_trie::<RuleKey6, RuleSet>("gw_rules6", &tables.rules6)?,
+    ])
+}
+
+/// Switches the kernel to `tables`. Returns the new epoch and, unless this
+/// was the first switch, a thread freeing the old tries (it must end before
+/// the next switch writes that half again).
+pub(super) fn switch(
+    kernel: &Kernel,
+    tables: &Tables,
+) -> Result<(u64, Option<std::thread::JoinHandle<()>>), KernelError> {
     let epoch = kernel.config.load(config::EPOCH);
     let next = epoch + 1;
     let half = (next & 1) as u32;
     let maps = &kernel.maps;
 
-    // 1. New tries into the idle half.
-    let region4 = build_trie::<[u8; 4], RegionValue>("gw_region4", &tables.region4)?;
-    let region6 = build_trie::<[u8; 16], RegionValue>("gw_region6", &tables.region6)?;
-    let rules4 = build_trie::<RuleKey4, RuleSet>("gw_rules4", &tables.rules4)?;
-    let rules6 = build_trie::<RuleKey6, RuleSet>("gw_rules6", &tables.rules6)?;
+    // 1. New tries into the idle half. Each slot update waits for a grace
+    // period: the four run side by side.
+    let inner = build_all(tables)?;
     let outers = [
-        (maps.region4.as_fd(), &region4, "GW_REGION4"),
-        (maps.region6.as_fd(), &region6, "GW_REGION6"),
-        (maps.rules4.as_fd(), &rules4, "GW_RULES4"),
-        (maps.rules6.as_fd(), &rules6, "GW_RULES6"),
+        (maps.region4.as_fd(), "GW_REGION4"),
+        (maps.region6.as_fd(), "GW_REGION6"),
+        (maps.rules4.as_fd(), "GW_RULES4"),
+        (maps.rules6.as_fd(), "GW_RULES6"),
     ];
-    for (outer, inner, name) in &outers {
-        set_slot(*outer, half, inner, name)?;
-    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = outers
+            .iter()
+            .zip(&inner)
+            .map(|((outer, name), fd)| scope.spawn(move || set_slot(*outer, half, fd, name)))
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("slot writer thread"))
+    })?;
 
     // 2. Policies and tag sets of the idle half (absent slots are cleared).
     let policies = (0..MAX_POLICIES).map(|slot| {
@@ -146,16 +172,26 @@ pub(super) fn switch(kernel: &Kernel, tables: &Tables) -> Result<u64, KernelErro
     // 3. The switch.
     kernel.config.store(config::EPOCH, next);
 
-    // 4. Grace period, then free the old tries. Rewriting a slot of a
-    // map-of-maps waits for every program running now to finish.
-    let (outer, inner, name) = &outers[0];
-    set_slot(*outer, half, inner, name)?;
-    if epoch != 0 {
-        let old = 1 - half;
-        for (outer, _, name) in &outers {
-            sys::map_delete(*outer, &old.to_ne_bytes())
-                .map_err(sys_err(format!("freeing {name}[{old}]")))?;
-        }
+    // 4. Grace period: rewriting a slot of a map-of-maps returns only once
+    // every program running now has finished, so none still reads the old
+    // half.
+    set_slot(outers[0].0, half, &inner[0], outers[0].1)?;
+    if epoch == 0 {
+        return Ok((next, None));
     }
-    Ok(next)
+    // 5. Free the old tries, off the critical path.
+    let old = 1 - half;
+    let fds: Vec<(OwnedFd, &'static str)> = outers
+        .iter()
+        .map(|(fd, name)| fd.try_clone_to_owned().map(|fd| (fd, *name)))
+        .collect::<Result<_, _>>()
+        .map_err(sys_err("duplicating an outer map fd"))?;
+    let cleanup = std::thread::spawn(move || {
+        for (outer, name) in fds {
+            if let Err(e) = sys::map_delete(outer.as_fd(), &old.to_ne_bytes()) {
+                tracing::warn!(map = name, slot = old, error = %e, "could not free an old trie");
+            }
+        }
+    });
+    Ok((next, Some(cleanup)))
 }

@@ -10,7 +10,9 @@
 pub mod compile;
 pub mod countries;
 pub mod groups;
+pub mod ortc;
 pub mod prefix;
+pub mod query;
 pub mod sources;
 
 pub use compile::{CompiledMap, compile};

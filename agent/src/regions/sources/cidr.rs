@@ -6,28 +6,28 @@
 //! 2001:db8::/32  DE
 //! ```
 
-use std::path::Path;
-
-use super::{Entry, SourceError};
+use super::{Builder, Loaded, SourceError, Spec};
 use crate::regions::normalize_tag;
 
-pub fn parse(bytes: &[u8], path: &Path) -> Result<Vec<Entry>, SourceError> {
-    let err = |line: u32, message: String| SourceError::Parse {
-        path: path.to_path_buf(),
-        line,
-        message,
-    };
-    let text = std::str::from_utf8(bytes).map_err(|e| {
+/// Splits UTF-8 text into numbered lines, naming the first line that is not
+/// UTF-8.
+pub fn text<'a>(bytes: &'a [u8], spec: &Spec) -> Result<&'a str, SourceError> {
+    std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
             .iter()
             .filter(|b| **b == b'\n')
-            .count() as u32
+            .count()
             + 1;
-        err(line, "not UTF-8 text".into())
-    })?;
-    let mut entries = Vec::new();
+        SourceError::parse(&spec.path, line, "not UTF-8 text")
+    })
+}
+
+pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, SourceError> {
+    let text = text(bytes, spec)?;
+    let err = |line: usize, message: String| SourceError::parse(&spec.path, line, message);
+    let mut b = Builder::default();
     for (i, raw) in text.lines().enumerate() {
-        let line = i as u32 + 1;
+        let line = i + 1;
         let content = raw.split('#').next().unwrap_or("").trim();
         if content.is_empty() {
             continue;
@@ -39,30 +39,36 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Vec<Entry>, SourceError> {
                 format!("expected 'CIDR TAG' (like '10.0.0.0/8 DE'), found '{content}'"),
             ));
         };
+        b.records += 1;
         let prefix = cidr.parse().map_err(|e| err(line, format!("{e}")))?;
         let tag = normalize_tag(tag).map_err(|e| err(line, e))?;
-        entries.push(Entry { prefix, tag, line });
+        b.add(prefix, &tag).map_err(|e| err(line, e))?;
     }
-    Ok(entries)
+    b.finish(spec, sha256, "CIDR list".into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::regions::sources::Kind;
 
-    fn parse_str(s: &str) -> Result<Vec<Entry>, String> {
-        parse(s.as_bytes(), Path::new("t.cidr")).map_err(|e| e.to_string())
+    fn parse_str(s: &str) -> Result<Loaded, String> {
+        parse(
+            s.as_bytes(),
+            &Spec::new(Kind::Cidr, "t.cidr"),
+            String::new(),
+        )
+        .map_err(|e| e.to_string())
     }
 
     #[test]
     fn reads_pairs_comments_and_blank_lines() {
-        let e = parse_str("# header\n\n127.20.0.0/16 US\n2001:db8::/32\tde # inline\n").unwrap();
-        assert_eq!(e.len(), 2);
-        assert_eq!(e[0].prefix.to_string(), "127.20.0.0/16");
-        assert_eq!(e[0].tag, "US");
-        assert_eq!(e[0].line, 3);
-        assert_eq!(e[1].tag, "DE");
-        assert_eq!(e[1].line, 4);
+        let l = parse_str("# header\n\n127.20.0.0/16 US\n2001:db8::/32\tde # inline\n").unwrap();
+        assert_eq!((l.v4.len(), l.v6.len(), l.records), (1, 1, 2));
+        let hit = l.lookup("127.20.1.1".parse().unwrap());
+        assert_eq!(hit[0].0.to_string(), "127.20.0.0/16");
+        assert_eq!(hit[0].1, "US");
+        assert_eq!(l.lookup("2001:db8::1".parse().unwrap())[0].1, "DE");
     }
 
     #[test]
@@ -83,10 +89,30 @@ mod tests {
         );
         assert!(parse_str("10.0.0.0/8 DE x\n").is_err());
         assert!(
-            parse(b"10.0.0.0/8 DE\n\xff\n", Path::new("t.cidr"))
+            parse(
+                b"10.0.0.0/8 DE\n\xff\n",
+                &Spec::new(Kind::Cidr, "t.cidr"),
+                String::new()
+            )
+            .unwrap_err()
+            .to_string()
+            .starts_with("t.cidr:2: not UTF-8")
+        );
+    }
+
+    #[test]
+    fn an_error_page_saved_as_a_list_is_refused() {
+        let page = b"<html>\n<head><title>502 Bad Gateway</title></head>\n</html>\n";
+        let err = parse(page, &Spec::new(Kind::Cidr, "ips-v4"), String::new()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("ips-v4:1: expected 'CIDR TAG'"),
+            "{err}"
+        );
+        assert!(parse_str("").unwrap_err().contains("has no network at all"));
+        assert!(
+            parse_str("# only comments\n")
                 .unwrap_err()
-                .to_string()
-                .starts_with("t.cidr:2: not UTF-8")
+                .contains("has no network at all")
         );
     }
 }

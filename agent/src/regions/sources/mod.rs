@@ -1,22 +1,59 @@
 //! Map sources: files that tag IP prefixes with regions.
+//!
+//! | kind | file | tags |
+//! |---|---|---|
+//! | `mmdb` | MaxMind DB (GeoIP2/GeoLite2 Country and City, ip-location-db) | country |
+//! | `aws` | `ip-ranges.json` | `aws:<region>` |
+//! | `gcp` | `cloud.json` | `gcp:<scope>` |
+//! | `azure` | `ServiceTags_Public.json` | `azure:<region>` |
+//! | `geofeed` | RFC 8805 CSV: prefix,country,region,city,postal | country |
+//! | `cidr` | lines of `CIDR TAG` | as written |
+//! | `builtin` | the country database shipped inside geowall | country |
+//!
+//! A cloud entry whose region is empty or global gets `<provider>:GLOBAL`.
+//! Every loader reads the whole file or fails: a source is never half
+//! read. A source that yields no network at all is refused (a failed
+//! download saved under the right name must not empty the map).
 
+pub mod builtin;
 pub mod cidr;
+pub mod cloud;
+pub mod geofeed;
+pub mod mmdb;
 
-use std::{fmt, io, path::PathBuf};
+use std::{
+    collections::HashMap,
+    fmt, io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use thiserror::Error;
 
-use super::Prefix;
+use super::{Family, Prefix};
 
 /// The kinds of map source geowall reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
-    /// Lines of `CIDR TAG`, `#` comments.
     Cidr,
+    Geofeed,
+    Mmdb,
+    Aws,
+    Gcp,
+    Azure,
+    Builtin,
 }
 
 impl Kind {
-    pub const ALL: &'static [(&'static str, Kind)] = &[("cidr", Kind::Cidr)];
+    pub const ALL: &'static [(&'static str, Kind)] = &[
+        ("mmdb", Kind::Mmdb),
+        ("aws", Kind::Aws),
+        ("gcp", Kind::Gcp),
+        ("azure", Kind::Azure),
+        ("geofeed", Kind::Geofeed),
+        ("cidr", Kind::Cidr),
+        ("builtin", Kind::Builtin),
+    ];
 
     pub fn parse(name: &str) -> Option<Kind> {
         Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
@@ -29,6 +66,15 @@ impl Kind {
             .map(|(n, _)| *n)
             .unwrap_or("?")
     }
+
+    /// Known kind names, for error messages.
+    pub fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl fmt::Display for Kind {
@@ -37,23 +83,201 @@ impl fmt::Display for Kind {
     }
 }
 
-/// One tagged prefix read from a source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub prefix: Prefix,
-    pub tag: String,
-    /// 1-based line (or record) number in the source, for errors and lookups.
-    pub line: u32,
+/// What to read: a kind, a file, and per-kind options.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Spec {
+    pub kind: Kind,
+    /// The file (unused for `builtin`).
+    pub path: PathBuf,
+    /// `mmdb`: the record field holding the country code, dotted
+    /// (`country.iso_code`); `None` tries `country.iso_code`, then
+    /// `registered_country.iso_code`, then `country_code`.
+    pub field: Option<String>,
+}
+
+impl Spec {
+    pub fn new(kind: Kind, path: impl Into<PathBuf>) -> Self {
+        Self {
+            kind,
+            path: path.into(),
+            field: None,
+        }
+    }
+
+    /// The embedded country database.
+    pub fn builtin() -> Self {
+        Self::new(Kind::Builtin, PathBuf::new())
+    }
+
+    /// `KIND:PATH` (or `builtin`), as `--source` takes it.
+    pub fn parse_arg(arg: &str) -> Result<Spec, String> {
+        if arg == "builtin" {
+            return Ok(Spec::builtin());
+        }
+        let (kind, path) = arg
+            .split_once(':')
+            .ok_or_else(|| format!("'{arg}': expected KIND:PATH (kinds: {})", Kind::names()))?;
+        let kind = Kind::parse(kind)
+            .ok_or_else(|| format!("unknown map kind '{kind}' (known: {})", Kind::names()))?;
+        if path.is_empty() {
+            return Err(format!("'{arg}': the path is empty"));
+        }
+        Ok(Spec::new(kind, path))
+    }
+
+    /// How the source is named to people: `mmdb:/path/x.mmdb`, `builtin`.
+    pub fn label(&self) -> String {
+        match self.kind {
+            Kind::Builtin => format!("builtin:{}", builtin::FILE_NAME),
+            k => format!("{k}:{}", self.path.display()),
+        }
+    }
+}
+
+/// A network of one family: left-aligned address bits, prefix length, and
+/// the index of its tag in [`Loaded::tags`]. Packed to 24 bytes: a world
+/// map holds a million of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C, packed(8))]
+pub struct Net {
+    pub bits: u128,
+    pub len: u8,
+    pub tag: u16,
 }
 
 /// Everything read from one source.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    pub kind: Kind,
-    pub path: PathBuf,
-    pub entries: Vec<Entry>,
-    /// SHA-256 of the file's bytes, hex (names the exact data that decided).
+    pub spec: Spec,
+    /// SHA-256 of the file's bytes (for `builtin`, of the decompressed
+    /// database): names the exact data that decided.
     pub sha256: String,
+    /// What the file says about itself (database type and build date,
+    /// provider sync token...).
+    pub about: String,
+    /// Tag names; [`Net::tag`] indexes this.
+    pub tags: Vec<String>,
+    /// IPv4 networks, sorted, without duplicates.
+    pub v4: Vec<Net>,
+    /// IPv6 networks, sorted, without duplicates.
+    pub v6: Vec<Net>,
+    /// Records read (entries of the file, before de-duplication).
+    pub records: usize,
+    /// Records that carried no usable tag (no country in an MMDB record, an
+    /// empty country in a geofeed row).
+    pub untagged_records: usize,
+}
+
+impl Loaded {
+    pub fn networks(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// Distinct networks per tag.
+    pub fn tag_counts(&self) -> HashMap<&str, usize> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for n in self.v4.iter().chain(&self.v6) {
+            *counts
+                .entry(self.tags[n.tag as usize].as_str())
+                .or_default() += 1;
+        }
+        counts
+    }
+
+    /// This source's own answer for `addr`: its most specific networks
+    /// containing it (several when one prefix carries several tags).
+    pub fn lookup(&self, addr: IpAddr) -> Vec<(Prefix, &str)> {
+        let host = Prefix::host(addr);
+        let list = match host.family() {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        };
+        for len in (0..=host.len()).rev() {
+            let p = Prefix::new(host.family(), host.bits(), len);
+            let start = list.partition_point(|n| (n.bits, n.len) < (p.bits(), len));
+            let hits: Vec<(Prefix, &str)> = list[start..]
+                .iter()
+                .take_while(|n| n.bits == p.bits() && n.len == len)
+                .map(|n| (p, self.tags[n.tag as usize].as_str()))
+                .collect();
+            if !hits.is_empty() {
+                return hits;
+            }
+        }
+        Vec::new()
+    }
+}
+
+/// Collects a source's networks: interns tags, drops duplicates.
+#[derive(Default)]
+pub struct Builder {
+    tags: Vec<String>,
+    ids: HashMap<String, u16>,
+    v4: Vec<Net>,
+    v6: Vec<Net>,
+    pub records: usize,
+    pub untagged_records: usize,
+}
+
+impl Builder {
+    /// Adds `prefix` tagged `tag` (already normalized).
+    pub fn add(&mut self, prefix: Prefix, tag: &str) -> Result<(), String> {
+        let id = self.intern(tag)?;
+        self.push(prefix, id);
+        Ok(())
+    }
+
+    /// The id of tag `tag` (already normalized).
+    pub fn intern(&mut self, tag: &str) -> Result<u16, String> {
+        if let Some(id) = self.ids.get(tag) {
+            return Ok(*id);
+        }
+        let id = u16::try_from(self.tags.len())
+            .map_err(|_| "more than 65536 distinct tags in one source".to_owned())?;
+        self.tags.push(tag.to_owned());
+        self.ids.insert(tag.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Adds `prefix` tagged with tag `id` (from [`Builder::intern`]).
+    pub fn push(&mut self, prefix: Prefix, id: u16) {
+        let net = Net {
+            bits: prefix.bits(),
+            len: prefix.len(),
+            tag: id,
+        };
+        match prefix.family() {
+            Family::V4 => self.v4.push(net),
+            Family::V6 => self.v6.push(net),
+        }
+    }
+
+    pub fn finish(
+        mut self,
+        spec: &Spec,
+        sha256: String,
+        about: String,
+    ) -> Result<Loaded, SourceError> {
+        for list in [&mut self.v4, &mut self.v6] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        if self.v4.is_empty() && self.v6.is_empty() {
+            return Err(SourceError::Empty {
+                source_label: spec.label(),
+            });
+        }
+        Ok(Loaded {
+            spec: spec.clone(),
+            sha256,
+            about,
+            tags: self.tags,
+            v4: self.v4,
+            v6: self.v6,
+            records: self.records,
+            untagged_records: self.untagged_records,
+        })
+    }
 }
 
 #[derive(Debug, Error)]
@@ -64,22 +288,49 @@ pub enum SourceError {
         #[source]
         source: io::Error,
     },
-    #[error("{path}:{line}: {message}")]
+    /// A located problem: `at` is `LINE` for text files, `LINE:COLUMN` for
+    /// JSON, or a description of the place (`network 1.2.3.0/24`).
+    #[error("{path}:{at}: {message}")]
     Parse {
         path: PathBuf,
-        line: u32,
+        at: String,
         message: String,
     },
-    #[error("map source {path}: {size} bytes is over the {cap}-byte limit for a map source")]
+    #[error("map source {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "map source {path}: {size} bytes is over the {cap}-byte limit for a map source ([agent] max_source_bytes)"
+    )]
     TooLarge { path: PathBuf, size: u64, cap: u64 },
+    #[error(
+        "map source {source_label} has no network at all: refusing an empty map (a failed download saved under the right name?)"
+    )]
+    Empty { source_label: String },
 }
 
-/// Largest source file read, unless configured otherwise: far above any
-/// real map (a full country database is under 10 MB).
-pub const DEFAULT_MAX_SOURCE_BYTES: u64 = 512 << 20;
+impl SourceError {
+    pub fn parse(path: &Path, at: impl fmt::Display, message: impl Into<String>) -> Self {
+        SourceError::Parse {
+            path: path.to_path_buf(),
+            at: at.to_string(),
+            message: message.into(),
+        }
+    }
 
-/// Reads and parses one source.
-pub fn load(kind: Kind, path: &std::path::Path, max_bytes: u64) -> Result<Loaded, SourceError> {
+    pub fn invalid(path: &Path, message: impl Into<String>) -> Self {
+        SourceError::Invalid {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Largest source file read unless configured otherwise: far above any real
+/// map (a full country database is under 10 MB, Azure's service tags 4 MB).
+pub const DEFAULT_MAX_SOURCE_BYTES: u64 = 256 << 20;
+
+/// Reads a file whole, refusing files over `max_bytes`.
+pub fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
     let io_err = |source| SourceError::Io {
         path: path.to_path_buf(),
         source,
@@ -93,13 +344,99 @@ pub fn load(kind: Kind, path: &std::path::Path, max_bytes: u64) -> Result<Loaded
         });
     }
     let bytes = std::fs::read(path).map_err(io_err)?;
-    let entries = match kind {
-        Kind::Cidr => cidr::parse(&bytes, path)?,
+    if bytes.len() as u64 > max_bytes {
+        return Err(SourceError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            cap: max_bytes,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads and parses one source. Parsers are our code and third-party code
+/// (the MaxMind DB reader) fed untrusted bytes: a panic in them becomes an
+/// error about the source, never a crashed agent.
+pub fn load(spec: &Spec, max_bytes: u64) -> Result<Loaded, SourceError> {
+    let run = || -> Result<Loaded, SourceError> {
+        if spec.kind == Kind::Builtin {
+            return builtin::load(spec);
+        }
+        let bytes = read_capped(&spec.path, max_bytes)?;
+        let sha256 = crate::util::sha256_hex(&bytes);
+        match spec.kind {
+            Kind::Cidr => cidr::parse(&bytes, spec, sha256),
+            Kind::Geofeed => geofeed::parse(&bytes, spec, sha256),
+            Kind::Mmdb => mmdb::parse(bytes, spec, sha256),
+            Kind::Aws | Kind::Gcp | Kind::Azure => cloud::parse(&bytes, spec, sha256),
+            Kind::Builtin => unreachable!("handled above"),
+        }
     };
-    Ok(Loaded {
-        kind,
-        path: path.to_path_buf(),
-        entries,
-        sha256: crate::util::sha256_hex(&bytes),
-    })
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown failure".into());
+            Err(SourceError::invalid(
+                &spec.path,
+                format!("the {} reader failed on this file: {what}", spec.kind),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_arguments() {
+        assert_eq!(
+            Spec::parse_arg("mmdb:/x/y.mmdb").unwrap(),
+            Spec::new(Kind::Mmdb, "/x/y.mmdb")
+        );
+        assert_eq!(Spec::parse_arg("builtin").unwrap().kind, Kind::Builtin);
+        assert!(
+            Spec::parse_arg("mmdbx:/y")
+                .unwrap_err()
+                .contains("unknown map kind")
+        );
+        assert!(Spec::parse_arg("aws:").is_err());
+        assert!(Spec::parse_arg("nothing").is_err());
+    }
+
+    #[test]
+    fn a_source_answers_with_its_most_specific_networks() {
+        let mut b = Builder::default();
+        b.add("10.0.0.0/8".parse().unwrap(), "DE").unwrap();
+        b.add("10.1.0.0/16".parse().unwrap(), "aws:eu-west-1")
+            .unwrap();
+        b.add("10.1.0.0/16".parse().unwrap(), "aws:GLOBAL").unwrap();
+        b.add("10.1.0.0/16".parse().unwrap(), "aws:GLOBAL").unwrap();
+        let l = b
+            .finish(&Spec::new(Kind::Cidr, "t"), String::new(), String::new())
+            .unwrap();
+        assert_eq!(l.v4.len(), 3);
+        let hits = l.lookup("10.1.2.3".parse().unwrap());
+        assert_eq!(hits.len(), 2);
+        assert_eq!(hits[0].0.to_string(), "10.1.0.0/16");
+        assert_eq!(l.lookup("10.2.0.1".parse().unwrap())[0].1, "DE");
+        assert!(l.lookup("11.0.0.1".parse().unwrap()).is_empty());
+        assert_eq!(l.tag_counts()["aws:GLOBAL"], 1);
+    }
+
+    #[test]
+    fn an_empty_source_is_refused() {
+        let err = Builder::default()
+            .finish(
+                &Spec::new(Kind::Cidr, "e.cidr"),
+                String::new(),
+                String::new(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("has no network at all"), "{err}");
+    }
 }

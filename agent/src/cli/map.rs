@@ -1,0 +1,368 @@
+//! `geowall map lookup|stats|diff|load`.
+
+use std::{net::IpAddr, path::Path, process::ExitCode};
+
+use clap::Subcommand;
+
+use super::{ConfigArg, fail};
+use crate::{
+    config::Config,
+    control::{Client, ClientError, Request},
+    plan::{self, MapPlan},
+    regions::{
+        query::{self, Answer, MapStats},
+        sources::{DEFAULT_MAX_SOURCE_BYTES, Spec},
+    },
+};
+
+#[derive(Subcommand, Debug)]
+pub enum MapCommand {
+    /// What the map says about addresses: tags, matched prefix, and which
+    /// source said so. From the running agent's tables, or, with --source,
+    /// straight from the named sources with no agent at all.
+    Lookup {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A map source, KIND:PATH (mmdb, aws, gcp, azure, geofeed, cidr) or
+        /// `builtin`; repeat for several (later ones win on the country).
+        #[arg(long = "source", value_name = "KIND:PATH")]
+        sources: Vec<String>,
+        /// One JSON array, an object per address.
+        #[arg(long)]
+        json: bool,
+        /// Addresses to look up.
+        #[arg(required = true)]
+        addrs: Vec<String>,
+    },
+    /// Counts: networks per source, prefixes per family before and after
+    /// aggregation, per region, kernel memory, load time.
+    Stats {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long = "source", value_name = "KIND:PATH")]
+        sources: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        /// Regions listed (by IPv4 addresses; all of them with --json).
+        #[arg(long, default_value_t = 20)]
+        regions: usize,
+    },
+    /// What moves region between two maps, each named as KIND:PATH,
+    /// `builtin`, or a config file (its [[maps]]).
+    Diff {
+        old: String,
+        new: String,
+        #[arg(long)]
+        json: bool,
+        /// Changed prefixes listed per change (all of them with --json).
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Tell the running agent to re-read its map sources and switch tables.
+    Load {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+pub fn run(cmd: MapCommand) -> ExitCode {
+    let result = match cmd {
+        MapCommand::Lookup {
+            config,
+            sources,
+            json,
+            addrs,
+        } => lookup(&config.config, &sources, json, &addrs),
+        MapCommand::Stats {
+            config,
+            sources,
+            json,
+            regions,
+        } => stats(&config.config, &sources, json, regions),
+        MapCommand::Diff {
+            old,
+            new,
+            json,
+            limit,
+        } => diff(&old, &new, json, limit),
+        MapCommand::Load { config } => load(&config.config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn parse_specs(args: &[String]) -> Result<Vec<Spec>, String> {
+    args.iter().map(|a| Spec::parse_arg(a)).collect()
+}
+
+fn compile_specs(specs: &[Spec]) -> Result<MapPlan, String> {
+    plan::load_map(specs, DEFAULT_MAX_SOURCE_BYTES).map_err(|e| super::chain(&e))
+}
+
+fn socket_of(config: &Path) -> Result<std::path::PathBuf, String> {
+    let c = Config::load(config).map_err(|e| e.to_string())?;
+    Ok(c.resolve_path(&c.file.agent.socket.to_string_lossy()))
+}
+
+fn lookup(config: &Path, sources: &[String], json: bool, addrs: &[String]) -> Result<(), String> {
+    let parsed: Vec<IpAddr> = addrs
+        .iter()
+        .map(|a| a.parse().map_err(|_| format!("'{a}' is not an IP address")))
+        .collect::<Result<_, _>>()?;
+    let answers: Vec<Answer> = if sources.is_empty() {
+        let mut client = Client::connect(&socket_of(config)?).map_err(|e| match e {
+            ClientError::NotRunning(_) | ClientError::Stale(_) => {
+                format!("{e}; or look up straight from sources with --source KIND:PATH")
+            }
+            e => e.to_string(),
+        })?;
+        let v = client
+            .call(Request::MapLookup {
+                addrs: addrs.to_vec(),
+            })
+            .map_err(|e| e.to_string())?;
+        serde_json::from_value(v).map_err(|e| format!("unexpected answer from the agent: {e}"))?
+    } else {
+        let specs = parse_specs(sources)?;
+        let plan = compile_specs(&specs)?;
+        let canonical: Vec<IpAddr> = parsed.iter().map(|a| query::canonical(*a)).collect();
+        let per_source = query::source_answers(&specs, DEFAULT_MAX_SOURCE_BYTES, &canonical)
+            .map_err(|e| e.to_string())?;
+        canonical
+            .iter()
+            .zip(per_source)
+            .map(|(addr, sources)| {
+                let mut a = query::answer(&plan.map, *addr);
+                a.sources = sources;
+                a
+            })
+            .collect()
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answers).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    for a in &answers {
+        let tags = if a.tags.is_empty() {
+            "untagged".to_owned()
+        } else {
+            a.tags.join(",")
+        };
+        println!(
+            "{}  {}  {}",
+            a.addr,
+            tags,
+            a.prefix.as_deref().unwrap_or("-")
+        );
+        for s in &a.sources {
+            println!("    {}  {}  {}", s.source, s.prefix, s.tags.join(","));
+        }
+    }
+    Ok(())
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn stats(config: &Path, sources: &[String], json: bool, regions: usize) -> Result<(), String> {
+    let (stats, note) = if sources.is_empty() {
+        match Client::connect(&socket_of(config)?) {
+            Ok(mut c) => {
+                let v = c.call(Request::MapStats).map_err(|e| e.to_string())?;
+                let s: MapStats =
+                    serde_json::from_value(v).map_err(|e| format!("unexpected answer: {e}"))?;
+                (s, None)
+            }
+            Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => {
+                let c = Config::load(config).map_err(|e| e.to_string())?;
+                let specs = plan::map_specs(&c).map_err(|e| e.to_string())?;
+                let p = plan::load_map(&specs, c.file.agent.max_source_bytes)
+                    .map_err(|e| super::chain(&e))?;
+                (
+                    query::stats(&p.map, &p.sources, p.compile_time.as_millis() as u64),
+                    Some(
+                        "the agent is not running: figures compiled from the config's sources; no kernel figures",
+                    ),
+                )
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    } else {
+        let p = compile_specs(&parse_specs(sources)?)?;
+        (
+            query::stats(&p.map, &p.sources, p.compile_time.as_millis() as u64),
+            None,
+        )
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    if let Some(n) = note {
+        println!("note: {n}");
+    }
+    println!("sources:");
+    for s in &stats.sources {
+        println!("  {}", s.source);
+        println!("      {}", s.about);
+        println!(
+            "      {} IPv4 and {} IPv6 networks from {} records ({} tagged nothing); sha256 {}",
+            thousands(s.ipv4_networks as u64),
+            thousands(s.ipv6_networks as u64),
+            thousands(s.records as u64),
+            thousands(s.untagged_records as u64),
+            s.sha256
+        );
+    }
+    println!("map:                         IPv4        IPv6");
+    let row = |name: &str, a: usize, b: usize, what: &str| {
+        println!(
+            "  {name:<20} {:>11} {:>11}  {what}",
+            thousands(a as u64),
+            thousands(b as u64)
+        );
+    };
+    row(
+        "source networks",
+        stats.ipv4.source_networks,
+        stats.ipv6.source_networks,
+        "",
+    );
+    row(
+        "ranges",
+        stats.ipv4.ranges,
+        stats.ipv6.ranges,
+        "(disjoint, tagged or not)",
+    );
+    row(
+        "aggregated prefixes",
+        stats.ipv4.aggregated_prefixes,
+        stats.ipv6.aggregated_prefixes,
+        "(fewest disjoint CIDRs)",
+    );
+    row(
+        "kernel entries",
+        stats.ipv4.kernel_entries,
+        stats.ipv6.kernel_entries,
+        "(minimized, nested LPM)",
+    );
+    println!(
+        "  {} tag combinations; {} ranges overridden by a later source's country",
+        stats.tag_combinations, stats.overridden
+    );
+    let mut timing = format!("  compile {} ms", stats.compile_ms);
+    if let Some(ms) = stats.install_ms {
+        timing.push_str(&format!("; install and switch {ms} ms"));
+    }
+    if let Some(b) = stats.kernel_bytes {
+        timing.push_str(&format!(
+            "; kernel memory of the tries {:.1} MiB (memlock accounting)",
+            b as f64 / (1024.0 * 1024.0)
+        ));
+    }
+    println!("{timing}");
+    let mut by_size: Vec<_> = stats.regions.iter().collect();
+    by_size.sort_by(|a, b| {
+        b.1.ipv4_addresses
+            .cmp(&a.1.ipv4_addresses)
+            .then(a.0.cmp(b.0))
+    });
+    println!("regions ({} in all; by IPv4 addresses):", by_size.len());
+    for (tag, r) in by_size.iter().take(regions) {
+        println!(
+            "  {tag:<24} {:>15} IPv4 addresses in {:>7} prefixes; {:>7} IPv6 prefixes",
+            thousands(r.ipv4_addresses),
+            thousands(r.ipv4_prefixes as u64),
+            thousands(r.ipv6_prefixes as u64)
+        );
+    }
+    Ok(())
+}
+
+/// A map named on the command line: KIND:PATH, `builtin`, or a config file.
+fn named_map(arg: &str) -> Result<MapPlan, String> {
+    let as_file = Path::new(arg);
+    if arg.ends_with(".toml") && as_file.is_file() {
+        let c = Config::load(as_file).map_err(|e| e.to_string())?;
+        let specs = plan::map_specs(&c).map_err(|e| e.to_string())?;
+        return plan::load_map(&specs, c.file.agent.max_source_bytes).map_err(|e| super::chain(&e));
+    }
+    compile_specs(&[Spec::parse_arg(arg)?])
+}
+
+fn diff(old: &str, new: &str, json: bool, limit: usize) -> Result<(), String> {
+    let (a, b) = (named_map(old)?, named_map(new)?);
+    let d = query::diff(&a.map, &b.map);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&d).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    if d.moved.is_empty() {
+        println!("no address changes region between {old} and {new}");
+        return Ok(());
+    }
+    let name = |t: &[String]| {
+        if t.is_empty() {
+            "untagged".to_owned()
+        } else {
+            t.join(",")
+        }
+    };
+    for t in &d.totals {
+        println!(
+            "{} → {}: {} IPv4 addresses in {} prefixes, {} IPv6 prefixes",
+            name(&t.old),
+            name(&t.new),
+            thousands(t.ipv4_addresses),
+            thousands(t.ipv4_prefixes as u64),
+            thousands(t.ipv6_prefixes as u64)
+        );
+        for m in d
+            .moved
+            .iter()
+            .filter(|m| m.old == t.old && m.new == t.new)
+            .take(limit)
+        {
+            println!("    {}", m.prefix);
+        }
+        let n = t.ipv4_prefixes + t.ipv6_prefixes;
+        if n > limit {
+            println!("    … and {} more (--limit, --json)", n - limit);
+        }
+    }
+    Ok(())
+}
+
+fn load(config: &Path) -> Result<(), String> {
+    let mut client = Client::connect(&socket_of(config)?).map_err(|e| e.to_string())?;
+    let v = client.call(Request::MapLoad).map_err(|e| e.to_string())?;
+    println!(
+        "geowall: map loaded: epoch {}, {} IPv4 and {} IPv6 ranges (compile {} ms, install and switch {} ms)",
+        v["epoch"],
+        thousands(v["ipv4_ranges"].as_u64().unwrap_or(0)),
+        thousands(v["ipv6_ranges"].as_u64().unwrap_or(0)),
+        v["compile_ms"],
+        v["install_ms"]
+    );
+    Ok(())
+}

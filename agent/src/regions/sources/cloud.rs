@@ -1,0 +1,394 @@
+//! Cloud providers' published IP ranges: AWS `ip-ranges.json`, Google Cloud
+//! `cloud.json`, Azure `ServiceTags_Public.json`. Each prefix is tagged
+//! `<provider>:<region>`; an empty or global region gives
+//! `<provider>:GLOBAL`. The same prefix listed for several services (AWS
+//! lists one per service) counts once per region.
+
+use serde::Deserialize;
+
+use super::{Builder, Kind, Loaded, SourceError, Spec};
+use crate::regions::{Prefix, TagKind, kind};
+
+#[derive(Deserialize)]
+struct Aws {
+    #[serde(rename = "syncToken")]
+    sync_token: String,
+    #[serde(rename = "createDate")]
+    create_date: String,
+    prefixes: Vec<AwsV4>,
+    ipv6_prefixes: Vec<AwsV6>,
+}
+
+#[derive(Deserialize)]
+struct AwsV4 {
+    ip_prefix: String,
+    region: String,
+}
+
+#[derive(Deserialize)]
+struct AwsV6 {
+    ipv6_prefix: String,
+    region: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Gcp {
+    sync_token: String,
+    creation_time: String,
+    prefixes: Vec<GcpEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GcpEntry {
+    ipv4_prefix: Option<String>,
+    ipv6_prefix: Option<String>,
+    scope: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Azure {
+    change_number: u64,
+    cloud: String,
+    values: Vec<AzureValue>,
+}
+
+#[derive(Deserialize)]
+struct AzureValue {
+    name: String,
+    properties: AzureProperties,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AzureProperties {
+    region: String,
+    address_prefixes: Vec<String>,
+}
+
+/// `<provider>:<region>`, with `<provider>:GLOBAL` for an empty or global
+/// region.
+fn tag(provider: &str, region: &str) -> Result<String, String> {
+    let region = region.trim();
+    let t = if region.is_empty() || region.eq_ignore_ascii_case("global") {
+        format!("{provider}:GLOBAL")
+    } else {
+        format!("{provider}:{}", region.to_ascii_lowercase())
+    };
+    match kind(&t) {
+        Some(TagKind::Cloud { .. }) => Ok(t),
+        _ => Err(format!("region '{region}' is not a region name")),
+    }
+}
+
+/// Which provider's file a JSON document looks like, for a helpful error.
+fn looks_like(v: &serde_json::Value) -> Option<&'static str> {
+    let has = |k: &str| v.get(k).is_some();
+    if has("createDate") && has("ipv6_prefixes") {
+        Some("an AWS ip-ranges.json (kind = \"aws\")")
+    } else if has("creationTime") && has("prefixes") {
+        Some("a Google Cloud cloud.json (kind = \"gcp\")")
+    } else if has("changeNumber") && has("values") {
+        Some("an Azure ServiceTags file (kind = \"azure\")")
+    } else {
+        None
+    }
+}
+
+fn what(k: Kind) -> &'static str {
+    match k {
+        Kind::Aws => "an AWS ip-ranges.json",
+        Kind::Gcp => "a Google Cloud cloud.json",
+        _ => "an Azure ServiceTags file",
+    }
+}
+
+pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, SourceError> {
+    let path = &spec.path;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        SourceError::parse(
+            path,
+            format!("{}:{}", e.line(), e.column()),
+            format!("not JSON: {e}"),
+        )
+    })?;
+    let wrong = |e: serde_json::Error| {
+        let hint = looks_like(&value)
+            .filter(|w| !w.starts_with(what(spec.kind)))
+            .map(|w| format!("; it looks like {w}"))
+            .unwrap_or_default();
+        SourceError::invalid(path, format!("not {}: {e}{hint}", what(spec.kind)))
+    };
+    let mut b = Builder::default();
+    let add = |b: &mut Builder, at: String, prefix: &str, t: Result<String, String>| {
+        b.records += 1;
+        let p: Prefix = prefix
+            .trim()
+            .parse()
+            .map_err(|e| SourceError::parse(path, &at, format!("{e}")))?;
+        let t = t.map_err(|e| SourceError::parse(path, &at, e))?;
+        b.add(p, &t).map_err(|e| SourceError::parse(path, &at, e))
+    };
+    let about = match spec.kind {
+        Kind::Aws => {
+            let doc: Aws = serde_json::from_value(value.clone()).map_err(wrong)?;
+            for (i, e) in doc.prefixes.iter().enumerate() {
+                add(
+                    &mut b,
+                    format!("prefixes[{i}].ip_prefix"),
+                    &e.ip_prefix,
+                    tag("aws", &e.region),
+                )?;
+            }
+            for (i, e) in doc.ipv6_prefixes.iter().enumerate() {
+                add(
+                    &mut b,
+                    format!("ipv6_prefixes[{i}].ipv6_prefix"),
+                    &e.ipv6_prefix,
+                    tag("aws", &e.region),
+                )?;
+            }
+            format!(
+                "AWS ip-ranges.json, syncToken {}, created {}",
+                doc.sync_token, doc.create_date
+            )
+        }
+        Kind::Gcp => {
+            let doc: Gcp = serde_json::from_value(value.clone()).map_err(wrong)?;
+            for (i, e) in doc.prefixes.iter().enumerate() {
+                let (field, p) = match (&e.ipv4_prefix, &e.ipv6_prefix) {
+                    (Some(p), None) => ("ipv4Prefix", p),
+                    (None, Some(p)) => ("ipv6Prefix", p),
+                    _ => {
+                        return Err(SourceError::parse(
+                            path,
+                            format!("prefixes[{i}]"),
+                            "expected exactly one of ipv4Prefix and ipv6Prefix",
+                        ));
+                    }
+                };
+                add(
+                    &mut b,
+                    format!("prefixes[{i}].{field}"),
+                    p,
+                    tag("gcp", &e.scope),
+                )?;
+            }
+            format!(
+                "Google Cloud cloud.json, syncToken {}, created {}",
+                doc.sync_token, doc.creation_time
+            )
+        }
+        _ => {
+            let doc: Azure = serde_json::from_value(value.clone()).map_err(wrong)?;
+            for (i, v) in doc.values.iter().enumerate() {
+                let t = tag("azure", &v.properties.region);
+                for (j, p) in v.properties.address_prefixes.iter().enumerate() {
+                    add(
+                        &mut b,
+                        format!("values[{i}] ({}).addressPrefixes[{j}]", v.name),
+                        p,
+                        t.clone(),
+                    )?;
+                }
+            }
+            format!(
+                "Azure service tags, cloud {}, changeNumber {}",
+                doc.cloud, doc.change_number
+            )
+        }
+    };
+    b.finish(spec, sha256, about)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, path::Path};
+
+    use super::*;
+
+    fn load(kind: Kind, json: &str) -> Result<Loaded, String> {
+        parse(json.as_bytes(), &Spec::new(kind, "f.json"), String::new()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_each_providers_format() {
+        let aws = load(
+            Kind::Aws,
+            r#"{"syncToken":"1","createDate":"2025-07-24-20-23-14","prefixes":[
+                {"ip_prefix":"3.4.12.4/32","region":"eu-west-1","service":"AMAZON","network_border_group":"eu-west-1"},
+                {"ip_prefix":"3.4.12.4/32","region":"eu-west-1","service":"EC2","network_border_group":"eu-west-1"},
+                {"ip_prefix":"52.94.0.0/16","region":"GLOBAL","service":"AMAZON","network_border_group":"GLOBAL"}],
+              "ipv6_prefixes":[{"ipv6_prefix":"2600:1f69:7400::/40","region":"mx-central-1","service":"AMAZON","network_border_group":"mx-central-1"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((aws.v4.len(), aws.v6.len(), aws.records), (2, 1, 4));
+        assert_eq!(
+            aws.lookup("3.4.12.4".parse().unwrap())[0].1,
+            "aws:eu-west-1"
+        );
+        assert_eq!(aws.lookup("52.94.1.1".parse().unwrap())[0].1, "aws:GLOBAL");
+        assert!(aws.about.contains("createDate") || aws.about.contains("created 2025-07-24"));
+
+        let gcp = load(
+            Kind::Gcp,
+            r#"{"syncToken":"2","creationTime":"2025-07-24T10:00:00","prefixes":[
+                {"ipv4Prefix":"34.1.208.0/20","service":"Google Cloud","scope":"africa-south1"},
+                {"ipv6Prefix":"2600:1900:8000::/44","service":"Google Cloud","scope":"global"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            gcp.lookup("34.1.208.1".parse().unwrap())[0].1,
+            "gcp:africa-south1"
+        );
+        assert_eq!(
+            gcp.lookup("2600:1900:8000::1".parse().unwrap())[0].1,
+            "gcp:GLOBAL"
+        );
+
+        let azure = load(
+            Kind::Azure,
+            r#"{"changeNumber":300,"cloud":"Public","values":[
+                {"name":"ActionGroup","id":"ActionGroup","properties":{"changeNumber":1,"region":"","regionId":0,"platform":"Azure","systemService":"ActionGroup","addressPrefixes":["4.145.74.52/30","2603:1000:4:402::178/125"]}},
+                {"name":"AzureCloud.westeurope","id":"AzureCloud.westeurope","properties":{"changeNumber":9,"region":"westeurope","regionId":18,"platform":"Azure","systemService":"","addressPrefixes":["13.69.0.0/17"]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            azure.lookup("4.145.74.53".parse().unwrap())[0].1,
+            "azure:GLOBAL"
+        );
+        assert_eq!(
+            azure.lookup("13.69.1.1".parse().unwrap())[0].1,
+            "azure:westeurope"
+        );
+        assert_eq!(azure.v6.len(), 1);
+    }
+
+    #[test]
+    fn the_wrong_providers_file_is_named() {
+        let gcp = r#"{"syncToken":"2","creationTime":"x","prefixes":[{"ipv4Prefix":"34.1.208.0/20","scope":"a"}]}"#;
+        let err = load(Kind::Aws, gcp).unwrap_err();
+        assert!(
+            err.starts_with("map source f.json: not an AWS ip-ranges.json"),
+            "{err}"
+        );
+        assert!(
+            err.contains("it looks like a Google Cloud cloud.json"),
+            "{err}"
+        );
+        let err = load(Kind::Azure, "[1, 2").unwrap_err();
+        assert!(err.starts_with("f.json:1:"), "{err}");
+        assert!(err.contains("not JSON"), "{err}");
+    }
+
+    #[test]
+    fn bad_entries_are_located() {
+        let err = load(
+            Kind::Aws,
+            r#"{"syncToken":"1","createDate":"d","prefixes":[{"ip_prefix":"3.4.12.5/31","region":"eu-west-1"}],"ipv6_prefixes":[]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("f.json:prefixes[0].ip_prefix: '3.4.12.5/31' has host bits"),
+            "{err}"
+        );
+        let err = load(
+            Kind::Gcp,
+            r#"{"syncToken":"1","creationTime":"d","prefixes":[{"scope":"x"}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("exactly one of ipv4Prefix and ipv6Prefix"),
+            "{err}"
+        );
+        let err = load(
+            Kind::Gcp,
+            r#"{"syncToken":"1","creationTime":"d","prefixes":[]}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("has no network at all"), "{err}");
+    }
+
+    /// Counts per region straight from the JSON, the way the provider
+    /// publishes them: distinct prefixes per region.
+    fn file_counts(kind: Kind, v: &serde_json::Value) -> HashMap<String, usize> {
+        let mut sets: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+        let mut put = |region: &str, prefix: &str| {
+            sets.entry(tag(provider(kind), region).unwrap())
+                .or_default()
+                .insert(prefix.to_owned());
+        };
+        match kind {
+            Kind::Aws => {
+                for e in v["prefixes"].as_array().unwrap() {
+                    put(
+                        e["region"].as_str().unwrap(),
+                        e["ip_prefix"].as_str().unwrap(),
+                    );
+                }
+                for e in v["ipv6_prefixes"].as_array().unwrap() {
+                    put(
+                        e["region"].as_str().unwrap(),
+                        e["ipv6_prefix"].as_str().unwrap(),
+                    );
+                }
+            }
+            Kind::Gcp => {
+                for e in v["prefixes"].as_array().unwrap() {
+                    let p = e.get("ipv4Prefix").or(e.get("ipv6Prefix")).unwrap();
+                    put(e["scope"].as_str().unwrap(), p.as_str().unwrap());
+                }
+            }
+            _ => {
+                for val in v["values"].as_array().unwrap() {
+                    let region = val["properties"]["region"].as_str().unwrap();
+                    for p in val["properties"]["addressPrefixes"].as_array().unwrap() {
+                        put(region, p.as_str().unwrap());
+                    }
+                }
+            }
+        }
+        sets.into_iter().map(|(k, v)| (k, v.len())).collect()
+    }
+
+    fn provider(kind: Kind) -> &'static str {
+        match kind {
+            Kind::Aws => "aws",
+            Kind::Gcp => "gcp",
+            _ => "azure",
+        }
+    }
+
+    #[test]
+    fn the_real_provider_files_load_with_their_own_counts() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cloud");
+        let files = [
+            (Kind::Aws, "aws-ip-ranges.2025-07-24.json"),
+            (Kind::Gcp, "gcp-cloud.2025-07-24.json"),
+            (Kind::Azure, "azure-ServiceTags_Public.2024-06-25.json"),
+        ];
+        for (kind, name) in files {
+            let path = dir.join(name);
+            let Ok(bytes) = std::fs::read(&path) else {
+                eprintln!(
+                    "NOTE: {} is absent: the real {kind} file was not checked",
+                    path.display()
+                );
+                continue;
+            };
+            let loaded = parse(&bytes, &Spec::new(kind, &path), String::new())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let want = file_counts(kind, &json);
+            let got: HashMap<String, usize> = loaded
+                .tag_counts()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            assert_eq!(got, want, "{name}");
+            assert!(want.len() > 30, "{name}: {} regions", want.len());
+        }
+    }
+}
