@@ -183,13 +183,16 @@ pub fn build(config: &Config, hierarchy: &Hierarchy) -> Result<Plan, PlanError> 
             .into());
     }
 
+    // Everything but cloud region names can be checked before the (slow)
+    // map sources are read.
+    policies(config, hierarchy, &governed, None)?;
     let specs = map_specs(config)?;
     let MapPlan {
         map,
         sources,
         compile_time,
     } = load_map(&specs, agent.max_source_bytes)?;
-    let policies = policies(config, hierarchy, &governed, &map)?;
+    let policies = policies(config, hierarchy, &governed, Some(&map.tags))?;
     Ok(Plan {
         governed,
         governed_level,
@@ -229,11 +232,14 @@ fn valid_policy_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// Compiles the policies. Without a map (`map_tags` None) cloud regions are
+/// only checked for their form: that first pass reports every other mistake
+/// before the map sources are read.
 fn policies(
     config: &Config,
     hierarchy: &Hierarchy,
     governed: &std::path::Path,
-    map: &CompiledMap,
+    map_tags: Option<&BTreeSet<String>>,
 ) -> Result<Vec<CompiledPolicy>, ConfigError> {
     let mut out: Vec<CompiledPolicy> = Vec::new();
     let mut seen: HashMap<String, std::ops::Range<usize>> = HashMap::new();
@@ -267,7 +273,7 @@ fn policies(
 
         let mut allowed = BTreeSet::new();
         for token in &p.allow {
-            let tags = resolve_region(token.get_ref(), &map.tags)
+            let tags = resolve_region(token.get_ref(), map_tags)
                 .map_err(|e| config.error_at(token.span(), format!("policy '{name}': {e}")))?;
             allowed.extend(tags);
         }

@@ -528,3 +528,61 @@ impl Listener {
         self.addr.to_string()
     }
 }
+
+/// Listeners on the two loopback addresses the test maps tag `US`
+/// (127.20.0.1) and `DE` (127.30.0.1).
+pub struct UsDe {
+    pub us: Listener,
+    pub de: Listener,
+}
+
+impl UsDe {
+    pub fn new() -> Self {
+        Self {
+            us: Listener::on("127.20.0.1"),
+            de: Listener::on("127.30.0.1"),
+        }
+    }
+
+    /// Probe operations connecting to both, US first.
+    pub fn connects(&self) -> Vec<String> {
+        vec![
+            format!("tcp:{}", self.us.target()),
+            format!("tcp:{}", self.de.target()),
+        ]
+    }
+}
+
+impl Default for UsDe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Connects to `target` again and again for `ms` milliseconds from inside
+/// `cgroup`, in the background; the handle yields how often each outcome
+/// came.
+pub fn connect_loop(
+    cgroup: &Path,
+    target: &str,
+    ms: u64,
+) -> std::thread::JoinHandle<std::collections::BTreeMap<String, u64>> {
+    let cgroup = cgroup.to_path_buf();
+    let op = format!("tcploop:{target}:{ms}");
+    std::thread::spawn(move || {
+        let out = run_probe(Some(&cgroup), &[&op]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "probe output ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        v["counts"]
+            .as_object()
+            .expect("counts")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+            .collect()
+    })
+}

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use geowall_tests::{AgentSpec, Listener, TestCgroup, outcomes, probe_results, run_probe};
+use geowall_tests::{
+    AgentSpec, Listener, TestCgroup, UsDe, connect_loop, outcomes, probe_results, run_probe,
+};
 use serde_json::Value;
 
 const MAP: &str = "\
@@ -414,19 +416,10 @@ cgroups = ["/confined"]
 "#,
         )
         .start();
-    let us = Listener::on("127.20.0.1");
-    let de = Listener::on("127.30.0.1");
+    let t = UsDe::new();
     let loop_ms = 4000;
-    let probe_us = {
-        let c = confined.clone();
-        let t = format!("tcploop:{}:{loop_ms}", us.target());
-        std::thread::spawn(move || run_probe(Some(&c), &[&t]))
-    };
-    let probe_de = {
-        let c = confined.clone();
-        let t = format!("tcploop:{}:{loop_ms}", de.target());
-        std::thread::spawn(move || run_probe(Some(&c), &[&t]))
-    };
+    let probe_us = connect_loop(&confined, &t.us.target(), loop_ms);
+    let probe_de = connect_loop(&confined, &t.de.target(), loop_ms);
     let epoch = || -> u64 {
         let out = agent.cli(&["status", "--json"]);
         let v: Value = serde_json::from_slice(&out.stdout).expect("status json");
@@ -456,13 +449,8 @@ cgroups = ["/confined"]
         }
         switches += 1;
     }
-    let counts = |out: std::process::Output| -> serde_json::Map<String, Value> {
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let v: Value = serde_json::from_str(stdout.trim()).expect("probe json");
-        v["counts"].as_object().expect("counts").clone()
-    };
-    let us_counts = counts(probe_us.join().expect("probe thread"));
-    let de_counts = counts(probe_de.join().expect("probe thread"));
+    let us_counts = probe_us.join().expect("probe thread");
+    let de_counts = probe_de.join().expect("probe thread");
     assert!(switches >= 10, "only {switches} switches happened");
     assert_eq!(
         us_counts.keys().collect::<Vec<_>>(),
@@ -474,7 +462,7 @@ cgroups = ["/confined"]
         ["ok"],
         "DE: {de_counts:?}"
     );
-    assert!(us_counts["EPERM"].as_u64().unwrap() > 100, "{us_counts:?}");
+    assert!(us_counts["EPERM"] > 100, "{us_counts:?}");
     eprintln!("{switches} table switches; US {us_counts:?}; DE {de_counts:?}");
 }
 
@@ -482,12 +470,8 @@ cgroups = ["/confined"]
 fn a_bad_config_on_reload_is_refused_and_the_tables_in_force_stay() {
     let cg = TestCgroup::new("badreload");
     let agent = eu_agent(&cg);
-    let us = Listener::on("127.20.0.1");
-    let de = Listener::on("127.30.0.1");
-    let ops = [
-        format!("tcp:{}", us.target()),
-        format!("tcp:{}", de.target()),
-    ];
+    let t = UsDe::new();
+    let ops = t.connects();
     let ops: Vec<&str> = ops.iter().map(String::as_str).collect();
     assert_eq!(
         outcomes(&agent.exec_probe("eu-only", &ops)),

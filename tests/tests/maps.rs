@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use geowall_tests::{AgentSpec, Listener, TempDir, TestCgroup, geowall, outcomes, run_probe};
+use geowall_tests::{
+    AgentSpec, Listener, TempDir, TestCgroup, UsDe, connect_loop, geowall, outcomes,
+};
 use serde_json::Value;
 
 const EU_ONLY: &str = "[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\n";
@@ -87,16 +89,12 @@ fn map_reloads_never_give_a_verdict_neither_map_gives() {
         .config("[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\ncgroups = [\"/confined\"]\n")
         .start();
     let map_file = agent.config.parent().unwrap().join("test.cidr");
-    let us = Listener::on("127.20.0.1");
-    let de = Listener::on("127.30.0.1");
+    let t = UsDe::new();
     let moving = Listener::on("127.70.0.1");
     let loop_ms = 4000u64;
-    let spawn = |l: &Listener| {
-        let c = confined.clone();
-        let t = format!("tcploop:{}:{loop_ms}", l.target());
-        std::thread::spawn(move || run_probe(Some(&c), &[&t]))
-    };
-    let (p_us, p_de, p_moving) = (spawn(&us), spawn(&de), spawn(&moving));
+    let p_us = connect_loop(&confined, &t.us.target(), loop_ms);
+    let p_de = connect_loop(&confined, &t.de.target(), loop_ms);
+    let p_moving = connect_loop(&confined, &moving.target(), loop_ms);
     let deadline = Instant::now() + Duration::from_millis(loop_ms - 500);
     let mut loads = 0;
     while Instant::now() < deadline {
@@ -109,12 +107,11 @@ fn map_reloads_never_give_a_verdict_neither_map_gives() {
         );
         loads += 1;
     }
-    let counts = |h: std::thread::JoinHandle<std::process::Output>| {
-        let out = h.join().unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).expect("probe json");
-        v["counts"].as_object().unwrap().clone()
-    };
-    let (c_us, c_de, c_moving) = (counts(p_us), counts(p_de), counts(p_moving));
+    let (c_us, c_de, c_moving) = (
+        p_us.join().unwrap(),
+        p_de.join().unwrap(),
+        p_moving.join().unwrap(),
+    );
     assert!(loads >= 5, "only {loads} map loads");
     assert_eq!(c_us.keys().collect::<Vec<_>>(), ["EPERM"], "US: {c_us:?}");
     assert_eq!(c_de.keys().collect::<Vec<_>>(), ["ok"], "DE: {c_de:?}");
@@ -133,12 +130,8 @@ fn a_broken_source_is_refused_and_the_tables_in_force_stay() {
         .config(EU_ONLY)
         .start();
     let dir = agent.config.parent().unwrap().to_path_buf();
-    let us = Listener::on("127.20.0.1");
-    let de = Listener::on("127.30.0.1");
-    let ops = [
-        format!("tcp:{}", us.target()),
-        format!("tcp:{}", de.target()),
-    ];
+    let t = UsDe::new();
+    let ops = t.connects();
     let ops: Vec<&str> = ops.iter().map(String::as_str).collect();
     assert_eq!(
         outcomes(&agent.exec_probe("eu-only", &ops)),

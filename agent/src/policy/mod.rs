@@ -49,8 +49,12 @@ impl CompiledPolicy {
 }
 
 /// Resolves one allow-list entry to concrete tags. `map_tags` are the tags
-/// the loaded map sources use (cloud regions are only known through them).
-pub fn resolve_region(token: &str, map_tags: &BTreeSet<String>) -> Result<Vec<String>, String> {
+/// the loaded map sources use (cloud regions are only known through them);
+/// without them a cloud region is only checked for its form.
+pub fn resolve_region(
+    token: &str,
+    map_tags: Option<&BTreeSet<String>>,
+) -> Result<Vec<String>, String> {
     if let Some(members) = groups::members(token) {
         return Ok(members.into_iter().map(str::to_owned).collect());
     }
@@ -62,6 +66,14 @@ pub fn resolve_region(token: &str, map_tags: &BTreeSet<String>) -> Result<Vec<St
         return Err("'local' is not an allow-list entry: set `local = \"allow\"` instead".into());
     }
     if token.contains(':') {
+        let Some(map_tags) = map_tags else {
+            return match crate::regions::kind(token) {
+                Some(crate::regions::TagKind::Cloud { .. }) => Ok(vec![token.to_owned()]),
+                _ => Err(format!(
+                    "'{token}' is not a cloud region name (like aws:eu-west-1)"
+                )),
+            };
+        };
         if map_tags.contains(token) {
             return Ok(vec![token.to_owned()]);
         }
@@ -123,10 +135,10 @@ mod tests {
     #[test]
     fn resolves_countries_groups_and_cloud_regions() {
         let map = tags(&["DE", "aws:eu-west-1"]);
-        assert_eq!(resolve_region("de", &map).unwrap(), ["DE"]);
-        assert_eq!(resolve_region("EU", &map).unwrap().len(), 27);
+        assert_eq!(resolve_region("de", Some(&map)).unwrap(), ["DE"]);
+        assert_eq!(resolve_region("EU", Some(&map)).unwrap().len(), 27);
         assert_eq!(
-            resolve_region("aws:eu-west-1", &map).unwrap(),
+            resolve_region("aws:eu-west-1", Some(&map)).unwrap(),
             ["aws:eu-west-1"]
         );
     }
@@ -134,15 +146,15 @@ mod tests {
     #[test]
     fn unknown_regions_get_suggestions() {
         let map = tags(&["aws:eu-west-1"]);
-        let e = resolve_region("Germany", &map).unwrap_err();
+        let e = resolve_region("Germany", Some(&map)).unwrap_err();
         assert_eq!(e, "unknown region 'Germany' (did you mean 'DE', Germany?)");
-        let e = resolve_region("EUU", &map).unwrap_err();
+        let e = resolve_region("EUU", Some(&map)).unwrap_err();
         assert!(e.contains("did you mean 'EU'"), "{e}");
-        let e = resolve_region("aws:eu-west-9", &map).unwrap_err();
+        let e = resolve_region("aws:eu-west-9", Some(&map)).unwrap_err();
         assert!(e.contains("did you mean 'aws:eu-west-1'"), "{e}");
-        let e = resolve_region("QQQQQQQ", &map).unwrap_err();
+        let e = resolve_region("QQQQQQQ", Some(&map)).unwrap_err();
         assert!(e.contains("expected a country code"), "{e}");
-        assert!(resolve_region("local", &map).is_err());
+        assert!(resolve_region("local", Some(&map)).is_err());
     }
 
     #[test]
