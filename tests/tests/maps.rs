@@ -367,4 +367,32 @@ fn map_lookup_stats_and_diff_from_the_command_line() {
         &format!("cidr:{}", a.display()),
     ]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("no address changes region"));
+
+    // Export: everything outside the EU (local ranges excluded), one CIDR
+    // a line; or what is inside.
+    let source = format!("cidr:{}", a.display());
+    let out = run(&[
+        "map",
+        "export",
+        "--source",
+        &source,
+        "--outside",
+        "EU",
+        "--family",
+        "4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "127.20.0.0/16\n127.70.0.0/16\n"
+    );
+    let out = run(&["map", "export", "--source", &source, "--inside", "EU"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "127.30.0.0/16\n127.50.0.0/16\n"
+    );
 }

@@ -5,8 +5,10 @@
 //! - `run`: the demo: the agent host-wide in audit mode, detached on exit;
 //! - `test`: the whole test suite (lints, unit tests, kernel tests);
 //! - `lint`: rustfmt and clippy for every crate, the eBPF one included;
+//! - `bench`: geowall against no filtering, nftables and ipset;
 //! - `update-default-map`: refresh the embedded country database.
 
+mod bench;
 mod cmd;
 mod default_map;
 mod lint;
@@ -55,6 +57,13 @@ enum Command {
     },
     /// rustfmt --check and clippy -D warnings on every crate, eBPF included.
     Lint,
+    /// Benchmark geowall against no filtering, nftables and iptables + ipset
+    /// (in namespaces and a cgroup it creates). Results: target/bench/.
+    Bench {
+        /// A short run (under 2 minutes), for CI smoke use.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Refresh the embedded country database from the npm registry
     /// (`npm pack`), pinning its version and checksums.
     UpdateDefaultMap {
@@ -83,6 +92,10 @@ fn main() -> Result<()> {
         Command::Lint => {
             setup::run()?;
             lint::run()
+        }
+        Command::Bench { quick } => {
+            setup::run()?;
+            bench::run(quick)
         }
         Command::UpdateDefaultMap { version } => default_map::run(version.as_deref()),
     }

@@ -63,6 +63,26 @@ pub enum MapCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Print the map's tagged ranges as the fewest CIDRs, one per line, to
+    /// feed other tools: all of them, or those inside or outside a set of
+    /// regions.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long = "source", value_name = "KIND:PATH")]
+        sources: Vec<String>,
+        /// Only ranges with none of these regions (countries, groups, cloud
+        /// regions; comma separated), local ranges excluded: "everything a
+        /// policy allowing them would deny".
+        #[arg(long, value_delimiter = ',', conflicts_with = "inside")]
+        outside: Vec<String>,
+        /// Only ranges with one of these regions.
+        #[arg(long, value_delimiter = ',')]
+        inside: Vec<String>,
+        /// 4, 6 or both.
+        #[arg(long, default_value = "both")]
+        family: String,
+    },
 }
 
 pub fn run(cmd: MapCommand) -> ExitCode {
@@ -86,6 +106,13 @@ pub fn run(cmd: MapCommand) -> ExitCode {
             limit,
         } => diff(&old, &new, json, limit),
         MapCommand::Load { config } => load(&config.config),
+        MapCommand::Export {
+            config,
+            sources,
+            outside,
+            inside,
+            family,
+        } => export(&config.config, &sources, &outside, &inside, &family),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -193,7 +220,7 @@ fn stats(config: &Path, sources: &[String], json: bool, regions: usize) -> Resul
                 let p = plan::load_map(&specs, c.file.agent.max_source_bytes)
                     .map_err(|e| super::chain(&e))?;
                 (
-                    query::stats(&p.map, &p.sources, p.compile_time.as_millis() as u64),
+                    query::stats(&p.map, &p.sources, p.compile_time.as_millis() as u64, None),
                     Some(
                         "the agent is not running: figures compiled from the config's sources; no kernel figures",
                     ),
@@ -204,7 +231,7 @@ fn stats(config: &Path, sources: &[String], json: bool, regions: usize) -> Resul
     } else {
         let p = compile_specs(&parse_specs(sources)?)?;
         (
-            query::stats(&p.map, &p.sources, p.compile_time.as_millis() as u64),
+            query::stats(&p.map, &p.sources, p.compile_time.as_millis() as u64, None),
             None,
         )
     };
@@ -365,4 +392,70 @@ fn load(config: &Path) -> Result<(), String> {
         v["install_ms"]
     );
     Ok(())
+}
+
+fn export(
+    config: &Path,
+    sources: &[String],
+    outside: &[String],
+    inside: &[String],
+    family: &str,
+) -> Result<(), String> {
+    use std::io::Write;
+
+    use crate::regions::{Family, LOCAL};
+
+    let families: &[Family] = match family {
+        "4" => &[Family::V4],
+        "6" => &[Family::V6],
+        "both" => &[Family::V4, Family::V6],
+        other => return Err(format!("--family {other}: expected 4, 6 or both")),
+    };
+    let plan = if sources.is_empty() {
+        let c = Config::load(config).map_err(|e| e.to_string())?;
+        let specs = plan::map_specs(&c).map_err(|e| e.to_string())?;
+        plan::load_map(&specs, c.file.agent.max_source_bytes).map_err(|e| super::chain(&e))?
+    } else {
+        compile_specs(&parse_specs(sources)?)?
+    };
+    let resolve = |tokens: &[String]| -> Result<std::collections::BTreeSet<String>, String> {
+        let mut set = std::collections::BTreeSet::new();
+        for t in tokens {
+            set.extend(crate::policy::resolve_region(t, Some(&plan.map.tags))?);
+        }
+        Ok(set)
+    };
+    let (out_set, in_set) = (resolve(outside)?, resolve(inside)?);
+    let keep = |tags: &[String]| -> bool {
+        let local = tags.len() == 1 && tags[0] == LOCAL;
+        if tags.is_empty() {
+            false
+        } else if !outside.is_empty() {
+            !local && !tags.iter().any(|t| out_set.contains(t))
+        } else if !inside.is_empty() {
+            tags.iter().any(|t| in_set.contains(t))
+        } else {
+            true
+        }
+    };
+    // A closed pipe (`| head`) ends the output quietly.
+    let quiet_pipe = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(e.to_string())
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    for f in families {
+        for (p, label) in plan.map.cidrs(*f) {
+            if keep(&plan.map.tagsets[label as usize])
+                && let Err(e) = writeln!(w, "{p}")
+            {
+                return quiet_pipe(e);
+            }
+        }
+    }
+    w.flush().or_else(quiet_pipe)
 }

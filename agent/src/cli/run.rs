@@ -9,8 +9,13 @@ pub fn run(config: &Path, detach_on_exit: bool, audit_only: bool) -> ExitCode {
     // threads; with one malloc arena per thread the freed memory would stay
     // with the process. Two arenas, trimmed after each compile, keep the
     // agent's resident memory close to what it holds.
+    // Large blocks (tries' worth of prefixes) are mapped and unmapped
+    // directly; a fixed threshold also stops glibc from raising it.
     // SAFETY: mallopt before any other thread exists.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -231,6 +231,7 @@ fn map_stats(snap: &MapSnapshot) -> query::MapStats {
         &snap.map,
         &snap.sources,
         snap.compile_time.as_millis() as u64,
+        Some(snap.kernel_entries),
     );
     stats.install_ms = Some(snap.install_time.as_millis() as u64);
     stats.kernel_bytes = snap.kernel_bytes;

@@ -31,6 +31,8 @@ pub struct MapSnapshot {
     pub compile_time: std::time::Duration,
     pub install_time: std::time::Duration,
     pub kernel_bytes: Option<u64>,
+    /// Entries of the IPv4 and IPv6 region tries in force.
+    pub kernel_entries: (usize, usize),
 }
 
 pub struct State {
@@ -41,6 +43,7 @@ pub struct State {
     audit_only: bool,
     max_source_bytes: u64,
     install_time: std::time::Duration,
+    kernel_entries: (usize, usize),
     hierarchy: Hierarchy,
     plan: Plan,
     kernel: Kernel,
@@ -86,6 +89,7 @@ impl State {
             audit_only,
             max_source_bytes: config.file.agent.max_source_bytes,
             install_time,
+            kernel_entries: (layout.tables.region4.len(), layout.tables.region6.len()),
             hierarchy,
             plan,
             kernel,
@@ -263,6 +267,7 @@ impl State {
         )?;
         let epoch = self.kernel.install(&layout)?;
         self.install_time = installing.elapsed();
+        self.kernel_entries = (layout.tables.region4.len(), layout.tables.region6.len());
         self.max_source_bytes = config.file.agent.max_source_bytes;
         tracing::info!(
             epoch,
@@ -362,6 +367,7 @@ impl State {
             compile_time: self.plan.compile_time,
             install_time: self.install_time,
             kernel_bytes: self.kernel.trie_memlock().ok(),
+            kernel_entries: self.kernel_entries,
         }
     }
 

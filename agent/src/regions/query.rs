@@ -155,31 +155,61 @@ pub struct SourceStats {
 }
 
 /// Counts of a compiled map.
-pub fn stats(map: &CompiledMap, sources: &[SourceInfo], compile_ms: u64) -> MapStats {
-    let mut regions: BTreeMap<String, RegionCount> = BTreeMap::new();
-    let mut family = |f: Family, source_networks: usize| -> FamilyCounts {
-        let cidrs = map.cidrs(f);
-        for (p, label) in &cidrs {
-            for tag in &map.tagsets[*label as usize] {
-                let r = regions.entry(tag.clone()).or_default();
+/// Counts of a compiled map. `kernel_entries` (IPv4, IPv6) are the trie
+/// sizes when known (the agent knows them); otherwise they are computed.
+pub fn stats(
+    map: &CompiledMap,
+    sources: &[SourceInfo],
+    compile_ms: u64,
+    kernel_entries: Option<(usize, usize)>,
+) -> MapStats {
+    // Per tag set first (few), then per tag: no per-prefix allocation.
+    let mut per_set: Vec<[u64; 3]> = vec![[0; 3]; map.tagsets.len()];
+    let mut family = |f: Family, source_networks: usize, kernel: Option<usize>| -> FamilyCounts {
+        let fm = map.family(f);
+        let mut aggregated = 0;
+        for i in 0..fm.len() {
+            let label = fm.labels[i] as usize;
+            if label == 0 {
+                continue;
+            }
+            super::compile::range_to_cidrs(f, fm.starts[i], fm.end_of(i, f), |p| {
+                aggregated += 1;
                 match f {
                     Family::V4 => {
-                        r.ipv4_prefixes += 1;
-                        r.ipv4_addresses += 1u64 << (32 - u32::from(p.len()));
+                        per_set[label][0] += 1u64 << (32 - u32::from(p.len()));
+                        per_set[label][1] += 1;
                     }
-                    Family::V6 => r.ipv6_prefixes += 1,
+                    Family::V6 => per_set[label][2] += 1,
                 }
-            }
+            });
         }
         FamilyCounts {
             source_networks,
-            ranges: map.family(f).len(),
-            aggregated_prefixes: cidrs.len(),
-            kernel_entries: minimize(f, map.family(f)).len(),
+            ranges: fm.len(),
+            aggregated_prefixes: aggregated,
+            kernel_entries: kernel.unwrap_or_else(|| minimize(f, fm).len()),
         }
     };
-    let ipv4 = family(Family::V4, sources.iter().map(|s| s.v4).sum());
-    let ipv6 = family(Family::V6, sources.iter().map(|s| s.v6).sum());
+    let ipv4 = family(
+        Family::V4,
+        sources.iter().map(|s| s.v4).sum(),
+        kernel_entries.map(|k| k.0),
+    );
+    let ipv6 = family(
+        Family::V6,
+        sources.iter().map(|s| s.v6).sum(),
+        kernel_entries.map(|k| k.1),
+    );
+    let mut regions: BTreeMap<String, RegionCount> = BTreeMap::new();
+    for (set, counts) in per_set.iter().enumerate() {
+        for tag in &map.tagsets[set] {
+            let r = regions.entry(tag.clone()).or_default();
+            r.ipv4_addresses += counts[0];
+            r.ipv4_prefixes += counts[1] as usize;
+            r.ipv6_prefixes += counts[2] as usize;
+        }
+    }
     MapStats {
         sources: sources
             .iter()
@@ -323,7 +353,7 @@ mod tests {
         assert_eq!(a.prefix.as_deref(), Some("1.2.3.0/24"));
         let u = answer(&m, "2.0.0.1".parse().unwrap());
         assert!(u.tags.is_empty() && u.prefix.is_none());
-        let s = stats(&m, &[], 0);
+        let s = stats(&m, &[], 0, None);
         assert_eq!(s.regions["US"].ipv4_addresses, 1 << 24);
         assert_eq!(s.regions["aws:us-east-1"].ipv4_prefixes, 1);
         assert!(s.ipv4.kernel_entries <= s.ipv4.aggregated_prefixes);

@@ -1,0 +1,187 @@
+//! loadgen: the load of `cargo xtask bench`. Enters a network namespace and
+//! a cgroup, then hammers one destination for a while and prints what it
+//! managed as one JSON object.
+//!
+//! ```text
+//! loadgen [--netns NAME] [--cgroup DIR] --mode MODE --target ADDR:PORT --ms N [--prog PIN]…
+//!   tcp       connect + close (SO_LINGER 0) to a listener it runs itself
+//!   udp       sendto from one unconnected socket to a receiver it binds
+//!   connect   connect attempts to a destination that fails fast (no route
+//!             from a namespace with only lo, or a refusal): cost of a verdict
+//! ```
+//! With `--prog`, run-time statistics are enabled (BPF_ENABLE_STATS) and the
+//! pinned programs' run count and time over the run are reported.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::{AsFd, AsRawFd},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use geowall::kernel::sys;
+
+fn enter_netns(name: &str) {
+    let path = format!("/run/netns/{name}");
+    let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("loadgen: open {path}: {e}"));
+    // SAFETY: setns on a namespace fd, before any other thread exists.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        panic!("loadgen: setns {path}: {}", io::Error::last_os_error());
+    }
+}
+
+fn errno_name(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EPERM) => "EPERM".into(),
+        Some(libc::ENETUNREACH) => "ENETUNREACH".into(),
+        Some(libc::ECONNREFUSED) => "ECONNREFUSED".into(),
+        Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL".into(),
+        Some(n) => format!("errno{n}"),
+        None => e.to_string(),
+    }
+}
+
+fn tcp(target: SocketAddr, until: Instant, counts: &mut BTreeMap<String, u64>) -> u64 {
+    let listener = TcpListener::bind(target).expect("loadgen: listen");
+    // A deep accept queue: the client must never wait for the acceptor.
+    // SAFETY: listen(2) again on our own listening socket resizes its queue.
+    unsafe { libc::listen(listener.as_raw_fd(), 4096) };
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let mut ok = 0;
+    while Instant::now() < until {
+        match TcpStream::connect(target) {
+            Ok(s) => {
+                // Close with a reset: no TIME_WAIT, no port exhaustion.
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: setsockopt on our own socket with a valid linger.
+                unsafe {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        (&raw const linger).cast(),
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    )
+                };
+                ok += 1;
+            }
+            Err(e) => *counts.entry(errno_name(&e)).or_default() += 1,
+        }
+    }
+    ok
+}
+
+fn udp(target: SocketAddr, until: Instant, counts: &mut BTreeMap<String, u64>) -> u64 {
+    let receiver = UdpSocket::bind(target).expect("loadgen: bind receiver");
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let s = UdpSocket::bind(bind).expect("loadgen: udp socket");
+    let payload = [0u8; 64];
+    let mut ok = 0;
+    let mut since_drain = 0;
+    let mut buf = [0u8; 64];
+    receiver.set_nonblocking(true).ok();
+    while Instant::now() < until {
+        match s.send_to(&payload, target) {
+            Ok(_) => ok += 1,
+            Err(e) => *counts.entry(errno_name(&e)).or_default() += 1,
+        }
+        since_drain += 1;
+        if since_drain == 64 {
+            since_drain = 0;
+            while receiver.recv(&mut buf).is_ok() {}
+        }
+    }
+    ok
+}
+
+fn connect_attempts(target: SocketAddr, until: Instant, counts: &mut BTreeMap<String, u64>) -> u64 {
+    let mut n = 0;
+    while Instant::now() < until {
+        match TcpStream::connect(target) {
+            Ok(_) => *counts.entry("ok".into()).or_default() += 1,
+            Err(e) => *counts.entry(errno_name(&e)).or_default() += 1,
+        }
+        n += 1;
+    }
+    n
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut mode, mut target, mut ms) = (String::new(), None::<SocketAddr>, 1000u64);
+    let mut progs: Vec<PathBuf> = Vec::new();
+    while let Some(a) = args.next() {
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| panic!("loadgen: {a} needs a value"))
+        };
+        match a.as_str() {
+            "--netns" => enter_netns(&val()),
+            "--cgroup" => {
+                let dir = val();
+                std::fs::write(format!("{dir}/cgroup.procs"), "0")
+                    .unwrap_or_else(|e| panic!("loadgen: join {dir}: {e}"));
+            }
+            "--mode" => mode = val(),
+            "--target" => target = Some(val().parse().expect("loadgen: --target ADDR:PORT")),
+            "--ms" => ms = val().parse().expect("loadgen: --ms N"),
+            "--prog" => progs.push(val().into()),
+            other => panic!("loadgen: unknown argument {other}"),
+        }
+    }
+    let target = target.expect("loadgen: --target is required");
+    let _stats = (!progs.is_empty())
+        .then(|| sys::enable_run_time_stats().expect("loadgen: BPF_ENABLE_STATS"));
+    let prog_fds: Vec<_> = progs
+        .iter()
+        .map(|p| sys::obj_get(p).unwrap_or_else(|e| panic!("loadgen: open {}: {e}", p.display())))
+        .collect();
+    let before: Vec<_> = prog_fds
+        .iter()
+        .map(|f| sys::prog_stats(f.as_fd()).expect("prog stats"))
+        .collect();
+    let mut counts = BTreeMap::new();
+    let start = Instant::now();
+    let until = start + Duration::from_millis(ms);
+    let ok = match mode.as_str() {
+        "tcp" => tcp(target, until, &mut counts),
+        "udp" => udp(target, until, &mut counts),
+        "connect" => connect_attempts(target, until, &mut counts),
+        other => panic!("loadgen: unknown mode '{other}'"),
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let after: Vec<_> = prog_fds
+        .iter()
+        .map(|f| sys::prog_stats(f.as_fd()).expect("prog stats"))
+        .collect();
+    let programs: Vec<serde_json::Value> = progs
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|(p, (b, a))| {
+            let runs = a.run_cnt - b.run_cnt;
+            let ns = a.run_time_ns - b.run_time_ns;
+            serde_json::json!({
+                "prog": p,
+                "runs": runs,
+                "ns_per_run": if runs > 0 { ns as f64 / runs as f64 } else { 0.0 },
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({"mode": mode, "ok": ok, "secs": secs, "rate": ok as f64 / secs, "errors": counts, "programs": programs})
+    );
+}

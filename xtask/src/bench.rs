@@ -1,0 +1,888 @@
+//! `cargo xtask bench [--quick]`: geowall side by side with no filtering,
+//! nftables and iptables + ipset, on the same deny set (every network of the
+//! embedded country database outside EU + EEA + CH, exported by geowall).
+//!
+//! Everything runs in network namespaces and a cgroup this command creates
+//! and removes (never the root ones): firewall rules live only in their
+//! namespace, geowall governs only its cgroup. Variants alternate within each
+//! repetition (A B C G G-all, A B C G G-all, ...) because these machines are
+//! noisy; results are medians with min–max and ratios to no filtering,
+//! measured in the same run. Results also go to `target/bench/*.json`.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::cmd;
+
+const VARIANTS: [&str; 5] = ["A", "B", "C", "G", "G-all"];
+const TCP_TARGET: &str = "127.0.0.1:7171";
+const UDP_TARGET: &str = "127.0.0.1:7172";
+
+/// Timing of a run.
+struct Plan {
+    reps: usize,
+    ms: u64,
+    decoy_reps: usize,
+    scale_reps: usize,
+    pipeline_ms: u64,
+}
+
+fn release_bin(name: &str) -> PathBuf {
+    cmd::target_dir().join("release").join(name)
+}
+
+fn run_ok(c: &mut Command) -> Result<()> {
+    cmd::run(c.stdout(Stdio::null()))
+}
+
+/// A network namespace with only `lo`, up; deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Result<Self> {
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+        run_ok(Command::new("ip").args(["netns", "add", name]))?;
+        let ns = Netns(name.into());
+        run_ok(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]))?;
+        Ok(ns)
+    }
+
+    fn exec(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A cgroup under the cgroup v2 root, removed (with its children) on drop.
+struct Cgroup(PathBuf);
+
+fn cgroup2_mount() -> Result<PathBuf> {
+    let mounts = fs::read_to_string("/proc/mounts")?;
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .context("no cgroup v2 hierarchy is mounted")
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        fn rm(dir: &Path) {
+            if let Ok(entries) = fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        rm(&e.path());
+                    }
+                }
+            }
+            for _ in 0..50 {
+                if fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        rm(&self.0);
+    }
+}
+
+/// A running agent, stopped and detached on drop.
+struct Agent {
+    child: Option<Child>,
+    config: PathBuf,
+}
+
+impl Agent {
+    fn start(config: &Path) -> Result<Agent> {
+        let child = Command::new(release_bin("geowall"))
+            .args(["run", "--detach-on-exit", "--config"])
+            .arg(config)
+            .env("GEOWALL_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the agent")?;
+        let mut agent = Agent {
+            child: Some(child),
+            config: config.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = agent
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("the agent exited ({s}) before it was ready");
+            }
+            let out = agent.geowall(&["status", "--json"]).output()?;
+            if out.status.success()
+                && serde_json::from_slice::<Value>(&out.stdout)
+                    .is_ok_and(|v| v["agent"] == "running")
+            {
+                return Ok(agent);
+            }
+            if Instant::now() > deadline {
+                bail!("the agent was not ready after 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn geowall(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(release_bin("geowall"));
+        c.args(args).arg("--config").arg(&self.config);
+        c
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    fn status(&self) -> Result<Value> {
+        let out = self.geowall(&["status", "--json"]).output()?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    fn map_load(&self) -> Result<(f64, Value)> {
+        let t = Instant::now();
+        let out = self.geowall(&["map", "load"]).output()?;
+        if !out.status.success() {
+            bail!("geowall map load: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let stats: Value =
+            serde_json::from_slice(&self.geowall(&["map", "stats", "--json"]).output()?.stdout)?;
+        Ok((wall, stats))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        let _ = self
+            .geowall(&["stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `Slab:` of /proc/meminfo, KiB.
+fn slab_kib() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("Slab:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs the load generator; returns its JSON report.
+fn loadgen(
+    netns: &Netns,
+    cgroup: Option<&Path>,
+    mode: &str,
+    target: &str,
+    ms: u64,
+    progs: &[PathBuf],
+) -> Result<Value> {
+    let mut c = Command::new(release_bin("loadgen"));
+    c.args([
+        "--netns",
+        &netns.0,
+        "--mode",
+        mode,
+        "--target",
+        target,
+        "--ms",
+        &ms.to_string(),
+    ]);
+    if let Some(cg) = cgroup {
+        c.arg("--cgroup").arg(cg);
+    }
+    for p in progs {
+        c.arg("--prog").arg(p);
+    }
+    let out = c.output().context("running loadgen")?;
+    if !out.status.success() {
+        bail!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Median, min, max of samples.
+fn summary(samples: &[f64]) -> Value {
+    let mut s = samples.to_vec();
+    let m = median(&mut s);
+    json!({"median": m, "min": s.first(), "max": s.last(), "samples": samples})
+}
+
+fn ensure_tools() -> Result<()> {
+    let missing: Vec<&str> = [
+        ("nft", "nftables"),
+        ("ipset", "ipset"),
+        ("iptables-legacy", "iptables"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| {
+        !Command::new("which")
+            .arg(bin)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+    .map(|(_, pkg)| pkg)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("bench: installing {} (the baselines)", missing.join(", "));
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        bail!(
+            "the baselines need {}: install them (apt-get install {})",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// The siblings of 127.0.0.1's path at every depth from /9 to /32: none
+/// contains it, each makes a trie (or ipset's per-length hashes) look one
+/// level deeper.
+fn decoys() -> Vec<String> {
+    let addr: u32 = u32::from(std::net::Ipv4Addr::new(127, 0, 0, 1));
+    (9..=32)
+        .map(|len: u32| {
+            let flipped = addr ^ (1u32 << (32 - len));
+            let mask = if len == 32 {
+                u32::MAX
+            } else {
+                !(u32::MAX >> len)
+            };
+            format!("{}/{len}", std::net::Ipv4Addr::from(flipped & mask))
+        })
+        .collect()
+}
+
+fn nft_file(name: &str, v4: &[String], v6: &[String]) -> String {
+    let mut s = format!("table inet {name} {{\n  set deny4 {{ type ipv4_addr; flags interval; ");
+    if !v4.is_empty() {
+        s.push_str(&format!("elements = {{ {} }}", v4.join(", ")));
+    }
+    s.push_str(" }\n  set deny6 { type ipv6_addr; flags interval; ");
+    if !v6.is_empty() {
+        s.push_str(&format!("elements = {{ {} }}", v6.join(", ")));
+    }
+    s.push_str(" }\n  chain out { type filter hook output priority 0; policy accept;\n");
+    s.push_str("    ip daddr @deny4 reject\n    ip6 daddr @deny6 reject\n  }\n}\n");
+    s
+}
+
+fn ipset_file(set: &str, family: &str, prefixes: &[String]) -> String {
+    let mut s = format!("create {set} hash:net family {family} hashsize 65536 maxelem 2097152\n");
+    for p in prefixes {
+        s.push_str(&format!("add {set} {p}\n"));
+    }
+    s
+}
+
+fn timed(c: &mut Command) -> Result<f64> {
+    let t = Instant::now();
+    let out = c.stdout(Stdio::null()).output()?;
+    if !out.status.success() {
+        bail!("{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn proc_cpu_ticks(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn proc_rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn proc_hwm_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn lines_in(path: &Path) -> u64 {
+    fs::read(path)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
+        .unwrap_or(0)
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    if !cmd::is_root() {
+        bail!(
+            "the benchmark creates namespaces, cgroups and firewall sets: run `sudo -E cargo xtask bench`"
+        );
+    }
+    ensure_tools()?;
+    cmd::run(cmd::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "geowall",
+        "--package",
+        "geowall-tests",
+        "--bins",
+    ]))?;
+    let plan = if quick {
+        Plan {
+            reps: 3,
+            ms: 800,
+            decoy_reps: 2,
+            scale_reps: 2,
+            pipeline_ms: 2000,
+        }
+    } else {
+        Plan {
+            reps: 10,
+            ms: 2000,
+            decoy_reps: 5,
+            scale_reps: 5,
+            pipeline_ms: 5000,
+        }
+    };
+    let started = Instant::now();
+    let out_dir = cmd::target_dir().join("bench");
+    let work = out_dir.join("work");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    let geowall = release_bin("geowall");
+
+    // The deny set, compiled by geowall itself.
+    eprintln!("bench: exporting the deny set (outside EU, EEA, CH) from the embedded map");
+    let export = |family: &str| -> Result<Vec<String>> {
+        let out = Command::new(&geowall)
+            .args([
+                "map",
+                "export",
+                "--source",
+                "builtin",
+                "--outside",
+                "EU,EEA,CH",
+                "--family",
+                family,
+            ])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "geowall map export: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    };
+    let (deny4, deny6) = (export("4")?, export("6")?);
+    eprintln!(
+        "bench: deny set: {} IPv4 and {} IPv6 prefixes",
+        deny4.len(),
+        deny6.len()
+    );
+
+    let tag = std::process::id();
+    let ns: BTreeMap<&str, Netns> = [("A", "a"), ("B", "b"), ("C", "c"), ("G", "g")]
+        .into_iter()
+        .map(|(v, n)| Netns::new(&format!("gwbench-{tag}-{n}")).map(|ns| (v, ns)))
+        .collect::<Result<_>>()?;
+    let cg = Cgroup(cgroup2_mount()?.join(format!("geowall-bench-{tag}")));
+    for sub in ["g", "gall"] {
+        fs::create_dir_all(cg.0.join(sub))?;
+    }
+    let mut results = serde_json::Map::new();
+    results.insert("quick".into(), json!(quick));
+    results.insert(
+        "deny_set".into(),
+        json!({"ipv4_prefixes": deny4.len(), "ipv6_prefixes": deny6.len(), "outside": ["EU", "EEA", "CH"]}),
+    );
+
+    // Map loads: nft -f, ipset restore, geowall (kernel memory as Slab growth).
+    eprintln!("bench: loading the deny set into nftables, ipset, geowall");
+    let nft_path = work.join("deny.nft");
+    fs::write(&nft_path, nft_file("gwbench", &deny4, &[]))?;
+    let slab0 = slab_kib();
+    let nft_s = timed(ns["B"].exec("nft").arg("-f").arg(&nft_path))?;
+    let nft_kib = slab_kib().saturating_sub(slab0);
+    let nft6 = format!(
+        "add element inet gwbench deny6 {{ {} }}\n",
+        deny6.join(", ")
+    );
+    fs::write(work.join("deny6.nft"), nft6)?;
+    let nft6_s = timed(ns["B"].exec("nft").arg("-f").arg(work.join("deny6.nft")))?;
+
+    let ipset_path = work.join("deny4.ipset");
+    fs::write(&ipset_path, ipset_file("deny4", "inet", &deny4))?;
+    let slab0 = slab_kib();
+    let ipset_s = timed(
+        ns["C"]
+            .exec("ipset")
+            .arg("restore")
+            .arg("-f")
+            .arg(&ipset_path),
+    )?;
+    let ipset_kib = slab_kib().saturating_sub(slab0);
+    fs::write(
+        work.join("deny6.ipset"),
+        ipset_file("deny6", "inet6", &deny6),
+    )?;
+    let ipset6_s = timed(
+        ns["C"]
+            .exec("ipset")
+            .arg("restore")
+            .arg("-f")
+            .arg(work.join("deny6.ipset")),
+    )?;
+    run_ok(ns["C"].exec("iptables-legacy").args([
+        "-A",
+        "OUTPUT",
+        "-m",
+        "set",
+        "--match-set",
+        "deny4",
+        "dst",
+        "-j",
+        "REJECT",
+    ]))?;
+    run_ok(ns["C"].exec("ip6tables-legacy").args([
+        "-A",
+        "OUTPUT",
+        "-m",
+        "set",
+        "--match-set",
+        "deny6",
+        "dst",
+        "-j",
+        "REJECT",
+    ]))?;
+
+    let config = work.join("geowall.toml");
+    let cg_rel = format!("/geowall-bench-{tag}");
+    let write_config = |maps: &str| -> Result<()> {
+        fs::write(
+            &config,
+            format!(
+                "[agent]\ncgroup = \"{cg_rel}\"\nbpffs = \"/sys/fs/bpf/geowall-bench-{tag}\"\naudit_log = \"{}\"\nsocket = \"{}\"\nring_buffer_kib = 16384\n\n{maps}\n\
+                 [[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nlog_allowed = \"none\"\ncgroups = [\"/g\"]\n\n\
+                 [[policy]]\nname = \"eu-only-all\"\nallow = [\"EU\"]\nlog_allowed = \"all\"\ncgroups = [\"/gall\"]\n",
+                work.join("audit.jsonl").display(),
+                work.join("control.sock").display()
+            ),
+        )?;
+        Ok(())
+    };
+    write_config("")?;
+    let slab0 = slab_kib();
+    let agent = Agent::start(&config)?;
+    let geowall_kib = slab_kib().saturating_sub(slab0);
+    let hwm_start = proc_hwm_kib(agent.pid());
+    let mut load_walls = Vec::new();
+    let mut last_stats = Value::Null;
+    for _ in 0..3 {
+        let (wall, stats) = agent.map_load()?;
+        load_walls.push(wall);
+        last_stats = stats;
+    }
+    let agent_hwm = proc_hwm_kib(agent.pid());
+    results.insert(
+        "map_load".into(),
+        json!({
+            "nft_ipv4_s": nft_s, "nft_ipv4_slab_kib": nft_kib, "nft_ipv6_s": nft6_s,
+            "ipset_ipv4_s": ipset_s, "ipset_ipv4_slab_kib": ipset_kib, "ipset_ipv6_s": ipset6_s,
+            "geowall_world_s": summary(&load_walls),
+            "geowall_compile_ms": last_stats["compile_ms"], "geowall_install_ms": last_stats["install_ms"],
+            "geowall_slab_kib": geowall_kib, "geowall_memlock_bytes": last_stats["kernel_bytes"],
+            "geowall_agent_peak_rss_kib_start": hwm_start,
+            "geowall_agent_peak_rss_kib_reloads": agent_hwm,
+            "geowall_agent_rss_kib": proc_rss_kib(agent.pid()),
+            "prefixes": {"ipv4": last_stats["ipv4"], "ipv6": last_stats["ipv6"]},
+        }),
+    );
+
+    // Connect and datagram rates, variants alternating.
+    let place = |v: &str| -> (&Netns, Option<PathBuf>) {
+        match v {
+            "G" => (&ns["G"], Some(cg.0.join("g"))),
+            "G-all" => (&ns["G"], Some(cg.0.join("gall"))),
+            other => (&ns[other], None),
+        }
+    };
+    let mut rates: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    eprintln!(
+        "bench: {} repetitions of TCP connect+close and UDP sendto, {} ms each",
+        plan.reps, plan.ms
+    );
+    for rep in 0..plan.reps {
+        for v in VARIANTS {
+            let (n, c) = place(v);
+            for (mode, target) in [("tcp", TCP_TARGET), ("udp", UDP_TARGET)] {
+                let r = loadgen(n, c.as_deref(), mode, target, plan.ms, &[])?;
+                rates
+                    .entry((v, mode))
+                    .or_default()
+                    .push(r["rate"].as_f64().unwrap_or(0.0));
+            }
+        }
+        eprintln!("bench:   repetition {} of {}", rep + 1, plan.reps);
+    }
+    let report = |rates: &BTreeMap<(&str, &str), Vec<f64>>, mode: &str| -> Value {
+        let base = median(&mut rates.get(&("A", mode)).cloned().unwrap_or_default());
+        let mut m = serde_json::Map::new();
+        for v in VARIANTS {
+            let Some(samples) = rates.get(&(v, mode)) else {
+                continue;
+            };
+            let med = median(&mut samples.clone());
+            m.insert(
+                v.into(),
+                json!({
+                    "per_s": summary(samples),
+                    "ratio_to_A": med / base,
+                    "ns_added": 1e9 / med - 1e9 / base,
+                }),
+            );
+        }
+        Value::Object(m)
+    };
+    results.insert("tcp_connect".into(), report(&rates, "tcp"));
+    results.insert("udp_sendto".into(), report(&rates, "udp"));
+
+    // Program run time on real destinations, from a namespace with no route.
+    let progs = vec![PathBuf::from(format!(
+        "/sys/fs/bpf/geowall-bench-{tag}/abi-1/progs/gw_connect4"
+    ))];
+    let mut run_time = serde_json::Map::new();
+    for (label, target) in [
+        ("DE, allowed", "193.99.144.80:443"),
+        ("US, denied", "8.8.8.8:443"),
+        ("loopback, allowed", "127.0.0.1:7199"),
+    ] {
+        let mut ns_per_run = Vec::new();
+        for _ in 0..3 {
+            let r = loadgen(
+                &ns["G"],
+                Some(&cg.0.join("g")),
+                "connect",
+                target,
+                plan.ms / 2,
+                &progs,
+            )?;
+            ns_per_run.push(r["programs"][0]["ns_per_run"].as_f64().unwrap_or(0.0));
+        }
+        run_time.insert(label.into(), summary(&ns_per_run));
+    }
+    results.insert("connect4_run_time_ns".into(), Value::Object(run_time));
+
+    // Worst case: decoys along 127.0.0.1's path in every table.
+    eprintln!("bench: worst-case depth (decoys inside 127/8)");
+    let decoy = decoys();
+    fs::write(
+        work.join("decoys.cidr"),
+        decoy
+            .iter()
+            .map(|p| format!("{p} US\n"))
+            .collect::<String>(),
+    )?;
+    write_config(
+        "[[maps]]\nkind = \"builtin\"\n\n[[maps]]\nkind = \"cidr\"\npath = \"decoys.cidr\"\n",
+    )?;
+    agent.map_load()?;
+    run_ok(ns["B"].exec("nft").args([
+        "add",
+        "element",
+        "inet",
+        "gwbench",
+        "deny4",
+        &format!("{{ {} }}", decoy.join(", ")),
+    ]))?;
+    for p in &decoy {
+        run_ok(ns["C"].exec("ipset").args(["add", "deny4", p]))?;
+    }
+    let mut decoy_rates: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    for _ in 0..plan.decoy_reps {
+        for v in VARIANTS {
+            let (n, c) = place(v);
+            let r = loadgen(n, c.as_deref(), "tcp", TCP_TARGET, plan.ms, &[])?;
+            decoy_rates
+                .entry((v, "tcp"))
+                .or_default()
+                .push(r["rate"].as_f64().unwrap_or(0.0));
+        }
+    }
+    results.insert("tcp_connect_worst_case".into(), report(&decoy_rates, "tcp"));
+
+    // Scaling: 1k, 100k, full.
+    eprintln!("bench: scaling with the map's size");
+    let mut scaling = serde_json::Map::new();
+    let a_tcp = median(&mut rates.get(&("A", "tcp")).cloned().unwrap_or_default());
+    for (label, n) in [("1k", 1000usize), ("100k", 100_000), ("full", usize::MAX)] {
+        if n == usize::MAX {
+            write_config("")?;
+        } else {
+            fs::write(
+                work.join("scale.cidr"),
+                deny4
+                    .iter()
+                    .take(n)
+                    .map(|p| format!("{p} US\n"))
+                    .collect::<String>(),
+            )?;
+            write_config("[[maps]]\nkind = \"cidr\"\npath = \"scale.cidr\"\n")?;
+        }
+        let (_, stats) = agent.map_load()?;
+        let mut s = Vec::new();
+        for _ in 0..plan.scale_reps {
+            s.push(
+                loadgen(
+                    &ns["G"],
+                    Some(&cg.0.join("g")),
+                    "tcp",
+                    TCP_TARGET,
+                    plan.ms,
+                    &[],
+                )?["rate"]
+                    .as_f64()
+                    .unwrap_or(0.0),
+            );
+        }
+        let med = median(&mut s.clone());
+        scaling.insert(
+            label.into(),
+            json!({"kernel_entries_ipv4": stats["ipv4"]["kernel_entries"], "per_s": summary(&s), "ratio_to_A": med / a_tcp, "ns_added": 1e9 / med - 1e9 / a_tcp}),
+        );
+    }
+    results.insert("scaling".into(), Value::Object(scaling));
+
+    // Event pipeline: every allowed flow logged, at the highest connect rate.
+    eprintln!("bench: event pipeline (log_allowed = all)");
+    let audit = work.join("audit.jsonl");
+    let before_lines = lines_in(&audit);
+    let before_cpu = proc_cpu_ticks(agent.pid());
+    let before_dropped = agent.status()?["status"]["events_dropped"]
+        .as_u64()
+        .unwrap_or(0);
+    let t = Instant::now();
+    let r = loadgen(
+        &ns["G"],
+        Some(&cg.0.join("gall")),
+        "tcp",
+        TCP_TARGET,
+        plan.pipeline_ms,
+        &[],
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let elapsed = t.elapsed().as_secs_f64();
+    let ticks = proc_cpu_ticks(agent.pid()).saturating_sub(before_cpu);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let written = lines_in(&audit).saturating_sub(before_lines);
+    let dropped = agent.status()?["status"]["events_dropped"]
+        .as_u64()
+        .unwrap_or(0)
+        - before_dropped;
+    results.insert(
+        "event_pipeline".into(),
+        json!({
+            "connects": r["ok"], "connects_per_s": r["rate"],
+            "records_written": written, "records_per_s": written as f64 / r["secs"].as_f64().unwrap_or(1.0),
+            "events_dropped": dropped,
+            "agent_cpu_percent_of_one_core": 100.0 * ticks as f64 / hz / elapsed,
+            "agent_rss_kib": proc_rss_kib(agent.pid()),
+        }),
+    );
+    drop(agent);
+    results.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
+
+    let results = Value::Object(results);
+    print_table(&results);
+    fs::create_dir_all(&out_dir)?;
+    let stamp = cmd::output(Command::new("date").args(["-u", "+%Y%m%dT%H%M%SZ"]))?;
+    let file = out_dir.join(format!("bench-{}.json", stamp.trim()));
+    fs::write(&file, serde_json::to_string_pretty(&results)?)?;
+    fs::write(
+        out_dir.join("latest.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    eprintln!("bench: results in {}", file.display());
+    Ok(())
+}
+
+fn print_table(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!(
+        "deny set: {} IPv4, {} IPv6 prefixes (outside EU+EEA+CH)",
+        r["deny_set"]["ipv4_prefixes"], r["deny_set"]["ipv6_prefixes"]
+    );
+    for (title, key) in [
+        ("TCP connect+close to loopback", "tcp_connect"),
+        ("UDP sendto to loopback", "udp_sendto"),
+        (
+            "TCP connect+close, worst-case depth (decoys)",
+            "tcp_connect_worst_case",
+        ),
+    ] {
+        println!("\n{title}:");
+        println!("  variant       median/s        min/s        max/s   ratio to A   ns added");
+        for v in VARIANTS {
+            let x = &r[key][v];
+            if x.is_null() {
+                continue;
+            }
+            println!(
+                "  {v:<8} {:>12.0} {:>12.0} {:>12.0} {:>12.3} {:>10.0}",
+                f(&x["per_s"]["median"]),
+                f(&x["per_s"]["min"]),
+                f(&x["per_s"]["max"]),
+                f(&x["ratio_to_A"]),
+                f(&x["ns_added"])
+            );
+        }
+    }
+    println!("\ngw_connect4 run time per call (BPF_ENABLE_STATS, median of means):");
+    if let Some(m) = r["connect4_run_time_ns"].as_object() {
+        for (k, v) in m {
+            println!("  {k:<20} {:>8.0} ns", f(&v["median"]));
+        }
+    }
+    let ml = &r["map_load"];
+    println!("\nmap load (IPv4 deny set unless said):");
+    println!(
+        "  nft -f         {:>7.3} s   slab +{} KiB",
+        f(&ml["nft_ipv4_s"]),
+        ml["nft_ipv4_slab_kib"]
+    );
+    println!(
+        "  ipset restore  {:>7.3} s   slab +{} KiB",
+        f(&ml["ipset_ipv4_s"]),
+        ml["ipset_ipv4_slab_kib"]
+    );
+    println!(
+        "  geowall map load, full world map (IPv4+IPv6, compile + load + switch) {:>7.3} s (compile {} ms, install {} ms)",
+        f(&ml["geowall_world_s"]["median"]),
+        ml["geowall_compile_ms"],
+        ml["geowall_install_ms"]
+    );
+    println!(
+        "  geowall kernel memory: slab +{} KiB at start (memlock {} bytes)",
+        ml["geowall_slab_kib"], ml["geowall_memlock_bytes"]
+    );
+    println!(
+        "  geowall agent: peak RSS {} KiB after start, {} KiB after reloads; RSS {} KiB",
+        ml["geowall_agent_peak_rss_kib_start"],
+        ml["geowall_agent_peak_rss_kib_reloads"],
+        ml["geowall_agent_rss_kib"]
+    );
+    println!(
+        "  prefixes: {} / {}",
+        ml["prefixes"]["ipv4"], ml["prefixes"]["ipv6"]
+    );
+    println!("\nscaling (G, TCP):");
+    if let Some(m) = r["scaling"].as_object() {
+        for (k, v) in m {
+            println!(
+                "  {k:<6} {:>8} IPv4 entries  ratio {:.3}  ns added {:.0}",
+                v["kernel_entries_ipv4"],
+                f(&v["ratio_to_A"]),
+                f(&v["ns_added"])
+            );
+        }
+    }
+    let ep = &r["event_pipeline"];
+    println!(
+        "\nevent pipeline (G-all): {:.0} connects/s, {:.0} records/s, {} events dropped, agent CPU {:.1} % of a core, RSS {} KiB",
+        f(&ep["connects_per_s"]),
+        f(&ep["records_per_s"]),
+        ep["events_dropped"],
+        f(&ep["agent_cpu_percent_of_one_core"]),
+        ep["agent_rss_kib"]
+    );
+    println!("\ntotal {:.0} s", f(&r["seconds"]));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoys_follow_the_path_of_loopback_without_containing_it() {
+        let d = decoys();
+        assert_eq!(d.len(), 24);
+        assert_eq!(d[0], "127.128.0.0/9");
+        assert_eq!(d[23], "127.0.0.0/32");
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+    }
+}
