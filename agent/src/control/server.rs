@@ -6,6 +6,7 @@ use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
     sync::{Mutex, watch},
+    task::JoinSet,
 };
 
 use super::proto::{ErrorCode, Request, RequestEnvelope, Response, VERSION};
@@ -55,31 +56,41 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves connections until the stop signal.
+/// Serves connections until the stop signal, then waits for the open
+/// connections to finish the request in hand (each lets go of the state).
 pub async fn serve(
     listener: UnixListener,
     state: Arc<Mutex<State>>,
     mut stop: watch::Receiver<Option<bool>>,
 ) {
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let state = Arc::clone(&state);
-                    tokio::spawn(async move {
-                        if let Err(e) = connection(stream, state).await {
+                    let stop = stop.clone();
+                    connections.spawn(async move {
+                        if let Err(e) = connection(stream, state, stop).await {
                             tracing::debug!(error = %e, "control connection ended");
                         }
                     });
                 }
                 Err(e) => tracing::error!(error = %e, "control socket accept failed"),
             },
-            _ = stop.changed() => return,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = stop.changed() => break,
         }
     }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
-async fn connection(stream: UnixStream, state: Arc<Mutex<State>>) -> io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    state: Arc<Mutex<State>>,
+    mut stop: watch::Receiver<Option<bool>>,
+) -> io::Result<()> {
     let cred = stream.peer_cred()?;
     let peer = Peer {
         uid: cred.uid(),
@@ -91,10 +102,15 @@ async fn connection(stream: UnixStream, state: Arc<Mutex<State>>) -> io::Result<
     let mut line = String::new();
     loop {
         line.clear();
-        let n = (&mut lines)
-            .take(MAX_LINE as u64 + 1)
-            .read_line(&mut line)
-            .await?;
+        if stop.borrow().is_some() {
+            return Ok(());
+        }
+        // Between requests the connection closes when the agent stops.
+        let mut limited = (&mut lines).take(MAX_LINE as u64 + 1);
+        let n = tokio::select! {
+            n = limited.read_line(&mut line) => n?,
+            _ = stop.changed() => return Ok(()),
+        };
         if n == 0 {
             return Ok(());
         }

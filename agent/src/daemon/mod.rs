@@ -64,6 +64,8 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Refused(String),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 /// Options of `geowall run`.
@@ -79,6 +81,9 @@ pub struct RunOptions {
 
 /// Runs the agent until it is told to stop.
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    // Handlers first: once the control socket answers, a SIGTERM must stop
+    // the agent cleanly rather than kill it with the default action.
+    let signals = Signals::install().map_err(DaemonError::Signals)?;
     let config = Config::load(&opts.config)?;
     let hierarchy = Hierarchy::discover()?;
     let log_path = config.resolve_path(&config.file.agent.audit_log.to_string_lossy());
@@ -151,7 +156,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         })
     };
 
-    let detach = wait_for_stop(&state, stop_tx, stop_rx, opts.detach_on_exit).await;
+    let detach = wait_for_stop(&state, signals, stop_tx, stop_rx, opts.detach_on_exit).await;
     let _ = server.await;
     let _ = watcher.await;
     let _ = gc.await;
@@ -164,23 +169,37 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     finished
 }
 
+/// The agent's signal streams, installed before anything can reach it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Waits for SIGINT/SIGTERM (or a `shutdown` request), handling SIGHUP
 /// reloads meanwhile. Returns whether to detach on exit.
 async fn wait_for_stop(
     state: &Arc<tokio::sync::Mutex<State>>,
+    signals: Signals,
     stop_tx: watch::Sender<Option<bool>>,
     mut stop_rx: watch::Receiver<Option<bool>>,
     detach_on_exit: bool,
 ) -> bool {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stopping");
-        let _ = stop_tx.send(Some(detach_on_exit));
-        return detach_on_exit;
-    };
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }

@@ -14,6 +14,7 @@
 use std::{
     ffi::CString,
     fs, io,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -86,7 +87,9 @@ impl Pins {
         if !self.root.exists() {
             return Ok(0);
         }
-        // Links first: removing a link's last reference detaches it.
+        // Links first, detached explicitly: removing a pin drops its
+        // reference only after an RCU grace period.
+        detach_links_in(&self.links())?;
         removed += remove_files_in(&self.links())?;
         for entry in fs::read_dir(&self.root)? {
             let path = entry?.path();
@@ -106,6 +109,30 @@ impl Pins {
         remove_dir_if_present(&self.root)?;
         Ok(removed)
     }
+}
+
+fn detach_links_in(dir: &Path) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            continue;
+        }
+        let link = super::sys::obj_get(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        match super::sys::link_detach(link.as_fd()) {
+            // ENOLINK: already detached (its cgroup was removed).
+            Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => {}
+            r => r.map_err(|e| {
+                io::Error::new(e.kind(), format!("detaching {}: {e}", path.display()))
+            })?,
+        }
+    }
+    Ok(())
 }
 
 fn remove_files_in(dir: &Path) -> io::Result<usize> {

@@ -24,6 +24,7 @@ const BPF_PROG_QUERY: libc::c_int = 16;
 const BPF_MAP_UPDATE_BATCH: libc::c_int = 26;
 const BPF_LINK_UPDATE: libc::c_int = 29;
 const BPF_ENABLE_STATS: libc::c_int = 32;
+const BPF_LINK_DETACH: libc::c_int = 34;
 
 pub const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 pub const BPF_F_NO_PREALLOC: u32 = 1;
@@ -362,6 +363,15 @@ pub fn link_update(
         old_prog_fd: old_prog.map(|p| p.as_raw_fd() as u32).unwrap_or(0),
     });
     bpf(BPF_LINK_UPDATE, &mut attr).map(drop)
+}
+
+/// Detaches a link from its hook now, whoever else still holds it (a pin,
+/// another process). Dropping the last reference detaches too, but the
+/// kernel does that later (a pin's reference goes after an RCU grace
+/// period), and whoever asked to stop must see the hook empty on return.
+pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = Attr::new(link.as_raw_fd() as u32);
+    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
 }
 
 #[repr(C)]
