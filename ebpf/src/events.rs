@@ -22,6 +22,20 @@ pub struct Flow<'a> {
     pub generation: u32,
 }
 
+impl<'a> Flow<'a> {
+    #[inline(always)]
+    pub fn new(cookie: u64, dest: &'a Dest, hook: u8, slot: u32, epoch: u64) -> Self {
+        Self {
+            cookie,
+            dest,
+            hook,
+            slot,
+            epoch,
+            generation: (epoch & 1) as u32,
+        }
+    }
+}
+
 /// The verdict part of an event.
 pub struct Outcome {
     pub verdict: u8,

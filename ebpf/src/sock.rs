@@ -4,12 +4,9 @@ use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie,
     programs::{LsmContext, SockAddrContext, SockContext},
 };
-use geowall_common::{event_flags, family, hook, reason};
+use geowall_common::{event_flags, family, hook};
 
-use crate::{
-    policy,
-    verdict::{self, Dest, PROCEED},
-};
+use crate::verdict::{self, Dest, PROCEED};
 
 const SOCK_RAW: u32 = 3;
 
@@ -101,24 +98,12 @@ pub fn judge_create(ctx: &SockContext) -> i32 {
         (sk.family, sk.type_, sk.protocol)
     };
     // Packet sockets never reach this hook: `judge_post_create` covers them.
-    let side_door = ty == SOCK_RAW;
-    if !side_door {
+    if ty != SOCK_RAW {
         return PROCEED;
     }
-    let Some(slot) = policy::current_slot() else {
-        return PROCEED;
-    };
-    let dest = Dest {
-        addr: [0; 16],
-        port: 0,
-        proto: proto as u8,
-        family: fam as u8,
-        v4: false,
-        flags: 0,
-    };
     // SAFETY: the hook's own socket is a valid argument for the helper.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
-    verdict::judge_socket(cookie, &dest, slot, reason::SOCKET_TYPE, hook::SOCK_CREATE)
+    verdict::judge_socket(cookie, fam as u8, proto as u8, hook::SOCK_CREATE)
 }
 
 /// LSM `socket_post_create(sock, family, type, protocol, kern)`: packet and
@@ -130,16 +115,5 @@ pub fn judge_post_create(ctx: &LsmContext) -> i32 {
     if kern != 0 || !(fam == i32::from(family::PACKET) || fam == i32::from(family::XDP)) {
         return PROCEED;
     }
-    let Some(slot) = policy::current_slot() else {
-        return PROCEED;
-    };
-    let dest = Dest {
-        addr: [0; 16],
-        port: 0,
-        proto: 0,
-        family: fam as u8,
-        v4: false,
-        flags: 0,
-    };
-    verdict::judge_socket(0, &dest, slot, reason::SOCKET_TYPE, hook::SOCK_POST_CREATE)
+    verdict::judge_socket(0, fam as u8, 0, hook::SOCK_POST_CREATE)
 }

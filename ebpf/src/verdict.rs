@@ -42,75 +42,80 @@ struct Decision {
     tagset: u16,
 }
 
-/// Judges an outbound connection or datagram from the current task.
+/// The table epoch in force and the current task's policy slot, when the
+/// task is governed at all.
 #[inline(always)]
-pub fn judge(cookie: u64, dest: &Dest, hook: u8) -> i32 {
+fn governed() -> Option<(u64, u32)> {
     let epoch = config_slot(config::EPOCH);
     if epoch == 0 {
         // No tables loaded yet: nothing is governed.
-        return PROCEED;
+        return None;
     }
-    let Some(slot) = policy::current_slot() else {
-        return PROCEED;
-    };
-    let gen_ = (epoch & 1) as u32;
-    let flow = Flow {
-        cookie,
-        dest,
-        hook,
-        slot,
-        epoch,
-        generation: gen_,
-    };
-    let Some(policy) = policy_entry(gen_, slot) else {
-        // A binding names a slot the active tables do not have: fail closed.
-        events::count(slot, counter::NO_TABLE);
-        return finish(
-            &flow,
-            policy_flags::PRESENT,
-            Decision {
-                allowed: false,
-                reason: reason::NO_TABLE,
-                plen: 0,
-                tagset: TAGSET_UNTAGGED,
-            },
-        );
-    };
-    let decision = decide(policy, gen_, slot, dest);
-    finish(&flow, policy.flags, decision)
+    Some((epoch, policy::current_slot()?))
 }
 
-/// Judges the creation of a socket that would bypass the address hooks
-/// (raw, packet), for a task already known to be governed by `slot`.
+/// A binding names a slot the active tables do not have: fail closed.
 #[inline(always)]
-pub fn judge_socket(cookie: u64, dest: &Dest, slot: u32, why: u8, hook: u8) -> i32 {
-    let epoch = config_slot(config::EPOCH);
-    if epoch == 0 {
-        return PROCEED;
-    }
-    let gen_ = (epoch & 1) as u32;
-    let flow = Flow {
-        cookie,
-        dest,
-        hook,
-        slot,
-        epoch,
-        generation: gen_,
-    };
-    let (flags, allowed, why) = match policy_entry(gen_, slot) {
-        Some(p) => (p.flags, p.flags & policy_flags::ALLOW_RAW_SOCKETS != 0, why),
-        None => (policy_flags::PRESENT, false, reason::NO_TABLE),
-    };
+fn fail_closed(flow: &Flow) -> i32 {
+    events::count(flow.slot, counter::NO_TABLE);
     finish(
-        &flow,
-        flags,
+        flow,
+        policy_flags::PRESENT,
         Decision {
-            allowed,
-            reason: why,
+            allowed: false,
+            reason: reason::NO_TABLE,
             plen: 0,
             tagset: TAGSET_UNTAGGED,
         },
     )
+}
+
+/// Judges an outbound connection or datagram from the current task.
+#[inline(always)]
+pub fn judge(cookie: u64, dest: &Dest, hook: u8) -> i32 {
+    let Some((epoch, slot)) = governed() else {
+        return PROCEED;
+    };
+    let flow = Flow::new(cookie, dest, hook, slot, epoch);
+    match policy_entry(flow.generation, slot) {
+        Some(policy) => finish(
+            &flow,
+            policy.flags,
+            decide(policy, flow.generation, slot, dest),
+        ),
+        None => fail_closed(&flow),
+    }
+}
+
+/// Judges the creation of a socket that would bypass the address hooks
+/// (raw, packet, XDP): refused unless the policy allows raw sockets.
+#[inline(always)]
+pub fn judge_socket(cookie: u64, family: u8, proto: u8, hook: u8) -> i32 {
+    let Some((epoch, slot)) = governed() else {
+        return PROCEED;
+    };
+    let dest = Dest {
+        addr: [0; 16],
+        port: 0,
+        proto,
+        family,
+        v4: false,
+        flags: 0,
+    };
+    let flow = Flow::new(cookie, &dest, hook, slot, epoch);
+    match policy_entry(flow.generation, slot) {
+        Some(policy) => finish(
+            &flow,
+            policy.flags,
+            Decision {
+                allowed: policy.flags & policy_flags::ALLOW_RAW_SOCKETS != 0,
+                reason: reason::SOCKET_TYPE,
+                plen: 0,
+                tagset: TAGSET_UNTAGGED,
+            },
+        ),
+        None => fail_closed(&flow),
+    }
 }
 
 #[inline(always)]

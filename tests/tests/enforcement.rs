@@ -31,6 +31,14 @@ name = "eu-only"
 allow = ["EU"]
 "#;
 
+/// `eu-only`, bound statically to the sub-cgroup `confined`.
+const CONFINED_EU: &str = r#"
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+cgroups = ["/confined"]
+"#;
+
 fn eu_agent(cg: &TestCgroup) -> geowall_tests::Agent {
     AgentSpec::new(cg)
         .cidr_map("test.cidr", MAP)
@@ -183,14 +191,7 @@ fn raw_and_packet_sockets_are_refused_to_confined_workloads() {
     let free = cg.child("free");
     let agent = AgentSpec::new(&cg)
         .cidr_map("test.cidr", MAP)
-        .config(
-            r#"
-[[policy]]
-name = "eu-only"
-allow = ["EU"]
-cgroups = ["/confined"]
-"#,
-        )
+        .config(CONFINED_EU)
         .start();
     // This test runs as root: only geowall's sock_create hook refuses these.
     let out = run_probe(Some(&confined), &["raw4", "raw6"]);
@@ -218,14 +219,7 @@ fn child_cgroups_are_confined_and_others_are_not() {
     let sibling = cg.child("free");
     let agent = AgentSpec::new(&cg)
         .cidr_map("test.cidr", MAP)
-        .config(
-            r#"
-[[policy]]
-name = "eu-only"
-allow = ["EU"]
-cgroups = ["/confined"]
-"#,
-        )
+        .config(CONFINED_EU)
         .start();
     let us = Listener::on("127.20.0.1");
     let de = Listener::on("127.30.0.1");
@@ -407,14 +401,7 @@ fn table_switches_never_let_a_blocked_destination_through() {
     let agent = AgentSpec::new(&cg)
         .cidr_map("test.cidr", MAP)
         .cidr_map("extra.cidr", "127.50.0.0/16 CH\n127.51.0.0/16 NO\n")
-        .config(
-            r#"
-[[policy]]
-name = "eu-only"
-allow = ["EU"]
-cgroups = ["/confined"]
-"#,
-        )
+        .config(CONFINED_EU)
         .start();
     let t = UsDe::new();
     let loop_ms = 4000;
@@ -537,14 +524,7 @@ fn a_second_start_adopts_the_pins_and_attaches_nothing_twice() {
     let confined = cg.child("confined");
     let mut agent = AgentSpec::new(&cg)
         .cidr_map("test.cidr", MAP)
-        .config(
-            r#"
-[[policy]]
-name = "eu-only"
-allow = ["EU"]
-cgroups = ["/confined"]
-"#,
-        )
+        .config(CONFINED_EU)
         .keep_pins()
         .start();
     let us = Listener::on("127.20.0.1");
@@ -585,7 +565,7 @@ cgroups = ["/confined"]
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(attached(&cg), [0, 0, 0, 0, 0]);
+    assert_eq!(attached(&cg), [0, 0, 0, 0, 0], "{}", agent.stderr());
     assert!(
         !agent.bpffs.exists(),
         "pins left under {}",
@@ -601,14 +581,7 @@ fn a_full_ring_buffer_counts_drops_and_never_blocks() {
     let agent = AgentSpec::new(&cg)
         .cidr_map("test.cidr", MAP)
         .agent_keys("ring_buffer_kib = 4")
-        .config(
-            r#"
-[[policy]]
-name = "eu-only"
-allow = ["EU"]
-cgroups = ["/confined"]
-"#,
-        )
+        .config(CONFINED_EU)
         .start();
     let us = Listener::on("127.20.0.1");
     // With the agent stopped nobody reads the 4 KiB ring: it fills up.

@@ -38,8 +38,8 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
             println!("agent: running (pid {}, version {})", s.pid, s.version);
             println!("governed cgroup: {}", s.governed);
             println!(
-                "tables: epoch {}, {} IPv4 and {} IPv6 prefixes",
-                s.epoch, s.prefixes_v4, s.prefixes_v6
+                "tables: epoch {}, {} IPv4 and {} IPv6 ranges",
+                s.epoch, s.ipv4_ranges, s.ipv6_ranges
             );
             for src in &s.sources {
                 println!("  map {} ({} networks)", src.source, src.networks);

@@ -127,8 +127,9 @@ pub struct Status {
     pub policies: Vec<PolicyStatus>,
     pub jobs: Vec<JobStatus>,
     pub sources: Vec<SourceStatus>,
-    pub prefixes_v4: usize,
-    pub prefixes_v6: usize,
+    /// Disjoint ranges of the map in force.
+    pub ipv4_ranges: usize,
+    pub ipv6_ranges: usize,
     pub events_dropped: u64,
 }
 

@@ -113,8 +113,10 @@ impl State {
         tracing::info!(
             governed = %state.plan.governed.display(),
             policies = state.plan.policies.len(),
-            prefixes_v4 = state.plan.map.v4.len(),
-            prefixes_v6 = state.plan.map.v6.len(),
+            ipv4_ranges = state.plan.map.v4.len(),
+            ipv6_ranges = state.plan.map.v6.len(),
+            ipv4_trie_entries = state.kernel_entries.0,
+            ipv6_trie_entries = state.kernel_entries.1,
             attached = report.attached,
             adopted = report.adopted,
             epoch,
@@ -199,8 +201,10 @@ impl State {
             "config": self.config_path,
             "sources": sources,
             "policies": policies,
-            "prefixes_v4": self.plan.map.v4.len(),
-            "prefixes_v6": self.plan.map.v6.len(),
+            "ipv4_ranges": self.plan.map.v4.len(),
+            "ipv6_ranges": self.plan.map.v6.len(),
+            "ipv4_trie_entries": self.kernel_entries.0,
+            "ipv6_trie_entries": self.kernel_entries.1,
         });
         if let Some(by) = by {
             detail["by"] = by;
@@ -271,8 +275,8 @@ impl State {
         self.max_source_bytes = config.file.agent.max_source_bytes;
         tracing::info!(
             epoch,
-            prefixes_v4 = layout.tables.region4.len(),
-            prefixes_v6 = layout.tables.region6.len(),
+            ipv4_trie_entries = layout.tables.region4.len(),
+            ipv6_trie_entries = layout.tables.region6.len(),
             compile_ms = plan.compile_time.as_millis() as u64,
             install_ms = self.install_time.as_millis() as u64,
             "tables switched"
@@ -427,8 +431,8 @@ impl State {
                     networks: s.networks,
                 })
                 .collect(),
-            prefixes_v4: self.plan.map.v4.len(),
-            prefixes_v6: self.plan.map.v6.len(),
+            ipv4_ranges: self.plan.map.v4.len(),
+            ipv6_ranges: self.plan.map.v6.len(),
             events_dropped,
         })
     }
