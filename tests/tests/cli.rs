@@ -189,3 +189,44 @@ fn enforcing_on_the_whole_host_needs_an_explicit_yes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_job_end_reported_after_the_agent_collected_the_job_is_not_an_error() {
+    use geowall::control::{Client, ClientError, Request, proto::ErrorCode};
+
+    let cg = TestCgroup::new("lateend");
+    let agent = AgentSpec::new(&cg)
+        .config("[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\n")
+        .start();
+    // What `geowall exec` does, with a pause between the job's exit and the
+    // end report long enough for the agent's periodic collection to run.
+    let mut child = Command::new("sleep").arg("0.2").spawn().unwrap();
+    let mut client = Client::connect(&agent.socket).unwrap();
+    let started = client
+        .call(Request::JobStart {
+            policy: "eu-only".into(),
+            job: Some("late".into()),
+            pid: child.id(),
+        })
+        .unwrap();
+    assert_eq!(started["job"], "late");
+    assert!(child.wait().unwrap().success());
+    agent.wait_record("for the collection of the job", |r| {
+        r["kind"] == "job" && r["event"] == "end" && r["job"] == "late"
+    });
+    client
+        .call(Request::JobEnd { job: "late".into() })
+        .expect("a late end report is accepted");
+    assert!(!cg.path().join("geowall.jobs/late").exists());
+
+    // A job the agent never started is still an error.
+    match client.call(Request::JobEnd {
+        job: "never".into(),
+    }) {
+        Err(ClientError::Remote(body)) => {
+            assert_eq!(body.code, ErrorCode::UnknownJob);
+            assert!(body.message.contains("no job 'never'"), "{}", body.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

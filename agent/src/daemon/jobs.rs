@@ -14,6 +14,9 @@ use crate::{
     control::proto::{ErrorCode, JobStarted},
 };
 
+/// How many ended job names are remembered for late end reports.
+const ENDED_JOBS_KEPT: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct Job {
     pub name: String,
@@ -197,8 +200,12 @@ impl State {
     }
 
     /// `job_end`: the job's main process exited; its cgroup goes once empty.
+    /// The periodic collection may have ended the job first: that is fine.
     pub fn job_end(&mut self, job: &str) -> Result<(), Refusal> {
         if !self.jobs.contains_key(job) {
+            if self.ended_jobs.iter().any(|n| n == job) {
+                return Ok(());
+            }
             return Err(Refusal(ErrorCode::UnknownJob, format!("no job '{job}'")));
         }
         self.collect_jobs();
@@ -231,6 +238,10 @@ impl State {
                 "job",
                 json!({"event": "end", "job": name, "policy": job.policy}),
             );
+            if self.ended_jobs.len() == ENDED_JOBS_KEPT {
+                self.ended_jobs.pop_front();
+            }
+            self.ended_jobs.push_back(name);
         }
     }
 

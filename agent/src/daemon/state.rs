@@ -51,6 +51,9 @@ pub struct State {
     /// Static bindings from the config: cgroup id → (path, policy).
     statics: BTreeMap<u64, (PathBuf, String)>,
     pub(super) jobs: BTreeMap<String, Job>,
+    /// Names of the jobs ended most recently (oldest first), so that the
+    /// end report of a job already collected is not an error.
+    pub(super) ended_jobs: std::collections::VecDeque<String>,
     pub(super) jobs_root: PathBuf,
     log: Arc<Mutex<AuditLog>>,
     names: Arc<RwLock<NameTable>>,
@@ -96,6 +99,7 @@ impl State {
             slots: layout.slots.clone(),
             statics: BTreeMap::new(),
             jobs: BTreeMap::new(),
+            ended_jobs: std::collections::VecDeque::new(),
             jobs_root,
             log,
             names,
