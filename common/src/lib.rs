@@ -299,7 +299,7 @@ pub struct RuleSet {
 
 /// A flow event: one decision, as the kernel saw it. Fixed size.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowEvent {
     /// `CLOCK_BOOTTIME` nanoseconds.
     pub time_ns: u64,
@@ -341,40 +341,6 @@ pub struct FlowEvent {
     pub _pad3: u16,
     /// Task command name (`comm`), NUL padded.
     pub comm: [u8; 16],
-}
-
-impl FlowEvent {
-    pub const fn zeroed() -> Self {
-        Self {
-            time_ns: 0,
-            epoch: 0,
-            cgroup_id: 0,
-            sock_cookie: 0,
-            pid: 0,
-            tgid: 0,
-            uid: 0,
-            gid: 0,
-            addr: [0; 16],
-            port: 0,
-            family: 0,
-            proto: 0,
-            verdict: 0,
-            reason: 0,
-            plen: 0,
-            hook: 0,
-            policy: 0,
-            flags: 0,
-            _pad: 0,
-            _pad2: 0,
-            tags: TagSet {
-                count: 0,
-                flags: 0,
-                regions: [0; MAX_TAGS],
-            },
-            _pad3: 0,
-            comm: [0; 16],
-        }
-    }
 }
 
 /// A NUL-padded name, as stored in `GW_REGNAMES`.

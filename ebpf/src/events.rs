@@ -2,13 +2,13 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
+    generated::bpf_ktime_get_boot_ns,
 };
 use geowall_common::{FlowEvent, MAX_POLICIES, MAX_TAGSETS, TagSet, counter};
 
 use crate::{
     maps::{GW_COUNTERS, GW_EVENTS, GW_TAGSETS},
-    verdict::Dest,
+    verdict::{Dest, Governed},
 };
 
 /// One decision in flight: what the hook knows besides the verdict.
@@ -19,20 +19,26 @@ pub struct Flow<'a> {
     pub hook: u8,
     pub slot: u32,
     pub epoch: u64,
-    pub generation: u32,
+    pub cgroup_id: u64,
 }
 
 impl<'a> Flow<'a> {
     #[inline(always)]
-    pub fn new(cookie: u64, dest: &'a Dest, hook: u8, slot: u32, epoch: u64) -> Self {
+    pub fn new(cookie: u64, dest: &'a Dest, hook: u8, task: &Governed) -> Self {
         Self {
             cookie,
             dest,
             hook,
-            slot,
-            epoch,
-            generation: (epoch & 1) as u32,
+            slot: task.slot,
+            epoch: task.epoch,
+            cgroup_id: task.cgroup_id,
         }
+    }
+
+    /// The half of the switched tables in force.
+    #[inline(always)]
+    pub fn generation(&self) -> u32 {
+        (self.epoch & 1) as u32
     }
 }
 
@@ -79,29 +85,30 @@ pub fn emit(flow: &Flow, outcome: Outcome) {
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
-    // SAFETY: helpers without arguments.
-    let (time_ns, cgroup_id) = unsafe { (bpf_ktime_get_boot_ns(), bpf_get_current_cgroup_id()) };
-    let mut event = FlowEvent::zeroed();
-    event.time_ns = time_ns;
-    event.epoch = flow.epoch;
-    event.cgroup_id = cgroup_id;
-    event.sock_cookie = flow.cookie;
-    event.pid = pid_tgid as u32;
-    event.tgid = (pid_tgid >> 32) as u32;
-    event.uid = uid_gid as u32;
-    event.gid = (uid_gid >> 32) as u32;
-    event.addr = flow.dest.addr;
-    event.port = flow.dest.port;
-    event.family = flow.dest.family;
-    event.proto = flow.dest.proto;
-    event.verdict = outcome.verdict;
-    event.reason = outcome.reason;
-    event.plen = outcome.plen;
-    event.hook = flow.hook;
-    event.policy = flow.slot as u16;
-    event.flags = flow.dest.flags;
-    event.tags = tags(flow.generation, outcome.tagset);
-    event.comm = bpf_get_current_comm().unwrap_or_default();
+    let event = FlowEvent {
+        // SAFETY: a helper without arguments.
+        time_ns: unsafe { bpf_ktime_get_boot_ns() },
+        epoch: flow.epoch,
+        cgroup_id: flow.cgroup_id,
+        sock_cookie: flow.cookie,
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        addr: flow.dest.addr,
+        port: flow.dest.port,
+        family: flow.dest.family,
+        proto: flow.dest.proto,
+        verdict: outcome.verdict,
+        reason: outcome.reason,
+        plen: outcome.plen,
+        hook: flow.hook,
+        policy: flow.slot as u16,
+        flags: flow.dest.flags,
+        tags: tags(flow.generation(), outcome.tagset),
+        comm: bpf_get_current_comm().unwrap_or_default(),
+        ..FlowEvent::default()
+    };
     entry.write(event);
     entry.submit(0);
 }

@@ -1,7 +1,7 @@
 //! Which policy governs the calling task: the nearest ancestor cgroup (the
 //! task's own included) that has a binding.
 
-use aya_ebpf::helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id};
+use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
 use geowall_common::{MAX_CGROUP_WALK, config};
 
 use crate::maps::{GW_BINDINGS, MAX_ROOT_LEVEL, config_slot};
@@ -15,24 +15,23 @@ fn binding(cgroup_id: u64) -> Option<u32> {
         .map(|p| unsafe { core::ptr::read_volatile(p) })
 }
 
-/// The policy slot for the current task, or `None` when no cgroup on its path
-/// (from the governed root down to its own) is bound.
+/// The policy slot for the current task, whose own cgroup is `leaf`, or
+/// `None` when no cgroup on its path (from the governed root down to its
+/// own) is bound.
 ///
 /// The task's own cgroup is looked up first (jobs started by `geowall exec`
 /// are bound there, so this is one lookup). Otherwise the walk goes from the
 /// governed root downwards, at most [`MAX_CGROUP_WALK`] levels, and keeps the
 /// deepest binding it passes.
 #[inline(always)]
-pub fn current_slot() -> Option<u32> {
-    // SAFETY: helpers without pointer arguments.
-    let leaf = unsafe { bpf_get_current_cgroup_id() };
+pub fn current_slot(leaf: u64) -> Option<u32> {
     if let Some(slot) = binding(leaf) {
         return Some(slot);
     }
     let root_level = config_slot(config::ROOT_LEVEL).min(MAX_ROOT_LEVEL) as i32;
     let mut found = None;
     for step in 0..MAX_CGROUP_WALK as i32 {
-        // SAFETY: as above.
+        // SAFETY: a helper without pointer arguments.
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(root_level + step) };
         // 0: the task's cgroup is shallower than this level.
         if id == 0 || id == leaf {

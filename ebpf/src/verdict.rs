@@ -1,7 +1,7 @@
 //! The verdict path shared by every socket-address hook, in the order of
 //! DESIGN.md: policy, CIDR rules, region lookup, allow-set, audit mode.
 
-use aya_ebpf::btf_maps::lpm_trie::Key;
+use aya_ebpf::{btf_maps::lpm_trie::Key, helpers::generated::bpf_get_current_cgroup_id};
 use geowall_common::{
     MAX_POLICIES, PolicyEntry, RuleKey4, RuleKey6, RuleSet, TAGSET_UNTAGGED, action, config,
     counter, policy_flags, reason, tag_flags, verdict,
@@ -42,16 +42,31 @@ struct Decision {
     tagset: u16,
 }
 
-/// The table epoch in force and the current task's policy slot, when the
-/// task is governed at all.
+/// The current task, when a policy governs it.
+pub struct Governed {
+    /// Table epoch in force.
+    pub epoch: u64,
+    /// The task's own cgroup.
+    pub cgroup_id: u64,
+    /// Policy slot of the nearest bound cgroup.
+    pub slot: u32,
+}
+
 #[inline(always)]
-fn governed() -> Option<(u64, u32)> {
+fn governed() -> Option<Governed> {
     let epoch = config_slot(config::EPOCH);
     if epoch == 0 {
         // No tables loaded yet: nothing is governed.
         return None;
     }
-    Some((epoch, policy::current_slot()?))
+    // SAFETY: a helper without arguments.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let slot = policy::current_slot(cgroup_id)?;
+    Some(Governed {
+        epoch,
+        cgroup_id,
+        slot,
+    })
 }
 
 /// A binding names a slot the active tables do not have: fail closed.
@@ -73,15 +88,15 @@ fn fail_closed(flow: &Flow) -> i32 {
 /// Judges an outbound connection or datagram from the current task.
 #[inline(always)]
 pub fn judge(cookie: u64, dest: &Dest, hook: u8) -> i32 {
-    let Some((epoch, slot)) = governed() else {
+    let Some(task) = governed() else {
         return PROCEED;
     };
-    let flow = Flow::new(cookie, dest, hook, slot, epoch);
-    match policy_entry(flow.generation, slot) {
+    let flow = Flow::new(cookie, dest, hook, &task);
+    match policy_entry(flow.generation(), task.slot) {
         Some(policy) => finish(
             &flow,
             policy.flags,
-            decide(policy, flow.generation, slot, dest),
+            decide(policy, flow.generation(), task.slot, dest),
         ),
         None => fail_closed(&flow),
     }
@@ -91,7 +106,7 @@ pub fn judge(cookie: u64, dest: &Dest, hook: u8) -> i32 {
 /// (raw, packet, XDP): refused unless the policy allows raw sockets.
 #[inline(always)]
 pub fn judge_socket(cookie: u64, family: u8, proto: u8, hook: u8) -> i32 {
-    let Some((epoch, slot)) = governed() else {
+    let Some(task) = governed() else {
         return PROCEED;
     };
     let dest = Dest {
@@ -102,8 +117,8 @@ pub fn judge_socket(cookie: u64, family: u8, proto: u8, hook: u8) -> i32 {
         v4: false,
         flags: 0,
     };
-    let flow = Flow::new(cookie, &dest, hook, slot, epoch);
-    match policy_entry(flow.generation, slot) {
+    let flow = Flow::new(cookie, &dest, hook, &task);
+    match policy_entry(flow.generation(), task.slot) {
         Some(policy) => finish(
             &flow,
             policy.flags,

@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_denied_connect_reads_as_a_user_expects() {
-        let mut ev = FlowEvent::zeroed();
+        let mut ev = FlowEvent::default();
         ev.addr[..4].copy_from_slice(&[127, 20, 0, 1]);
         ev.port = 443;
         ev.family = family::INET;
@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn a_mapped_address_shows_as_mapped_and_matches_a_v4_prefix() {
-        let mut ev = FlowEvent::zeroed();
+        let mut ev = FlowEvent::default();
         ev.addr[..4].copy_from_slice(&[127, 20, 0, 1]);
         ev.family = family::INET6;
         ev.flags = event_flags::V4_MAPPED;
