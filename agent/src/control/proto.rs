@@ -110,10 +110,10 @@ pub struct JobStarted {
     /// cgroup path relative to the cgroup v2 mount.
     pub cgroup: String,
     pub policy: String,
-    /// Whether the policy lets the job open raw and packet sockets. When it
-    /// does not, `geowall exec` also drops CAP_NET_RAW from the job (the
-    /// kernel check for packet sockets needs BPF LSM, which not every kernel
-    /// allows).
+    /// Whether the job may open raw and packet sockets (the policy allows
+    /// them, or is in audit mode). When it may not, `geowall exec` also drops
+    /// CAP_NET_RAW from the job (the kernel check for packet sockets needs BPF
+    /// LSM, which not every kernel allows).
     pub raw_sockets: bool,
 }
 

@@ -170,10 +170,11 @@ impl State {
                 return Err(e.into());
             }
         };
-        let raw_sockets = self
-            .plan()
-            .policy(policy)
-            .is_some_and(|p| p.raw_sockets == crate::config::Action::Allow);
+        // Audit mode blocks nothing: its jobs keep raw sockets too (the
+        // kernel records them as would-deny).
+        let raw_sockets = self.plan().policy(policy).is_some_and(|p| {
+            p.raw_sockets == crate::config::Action::Allow || p.mode == crate::config::Mode::Audit
+        });
         let started = JobStarted {
             job: name.clone(),
             cgroup: self.hierarchy().display_name(&path),
