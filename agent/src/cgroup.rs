@@ -4,7 +4,10 @@ use std::{
     ffi::CString,
     fs,
     io::{self, Write as _},
-    os::unix::ffi::OsStrExt as _,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
     path::{Component, Path, PathBuf},
 };
 
@@ -68,21 +71,12 @@ impl Hierarchy {
     /// Resolves a cgroup named relative to the hierarchy (`/`, `/batch/x`,
     /// `batch/x`) or by its absolute path under the mount.
     pub fn resolve(&self, name: &str) -> Result<PathBuf, CgroupError> {
-        let p = Path::new(name);
-        let rel = match p.strip_prefix(&self.mount) {
-            Ok(rel) => rel.to_path_buf(),
-            Err(_) => p.strip_prefix("/").unwrap_or(p).to_path_buf(),
-        };
-        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(CgroupError::Outside {
-                path: name.to_owned(),
-                mount: self.mount.clone(),
-            });
-        }
-        if rel.as_os_str().is_empty() {
-            return Ok(self.mount.clone());
-        }
-        Ok(self.mount.join(rel))
+        let rel = Path::new(name)
+            .strip_prefix(&self.mount)
+            .ok()
+            .and_then(Path::to_str)
+            .unwrap_or(name);
+        self.resolve_under(&self.mount, rel)
     }
 
     /// Resolves `name` relative to the cgroup `base` (a path under the mount).
@@ -153,12 +147,6 @@ pub fn id_of(path: &Path) -> Result<u64, CgroupError> {
         path: path.to_path_buf(),
         source: io::Error::from(io::ErrorKind::InvalidInput),
     })?;
-    #[repr(C)]
-    struct Handle {
-        bytes: u32,
-        kind: i32,
-        id: u64,
-    }
     let mut handle = Handle {
         bytes: 8,
         kind: 0,
@@ -191,6 +179,57 @@ pub fn id_of(path: &Path) -> Result<u64, CgroupError> {
         });
     }
     Ok(handle.id)
+}
+
+/// A `struct file_handle` of kernfs (cgroupfs): 8 bytes, the cgroup id.
+#[repr(C)]
+struct Handle {
+    bytes: u32,
+    kind: i32,
+    id: u64,
+}
+
+/// `FILEID_KERNFS`: the handle type of kernfs file handles.
+const FILEID_KERNFS: i32 = 0xfe;
+
+/// Finds a cgroup's path from its id (the inverse of [`id_of`]) through a
+/// file handle on the cgroup v2 mount: one lookup, no walk of the tree.
+/// Needs CAP_DAC_READ_SEARCH, as the agent has.
+pub struct IdResolver {
+    mount: fs::File,
+}
+
+impl IdResolver {
+    pub fn open(hierarchy: &Hierarchy) -> Result<Self, CgroupError> {
+        let mount = fs::File::open(hierarchy.mount())
+            .map_err(io_err("cannot open the cgroup v2 mount", hierarchy.mount()))?;
+        Ok(Self { mount })
+    }
+
+    /// The path of cgroup `id`; `None` when no such cgroup exists (any
+    /// more) or the caller lacks the capability.
+    pub fn path_of(&self, id: u64) -> Option<PathBuf> {
+        let mut handle = Handle {
+            bytes: 8,
+            kind: FILEID_KERNFS,
+            id,
+        };
+        // SAFETY: `handle` is a valid kernfs `struct file_handle`; the mount
+        // fd is open for as long as `self`.
+        let fd = unsafe {
+            libc::open_by_handle_at(
+                self.mount.as_raw_fd(),
+                (&raw mut handle).cast(),
+                libc::O_PATH | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
+    }
 }
 
 /// Creates the cgroup at `path` (and missing parents).

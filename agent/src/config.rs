@@ -265,12 +265,31 @@ impl Config {
 
     /// A path named in this file: relative paths are relative to the file's
     /// folder.
-    pub fn resolve_path(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
+    pub fn resolve_path(&self, p: impl AsRef<Path>) -> PathBuf {
+        let p = p.as_ref();
         if p.is_absolute() {
             return p.to_path_buf();
         }
         self.dir.join(p)
+    }
+
+    /// `[agent] socket`, resolved.
+    pub fn socket_path(&self) -> PathBuf {
+        self.resolve_path(&self.file.agent.socket)
+    }
+
+    /// `[agent] bpffs`, resolved.
+    pub fn bpffs_path(&self) -> PathBuf {
+        self.resolve_path(&self.file.agent.bpffs)
+    }
+
+    /// `[agent] audit_log`, resolved; `-` (standard output) stays `-`.
+    pub fn audit_log_path(&self) -> PathBuf {
+        let log = &self.file.agent.audit_log;
+        if log.as_os_str() == "-" {
+            return log.clone();
+        }
+        self.resolve_path(log)
     }
 
     /// The governed subtree as written (`/` when not set).

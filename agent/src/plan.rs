@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use crate::{
     cgroup::Hierarchy,
-    config::{Action, Config, ConfigError, Mode, PortSpec, RuleConfig},
+    config::{Config, ConfigError, Mode, PortSpec, RuleConfig},
     policy::{CompiledPolicy, CompiledRule, resolve_region},
     regions::{
         CompiledMap, Prefix, compile,
@@ -399,29 +399,6 @@ fn port_range(spec: &PortSpec) -> Result<(u16, u16), String> {
     }
 }
 
-/// The action a rule list gives (most specific prefix first, then in file
-/// order) for a destination, if any rule matches: what the kernel computes.
-pub fn rule_action(
-    rules: &[CompiledRule],
-    addr: std::net::IpAddr,
-    proto: u8,
-    port: u16,
-) -> Option<Action> {
-    let host = Prefix::host(addr);
-    let mut matching: Vec<(usize, &CompiledRule)> = rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.prefix.contains(&host))
-        .collect();
-    matching.sort_by_key(|(i, r)| (std::cmp::Reverse(r.prefix.len()), *i));
-    matching
-        .into_iter()
-        .find(|(_, r)| {
-            (r.proto == 0 || r.proto == proto) && (r.port_lo..=r.port_hi).contains(&port)
-        })
-        .map(|(_, r)| r.action)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,27 +413,6 @@ mod tests {
         assert!(port_range(&PortSpec::Range("9-1".into())).is_err());
         assert!(port_range(&PortSpec::Range("x".into())).is_err());
         assert!(port_range(&PortSpec::One(0)).is_err());
-    }
-
-    #[test]
-    fn rule_order_is_most_specific_then_file_order() {
-        let r = |c: &str, proto: u8, lo: u16, hi: u16, a: Action| CompiledRule {
-            prefix: c.parse().unwrap(),
-            proto,
-            port_lo: lo,
-            port_hi: hi,
-            action: a,
-        };
-        let rules = vec![
-            r("10.0.0.0/8", 6, 5432, 5432, Action::Allow),
-            r("10.0.0.0/8", 0, 0, 65535, Action::Deny),
-            r("10.1.0.0/16", 0, 0, 65535, Action::Allow),
-        ];
-        let a = |s: &str, port| rule_action(&rules, s.parse().unwrap(), 6, port);
-        assert_eq!(a("10.2.0.1", 5432), Some(Action::Allow));
-        assert_eq!(a("10.2.0.1", 80), Some(Action::Deny));
-        assert_eq!(a("10.1.0.1", 80), Some(Action::Allow));
-        assert_eq!(a("11.0.0.1", 80), None);
     }
 
     #[test]

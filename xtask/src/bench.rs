@@ -193,15 +193,21 @@ impl Drop for Agent {
 }
 
 /// `Slab:` of /proc/meminfo, KiB.
-fn slab_kib() -> u64 {
-    fs::read_to_string("/proc/meminfo")
+/// The kB figure of line `key` (`Slab:`, `VmRSS:`) of a /proc file; 0 when
+/// absent.
+fn kib_field(path: &str, key: &str) -> u64 {
+    fs::read_to_string(path)
         .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("Slab:"))
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn slab_kib() -> u64 {
+    kib_field("/proc/meminfo", "Slab:")
 }
 
 /// Runs the load generator; returns its JSON report.
@@ -354,25 +360,11 @@ fn proc_cpu_ticks(pid: u32) -> u64 {
 }
 
 fn proc_rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+    kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 fn proc_hwm_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
+    kib_field(&format!("/proc/{pid}/status"), "VmHWM:")
 }
 
 fn lines_in(path: &Path) -> u64 {
@@ -622,7 +614,9 @@ pub fn run(quick: bool) -> Result<()> {
 
     // Program run time on real destinations, from a namespace with no route.
     let progs = vec![PathBuf::from(format!(
-        "/sys/fs/bpf/geowall-bench-{tag}/abi-1/progs/gw_connect4"
+        "/sys/fs/bpf/geowall-bench-{tag}/abi-{}/progs/{}",
+        geowall_common::ABI_VERSION,
+        geowall_common::names::PROG_CONNECT4,
     ))];
     let mut run_time = serde_json::Map::new();
     for (label, target) in [
@@ -752,7 +746,7 @@ pub fn run(quick: bool) -> Result<()> {
     let dropped = agent.status()?["status"]["events_dropped"]
         .as_u64()
         .unwrap_or(0)
-        - before_dropped;
+        .saturating_sub(before_dropped);
     results.insert(
         "event_pipeline".into(),
         json!({

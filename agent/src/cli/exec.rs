@@ -32,7 +32,7 @@ pub fn exec(config: &Path, policy: &str, job: Option<&str>, command: &[OsString]
         Ok(c) => c,
         Err(e) => return setup_fail(&e),
     };
-    let socket = config.resolve_path(&config.file.agent.socket.to_string_lossy());
+    let socket = config.socket_path();
     let mut client = match Client::connect(&socket) {
         Ok(c) => c,
         Err(e) => return setup_fail(&e),

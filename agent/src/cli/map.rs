@@ -130,7 +130,7 @@ fn compile_specs(specs: &[Spec]) -> Result<MapPlan, String> {
 
 fn socket_of(config: &Path) -> Result<std::path::PathBuf, String> {
     let c = Config::load(config).map_err(|e| e.to_string())?;
-    Ok(c.resolve_path(&c.file.agent.socket.to_string_lossy()))
+    Ok(c.socket_path())
 }
 
 fn lookup(config: &Path, sources: &[String], json: bool, addrs: &[String]) -> Result<(), String> {

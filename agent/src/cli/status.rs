@@ -16,8 +16,8 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
         Ok(c) => c,
         Err(e) => return super::fail(e),
     };
-    let socket = config.resolve_path(&config.file.agent.socket.to_string_lossy());
-    let pins = Pins::new(config.resolve_path(&config.file.agent.bpffs.to_string_lossy()));
+    let socket = config.socket_path();
+    let pins = Pins::new(config.bpffs_path());
     let running = match Client::connect(&socket).and_then(|mut c| c.call(Request::Status)) {
         Ok(v) => match serde_json::from_value::<Status>(v) {
             Ok(s) => Some(s),

@@ -14,13 +14,9 @@ use crate::{
 
 /// Whether process `pid` still runs (a zombie has let go of everything).
 fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    crate::util::proc_stat(pid)
+        .and_then(|fields| fields.into_iter().next())
+        .is_some_and(|state| state != "Z" && state != "X")
 }
 
 pub fn stop(path: &Path) -> ExitCode {
@@ -28,8 +24,8 @@ pub fn stop(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return super::fail(e),
     };
-    let socket = config.resolve_path(&config.file.agent.socket.to_string_lossy());
-    let pins = Pins::new(config.resolve_path(&config.file.agent.bpffs.to_string_lossy()));
+    let socket = config.socket_path();
+    let pins = Pins::new(config.bpffs_path());
 
     let mut stopped_agent = false;
     match Client::connect(&socket) {

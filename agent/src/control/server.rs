@@ -39,15 +39,8 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         std::fs::create_dir_all(dir)?;
     }
     if path.exists() {
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    "another geowall agent is running on this socket",
-                ));
-            }
-            Err(_) => std::fs::remove_file(path)?,
-        }
+        ensure_free(path)?;
+        std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
     // Anyone may connect; each request is authorized by the caller's
@@ -150,9 +143,13 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
             return blocking(move || map_lookup(&snap, &addrs)).await;
         }
         Request::MapStats => {
-            let snap = state.lock().await.map_snapshot();
+            let (snap, kernel_bytes) = {
+                let state = state.lock().await;
+                (state.map_snapshot(), state.trie_memlock())
+            };
             return blocking(move || {
-                let stats = map_stats(&snap);
+                let mut stats = map_stats(&snap);
+                stats.kernel_bytes = kernel_bytes;
                 crate::util::trim_heap();
                 Ok(Response::ok(stats))
             })
@@ -175,16 +172,7 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
                 "reload"
             };
             match state.reload(why, Some(peer.json())) {
-                Ok(epoch) => {
-                    let snap = state.map_snapshot();
-                    Ok(Response::ok(serde_json::json!({
-                        "epoch": epoch,
-                        "ipv4_ranges": snap.map.v4.len(),
-                        "ipv6_ranges": snap.map.v6.len(),
-                        "compile_ms": snap.compile_time.as_millis() as u64,
-                        "install_ms": snap.install_time.as_millis() as u64,
-                    })))
-                }
+                Ok(epoch) => Ok(Response::ok(state.switched(epoch))),
                 Err(e) => Err(Refusal(
                     ErrorCode::InvalidConfig,
                     format!(
@@ -250,6 +238,5 @@ fn map_stats(snap: &MapSnapshot) -> query::MapStats {
         Some(snap.kernel_entries),
     );
     stats.install_ms = Some(snap.install_time.as_millis() as u64);
-    stats.kernel_bytes = snap.kernel_bytes;
     stats
 }

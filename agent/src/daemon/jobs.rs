@@ -23,7 +23,6 @@ pub struct Job {
     pub policy: String,
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
-    pub uid: Option<u32>,
 }
 
 /// Who is asking, as the kernel says (SO_PEERCRED).
@@ -67,27 +66,22 @@ fn sanitize(name: &str) -> String {
 
 /// The parent pid of `pid`, from /proc/PID/stat.
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    crate::util::proc_stat(pid)?.get(1)?.parse().ok()
 }
 
 impl State {
     /// The policy that governs the cgroup at `path` (relative to the
     /// hierarchy, `/a/b`): the nearest bound ancestor's.
     fn policy_of(&self, rel: &str) -> Result<Option<String>, DaemonError> {
-        let bindings: HashMap<u64, u32> = self.kernel().bindings()?.into_iter().collect();
-        let names = self.kernel().policy_names()?;
         let mut path = self.hierarchy().resolve(rel)?;
         loop {
             if !path.starts_with(self.governed()) {
                 return Ok(None);
             }
             if let Ok(id) = cgroup::id_of(&path)
-                && let Some(slot) = bindings.get(&id)
+                && let Some(slot) = self.kernel().binding(id)?
             {
-                return Ok(names.get(*slot as usize).cloned().flatten());
+                return Ok(Some(self.slot_name(slot)));
             }
             if !path.pop() {
                 return Ok(None);
@@ -188,10 +182,9 @@ impl State {
                 policy: policy.to_owned(),
                 cgroup: path,
                 cgroup_id: id,
-                uid: Some(peer.uid),
             },
         );
-        self.refresh_names()?;
+        self.name_job(&self.jobs[&name]);
         self.record(
             "job",
             json!({"event": "start", "job": name, "policy": policy, "cgroup": started.cgroup, "pid": pid, "by": peer.json()}),
@@ -278,7 +271,6 @@ impl State {
                             policy,
                             cgroup: path,
                             cgroup_id: id,
-                            uid: None,
                         },
                     );
                 }

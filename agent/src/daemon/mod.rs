@@ -86,18 +86,13 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let signals = Signals::install().map_err(DaemonError::Signals)?;
     let config = Config::load(&opts.config)?;
     let hierarchy = Hierarchy::discover()?;
-    let log_path = config.resolve_path(&config.file.agent.audit_log.to_string_lossy());
-    let log_path = if config.file.agent.audit_log.as_os_str() == "-" {
-        PathBuf::from("-")
-    } else {
-        log_path
-    };
+    let log_path = config.audit_log_path();
     let log = AuditLog::open(&log_path).map_err(|source| DaemonError::AuditLog {
         path: log_path.clone(),
         source,
     })?;
     let log = Arc::new(Mutex::new(log));
-    let socket_path = config.resolve_path(&config.file.agent.socket.to_string_lossy());
+    let socket_path = config.socket_path();
     let socket_err = |source| DaemonError::Socket {
         path: socket_path.clone(),
         source,
@@ -115,13 +110,19 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         Arc::clone(&log),
         Arc::clone(&names),
     )?;
-    let listener = server::bind(&socket_path).map_err(socket_err)?;
+    let listener = match server::bind(&socket_path) {
+        Ok(l) => l,
+        Err(e) => {
+            // The kernel side is up: leave it as a stop would.
+            let _ = state.finish(opts.detach_on_exit);
+            return Err(socket_err(e));
+        }
+    };
     tracing::info!(
         socket = %socket_path.display(),
         audit_log = %log_path.display(),
         "control socket and audit log open"
     );
-    let governed = state.governed().to_path_buf();
     let (stop_tx, stop_rx) = watch::channel(None::<bool>);
     state.set_stopper(stop_tx.clone());
     let state = Arc::new(tokio::sync::Mutex::new(state));
@@ -130,9 +131,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         let log = Arc::clone(&log);
         let names = Arc::clone(&names);
         let stop_rx = stop_rx.clone();
-        let scanner = names::CgroupScanner::new(hierarchy.clone(), governed);
+        let paths = names::CgroupPaths::new(hierarchy.clone());
         tokio::spawn(async move {
-            if let Err(e) = read_events(events, log, names, scanner, stop_rx).await {
+            if let Err(e) = read_events(events, log, names, paths, stop_rx).await {
                 tracing::error!(error = %e, "flow event reader stopped");
             }
         })
@@ -228,7 +229,7 @@ async fn read_events(
     ring: RingBuf<MapData>,
     log: Arc<Mutex<AuditLog>>,
     names: Arc<RwLock<NameTable>>,
-    mut scanner: names::CgroupScanner,
+    mut paths: names::CgroupPaths,
     mut stop_rx: watch::Receiver<Option<bool>>,
 ) -> std::io::Result<()> {
     let host = names::hostname();
@@ -243,7 +244,7 @@ async fn read_events(
                 let mut guard = guard?;
                 // A bounded batch per turn: the locks are released between
                 // batches, so a table switch never waits behind a flood.
-                if drain(guard.get_inner_mut(), &log, &names, &mut scanner, &host, &clock) {
+                if drain(guard.get_inner_mut(), &log, &names, &mut paths, &host, &clock) {
                     guard.clear_ready();
                     // Drained after a switch: old maps are no longer needed.
                     if names.read().expect("names lock").has_old_maps() {
@@ -259,7 +260,7 @@ async fn read_events(
                 clock = BootClock::now();
                 // A quiet ring after a switch: the old map can go.
                 if names.read().expect("names lock").has_old_maps()
-                    && drain(fd.get_mut(), &log, &names, &mut scanner, &host, &clock)
+                    && drain(fd.get_mut(), &log, &names, &mut paths, &host, &clock)
                 {
                     names.write().expect("names lock").forget_old_maps();
                 }
@@ -268,7 +269,7 @@ async fn read_events(
                 }
             }
             _ = stop_rx.changed() => {
-                while !drain(fd.get_mut(), &log, &names, &mut scanner, &host, &clock) {}
+                while !drain(fd.get_mut(), &log, &names, &mut paths, &host, &clock) {}
                 log.lock().expect("log lock").flush()?;
                 return Ok(());
             }
@@ -284,7 +285,7 @@ fn drain(
     ring: &mut RingBuf<MapData>,
     log: &Mutex<AuditLog>,
     names: &RwLock<NameTable>,
-    scanner: &mut names::CgroupScanner,
+    paths: &mut names::CgroupPaths,
     host: &str,
     clock: &BootClock,
 ) -> bool {
@@ -302,12 +303,13 @@ fn drain(
         let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
         drop(item);
         let seq = log.next_seq();
-        let mut resolver = names::EventNames {
+        paths.learn(ev.cgroup_id, &table);
+        let resolver = names::EventNames {
             table: &table,
-            scanner,
+            paths,
             host,
         };
-        let record = FlowRecord::from_event(&ev, clock.unix_ns(ev.time_ns), seq, &mut resolver);
+        let record = FlowRecord::from_event(&ev, clock.unix_ns(ev.time_ns), seq, &resolver);
         if let Err(e) = log.append(&record) {
             tracing::error!(error = %e, "cannot write the audit log");
         }

@@ -2,22 +2,21 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use crate::{cgroup, cgroup::Hierarchy, flows::Resolver, regions::CompiledMap};
+use crate::{
+    cgroup::{Hierarchy, IdResolver},
+    flows::Resolver,
+    regions::CompiledMap,
+};
 
-/// How many cgroup folders one rescan visits at most.
-const SCAN_LIMIT: usize = 20_000;
-/// Paths a scanner remembers at most (it starts over beyond).
-const SCAN_MEMORY: usize = 100_000;
+/// Paths of unregistered cgroups remembered at most (it starts over beyond).
+const PATHS_KEPT: usize = 100_000;
 /// How long the names of an ended job's cgroup are kept: events of its last
 /// moments may still be in the ring buffer.
 const KEEP_ENDED: Duration = Duration::from_secs(600);
-/// Minimum time between two rescans triggered by unknown ids.
-const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Shared by the agent (which updates it on every table switch and job
 /// change) and the event reader.
@@ -77,24 +76,21 @@ impl NameTable {
     }
 }
 
-/// The event reader's resolver: the shared table plus a cgroup scanner.
+/// The event reader's resolver: the shared table plus the cgroup paths the
+/// reader looked up itself.
 pub struct EventNames<'a> {
     pub table: &'a NameTable,
-    pub scanner: &'a mut CgroupScanner,
+    pub paths: &'a CgroupPaths,
     pub host: &'a str,
 }
 
 impl Resolver for EventNames<'_> {
-    fn policy(&self, slot: u16) -> Option<String> {
-        self.table
-            .policies
-            .get(usize::from(slot))
-            .cloned()
-            .flatten()
+    fn policy(&self, slot: u16) -> Option<&str> {
+        self.table.policies.get(usize::from(slot))?.as_deref()
     }
 
-    fn region(&self, id: u16) -> Option<String> {
-        self.table.regions.get(usize::from(id)).cloned().flatten()
+    fn region(&self, id: u16) -> Option<&str> {
+        self.table.regions.get(usize::from(id))?.as_deref()
     }
 
     fn map(&self, epoch: u64) -> Option<&CompiledMap> {
@@ -105,16 +101,16 @@ impl Resolver for EventNames<'_> {
             .map(|(_, m)| m.as_ref())
     }
 
-    fn cgroup(&mut self, id: u64) -> (String, Option<String>) {
-        let job = self.table.jobs.get(&id).cloned();
-        let path = self
-            .table
+    fn cgroup(&self, id: u64) -> Option<&str> {
+        self.table
             .cgroups
             .get(&id)
-            .cloned()
-            .or_else(|| self.scanner.lookup(id))
-            .unwrap_or_else(|| format!("cgroup#{id}"));
-        (path, job)
+            .or_else(|| self.paths.known.get(&id))
+            .map(String::as_str)
+    }
+
+    fn job(&self, id: u64) -> Option<&str> {
+        self.table.jobs.get(&id).map(String::as_str)
     }
 
     fn host(&self) -> &str {
@@ -122,60 +118,39 @@ impl Resolver for EventNames<'_> {
     }
 }
 
-/// Finds the path of cgroup ids that nobody registered, by walking the
-/// governed subtree (rate limited); remembers what it found.
-pub struct CgroupScanner {
+/// Paths of the cgroup ids nobody registered (cgroups the agent did not
+/// make: children of bound cgroups, the host's own), looked up by id.
+pub struct CgroupPaths {
     hierarchy: Hierarchy,
-    root: PathBuf,
+    resolver: Option<IdResolver>,
     known: HashMap<u64, String>,
-    last_scan: Option<Instant>,
 }
 
-impl CgroupScanner {
-    pub fn new(hierarchy: Hierarchy, root: PathBuf) -> Self {
+impl CgroupPaths {
+    pub fn new(hierarchy: Hierarchy) -> Self {
+        let resolver = IdResolver::open(&hierarchy)
+            .inspect_err(|e| tracing::warn!(error = %e, "flow records will name unregistered cgroups by id"))
+            .ok();
         Self {
             hierarchy,
-            root,
+            resolver,
             known: HashMap::new(),
-            last_scan: None,
         }
     }
 
-    pub fn lookup(&mut self, id: u64) -> Option<String> {
-        if let Some(p) = self.known.get(&id) {
-            return Some(p.clone());
+    /// Looks up the path of cgroup `id` unless `table` or an earlier lookup
+    /// knows it. A cgroup that is already gone stays unnamed.
+    pub fn learn(&mut self, id: u64, table: &NameTable) {
+        if table.cgroups.contains_key(&id) || self.known.contains_key(&id) {
+            return;
         }
-        if self.last_scan.is_some_and(|t| t.elapsed() < SCAN_INTERVAL) {
-            return None;
-        }
-        self.scan();
-        self.known.get(&id).cloned()
-    }
-
-    fn scan(&mut self) {
-        self.last_scan = Some(Instant::now());
-        if self.known.len() > SCAN_MEMORY {
+        let Some(path) = self.resolver.as_ref().and_then(|r| r.path_of(id)) else {
+            return;
+        };
+        if self.known.len() >= PATHS_KEPT {
             self.known.clear();
         }
-        let mut stack = vec![self.root.clone()];
-        let mut visited = 0;
-        while let Some(dir) = stack.pop() {
-            visited += 1;
-            if visited > SCAN_LIMIT {
-                break;
-            }
-            if let Ok(id) = cgroup::id_of(&dir) {
-                self.known.insert(id, self.hierarchy.display_name(&dir));
-            }
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
-                }
-            }
-        }
+        self.known.insert(id, self.hierarchy.display_name(&path));
     }
 }
 

@@ -9,6 +9,7 @@ use std::{os::unix::fs::MetadataExt, path::PathBuf, sync::Arc, time::Duration};
 use tokio::sync::{Mutex, watch};
 
 use super::State;
+use crate::regions::sources::{Kind, Spec};
 
 /// What identifies a file's version.
 pub type Stamp = Option<(u64, i64, i64, u64)>;
@@ -17,6 +18,15 @@ pub fn stamp(path: &std::path::Path) -> Stamp {
     std::fs::metadata(path)
         .ok()
         .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+}
+
+/// The stamps of the files of `specs` (the built-in map has none).
+pub fn stamps(specs: &[Spec]) -> Vec<(PathBuf, Stamp)> {
+    specs
+        .iter()
+        .filter(|s| s.kind != Kind::Builtin)
+        .map(|s| (s.path.clone(), stamp(&s.path)))
+        .collect()
 }
 
 const PERIOD: Duration = Duration::from_secs(2);
@@ -31,11 +41,8 @@ pub async fn watch_sources(state: Arc<Mutex<State>>, mut stop: watch::Receiver<O
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let (paths, loaded) = {
-            let s = state.lock().await;
-            (s.source_paths(), s.source_stamps().to_vec())
-        };
-        let now: Vec<(PathBuf, Stamp)> = paths.iter().map(|p| (p.clone(), stamp(p))).collect();
+        let loaded = state.lock().await.source_stamps().to_vec();
+        let now: Vec<(PathBuf, Stamp)> = loaded.iter().map(|(p, _)| (p.clone(), stamp(p))).collect();
         let changed = now != loaded;
         let settled = now == previous;
         previous = now;
@@ -57,7 +64,8 @@ pub async fn watch_sources(state: Arc<Mutex<State>>, mut stop: watch::Receiver<O
                 tracing::info!(epoch, files = ?names, "map source changed: tables switched")
             }
             Err(e) => {
-                s.remember_source_stamps();
+                // Not retried until a file changes again.
+                s.set_source_stamps(previous.clone());
                 tracing::error!(
                     files = ?names,
                     error = %crate::cli::chain(&e),

@@ -12,10 +12,10 @@ use geowall_common::{MAX_POLICIES, counter};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{DaemonError, NameTable, jobs::Job};
+use super::{DaemonError, NameTable, jobs::Job, source_watch};
 use crate::{
     cgroup::{self, Hierarchy},
-    config::Config,
+    config::{AgentConfig, Config},
     control::proto::{JobStatus, PolicyStatus, SourceStatus, Status},
     flows::AuditLog,
     kernel::{Kernel, OpenOptions, layout},
@@ -30,16 +30,18 @@ pub struct MapSnapshot {
     pub max_source_bytes: u64,
     pub compile_time: std::time::Duration,
     pub install_time: std::time::Duration,
-    pub kernel_bytes: Option<u64>,
     /// Entries of the IPv4 and IPv6 region tries in force.
     pub kernel_entries: (usize, usize),
 }
 
 pub struct State {
     config_path: PathBuf,
+    /// `[agent]` as the agent started with it: most of it applies only at
+    /// start.
+    started_with: AgentConfig,
     /// Versions of the source files behind the tables in force (or behind
     /// the last refused reload).
-    stamps: Vec<(PathBuf, super::source_watch::Stamp)>,
+    stamps: Vec<(PathBuf, source_watch::Stamp)>,
     audit_only: bool,
     max_source_bytes: u64,
     install_time: std::time::Duration,
@@ -48,8 +50,8 @@ pub struct State {
     plan: Plan,
     kernel: Kernel,
     slots: BTreeMap<String, u32>,
-    /// Static bindings from the config: cgroup id → (path, policy).
-    statics: BTreeMap<u64, (PathBuf, String)>,
+    /// Static bindings from the config: cgroup id → path.
+    statics: BTreeMap<u64, PathBuf>,
     pub(super) jobs: BTreeMap<String, Job>,
     /// Names of the jobs ended most recently (oldest first), so that the
     /// end report of a job already collected is not an error.
@@ -71,12 +73,13 @@ impl State {
         log: Arc<Mutex<AuditLog>>,
         names: Arc<RwLock<NameTable>>,
     ) -> Result<(State, RingBuf<MapData>), DaemonError> {
+        let stamps = source_watch::stamps(&plan::map_specs(&config)?);
         let plan = plan::build(&config, &hierarchy)?;
         check_audit_only(audit_only, &plan)?;
         let jobs_root = hierarchy.resolve_under(&plan.governed, &config.file.agent.jobs_cgroup)?;
         let ring_bytes = config.file.agent.ring_buffer_kib.saturating_mul(1024);
         let mut kernel = Kernel::open(&OpenOptions {
-            bpffs: config.resolve_path(&config.file.agent.bpffs.to_string_lossy()),
+            bpffs: config.bpffs_path(),
             governed: plan.governed.clone(),
             governed_level: plan.governed_level,
             ring_bytes,
@@ -88,7 +91,8 @@ impl State {
         let install_time = installing.elapsed();
         let mut state = State {
             config_path,
-            stamps: Vec::new(),
+            started_with: config.file.agent.clone(),
+            stamps,
             audit_only,
             max_source_bytes: config.file.agent.max_source_bytes,
             install_time,
@@ -96,7 +100,7 @@ impl State {
             hierarchy,
             plan,
             kernel,
-            slots: layout.slots.clone(),
+            slots: layout.slots,
             statics: BTreeMap::new(),
             jobs: BTreeMap::new(),
             ended_jobs: std::collections::VecDeque::new(),
@@ -106,7 +110,8 @@ impl State {
             stopper: None,
         };
         state.recover_jobs()?;
-        state.sync_bindings()?;
+        let bindings = state.wanted_bindings(&state.plan, &state.slots)?;
+        state.apply_bindings(bindings)?;
         state.refresh_names()?;
         state
             .names
@@ -137,8 +142,7 @@ impl State {
                 "adopted": report.adopted,
             }),
         );
-        state.record_config("start", epoch, None);
-        state.remember_source_stamps();
+        state.record_config("start", epoch, None, &[], &[]);
         crate::util::trim_heap();
         Ok((state, events))
     }
@@ -178,6 +182,16 @@ impl State {
         self.slots.get(policy).copied()
     }
 
+    /// The name of the policy in `slot` (a slot the tables in force lack
+    /// fails closed in the kernel; it is named by number).
+    pub(super) fn slot_name(&self, slot: u32) -> String {
+        self.slots
+            .iter()
+            .find(|(_, s)| **s == slot)
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| format!("slot {slot}"))
+    }
+
     /// Writes a non-flow record to the audit log.
     pub fn record(&self, kind: &str, detail: serde_json::Value) {
         let mut log = self.log.lock().expect("log lock");
@@ -186,7 +200,16 @@ impl State {
         }
     }
 
-    fn record_config(&self, why: &str, epoch: u64, by: Option<serde_json::Value>) {
+    /// Records the tables now in force; `problems` are what went wrong after
+    /// the switch (it stands; they are logged as errors too).
+    fn record_config(
+        &self,
+        why: &str,
+        epoch: u64,
+        by: Option<serde_json::Value>,
+        problems: &[String],
+        needs_restart: &[&str],
+    ) {
         let sources: Vec<_> = self
             .plan
             .sources
@@ -213,39 +236,33 @@ impl State {
         if let Some(by) = by {
             detail["by"] = by;
         }
+        if !problems.is_empty() {
+            detail["errors"] = json!(problems);
+        }
+        if !needs_restart.is_empty() {
+            detail["needs_restart"] = json!(needs_restart);
+        }
         self.record("config", detail);
     }
 
-    /// The files of the map sources in force.
-    pub fn source_paths(&self) -> Vec<PathBuf> {
-        self.plan
-            .sources
-            .iter()
-            .filter(|s| s.spec.kind != crate::regions::sources::Kind::Builtin)
-            .map(|s| s.spec.path.clone())
-            .collect()
-    }
-
-    pub fn source_stamps(&self) -> &[(PathBuf, super::source_watch::Stamp)] {
+    /// The versions of the source files the tables in force were read
+    /// from (or a refused reload last tried), as seen before reading them.
+    pub fn source_stamps(&self) -> &[(PathBuf, source_watch::Stamp)] {
         &self.stamps
     }
 
-    /// Notes the current versions of the source files.
-    pub fn remember_source_stamps(&mut self) {
-        self.stamps = self
-            .source_paths()
-            .into_iter()
-            .map(|p| {
-                let s = super::source_watch::stamp(&p);
-                (p, s)
-            })
-            .collect();
+    pub fn set_source_stamps(&mut self, stamps: Vec<(PathBuf, source_watch::Stamp)>) {
+        self.stamps = stamps;
     }
 
-    /// Re-reads the config and switches tables. On any error nothing
-    /// changes. `by` names who asked (for the log).
+    /// Re-reads the config and switches tables. An error before the switch
+    /// changes nothing; what fails after it (the switch stands) is logged and
+    /// recorded with the new tables. `by` names who asked (for the log).
     pub fn reload(&mut self, why: &str, by: Option<serde_json::Value>) -> Result<u64, DaemonError> {
         let config = Config::load(&self.config_path)?;
+        // Stamped before reading: a file rewritten during the load is seen
+        // as changed and loaded again.
+        let stamps = source_watch::stamps(&plan::map_specs(&config)?);
         let plan = plan::build(&config, &self.hierarchy)?;
         check_audit_only(self.audit_only, &plan)?;
         if plan.governed != self.plan.governed {
@@ -267,13 +284,20 @@ impl State {
                 orphaned.join(", ")
             )));
         }
+        let needs_restart = restart_only_changes(&self.started_with, &config.file.agent);
+        for key in &needs_restart {
+            tracing::warn!("[agent] {key} changed: it takes effect when the agent restarts");
+        }
         let installing = std::time::Instant::now();
         let layout = layout::layout(
             &plan,
             &self.kernel.region_names()?,
             &self.kernel.policy_names()?,
         )?;
+        let bindings = self.wanted_bindings(&plan, &layout.slots)?;
         let epoch = self.kernel.install(&layout)?;
+
+        // The new tables are in force: from here on nothing is refused.
         self.install_time = installing.elapsed();
         self.kernel_entries = (layout.tables.region4.len(), layout.tables.region6.len());
         self.max_source_bytes = config.file.agent.max_source_bytes;
@@ -286,46 +310,65 @@ impl State {
             "tables switched"
         );
         self.plan = plan;
-        self.slots = layout.slots.clone();
-        self.sync_bindings()?;
-        self.free_unused_slots()?;
-        self.refresh_names()?;
+        self.slots = layout.slots;
+        self.stamps = stamps;
+        let problems: Vec<String> = [
+            self.apply_bindings(bindings),
+            self.free_unused_slots(),
+            self.refresh_names(),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| {
+            let e = crate::cli::chain(&e);
+            tracing::error!(epoch, error = %e, "after the table switch");
+            e
+        })
+        .collect();
         self.names
             .write()
             .expect("names lock")
             .map_installed(epoch, Arc::clone(&self.plan.map));
-        self.record_config(why, epoch, by);
-        self.remember_source_stamps();
+        self.record_config(why, epoch, by, &problems, &needs_restart);
         crate::util::trim_heap();
         Ok(epoch)
     }
 
-    /// Makes the kernel's bindings exactly the static ones plus the jobs'.
-    fn sync_bindings(&mut self) -> Result<(), DaemonError> {
-        let mut wanted: BTreeMap<u64, u32> = BTreeMap::new();
-        let mut statics = BTreeMap::new();
-        for p in &self.plan.policies {
-            let slot = self.slots[&p.name];
+    /// The kernel bindings `plan` wants: its static cgroups (which must
+    /// exist) and the running jobs, each to its policy's slot.
+    fn wanted_bindings(
+        &self,
+        plan: &Plan,
+        slots: &BTreeMap<String, u32>,
+    ) -> Result<Bindings, DaemonError> {
+        let mut wanted = Bindings::default();
+        for p in &plan.policies {
+            let slot = slots[&p.name];
             for path in &p.cgroups {
                 let id = cgroup::id_of(path)?;
-                wanted.insert(id, slot);
-                statics.insert(id, (path.clone(), p.name.clone()));
+                wanted.slots.insert(id, slot);
+                wanted.statics.insert(id, path.clone());
             }
         }
         for job in self.jobs.values() {
-            if let Some(&slot) = self.slots.get(&job.policy) {
-                wanted.insert(job.cgroup_id, slot);
+            if let Some(&slot) = slots.get(&job.policy) {
+                wanted.slots.insert(job.cgroup_id, slot);
             }
         }
-        for (id, slot) in &wanted {
+        Ok(wanted)
+    }
+
+    /// Makes the kernel's bindings exactly `wanted`.
+    fn apply_bindings(&mut self, wanted: Bindings) -> Result<(), DaemonError> {
+        self.statics = wanted.statics;
+        for (id, slot) in &wanted.slots {
             self.kernel.bind(*id, *slot)?;
         }
         for (id, _) in self.kernel.bindings()? {
-            if !wanted.contains_key(&id) {
+            if !wanted.slots.contains_key(&id) {
                 self.kernel.unbind(id)?;
             }
         }
-        self.statics = statics;
         Ok(())
     }
 
@@ -353,16 +396,23 @@ impl State {
         let mut names = self.names.write().expect("names lock");
         names.policies = policies;
         names.regions = regions;
-        for (id, (path, _)) in &self.statics {
+        for (id, path) in &self.statics {
             names.cgroups.insert(*id, self.hierarchy.display_name(path));
         }
+        drop(names);
         for job in self.jobs.values() {
-            names.jobs.insert(job.cgroup_id, job.name.clone());
-            names
-                .cgroups
-                .insert(job.cgroup_id, self.hierarchy.display_name(&job.cgroup));
+            self.name_job(job);
         }
         Ok(())
+    }
+
+    /// Lets flow records name `job` and its cgroup.
+    pub(super) fn name_job(&self, job: &Job) {
+        let mut names = self.names.write().expect("names lock");
+        names.jobs.insert(job.cgroup_id, job.name.clone());
+        names
+            .cgroups
+            .insert(job.cgroup_id, self.hierarchy.display_name(&job.cgroup));
     }
 
     /// The map in force and what answering questions about it needs.
@@ -374,9 +424,24 @@ impl State {
             max_source_bytes: self.max_source_bytes,
             compile_time: self.plan.compile_time,
             install_time: self.install_time,
-            kernel_bytes: self.kernel.trie_memlock().ok(),
             kernel_entries: self.kernel_entries,
         }
+    }
+
+    /// Kernel memory of the tries in force (None when it cannot be read).
+    pub fn trie_memlock(&self) -> Option<u64> {
+        self.kernel.trie_memlock().ok()
+    }
+
+    /// What a reload answers: the tables now in force.
+    pub fn switched(&self, epoch: u64) -> serde_json::Value {
+        json!({
+            "epoch": epoch,
+            "ipv4_ranges": self.plan.map.v4.len(),
+            "ipv6_ranges": self.plan.map.v6.len(),
+            "compile_ms": self.plan.compile_time.as_millis() as u64,
+            "install_ms": self.install_time.as_millis() as u64,
+        })
     }
 
     /// What `status` answers.
@@ -459,6 +524,28 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Kernel bindings: cgroup id → policy slot, and which of them are static.
+#[derive(Default)]
+struct Bindings {
+    slots: BTreeMap<u64, u32>,
+    statics: BTreeMap<u64, PathBuf>,
+}
+
+/// The `[agent]` keys that differ between `old` and `new` and apply only
+/// when the agent starts.
+fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
+    [
+        ("bpffs", old.bpffs != new.bpffs),
+        ("audit_log", old.audit_log != new.audit_log),
+        ("socket", old.socket != new.socket),
+        ("jobs_cgroup", old.jobs_cgroup != new.jobs_cgroup),
+        ("ring_buffer_kib", old.ring_buffer_kib != new.ring_buffer_kib),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 /// With `--audit-only`, no policy may enforce.

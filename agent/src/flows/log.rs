@@ -4,7 +4,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufWriter, Read, Seek, SeekFrom, Write},
     os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use serde::Serialize;
@@ -18,7 +18,6 @@ use super::{
 /// [`AuditLog::flush`], which the agent calls at least every 100 ms.
 pub struct AuditLog {
     out: BufWriter<Box<dyn Write + Send>>,
-    path: Option<PathBuf>,
     seq: u64,
 }
 
@@ -30,7 +29,6 @@ impl AuditLog {
         if path == Path::new("-") {
             return Ok(Self {
                 out: BufWriter::new(Box::new(io::stdout())),
-                path: None,
                 seq: 0,
             });
         }
@@ -45,13 +43,8 @@ impl AuditLog {
             .open(path)?;
         Ok(Self {
             out: BufWriter::with_capacity(256 * 1024, Box::new(file)),
-            path: Some(path.to_path_buf()),
             seq,
         })
-    }
-
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
     }
 
     /// The sequence number the next record gets.

@@ -1,66 +1,74 @@
 //! Flow records: one JSON line per decision, and the other record kinds of
 //! the audit log.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    borrow::Cow,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use geowall_common::{FlowEvent, event_flags, family, hook, reason, verdict};
 use serde::{Deserialize, Serialize};
 
+use crate::regions::Prefix;
+
 /// Version of the record schema (`v`).
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// One decision of the kernel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlowRecord {
+/// One decision of the kernel. Built per event, so it borrows what it can
+/// from the event and the names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowRecord<'a> {
     pub v: u32,
     pub time: String,
     pub seq: u64,
     /// `allow`, `deny` or `would_deny`.
-    pub verdict: String,
+    pub verdict: &'static str,
     /// `region`, `rule`, `grant`, `untagged`, `local`, `socket_type`,
     /// `no_table`.
-    pub reason: String,
-    pub policy: Option<String>,
+    pub reason: &'static str,
+    pub policy: Cow<'a, str>,
     /// Region tags of the destination.
-    pub tags: Vec<String>,
+    pub tags: Vec<Cow<'a, str>>,
     /// The matched prefix (region map entry or rule).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub dst: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dport: Option<u16>,
     /// `tcp`, `udp`, `icmp`, `raw`, `packet`, or the protocol number.
-    pub proto: String,
+    pub proto: Cow<'static, str>,
     /// `ipv4`, `ipv6` or `packet`.
-    pub family: String,
+    pub family: Cow<'static, str>,
     /// The kernel hook that decided.
-    pub hook: String,
+    pub hook: &'static str,
     /// Process id (the kernel's tgid) and thread id.
     pub pid: u32,
     pub tid: u32,
-    pub comm: String,
+    pub comm: Cow<'a, str>,
     pub uid: u32,
     pub gid: u32,
     /// cgroup of the task, relative to the cgroup v2 mount.
-    pub cgroup: String,
+    pub cgroup: Cow<'a, str>,
     pub cgroup_id: u64,
     /// The `geowall exec` job the task belongs to.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub job: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<&'a str>,
     /// Table epoch that decided (see the `config` records).
     pub epoch: u64,
-    pub host: String,
+    pub host: &'a str,
 }
 
 /// Names needed to turn ids into words.
 pub trait Resolver {
-    fn policy(&self, slot: u16) -> Option<String>;
-    fn region(&self, id: u16) -> Option<String>;
+    fn policy(&self, slot: u16) -> Option<&str>;
+    fn region(&self, id: u16) -> Option<&str>;
     /// The compiled map that was in force at table epoch `epoch`, if known.
     fn map(&self, epoch: u64) -> Option<&crate::regions::CompiledMap>;
-    /// cgroup path and job name of a cgroup id.
-    fn cgroup(&mut self, id: u64) -> (String, Option<String>);
+    /// Path of a cgroup id, relative to the cgroup v2 mount.
+    fn cgroup(&self, id: u64) -> Option<&str>;
+    /// The `geowall exec` job of a cgroup id.
+    fn job(&self, id: u64) -> Option<&str>;
     fn host(&self) -> &str;
 }
 
@@ -104,7 +112,7 @@ fn is_creation(ev: &FlowEvent) -> bool {
     matches!(ev.hook, hook::SOCK_CREATE | hook::SOCK_POST_CREATE)
 }
 
-fn proto_name(ev: &FlowEvent) -> String {
+fn proto_name(ev: &FlowEvent) -> Cow<'static, str> {
     match ev.family {
         family::PACKET => return "packet".into(),
         family::XDP => return "xdp".into(),
@@ -119,17 +127,17 @@ fn proto_name(ev: &FlowEvent) -> String {
     match i32::from(ev.proto) {
         libc::IPPROTO_TCP => "tcp".into(),
         libc::IPPROTO_UDP => "udp".into(),
-        p => p.to_string(),
+        p => p.to_string().into(),
     }
 }
 
-fn family_name(f: u8) -> String {
+fn family_name(f: u8) -> Cow<'static, str> {
     match f {
         family::INET => "ipv4".into(),
         family::INET6 => "ipv6".into(),
         family::PACKET => "packet".into(),
         family::XDP => "xdp".into(),
-        other => other.to_string(),
+        other => other.to_string().into(),
     }
 }
 
@@ -165,77 +173,97 @@ fn judged(ev: &FlowEvent) -> Option<IpAddr> {
 /// decided at hand, the prefix is the map's range around the address (the
 /// kernel's entry may be a wider, minimized one) and the tags are all of
 /// them; otherwise the kernel's own (at most six tags, its entry).
-fn tags_and_prefix(ev: &FlowEvent, names: &dyn Resolver) -> (Vec<String>, Option<String>) {
-    let kernel_tags = || {
-        let count = usize::from(ev.tags.count).min(ev.tags.regions.len());
-        ev.tags.regions[..count]
-            .iter()
-            .map(|id| names.region(*id).unwrap_or_else(|| format!("region#{id}")))
-            .collect::<Vec<_>>()
-    };
+fn tags_and_prefix<'a>(
+    ev: &FlowEvent,
+    names: &'a dyn Resolver,
+) -> (Vec<Cow<'a, str>>, Option<String>) {
+    let map = names.map(ev.epoch);
     let Some(addr) = judged(ev) else {
-        return (kernel_tags(), None);
+        return (kernel_tags(ev, names), None);
     };
     let kernel_prefix = || {
-        let p = crate::regions::Prefix::host(addr);
-        crate::regions::Prefix::new(p.family(), p.bits(), ev.plen).to_string()
+        let p = Prefix::host(addr);
+        Some(Prefix::new(p.family(), p.bits(), ev.plen).to_string())
     };
-    let mapped = names.map(ev.epoch).map(|m| {
-        let (label, prefix) = m.lookup(addr);
-        (m.tagsets[label as usize].clone(), prefix.to_string())
-    });
-    match (ev.reason, mapped) {
-        (reason::RULE, Some((tags, _))) => (tags, Some(kernel_prefix())),
-        (reason::RULE, None) => (kernel_tags(), Some(kernel_prefix())),
-        (reason::REGION | reason::LOCAL, Some((tags, prefix))) => (tags, Some(prefix)),
-        (reason::REGION | reason::LOCAL, None) => (kernel_tags(), Some(kernel_prefix())),
-        (_, Some((tags, _))) => (tags, None),
-        (_, None) => (kernel_tags(), None),
-    }
+    let Some(map) = map else {
+        let prefix = matches!(ev.reason, reason::RULE | reason::REGION | reason::LOCAL)
+            .then(kernel_prefix)
+            .flatten();
+        return (kernel_tags(ev, names), prefix);
+    };
+    let (label, range) = map.lookup(addr);
+    let tags = map.tagsets[label as usize]
+        .iter()
+        .map(|t| Cow::Borrowed(t.as_str()))
+        .collect();
+    let prefix = match ev.reason {
+        reason::RULE => kernel_prefix(),
+        reason::REGION | reason::LOCAL => Some(range.to_string()),
+        _ => None,
+    };
+    (tags, prefix)
 }
 
-fn comm(ev: &FlowEvent) -> String {
+/// The region tags the kernel put in the event.
+fn kernel_tags<'a>(ev: &FlowEvent, names: &'a dyn Resolver) -> Vec<Cow<'a, str>> {
+    let count = usize::from(ev.tags.count).min(ev.tags.regions.len());
+    ev.tags.regions[..count]
+        .iter()
+        .map(|id| match names.region(*id) {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(format!("region#{id}")),
+        })
+        .collect()
+}
+
+fn comm(ev: &FlowEvent) -> Cow<'_, str> {
     let end = ev
         .comm
         .iter()
         .position(|b| *b == 0)
         .unwrap_or(ev.comm.len());
-    String::from_utf8_lossy(&ev.comm[..end]).into_owned()
+    String::from_utf8_lossy(&ev.comm[..end])
 }
 
-impl FlowRecord {
+impl<'a> FlowRecord<'a> {
     /// Builds the record of `ev`. `unix_ns` is its wall time.
-    pub fn from_event(ev: &FlowEvent, unix_ns: i128, seq: u64, names: &mut dyn Resolver) -> Self {
-        let (cgroup, job) = names.cgroup(ev.cgroup_id);
+    pub fn from_event(
+        ev: &'a FlowEvent,
+        unix_ns: i128,
+        seq: u64,
+        names: &'a dyn Resolver,
+    ) -> Self {
         let (tags, prefix) = tags_and_prefix(ev, names);
         FlowRecord {
             v: SCHEMA_VERSION,
             time: super::time::rfc3339(unix_ns),
             seq,
-            verdict: verdict_name(ev.verdict).into(),
-            reason: reason_name(ev.reason).into(),
-            policy: Some(
-                names
-                    .policy(ev.policy)
-                    .unwrap_or_else(|| format!("policy#{}", ev.policy)),
-            ),
+            verdict: verdict_name(ev.verdict),
+            reason: reason_name(ev.reason),
+            policy: match names.policy(ev.policy) {
+                Some(name) => Cow::Borrowed(name),
+                None => Cow::Owned(format!("policy#{}", ev.policy)),
+            },
             tags,
             prefix,
-            dst: destination(ev).map(|a| a.to_string()),
+            dst: destination(ev),
             dport: (!is_creation(ev)).then_some(ev.port),
             proto: proto_name(ev),
             family: family_name(ev.family),
-            hook: hook_name(ev.hook).into(),
+            hook: hook_name(ev.hook),
             pid: ev.tgid,
             tid: ev.pid,
             comm: comm(ev),
             uid: ev.uid,
             gid: ev.gid,
-            cgroup,
+            cgroup: match names.cgroup(ev.cgroup_id) {
+                Some(path) => Cow::Borrowed(path),
+                None => Cow::Owned(format!("cgroup#{}", ev.cgroup_id)),
+            },
             cgroup_id: ev.cgroup_id,
-            job,
+            job: names.job(ev.cgroup_id),
             epoch: ev.epoch,
-            host: names.host().to_owned(),
+            host: names.host(),
         }
     }
 }
@@ -259,14 +287,17 @@ mod tests {
 
     struct Names;
     impl Resolver for Names {
-        fn policy(&self, slot: u16) -> Option<String> {
-            (slot == 3).then(|| "eu-only".into())
+        fn policy(&self, slot: u16) -> Option<&str> {
+            (slot == 3).then_some("eu-only")
         }
-        fn region(&self, id: u16) -> Option<String> {
-            (id == 7).then(|| "US".into())
+        fn region(&self, id: u16) -> Option<&str> {
+            (id == 7).then_some("US")
         }
-        fn cgroup(&mut self, _: u64) -> (String, Option<String>) {
-            ("/jobs/a".into(), Some("a".into()))
+        fn cgroup(&self, _: u64) -> Option<&str> {
+            Some("/jobs/a")
+        }
+        fn job(&self, _: u64) -> Option<&str> {
+            Some("a")
         }
         fn map(&self, _: u64) -> Option<&crate::regions::CompiledMap> {
             None
@@ -296,7 +327,7 @@ mod tests {
             regions: [7, 0, 0, 0, 0, 0],
         };
         ev.comm[..4].copy_from_slice(b"curl");
-        let r = FlowRecord::from_event(&ev, 0, 5, &mut Names);
+        let r = FlowRecord::from_event(&ev, 0, 5, &Names);
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["verdict"], "deny");
         assert_eq!(json["reason"], "region");
@@ -323,8 +354,8 @@ mod tests {
         ev.hook = hook::CONNECT6;
         ev.reason = reason::REGION;
         ev.plen = 16;
-        let r = FlowRecord::from_event(&ev, 0, 1, &mut Names);
-        assert_eq!(r.dst.as_deref(), Some("::ffff:127.20.0.1"));
+        let r = FlowRecord::from_event(&ev, 0, 1, &Names);
+        assert_eq!(r.dst, Some("::ffff:127.20.0.1".parse().unwrap()));
         assert_eq!(r.prefix.as_deref(), Some("127.20.0.0/16"));
         assert_eq!(r.family, "ipv6");
     }

@@ -14,7 +14,8 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 }
 
 /// Nanoseconds since boot (CLOCK_BOOTTIME), as the kernel stamps events.
-pub fn boot_ns() -> u64 {
+#[cfg(test)]
+fn boot_ns() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME) as u64
 }
 

@@ -231,13 +231,7 @@ fn rules(policy: &CompiledPolicy, slot: u32, tables: &mut Tables) -> Result<(), 
     prefixes.sort();
     prefixes.dedup();
     for p in prefixes {
-        let mut applying: Vec<(usize, &crate::policy::CompiledRule)> = policy
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.prefix.contains(&p))
-            .collect();
-        applying.sort_by_key(|(i, r)| (std::cmp::Reverse(r.prefix.len()), *i));
+        let applying = policy.rules_covering(&p);
         if applying.len() > MAX_RULES_PER_PREFIX {
             return Err(LayoutError::TooManyRules {
                 policy: policy.name.clone(),
@@ -249,7 +243,7 @@ fn rules(policy: &CompiledPolicy, slot: u32, tables: &mut Tables) -> Result<(), 
             count: applying.len() as u8,
             ..RuleSet::default()
         };
-        for (dst, (_, r)) in set.rules.iter_mut().zip(&applying) {
+        for (dst, r) in set.rules.iter_mut().zip(&applying) {
             *dst = Rule {
                 port_lo: r.port_lo,
                 port_hi: r.port_hi,

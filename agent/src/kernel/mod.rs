@@ -210,20 +210,6 @@ impl Kernel {
         })
     }
 
-    pub fn pins(&self) -> &Pins {
-        &self.pins
-    }
-
-    /// Whether the kernel refuses packet and XDP sockets itself (the LSM
-    /// program loaded).
-    pub fn guards_packet_sockets(&self) -> bool {
-        self.loaded.contains(&names::PROG_SOCK_POST)
-    }
-
-    pub fn governed(&self) -> &Path {
-        &self.governed
-    }
-
     /// The table epoch in force (0: no tables installed yet).
     pub fn epoch(&self) -> u64 {
         self.config.load(config::EPOCH)
@@ -244,7 +230,7 @@ impl Kernel {
             let link_path = self.pins.link(name);
             let prog_fd = program_fd(&self.ebpf, name)?;
             if let Some(link) = self.adoptable_link(&link_path)? {
-                sys::link_update(link.as_fd(), prog_fd.as_fd(), None)
+                sys::link_update(link.as_fd(), prog_fd.as_fd())
                     .map_err(sys_err(format!("updating link {}", link_path.display())))?;
                 self.links
                     .push(
@@ -285,16 +271,18 @@ impl Kernel {
                 });
             }
         };
-        let info = sys::cgroup_link_info(fd.as_fd())
+        let cgroup_id = sys::cgroup_link_cgroup(fd.as_fd())
             .map_err(sys_err(format!("reading link {}", path.display())))?;
-        if info.cgroup_id == self.governed_id {
+        if cgroup_id == self.governed_id {
             return Ok(Some(fd));
         }
         tracing::warn!(
             link = %path.display(),
-            cgroup_id = info.cgroup_id,
+            cgroup_id,
             "pinned link is attached to another cgroup; detaching it"
         );
+        sys::link_detach(fd.as_fd())
+            .map_err(sys_err(format!("detaching link {}", path.display())))?;
         std::fs::remove_file(path).map_err(|source| KernelError::Pin {
             what: "removing stale link",
             path: path.to_path_buf(),
@@ -360,6 +348,14 @@ impl Kernel {
     pub fn unbind(&self, cgroup_id: u64) -> Result<(), KernelError> {
         sys::map_delete(self.maps.bindings.as_fd(), &cgroup_id.to_ne_bytes())
             .map_err(sys_err(format!("unbinding cgroup {cgroup_id}")))
+    }
+
+    /// The slot a cgroup (by id) is bound to.
+    pub fn binding(&self, cgroup_id: u64) -> Result<Option<u32>, KernelError> {
+        let mut slot = [0u8; 4];
+        let found = sys::map_lookup(self.maps.bindings.as_fd(), &cgroup_id.to_ne_bytes(), &mut slot)
+            .map_err(sys_err(format!("looking up cgroup {cgroup_id}")))?;
+        Ok(found.then(|| u32::from_ne_bytes(slot)))
     }
 
     /// Every binding: cgroup id → slot.

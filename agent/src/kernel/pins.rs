@@ -124,13 +124,9 @@ fn detach_links_in(dir: &Path) -> io::Result<()> {
         }
         let link = super::sys::obj_get(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        match super::sys::link_detach(link.as_fd()) {
-            // ENOLINK: already detached (its cgroup was removed).
-            Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => {}
-            r => r.map_err(|e| {
-                io::Error::new(e.kind(), format!("detaching {}: {e}", path.display()))
-            })?,
-        }
+        super::sys::link_detach(link.as_fd()).map_err(|e| {
+            io::Error::new(e.kind(), format!("detaching {}: {e}", path.display()))
+        })?;
     }
     Ok(())
 }

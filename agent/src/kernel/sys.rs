@@ -28,7 +28,6 @@ const BPF_LINK_DETACH: libc::c_int = 34;
 
 pub const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 pub const BPF_F_NO_PREALLOC: u32 = 1;
-pub const BPF_F_REPLACE: u32 = 4;
 pub const BPF_ANY: u64 = 0;
 const BPF_STATS_RUN_TIME: u32 = 0;
 
@@ -278,29 +277,14 @@ fn obj_info(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<()> {
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(drop)
 }
 
-/// What the kernel says about a cgroup link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CgroupLinkInfo {
-    pub link_id: u32,
-    pub prog_id: u32,
-    pub cgroup_id: u64,
-    pub attach_type: u32,
-}
-
-/// Reads a cgroup link's program and cgroup. `cgroup_id` is 0 once the
-/// cgroup is gone (the link is then defunct).
-pub fn cgroup_link_info(link: BorrowedFd<'_>) -> io::Result<CgroupLinkInfo> {
+/// The cgroup a cgroup link is attached to: 0 once the cgroup is gone (the
+/// link is then defunct).
+pub fn cgroup_link_cgroup(link: BorrowedFd<'_>) -> io::Result<u64> {
     // struct bpf_link_info: type, id, prog_id, then (8-aligned) the union
     // whose cgroup member is { u64 cgroup_id; u32 attach_type; }.
     let mut buf = [0u8; 64];
     obj_info(link, &mut buf)?;
-    let u32_at = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().expect("4 bytes"));
-    Ok(CgroupLinkInfo {
-        link_id: u32_at(4),
-        prog_id: u32_at(8),
-        cgroup_id: u64::from_ne_bytes(buf[16..24].try_into().expect("8 bytes")),
-        attach_type: u32_at(24),
-    })
+    Ok(u64::from_ne_bytes(buf[16..24].try_into().expect("8 bytes")))
 }
 
 /// A program's id, run count and cumulative run time (the latter two only
@@ -349,18 +333,14 @@ struct LinkUpdate {
     old_prog_fd: u32,
 }
 
-/// Swaps the program behind a link in one step. With `old_prog`, the swap
-/// only happens while that program is still the one attached.
-pub fn link_update(
-    link: BorrowedFd<'_>,
-    new_prog: BorrowedFd<'_>,
-    old_prog: Option<BorrowedFd<'_>>,
-) -> io::Result<()> {
+/// Swaps the program behind a link in one step: no instant with no program
+/// and none with both.
+pub fn link_update(link: BorrowedFd<'_>, new_prog: BorrowedFd<'_>) -> io::Result<()> {
     let mut attr = Attr::new(LinkUpdate {
         link_fd: link.as_raw_fd() as u32,
         new_prog_fd: new_prog.as_raw_fd() as u32,
-        flags: if old_prog.is_some() { BPF_F_REPLACE } else { 0 },
-        old_prog_fd: old_prog.map(|p| p.as_raw_fd() as u32).unwrap_or(0),
+        flags: 0,
+        old_prog_fd: 0,
     });
     bpf(BPF_LINK_UPDATE, &mut attr).map(drop)
 }
@@ -369,9 +349,13 @@ pub fn link_update(
 /// another process). Dropping the last reference detaches too, but the
 /// kernel does that later (a pin's reference goes after an RCU grace
 /// period), and whoever asked to stop must see the hook empty on return.
+/// A link already detached (its cgroup is gone) is fine.
 pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
     let mut attr = Attr::new(link.as_raw_fd() as u32);
-    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
+    match bpf(BPF_LINK_DETACH, &mut attr) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => Ok(()),
+        r => r.map(drop),
+    }
 }
 
 #[repr(C)]

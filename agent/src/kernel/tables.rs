@@ -169,23 +169,34 @@ pub(super) fn switch(
         "GW_TAGSETS",
     )?;
 
-    // 3. The switch.
+    // 3. The switch. From here on the new tables are in force: nothing may
+    // report failure any more, or the caller would believe the old ones are.
     kernel.config.store(config::EPOCH, next);
-
-    // 4. Grace period: rewriting a slot of a map-of-maps returns only once
-    // every program running now has finished, so none still reads the old
-    // half.
-    set_slot(outers[0].0, half, &inner[0], outers[0].1)?;
     if epoch == 0 {
         return Ok((next, None));
     }
-    // 5. Free the old tries, off the critical path.
+
+    // 4. Grace period: rewriting a slot of a map-of-maps returns only once
+    // every program running now has finished, so none still reads the old
+    // half. (Without it the old tries are still freed safely: the kernel
+    // frees an inner map only after a grace period of its own.)
+    if let Err(e) = set_slot(outers[0].0, half, &inner[0], outers[0].1) {
+        tracing::warn!(error = %e, "no grace period after the switch");
+    }
+    // 5. Free the old tries, off the critical path. Where that cannot be
+    // done they stay until the next switch replaces them.
     let old = 1 - half;
-    let fds: Vec<(OwnedFd, &'static str)> = outers
+    let fds: Vec<(OwnedFd, &'static str)> = match outers
         .iter()
         .map(|(fd, name)| fd.try_clone_to_owned().map(|fd| (fd, *name)))
         .collect::<Result<_, _>>()
-        .map_err(sys_err("duplicating an outer map fd"))?;
+    {
+        Ok(fds) => fds,
+        Err(e) => {
+            tracing::warn!(error = %e, "old tries kept until the next switch");
+            return Ok((next, None));
+        }
+    };
     let cleanup = std::thread::spawn(move || {
         for (outer, name) in fds {
             if let Err(e) = sys::map_delete(outer.as_fd(), &old.to_ne_bytes()) {

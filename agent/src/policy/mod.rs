@@ -46,6 +46,19 @@ impl CompiledPolicy {
             _ => tags.iter().any(|t| self.allowed.contains(t)),
         }
     }
+
+    /// The rules that apply to every address of `prefix`, in the order the
+    /// kernel tries them: most specific CIDR first, then file order.
+    pub fn rules_covering(&self, prefix: &Prefix) -> Vec<&CompiledRule> {
+        let mut applying: Vec<(usize, &CompiledRule)> = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.prefix.contains(prefix))
+            .collect();
+        applying.sort_by_key(|(i, r)| (std::cmp::Reverse(r.prefix.len()), *i));
+        applying.into_iter().map(|(_, r)| r).collect()
+    }
 }
 
 /// Resolves one allow-list entry to concrete tags. `map_tags` are the tags
@@ -157,20 +170,58 @@ mod tests {
         assert!(resolve_region("local", Some(&map)).is_err());
     }
 
-    #[test]
-    fn allows_by_tag_untagged_and_local() {
-        let p = CompiledPolicy {
+    fn policy(rules: Vec<CompiledRule>) -> CompiledPolicy {
+        CompiledPolicy {
             name: "p".into(),
             mode: Mode::Enforce,
             allowed: tags(&["DE"]),
             allow_written: vec!["DE".into()],
             untagged: Action::Deny,
             local: Action::Allow,
-            rules: vec![],
+            rules,
             cgroups: vec![],
             log_allowed: LogAllowed::None,
             raw_sockets: Action::Deny,
+        }
+    }
+
+    #[test]
+    fn rule_order_is_most_specific_then_file_order() {
+        let r = |c: &str, proto: u8, lo: u16, hi: u16, a: Action| CompiledRule {
+            prefix: c.parse().unwrap(),
+            proto,
+            port_lo: lo,
+            port_hi: hi,
+            action: a,
         };
+        let p = policy(vec![
+            r("10.0.0.0/8", 6, 5432, 5432, Action::Allow),
+            r("10.0.0.0/8", 0, 0, 65535, Action::Deny),
+            r("10.1.0.0/16", 0, 0, 65535, Action::Allow),
+        ]);
+        // What the kernel does with the list: the first that matches.
+        let action = |addr: &str, port: u16| {
+            let host = Prefix::host(addr.parse().unwrap());
+            p.rules_covering(&host)
+                .into_iter()
+                .find(|r| (r.proto == 0 || r.proto == 6) && (r.port_lo..=r.port_hi).contains(&port))
+                .map(|r| r.action)
+        };
+        assert_eq!(action("10.2.0.1", 5432), Some(Action::Allow));
+        assert_eq!(action("10.2.0.1", 80), Some(Action::Deny));
+        assert_eq!(action("10.1.0.1", 80), Some(Action::Allow));
+        assert_eq!(action("11.0.0.1", 80), None);
+        let inner: Vec<_> = p
+            .rules_covering(&"10.1.0.0/16".parse().unwrap())
+            .iter()
+            .map(|r| r.prefix.to_string())
+            .collect();
+        assert_eq!(inner, ["10.1.0.0/16", "10.0.0.0/8", "10.0.0.0/8"]);
+    }
+
+    #[test]
+    fn allows_by_tag_untagged_and_local() {
+        let p = policy(vec![]);
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert!(p.allows(&v(&["DE"])));
         assert!(p.allows(&v(&["DE", "aws:eu-central-1"])));
