@@ -88,8 +88,6 @@ pub const fn unit(family: Family) -> u128 {
 /// Counts of what compiling did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompileStats {
-    /// Networks each source brought (after its own de-duplication).
-    pub source_networks: Vec<usize>,
     /// Ranges where a later source's country replaced an earlier one's.
     pub overridden: usize,
 }
@@ -585,7 +583,6 @@ pub fn compile(sources: &[Loaded]) -> CompiledMap {
             .map(|t| interner.names[*t as usize].clone())
             .collect(),
         stats: CompileStats {
-            source_networks: sources.iter().map(Loaded::networks).collect(),
             overridden: r4.overridden + r6.overridden,
         },
     }
@@ -594,15 +591,9 @@ pub fn compile(sources: &[Loaded]) -> CompiledMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::regions::sources::{Builder, Kind, Spec};
 
     fn source(lines: &[(&str, &str)]) -> Loaded {
-        let mut b = Builder::default();
-        for (p, t) in lines {
-            b.add(p.parse().unwrap(), t).unwrap();
-        }
-        b.finish(&Spec::new(Kind::Cidr, "t"), String::new(), String::new())
-            .unwrap()
+        Loaded::from_pairs(lines)
     }
 
     fn tags_of(m: &CompiledMap, addr: &str) -> Vec<String> {

@@ -276,7 +276,7 @@ mod tests {
     use super::*;
     use crate::regions::{
         compile::compile,
-        sources::{Builder, Kind, Spec},
+        sources::{Builder, Kind, Loaded, Spec},
     };
 
     /// A small deterministic generator (xorshift).
@@ -341,12 +341,7 @@ mod tests {
 
     #[test]
     fn nesting_beats_disjoint_cidrs() {
-        let mut b = Builder::default();
-        b.add("11.0.0.0/8".parse().unwrap(), "US").unwrap();
-        b.add("11.1.2.0/24".parse().unwrap(), "FR").unwrap();
-        let src = b
-            .finish(&Spec::new(Kind::Cidr, "n"), String::new(), String::new())
-            .unwrap();
+        let src = Loaded::from_pairs(&[("11.0.0.0/8", "US"), ("11.1.2.0/24", "FR")]);
         let map = compile(&[src]);
         let ortc = minimize(Family::V4, &map.v4);
         let entries: Vec<String> = ortc

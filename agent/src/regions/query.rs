@@ -154,7 +154,6 @@ pub struct SourceStats {
     pub untagged_records: usize,
 }
 
-/// Counts of a compiled map.
 /// Counts of a compiled map. `kernel_entries` (IPv4, IPv6) are the trie
 /// sizes when known (the agent knows them); otherwise they are computed.
 pub fn stats(
@@ -315,16 +314,10 @@ pub fn diff(old: &CompiledMap, new: &CompiledMap) -> Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::regions::{compile, sources::Builder};
+    use crate::regions::{compile, sources::Loaded};
 
     fn map(lines: &[(&str, &str)]) -> CompiledMap {
-        let mut b = Builder::default();
-        for (p, t) in lines {
-            b.add(p.parse().unwrap(), t).unwrap();
-        }
-        compile(&[b
-            .finish(&Spec::new(Kind::Cidr, "t"), String::new(), String::new())
-            .unwrap()])
+        compile(&[Loaded::from_pairs(lines)])
     }
 
     #[test]

@@ -174,6 +174,7 @@ impl Loaded {
     }
 
     /// Distinct networks per tag.
+    #[cfg(test)]
     pub fn tag_counts(&self) -> HashMap<&str, usize> {
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for n in self.v4.iter().chain(&self.v6) {
@@ -205,6 +206,19 @@ impl Loaded {
             }
         }
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+impl Loaded {
+    /// A `cidr` source of `(prefix, tag)` pairs, for tests.
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Loaded {
+        let mut b = Builder::default();
+        for (p, t) in pairs {
+            b.add(p.parse().unwrap(), t).unwrap();
+        }
+        b.finish(&Spec::new(Kind::Cidr, "t"), String::new(), String::new())
+            .unwrap()
     }
 }
 
@@ -410,15 +424,12 @@ mod tests {
 
     #[test]
     fn a_source_answers_with_its_most_specific_networks() {
-        let mut b = Builder::default();
-        b.add("10.0.0.0/8".parse().unwrap(), "DE").unwrap();
-        b.add("10.1.0.0/16".parse().unwrap(), "aws:eu-west-1")
-            .unwrap();
-        b.add("10.1.0.0/16".parse().unwrap(), "aws:GLOBAL").unwrap();
-        b.add("10.1.0.0/16".parse().unwrap(), "aws:GLOBAL").unwrap();
-        let l = b
-            .finish(&Spec::new(Kind::Cidr, "t"), String::new(), String::new())
-            .unwrap();
+        let l = Loaded::from_pairs(&[
+            ("10.0.0.0/8", "DE"),
+            ("10.1.0.0/16", "aws:eu-west-1"),
+            ("10.1.0.0/16", "aws:GLOBAL"),
+            ("10.1.0.0/16", "aws:GLOBAL"),
+        ]);
         assert_eq!(l.v4.len(), 3);
         let hits = l.lookup("10.1.2.3".parse().unwrap());
         assert_eq!(hits.len(), 2);
