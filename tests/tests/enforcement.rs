@@ -258,10 +258,17 @@ allow = ["EU"]
         "eu-audit",
         &[&format!("tcp:{}", us.target()), "udp:127.20.0.1:53", "raw4"],
     );
-    assert_eq!(outcomes(&out), ["ok", "ok", "EPERM"]);
+    // Audit mode blocks nothing, raw sockets included: the job keeps
+    // CAP_NET_RAW and the kernel only records what it would refuse.
+    assert_eq!(outcomes(&out), ["ok", "ok", "ok"]);
     let rec = agent.wait_record("for the would-deny", |r| r["verdict"] == "would_deny");
     assert_eq!(rec["dst"], "127.20.0.1");
     assert_eq!(rec["policy"], "eu-audit");
+    let raw = agent.wait_record("for the raw socket's would-deny", |r| {
+        r["verdict"] == "would_deny" && r["reason"] == "socket_type"
+    });
+    assert_eq!(raw["hook"], "sock_create");
+    assert_eq!(raw["policy"], "eu-audit");
     assert!(
         find(&agent.records(), |r| r["verdict"] == "deny"
             && r["dst"].is_string())
