@@ -320,7 +320,13 @@ fn map_lookup_stats_and_diff_from_the_command_line() {
     assert!(s["kernel_bytes"].as_u64().unwrap() > 0);
     assert!(s["install_ms"].is_u64());
     assert_eq!(s["regions"]["US"]["ipv4_addresses"], 2 * 65536);
-    assert!(s["ipv4"]["kernel_entries"].as_u64() <= s["ipv4"]["aggregated_prefixes"].as_u64());
+    let kernel_entries = s["ipv4"]["kernel_entries"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no ipv4.kernel_entries in {s}"));
+    let aggregated = s["ipv4"]["aggregated_prefixes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no ipv4.aggregated_prefixes in {s}"));
+    assert!(kernel_entries <= aggregated, "{s}");
 
     // What moves between the two maps.
     let out = run(&[
