@@ -312,10 +312,17 @@ pub enum SourceError {
     },
     #[error("map source {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// `size` is None for a file that yields more than it reports (a FIFO,
+    /// a device): only "more than the cap" is known.
     #[error(
-        "map source {path}: {size} bytes is over the {cap}-byte limit for a map source ([agent] max_source_bytes)"
+        "map source {path}: {} the {cap}-byte limit for a map source ([agent] max_source_bytes)",
+        size.map_or_else(|| "yields more than".to_owned(), |s| format!("{s} bytes is over"))
     )]
-    TooLarge { path: PathBuf, size: u64, cap: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: Option<u64>,
+        cap: u64,
+    },
     #[error(
         "map source {source_label} has no network at all: refusing an empty map (a failed download saved under the right name?)"
     )]
@@ -343,27 +350,32 @@ impl SourceError {
 /// map (a full country database is under 10 MB, Azure's service tags 4 MB).
 pub const DEFAULT_MAX_SOURCE_BYTES: u64 = 256 << 20;
 
-/// Reads a file whole, refusing files over `max_bytes`.
+/// Reads a file whole, refusing files over `max_bytes`. The size the file
+/// system reports is only a first check: a FIFO, a device or a file still
+/// being written reports less than it yields, so no more than `max_bytes`
+/// are read whatever it reports.
 pub fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>, SourceError> {
+    use std::io::Read;
     let io_err = |source| SourceError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let size = std::fs::metadata(path).map_err(io_err)?.len();
+    let too_large = |size: Option<u64>| SourceError::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        cap: max_bytes,
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let size = file.metadata().map_err(io_err)?.len();
     if size > max_bytes {
-        return Err(SourceError::TooLarge {
-            path: path.to_path_buf(),
-            size,
-            cap: max_bytes,
-        });
+        return Err(too_large(Some(size)));
     }
-    let bytes = std::fs::read(path).map_err(io_err)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io_err)?;
     if bytes.len() as u64 > max_bytes {
-        return Err(SourceError::TooLarge {
-            path: path.to_path_buf(),
-            size: bytes.len() as u64,
-            cap: max_bytes,
-        });
+        return Err(too_large(None));
     }
     Ok(bytes)
 }
@@ -437,6 +449,30 @@ mod tests {
         assert_eq!(l.lookup("10.2.0.1".parse().unwrap())[0].1, "DE");
         assert!(l.lookup("11.0.0.1".parse().unwrap()).is_empty());
         assert_eq!(l.tag_counts()["aws:GLOBAL"], 1);
+    }
+
+    #[test]
+    fn sources_over_the_cap_are_refused_whatever_size_they_report() {
+        let path = std::env::temp_dir().join(format!("geowall-capped-{}", std::process::id()));
+        std::fs::write(&path, [b'x'; 100]).unwrap();
+        assert_eq!(read_capped(&path, 100).unwrap().len(), 100);
+        let err = read_capped(&path, 99).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            err.ends_with(
+                ": 100 bytes is over the 99-byte limit for a map source ([agent] max_source_bytes)"
+            ),
+            "{err}"
+        );
+        // A device reports size 0 and never ends: read up to the cap only.
+        let err = read_capped(Path::new("/dev/zero"), 1000)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "map source /dev/zero: yields more than the 1000-byte limit for a map source ([agent] max_source_bytes)"
+        );
+        assert_eq!(read_capped(Path::new("/dev/null"), 10).unwrap(), b"");
     }
 
     #[test]
