@@ -115,8 +115,11 @@ fn map_reloads_never_give_a_verdict_neither_map_gives() {
     assert!(loads >= 5, "only {loads} map loads");
     assert_eq!(c_us.keys().collect::<Vec<_>>(), ["EPERM"], "US: {c_us:?}");
     assert_eq!(c_de.keys().collect::<Vec<_>>(), ["ok"], "DE: {c_de:?}");
-    assert!(
-        c_moving.keys().all(|k| k == "EPERM" || k == "ok"),
+    // 127.70/16 moves US ↔ DE with every load: both verdicts show that the
+    // loads took effect under the loop, and nothing else may show.
+    assert_eq!(
+        c_moving.keys().collect::<Vec<_>>(),
+        ["EPERM", "ok"],
         "moving: {c_moving:?}"
     );
     eprintln!("{loads} map loads; US {c_us:?}; DE {c_de:?}; moving {c_moving:?}");
