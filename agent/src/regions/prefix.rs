@@ -161,11 +161,8 @@ impl FromStr for Prefix {
             }
             None => (s, None),
         };
-        let ip: IpAddr = addr.parse().map_err(|_| invalid())?;
-        let (family, bits) = match ip {
-            IpAddr::V4(a) => (Family::V4, u128::from(u32::from(a)) << 96),
-            IpAddr::V6(a) => (Family::V6, u128::from(a)),
-        };
+        let host = Prefix::host(addr.parse().map_err(|_| invalid())?);
+        let (family, bits) = (host.family, host.bits);
         let len = len.unwrap_or(family.width());
         if len > family.width() {
             return Err(invalid());

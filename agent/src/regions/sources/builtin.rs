@@ -42,23 +42,33 @@ pub fn pin() -> Pin {
     toml::from_str(PIN).expect("agent/data/default-map.toml is valid (checked by a test)")
 }
 
-fn label() -> PathBuf {
-    PathBuf::from(format!("builtin:{FILE_NAME}"))
+/// The spec the embedded database is read with: an `mmdb` source named
+/// like the `builtin` one, so that errors name it.
+pub fn inner_spec(spec: &Spec) -> Spec {
+    Spec {
+        kind: Kind::Mmdb,
+        path: PathBuf::from(spec.label()),
+        field: spec.field.clone(),
+    }
 }
 
 /// The embedded database, decompressed and checked against its pin.
 pub fn bytes() -> Result<Vec<u8>, SourceError> {
+    decompress(&pin())
+}
+
+fn decompress(pin: &Pin) -> Result<Vec<u8>, SourceError> {
     use std::io::Read;
-    let pin = pin();
+    let path = PathBuf::from(Spec::builtin().label());
     let mut out = Vec::with_capacity(8 << 20);
     ruzstd::decoding::StreamingDecoder::new(COMPRESSED)
-        .map_err(|e| SourceError::invalid(&label(), format!("cannot decompress: {e}")))?
+        .map_err(|e| SourceError::invalid(&path, format!("cannot decompress: {e}")))?
         .read_to_end(&mut out)
-        .map_err(|e| SourceError::invalid(&label(), format!("cannot decompress: {e}")))?;
+        .map_err(|e| SourceError::invalid(&path, format!("cannot decompress: {e}")))?;
     let sha = crate::util::sha256_hex(&out);
     if sha != pin.sha256 {
         return Err(SourceError::invalid(
-            &label(),
+            &path,
             format!("SHA-256 {sha} does not match the pinned {}", pin.sha256),
         ));
     }
@@ -67,13 +77,8 @@ pub fn bytes() -> Result<Vec<u8>, SourceError> {
 
 pub fn load(spec: &Spec) -> Result<Loaded, SourceError> {
     let pin = pin();
-    let bytes = bytes()?;
-    let inner = Spec {
-        kind: Kind::Mmdb,
-        path: label(),
-        field: spec.field.clone(),
-    };
-    let mut loaded = mmdb::parse(bytes, &inner, pin.sha256.clone())?;
+    let bytes = decompress(&pin)?;
+    let mut loaded = mmdb::parse(bytes, &inner_spec(spec), pin.sha256.clone())?;
     loaded.spec = spec.clone();
     loaded.about = format!(
         "builtin {}@{} ({}); {}",
@@ -92,5 +97,12 @@ mod tests {
         assert_eq!(pin.file, FILE_NAME);
         let bytes = bytes().unwrap();
         assert!(bytes.len() > 5 << 20, "{}", bytes.len());
+        // Read as an mmdb source that errors name like the builtin one.
+        let inner = inner_spec(&Spec::builtin());
+        assert_eq!(inner.kind, Kind::Mmdb);
+        assert_eq!(
+            inner.path,
+            PathBuf::from("builtin:geo-whois-asn-country.mmdb")
+        );
     }
 }

@@ -6,21 +6,8 @@
 //! 2001:db8::/32  DE
 //! ```
 
-use super::{Builder, Loaded, SourceError, Spec};
+use super::{Builder, Loaded, SourceError, Spec, text};
 use crate::regions::normalize_tag;
-
-/// Splits UTF-8 text into numbered lines, naming the first line that is not
-/// UTF-8.
-pub fn text<'a>(bytes: &'a [u8], spec: &Spec) -> Result<&'a str, SourceError> {
-    std::str::from_utf8(bytes).map_err(|e| {
-        let line = bytes[..e.valid_up_to()]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-            + 1;
-        SourceError::parse(&spec.path, line, "not UTF-8 text")
-    })
-}
 
 pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, SourceError> {
     let text = text(bytes, spec)?;

@@ -4,7 +4,7 @@
 //!
 //! A row with an empty country is read but tags nothing.
 
-use super::{Builder, Loaded, SourceError, Spec, cidr};
+use super::{Builder, Loaded, SourceError, Spec, text};
 use crate::regions::normalize_tag;
 
 /// Splits one CSV line (RFC 4180 quoting) into fields.
@@ -43,7 +43,7 @@ fn fields(line: &str) -> Result<Vec<String>, String> {
 }
 
 pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, SourceError> {
-    let text = cidr::text(bytes, spec)?;
+    let text = text(bytes, spec)?;
     let err = |line: usize, message: String| SourceError::parse(&spec.path, line, message);
     let mut b = Builder::default();
     for (i, raw) in text.lines().enumerate() {

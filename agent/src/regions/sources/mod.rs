@@ -350,6 +350,19 @@ impl SourceError {
 /// map (a full country database is under 10 MB, Azure's service tags 4 MB).
 pub const DEFAULT_MAX_SOURCE_BYTES: u64 = 256 << 20;
 
+/// The bytes of a text source as UTF-8; an error names the line of the
+/// first byte that is not UTF-8.
+pub fn text<'a>(bytes: &'a [u8], spec: &Spec) -> Result<&'a str, SourceError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        SourceError::parse(&spec.path, line, "not UTF-8 text")
+    })
+}
+
 /// Reads a file whole, refusing files over `max_bytes`. The size the file
 /// system reports is only a first check: a FIFO, a device or a file still
 /// being written reports less than it yields, so no more than `max_bytes`
