@@ -140,15 +140,40 @@ fn remove_cgroup_tree(dir: &Path) {
             }
         }
     }
-    // A cgroup can only go once empty; our probes have exited by now.
-    for _ in 0..50 {
+    // A cgroup can only go once empty. Probes of a test that failed (a
+    // connect loop nobody joined) may still run: kill what is left.
+    for attempt in 0..50 {
         match fs::remove_dir(dir) {
             Ok(()) => return,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => {
+                if attempt == 0 {
+                    kill_cgroup(dir);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
     eprintln!("warning: could not remove cgroup {}", dir.display());
+}
+
+/// Kills every process in the test's cgroup `dir` and below (Linux 5.14+:
+/// `cgroup.kill`; older kernels lack the file and nothing happens).
+fn kill_cgroup(dir: &Path) {
+    let mount = cgroup2_mount();
+    assert!(
+        dir.strip_prefix(&mount)
+            .is_ok_and(|rel| rel.file_name().is_some()),
+        "refusing to kill {}: not a cgroup below {}",
+        dir.display(),
+        mount.display()
+    );
+    let kill = dir.join("cgroup.kill");
+    if kill.exists()
+        && let Err(e) = fs::write(&kill, "1")
+    {
+        eprintln!("warning: {}: {e}", kill.display());
+    }
 }
 
 impl Drop for TestCgroup {
@@ -420,8 +445,12 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on the pid of our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            // SAFETY: kill(2) on the pid of our own child. A test may have
+            // left it stopped (SIGSTOP): SIGTERM only acts once it runs.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+                libc::kill(child.id() as i32, libc::SIGCONT);
+            }
             let deadline = Instant::now() + Duration::from_secs(10);
             while child.try_wait().ok().flatten().is_none() {
                 if Instant::now() > deadline {
