@@ -403,10 +403,13 @@ impl Agent {
             .expect("run geowall exec")
     }
 
-    /// Every record of the audit log so far.
+    /// Every record of the audit log so far. A last line without its
+    /// newline is still being written: it is left for the next call.
     pub fn records(&self) -> Vec<Value> {
         let text = fs::read_to_string(&self.audit_log).unwrap_or_default();
-        text.lines()
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        complete
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}")))
             .collect()
     }
