@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use maxminddb::{PathElement, Reader, WithinOptions};
+use maxminddb::{LookupResult, MaxMindDbError, PathElement, Reader, WithinOptions};
 
 use super::{Builder, Loaded, SourceError, Spec};
 use crate::regions::{Prefix, countries};
@@ -31,6 +31,50 @@ enum RecordTag {
     NoCountry,
 }
 
+/// The record fields read, in order: the configured one, or the defaults.
+fn field_names(spec: &Spec) -> Vec<&str> {
+    match &spec.field {
+        Some(f) => vec![f.as_str()],
+        None => DEFAULT_FIELDS.to_vec(),
+    }
+}
+
+/// Dotted field names as decode paths.
+fn field_paths<'a>(names: &[&'a str]) -> Vec<Vec<PathElement<'a>>> {
+    names
+        .iter()
+        .map(|f| f.split('.').map(PathElement::Key).collect())
+        .collect()
+}
+
+/// The code the first field that has one gives a record.
+fn code_of<S: AsRef<[u8]>>(
+    result: &LookupResult<'_, S>,
+    fields: &[Vec<PathElement<'_>>],
+) -> Result<Option<String>, MaxMindDbError> {
+    for f in fields {
+        let v: Option<String> = result.decode_path(f)?;
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// The tag a record's code gives its network: the code in upper case when
+/// it names a country; None for codes that name none (`EU`, `AP`...).
+pub fn country_tag(code: &str) -> Option<String> {
+    let upper = code.to_ascii_uppercase();
+    countries::name(&upper).is_some().then_some(upper)
+}
+
+/// A network of the database as a prefix (IPv4 networks of an IPv6
+/// database come as IPv4).
+fn prefix_of(network: ipnetwork::IpNetwork) -> Prefix {
+    let host = Prefix::host(network.network());
+    Prefix::new(host.family(), host.bits(), network.prefix())
+}
+
 /// A UTC date for a Unix timestamp (`YYYY-MM-DD`).
 fn date(epoch: u64) -> String {
     crate::flows::time::rfc3339(i128::from(epoch) * 1_000_000_000)[..10].to_owned()
@@ -47,14 +91,8 @@ pub fn parse(bytes: Vec<u8>, spec: &Spec, sha256: String) -> Result<Loaded, Sour
         meta.ip_version,
         meta.node_count
     );
-    let field_names: Vec<&str> = match &spec.field {
-        Some(f) => vec![f.as_str()],
-        None => DEFAULT_FIELDS.to_vec(),
-    };
-    let fields: Vec<Vec<PathElement<'_>>> = field_names
-        .iter()
-        .map(|f| f.split('.').map(PathElement::Key).collect())
-        .collect();
+    let field_names = field_names(spec);
+    let fields = field_paths(&field_names);
     // A valid search tree yields at most one network per leaf slot; more
     // means a corrupt tree whose branches point back into it.
     let max_networks = u64::from(meta.node_count) + 1;
@@ -88,14 +126,7 @@ pub fn parse(bytes: Vec<u8>, spec: &Spec, sha256: String) -> Result<Loaded, Sour
         let network = item
             .network()
             .map_err(|e| SourceError::parse(&path, format!("network #{seen}"), format!("{e}")))?;
-        let prefix = Prefix::new(
-            match network {
-                ipnetwork::IpNetwork::V4(_) => crate::regions::Family::V4,
-                ipnetwork::IpNetwork::V6(_) => crate::regions::Family::V6,
-            },
-            Prefix::host(network.network()).bits(),
-            network.prefix(),
-        );
+        let prefix = prefix_of(network);
         b.records += 1;
         let Some(offset) = item.offset() else {
             b.untagged_records += 1;
@@ -104,32 +135,21 @@ pub fn parse(bytes: Vec<u8>, spec: &Spec, sha256: String) -> Result<Loaded, Sour
         let tag = match by_record.get(&offset) {
             Some(t) => t.clone(),
             None => {
-                let mut code = None;
-                for f in &fields {
-                    let v: Option<String> = item.decode_path(f).map_err(|e| {
-                        SourceError::parse(
-                            &path,
-                            format!("network {prefix}"),
-                            format!("corrupt record: {e}"),
-                        )
-                    })?;
-                    if let Some(v) = v.filter(|v| !v.is_empty()) {
-                        code = Some(v);
-                        break;
-                    }
-                }
+                let code = code_of(&item, &fields).map_err(|e| {
+                    SourceError::parse(
+                        &path,
+                        format!("network {prefix}"),
+                        format!("corrupt record: {e}"),
+                    )
+                })?;
                 let tag = match code {
                     None => RecordTag::NoCountry,
-                    Some(code) => {
-                        let upper = code.to_ascii_uppercase();
-                        if countries::name(&upper).is_some() {
-                            RecordTag::Tag(b.intern(&upper).map_err(|e| {
-                                SourceError::parse(&path, format!("network {prefix}"), e)
-                            })?)
-                        } else {
-                            RecordTag::Unknown(code)
-                        }
-                    }
+                    Some(code) => match country_tag(&code) {
+                        Some(tag) => RecordTag::Tag(b.intern(&tag).map_err(|e| {
+                            SourceError::parse(&path, format!("network {prefix}"), e)
+                        })?),
+                        None => RecordTag::Unknown(code),
+                    },
                 };
                 by_record.insert(offset, tag.clone());
                 tag
@@ -178,8 +198,9 @@ pub fn reader(bytes: Vec<u8>, spec: &Spec) -> Result<Reader<Vec<u8>>, SourceErro
         .map_err(|e| SourceError::invalid(&spec.path, format!("not a readable MaxMind DB: {e}")))
 }
 
-/// The database's own answer for one address: its network and the country
-/// the configured fields give (None for either when it has none).
+/// The database's own answer for one address: its network and the tag
+/// the configured fields give, as [`parse`] reads it (None for either when
+/// it has none; None for the tag when the code names no country).
 pub fn lookup_one(
     reader: &Reader<Vec<u8>>,
     spec: &Spec,
@@ -195,22 +216,10 @@ pub fn lookup_one(
     let network = result
         .network()
         .map_err(|e| SourceError::invalid(path, format!("lookup of {addr}: {e}")))?;
-    let host = Prefix::host(network.network());
-    let prefix = Prefix::new(host.family(), host.bits(), network.prefix());
-    let field_names: Vec<&str> = match &spec.field {
-        Some(f) => vec![f.as_str()],
-        None => DEFAULT_FIELDS.to_vec(),
-    };
-    for f in field_names {
-        let path_elems: Vec<PathElement<'_>> = f.split('.').map(PathElement::Key).collect();
-        let v: Option<String> = result
-            .decode_path(&path_elems)
-            .map_err(|e| SourceError::invalid(path, format!("record of {prefix}: {e}")))?;
-        if let Some(v) = v.filter(|v| !v.is_empty()) {
-            return Ok(Some((prefix, Some(v.to_ascii_uppercase()))));
-        }
-    }
-    Ok(Some((prefix, None)))
+    let prefix = prefix_of(network);
+    let code = code_of(&result, &field_paths(&field_names(spec)))
+        .map_err(|e| SourceError::invalid(path, format!("record of {prefix}: {e}")))?;
+    Ok(Some((prefix, code.as_deref().and_then(country_tag))))
 }
 
 #[cfg(test)]
@@ -262,6 +271,58 @@ mod tests {
             }
             assert!(l.about.contains("MaxMind DB"), "{}", l.about);
         }
+    }
+
+    #[test]
+    fn codes_name_a_country_or_tag_nothing() {
+        assert_eq!(country_tag("de").as_deref(), Some("DE"));
+        assert_eq!(country_tag("GB").as_deref(), Some("GB"));
+        for code in ["EU", "AP", "ZZ", "", "DEU"] {
+            assert_eq!(country_tag(code), None, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_lookup_answers_as_the_loaded_database_does() {
+        let mut bytes = std::fs::read(data("GeoIP2-Country-Test.mmdb")).unwrap();
+        // The database stores the string "DE" once: make it "EU", a code
+        // that names no country.
+        let at = bytes.windows(3).position(|w| w == b"\x42DE").unwrap();
+        bytes[at + 1..at + 3].copy_from_slice(b"EU");
+        let spec = Spec::new(Kind::Mmdb, "eu.mmdb");
+        let loaded = parse(bytes.clone(), &spec, String::new()).unwrap();
+        assert!(
+            loaded.about.contains("codes that name no country: EU ("),
+            "{}",
+            loaded.about
+        );
+        let reader = reader(bytes, &spec).unwrap();
+        let addr: std::net::IpAddr = "2a02:d180::1".parse().unwrap();
+        assert!(loaded.lookup(addr).is_empty());
+        assert_eq!(
+            lookup_one(&reader, &spec, addr).unwrap(),
+            Some(("2a02:d180::/29".parse().unwrap(), None))
+        );
+        // Every network's first and last address: the same network and tag.
+        let mut checked = 0;
+        for (family, nets) in [
+            (crate::regions::Family::V4, &loaded.v4),
+            (crate::regions::Family::V6, &loaded.v6),
+        ] {
+            for n in nets.iter() {
+                let p = Prefix::new(family, n.bits, n.len);
+                for a in [p.addr(), Prefix::new(family, p.last_bits(), 128).addr()] {
+                    let got = lookup_one(&reader, &spec, a).unwrap();
+                    assert_eq!(
+                        got,
+                        Some((p, Some(loaded.tags[n.tag as usize].clone()))),
+                        "{a}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 40, "{checked}");
     }
 
     #[test]
