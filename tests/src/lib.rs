@@ -10,8 +10,11 @@ use std::{
     os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde_json::Value;
@@ -41,14 +44,77 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// The `geowall` binary under test.
+///
+/// `cargo test -p geowall-tests` does not rebuild it: unless
+/// GEOWALL_BIN_DIR names the binaries to test, it must be newer than every
+/// source it is built from, or the tests would judge stale code.
 pub fn geowall() -> PathBuf {
-    let p = bin_dir().join("geowall");
+    static STALE: OnceLock<Option<String>> = OnceLock::new();
+    let p = geowall_unchecked();
     assert!(
         p.is_file(),
         "{} is missing: build it first (`cargo xtask test` does)",
         p.display()
     );
+    if std::env::var_os("GEOWALL_BIN_DIR").is_none()
+        && let Some(why) = STALE.get_or_init(|| staleness(&p))
+    {
+        panic!("{why}");
+    }
     p
+}
+
+/// Where the `geowall` binary is, checked for nothing (for cleanup that
+/// runs while a test panics).
+fn geowall_unchecked() -> PathBuf {
+    bin_dir().join("geowall")
+}
+
+/// Why `bin` is older than the agent's sources, if it is.
+fn staleness(bin: &Path) -> Option<String> {
+    let built = fs::metadata(bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace");
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    for rel in ["agent/src", "agent/build.rs", "common/src", "ebpf/src"] {
+        newest_file(&root.join(rel), &mut newest);
+    }
+    let (changed, file) = newest?;
+    (changed > built).then(|| {
+        format!(
+            "target/debug/geowall is older than the sources: run `cargo build` (or `cargo xtask test`)\n\
+             ({} changed after {} was built)",
+            file.display(),
+            bin.display()
+        )
+    })
+}
+
+/// Keeps in `newest` the most recently modified file at or under `path`
+/// (hidden files, such as editors' swap files, aside; a file that vanishes
+/// while we look, as an editor's rename-into-place makes one, too).
+fn newest_file(path: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
+    if path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    {
+        return;
+    }
+    let Ok(meta) = fs::metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+            newest_file(&entry.path(), newest);
+        }
+    } else if let Ok(modified) = meta.modified()
+        && newest.as_ref().is_none_or(|(t, _)| modified > *t)
+    {
+        *newest = Some((modified, path.to_path_buf()));
+    }
 }
 
 /// The probe binary.
@@ -465,7 +531,7 @@ impl Drop for Agent {
             }
         }
         // Whatever the agent left (a test that kept pins, a crash): remove.
-        let _ = Command::new(geowall())
+        let _ = Command::new(geowall_unchecked())
             .arg("stop")
             .arg("--config")
             .arg(&self.config)
