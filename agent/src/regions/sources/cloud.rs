@@ -105,22 +105,41 @@ fn what(k: Kind) -> &'static str {
     }
 }
 
-pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, SourceError> {
-    let path = &spec.path;
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-        SourceError::parse(
-            path,
-            format!("{}:{}", e.line(), e.column()),
-            format!("not JSON: {e}"),
-        )
-    })?;
-    let wrong = |e: serde_json::Error| {
+/// serde_json's message without the position it appends (the position goes
+/// where every located error puts it).
+fn bare(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let at = format!(" at line {} column {}", e.line(), e.column());
+    text.strip_suffix(&at).map(str::to_owned).unwrap_or(text)
+}
+
+/// Deserializes the document straight from the bytes (so that errors keep
+/// their line and column). Only when that fails is the file parsed again,
+/// untyped: a file that is not JSON at all is told so, and one that is
+/// another provider's file is named.
+fn document<T: serde::de::DeserializeOwned>(bytes: &[u8], spec: &Spec) -> Result<T, SourceError> {
+    let located = |e: &serde_json::Error, message: String| {
+        SourceError::parse(&spec.path, format!("{}:{}", e.line(), e.column()), message)
+    };
+    let not_json = |e: &serde_json::Error| located(e, format!("not JSON: {}", bare(e)));
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            return not_json(&e);
+        }
+        let value = match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(v) => v,
+            Err(syntax) => return not_json(&syntax),
+        };
         let hint = looks_like(&value)
             .filter(|w| !w.starts_with(what(spec.kind)))
             .map(|w| format!("; it looks like {w}"))
             .unwrap_or_default();
-        SourceError::invalid(path, format!("not {}: {e}{hint}", what(spec.kind)))
-    };
+        located(&e, format!("not {}: {}{hint}", what(spec.kind), bare(&e)))
+    })
+}
+
+pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, SourceError> {
+    let path = &spec.path;
     let mut b = Builder::default();
     let add = |b: &mut Builder, at: String, prefix: &str, t: Result<String, String>| {
         b.records += 1;
@@ -133,7 +152,7 @@ pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, Source
     };
     let about = match spec.kind {
         Kind::Aws => {
-            let doc: Aws = serde_json::from_value(value.clone()).map_err(wrong)?;
+            let doc: Aws = document(bytes, spec)?;
             for (i, e) in doc.prefixes.iter().enumerate() {
                 add(
                     &mut b,
@@ -156,7 +175,7 @@ pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, Source
             )
         }
         Kind::Gcp => {
-            let doc: Gcp = serde_json::from_value(value.clone()).map_err(wrong)?;
+            let doc: Gcp = document(bytes, spec)?;
             for (i, e) in doc.prefixes.iter().enumerate() {
                 let (field, p) = match (&e.ipv4_prefix, &e.ipv6_prefix) {
                     (Some(p), None) => ("ipv4Prefix", p),
@@ -182,7 +201,7 @@ pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, Source
             )
         }
         _ => {
-            let doc: Azure = serde_json::from_value(value.clone()).map_err(wrong)?;
+            let doc: Azure = document(bytes, spec)?;
             for (i, v) in doc.values.iter().enumerate() {
                 let t = tag("azure", &v.properties.region);
                 for (j, p) in v.properties.address_prefixes.iter().enumerate() {
@@ -271,7 +290,7 @@ mod tests {
         let gcp = r#"{"syncToken":"2","creationTime":"x","prefixes":[{"ipv4Prefix":"34.1.208.0/20","scope":"a"}]}"#;
         let err = load(Kind::Aws, gcp).unwrap_err();
         assert!(
-            err.starts_with("map source f.json: not an AWS ip-ranges.json"),
+            err.starts_with("f.json:1:90: not an AWS ip-ranges.json: missing field `ip_prefix`"),
             "{err}"
         );
         assert!(
@@ -281,6 +300,36 @@ mod tests {
         let err = load(Kind::Azure, "[1, 2").unwrap_err();
         assert!(err.starts_with("f.json:1:"), "{err}");
         assert!(err.contains("not JSON"), "{err}");
+        // The file itself is right: no hint.
+        let err = load(Kind::Gcp, &gcp.replace("\"scope\":\"a\"", "\"scope\":1")).unwrap_err();
+        assert!(
+            err.contains("not a Google Cloud cloud.json: invalid type"),
+            "{err}"
+        );
+        assert!(!err.contains("looks like"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_entry_is_named_by_line_and_column() {
+        let err = load(
+            Kind::Aws,
+            "{\"syncToken\":\"1\",\"createDate\":\"d\",\n\
+             \"prefixes\":[{\"ip_prefix\":\"3.4.12.4/32\",\"region\":\"eu-west-1\"},\n\
+             {\"ip_prefix\":3,\"region\":\"eu-west-1\"}],\n\
+             \"ipv6_prefixes\":[]}",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "f.json:3:14: not an AWS ip-ranges.json: invalid type: integer `3`, expected a string"
+        );
+        let err = load(
+            Kind::Azure,
+            "{\"changeNumber\":1,\n\"cloud\":\"Public\",\n\"values\":[{}]}",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("f.json:3:"), "{err}");
+        assert!(err.contains("missing field `name`"), "{err}");
     }
 
     #[test]
