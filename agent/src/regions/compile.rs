@@ -88,7 +88,9 @@ pub const fn unit(family: Family) -> u128 {
 /// Counts of what compiling did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompileStats {
-    /// Ranges where a later source's country replaced an earlier one's.
+    /// Ranges of the map (as [`FamilyMap`] holds them) where a later
+    /// source's country replaced an earlier one's, in all or part of the
+    /// range: each counts once.
     pub overridden: usize,
 }
 
@@ -454,6 +456,8 @@ fn compile_family(
     let mut pos = vec![0usize; inputs.len()];
     let mut tags: Vec<u32> = Vec::new();
     let mut next_start = Some(0u128);
+    // Whether the output range being built is already counted overridden.
+    let mut counted = false;
     while let Some(start) = next_start {
         for (k, input) in inputs.iter().enumerate() {
             while pos[k] + 1 < input.segs.len() && input.segs[pos[k] + 1].start <= start {
@@ -489,9 +493,6 @@ fn compile_family(
             }
             tags.extend(clouds.iter().copied());
         }
-        if overridden {
-            out.overridden += 1;
-        }
         let local_wins = local_len.is_some_and(|l| source_len.is_none_or(|s| l > s));
         if local_wins {
             tags.clear();
@@ -513,6 +514,11 @@ fn compile_family(
         if out.labels.last() != Some(&label) {
             out.starts.push(start);
             out.labels.push(label);
+            counted = false;
+        }
+        if overridden && !counted {
+            out.overridden += 1;
+            counted = true;
         }
     }
     out
@@ -658,7 +664,30 @@ mod tests {
         // network.
         assert_eq!(tags_of(&m, "1.2.3.4"), ["DE"]);
         assert_eq!(tags_of(&m, "1.2.9.9"), ["DE"]);
-        assert!(m.stats.overridden >= 1);
+        // One range of the map, 1.2.0.0/16 DE, however many pieces the
+        // earlier source had there.
+        assert_eq!(prefix_of(&m, "1.2.3.4"), "1.2.0.0/16");
+        assert_eq!(m.stats.overridden, 1);
+
+        let m = compile(&[
+            source(&[
+                ("1.2.0.0/16", "FR"),
+                ("5.0.0.0/8", "US"),
+                ("9.0.0.0/9", "FR"),
+                ("9.200.0.0/16", "FR"),
+            ]),
+            source(&[
+                ("1.2.0.0/16", "DE"),
+                ("5.0.0.0/8", "US"),
+                ("7.0.0.0/8", "JP"),
+                ("9.0.0.0/8", "IT"),
+            ]),
+        ]);
+        // 1.2.0.0/16 and 9.0.0.0/8 (overridden in two places): two ranges.
+        // The same country again, or a country where there was none, is
+        // no override.
+        assert_eq!(tags_of(&m, "9.250.0.1"), ["IT"]);
+        assert_eq!(m.stats.overridden, 2);
     }
 
     #[test]
