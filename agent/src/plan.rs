@@ -143,7 +143,7 @@ pub fn load_map(specs: &[Spec], max_source_bytes: u64) -> Result<MapPlan, PlanEr
         }
         loaded.push(l);
     }
-    let map = compile(&loaded);
+    let map = compile(&loaded).map_err(SourceError::from)?;
     let sources = loaded.iter().map(SourceInfo::of).collect();
     Ok(MapPlan {
         map: Arc::new(map),

@@ -69,7 +69,7 @@ fn maxmind_test_databases_agree_with_maxminds_expected_answers() {
         ),
     ] {
         let loaded = sources::load(&Spec::new(Kind::Mmdb, data(db)), u64::MAX).unwrap();
-        let map = compile(std::slice::from_ref(&loaded));
+        let map = compile(std::slice::from_ref(&loaded)).unwrap();
         let json: Vec<HashMap<String, serde_json::Value>> =
             serde_json::from_slice(&std::fs::read(data(answers)).unwrap()).unwrap();
         let (mut v4, mut v6) = (0, 0);
@@ -131,7 +131,7 @@ fn the_embedded_world_map_agrees_with_the_maxminddb_reader_and_its_minimized_tab
         "{}",
         loaded.about
     );
-    let map = compile(std::slice::from_ref(&loaded));
+    let map = compile(std::slice::from_ref(&loaded)).unwrap();
     let t4 = minimize(Family::V4, &map.v4);
     let t6 = minimize(Family::V6, &map.v6);
     // The minimized tables must fit the kernel budget: far fewer entries

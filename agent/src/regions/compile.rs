@@ -21,6 +21,8 @@ use std::{
     net::IpAddr,
 };
 
+use thiserror::Error;
+
 use super::{
     Family, LOCAL, Prefix, TagKind, kind,
     prefix::mask,
@@ -83,6 +85,19 @@ impl FamilyMap {
 /// The distance between two consecutive addresses, left-aligned.
 pub const fn unit(family: Family) -> u128 {
     1u128 << (128 - family.width() as u32)
+}
+
+/// Most tag sets a map can have: the kernel labels ranges with a `u16`.
+pub const MAX_TAG_SETS: usize = 1 << 16;
+
+/// Why sources do not compile into a map.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CompileError {
+    #[error(
+        "the map sources give more than {MAX_TAG_SETS} distinct combinations of tags (a country \
+         with its cloud regions, local, untagged): the kernel's tables tell at most {MAX_TAG_SETS} apart"
+    )]
+    TooManyTagSets,
 }
 
 /// Counts of what compiling did.
@@ -526,8 +541,9 @@ fn compile_family(
 
 /// Compiles the loaded sources, in config order. The two families compile
 /// in parallel; tag set ids are then given in a fixed order (IPv4's first),
-/// so the same sources always give the same map.
-pub fn compile(sources: &[Loaded]) -> CompiledMap {
+/// so the same sources always give the same map. Fails when the sources
+/// give more tag sets than the kernel can label.
+pub fn compile(sources: &[Loaded]) -> Result<CompiledMap, CompileError> {
     let mut interner = Interner::default();
     let local_id = interner.id(LOCAL);
     let global: Vec<Vec<u32>> = sources
@@ -548,22 +564,26 @@ pub fn compile(sources: &[Loaded]) -> CompiledMap {
     let mut id_sets: Vec<Vec<u32>> = vec![Vec::new()];
     let mut ids: HashMap<Vec<u32>, u16> = HashMap::new();
     ids.insert(Vec::new(), 0);
-    let mut relabel = |r: &FamilyResult| -> Vec<u16> {
-        let map: Vec<u16> = r
-            .sets
-            .iter()
-            .map(|set| {
-                *ids.entry(set.clone()).or_insert_with(|| {
+    let mut relabel = |r: &FamilyResult| -> Result<Vec<u16>, CompileError> {
+        let mut map: Vec<u16> = Vec::with_capacity(r.sets.len());
+        for set in &r.sets {
+            let id = match ids.get(set) {
+                Some(id) => *id,
+                None => {
+                    let id =
+                        u16::try_from(id_sets.len()).map_err(|_| CompileError::TooManyTagSets)?;
                     id_sets.push(set.clone());
-                    (id_sets.len() - 1) as u16
-                })
-            })
-            .collect();
-        r.labels.iter().map(|l| map[*l as usize]).collect()
+                    ids.insert(set.clone(), id);
+                    id
+                }
+            };
+            map.push(id);
+        }
+        Ok(r.labels.iter().map(|l| map[*l as usize]).collect())
     };
-    let l4 = relabel(&r4);
-    let l6 = relabel(&r6);
-    CompiledMap {
+    let l4 = relabel(&r4)?;
+    let l6 = relabel(&r6)?;
+    Ok(CompiledMap {
         v4: FamilyMap {
             starts: r4.starts,
             labels: l4,
@@ -591,7 +611,7 @@ pub fn compile(sources: &[Loaded]) -> CompiledMap {
         stats: CompileStats {
             overridden: r4.overridden + r6.overridden,
         },
-    }
+    })
 }
 
 #[cfg(test)]
@@ -600,6 +620,10 @@ mod tests {
 
     fn source(lines: &[(&str, &str)]) -> Loaded {
         Loaded::from_pairs(lines)
+    }
+
+    fn compile(sources: &[Loaded]) -> CompiledMap {
+        super::compile(sources).unwrap()
     }
 
     fn tags_of(m: &CompiledMap, addr: &str) -> Vec<String> {
@@ -751,6 +775,33 @@ mod tests {
         // Inside ff00::/8 (multicast): local.
         assert_eq!(tags_of(&m, "fffe::1"), ["local"]);
         assert!(tags_of(&m, "fe00::1").is_empty());
+    }
+
+    #[test]
+    fn more_tag_sets_than_the_kernel_labels_are_refused() {
+        // `n` networks, each tagged with its own pair of cloud regions: `n`
+        // tag sets, besides the empty set and local.
+        let source = |n: u32| {
+            let mut b = crate::regions::sources::Builder::default();
+            for i in 0..n {
+                let p = Prefix::new(Family::V4, u128::from((1u32 << 24) + 2 * i) << 96, 32);
+                b.add(p, &format!("aws:a{}", i / 256)).unwrap();
+                b.add(p, &format!("aws:b{}", i % 256)).unwrap();
+            }
+            b.finish(
+                &crate::regions::sources::Spec::new(crate::regions::sources::Kind::Cidr, "t"),
+                String::new(),
+                String::new(),
+            )
+            .unwrap()
+        };
+        let full = MAX_TAG_SETS as u32 - 2;
+        let m = super::compile(&[source(full)]).unwrap();
+        assert_eq!(m.tagsets.len(), MAX_TAG_SETS);
+        assert_eq!(
+            super::compile(&[source(full + 1)]).unwrap_err(),
+            CompileError::TooManyTagSets
+        );
     }
 
     #[test]

@@ -311,7 +311,7 @@ mod tests {
             let src = b
                 .finish(&Spec::new(Kind::Cidr, "r"), String::new(), String::new())
                 .unwrap();
-            let map = compile(&[src]);
+            let map = compile(&[src]).unwrap();
             let t4 = minimize(Family::V4, &map.v4);
             let t6 = minimize(Family::V6, &map.v6);
             assert!(t4.len() <= map.cidrs(Family::V4).len() + 1);
@@ -342,7 +342,7 @@ mod tests {
     #[test]
     fn nesting_beats_disjoint_cidrs() {
         let src = Loaded::from_pairs(&[("11.0.0.0/8", "US"), ("11.1.2.0/24", "FR")]);
-        let map = compile(&[src]);
+        let map = compile(&[src]).unwrap();
         let ortc = minimize(Family::V4, &map.v4);
         let entries: Vec<String> = ortc
             .iter()

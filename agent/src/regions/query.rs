@@ -317,7 +317,7 @@ mod tests {
     use crate::regions::{compile, sources::Loaded};
 
     fn map(lines: &[(&str, &str)]) -> CompiledMap {
-        compile(&[Loaded::from_pairs(lines)])
+        compile(&[Loaded::from_pairs(lines)]).unwrap()
     }
 
     #[test]

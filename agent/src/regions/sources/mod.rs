@@ -327,6 +327,9 @@ pub enum SourceError {
         "map source {source_label} has no network at all: refusing an empty map (a failed download saved under the right name?)"
     )]
     Empty { source_label: String },
+    /// The sources together do not make a map the kernel can hold.
+    #[error(transparent)]
+    Compile(#[from] super::compile::CompileError),
 }
 
 impl SourceError {
