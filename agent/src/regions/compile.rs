@@ -67,10 +67,7 @@ impl FamilyMap {
 
     /// Last address (left-aligned) of range `i`.
     pub fn end_of(&self, i: usize, family: Family) -> u128 {
-        match self.starts.get(i + 1) {
-            Some(next) => next - unit(family),
-            None => mask(family.width()),
-        }
+        range_end(&self.starts, i, family)
     }
 
     pub fn len(&self) -> usize {
@@ -79,6 +76,15 @@ impl FamilyMap {
 
     pub fn is_empty(&self) -> bool {
         self.starts.is_empty()
+    }
+}
+
+/// Last address (left-aligned) of range `i` of ranges starting at
+/// `starts` (sorted) and covering the rest of the space.
+pub fn range_end(starts: &[u128], i: usize, family: Family) -> u128 {
+    match starts.get(i + 1) {
+        Some(next) => next - unit(family),
+        None => mask(family.width()),
     }
 }
 
@@ -161,16 +167,23 @@ impl CompiledMap {
     /// The fewest disjoint CIDRs covering the tagged ranges of `family`,
     /// with their tag sets ("aggregated prefixes").
     pub fn cidrs(&self, family: Family) -> Vec<(Prefix, u16)> {
-        let map = self.family(family);
         let mut out = Vec::new();
+        self.for_each_cidr(family, |p, label| out.push((p, label)));
+        out
+    }
+
+    /// Calls `f` with each of [`CompiledMap::cidrs`], in address order,
+    /// without collecting them.
+    pub fn for_each_cidr(&self, family: Family, mut f: impl FnMut(Prefix, u16)) {
+        let map = self.family(family);
         for i in 0..map.len() {
-            if map.labels[i] != 0 {
+            let label = map.labels[i];
+            if label != 0 {
                 range_to_cidrs(family, map.starts[i], map.end_of(i, family), |p| {
-                    out.push((p, map.labels[i]))
+                    f(p, label)
                 });
             }
         }
-        out
     }
 }
 

@@ -167,22 +167,17 @@ pub fn stats(
     let mut family = |f: Family, source_networks: usize, kernel: Option<usize>| -> FamilyCounts {
         let fm = map.family(f);
         let mut aggregated = 0;
-        for i in 0..fm.len() {
-            let label = fm.labels[i] as usize;
-            if label == 0 {
-                continue;
-            }
-            super::compile::range_to_cidrs(f, fm.starts[i], fm.end_of(i, f), |p| {
-                aggregated += 1;
-                match f {
-                    Family::V4 => {
-                        per_set[label][0] += 1u64 << (32 - u32::from(p.len()));
-                        per_set[label][1] += 1;
-                    }
-                    Family::V6 => per_set[label][2] += 1,
+        map.for_each_cidr(f, |p, label| {
+            let label = label as usize;
+            aggregated += 1;
+            match f {
+                Family::V4 => {
+                    per_set[label][0] += 1u64 << (32 - u32::from(p.len()));
+                    per_set[label][1] += 1;
                 }
-            });
-        }
+                Family::V6 => per_set[label][2] += 1,
+            }
+        });
         FamilyCounts {
             source_networks,
             ranges: fm.len(),
@@ -268,10 +263,7 @@ pub fn diff(old: &CompiledMap, new: &CompiledMap) -> Diff {
         starts.sort_unstable();
         starts.dedup();
         for (k, &start) in starts.iter().enumerate() {
-            let end = match starts.get(k + 1) {
-                Some(next) => next - super::compile::unit(f),
-                None => super::prefix::mask(f.width()),
-            };
+            let end = super::compile::range_end(&starts, k, f);
             let ta = &old.tagsets[a.labels[a.index_of(start)] as usize];
             let tb = &new.tagsets[b.labels[b.index_of(start)] as usize];
             if ta == tb {
