@@ -6,6 +6,7 @@
 //! inside a fresh network namespace that has nothing but `lo`.
 
 use std::{
+    ffi::{OsStr, OsString},
     fs,
     os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
@@ -68,6 +69,16 @@ pub fn geowall() -> PathBuf {
 /// runs while a test panics).
 fn geowall_unchecked() -> PathBuf {
     bin_dir().join("geowall")
+}
+
+/// `geowall SUB --config CONFIG`, for the caller to add the rest of the
+/// arguments to and run. SUB may be several words (`map lookup`). The
+/// config comes right after the subcommand: `exec` takes no option after
+/// its `--`.
+pub fn geowall_cmd(sub: &str, config: &Path) -> Command {
+    let mut cmd = Command::new(geowall());
+    cmd.args(sub.split_whitespace()).arg("--config").arg(config);
+    cmd
 }
 
 /// Why `bin` is older than the agent's sources, if it is.
@@ -446,7 +457,8 @@ impl Agent {
         fs::write(&self.config, edit(&text)).expect("write config");
     }
 
-    /// Runs `geowall ARGS…` with this agent's config.
+    /// Runs `geowall ARGS…` with this agent's config (given last: not for
+    /// `exec`, see [`Agent::exec`]).
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(geowall())
             .args(args)
@@ -456,17 +468,21 @@ impl Agent {
             .expect("run geowall")
     }
 
-    /// `geowall exec --policy POLICY -- netprobe PROBE_ARGS…`.
-    pub fn exec_probe(&self, policy: &str, probe_args: &[&str]) -> Output {
-        Command::new(geowall())
-            .arg("exec")
-            .arg("--config")
-            .arg(&self.config)
+    /// `geowall exec --policy POLICY -- CMD…`.
+    pub fn exec(&self, policy: &str, cmd: &[impl AsRef<OsStr>]) -> Output {
+        geowall_cmd("exec", &self.config)
             .args(["--policy", policy, "--"])
-            .arg(netprobe())
-            .args(probe_args)
+            .args(cmd)
             .output()
             .expect("run geowall exec")
+    }
+
+    /// `geowall exec --policy POLICY -- netprobe PROBE_ARGS…`.
+    pub fn exec_probe(&self, policy: &str, probe_args: &[impl AsRef<OsStr>]) -> Output {
+        let cmd: Vec<OsString> = std::iter::once(netprobe().into_os_string())
+            .chain(probe_args.iter().map(|a| a.as_ref().to_owned()))
+            .collect();
+        self.exec(policy, &cmd)
     }
 
     /// Every record of the audit log so far. A last line without its
@@ -581,7 +597,7 @@ pub fn outcomes(out: &Output) -> Vec<String> {
 
 /// Runs the probe directly (not through `geowall exec`), optionally inside
 /// `cgroup`.
-pub fn run_probe(cgroup: Option<&Path>, args: &[&str]) -> Output {
+pub fn run_probe(cgroup: Option<&Path>, args: &[impl AsRef<OsStr>]) -> Output {
     let mut cmd = Command::new(netprobe());
     if let Some(cg) = cgroup {
         cmd.arg("--cgroup").arg(cg);
@@ -642,12 +658,23 @@ impl UsDe {
         }
     }
 
-    /// Probe operations connecting to both, US first.
-    pub fn connects(&self) -> Vec<String> {
+    /// Probe operations of `kind` (`tcp`, `tfo`…) to both, US first.
+    pub fn ops(&self, kind: &str) -> Vec<String> {
         vec![
-            format!("tcp:{}", self.us.target()),
-            format!("tcp:{}", self.de.target()),
+            format!("{kind}:{}", self.us.target()),
+            format!("{kind}:{}", self.de.target()),
         ]
+    }
+
+    /// Asserts that a job under `policy` (one allowing the EU) cannot
+    /// connect to US and can to DE.
+    #[track_caller]
+    pub fn assert_eu(&self, agent: &Agent, policy: &str) {
+        assert_eq!(
+            outcomes(&agent.exec_probe(policy, &self.ops("tcp"))),
+            ["EPERM", "ok"],
+            "connects to US, DE under {policy}"
+        );
     }
 }
 

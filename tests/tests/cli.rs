@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use geowall_tests::{AgentSpec, TempDir, TestCgroup, geowall};
+use geowall_tests::{AgentSpec, TempDir, TestCgroup, geowall_cmd};
 
 fn write_config(dir: &TempDir, body: &str) -> std::path::PathBuf {
     let path = dir.path().join("geowall.toml");
@@ -17,12 +17,13 @@ fn exec_says_plainly_when_no_agent_runs_or_the_socket_is_stale() {
     let dir = TempDir::new("noagent");
     let sock = dir.path().join("control.sock");
     let config = write_config(&dir, &format!("[agent]\nsocket = \"{}\"\n", sock.display()));
-    let out = Command::new(geowall())
-        .args(["exec", "--config"])
-        .arg(&config)
-        .args(["--policy", "eu-only", "--", "true"])
-        .output()
-        .unwrap();
+    let exec_true = || {
+        geowall_cmd("exec", &config)
+            .args(["--policy", "eu-only", "--", "true"])
+            .output()
+            .unwrap()
+    };
+    let out = exec_true();
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -32,21 +33,12 @@ fn exec_says_plainly_when_no_agent_runs_or_the_socket_is_stale() {
 
     // A socket file nobody listens on any more.
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
-    let out = Command::new(geowall())
-        .args(["exec", "--config"])
-        .arg(&config)
-        .args(["--policy", "eu-only", "--", "true"])
-        .output()
-        .unwrap();
+    let out = exec_true();
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stale control socket"), "{err}");
 
-    let out = Command::new(geowall())
-        .args(["status", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = geowall_cmd("status", &config).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("agent: down"));
 }
@@ -57,40 +49,26 @@ fn exec_returns_the_command_status_and_names_unknown_policies() {
     let agent = AgentSpec::new(&cg)
         .config("[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\n")
         .start();
-    let run = |args: &[&str]| {
-        Command::new(geowall())
-            .args(["exec", "--config"])
-            .arg(&agent.config)
-            .args(args)
-            .output()
-            .unwrap()
-    };
     assert_eq!(
-        run(&["--policy", "eu-only", "--", "sh", "-c", "exit 7"])
-            .status
-            .code(),
+        agent.exec("eu-only", &["sh", "-c", "exit 7"]).status.code(),
         Some(7)
     );
-    let out = run(&["--policy", "eu-only", "--", "/nonexistent/cmd"]);
+    let out = agent.exec("eu-only", &["/nonexistent/cmd"]);
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run '/nonexistent/cmd'"));
-    let out = run(&["--policy", "eu-only", "--", "sh", "-c", "kill -TERM $$"]);
+    let out = agent.exec("eu-only", &["sh", "-c", "kill -TERM $$"]);
     assert_eq!(out.status.code(), Some(128 + 15));
-    let out = run(&["--policy", "nope", "--", "true"]);
+    let out = agent.exec("nope", &["true"]);
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no policy 'nope' (loaded: eu-only)"), "{err}");
 
     // The job ran in a cgroup of its own, which is gone once it ended.
-    let out = run(&[
-        "--policy",
-        "eu-only",
-        "--job",
-        "etl",
-        "--",
-        "cat",
-        "/proc/self/cgroup",
-    ]);
+    let out = geowall_cmd("exec", &agent.config)
+        .args(["--policy", "eu-only", "--job", "etl", "--"])
+        .args(["cat", "/proc/self/cgroup"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().find(|l| l.starts_with("0::")).unwrap();
     assert!(line.ends_with("/geowall.jobs/etl"), "{line}");
@@ -148,11 +126,7 @@ fn config_errors_name_file_line_and_value() {
     ];
     for (body, want) in cases {
         let config = write_config(&dir, body);
-        let out = Command::new(geowall())
-            .args(["check", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
+        let out = geowall_cmd("check", &config).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{body}");
         assert!(
@@ -168,21 +142,13 @@ fn enforcing_on_the_whole_host_needs_an_explicit_yes() {
     let body =
         "[agent]\ncgroup = \"/\"\n[[policy]]\nname = \"p\"\nallow = [\"EU\"]\ncgroups = [\"/\"]\n";
     let config = write_config(&dir, body);
-    let out = Command::new(geowall())
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = geowall_cmd("check", &config).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("would enforce on the whole host"), "{err}");
     // Audit mode host-wide is fine (that is the demo).
     let config = write_config(&dir, &body.replace("allow", "mode = \"audit\"\nallow"));
-    let out = Command::new(geowall())
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = geowall_cmd("check", &config).output().unwrap();
     assert!(
         out.status.success(),
         "{}",

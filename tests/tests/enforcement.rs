@@ -54,20 +54,13 @@ fn find(records: &[Value], pred: impl Fn(&Value) -> bool) -> Option<&Value> {
 fn tcp_ipv4_is_refused_outside_the_policy_and_allowed_inside() {
     let cg = TestCgroup::new("tcp4");
     let agent = eu_agent(&cg);
-    let us = Listener::on("127.20.0.1");
-    let de = Listener::on("127.30.0.1");
-    let out = agent.exec_probe(
-        "eu-only",
-        &[
-            &format!("tcp:{}", us.target()),
-            &format!("tcp:{}", de.target()),
-        ],
-    );
+    let t = UsDe::new();
+    let out = agent.exec_probe("eu-only", &t.ops("tcp"));
     assert_eq!(outcomes(&out), ["EPERM", "ok"]);
 
     let rec = agent.wait_record("for the denied connect", |r| r["verdict"] == "deny");
     assert_eq!(rec["dst"], "127.20.0.1");
-    assert_eq!(rec["dport"], us.addr.port());
+    assert_eq!(rec["dport"], t.us.addr.port());
     assert_eq!(rec["policy"], "eu-only");
     assert_eq!(rec["reason"], "region");
     assert_eq!(rec["tags"], serde_json::json!(["US"]));
@@ -172,15 +165,8 @@ fn an_ipv4_mapped_ipv6_destination_is_judged_as_ipv4() {
 fn tcp_fast_open_is_judged_like_connect() {
     let cg = TestCgroup::new("tfo");
     let agent = eu_agent(&cg);
-    let us = Listener::on("127.20.0.1");
-    let de = Listener::on("127.30.0.1");
-    let out = agent.exec_probe(
-        "eu-only",
-        &[
-            &format!("tfo:{}", us.target()),
-            &format!("tfo:{}", de.target()),
-        ],
-    );
+    let t = UsDe::new();
+    let out = agent.exec_probe("eu-only", &t.ops("tfo"));
     assert_eq!(outcomes(&out), ["EPERM", "ok"]);
 }
 
@@ -221,17 +207,13 @@ fn child_cgroups_are_confined_and_others_are_not() {
         .cidr_map("test.cidr", MAP)
         .config(CONFINED_EU)
         .start();
-    let us = Listener::on("127.20.0.1");
-    let de = Listener::on("127.30.0.1");
-    let t_us = format!("tcp:{}", us.target());
-    let t_de = format!("tcp:{}", de.target());
-    assert_eq!(
-        outcomes(&run_probe(Some(&deep), &[&t_us, &t_de])),
-        ["EPERM", "ok"]
-    );
-    assert_eq!(outcomes(&run_probe(Some(&sibling), &[&t_us])), ["ok"]);
+    let t = UsDe::new();
+    let ops = t.ops("tcp");
+    let to_us = &ops[..1];
+    assert_eq!(outcomes(&run_probe(Some(&deep), &ops)), ["EPERM", "ok"]);
+    assert_eq!(outcomes(&run_probe(Some(&sibling), to_us)), ["ok"]);
     // The test's own cgroup is outside the governed subtree.
-    assert_eq!(outcomes(&run_probe(None, &[&t_us])), ["ok"]);
+    assert_eq!(outcomes(&run_probe(None, to_us)), ["ok"]);
     let rec = agent.wait_record("for the nested denial", |r| r["verdict"] == "deny");
     assert_eq!(
         rec["cgroup"],
@@ -465,12 +447,7 @@ fn a_bad_config_on_reload_is_refused_and_the_tables_in_force_stay() {
     let cg = TestCgroup::new("badreload");
     let agent = eu_agent(&cg);
     let t = UsDe::new();
-    let ops = t.connects();
-    let ops: Vec<&str> = ops.iter().map(String::as_str).collect();
-    assert_eq!(
-        outcomes(&agent.exec_probe("eu-only", &ops)),
-        ["EPERM", "ok"]
-    );
+    t.assert_eu(&agent, "eu-only");
 
     agent.rewrite_config(|t| t.replace("allow = [\"EU\"]", "allow = [\"EUU\", \"US\"]"));
     let check = agent.cli(&["check"]);
@@ -493,10 +470,7 @@ fn a_bad_config_on_reload_is_refused_and_the_tables_in_force_stay() {
         "{}",
         agent.stderr()
     );
-    assert_eq!(
-        outcomes(&agent.exec_probe("eu-only", &ops)),
-        ["EPERM", "ok"]
-    );
+    t.assert_eu(&agent, "eu-only");
 
     // A broken map file is refused the same way, naming file and line.
     agent.rewrite_config(|t| t.replace("allow = [\"EUU\", \"US\"]", "allow = [\"EU\"]"));
@@ -516,10 +490,7 @@ fn a_bad_config_on_reload_is_refused_and_the_tables_in_force_stay() {
         "{}",
         agent.stderr()
     );
-    assert_eq!(
-        outcomes(&agent.exec_probe("eu-only", &ops)),
-        ["EPERM", "ok"]
-    );
+    t.assert_eu(&agent, "eu-only");
 }
 
 #[test]
