@@ -87,7 +87,11 @@ fn maxmind_test_databases_agree_with_maxminds_expected_answers() {
                         }
                         (_, a) => a,
                     };
-                    let own: Vec<&str> = loaded.lookup(addr).into_iter().map(|(_, t)| t).collect();
+                    let own: Vec<&str> = loaded
+                        .lookup(addr)
+                        .into_iter()
+                        .flat_map(|hit| hit.tags)
+                        .collect();
                     assert_eq!(
                         own.first().map(|s| s.to_string()),
                         want,

@@ -355,10 +355,22 @@ struct Input {
 /// Which tags of a source an input looks at: a source is two layers,
 /// countries and cloud regions, each answered by its own most specific
 /// network (a country /16 stays the country of the cloud /24 inside it).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Layer {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
     Countries,
     Clouds,
+}
+
+impl Layer {
+    /// The layer of a tag: cloud regions are theirs; every other tag
+    /// (countries, `local`) is the countries'.
+    pub fn of(tag: &str) -> Layer {
+        if matches!(kind(tag), Some(TagKind::Cloud { .. })) {
+            Layer::Clouds
+        } else {
+            Layer::Countries
+        }
+    }
 }
 
 fn input_for(
@@ -566,7 +578,7 @@ pub fn compile(sources: &[Loaded]) -> Result<CompiledMap, CompileError> {
     let is_cloud: Vec<bool> = interner
         .names
         .iter()
-        .map(|n| matches!(kind(n), Some(TagKind::Cloud { .. })))
+        .map(|n| Layer::of(n) == Layer::Clouds)
         .collect();
     let (r4, r6) = std::thread::scope(|scope| {
         let v4 = scope.spawn(|| compile_family(Family::V4, sources, &global, &is_cloud, local_id));

@@ -13,12 +13,15 @@ use super::{
 };
 use crate::plan::SourceInfo;
 
-/// One source's own answer for an address.
+/// One source's own answer for an address, for one layer: a source answers
+/// with its most specific network that has a country, and its most specific
+/// network that has cloud regions (one answer when they are the same
+/// network), as the compiler reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceAnswer {
     /// `KIND:PATH`.
     pub source: String,
-    /// The source's most specific network containing the address.
+    /// The network that answers.
     pub prefix: String,
     pub tags: Vec<String>,
 }
@@ -74,14 +77,11 @@ pub fn source_answers(
             _ => {
                 let loaded = sources::load(spec, max_bytes)?;
                 for (i, addr) in addrs.iter().enumerate() {
-                    let hits = loaded.lookup(*addr);
-                    if let Some((prefix, _)) = hits.first() {
-                        out[i].push(SourceAnswer {
-                            source: spec.label(),
-                            prefix: prefix.to_string(),
-                            tags: hits.iter().map(|(_, t)| (*t).to_owned()).collect(),
-                        });
-                    }
+                    out[i].extend(loaded.lookup(*addr).into_iter().map(|hit| SourceAnswer {
+                        source: spec.label(),
+                        prefix: hit.prefix.to_string(),
+                        tags: hit.tags.into_iter().map(str::to_owned).collect(),
+                    }));
                 }
             }
         }

@@ -53,9 +53,10 @@ mod tests {
         let l = parse_str("# header\n\n127.20.0.0/16 US\n2001:db8::/32\tde # inline\n").unwrap();
         assert_eq!((l.v4.len(), l.v6.len(), l.records), (1, 1, 2));
         let hit = l.lookup("127.20.1.1".parse().unwrap());
-        assert_eq!(hit[0].0.to_string(), "127.20.0.0/16");
-        assert_eq!(hit[0].1, "US");
-        assert_eq!(l.lookup("2001:db8::1".parse().unwrap())[0].1, "DE");
+        assert_eq!(hit.len(), 1);
+        assert_eq!(hit[0].prefix.to_string(), "127.20.0.0/16");
+        assert_eq!(hit[0].tags, ["US"]);
+        assert_eq!(l.lookup("2001:db8::1".parse().unwrap())[0].tags, ["DE"]);
     }
 
     #[test]

@@ -245,10 +245,13 @@ mod tests {
         .unwrap();
         assert_eq!((aws.v4.len(), aws.v6.len(), aws.records), (2, 1, 4));
         assert_eq!(
-            aws.lookup("3.4.12.4".parse().unwrap())[0].1,
-            "aws:eu-west-1"
+            aws.lookup("3.4.12.4".parse().unwrap())[0].tags,
+            ["aws:eu-west-1"]
         );
-        assert_eq!(aws.lookup("52.94.1.1".parse().unwrap())[0].1, "aws:GLOBAL");
+        assert_eq!(
+            aws.lookup("52.94.1.1".parse().unwrap())[0].tags,
+            ["aws:GLOBAL"]
+        );
         assert!(aws.about.contains("createDate") || aws.about.contains("created 2025-07-24"));
 
         let gcp = load(
@@ -259,12 +262,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            gcp.lookup("34.1.208.1".parse().unwrap())[0].1,
-            "gcp:africa-south1"
+            gcp.lookup("34.1.208.1".parse().unwrap())[0].tags,
+            ["gcp:africa-south1"]
         );
         assert_eq!(
-            gcp.lookup("2600:1900:8000::1".parse().unwrap())[0].1,
-            "gcp:GLOBAL"
+            gcp.lookup("2600:1900:8000::1".parse().unwrap())[0].tags,
+            ["gcp:GLOBAL"]
         );
 
         let azure = load(
@@ -275,12 +278,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            azure.lookup("4.145.74.53".parse().unwrap())[0].1,
-            "azure:GLOBAL"
+            azure.lookup("4.145.74.53".parse().unwrap())[0].tags,
+            ["azure:GLOBAL"]
         );
         assert_eq!(
-            azure.lookup("13.69.1.1".parse().unwrap())[0].1,
-            "azure:westeurope"
+            azure.lookup("13.69.1.1".parse().unwrap())[0].tags,
+            ["azure:westeurope"]
         );
         assert_eq!(azure.v6.len(), 1);
     }

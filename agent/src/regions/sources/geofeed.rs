@@ -106,8 +106,8 @@ mod tests {
             (l.v4.len(), l.v6.len(), l.records, l.untagged_records),
             (2, 1, 4, 1)
         );
-        assert_eq!(l.lookup("5.101.97.1".parse().unwrap())[0].1, "NL");
-        assert_eq!(l.lookup("192.0.2.9".parse().unwrap())[0].1, "US");
+        assert_eq!(l.lookup("5.101.97.1".parse().unwrap())[0].tags, ["NL"]);
+        assert_eq!(l.lookup("192.0.2.9".parse().unwrap())[0].tags, ["US"]);
         assert!(l.lookup("198.51.100.1".parse().unwrap()).is_empty());
     }
 

@@ -30,7 +30,7 @@ use std::{
 
 use thiserror::Error;
 
-use super::{Family, Prefix};
+use super::{Family, Prefix, compile::Layer};
 
 /// The kinds of map source geowall reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -185,28 +185,65 @@ impl Loaded {
         counts
     }
 
-    /// This source's own answer for `addr`: its most specific networks
-    /// containing it (several when one prefix carries several tags).
-    pub fn lookup(&self, addr: IpAddr) -> Vec<(Prefix, &str)> {
+    /// This source's own answer for `addr`, read as the compiler reads it:
+    /// for countries and for cloud regions separately ([`Layer::of`]), the
+    /// most specific network containing `addr` that carries tags of that
+    /// layer. Countries first; a single hit when both layers answer from
+    /// the same network; none when the source says nothing about `addr`.
+    pub fn lookup(&self, addr: IpAddr) -> Vec<Hit<'_>> {
         let host = Prefix::host(addr);
         let list = match host.family() {
             Family::V4 => &self.v4,
             Family::V6 => &self.v6,
         };
+        let mut countries: Option<Hit<'_>> = None;
+        let mut clouds: Option<Hit<'_>> = None;
         for len in (0..=host.len()).rev() {
+            if countries.is_some() && clouds.is_some() {
+                break;
+            }
             let p = Prefix::new(host.family(), host.bits(), len);
             let start = list.partition_point(|n| (n.bits, n.len) < (p.bits(), len));
-            let hits: Vec<(Prefix, &str)> = list[start..]
+            for n in list[start..]
                 .iter()
                 .take_while(|n| n.bits == p.bits() && n.len == len)
-                .map(|n| (p, self.tags[n.tag as usize].as_str()))
-                .collect();
-            if !hits.is_empty() {
-                return hits;
+            {
+                let tag = self.tags[n.tag as usize].as_str();
+                let layer = match Layer::of(tag) {
+                    Layer::Countries => &mut countries,
+                    Layer::Clouds => &mut clouds,
+                };
+                match layer {
+                    None => {
+                        *layer = Some(Hit {
+                            prefix: p,
+                            tags: vec![tag],
+                        })
+                    }
+                    // Found at this length: more tags of the same network.
+                    Some(hit) if hit.prefix == p => hit.tags.push(tag),
+                    // Found at a longer length already.
+                    Some(_) => {}
+                }
             }
         }
-        Vec::new()
+        match (countries, clouds) {
+            (Some(mut a), Some(b)) if a.prefix == b.prefix => {
+                a.tags.extend(b.tags);
+                vec![a]
+            }
+            (a, b) => a.into_iter().chain(b).collect(),
+        }
     }
+}
+
+/// One layer's answer of a source for an address (see [`Loaded::lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit<'a> {
+    /// The network that answers.
+    pub prefix: Prefix,
+    /// Its tags of the layer (of both layers when both answer from it).
+    pub tags: Vec<&'a str>,
 }
 
 #[cfg(test)]
@@ -450,6 +487,18 @@ mod tests {
         assert!(Spec::parse_arg("nothing").is_err());
     }
 
+    fn hits(l: &Loaded, addr: &str) -> Vec<(String, Vec<String>)> {
+        l.lookup(addr.parse().unwrap())
+            .into_iter()
+            .map(|h| {
+                (
+                    h.prefix.to_string(),
+                    h.tags.into_iter().map(str::to_owned).collect(),
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn a_source_answers_with_its_most_specific_networks() {
         let l = Loaded::from_pairs(&[
@@ -459,12 +508,63 @@ mod tests {
             ("10.1.0.0/16", "aws:GLOBAL"),
         ]);
         assert_eq!(l.v4.len(), 3);
-        let hits = l.lookup("10.1.2.3".parse().unwrap());
-        assert_eq!(hits.len(), 2);
-        assert_eq!(hits[0].0.to_string(), "10.1.0.0/16");
-        assert_eq!(l.lookup("10.2.0.1".parse().unwrap())[0].1, "DE");
+        // Both cloud tags of the /16; the country from the /8 around it.
+        assert_eq!(
+            hits(&l, "10.1.2.3"),
+            [
+                ("10.0.0.0/8".into(), vec!["DE".into()]),
+                (
+                    "10.1.0.0/16".into(),
+                    vec!["aws:eu-west-1".into(), "aws:GLOBAL".into()]
+                ),
+            ]
+        );
+        assert_eq!(
+            hits(&l, "10.2.0.1"),
+            [("10.0.0.0/8".into(), vec!["DE".into()])]
+        );
         assert!(l.lookup("11.0.0.1".parse().unwrap()).is_empty());
         assert_eq!(l.tag_counts()["aws:GLOBAL"], 1);
+    }
+
+    #[test]
+    fn a_source_answers_per_layer_as_the_compiler_reads_it() {
+        let l = Loaded::from_pairs(&[
+            ("10.0.0.0/8", "DE"),
+            ("10.1.0.0/16", "aws:x"),
+            ("10.1.2.0/24", "FR"),
+            ("10.1.2.0/24", "aws:y"),
+            ("2001:db8::/32", "aws:z"),
+        ]);
+        let map = crate::regions::compile(std::slice::from_ref(&l)).unwrap();
+        let layers = |addr: &str| {
+            let mut tags: Vec<String> = hits(&l, addr).into_iter().flat_map(|h| h.1).collect();
+            tags.sort();
+            assert_eq!(
+                tags,
+                map.tagsets[map.lookup(addr.parse().unwrap()).0 as usize],
+                "{addr}"
+            );
+            hits(&l, addr)
+        };
+        // The country from the /8, the cloud region from the /16 in it.
+        assert_eq!(
+            layers("10.1.0.1"),
+            [
+                ("10.0.0.0/8".into(), vec!["DE".into()]),
+                ("10.1.0.0/16".into(), vec!["aws:x".into()]),
+            ]
+        );
+        // Both layers from the same network: one hit.
+        assert_eq!(
+            layers("10.1.2.3"),
+            [("10.1.2.0/24".into(), vec!["FR".into(), "aws:y".into()])]
+        );
+        // A cloud region only.
+        assert_eq!(
+            layers("2001:db8::1"),
+            [("2001:db8::/32".into(), vec!["aws:z".into()])]
+        );
     }
 
     #[test]
