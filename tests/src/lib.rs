@@ -468,6 +468,40 @@ impl Agent {
             .expect("run geowall")
     }
 
+    /// Runs `geowall ARGS…` with this agent's config, which must succeed,
+    /// and parses what it prints as JSON.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "geowall {} failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "geowall {} printed no JSON ({e}):\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// `geowall status --json`: `{"agent", "enforcing", "version",
+    /// "status": {"epoch", "events_dropped", …}}`.
+    pub fn status(&self) -> Value {
+        self.cli_json(&["status", "--json"])
+    }
+
+    /// The epoch of the tables in force; every table switch raises it.
+    pub fn epoch(&self) -> u64 {
+        let status = self.status();
+        status["status"]["epoch"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no status.epoch in {status}"))
+    }
+
     /// `geowall exec --policy POLICY -- CMD…`.
     pub fn exec(&self, policy: &str, cmd: &[impl AsRef<OsStr>]) -> Output {
         geowall_cmd("exec", &self.config)

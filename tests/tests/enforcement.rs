@@ -396,13 +396,8 @@ fn table_switches_never_let_a_blocked_destination_through() {
     let loop_ms = 4000;
     let probe_us = connect_loop(&confined, &t.us.target(), loop_ms);
     let probe_de = connect_loop(&confined, &t.de.target(), loop_ms);
-    let epoch = || -> u64 {
-        let out = agent.cli(&["status", "--json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).expect("status json");
-        v["status"]["epoch"].as_u64().expect("epoch")
-    };
     let mut switches = 0;
-    let start = epoch();
+    let start = agent.epoch();
     let deadline = std::time::Instant::now() + Duration::from_millis(loop_ms - 500);
     while std::time::Instant::now() < deadline {
         agent.rewrite_config(|text| {
@@ -415,7 +410,7 @@ fn table_switches_never_let_a_blocked_destination_through() {
         agent.signal(libc::SIGHUP);
         let want = start + switches + 1;
         let wait = std::time::Instant::now() + Duration::from_secs(5);
-        while epoch() < want {
+        while agent.epoch() < want {
             assert!(
                 std::time::Instant::now() < wait,
                 "reload did not switch tables:\n{}",
@@ -570,9 +565,10 @@ fn a_full_ring_buffer_counts_drops_and_never_blocks() {
     let counts = v["counts"].as_object().unwrap();
     assert_eq!(counts.keys().collect::<Vec<_>>(), ["EPERM"]);
     let denied = counts["EPERM"].as_u64().unwrap();
-    let out = agent.cli(&["status", "--json"]);
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let dropped = status["status"]["events_dropped"].as_u64().unwrap();
+    let status = agent.status();
+    let dropped = status["status"]["events_dropped"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no status.events_dropped in {status}"));
     assert!(denied > 100, "{denied}");
     assert!(dropped > 0, "no drops counted for {denied} denials");
     // Every denial is either in the log (once the agent has drained the

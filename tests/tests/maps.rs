@@ -19,7 +19,7 @@ fn the_embedded_world_map_judges_real_public_addresses() {
     let agent = AgentSpec::new(&cg).config(EU_ONLY).start();
 
     // What the real database says (checked, not assumed).
-    let out = agent.cli(&[
+    let answers = agent.cli_json(&[
         "map",
         "lookup",
         "--json",
@@ -28,13 +28,9 @@ fn the_embedded_world_map_judges_real_public_addresses() {
         "2001:4860::8888",
         "2a02:2e0::1",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let tags: Vec<&str> = answers
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {answers}"))
         .iter()
         .map(|a| a["tags"][0].as_str().unwrap())
         .collect();
@@ -240,7 +236,7 @@ fn map_lookup_stats_and_diff_from_the_command_line() {
     std::fs::write(&b, MAP_B).unwrap();
 
     // From the running agent's tables.
-    let out = agent.cli(&[
+    let v = agent.cli_json(&[
         "map",
         "lookup",
         "--json",
@@ -249,12 +245,7 @@ fn map_lookup_stats_and_diff_from_the_command_line() {
         "127.99.0.1",
         "192.0.2.1",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(4), "{v}");
     assert_eq!(v[0]["addr"], "127.20.0.9");
     assert_eq!(v[0]["prefix"], "127.20.0.0/16");
     assert_eq!(v[0]["tags"], serde_json::json!(["US"]));
@@ -299,13 +290,7 @@ fn map_lookup_stats_and_diff_from_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.mmdb"));
 
     // Stats from the agent carry kernel figures.
-    let out = agent.cli(&["map", "stats", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = agent.cli_json(&["map", "stats", "--json"]);
     assert!(s["kernel_bytes"].as_u64().unwrap() > 0);
     assert!(s["install_ms"].is_u64());
     assert_eq!(s["regions"]["US"]["ipv4_addresses"], 2 * 65536);
