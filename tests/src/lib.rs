@@ -6,6 +6,7 @@
 //! inside a fresh network namespace that has nothing but `lo`.
 
 use std::{
+    collections::BTreeMap,
     ffi::{OsStr, OsString},
     fs,
     os::unix::process::ExitStatusExt,
@@ -719,29 +720,39 @@ impl Default for UsDe {
 }
 
 /// Connects to `target` again and again for `ms` milliseconds from inside
-/// `cgroup`, in the background; the handle yields how often each outcome
-/// came.
+/// `cgroup`; returns how often each outcome came.
+pub fn loop_counts(cgroup: &Path, target: &str, ms: u64) -> BTreeMap<String, u64> {
+    let out = run_probe(Some(cgroup), &[format!("tcploop:{target}:{ms}")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "probe failed ({}, signal {:?}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        out.status.signal(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("bad probe output ({e}): {stdout}"));
+    v["counts"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no counts in {v}"))
+        .iter()
+        .map(|(k, n)| {
+            let n = n
+                .as_u64()
+                .unwrap_or_else(|| panic!("bad count {k}: {n} in {v}"));
+            (k.clone(), n)
+        })
+        .collect()
+}
+
+/// [`loop_counts`] in the background.
 pub fn connect_loop(
     cgroup: &Path,
     target: &str,
     ms: u64,
-) -> std::thread::JoinHandle<std::collections::BTreeMap<String, u64>> {
+) -> std::thread::JoinHandle<BTreeMap<String, u64>> {
     let cgroup = cgroup.to_path_buf();
-    let op = format!("tcploop:{target}:{ms}");
-    std::thread::spawn(move || {
-        let out = run_probe(Some(&cgroup), &[&op]);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "probe output ({e}): {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        v["counts"]
-            .as_object()
-            .expect("counts")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-            .collect()
-    })
+    let target = target.to_owned();
+    std::thread::spawn(move || loop_counts(&cgroup, &target, ms))
 }

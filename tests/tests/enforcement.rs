@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use geowall_tests::{
-    AgentSpec, Listener, TestCgroup, UsDe, connect_loop, outcomes, probe_results, run_probe,
+    AgentSpec, Listener, TestCgroup, UsDe, connect_loop, loop_counts, outcomes, probe_results,
+    run_probe,
 };
 use serde_json::Value;
 
@@ -559,12 +560,10 @@ fn a_full_ring_buffer_counts_drops_and_never_blocks() {
     let us = Listener::on("127.20.0.1");
     // With the agent stopped nobody reads the 4 KiB ring: it fills up.
     agent.signal(libc::SIGSTOP);
-    let out = run_probe(Some(&confined), &[&format!("tcploop:{}:300", us.target())]);
+    let counts = loop_counts(&confined, &us.target(), 300);
     agent.signal(libc::SIGCONT);
-    let v: Value = serde_json::from_slice(&out.stdout).expect("probe json");
-    let counts = v["counts"].as_object().unwrap();
-    assert_eq!(counts.keys().collect::<Vec<_>>(), ["EPERM"]);
-    let denied = counts["EPERM"].as_u64().unwrap();
+    assert_eq!(counts.keys().collect::<Vec<_>>(), ["EPERM"], "{counts:?}");
+    let denied = counts["EPERM"];
     let status = agent.status();
     let dropped = status["status"]["events_dropped"]
         .as_u64()
