@@ -131,6 +131,15 @@ pub fn map_specs(config: &Config) -> Result<Vec<Spec>, ConfigError> {
 /// Reads and compiles map sources. Any failing source fails the whole map.
 pub fn load_map(specs: &[Spec], max_source_bytes: u64) -> Result<MapPlan, PlanError> {
     let started = Instant::now();
+    let loaded = load_sources(specs, max_source_bytes)?;
+    let mut plan = compile_loaded(&loaded)?;
+    plan.compile_time = started.elapsed();
+    Ok(plan)
+}
+
+/// Reads map sources, in order, checking each: any failing source fails
+/// them all.
+pub fn load_sources(specs: &[Spec], max_source_bytes: u64) -> Result<Vec<Loaded>, PlanError> {
     let mut loaded = Vec::with_capacity(specs.len());
     for spec in specs {
         let l = sources::load(spec, max_source_bytes)?;
@@ -143,11 +152,17 @@ pub fn load_map(specs: &[Spec], max_source_bytes: u64) -> Result<MapPlan, PlanEr
         }
         loaded.push(l);
     }
-    let map = compile(&loaded).map_err(SourceError::from)?;
-    let sources = loaded.iter().map(SourceInfo::of).collect();
+    Ok(loaded)
+}
+
+/// Compiles loaded sources (from [`load_sources`]); `compile_time` is the
+/// time compiling took.
+pub fn compile_loaded(loaded: &[Loaded]) -> Result<MapPlan, PlanError> {
+    let started = Instant::now();
+    let map = compile(loaded).map_err(SourceError::from)?;
     Ok(MapPlan {
         map: Arc::new(map),
-        sources,
+        sources: loaded.iter().map(SourceInfo::of).collect(),
         compile_time: started.elapsed(),
     })
 }

@@ -152,20 +152,15 @@ fn lookup(config: &Path, sources: &[String], json: bool, addrs: &[String]) -> Re
             .map_err(|e| e.to_string())?;
         serde_json::from_value(v).map_err(|e| format!("unexpected answer from the agent: {e}"))?
     } else {
-        let specs = parse_specs(sources)?;
-        let plan = compile_specs(&specs)?;
-        let canonical: Vec<IpAddr> = parsed.iter().map(|a| query::canonical(*a)).collect();
-        let per_source = query::source_answers(&specs, DEFAULT_MAX_SOURCE_BYTES, &canonical)
-            .map_err(|e| e.to_string())?;
-        canonical
-            .iter()
-            .zip(per_source)
-            .map(|(addr, sources)| {
-                let mut a = query::answer(&plan.map, *addr);
-                a.sources = sources;
-                a
-            })
-            .collect()
+        // Each source is read once: the map and the sources' own answers
+        // come from the same loaded data.
+        let loaded = plan::load_sources(&parse_specs(sources)?, DEFAULT_MAX_SOURCE_BYTES)
+            .map_err(|e| super::chain(&e))?;
+        let map = plan::compile_loaded(&loaded)
+            .map_err(|e| super::chain(&e))?
+            .map;
+        query::lookup(&map, query::SourceData::Loaded(&loaded), &parsed)
+            .map_err(|e| e.to_string())?
     };
     if json {
         println!(

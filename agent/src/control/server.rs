@@ -212,21 +212,16 @@ fn map_lookup(snap: &MapSnapshot, addrs: &[String]) -> Result<Response, Refusal>
         .iter()
         .map(|a| {
             a.parse()
-                .map(query::canonical)
                 .map_err(|_| Refusal(ErrorCode::BadRequest, format!("'{a}' is not an IP address")))
         })
         .collect::<Result<_, _>>()?;
-    let per_source = query::source_answers(&snap.specs, snap.max_source_bytes, &parsed)
+    // The agent keeps no per-source copy: the sources are read again.
+    let sources = query::SourceData::Files {
+        specs: &snap.specs,
+        max_bytes: snap.max_source_bytes,
+    };
+    let out = query::lookup(&snap.map, sources, &parsed)
         .map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
-    let out: Vec<query::Answer> = parsed
-        .iter()
-        .zip(per_source)
-        .map(|(addr, sources)| {
-            let mut answer = query::answer(&snap.map, *addr);
-            answer.sources = sources;
-            answer
-        })
-        .collect();
     Ok(Response::ok(out))
 }
 

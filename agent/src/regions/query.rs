@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     CompiledMap, Family, Prefix,
     ortc::minimize,
-    sources::{self, Kind, SourceError, Spec},
+    sources::{self, Kind, Loaded, SourceError, Spec},
 };
 use crate::plan::SourceInfo;
 
@@ -45,9 +45,59 @@ pub fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// The answers of the sources `specs` for each of `addrs` (each source is
-/// read again, once: the map keeps no per-source copy).
-pub fn source_answers(
+/// Where the sources' own answers come from.
+#[derive(Debug, Clone, Copy)]
+pub enum SourceData<'a> {
+    /// The sources as loaded (the command line has just compiled them).
+    Loaded(&'a [Loaded]),
+    /// Only what names them (the agent keeps no per-source copy): each
+    /// source is read again, once. MaxMind databases (the builtin one
+    /// included) are looked up in place rather than loaded whole.
+    Files { specs: &'a [Spec], max_bytes: u64 },
+}
+
+/// What the map says about each of `addrs`, with what each source says
+/// (IPv4-mapped IPv6 addresses are looked up as IPv4).
+pub fn lookup(
+    map: &CompiledMap,
+    sources: SourceData<'_>,
+    addrs: &[IpAddr],
+) -> Result<Vec<Answer>, SourceError> {
+    let addrs: Vec<IpAddr> = addrs.iter().map(|a| canonical(*a)).collect();
+    let per_source = match sources {
+        SourceData::Loaded(loaded) => addrs
+            .iter()
+            .map(|addr| {
+                loaded
+                    .iter()
+                    .flat_map(|l| source_answers(l, *addr))
+                    .collect()
+            })
+            .collect(),
+        SourceData::Files { specs, max_bytes } => file_answers(specs, max_bytes, &addrs)?,
+    };
+    Ok(addrs
+        .iter()
+        .zip(per_source)
+        .map(|(addr, sources)| Answer {
+            sources,
+            ..answer(map, *addr)
+        })
+        .collect())
+}
+
+/// A loaded source's answers for `addr`, one per layer.
+fn source_answers(loaded: &Loaded, addr: IpAddr) -> impl Iterator<Item = SourceAnswer> + '_ {
+    loaded.lookup(addr).into_iter().map(|hit| SourceAnswer {
+        source: loaded.spec.label(),
+        prefix: hit.prefix.to_string(),
+        tags: hit.tags.into_iter().map(str::to_owned).collect(),
+    })
+}
+
+/// The sources' answers for each of `addrs` (canonical), reading each
+/// source once.
+fn file_answers(
     specs: &[Spec],
     max_bytes: u64,
     addrs: &[IpAddr],
@@ -56,15 +106,20 @@ pub fn source_answers(
     for spec in specs {
         match spec.kind {
             Kind::Mmdb | Kind::Builtin => {
-                let bytes = if spec.kind == Kind::Builtin {
-                    sources::builtin::bytes()?
+                // Read as loading reads it: the builtin database as the
+                // mmdb source it is, named like the builtin one.
+                let (bytes, inner) = if spec.kind == Kind::Builtin {
+                    (
+                        sources::builtin::bytes()?,
+                        sources::builtin::inner_spec(spec),
+                    )
                 } else {
-                    sources::read_capped(&spec.path, max_bytes)?
+                    (sources::read_capped(&spec.path, max_bytes)?, spec.clone())
                 };
-                let reader = sources::mmdb::reader(bytes, spec)?;
+                let reader = sources::mmdb::reader(bytes, &inner)?;
                 for (i, addr) in addrs.iter().enumerate() {
                     if let Some((prefix, Some(country))) =
-                        sources::mmdb::lookup_one(&reader, spec, *addr)?
+                        sources::mmdb::lookup_one(&reader, &inner, *addr)?
                     {
                         out[i].push(SourceAnswer {
                             source: spec.label(),
@@ -77,11 +132,7 @@ pub fn source_answers(
             _ => {
                 let loaded = sources::load(spec, max_bytes)?;
                 for (i, addr) in addrs.iter().enumerate() {
-                    out[i].extend(loaded.lookup(*addr).into_iter().map(|hit| SourceAnswer {
-                        source: spec.label(),
-                        prefix: hit.prefix.to_string(),
-                        tags: hit.tags.into_iter().map(str::to_owned).collect(),
-                    }));
+                    out[i].extend(source_answers(&loaded, *addr));
                 }
             }
         }
@@ -327,6 +378,61 @@ mod tests {
         assert_eq!(d.moved[0].new, ["FR"]);
         assert_eq!(d.totals[0].ipv4_addresses, 1 << 23);
         assert!(diff(&old, &old).moved.is_empty());
+    }
+
+    #[test]
+    fn sources_answer_alike_loaded_or_read_again() {
+        let dir = std::env::temp_dir().join(format!("geowall-query-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cidr = dir.join("t.cidr");
+        std::fs::write(&cidr, "81.2.0.0/16 aws:x\n2a02:d180::/29 aws:y\n").unwrap();
+        let mmdb = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/maxmind/GeoIP2-Country-Test.mmdb");
+        let specs = [Spec::new(Kind::Mmdb, mmdb), Spec::new(Kind::Cidr, &cidr)];
+        let loaded: Vec<Loaded> = specs
+            .iter()
+            .map(|s| sources::load(s, u64::MAX).unwrap())
+            .collect();
+        let m = compile(&loaded).unwrap();
+        let addrs: Vec<IpAddr> = [
+            "81.2.69.160",
+            "::ffff:81.2.69.160",
+            "2a02:d180::1",
+            "1.1.1.1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let from_loaded = lookup(&m, SourceData::Loaded(&loaded), &addrs).unwrap();
+        let from_files = lookup(
+            &m,
+            SourceData::Files {
+                specs: &specs,
+                max_bytes: u64::MAX,
+            },
+            &addrs,
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(from_loaded, from_files);
+        let a = &from_loaded[0];
+        assert_eq!(a.addr, "81.2.69.160");
+        assert_eq!(a.tags, ["GB", "aws:x"]);
+        let sources: Vec<(&str, &[String])> = a
+            .sources
+            .iter()
+            .map(|s| (s.prefix.as_str(), s.tags.as_slice()))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("81.2.69.160/27", &["GB".to_owned()][..]),
+                ("81.2.0.0/16", &["aws:x".to_owned()][..]),
+            ]
+        );
+        assert_eq!(from_loaded[1], from_loaded[0]);
+        assert_eq!(from_loaded[2].sources.len(), 2);
+        assert!(from_loaded[3].sources.is_empty() && from_loaded[3].tags.is_empty());
     }
 
     #[test]
