@@ -444,6 +444,7 @@ fn a_bad_config_on_reload_is_refused_and_the_tables_in_force_stay() {
     let agent = eu_agent(&cg);
     let t = UsDe::new();
     t.assert_eu(&agent, "eu-only");
+    let epoch = agent.epoch();
 
     agent.rewrite_config(|t| t.replace("allow = [\"EU\"]", "allow = [\"EUU\", \"US\"]"));
     let check = agent.cli(&["check"]);
@@ -466,15 +467,13 @@ fn a_bad_config_on_reload_is_refused_and_the_tables_in_force_stay() {
         "{}",
         agent.stderr()
     );
+    assert_eq!(agent.epoch(), epoch, "the refused reload switched tables");
     t.assert_eu(&agent, "eu-only");
 
     // A broken map file is refused the same way, naming file and line.
     agent.rewrite_config(|t| t.replace("allow = [\"EUU\", \"US\"]", "allow = [\"EU\"]"));
-    std::fs::write(
-        agent.config.parent().unwrap().join("test.cidr"),
-        format!("{MAP}127.99.0.0/8 DE\n"),
-    )
-    .unwrap();
+    let map_file = agent.config.parent().unwrap().join("test.cidr");
+    std::fs::write(&map_file, format!("{MAP}127.99.0.0/8 DE\n")).unwrap();
     agent.signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !agent.stderr().contains("host bits") {
@@ -486,6 +485,24 @@ fn a_bad_config_on_reload_is_refused_and_the_tables_in_force_stay() {
         "{}",
         agent.stderr()
     );
+    assert_eq!(agent.epoch(), epoch, "the refused map switched tables");
+    t.assert_eu(&agent, "eu-only");
+
+    // The map fixed, the next reload is taken.
+    std::fs::write(&map_file, format!("{MAP}127.99.0.0/16 DE\n")).unwrap();
+    agent.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while agent.epoch() == epoch {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fixed map was not taken:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(agent.epoch() > epoch);
+    let answer = agent.cli_json(&["map", "lookup", "--json", "127.99.0.1"]);
+    assert_eq!(answer[0]["tags"], serde_json::json!(["DE"]), "{answer}");
     t.assert_eu(&agent, "eu-only");
 }
 

@@ -131,6 +131,7 @@ fn a_broken_source_is_refused_and_the_tables_in_force_stay() {
     let dir = agent.config.parent().unwrap().to_path_buf();
     let t = UsDe::new();
     t.assert_eu(&agent, "eu-only");
+    let epoch = agent.epoch();
 
     let cases: [(&str, &[u8], &str); 4] = [
         (
@@ -157,6 +158,11 @@ fn a_broken_source_is_refused_and_the_tables_in_force_stay() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "want {want}, got {err}");
         assert!(err.contains("the tables in force stay in force"), "{err}");
+        assert_eq!(
+            agent.epoch(),
+            epoch,
+            "{want}: the refused load switched tables"
+        );
         t.assert_eu(&agent, "eu-only");
     }
 
@@ -172,6 +178,11 @@ fn a_broken_source_is_refused_and_the_tables_in_force_stay() {
         !out.status.success() && err.contains("geo.mmdb: not a readable MaxMind DB"),
         "{err}"
     );
+    assert_eq!(
+        agent.epoch(),
+        epoch,
+        "the truncated database switched tables"
+    );
     std::fs::copy(mmdb("GeoLite2-ASN-Test.mmdb"), dir.join("geo.mmdb")).unwrap();
     let out = agent.cli(&["map", "load"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -179,15 +190,27 @@ fn a_broken_source_is_refused_and_the_tables_in_force_stay() {
         !out.status.success() && err.contains("no record carries a country code"),
         "{err}"
     );
+    assert_eq!(agent.epoch(), epoch, "the ASN database switched tables");
     t.assert_eu(&agent, "eu-only");
 
-    // A good database is taken.
+    // A good database is taken: the tables switch and the agent answers
+    // from it.
     std::fs::write(dir.join("geo.mmdb"), &good).unwrap();
     let out = agent.cli(&["map", "load"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(agent.epoch() > epoch, "the good load did not switch tables");
+    let answer = agent.cli_json(&["map", "lookup", "--json", "81.2.69.160"]);
+    assert!(
+        answer[0]["sources"]
+            .as_array()
+            .is_some_and(|sources| sources
+                .iter()
+                .any(|s| s["source"].as_str().is_some_and(|s| s.starts_with("mmdb:")))),
+        "no mmdb source answers for 81.2.69.160: {answer}"
     );
     t.assert_eu(&agent, "eu-only");
 }
