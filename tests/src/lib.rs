@@ -536,6 +536,36 @@ impl Agent {
         self.wait_record_for(what, Duration::from_secs(5), pred)
     }
 
+    /// Waits (up to 5 s) for `count` records matching `pred`; returns all
+    /// that match by then.
+    pub fn wait_records(
+        &self,
+        what: &str,
+        count: usize,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let timeout = Duration::from_secs(5);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let records = self.records();
+            let matching: Vec<Value> = records.iter().filter(|r| pred(r)).cloned().collect();
+            if matching.len() >= count {
+                return matching;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} audit records {what} after {timeout:?}; records:\n{}",
+                matching.len(),
+                records
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// Waits up to `timeout` for a record matching `pred`.
     pub fn wait_record_for(
         &self,

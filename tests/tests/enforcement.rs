@@ -56,8 +56,11 @@ fn tcp_ipv4_is_refused_outside_the_policy_and_allowed_inside() {
     let cg = TestCgroup::new("tcp4");
     let agent = eu_agent(&cg);
     let t = UsDe::new();
-    let out = agent.exec_probe("eu-only", &t.ops("tcp"));
-    assert_eq!(outcomes(&out), ["EPERM", "ok"]);
+    // US, DE, US again: the second denial bounds the absence check below.
+    let mut ops = t.ops("tcp");
+    ops.push(ops[0].clone());
+    let out = agent.exec_probe("eu-only", &ops);
+    assert_eq!(outcomes(&out), ["EPERM", "ok", "EPERM"]);
 
     let rec = agent.wait_record("for the denied connect", |r| r["verdict"] == "deny");
     assert_eq!(rec["dst"], "127.20.0.1");
@@ -75,7 +78,10 @@ fn tcp_ipv4_is_refused_outside_the_policy_and_allowed_inside() {
             .is_some_and(|j| j.starts_with("eu-only"))
     );
     assert!(rec["cgroup"].as_str().unwrap().starts_with(cg.rel()));
-    // Allowed flows are not recorded unless the policy asks.
+    // Allowed flows are not recorded unless the policy asks. Events come
+    // in ring order: once the second denial is in, a record of the allowed
+    // connect made before it would be too.
+    agent.wait_records("for both denials", 2, |r| r["verdict"] == "deny");
     assert!(find(&agent.records(), |r| r["verdict"] == "allow").is_none());
 }
 
@@ -252,6 +258,11 @@ allow = ["EU"]
     });
     assert_eq!(raw["hook"], "sock_create");
     assert_eq!(raw["policy"], "eu-audit");
+    let udp = agent.wait_record("for the datagram's would-deny", |r| {
+        r["verdict"] == "would_deny" && r["hook"] == "sendmsg4"
+    });
+    assert_eq!(udp["dst"], "127.20.0.1");
+    // Every flow of the job is recorded by now: none of them was denied.
     assert!(
         find(&agent.records(), |r| r["verdict"] == "deny"
             && r["dst"].is_string())
