@@ -128,6 +128,12 @@ pub fn map_specs(config: &Config) -> Result<Vec<Spec>, ConfigError> {
     Ok(specs)
 }
 
+/// The map of a config: its sources, read within its `[agent]
+/// max_source_bytes`, compiled.
+pub fn config_map(config: &Config) -> Result<MapPlan, PlanError> {
+    load_map(&map_specs(config)?, config.file.agent.max_source_bytes)
+}
+
 /// Reads and compiles map sources. Any failing source fails the whole map.
 pub fn load_map(specs: &[Spec], max_source_bytes: u64) -> Result<MapPlan, PlanError> {
     let started = Instant::now();
@@ -201,12 +207,11 @@ pub fn build(config: &Config, hierarchy: &Hierarchy) -> Result<Plan, PlanError> 
     // Everything but cloud region names can be checked before the (slow)
     // map sources are read.
     policies(config, hierarchy, &governed, None)?;
-    let specs = map_specs(config)?;
     let MapPlan {
         map,
         sources,
         compile_time,
-    } = load_map(&specs, agent.max_source_bytes)?;
+    } = config_map(config)?;
     let policies = policies(config, hierarchy, &governed, Some(&map.tags))?;
     Ok(Plan {
         governed,

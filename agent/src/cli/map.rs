@@ -1,6 +1,6 @@
 //! `geowall map lookup|stats|diff|load`.
 
-use std::{net::IpAddr, path::Path, process::ExitCode};
+use std::{collections::HashMap, net::IpAddr, path::Path, process::ExitCode};
 
 use clap::Subcommand;
 
@@ -128,6 +128,12 @@ fn compile_specs(specs: &[Spec]) -> Result<MapPlan, String> {
     plan::load_map(specs, DEFAULT_MAX_SOURCE_BYTES).map_err(|e| super::chain(&e))
 }
 
+/// The map of the config file at `config`.
+fn config_map(config: &Path) -> Result<MapPlan, String> {
+    let c = Config::load(config).map_err(|e| e.to_string())?;
+    plan::config_map(&c).map_err(|e| super::chain(&e))
+}
+
 fn socket_of(config: &Path) -> Result<std::path::PathBuf, String> {
     let c = Config::load(config).map_err(|e| e.to_string())?;
     Ok(c.socket_path())
@@ -170,15 +176,10 @@ fn lookup(config: &Path, sources: &[String], json: bool, addrs: &[String]) -> Re
         return Ok(());
     }
     for a in &answers {
-        let tags = if a.tags.is_empty() {
-            "untagged".to_owned()
-        } else {
-            a.tags.join(",")
-        };
         println!(
             "{}  {}  {}",
             a.addr,
-            tags,
+            tag_list(&a.tags),
             a.prefix.as_deref().unwrap_or("-")
         );
         for s in &a.sources {
@@ -186,6 +187,15 @@ fn lookup(config: &Path, sources: &[String], json: bool, addrs: &[String]) -> Re
         }
     }
     Ok(())
+}
+
+/// Tags as printed: comma separated, or `untagged`.
+fn tag_list(tags: &[String]) -> String {
+    if tags.is_empty() {
+        "untagged".to_owned()
+    } else {
+        tags.join(",")
+    }
 }
 
 fn thousands(n: u64) -> String {
@@ -210,10 +220,7 @@ fn stats(config: &Path, sources: &[String], json: bool, regions: usize) -> Resul
                 (s, None)
             }
             Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => {
-                let c = Config::load(config).map_err(|e| e.to_string())?;
-                let specs = plan::map_specs(&c).map_err(|e| e.to_string())?;
-                let p = plan::load_map(&specs, c.file.agent.max_source_bytes)
-                    .map_err(|e| super::chain(&e))?;
+                let p = config_map(config)?;
                 (
                     query::stats(&p.map, &p.sources, p.compile_time.as_millis() as u64, None),
                     Some(
@@ -322,9 +329,7 @@ fn stats(config: &Path, sources: &[String], json: bool, regions: usize) -> Resul
 fn named_map(arg: &str) -> Result<MapPlan, String> {
     let as_file = Path::new(arg);
     if arg.ends_with(".toml") && as_file.is_file() {
-        let c = Config::load(as_file).map_err(|e| e.to_string())?;
-        let specs = plan::map_specs(&c).map_err(|e| e.to_string())?;
-        return plan::load_map(&specs, c.file.agent.max_source_bytes).map_err(|e| super::chain(&e));
+        return config_map(as_file);
     }
     compile_specs(&[Spec::parse_arg(arg)?])
 }
@@ -343,29 +348,26 @@ fn diff(old: &str, new: &str, json: bool, limit: usize) -> Result<(), String> {
         println!("no address changes region between {old} and {new}");
         return Ok(());
     }
-    let name = |t: &[String]| {
-        if t.is_empty() {
-            "untagged".to_owned()
-        } else {
-            t.join(",")
+    // The first `limit` prefixes of each change, grouped in one pass.
+    let mut listed: HashMap<(&[String], &[String]), Vec<&str>> = HashMap::new();
+    for m in &d.moved {
+        let l = listed.entry((&m.old, &m.new)).or_default();
+        if l.len() < limit {
+            l.push(&m.prefix);
         }
-    };
+    }
     for t in &d.totals {
         println!(
             "{} → {}: {} IPv4 addresses in {} prefixes, {} IPv6 prefixes",
-            name(&t.old),
-            name(&t.new),
+            tag_list(&t.old),
+            tag_list(&t.new),
             thousands(t.ipv4_addresses),
             thousands(t.ipv4_prefixes as u64),
             thousands(t.ipv6_prefixes as u64)
         );
-        for m in d
-            .moved
-            .iter()
-            .filter(|m| m.old == t.old && m.new == t.new)
-            .take(limit)
-        {
-            println!("    {}", m.prefix);
+        let key: (&[String], &[String]) = (&t.old, &t.new);
+        for prefix in listed.get(&key).into_iter().flatten() {
+            println!("    {prefix}");
         }
         let n = t.ipv4_prefixes + t.ipv6_prefixes;
         if n > limit {
@@ -398,7 +400,7 @@ fn export(
 ) -> Result<(), String> {
     use std::io::Write;
 
-    use crate::regions::{Family, LOCAL};
+    use crate::regions::Family;
 
     let families: &[Family] = match family {
         "4" => &[Family::V4],
@@ -407,9 +409,7 @@ fn export(
         other => return Err(format!("--family {other}: expected 4, 6 or both")),
     };
     let plan = if sources.is_empty() {
-        let c = Config::load(config).map_err(|e| e.to_string())?;
-        let specs = plan::map_specs(&c).map_err(|e| e.to_string())?;
-        plan::load_map(&specs, c.file.agent.max_source_bytes).map_err(|e| super::chain(&e))?
+        config_map(config)?
     } else {
         compile_specs(&parse_specs(sources)?)?
     };
@@ -421,12 +421,12 @@ fn export(
         Ok(set)
     };
     let (out_set, in_set) = (resolve(outside)?, resolve(inside)?);
-    let keep = |tags: &[String]| -> bool {
-        let local = tags.len() == 1 && tags[0] == LOCAL;
+    let keep = |label: u16| -> bool {
+        let tags = &plan.map.tagsets[label as usize];
         if tags.is_empty() {
             false
         } else if !outside.is_empty() {
-            !local && !tags.iter().any(|t| out_set.contains(t))
+            !plan.map.is_local(label) && !tags.iter().any(|t| out_set.contains(t))
         } else if !inside.is_empty() {
             tags.iter().any(|t| in_set.contains(t))
         } else {
@@ -445,7 +445,7 @@ fn export(
     let mut w = std::io::BufWriter::new(stdout.lock());
     for f in families {
         for (p, label) in plan.map.cidrs(*f) {
-            if keep(&plan.map.tagsets[label as usize])
+            if keep(label)
                 && let Err(e) = writeln!(w, "{p}")
             {
                 return quiet_pipe(e);
