@@ -110,20 +110,61 @@ fn udp_sendto_is_judged_per_datagram_over_ipv4_and_ipv6() {
     let agent = eu_agent(&cg);
     let out = agent.exec_probe("eu-only", &["udp:127.20.0.1:53", "udp:127.30.0.1:53"]);
     assert_eq!(outcomes(&out), ["EPERM", "ok"]);
+    // One socket, datagrams to both, in both orders: each is judged on its
+    // own, whatever the socket sent before.
+    let out = agent.exec_probe(
+        "eu-only",
+        &[
+            "udpmulti:127.20.0.1:53,127.30.0.1:53",
+            "udpmulti:127.30.0.1:53,127.20.0.1:53",
+        ],
+    );
+    assert_eq!(outcomes(&out), ["EPERM", "ok", "ok", "EPERM"]);
     let out = agent.exec_probe(
         "eu-only",
         &[
             "--netns",
             "udp:[2001:4860::8888]:53",
             "udp:[2a02:2e0::3]:53",
+            "udpmulti:[2001:4860::8888]:53,[2a02:2e0::3]:53",
+            "udpmulti:[2a02:2e0::3]:53,[2001:4860::8888]:53",
         ],
     );
-    assert_eq!(outcomes(&out), ["EPERM", "ENETUNREACH"]);
+    assert_eq!(
+        outcomes(&out),
+        [
+            "EPERM",
+            "ENETUNREACH",
+            "EPERM",
+            "ENETUNREACH",
+            "ENETUNREACH",
+            "EPERM"
+        ]
+    );
     let rec = agent.wait_record("for the denied datagram", |r| {
         r["verdict"] == "deny" && r["hook"] == "sendmsg4"
     });
+    assert_eq!(rec["dst"], "127.20.0.1");
     assert_eq!(rec["proto"], "udp");
     assert_eq!(rec["dport"], 53);
+    let rec = agent.wait_record("for the denied IPv6 datagram", |r| {
+        r["verdict"] == "deny" && r["hook"] == "sendmsg6"
+    });
+    assert_eq!(rec["dst"], "2001:4860::8888");
+    assert_eq!(rec["prefix"], "2001:4860::/32");
+    assert_eq!(rec["family"], "ipv6");
+    assert_eq!(rec["proto"], "udp");
+    assert_eq!(rec["dport"], 53);
+    // Three US datagrams over each family, each refused on its own.
+    let denied = |hook: &str| {
+        agent
+            .wait_records(&format!("for the {hook} denials"), 3, |r| {
+                r["verdict"] == "deny" && r["hook"] == hook
+            })
+            .len()
+    };
+    assert_eq!(denied("sendmsg4"), 3);
+    assert_eq!(denied("sendmsg6"), 3);
 }
 
 #[test]

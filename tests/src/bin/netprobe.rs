@@ -7,6 +7,8 @@
 //!   tcp:ADDR:PORT          connect() a TCP socket
 //!   tfo:ADDR:PORT          sendto(MSG_FASTOPEN) on a TCP socket
 //!   udp:ADDR:PORT          sendto() on an unconnected UDP socket
+//!   udpmulti:ADDR:PORT,…   sendto() each destination in turn from one
+//!                          unconnected UDP socket (a line for each)
 //!   udpconn:ADDR:PORT      connect() a UDP socket
 //!   raw4 | raw6 | packet   create a raw IPv4/IPv6 or a packet socket
 //!   tcploop:ADDR:PORT:MS   connect() again and again for MS milliseconds,
@@ -126,14 +128,30 @@ fn tfo(addr: &SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
-fn udp(addr: &SocketAddr) -> io::Result<()> {
+/// An unconnected UDP socket of `addr`'s family, bound to any port.
+fn udp_socket(addr: &SocketAddr) -> io::Result<UdpSocket> {
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
     } else {
         "[::]:0".parse().expect("literal")
     };
-    let s = UdpSocket::bind(bind)?;
-    s.send_to(b"geowall", addr).map(drop)
+    UdpSocket::bind(bind)
+}
+
+fn udp(addr: &SocketAddr) -> io::Result<()> {
+    udp_socket(addr)?.send_to(b"geowall", addr).map(drop)
+}
+
+/// Sends a datagram to each of `targets` in turn from one socket (of the
+/// first target's family); the outcome for each.
+fn udp_multi(targets: &[SocketAddr]) -> Vec<String> {
+    match udp_socket(&targets[0]) {
+        Ok(s) => targets
+            .iter()
+            .map(|t| outcome(s.send_to(b"geowall", t).map(drop)))
+            .collect(),
+        Err(e) => vec![errno_name(&e); targets.len()],
+    }
 }
 
 fn udp_connect(addr: &SocketAddr) -> io::Result<()> {
@@ -207,6 +225,14 @@ fn main() {
     for op in ops {
         let (kind, rest) = op.split_once(':').unwrap_or((op.as_str(), ""));
         let line = match kind {
+            "udpmulti" => {
+                let targets: Vec<&str> = rest.split(',').collect();
+                let addrs: Vec<SocketAddr> = targets.iter().map(|t| parse_target(t)).collect();
+                for (target, result) in targets.iter().zip(udp_multi(&addrs)) {
+                    println!("{}", json(kind, target, result));
+                }
+                continue;
+            }
             "tcp" => json(kind, rest, outcome(tcp(&parse_target(rest)))),
             "tfo" => json(kind, rest, outcome(tfo(&parse_target(rest)))),
             "udp" => json(kind, rest, outcome(udp(&parse_target(rest)))),
