@@ -10,7 +10,7 @@ use std::{
 
 use geowall::regions::{
     Family, Prefix, compile,
-    compile::LOCAL_RANGES,
+    compile::{LOCAL_RANGES, unit},
     ortc::{lpm, minimize},
     sources::{self, Kind, Spec},
 };
@@ -19,6 +19,11 @@ fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/data")
         .join(rel)
+}
+
+/// The address at left-aligned `bits`.
+fn host(family: Family, bits: u128) -> IpAddr {
+    Prefix::new(family, bits, family.width()).addr()
 }
 
 fn is_local(addr: IpAddr) -> bool {
@@ -35,12 +40,12 @@ fn source_network(s: &str) -> Prefix {
     let (addr, len) = s.split_once('/').unwrap();
     let len: u8 = len.parse().unwrap();
     let ip: Ipv6Addr = match addr.parse::<IpAddr>().unwrap() {
-        IpAddr::V4(v4) => return Prefix::new(Family::V4, u128::from(u32::from(v4)) << 96, len),
+        IpAddr::V4(v4) => return Prefix::v4(v4, len),
         IpAddr::V6(v6) => v6,
     };
     let bits = u128::from(ip);
     if bits >> 32 == 0 && len >= 96 {
-        return Prefix::new(Family::V4, bits << 96, len - 96);
+        return Prefix::v4(Ipv4Addr::from(bits as u32), len - 96);
     }
     Prefix::new(Family::V6, bits, len)
 }
@@ -77,21 +82,14 @@ fn maxmind_test_databases_agree_with_maxminds_expected_answers() {
             for (network, record) in entry {
                 let net = source_network(&network);
                 let want = expected_country(&record);
-                for addr in [
-                    net.addr(),
-                    Prefix::new(net.family(), net.last_bits(), 128).addr(),
-                ] {
-                    let addr = match (net.family(), addr) {
-                        (Family::V4, IpAddr::V6(v6)) => {
-                            IpAddr::V4(Ipv4Addr::from((u128::from(v6) >> 96) as u32))
-                        }
-                        (_, a) => a,
-                    };
+                for addr in [net.addr(), host(net.family(), net.last_bits())] {
                     let own: Vec<&str> = loaded
                         .lookup(addr)
                         .into_iter()
                         .flat_map(|hit| hit.tags)
                         .collect();
+                    // A country database: one country at most.
+                    assert!(own.len() <= 1, "{db}: {network} at {addr}: {own:?}");
                     assert_eq!(
                         own.first().map(|s| s.to_string()),
                         want,
@@ -151,17 +149,37 @@ fn the_embedded_world_map_agrees_with_the_maxminddb_reader_and_its_minimized_tab
     let reader = maxminddb::Reader::from_source(sources::builtin::bytes().unwrap()).unwrap();
     let mut rng = Rng(0x5eed_cafe_f00d_d00d);
     let mut checked = 0;
-    // Random addresses, and addresses next to network edges, where an
-    // off-by-one would show.
-    let edges: Vec<IpAddr> = loaded
-        .v4
-        .iter()
-        .step_by(997)
-        .flat_map(|n| {
-            let p = Prefix::new(Family::V4, n.bits, n.len);
-            [p.addr(), Prefix::new(Family::V4, p.last_bits(), 32).addr()]
+    // Random addresses, and addresses at network edges, where an
+    // off-by-one would show: the first and last address of networks of
+    // both families and of the local ranges, and their neighbours outside.
+    let sampled = [(Family::V4, &loaded.v4), (Family::V6, &loaded.v6)]
+        .into_iter()
+        .flat_map(|(f, nets)| {
+            nets.iter()
+                .step_by(997)
+                .map(move |n| Prefix::new(f, n.bits, n.len))
+        });
+    let local = LOCAL_RANGES.iter().map(|r| r.parse::<Prefix>().unwrap());
+    let edges: Vec<IpAddr> = sampled
+        .chain(local)
+        .flat_map(|p| {
+            let (f, u) = (p.family(), unit(p.family()));
+            [
+                p.bits().checked_sub(u),
+                Some(p.bits()),
+                Some(p.last_bits()),
+                p.last_bits().checked_add(u),
+            ]
+            .into_iter()
+            .flatten()
+            .map(move |bits| host(f, bits))
         })
         .collect();
+    assert!(
+        edges.iter().filter(|a| a.is_ipv6()).count() > 1000,
+        "{} edges",
+        edges.len()
+    );
     let randoms = (0..20_000).flat_map(|_| {
         let v4 = IpAddr::V4(Ipv4Addr::from(rng.next() as u32));
         // IPv6: inside 2000::/3, where allocations are.
@@ -171,8 +189,15 @@ fn the_embedded_world_map_agrees_with_the_maxminddb_reader_and_its_minimized_tab
         ));
         [v4, v6]
     });
+    let mut local_checked = 0;
     for addr in edges.into_iter().chain(randoms.collect::<Vec<_>>()) {
+        // The minimized table answers like the map everywhere, local
+        // addresses included: there `local` nests inside wider entries.
+        let label = map.lookup(addr).0;
+        let table = if addr.is_ipv4() { &t4 } else { &t6 };
+        assert_eq!(lpm(table, addr), label, "{addr}: minimized table");
         if is_local(addr) {
+            local_checked += 1;
             continue;
         }
         let want: Option<String> = reader
@@ -180,15 +205,13 @@ fn the_embedded_world_map_agrees_with_the_maxminddb_reader_and_its_minimized_tab
             .unwrap()
             .decode_path(&[maxminddb::PathElement::Key("country_code")])
             .unwrap();
-        let label = map.lookup(addr).0;
         let got = map.tagsets[label as usize].first().cloned();
         assert_eq!(got, want, "{addr}");
-        let table = if addr.is_ipv4() { &t4 } else { &t6 };
-        assert_eq!(lpm(table, addr), label, "{addr}: minimized table");
         checked += 1;
     }
+    assert!(local_checked > 1000, "{local_checked} local addresses");
     eprintln!(
-        "{checked} addresses agree; {} + {} networks → {} + {} ranges → {} + {} kernel entries",
+        "{checked} addresses agree (and {local_checked} local ones with the minimized tables); {} + {} networks → {} + {} ranges → {} + {} kernel entries",
         loaded.v4.len(),
         loaded.v6.len(),
         map.v4.len(),

@@ -155,9 +155,11 @@ mod tests {
             return;
         };
         let l = parse(&bytes, &Spec::new(Kind::Geofeed, &path), String::new()).unwrap();
+        // Data rows: neither blank nor `#` comments.
         let rows = String::from_utf8_lossy(&bytes)
             .lines()
-            .filter(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .count();
         assert_eq!(l.records, rows);
         assert!(l.networks() > 500, "{}", l.networks());
