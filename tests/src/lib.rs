@@ -24,7 +24,7 @@ use serde_json::Value;
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this test process and call.
-pub fn unique(tag: &str) -> String {
+fn unique(tag: &str) -> String {
     format!(
         "geowall-test-{}-{}-{tag}",
         std::process::id(),
@@ -33,7 +33,7 @@ pub fn unique(tag: &str) -> String {
 }
 
 /// The folder holding the built binaries (`target/debug`).
-pub fn bin_dir() -> PathBuf {
+fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("GEOWALL_BIN_DIR") {
         return PathBuf::from(dir);
     }
@@ -130,7 +130,7 @@ fn newest_file(path: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
 }
 
 /// The probe binary.
-pub fn netprobe() -> PathBuf {
+fn netprobe() -> PathBuf {
     let p = bin_dir().join("netprobe");
     assert!(p.is_file(), "{} is missing", p.display());
     p
@@ -142,7 +142,7 @@ pub fn workspace_data(rel: &str) -> PathBuf {
 }
 
 /// The cgroup v2 mount, from /proc/mounts.
-pub fn cgroup2_mount() -> PathBuf {
+fn cgroup2_mount() -> PathBuf {
     let mounts = fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
     mounts
         .lines()
@@ -414,7 +414,7 @@ impl Agent {
     }
 
     /// The agent's pid.
-    pub fn pid(&self) -> u32 {
+    fn pid(&self) -> u32 {
         self.child.as_ref().expect("agent running").id()
     }
 
@@ -625,14 +625,14 @@ impl Drop for Agent {
 
 /// One probe operation's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeResult {
-    pub op: String,
-    pub target: String,
-    pub result: String,
+struct ProbeResult {
+    op: String,
+    target: String,
+    result: String,
 }
 
 /// Parses the probe's output; panics (showing stderr) unless it exited 0.
-pub fn probe_results(out: &Output) -> Vec<ProbeResult> {
+fn probe_results(out: &Output) -> Vec<ProbeResult> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

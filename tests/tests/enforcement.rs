@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use geowall_tests::{
-    AgentSpec, Listener, TestCgroup, UsDe, connect_loop, loop_counts, outcomes, probe_results,
-    run_probe,
+    AgentSpec, Listener, TestCgroup, UsDe, connect_loop, loop_counts, outcomes, run_probe,
 };
 use serde_json::Value;
 
@@ -657,9 +656,6 @@ fn a_full_ring_buffer_counts_drops_and_never_blocks() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let rows = probe_results(&run_probe(
-        Some(&confined),
-        &[&format!("tcp:{}", us.target())],
-    ));
-    assert_eq!(rows[0].result, "EPERM");
+    let out = run_probe(Some(&confined), &[format!("tcp:{}", us.target())]);
+    assert_eq!(outcomes(&out)[0], "EPERM");
 }
