@@ -490,6 +490,60 @@ fn table_switches_never_let_a_blocked_destination_through() {
 }
 
 #[test]
+fn a_reload_naming_a_missing_cgroup_changes_nothing_and_start_only_keys_are_named() {
+    let cg = TestCgroup::new("reloadkeys");
+    let confined = cg.child("confined");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(CONFINED_EU)
+        .start();
+    let t = UsDe::new();
+    let us = [format!("tcp:{}", t.us.target())];
+    assert_eq!(outcomes(&run_probe(Some(&confined), &us)), ["EPERM"]);
+    let epoch = agent.epoch();
+
+    // A static cgroup that does not exist: refused before the switch.
+    agent.rewrite_config(|t| t.replace("cgroups = [\"/confined\"]", "cgroups = [\"/gone\"]"));
+    let out = agent.cli(&["map", "load"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gone") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(agent.epoch(), epoch, "the refused reload switched tables");
+    assert_eq!(outcomes(&run_probe(Some(&confined), &us)), ["EPERM"]);
+
+    // Keys read only at start: the reload is taken and says what waits.
+    agent.rewrite_config(|t| {
+        t.replace("cgroups = [\"/gone\"]", "cgroups = [\"/confined\"]")
+            .replace("[agent]\n", "[agent]\nring_buffer_kib = 64\n")
+    });
+    let out = agent.cli(&["map", "load"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(agent.epoch(), epoch + 1);
+    let rec = agent.wait_record("for the config record", |r| {
+        r["kind"] == "config" && r["epoch"] == epoch + 1
+    });
+    assert_eq!(
+        rec["needs_restart"],
+        serde_json::json!(["ring_buffer_kib"]),
+        "{rec}"
+    );
+    assert!(rec.get("errors").is_none(), "{rec}");
+    assert!(
+        agent.stderr().contains("ring_buffer_kib changed"),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(outcomes(&run_probe(Some(&confined), &us)), ["EPERM"]);
+}
+
+#[test]
 fn a_bad_config_on_reload_is_refused_and_the_tables_in_force_stay() {
     let cg = TestCgroup::new("badreload");
     let agent = eu_agent(&cg);

@@ -129,7 +129,9 @@ pub struct CgroupPaths {
 impl CgroupPaths {
     pub fn new(hierarchy: Hierarchy) -> Self {
         let resolver = IdResolver::open(&hierarchy)
-            .inspect_err(|e| tracing::warn!(error = %e, "flow records will name unregistered cgroups by id"))
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "flow records will name unregistered cgroups by id"),
+            )
             .ok();
         Self {
             hierarchy,

@@ -42,7 +42,8 @@ pub async fn watch_sources(state: Arc<Mutex<State>>, mut stop: watch::Receiver<O
             _ = stop.changed() => return,
         }
         let loaded = state.lock().await.source_stamps().to_vec();
-        let now: Vec<(PathBuf, Stamp)> = loaded.iter().map(|(p, _)| (p.clone(), stamp(p))).collect();
+        let now: Vec<(PathBuf, Stamp)> =
+            loaded.iter().map(|(p, _)| (p.clone(), stamp(p))).collect();
         let changed = now != loaded;
         let settled = now == previous;
         previous = now;

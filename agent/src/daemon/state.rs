@@ -541,7 +541,10 @@ fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static st
         ("audit_log", old.audit_log != new.audit_log),
         ("socket", old.socket != new.socket),
         ("jobs_cgroup", old.jobs_cgroup != new.jobs_cgroup),
-        ("ring_buffer_kib", old.ring_buffer_kib != new.ring_buffer_kib),
+        (
+            "ring_buffer_kib",
+            old.ring_buffer_kib != new.ring_buffer_kib,
+        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

@@ -227,12 +227,7 @@ fn comm(ev: &FlowEvent) -> Cow<'_, str> {
 
 impl<'a> FlowRecord<'a> {
     /// Builds the record of `ev`. `unix_ns` is its wall time.
-    pub fn from_event(
-        ev: &'a FlowEvent,
-        unix_ns: i128,
-        seq: u64,
-        names: &'a dyn Resolver,
-    ) -> Self {
+    pub fn from_event(ev: &'a FlowEvent, unix_ns: i128, seq: u64, names: &'a dyn Resolver) -> Self {
         let (tags, prefix) = tags_and_prefix(ev, names);
         FlowRecord {
             v: SCHEMA_VERSION,

@@ -353,8 +353,12 @@ impl Kernel {
     /// The slot a cgroup (by id) is bound to.
     pub fn binding(&self, cgroup_id: u64) -> Result<Option<u32>, KernelError> {
         let mut slot = [0u8; 4];
-        let found = sys::map_lookup(self.maps.bindings.as_fd(), &cgroup_id.to_ne_bytes(), &mut slot)
-            .map_err(sys_err(format!("looking up cgroup {cgroup_id}")))?;
+        let found = sys::map_lookup(
+            self.maps.bindings.as_fd(),
+            &cgroup_id.to_ne_bytes(),
+            &mut slot,
+        )
+        .map_err(sys_err(format!("looking up cgroup {cgroup_id}")))?;
         Ok(found.then(|| u32::from_ne_bytes(slot)))
     }
 

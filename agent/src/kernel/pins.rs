@@ -124,9 +124,8 @@ fn detach_links_in(dir: &Path) -> io::Result<()> {
         }
         let link = super::sys::obj_get(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        super::sys::link_detach(link.as_fd()).map_err(|e| {
-            io::Error::new(e.kind(), format!("detaching {}: {e}", path.display()))
-        })?;
+        super::sys::link_detach(link.as_fd())
+            .map_err(|e| io::Error::new(e.kind(), format!("detaching {}: {e}", path.display())))?;
     }
     Ok(())
 }
