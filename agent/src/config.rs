@@ -11,22 +11,34 @@
 //! kind = "cidr"
 //! path = "maps/own-networks.cidr"    # relative to this file's folder
 //!
+//! [groups]
+//! nordics = ["DK", "FI", "IS", "NO", "SE"]
+//!
 //! [[policy]]
 //! name = "eu-only"
 //! mode = "enforce"                   # or "audit"
 //! allow = ["EU"]
+//! deny = ["aws:eu-west-1"]
 //! untagged = "deny"
 //! local = "allow"
-//! rules = [{ cidr = "10.0.0.0/8", action = "allow" }]
+//! rules = ["10.0.0.0/8 tcp/5432 allow", { cidr = "10.9.0.0/16", action = "deny" }]
 //! cgroups = ["/batch"]               # relative to the governed subtree
+//! unit = "executor@*.service"
 //! ```
 //!
-//! Parsing is strict: unknown keys are errors, and every error names the
-//! file, line and column of the value at fault.
+//! Policies may also live one per file in `[agent] policy_dir` (the same
+//! keys as a `[[policy]]` table; the file name is the policy name unless
+//! `name` says otherwise).
+//!
+//! Parsing is strict: unknown keys are errors (with the nearest known key
+//! suggested), and every error names the file, line and column of the value
+//! at fault.
 
 use std::{
+    collections::BTreeMap,
     ops::Range,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde::Deserialize;
@@ -51,7 +63,80 @@ pub enum ConfigError {
     File { path: PathBuf, message: String },
 }
 
-/// A loaded config file: its text (to locate errors) and its contents.
+/// A file's path and text, to locate errors in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceText {
+    /// The path as given (error messages use it).
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl SourceText {
+    /// An error located at `span` of this file.
+    pub fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        locate(&self.path, &self.text, span, message.into())
+    }
+
+    /// An error about the file as a whole.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::File {
+            path: self.path.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// 1-based line of byte `offset`.
+    pub fn line_of(&self, offset: usize) -> usize {
+        line_col(&self.text, offset).0
+    }
+}
+
+/// A policy as written: inline in the config or a file of `policy_dir`.
+#[derive(Debug, Clone)]
+pub struct PolicyDef {
+    pub name: String,
+    /// Where the name is written (`None`: it is the file's name).
+    pub name_span: Option<Range<usize>>,
+    /// The file the policy is written in.
+    pub source: Arc<SourceText>,
+    pub body: PolicyConfig,
+}
+
+impl PolicyDef {
+    /// An error located at `span` of the policy's file, naming the policy.
+    pub fn error_at(&self, span: Range<usize>, message: impl AsRef<str>) -> ConfigError {
+        self.source.error_at(
+            span,
+            format!("policy '{}': {}", self.name, message.as_ref()),
+        )
+    }
+
+    /// An error about the policy as a whole (located at its name when it is
+    /// written).
+    pub fn error(&self, message: impl AsRef<str>) -> ConfigError {
+        match &self.name_span {
+            Some(span) => self.error_at(span.clone(), message),
+            None => self
+                .source
+                .error(format!("policy '{}': {}", self.name, message.as_ref())),
+        }
+    }
+
+    /// `file:line` of the policy's definition.
+    pub fn place(&self) -> String {
+        match &self.name_span {
+            Some(span) => format!(
+                "{}:{}",
+                self.source.path.display(),
+                self.source.line_of(span.start)
+            ),
+            None => self.source.path.display().to_string(),
+        }
+    }
+}
+
+/// A loaded config file: its text (to locate errors), its contents, and the
+/// policies of its `policy_dir`.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The path as given (error messages use it).
@@ -59,8 +144,11 @@ pub struct Config {
     /// The folder relative paths in the file are resolved against (absolute
     /// when the file exists).
     dir: PathBuf,
-    text: String,
+    source: Arc<SourceText>,
     pub file: ConfigFile,
+    /// Every policy: the inline `[[policy]]` tables, then the files of
+    /// `policy_dir` in name order.
+    pub policies: Vec<PolicyDef>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +158,10 @@ pub struct ConfigFile {
     pub agent: AgentConfig,
     #[serde(default)]
     pub maps: Vec<MapConfig>,
+    /// User-defined region groups: name → members (countries, groups, cloud
+    /// regions).
+    #[serde(default)]
+    pub groups: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub policy: Vec<PolicyConfig>,
 }
@@ -97,6 +189,12 @@ pub struct AgentConfig {
     pub allow_host_enforce: bool,
     /// Largest map source file read, bytes.
     pub max_source_bytes: u64,
+    /// A folder of policy files (`*.toml`, one policy each), relative to
+    /// this file's folder.
+    pub policy_dir: Option<Spanned<String>>,
+    /// The policy of everything in the governed subtree that no other
+    /// binding covers (bound to the governed cgroup itself).
+    pub default_policy: Option<Spanned<String>>,
 }
 
 impl Default for AgentConfig {
@@ -110,6 +208,8 @@ impl Default for AgentConfig {
             ring_buffer_kib: geowall_common::DEFAULT_RING_BYTES / 1024,
             allow_host_enforce: false,
             max_source_bytes: DEFAULT_MAX_SOURCE_BYTES,
+            policy_dir: None,
+            default_policy: None,
         }
     }
 }
@@ -131,34 +231,86 @@ pub struct MapConfig {
     pub field: Option<Spanned<String>>,
 }
 
-/// `[[policy]]`.
+/// `[[policy]]`, or a policy file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
-    pub name: Spanned<String>,
+    /// Required inline; a policy file is named after the file by default.
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// What the policy is for (shown by `geowall policy check`).
+    #[serde(default)]
+    pub description: Option<String>,
     #[serde(default)]
     pub mode: Mode,
     /// Region codes, groups and cloud regions the policy allows.
     #[serde(default)]
-    pub allow: Vec<Spanned<String>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Regions carved out of the allowed ones: a destination carrying any of
+    /// these tags is denied even when another of its tags is allowed.
+    #[serde(default)]
+    pub deny: Option<Spanned<Vec<Spanned<String>>>>,
     /// Destinations no map tags.
     #[serde(default = "Action::deny")]
     pub untagged: Action,
     /// Local destinations (loopback, private, link-local, multicast).
     #[serde(default = "Action::allow")]
     pub local: Action,
-    /// CIDR rules, checked before the region lookup.
+    /// CIDR rules, checked before the region lookup: `"10.0.0.0/8 tcp/5432
+    /// allow"` or `{ cidr = …, action = …, proto = …, port = … }`.
     #[serde(default)]
-    pub rules: Vec<RuleConfig>,
+    pub rules: Vec<Spanned<toml::Value>>,
     /// cgroups the policy governs, relative to the governed subtree.
     #[serde(default)]
     pub cgroups: Vec<Spanned<String>>,
+    /// systemd units (globs allowed) whose cgroups the policy governs.
+    #[serde(default)]
+    pub unit: Option<Spanned<OneOrMany>>,
     /// Whether allowed flows are recorded too.
     #[serde(default)]
     pub log_allowed: LogAllowed,
     /// Raw and packet sockets (they bypass the address hooks).
     #[serde(default = "Action::deny")]
     pub raw_sockets: Action,
+    /// Ping sockets (ICMP over datagram sockets; no address hook sees their
+    /// datagrams).
+    #[serde(default = "Action::deny")]
+    pub ping: Action,
+}
+
+impl PolicyConfig {
+    /// `allow` as written (empty when absent).
+    pub fn allow(&self) -> &[Spanned<String>] {
+        self.allow
+            .as_ref()
+            .map(|a| a.get_ref().as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// `deny` as written (empty when absent).
+    pub fn deny(&self) -> &[Spanned<String>] {
+        self.deny
+            .as_ref()
+            .map(|a| a.get_ref().as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -189,6 +341,8 @@ impl Action {
 #[serde(rename_all = "lowercase")]
 pub enum LogAllowed {
     All,
+    /// The first connection per job, destination and port in a window.
+    First,
     #[default]
     None,
 }
@@ -199,12 +353,12 @@ pub enum LogAllowed {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
-    pub cidr: Spanned<String>,
+    pub cidr: String,
     pub action: Action,
     #[serde(default)]
-    pub proto: Option<Spanned<String>>,
+    pub proto: Option<String>,
     #[serde(default)]
-    pub port: Option<Spanned<PortSpec>>,
+    pub port: Option<PortSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,52 +369,104 @@ pub enum PortSpec {
 }
 
 impl Config {
-    /// Reads and parses `path`.
+    /// Reads and parses `path`, and the policy files of its `policy_dir`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        Self::parse(path, text)
+        let text = read(path)?;
+        let mut config = Self::parse(path, text)?;
+        config.load_policy_dir()?;
+        Ok(config)
     }
 
-    /// Parses `text` as the contents of `path`.
+    /// Parses `text` as the contents of `path` (its `policy_dir` is not
+    /// read: [`Config::load`] does that).
     pub fn parse(path: &Path, text: String) -> Result<Config, ConfigError> {
         let dir = std::fs::canonicalize(path)
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
-        match toml::from_str::<ConfigFile>(&text) {
-            Ok(file) => Ok(Config {
-                path: path.to_path_buf(),
-                dir,
-                text,
-                file,
-            }),
-            Err(e) => {
-                let message = e.message().trim().to_owned();
-                Err(match e.span() {
-                    Some(span) => locate(path, &text, span, message),
-                    None => ConfigError::File {
-                        path: path.to_path_buf(),
-                        message,
-                    },
-                })
-            }
+        let source = Arc::new(SourceText {
+            path: path.to_path_buf(),
+            text,
+        });
+        let file: ConfigFile = parse_toml(&source)?;
+        let mut policies = Vec::with_capacity(file.policy.len());
+        for body in &file.policy {
+            let Some(name) = &body.name else {
+                return Err(source
+                    .error("a [[policy]] table needs a name (name = \"eu-only\")".to_string()));
+            };
+            policies.push(PolicyDef {
+                name: name.get_ref().clone(),
+                name_span: Some(name.span()),
+                source: Arc::clone(&source),
+                body: body.clone(),
+            });
         }
+        Ok(Config {
+            path: path.to_path_buf(),
+            dir,
+            source,
+            file,
+            policies,
+        })
+    }
+
+    /// `[agent] policy_dir`, resolved.
+    pub fn policy_dir(&self) -> Option<PathBuf> {
+        self.file
+            .agent
+            .policy_dir
+            .as_ref()
+            .map(|d| self.resolve_path(d.get_ref()))
+    }
+
+    /// The policy files of `policy_dir`: `*.toml`, hidden files skipped,
+    /// in name order.
+    pub fn policy_files(&self) -> Result<Vec<PathBuf>, ConfigError> {
+        let (Some(dir), Some(written)) = (self.policy_dir(), &self.file.agent.policy_dir) else {
+            return Ok(Vec::new());
+        };
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            self.error_at(
+                written.span(),
+                format!("policy_dir '{}': {e}", dir.display()),
+            )
+        })?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                self.error_at(
+                    written.span(),
+                    format!("policy_dir '{}': {e}", dir.display()),
+                )
+            })?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".toml") {
+                continue;
+            }
+            files.push(entry.path());
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    fn load_policy_dir(&mut self) -> Result<(), ConfigError> {
+        for path in self.policy_files()? {
+            let def = load_policy_file(&path)?;
+            self.policies.push(def);
+        }
+        Ok(())
     }
 
     /// An error located at `span` of this file.
     pub fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
-        locate(&self.path, &self.text, span, message.into())
+        self.source.error_at(span, message)
     }
 
     /// An error about the file as a whole.
     pub fn error(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError::File {
-            path: self.path.clone(),
-            message: message.into(),
-        }
+        self.source.error(message)
     }
 
     /// A path named in this file: relative paths are relative to the file's
@@ -303,7 +509,73 @@ impl Config {
     }
 
     pub fn text(&self) -> &str {
-        &self.text
+        &self.source.text
+    }
+
+    /// The config file's own text, shared.
+    pub fn source(&self) -> &Arc<SourceText> {
+        &self.source
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads one policy file: a `[[policy]]` table's keys at the top level; the
+/// file's name (without `.toml`) is the policy's name unless `name` says
+/// otherwise.
+pub fn load_policy_file(path: &Path) -> Result<PolicyDef, ConfigError> {
+    let source = Arc::new(SourceText {
+        path: path.to_path_buf(),
+        text: read(path)?,
+    });
+    let body: PolicyConfig = parse_toml(&source)?;
+    let (name, name_span) = match &body.name {
+        Some(n) => (n.get_ref().clone(), Some(n.span())),
+        None => (
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            None,
+        ),
+    };
+    Ok(PolicyDef {
+        name,
+        name_span,
+        source,
+        body,
+    })
+}
+
+/// Deserializes a whole file, locating errors and suggesting the nearest
+/// known key for an unknown one.
+fn parse_toml<T: serde::de::DeserializeOwned>(source: &SourceText) -> Result<T, ConfigError> {
+    toml::from_str::<T>(&source.text).map_err(|e| {
+        let message = with_key_suggestion(e.message().trim());
+        match e.span() {
+            Some(span) => source.error_at(span, message),
+            None => source.error(message),
+        }
+    })
+}
+
+/// serde names an unknown key as "unknown field `x`, expected one of `a`,
+/// `b`": add the likeliest intended key.
+pub fn with_key_suggestion(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_owned();
+    };
+    let Some((field, expected)) = rest.split_once('`') else {
+        return message.to_owned();
+    };
+    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    match crate::regions::suggest(field, known.iter().copied()) {
+        Some(s) => format!("{message} (did you mean `{s}`?)"),
+        None => message.to_owned(),
     }
 }
 
@@ -369,7 +641,7 @@ log_allowed = "all"
         )
         .unwrap();
         let p = &c.file.policy[0];
-        assert_eq!(p.name.get_ref(), "eu-only");
+        assert_eq!(p.name.as_ref().unwrap().get_ref(), "eu-only");
         assert_eq!(p.mode, Mode::Audit);
         assert_eq!(p.untagged, Action::Allow);
         assert_eq!(p.local, Action::Allow);

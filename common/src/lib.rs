@@ -9,7 +9,7 @@
 
 /// Bumped whenever a map's key or value layout changes. Pinned maps live under
 /// a folder named after it, so a new agent never reuses maps it cannot read.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Upper bound on policies that can be loaded at once (policy slots).
 pub const MAX_POLICIES: u32 = 256;
@@ -64,9 +64,12 @@ pub mod names {
     pub const REGION_NAMES: &str = "GW_REGNAMES";
     /// policy slot → policy name (stable for the life of the pins).
     pub const POLICY_NAMES: &str = "GW_POLNAMES";
+    /// Socket-local storage: [`super::SockState`] of each socket a governed
+    /// task created.
+    pub const SOCKS: &str = "GW_SOCKS";
 
     /// Every map the object defines, for pinning and removal.
-    pub const ALL_MAPS: [&str; 12] = [
+    pub const ALL_MAPS: [&str; 13] = [
         CONFIG,
         BINDINGS,
         POLICIES,
@@ -79,6 +82,7 @@ pub mod names {
         EVENTS,
         REGION_NAMES,
         POLICY_NAMES,
+        SOCKS,
     ];
 
     pub const PROG_CONNECT4: &str = "gw_connect4";
@@ -138,6 +142,10 @@ pub mod hook {
 pub mod event_flags {
     /// The destination was an IPv4-mapped IPv6 address judged as IPv4.
     pub const V4_MAPPED: u8 = 1;
+    /// The deciding policy is that of the socket's creator, not of the
+    /// calling task (a socket passed to, or kept by, another cgroup's task:
+    /// the stricter of the two policies decided).
+    pub const SOCKET_POLICY: u8 = 2;
 }
 
 /// Bits of [`PolicyEntry::flags`].
@@ -152,6 +160,9 @@ pub mod policy_flags {
     pub const HAS_RULES: u32 = 1 << 3;
     /// Raw and packet sockets are allowed to this policy's workloads.
     pub const ALLOW_RAW_SOCKETS: u32 = 1 << 4;
+    /// Ping sockets (ICMP over `SOCK_DGRAM`) are allowed to this policy's
+    /// workloads. Their datagrams pass no address hook.
+    pub const ALLOW_PING: u32 = 1 << 5;
 }
 
 /// Bits of [`RegionValue::flags`] and [`TagSet::flags`].
@@ -276,7 +287,9 @@ pub struct Rule {
     pub action: u8,
     /// Prefix length of the rule's own CIDR (for flow records).
     pub plen: u8,
-    pub _pad: u8,
+    /// Position of the rule in its policy (saturating at 255), so a verdict
+    /// can be traced back to the rule as written.
+    pub index: u8,
 }
 
 impl Rule {
@@ -343,6 +356,83 @@ pub struct FlowEvent {
     pub comm: [u8; 16],
 }
 
+/// What the tables say about one destination under one policy. The kernel
+/// programs and `geowall policy explain` both reach it through
+/// [`RuleSet::decide`] and [`PolicyEntry::region_decision`], so the two
+/// cannot disagree about what an entry means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// [`reason`].
+    pub reason: u8,
+    /// Prefix length of the entry that decided (0: none).
+    pub plen: u8,
+    /// Tag set of the destination ([`TAGSET_UNTAGGED`] for rule verdicts).
+    pub tagset: u16,
+}
+
+impl RuleSet {
+    /// The first rule that matches the protocol and port.
+    #[inline(always)]
+    pub fn first_match(&self, proto: u8, port: u16) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .take(self.count as usize)
+            .find(|rule| rule.matches(proto, port))
+    }
+
+    /// The first matching rule as a decision; `None` when no rule matches
+    /// (the region lookup decides).
+    #[inline(always)]
+    pub fn decide(&self, proto: u8, port: u16) -> Option<Decision> {
+        self.first_match(proto, port).map(|rule| Decision {
+            allowed: rule.action == action::ALLOW,
+            reason: reason::RULE,
+            plen: rule.plen,
+            tagset: TAGSET_UNTAGGED,
+        })
+    }
+}
+
+impl PolicyEntry {
+    /// The decision for a destination whose region trie lookup found
+    /// `found` (`None`: no entry). An entry may carry the untagged set: it
+    /// punches a hole into a wider prefix (the tries are minimized).
+    #[inline(always)]
+    pub fn region_decision(&self, found: Option<RegionValue>) -> Decision {
+        match found {
+            Some(value) if value.tagset != TAGSET_UNTAGGED => Decision {
+                allowed: self.allows(value.tagset),
+                reason: if value.flags & tag_flags::LOCAL != 0 {
+                    reason::LOCAL
+                } else {
+                    reason::REGION
+                },
+                plen: value.plen,
+                tagset: value.tagset,
+            },
+            _ => Decision {
+                allowed: self.allows(TAGSET_UNTAGGED),
+                reason: reason::UNTAGGED,
+                plen: 0,
+                tagset: TAGSET_UNTAGGED,
+            },
+        }
+    }
+}
+
+/// Socket-local state, written when a governed task creates a socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockState {
+    /// Policy slot that governed the socket's creator. A socket keeps it
+    /// wherever it goes: passed over a UNIX socket, or kept by a task that
+    /// moved to another cgroup, its connections are judged under this
+    /// policy and the caller's, and the stricter wins.
+    pub owner_slot: u32,
+    pub _pad: u32,
+}
+
 /// A NUL-padded name, as stored in `GW_REGNAMES`.
 pub type RegionName = [u8; REGION_NAME_LEN];
 /// A NUL-padded name, as stored in `GW_POLNAMES`.
@@ -356,6 +446,7 @@ const _: () = {
     assert!(core::mem::size_of::<Rule>() == 8);
     assert!(core::mem::size_of::<RuleSet>() == 4 + 8 * MAX_RULES_PER_PREFIX);
     assert!(core::mem::size_of::<FlowEvent>() == 112);
+    assert!(core::mem::size_of::<SockState>() == 8);
     assert!(core::mem::size_of::<FlowEvent>().is_multiple_of(8));
     assert!(MAX_TAGSETS.is_multiple_of(64));
     assert!(MAX_TAGSETS <= u16::MAX as u32 + 1);
@@ -371,4 +462,5 @@ mod pod {
     unsafe impl aya::Pod for super::Rule {}
     unsafe impl aya::Pod for super::RuleSet {}
     unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::SockState {}
 }

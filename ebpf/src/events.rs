@@ -20,6 +20,8 @@ pub struct Flow<'a> {
     pub slot: u32,
     pub epoch: u64,
     pub cgroup_id: u64,
+    /// [`geowall_common::event_flags`] of the actor.
+    pub flags: u8,
 }
 
 impl<'a> Flow<'a> {
@@ -32,6 +34,7 @@ impl<'a> Flow<'a> {
             slot: task.slot,
             epoch: task.epoch,
             cgroup_id: task.cgroup_id,
+            flags: task.flags,
         }
     }
 
@@ -104,7 +107,7 @@ pub fn emit(flow: &Flow, outcome: Outcome) {
         plen: outcome.plen,
         hook: flow.hook,
         policy: flow.slot as u16,
-        flags: flow.dest.flags,
+        flags: flow.dest.flags | flow.flags,
         tags: tags(flow.generation(), outcome.tagset),
         comm: bpf_get_current_comm().unwrap_or_default(),
         ..FlowEvent::default()

@@ -8,12 +8,13 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, PerCpuArray, RingBuf, SkStorage},
     macros::btf_map,
 };
 use geowall_common::{
     Counters, DEFAULT_RING_BYTES, FlowEvent, MAX_BINDINGS, MAX_POLICIES, MAX_REGIONS, MAX_TAGSETS,
-    PolicyEntry, PolicyName, RegionName, RegionValue, RuleKey4, RuleKey6, RuleSet, TagSet, config,
+    PolicyEntry, PolicyName, RegionName, RegionValue, RuleKey4, RuleKey6, RuleSet, SockState,
+    TagSet, config,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -55,6 +56,10 @@ pub static GW_COUNTERS: PerCpuArray<Counters, { MAX_POLICIES as usize + 1 }> = P
 
 #[btf_map]
 pub static GW_EVENTS: RingBuf<FlowEvent, { DEFAULT_RING_BYTES as usize }> = RingBuf::new();
+
+/// The policy slot each socket was created under (see [`SockState`]).
+#[btf_map]
+pub static GW_SOCKS: SkStorage<SockState> = SkStorage::new();
 
 // Read only by the agent; declared here so they are created and pinned with
 // the rest.

@@ -1,14 +1,21 @@
 //! Reading the hook contexts: destination address, port, protocol.
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_socket_cookie,
+    bindings::BPF_SK_STORAGE_GET_F_CREATE,
+    helpers::generated::{bpf_get_socket_cookie, bpf_sk_storage_get},
     programs::{LsmContext, SockAddrContext, SockContext},
 };
-use geowall_common::{event_flags, family, hook};
+use geowall_common::{SockState, event_flags, family, hook, policy_flags};
 
-use crate::verdict::{self, Dest, PROCEED};
+use crate::{
+    maps::GW_SOCKS,
+    verdict::{self, Dest, PROCEED},
+};
 
+const SOCK_DGRAM: u32 = 2;
 const SOCK_RAW: u32 = 3;
+const IPPROTO_ICMP: u32 = 1;
+const IPPROTO_ICMPV6: u32 = 58;
 
 /// `user_ip6[2]` of an IPv4-mapped address (`::ffff:a.b.c.d`) as loaded from
 /// memory: bytes `00 00 ff ff`.
@@ -46,7 +53,21 @@ pub fn judge_addr4(ctx: &SockAddrContext, hook: u8) -> i32 {
 fn judge_sock_addr(ctx: &SockAddrContext, dest: &Dest, hook: u8) -> i32 {
     // SAFETY: the hook's own context is a valid argument for the helper.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-    verdict::judge(cookie, dest, hook)
+    verdict::judge(cookie, dest, hook, owner_slot(ctx))
+}
+
+/// The policy slot the socket was created under, if its creator was
+/// governed.
+#[inline(always)]
+fn owner_slot(ctx: &SockAddrContext) -> Option<u32> {
+    // SAFETY: `sk` of the hook's context is a full socket; the value pointer
+    // is valid for the program's run and copied out at once.
+    let state = unsafe { GW_SOCKS.get_ptr_mut(ctx) };
+    if state.is_null() {
+        return None;
+    }
+    // SAFETY: non-null storage pointer of the map's value type.
+    Some(unsafe { core::ptr::read_volatile(state) }.owner_slot)
 }
 
 /// `connect6` / `sendmsg6`. An IPv4-mapped destination is judged as IPv4:
@@ -87,8 +108,10 @@ pub fn judge_addr6(ctx: &SockAddrContext, hook: u8) -> i32 {
     judge_sock_addr(ctx, &dest, hook)
 }
 
-/// `sock_create`: raw and packet sockets would bypass the address hooks, so
-/// a confined workload may not open them unless its policy allows it.
+/// `sock_create` (inet sockets): raw and ping sockets would bypass the
+/// address hooks, so a confined workload may not open them unless its
+/// policy allows it; every other socket of a governed task remembers the
+/// policy it was created under.
 #[inline(always)]
 pub fn judge_create(ctx: &SockContext) -> i32 {
     // SAFETY: the kernel hands a valid `bpf_sock`; family, type and protocol
@@ -98,12 +121,56 @@ pub fn judge_create(ctx: &SockContext) -> i32 {
         (sk.family, sk.type_, sk.protocol)
     };
     // Packet sockets never reach this hook: `judge_post_create` covers them.
-    if ty != SOCK_RAW {
-        return PROCEED;
+    let bypass = if ty == SOCK_RAW {
+        Some(policy_flags::ALLOW_RAW_SOCKETS)
+    } else if ty == SOCK_DGRAM && (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+        Some(policy_flags::ALLOW_PING)
+    } else {
+        None
+    };
+    if let Some(allow_flag) = bypass {
+        // SAFETY: the hook's own socket is a valid argument for the helper.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
+        return verdict::judge_socket(
+            cookie,
+            fam as u8,
+            proto as u8,
+            hook::SOCK_CREATE,
+            allow_flag,
+        );
     }
-    // SAFETY: the hook's own socket is a valid argument for the helper.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
-    verdict::judge_socket(cookie, fam as u8, proto as u8, hook::SOCK_CREATE)
+    remember_owner(ctx);
+    PROCEED
+}
+
+/// Stores the creating task's policy slot with the socket. Without storage
+/// (memory pressure) the socket is judged by its callers' policies only.
+#[inline(always)]
+fn remember_owner(ctx: &SockContext) {
+    let Some(slot) = verdict::current_slot() else {
+        return;
+    };
+    let mut init = SockState {
+        owner_slot: slot,
+        _pad: 0,
+    };
+    let map = core::ptr::from_ref(&GW_SOCKS).cast_mut().cast();
+    // SAFETY: the hook's own socket and an initial value on the stack; the
+    // helper copies the value into the new storage.
+    let state = unsafe {
+        bpf_sk_storage_get(
+            map,
+            ctx.sock.cast(),
+            core::ptr::from_mut(&mut init).cast(),
+            BPF_SK_STORAGE_GET_F_CREATE.into(),
+        )
+    }
+    .cast::<SockState>();
+    if !state.is_null() {
+        // SAFETY: non-null storage of the map's value type; a socket being
+        // created has no other user yet.
+        unsafe { (*state).owner_slot = slot };
+    }
 }
 
 /// LSM `socket_post_create(sock, family, type, protocol, kern)`: packet and
@@ -115,5 +182,11 @@ pub fn judge_post_create(ctx: &LsmContext) -> i32 {
     if kern != 0 || !(fam == i32::from(family::PACKET) || fam == i32::from(family::XDP)) {
         return PROCEED;
     }
-    verdict::judge_socket(0, fam as u8, 0, hook::SOCK_POST_CREATE)
+    verdict::judge_socket(
+        0,
+        fam as u8,
+        0,
+        hook::SOCK_POST_CREATE,
+        policy_flags::ALLOW_RAW_SOCKETS,
+    )
 }

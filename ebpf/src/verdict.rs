@@ -1,10 +1,17 @@
 //! The verdict path shared by every socket-address hook, in the order of
 //! DESIGN.md: policy, CIDR rules, region lookup, allow-set, audit mode.
+//!
+//! Two policies may have a say: the calling task's (the nearest bound
+//! cgroup of the task) and the socket's (the policy its creator ran under,
+//! kept in socket-local storage). They differ when a socket is passed from
+//! one cgroup to another or its owner moves: then both are judged and the
+//! stricter verdict stands, so a socket cannot carry a job out of its policy
+//! and a confined job cannot borrow an unconfined socket.
 
 use aya_ebpf::{btf_maps::lpm_trie::Key, helpers::generated::bpf_get_current_cgroup_id};
 use geowall_common::{
-    MAX_POLICIES, PolicyEntry, RuleKey4, RuleKey6, RuleSet, TAGSET_UNTAGGED, action, config,
-    counter, policy_flags, reason, tag_flags, verdict,
+    Decision, MAX_POLICIES, PolicyEntry, RegionValue, RuleKey4, RuleKey6, RuleSet, TAGSET_UNTAGGED,
+    config, counter, event_flags, policy_flags, reason, verdict,
 };
 
 use crate::{
@@ -34,26 +41,54 @@ pub struct Dest {
     pub flags: u8,
 }
 
-/// What the tables said about one destination.
-struct Decision {
-    allowed: bool,
-    reason: u8,
-    plen: u8,
-    tagset: u16,
+/// The decision under one policy, with what `finish` needs.
+struct Judged {
+    /// Flags of the policy entry ([`policy_flags::PRESENT`] alone when the
+    /// slot has no entry: the verdict failed closed).
+    flags: u32,
+    decision: Decision,
+    /// The slot had no entry in the active tables.
+    no_table: bool,
 }
 
-/// The current task, when a policy governs it.
+impl Judged {
+    /// 0 allow, 1 would deny (audit), 2 deny.
+    #[inline(always)]
+    fn severity(&self) -> u8 {
+        if self.decision.allowed {
+            0
+        } else if self.flags & policy_flags::AUDIT != 0 {
+            1
+        } else {
+            2
+        }
+    }
+}
+
+/// Who a verdict is about: the table epoch, the calling task's cgroup and
+/// the policy slot that decides.
 pub struct Governed {
     /// Table epoch in force.
     pub epoch: u64,
     /// The task's own cgroup.
     pub cgroup_id: u64,
-    /// Policy slot of the nearest bound cgroup.
+    /// Policy slot whose verdict is recorded.
     pub slot: u32,
+    /// [`event_flags`] that come from the actor, not the destination.
+    pub flags: u8,
 }
 
+impl Governed {
+    #[inline(always)]
+    fn generation(&self) -> u32 {
+        (self.epoch & 1) as u32
+    }
+}
+
+/// The epoch in force and the calling task's cgroup and policy slot, or
+/// `None` when no tables are loaded yet.
 #[inline(always)]
-fn governed() -> Option<Governed> {
+fn current() -> Option<(u64, u64, Option<u32>)> {
     let epoch = config_slot(config::EPOCH);
     if epoch == 0 {
         // No tables loaded yet: nothing is governed.
@@ -61,52 +96,53 @@ fn governed() -> Option<Governed> {
     }
     // SAFETY: a helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let slot = policy::current_slot(cgroup_id)?;
-    Some(Governed {
+    Some((epoch, cgroup_id, policy::current_slot(cgroup_id)))
+}
+
+/// The policy slot governing the current task, for socket-local storage.
+#[inline(always)]
+pub fn current_slot() -> Option<u32> {
+    current().and_then(|(_, _, slot)| slot)
+}
+
+/// Judges an outbound connection or datagram from the current task on a
+/// socket created under policy slot `owner` (`None`: its creator was not
+/// governed, or it predates the agent).
+#[inline(always)]
+pub fn judge(cookie: u64, dest: &Dest, hook: u8, owner: Option<u32>) -> i32 {
+    let Some((epoch, cgroup_id, task)) = current() else {
+        return PROCEED;
+    };
+    let gen_ = (epoch & 1) as u32;
+    let (slot, flags, judged) = match (task, owner) {
+        (None, None) => return PROCEED,
+        (Some(t), None) => (t, 0, evaluate(gen_, t, dest)),
+        (None, Some(o)) => (o, event_flags::SOCKET_POLICY, evaluate(gen_, o, dest)),
+        (Some(t), Some(o)) if t == o => (t, 0, evaluate(gen_, t, dest)),
+        (Some(t), Some(o)) => {
+            let by_task = evaluate(gen_, t, dest);
+            let by_socket = evaluate(gen_, o, dest);
+            if by_socket.severity() > by_task.severity() {
+                (o, event_flags::SOCKET_POLICY, by_socket)
+            } else {
+                (t, 0, by_task)
+            }
+        }
+    };
+    let actor = Governed {
         epoch,
         cgroup_id,
         slot,
-    })
-}
-
-/// A binding names a slot the active tables do not have: fail closed.
-#[inline(always)]
-fn fail_closed(flow: &Flow) -> i32 {
-    events::count(flow.slot, counter::NO_TABLE);
-    finish(
-        flow,
-        policy_flags::PRESENT,
-        Decision {
-            allowed: false,
-            reason: reason::NO_TABLE,
-            plen: 0,
-            tagset: TAGSET_UNTAGGED,
-        },
-    )
-}
-
-/// Judges an outbound connection or datagram from the current task.
-#[inline(always)]
-pub fn judge(cookie: u64, dest: &Dest, hook: u8) -> i32 {
-    let Some(task) = governed() else {
-        return PROCEED;
+        flags,
     };
-    let flow = Flow::new(cookie, dest, hook, &task);
-    match policy_entry(flow.generation(), task.slot) {
-        Some(policy) => finish(
-            &flow,
-            policy.flags,
-            decide(policy, flow.generation(), task.slot, dest),
-        ),
-        None => fail_closed(&flow),
-    }
+    finish(&Flow::new(cookie, dest, hook, &actor), judged)
 }
 
 /// Judges the creation of a socket that would bypass the address hooks
-/// (raw, packet, XDP): refused unless the policy allows raw sockets.
+/// (raw, packet, XDP, ping): refused unless the policy has `allow_flag`.
 #[inline(always)]
-pub fn judge_socket(cookie: u64, family: u8, proto: u8, hook: u8) -> i32 {
-    let Some(task) = governed() else {
+pub fn judge_socket(cookie: u64, family: u8, proto: u8, hook: u8, allow_flag: u32) -> i32 {
+    let Some((epoch, cgroup_id, Some(slot))) = current() else {
         return PROCEED;
     };
     let dest = Dest {
@@ -117,19 +153,40 @@ pub fn judge_socket(cookie: u64, family: u8, proto: u8, hook: u8) -> i32 {
         v4: false,
         flags: 0,
     };
-    let flow = Flow::new(cookie, &dest, hook, &task);
-    match policy_entry(flow.generation(), task.slot) {
-        Some(policy) => finish(
-            &flow,
-            policy.flags,
-            Decision {
-                allowed: policy.flags & policy_flags::ALLOW_RAW_SOCKETS != 0,
+    let actor = Governed {
+        epoch,
+        cgroup_id,
+        slot,
+        flags: 0,
+    };
+    let judged = match policy_entry(actor.generation(), slot) {
+        Some(policy) => Judged {
+            flags: policy.flags,
+            decision: Decision {
+                allowed: policy.flags & allow_flag != 0,
                 reason: reason::SOCKET_TYPE,
                 plen: 0,
                 tagset: TAGSET_UNTAGGED,
             },
-        ),
-        None => fail_closed(&flow),
+            no_table: false,
+        },
+        None => no_table(),
+    };
+    finish(&Flow::new(cookie, &dest, hook, &actor), judged)
+}
+
+/// A slot the active tables do not have: fail closed.
+#[inline(always)]
+fn no_table() -> Judged {
+    Judged {
+        flags: policy_flags::PRESENT,
+        decision: Decision {
+            allowed: false,
+            reason: reason::NO_TABLE,
+            plen: 0,
+            tagset: TAGSET_UNTAGGED,
+        },
+        no_table: true,
     }
 }
 
@@ -145,20 +202,30 @@ fn policy_entry(gen_: u32, slot: u32) -> Option<&'static PolicyEntry> {
     Some(entry)
 }
 
+/// The decision of policy `slot` for `dest`.
 #[inline(always)]
-fn decide(policy: &PolicyEntry, gen_: u32, slot: u32, dest: &Dest) -> Decision {
-    if policy.flags & policy_flags::HAS_RULES != 0
-        && let Some(decision) = rule_decision(gen_, slot, dest)
-    {
-        return decision;
+fn evaluate(gen_: u32, slot: u32, dest: &Dest) -> Judged {
+    let Some(policy) = policy_entry(gen_, slot) else {
+        return no_table();
+    };
+    let decision = match rule_decision(policy, gen_, slot, dest) {
+        Some(d) => d,
+        None => policy.region_decision(region_value(gen_, dest)),
+    };
+    Judged {
+        flags: policy.flags,
+        decision,
+        no_table: false,
     }
-    region_decision(policy, gen_, dest)
 }
 
 #[inline(always)]
-fn rule_decision(gen_: u32, slot: u32, dest: &Dest) -> Option<Decision> {
+fn rule_decision(policy: &PolicyEntry, gen_: u32, slot: u32, dest: &Dest) -> Option<Decision> {
+    if policy.flags & policy_flags::HAS_RULES == 0 {
+        return None;
+    }
     let slot_be = slot.to_be_bytes();
-    let rules = if dest.v4 {
+    let rules: RuleSet = if dest.v4 {
         let mut data: RuleKey4 = [0; 8];
         data[..4].copy_from_slice(&slot_be);
         data[4..].copy_from_slice(&dest.addr[..4]);
@@ -169,52 +236,17 @@ fn rule_decision(gen_: u32, slot: u32, dest: &Dest) -> Option<Decision> {
         data[4..].copy_from_slice(&dest.addr);
         read_value(GW_RULES6.get_value_ptr_mut(gen_, &Key::new(160, data)))?
     };
-    first_matching_rule(&rules, dest)
+    rules.decide(dest.proto, dest.port)
 }
 
 #[inline(always)]
-fn first_matching_rule(rules: &RuleSet, dest: &Dest) -> Option<Decision> {
-    for rule in rules.rules.iter().take(rules.count as usize) {
-        if rule.matches(dest.proto, dest.port) {
-            return Some(Decision {
-                allowed: rule.action == action::ALLOW,
-                reason: reason::RULE,
-                plen: rule.plen,
-                tagset: TAGSET_UNTAGGED,
-            });
-        }
-    }
-    None
-}
-
-#[inline(always)]
-fn region_decision(policy: &PolicyEntry, gen_: u32, dest: &Dest) -> Decision {
-    let found = if dest.v4 {
+fn region_value(gen_: u32, dest: &Dest) -> Option<RegionValue> {
+    if dest.v4 {
         let mut data = [0u8; 4];
         data.copy_from_slice(&dest.addr[..4]);
         read_value(GW_REGION4.get_value_ptr_mut(gen_, &Key::new(32, data)))
     } else {
         read_value(GW_REGION6.get_value_ptr_mut(gen_, &Key::new(128, dest.addr)))
-    };
-    match found {
-        // An entry may carry the untagged set: it punches a hole into a
-        // wider prefix (the tries are minimized, see regions/ortc.rs).
-        Some(value) if value.tagset != TAGSET_UNTAGGED => Decision {
-            allowed: policy.allows(value.tagset),
-            reason: if value.flags & tag_flags::LOCAL != 0 {
-                reason::LOCAL
-            } else {
-                reason::REGION
-            },
-            plen: value.plen,
-            tagset: value.tagset,
-        },
-        _ => Decision {
-            allowed: policy.allows(TAGSET_UNTAGGED),
-            reason: reason::UNTAGGED,
-            plen: 0,
-            tagset: TAGSET_UNTAGGED,
-        },
     }
 }
 
@@ -227,25 +259,28 @@ fn read_value<T: Copy>(ptr: Option<*mut T>) -> Option<T> {
     ptr.map(|p| unsafe { core::ptr::read(p) })
 }
 
-/// Applies audit mode, bumps the counter, records the event, returns the
+/// Applies audit mode, bumps the counters, records the event, returns the
 /// answer to the kernel.
 #[inline(always)]
-fn finish(flow: &Flow, policy_flags_: u32, decision: Decision) -> i32 {
-    let audit = policy_flags_ & policy_flags::AUDIT != 0;
-    let (code, ret, counter_idx) = match (decision.allowed, audit) {
-        (true, _) => (verdict::ALLOW, PROCEED, counter::ALLOWED),
-        (false, true) => (verdict::WOULD_DENY, PROCEED, counter::WOULD_DENY),
-        (false, false) => (verdict::DENY, REFUSE, counter::DENIED),
+fn finish(flow: &Flow, judged: Judged) -> i32 {
+    if judged.no_table {
+        events::count(flow.slot, counter::NO_TABLE);
+    }
+    let (code, ret, counter_idx) = match judged.severity() {
+        0 => (verdict::ALLOW, PROCEED, counter::ALLOWED),
+        1 => (verdict::WOULD_DENY, PROCEED, counter::WOULD_DENY),
+        _ => (verdict::DENY, REFUSE, counter::DENIED),
     };
     events::count(flow.slot, counter_idx);
-    if code != verdict::ALLOW || policy_flags_ & policy_flags::LOG_ALLOWED != 0 {
+    if code != verdict::ALLOW || judged.flags & policy_flags::LOG_ALLOWED != 0 {
+        let d = judged.decision;
         events::emit(
             flow,
             events::Outcome {
                 verdict: code,
-                reason: decision.reason,
-                plen: decision.plen,
-                tagset: decision.tagset,
+                reason: d.reason,
+                plen: d.plen,
+                tagset: d.tagset,
             },
         );
     }

@@ -36,6 +36,12 @@ pub enum Request {
     MapLookup { addrs: Vec<String> },
     /// Counts of the map in force.
     MapStats,
+    /// The verdict the kernel's tables give each target under `policy`, and
+    /// why.
+    PolicyExplain {
+        policy: String,
+        targets: Vec<crate::policy::explain::Target>,
+    },
     /// Stop the agent; `detach` also removes programs and pins.
     Shutdown {
         #[serde(default)]
@@ -138,7 +144,18 @@ pub struct PolicyStatus {
     pub name: String,
     pub mode: String,
     pub slot: u32,
+    /// cgroups bound by the config: `cgroups`, matching units, and the
+    /// governed cgroup for the default policy.
     pub cgroups: Vec<String>,
+    /// systemd unit patterns the policy binds.
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// The host default policy (`[agent] default_policy`).
+    #[serde(default)]
+    pub default: bool,
+    /// Running `geowall exec` jobs under the policy.
+    #[serde(default)]
+    pub jobs: usize,
     pub allowed: u64,
     pub denied: u64,
     pub would_deny: u64,

@@ -142,6 +142,21 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
             let snap = state.lock().await.map_snapshot();
             return blocking(move || map_lookup(&snap, &addrs)).await;
         }
+        Request::PolicyExplain { policy, targets } => {
+            let (snap, explained) = {
+                let state = state.lock().await;
+                (state.map_snapshot(), state.explain(&policy, &targets))
+            };
+            let mut explained = match explained {
+                Ok(e) => e,
+                Err(Refusal(code, message)) => return Response::err(code, message),
+            };
+            return blocking(move || {
+                add_sources(&snap, &mut explained)?;
+                Ok(Response::ok(explained))
+            })
+            .await;
+        }
         Request::MapStats => {
             let (snap, kernel_bytes) = {
                 let state = state.lock().await;
@@ -159,7 +174,9 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
     }
     let mut state = state.lock().await;
     let result = match request {
-        Request::MapLookup { .. } | Request::MapStats => unreachable!("answered above"),
+        Request::MapLookup { .. } | Request::MapStats | Request::PolicyExplain { .. } => {
+            unreachable!("answered above")
+        }
         Request::Status => state.status().map(Response::ok).map_err(Refusal::from),
         Request::JobStart { policy, job, pid } => state
             .job_start(peer, &policy, job.as_deref(), pid)
@@ -223,6 +240,27 @@ fn map_lookup(snap: &MapSnapshot, addrs: &[String]) -> Result<Response, Refusal>
     let out = query::lookup(&snap.map, sources, &parsed)
         .map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
     Ok(Response::ok(out))
+}
+
+/// Adds what each map source says about the explained destinations.
+fn add_sources(
+    snap: &MapSnapshot,
+    explained: &mut [crate::policy::explain::Explanation],
+) -> Result<(), Refusal> {
+    let addrs: Vec<std::net::IpAddr> = explained
+        .iter()
+        .filter_map(|e| e.dst.parse().ok())
+        .collect();
+    let sources = query::SourceData::Files {
+        specs: &snap.specs,
+        max_bytes: snap.max_source_bytes,
+    };
+    let answers = query::lookup(&snap.map, sources, &addrs)
+        .map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
+    for (e, a) in explained.iter_mut().zip(answers) {
+        e.sources = a.sources;
+    }
+    Ok(())
 }
 
 fn map_stats(snap: &MapSnapshot) -> query::MapStats {

@@ -10,6 +10,7 @@ pub mod jobs;
 mod names;
 mod source_watch;
 mod state;
+mod units;
 
 use std::{
     path::PathBuf,
@@ -143,6 +144,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         Arc::clone(&state),
         stop_rx.clone(),
     ));
+    let unit_watch = tokio::spawn(units::watch_units(Arc::clone(&state), stop_rx.clone()));
     let gc = {
         let state = Arc::clone(&state);
         let mut stop_rx = stop_rx.clone();
@@ -161,6 +163,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let _ = server.await;
     let _ = watcher.await;
     let _ = gc.await;
+    let _ = unit_watch.await;
     let _ = reader.await;
     let state = Arc::try_unwrap(state)
         .map_err(|_| DaemonError::Refused("agent state still shared at exit".into()))?

@@ -50,8 +50,11 @@ pub struct State {
     plan: Plan,
     kernel: Kernel,
     slots: BTreeMap<String, u32>,
-    /// Static bindings from the config: cgroup id → path.
-    statics: BTreeMap<u64, PathBuf>,
+    /// Bindings from the config (cgroups, units, the default policy):
+    /// cgroup id → path and what bound it.
+    statics: BTreeMap<u64, StaticBinding>,
+    /// The bindings last written to the kernel: cgroup id → slot.
+    bound: BTreeMap<u64, u32>,
     pub(super) jobs: BTreeMap<String, Job>,
     /// Names of the jobs ended most recently (oldest first), so that the
     /// end report of a job already collected is not an error.
@@ -102,6 +105,7 @@ impl State {
             kernel,
             slots: layout.slots,
             statics: BTreeMap::new(),
+            bound: BTreeMap::new(),
             jobs: BTreeMap::new(),
             ended_jobs: std::collections::VecDeque::new(),
             jobs_root,
@@ -335,19 +339,62 @@ impl State {
     }
 
     /// The kernel bindings `plan` wants: its static cgroups (which must
-    /// exist) and the running jobs, each to its policy's slot.
+    /// exist), the cgroups of matching systemd units, the governed cgroup
+    /// for the default policy, and the running jobs, each to its policy's
+    /// slot. A cgroup named by a policy's `cgroups` wins over a unit match.
     fn wanted_bindings(
         &self,
         plan: &Plan,
         slots: &BTreeMap<String, u32>,
     ) -> Result<Bindings, DaemonError> {
         let mut wanted = Bindings::default();
+        let add = |wanted: &mut Bindings,
+                   id: u64,
+                   slot: u32,
+                   path: &Path,
+                   policy: &str,
+                   by: &'static str| {
+            wanted.slots.insert(id, slot);
+            wanted.statics.insert(
+                id,
+                StaticBinding {
+                    path: path.to_path_buf(),
+                    policy: policy.to_owned(),
+                    by,
+                },
+            );
+        };
+        if let Some(name) = &plan.default_policy {
+            add(
+                &mut wanted,
+                cgroup::id_of(&plan.governed)?,
+                slots[name],
+                &plan.governed,
+                name,
+                "default",
+            );
+        }
         for p in &plan.policies {
-            let slot = slots[&p.name];
             for path in &p.cgroups {
                 let id = cgroup::id_of(path)?;
-                wanted.slots.insert(id, slot);
-                wanted.statics.insert(id, path.clone());
+                add(&mut wanted, id, slots[&p.name], path, &p.name, "cgroup");
+            }
+        }
+        let (patterns, owners): (Vec<String>, Vec<&str>) = plan
+            .policies
+            .iter()
+            .flat_map(|p| p.units.iter().map(move |u| (u.clone(), p.name.as_str())))
+            .unzip();
+        if !patterns.is_empty() {
+            for (path, i) in super::units::matching_cgroups(&plan.governed, &patterns) {
+                // A unit may stop between the scan and here: skip it.
+                let Ok(id) = cgroup::id_of(&path) else {
+                    continue;
+                };
+                if wanted.slots.contains_key(&id) {
+                    continue;
+                }
+                add(&mut wanted, id, slots[owners[i]], &path, owners[i], "unit");
             }
         }
         for job in self.jobs.values() {
@@ -360,16 +407,59 @@ impl State {
 
     /// Makes the kernel's bindings exactly `wanted`.
     fn apply_bindings(&mut self, wanted: Bindings) -> Result<(), DaemonError> {
+        let added: Vec<(u64, String)> = wanted
+            .statics
+            .iter()
+            .filter(|(id, _)| !self.statics.contains_key(id))
+            .map(|(id, b)| (*id, self.hierarchy.display_name(&b.path)))
+            .collect();
         self.statics = wanted.statics;
         for (id, slot) in &wanted.slots {
-            self.kernel.bind(*id, *slot)?;
+            if self.bound.get(id) != Some(slot) {
+                self.kernel.bind(*id, *slot)?;
+            }
         }
         for (id, _) in self.kernel.bindings()? {
             if !wanted.slots.contains_key(&id) {
                 self.kernel.unbind(id)?;
             }
         }
+        self.bound = wanted.slots;
+        if !added.is_empty() {
+            let mut names = self.names.write().expect("names lock");
+            for (id, name) in added {
+                names.cgroups.insert(id, name);
+            }
+        }
         Ok(())
+    }
+
+    /// Whether a policy binds systemd units (whose cgroups come and go).
+    pub fn has_unit_bindings(&self) -> bool {
+        self.plan.policies.iter().any(|p| !p.units.is_empty())
+    }
+
+    /// Re-computes the bindings of the plan in force (new unit cgroups,
+    /// units gone) and writes what changed.
+    pub fn refresh_bindings(&mut self) {
+        let wanted = match self.wanted_bindings(&self.plan, &self.slots) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(error = %e, "bindings not refreshed");
+                return;
+            }
+        };
+        if wanted.slots == self.bound {
+            return;
+        }
+        for (id, b) in &wanted.statics {
+            if !self.statics.contains_key(id) {
+                tracing::info!(cgroup = %self.hierarchy.display_name(&b.path), policy = %b.policy, by = b.by, "cgroup bound");
+            }
+        }
+        if let Err(e) = self.apply_bindings(wanted) {
+            tracing::error!(error = %e, "cannot update the bindings");
+        }
     }
 
     /// Frees the slots of policies that are gone and no binding names.
@@ -396,8 +486,10 @@ impl State {
         let mut names = self.names.write().expect("names lock");
         names.policies = policies;
         names.regions = regions;
-        for (id, path) in &self.statics {
-            names.cgroups.insert(*id, self.hierarchy.display_name(path));
+        for (id, b) in &self.statics {
+            names
+                .cgroups
+                .insert(*id, self.hierarchy.display_name(&b.path));
         }
         drop(names);
         for job in self.jobs.values() {
@@ -426,6 +518,45 @@ impl State {
             install_time: self.install_time,
             kernel_entries: self.kernel_entries,
         }
+    }
+
+    /// `policy explain`: the kernel tables' verdict for each target.
+    pub fn explain(
+        &self,
+        policy: &str,
+        targets: &[crate::policy::explain::Target],
+    ) -> Result<Vec<crate::policy::explain::Explanation>, super::jobs::Refusal> {
+        use crate::control::proto::ErrorCode;
+        use crate::policy::explain::{PolicyText, explain};
+        let refuse = |code: ErrorCode, m: String| super::jobs::Refusal(code, m);
+        let Some(p) = self.plan.policy(policy) else {
+            let hint =
+                crate::regions::suggest(policy, self.plan.policies.iter().map(|p| p.name.as_str()))
+                    .map(|s| format!(" (did you mean '{s}'?)"))
+                    .unwrap_or_default();
+            return Err(refuse(
+                ErrorCode::UnknownPolicy,
+                format!("no policy named '{policy}' is loaded{hint}"),
+            ));
+        };
+        let slot = self.slots[&p.name];
+        let view = self
+            .kernel
+            .view()
+            .map_err(|e| refuse(ErrorCode::Internal, crate::cli::chain(&e)))?;
+        let text = PolicyText {
+            name: &p.name,
+            rules: &p.rules,
+            allowed: &p.allowed,
+            denied: &p.denied,
+        };
+        let tables = format!("kernel (epoch {})", view.epoch);
+        targets
+            .iter()
+            .map(|t| {
+                explain(&view, slot, &text, t, &tables).map_err(|e| refuse(ErrorCode::Internal, e))
+            })
+            .collect()
     }
 
     /// Kernel memory of the tries in force (None when it cannot be read).
@@ -458,11 +589,15 @@ impl State {
                     name: p.name.clone(),
                     mode: format!("{:?}", p.mode).to_lowercase(),
                     slot,
-                    cgroups: p
-                        .cgroups
-                        .iter()
-                        .map(|c| self.hierarchy.display_name(c))
+                    cgroups: self
+                        .statics
+                        .values()
+                        .filter(|b| b.policy == p.name)
+                        .map(|b| self.hierarchy.display_name(&b.path))
                         .collect(),
+                    units: p.units.clone(),
+                    default: self.plan.default_policy.as_deref() == Some(&p.name),
+                    jobs: self.jobs.values().filter(|j| j.policy == p.name).count(),
                     allowed: c[counter::ALLOWED],
                     denied: c[counter::DENIED],
                     would_deny: c[counter::WOULD_DENY],
@@ -526,11 +661,21 @@ impl State {
     }
 }
 
-/// Kernel bindings: cgroup id → policy slot, and which of them are static.
+/// Kernel bindings: cgroup id → policy slot, and which of them come from
+/// the config.
 #[derive(Default)]
 struct Bindings {
     slots: BTreeMap<u64, u32>,
-    statics: BTreeMap<u64, PathBuf>,
+    statics: BTreeMap<u64, StaticBinding>,
+}
+
+/// A binding the config made.
+#[derive(Debug, Clone)]
+pub(super) struct StaticBinding {
+    pub path: PathBuf,
+    pub policy: String,
+    /// `cgroup`, `unit` or `default`.
+    pub by: &'static str,
 }
 
 /// The `[agent]` keys that differ between `old` and `new` and apply only

@@ -207,7 +207,9 @@ fn policy_entry(policy: &CompiledPolicy, tagsets: &[Vec<String>]) -> PolicyEntry
     if policy.mode == Mode::Audit {
         entry.flags |= policy_flags::AUDIT;
     }
-    if policy.log_allowed == LogAllowed::All {
+    // `first` needs every allowed flow from the kernel: the agent keeps the
+    // first per job, destination and port and counts the rest.
+    if matches!(policy.log_allowed, LogAllowed::All | LogAllowed::First) {
         entry.flags |= policy_flags::LOG_ALLOWED;
     }
     if !policy.rules.is_empty() {
@@ -215,6 +217,9 @@ fn policy_entry(policy: &CompiledPolicy, tagsets: &[Vec<String>]) -> PolicyEntry
     }
     if policy.raw_sockets == Action::Allow {
         entry.flags |= policy_flags::ALLOW_RAW_SOCKETS;
+    }
+    if policy.ping == Action::Allow {
+        entry.flags |= policy_flags::ALLOW_PING;
     }
     for (id, tags) in tagsets.iter().enumerate() {
         if policy.allows(tags) {
@@ -244,6 +249,12 @@ fn rules(policy: &CompiledPolicy, slot: u32, tables: &mut Tables) -> Result<(), 
             ..RuleSet::default()
         };
         for (dst, r) in set.rules.iter_mut().zip(&applying) {
+            let index = policy
+                .rules
+                .iter()
+                .position(|x| std::ptr::eq(x, *r))
+                .unwrap_or(usize::MAX)
+                .min(255) as u8;
             *dst = Rule {
                 port_lo: r.port_lo,
                 port_hi: r.port_hi,
@@ -253,7 +264,7 @@ fn rules(policy: &CompiledPolicy, slot: u32, tables: &mut Tables) -> Result<(), 
                     Action::Deny => action::DENY,
                 },
                 plen: r.prefix.len(),
-                _pad: 0,
+                index,
             };
         }
         let addr = p.addr_bytes();

@@ -112,6 +112,121 @@ struct MapFds {
     polnames: OwnedFd,
 }
 
+/// The active half of the kernel's tables, read through the bpf syscall:
+/// the trie lookups are the kernel's own longest-prefix matches.
+pub struct KernelView<'a> {
+    kernel: &'a Kernel,
+    pub epoch: u64,
+    half: u32,
+    region4: Option<OwnedFd>,
+    region6: Option<OwnedFd>,
+    rules4: Option<OwnedFd>,
+    rules6: Option<OwnedFd>,
+    regions: Vec<Option<String>>,
+}
+
+impl KernelView<'_> {
+    fn lookup<V: Copy + Default>(
+        map: Option<&OwnedFd>,
+        bits: u32,
+        data: &[u8],
+    ) -> Result<Option<V>, String> {
+        let Some(map) = map else {
+            return Ok(None);
+        };
+        let mut key = bits.to_ne_bytes().to_vec();
+        key.extend_from_slice(data);
+        let mut value = V::default();
+        // SAFETY: `V` is a plain-data ABI type; the kernel writes exactly
+        // its size.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut((&mut value as *mut V).cast::<u8>(), size_of::<V>())
+        };
+        let found = sys::map_lookup(map.as_fd(), &key, buf).map_err(|e| e.to_string())?;
+        Ok(found.then_some(value))
+    }
+
+    fn read<V: Copy + Default>(map: &OwnedFd, idx: u32) -> Result<V, String> {
+        let mut value = V::default();
+        // SAFETY: as in `lookup`.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut((&mut value as *mut V).cast::<u8>(), size_of::<V>())
+        };
+        sys::map_lookup(map.as_fd(), &idx.to_ne_bytes(), buf).map_err(|e| e.to_string())?;
+        Ok(value)
+    }
+}
+
+impl crate::policy::explain::TableView for KernelView<'_> {
+    fn policy(&self, slot: u32) -> Result<Option<geowall_common::PolicyEntry>, String> {
+        if slot >= MAX_POLICIES {
+            return Ok(None);
+        }
+        let mut entry = geowall_common::PolicyEntry::empty();
+        // SAFETY: as in `lookup`.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(
+                (&mut entry as *mut geowall_common::PolicyEntry).cast::<u8>(),
+                size_of::<geowall_common::PolicyEntry>(),
+            )
+        };
+        sys::map_lookup(
+            self.kernel.maps.policies.as_fd(),
+            &(self.half * MAX_POLICIES + slot).to_ne_bytes(),
+            buf,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok((entry.flags & geowall_common::policy_flags::PRESENT != 0).then_some(entry))
+    }
+
+    fn rules(
+        &self,
+        slot: u32,
+        addr: &[u8; 16],
+        v4: bool,
+    ) -> Result<Option<geowall_common::RuleSet>, String> {
+        let mut data = slot.to_be_bytes().to_vec();
+        if v4 {
+            data.extend_from_slice(&addr[..4]);
+            Self::lookup(self.rules4.as_ref(), 64, &data)
+        } else {
+            data.extend_from_slice(addr);
+            Self::lookup(self.rules6.as_ref(), 160, &data)
+        }
+    }
+
+    fn region(
+        &self,
+        addr: &[u8; 16],
+        v4: bool,
+    ) -> Result<Option<geowall_common::RegionValue>, String> {
+        if v4 {
+            Self::lookup(self.region4.as_ref(), 32, &addr[..4])
+        } else {
+            Self::lookup(self.region6.as_ref(), 128, addr)
+        }
+    }
+
+    fn tags(&self, tagset: u16) -> Result<Vec<String>, String> {
+        let set: geowall_common::TagSet = Self::read(
+            &self.kernel.maps.tagsets,
+            self.half * geowall_common::MAX_TAGSETS + u32::from(tagset),
+        )?;
+        Ok(set
+            .regions
+            .iter()
+            .take(set.count as usize)
+            .map(|id| {
+                self.regions
+                    .get(*id as usize)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| format!("region#{id}"))
+            })
+            .collect())
+    }
+}
+
 /// The programs, their attach kind, in the order they are attached.
 pub const PROGRAMS: [&str; 6] = [
     names::PROG_SOCK_CREATE,
@@ -428,6 +543,33 @@ impl Kernel {
         let (epoch, cleanup) = tables::switch(self, &layout.tables)?;
         self.cleanup = cleanup;
         Ok(epoch)
+    }
+
+    /// A read-only view of the tables in force, for `policy explain`.
+    pub fn view(&self) -> Result<KernelView<'_>, KernelError> {
+        let epoch = self.epoch();
+        let half = (epoch & 1) as u32;
+        let inner = |outer: &OwnedFd| -> Result<Option<OwnedFd>, KernelError> {
+            let mut id = [0u8; 4];
+            if !sys::map_lookup(outer.as_fd(), &half.to_ne_bytes(), &mut id)
+                .map_err(sys_err("reading a trie slot"))?
+            {
+                return Ok(None);
+            }
+            sys::map_fd_by_id(u32::from_ne_bytes(id))
+                .map(Some)
+                .map_err(sys_err("opening a trie"))
+        };
+        Ok(KernelView {
+            kernel: self,
+            epoch,
+            half,
+            region4: inner(&self.maps.region4)?,
+            region6: inner(&self.maps.region6)?,
+            rules4: inner(&self.maps.rules4)?,
+            rules6: inner(&self.maps.rules6)?,
+            regions: self.region_names()?,
+        })
     }
 
     /// Kernel memory of the tries in force, as the kernel accounts it

@@ -1,6 +1,11 @@
 //! Policies: which regions a workload may reach, checked before it goes live.
 
-use std::{collections::BTreeSet, path::PathBuf};
+pub mod explain;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+};
 
 use crate::{
     config::{Action, LogAllowed, Mode},
@@ -11,18 +16,27 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledPolicy {
     pub name: String,
+    /// Where it is defined (`file:line`).
+    pub place: String,
+    pub description: Option<String>,
     pub mode: Mode,
     /// Concrete region tags allowed (groups expanded).
     pub allowed: BTreeSet<String>,
-    /// The allow list as written, for display.
+    /// Concrete region tags carved out: a destination carrying one is denied.
+    pub denied: BTreeSet<String>,
+    /// The allow and deny lists as written, for display.
     pub allow_written: Vec<String>,
+    pub deny_written: Vec<String>,
     pub untagged: Action,
     pub local: Action,
     pub rules: Vec<CompiledRule>,
     /// Absolute cgroup paths bound to this policy by the config.
     pub cgroups: Vec<PathBuf>,
+    /// systemd unit names or globs bound to this policy.
+    pub units: Vec<String>,
     pub log_allowed: LogAllowed,
     pub raw_sockets: Action,
+    pub ping: Action,
 }
 
 /// A CIDR rule.
@@ -34,17 +48,54 @@ pub struct CompiledRule {
     pub port_lo: u16,
     pub port_hi: u16,
     pub action: Action,
+    /// The rule as written (`10.0.0.0/8 tcp/5432 allow`), canonical form.
+    pub text: String,
+}
+
+impl CompiledRule {
+    /// The canonical text of a rule.
+    pub fn describe(prefix: &Prefix, proto: u8, lo: u16, hi: u16, action: Action) -> String {
+        let proto_name = match proto {
+            0 => "any",
+            6 => "tcp",
+            17 => "udp",
+            _ => "proto",
+        };
+        let ports = match (lo, hi) {
+            (0, u16::MAX) => String::new(),
+            (a, b) if a == b => format!("/{a}"),
+            (a, b) => format!("/{a}-{b}"),
+        };
+        let action = match action {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        };
+        if proto == 0 && ports.is_empty() {
+            format!("{prefix} {action}")
+        } else {
+            format!("{prefix} {proto_name}{ports} {action}")
+        }
+    }
 }
 
 impl CompiledPolicy {
     /// Whether a destination whose tags are `tags` is allowed (`tags` empty:
-    /// untagged; exactly `local`: a local destination).
+    /// untagged; exactly `local`: a local destination). A tag in the deny
+    /// set wins over any allowed tag.
     pub fn allows(&self, tags: &[String]) -> bool {
         match tags {
             [] => self.untagged == Action::Allow,
             [only] if only == LOCAL => self.local == Action::Allow,
-            _ => tags.iter().any(|t| self.allowed.contains(t)),
+            _ => {
+                tags.iter().any(|t| self.allowed.contains(t))
+                    && !tags.iter().any(|t| self.denied.contains(t))
+            }
         }
+    }
+
+    /// The allowed tags after the carve-outs (what `policy check` shows).
+    pub fn effective_allowed(&self) -> impl Iterator<Item = &String> {
+        self.allowed.iter().filter(|t| !self.denied.contains(*t))
     }
 
     /// The rules that apply to every address of `prefix`, in the order the
@@ -61,80 +112,185 @@ impl CompiledPolicy {
     }
 }
 
-/// Resolves one allow-list entry to concrete tags. `map_tags` are the tags
-/// the loaded map sources use (cloud regions are only known through them);
-/// without them a cloud region is only checked for its form.
+/// Cloud providers whose region names a policy may write before the map is
+/// loaded (the form is checked; the map says which regions exist).
+const CLOUD_PROVIDERS: &[&str] = &["aws", "gcp", "azure"];
+
+/// Resolves allow/deny entries: countries, built-in groups, user-defined
+/// groups, cloud regions and cloud-region globs (`aws:eu-*`).
+pub struct Resolver<'a> {
+    /// Tags the loaded map sources use (cloud regions are only known through
+    /// them); `None` before the map is read: cloud regions are checked for
+    /// their form only.
+    pub map_tags: Option<&'a BTreeSet<String>>,
+    /// User-defined groups: name → members as written.
+    pub groups: &'a BTreeMap<String, Vec<String>>,
+}
+
+impl Resolver<'_> {
+    /// The concrete tags one entry stands for.
+    pub fn resolve(&self, token: &str) -> Result<Vec<String>, String> {
+        self.resolve_in(token, &mut Vec::new())
+    }
+
+    fn resolve_in(&self, token: &str, stack: &mut Vec<String>) -> Result<Vec<String>, String> {
+        if let Some(members) = groups::members(token) {
+            return Ok(members.into_iter().map(str::to_owned).collect());
+        }
+        if let Some((name, members)) = self.user_group(token) {
+            if stack.iter().any(|s| s == name) {
+                stack.push(name.to_owned());
+                return Err(format!("group cycle: {}", stack.join(" → ")));
+            }
+            stack.push(name.to_owned());
+            let mut out = Vec::new();
+            for m in members {
+                let tags = self
+                    .resolve_in(m, stack)
+                    .map_err(|e| format!("in group '{name}': {e}"))?;
+                out.extend(tags);
+            }
+            stack.pop();
+            out.sort();
+            out.dedup();
+            return Ok(out);
+        }
+        let upper = token.to_ascii_uppercase();
+        if token.len() == 2 && countries::name(&upper).is_some() {
+            return Ok(vec![upper]);
+        }
+        if token == LOCAL {
+            return Err(
+                "'local' is not a region list entry: set `local = \"allow\"` instead".into(),
+            );
+        }
+        if token.contains(':') {
+            return self.cloud(token);
+        }
+        Err(self.unknown_region(token))
+    }
+
+    fn user_group(&self, token: &str) -> Option<(&str, &Vec<String>)> {
+        self.groups
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(token))
+            .map(|(name, members)| (name.as_str(), members))
+    }
+
+    fn cloud(&self, token: &str) -> Result<Vec<String>, String> {
+        let is_glob = token.contains(['*', '?']);
+        let Some(map_tags) = self.map_tags else {
+            let provider = token.split_once(':').map(|(p, _)| p).unwrap_or_default();
+            let form_ok = if is_glob {
+                CLOUD_PROVIDERS.contains(&provider)
+            } else {
+                matches!(
+                    crate::regions::kind(token),
+                    Some(crate::regions::TagKind::Cloud { .. })
+                )
+            };
+            return if form_ok {
+                Ok(vec![token.to_owned()])
+            } else {
+                Err(format!(
+                    "'{token}' is not a cloud region name (like aws:eu-west-1 or aws:eu-*)"
+                ))
+            };
+        };
+        let cloud_tags = || map_tags.iter().filter(|t| t.contains(':'));
+        if is_glob {
+            let matched: Vec<String> = cloud_tags()
+                .filter(|t| glob_match(token, t))
+                .cloned()
+                .collect();
+            if matched.is_empty() {
+                return Err(format!(
+                    "'{token}' matches no cloud region the loaded map sources tag"
+                ));
+            }
+            return Ok(matched);
+        }
+        if map_tags.contains(token) {
+            return Ok(vec![token.to_owned()]);
+        }
+        let hint = suggest(token, cloud_tags().map(String::as_str))
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default();
+        Err(format!(
+            "unknown region '{token}': no loaded map source tags it{hint}"
+        ))
+    }
+
+    fn unknown_region(&self, token: &str) -> String {
+        // A country's name written for its code is the likeliest slip.
+        if let Some((code, name)) = countries::COUNTRIES
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(token))
+        {
+            return format!("unknown region '{token}' (did you mean '{code}', {name}?)");
+        }
+        let candidates = countries::COUNTRIES
+            .iter()
+            .map(|(c, _)| *c)
+            .chain(groups::NAMES.iter().copied())
+            .chain(self.groups.keys().map(String::as_str));
+        let by_code = suggest(token, candidates);
+        let by_name = suggest(token, countries::COUNTRIES.iter().map(|(_, n)| *n))
+            .and_then(|n| countries::COUNTRIES.iter().find(|(_, cn)| *cn == n))
+            .map(|(c, _)| *c);
+        match by_code.or(by_name) {
+            Some(s) => {
+                let name = countries::name(s)
+                    .map(|n| format!(", {n}"))
+                    .unwrap_or_default();
+                format!("unknown region '{token}' (did you mean '{s}'{name}?)")
+            }
+            None => format!(
+                "unknown region '{token}': expected a country code (DE), a group ({}) or a \
+                 cloud region (aws:eu-west-1)",
+                groups::NAMES.join(", ")
+            ),
+        }
+    }
+}
+
+/// Resolves one allow-list entry against the built-in groups only (no user
+/// groups).
 pub fn resolve_region(
     token: &str,
     map_tags: Option<&BTreeSet<String>>,
 ) -> Result<Vec<String>, String> {
-    if let Some(members) = groups::members(token) {
-        return Ok(members.into_iter().map(str::to_owned).collect());
+    let none = BTreeMap::new();
+    Resolver {
+        map_tags,
+        groups: &none,
     }
-    let upper = token.to_ascii_uppercase();
-    if token.len() == 2 && countries::name(&upper).is_some() {
-        return Ok(vec![upper]);
-    }
-    if token == LOCAL {
-        return Err("'local' is not an allow-list entry: set `local = \"allow\"` instead".into());
-    }
-    if token.contains(':') {
-        let Some(map_tags) = map_tags else {
-            return match crate::regions::kind(token) {
-                Some(crate::regions::TagKind::Cloud { .. }) => Ok(vec![token.to_owned()]),
-                _ => Err(format!(
-                    "'{token}' is not a cloud region name (like aws:eu-west-1)"
-                )),
-            };
-        };
-        if map_tags.contains(token) {
-            return Ok(vec![token.to_owned()]);
-        }
-        let hint = suggest(
-            token,
-            map_tags
-                .iter()
-                .filter(|t| t.contains(':'))
-                .map(String::as_str),
-        )
-        .map(|s| format!(" (did you mean '{s}'?)"))
-        .unwrap_or_default();
-        return Err(format!(
-            "unknown region '{token}': no loaded map source tags it{hint}"
-        ));
-    }
-    Err(unknown_region(token))
+    .resolve(token)
 }
 
-fn unknown_region(token: &str) -> String {
-    // A country's name written for its code is the likeliest slip.
-    if let Some((code, name)) = countries::COUNTRIES
-        .iter()
-        .find(|(_, n)| n.eq_ignore_ascii_case(token))
-    {
-        return format!("unknown region '{token}' (did you mean '{code}', {name}?)");
-    }
-    let candidates = countries::COUNTRIES
-        .iter()
-        .map(|(c, _)| *c)
-        .chain(groups::NAMES.iter().copied());
-    let by_code = suggest(token, candidates);
-    let by_name = suggest(token, countries::COUNTRIES.iter().map(|(_, n)| *n))
-        .and_then(|n| countries::COUNTRIES.iter().find(|(_, cn)| *cn == n))
-        .map(|(c, _)| *c);
-    match by_code.or(by_name) {
-        Some(s) => {
-            let name = countries::name(s)
-                .map(|n| format!(", {n}"))
-                .unwrap_or_default();
-            format!("unknown region '{token}' (did you mean '{s}'{name}?)")
+/// Shell-style glob: `*` any run of characters, `?` one character.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // Iterative matcher with one backtrack point for the last `*`.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
         }
-        None => format!(
-            "unknown region '{token}': expected a country code (DE), a group ({}) or a cloud \
-             region (aws:eu-west-1)",
-            groups::NAMES.join(", ")
-        ),
     }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 #[cfg(test)]
@@ -173,15 +329,21 @@ mod tests {
     fn policy(rules: Vec<CompiledRule>) -> CompiledPolicy {
         CompiledPolicy {
             name: "p".into(),
+            place: "p.toml".into(),
+            description: None,
             mode: Mode::Enforce,
-            allowed: tags(&["DE"]),
+            allowed: tags(&["DE", "IE", "aws:eu-west-1"]),
+            denied: tags(&["aws:eu-west-1"]),
             allow_written: vec!["DE".into()],
+            deny_written: vec![],
             untagged: Action::Deny,
             local: Action::Allow,
             rules,
             cgroups: vec![],
+            units: vec![],
             log_allowed: LogAllowed::None,
             raw_sockets: Action::Deny,
+            ping: Action::Deny,
         }
     }
 
@@ -193,6 +355,7 @@ mod tests {
             port_lo: lo,
             port_hi: hi,
             action: a,
+            text: String::new(),
         };
         let p = policy(vec![
             r("10.0.0.0/8", 6, 5432, 5432, Action::Allow),
@@ -228,5 +391,79 @@ mod tests {
         assert!(!p.allows(&v(&["US"])));
         assert!(!p.allows(&[]));
         assert!(p.allows(&v(&["local"])));
+        // A carved-out tag wins over an allowed one.
+        assert!(p.allows(&v(&["IE"])));
+        assert!(!p.allows(&v(&["IE", "aws:eu-west-1"])));
+        assert_eq!(
+            p.effective_allowed().cloned().collect::<Vec<_>>(),
+            ["DE", "IE"]
+        );
+    }
+
+    #[test]
+    fn user_groups_nest_and_cycles_are_named() {
+        let map = tags(&["aws:eu-west-1", "aws:eu-central-1", "aws:us-east-1"]);
+        let mut groups = BTreeMap::new();
+        groups.insert("nordics".to_string(), vec!["DK".into(), "SE".into()]);
+        groups.insert(
+            "ours".to_string(),
+            vec!["nordics".into(), "aws:eu-*".into()],
+        );
+        groups.insert("a".to_string(), vec!["b".into()]);
+        groups.insert("b".to_string(), vec!["a".into()]);
+        let r = Resolver {
+            map_tags: Some(&map),
+            groups: &groups,
+        };
+        assert_eq!(
+            r.resolve("ours").unwrap(),
+            ["DK", "SE", "aws:eu-central-1", "aws:eu-west-1"]
+        );
+        let e = r.resolve("a").unwrap_err();
+        assert!(e.contains("group cycle: a → b → a"), "{e}");
+        let e = r.resolve("nordic").unwrap_err();
+        assert!(e.contains("did you mean 'nordics'"), "{e}");
+        let e = r.resolve("aws:ap-*").unwrap_err();
+        assert!(e.contains("matches no cloud region"), "{e}");
+    }
+
+    #[test]
+    fn cloud_regions_before_the_map_are_checked_for_form() {
+        let none = BTreeMap::new();
+        let r = Resolver {
+            map_tags: None,
+            groups: &none,
+        };
+        assert!(r.resolve("aws:eu-*").is_ok());
+        assert!(r.resolve("nope:eu-*").is_err());
+        assert!(r.resolve("aws:EU WEST").is_err());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("aws:eu-*", "aws:eu-west-1"));
+        assert!(glob_match("*", "x"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(glob_match("executor@*.service", "executor@7.service"));
+        assert!(!glob_match("executor@*.service", "executor@7.scope"));
+        assert!(!glob_match("aws:eu-*", "aws:us-east-1"));
+        assert!(glob_match("*-1", "aws:eu-west-1"));
+    }
+
+    #[test]
+    fn rule_text() {
+        let p: Prefix = "10.0.0.0/8".parse().unwrap();
+        assert_eq!(
+            CompiledRule::describe(&p, 6, 5432, 5432, Action::Allow),
+            "10.0.0.0/8 tcp/5432 allow"
+        );
+        assert_eq!(
+            CompiledRule::describe(&p, 0, 0, u16::MAX, Action::Deny),
+            "10.0.0.0/8 deny"
+        );
+        assert_eq!(
+            CompiledRule::describe(&p, 17, 8000, 8099, Action::Deny),
+            "10.0.0.0/8 udp/8000-8099 deny"
+        );
     }
 }
