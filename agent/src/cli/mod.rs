@@ -8,6 +8,7 @@
 mod check;
 mod exec;
 mod map;
+mod policy;
 mod run;
 mod status;
 mod stop;
@@ -114,6 +115,11 @@ enum Command {
         #[command(subcommand)]
         command: map::MapCommand,
     },
+    /// Policies: check what they allow, explain a verdict, apply changes.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
 }
 
 fn init_logging(cli: &Cli) {
@@ -177,5 +183,6 @@ pub fn main() -> ExitCode {
         Command::Status { config, json } => status::status(&config.config, json),
         Command::Check { config } => check::check(&config.config),
         Command::Map { command } => map::run(command),
+        Command::Policy { command } => policy::run(command),
     }
 }

@@ -1,0 +1,441 @@
+//! `geowall policy check|explain|apply`.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::Subcommand;
+
+use super::{DEFAULT_CONFIG, fail};
+use crate::{
+    cgroup::Hierarchy,
+    config::{Action, Config, load_policy_file},
+    control::{Client, ClientError, Request},
+    kernel::layout,
+    plan::{self, Plan},
+    policy::{
+        CompiledPolicy,
+        explain::{CompiledView, Explanation, PolicyText, Target, explain},
+    },
+    regions::{TagKind, countries, kind},
+};
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Validate policies and print what each one allows, resolved to
+    /// countries and cloud regions. Without FILES, the config's policies
+    /// (inline and its policy_dir); with FILES, those policy files, checked
+    /// against the config's groups and maps (the built-in map when there is
+    /// no config).
+    Check {
+        /// The agent's config file (default: /etc/geowall/geowall.toml when
+        /// it exists).
+        #[arg(long, short = 'c', env = "GEOWALL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Destinations the jobs' own control plane must reach
+        /// (ADDR[:PORT], tcp): a warning names each policy that would deny
+        /// one.
+        #[arg(long = "must-reach", value_name = "ADDR[:PORT]")]
+        must_reach: Vec<String>,
+        /// Exit with status 1 when there is a warning.
+        #[arg(long)]
+        strict: bool,
+        /// Policy files.
+        files: Vec<PathBuf>,
+    },
+    /// The verdict the kernel gives destinations under a policy, and why:
+    /// which rule or region prefix decided and which map sources tag it.
+    /// Read from the running agent's kernel tables; with no agent, from the
+    /// tables the config compiles to.
+    Explain {
+        #[arg(long, short = 'c', env = "GEOWALL_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The policy.
+        #[arg(long, short = 'p')]
+        policy: String,
+        /// tcp or udp.
+        #[arg(long, default_value = "tcp")]
+        proto: String,
+        /// Use the config's compiled tables even when the agent runs.
+        #[arg(long)]
+        offline: bool,
+        /// One JSON object per destination, one per line.
+        #[arg(long)]
+        json: bool,
+        /// Destinations: ADDR, ADDR:PORT, [IPv6]:PORT.
+        #[arg(required = true, value_name = "ADDR[:PORT]")]
+        dests: Vec<String>,
+    },
+    /// Check the config and its policies, then have the running agent switch
+    /// to them in one step (every bound cgroup at once). A config that does
+    /// not check leaves the policies in force untouched.
+    Apply {
+        #[arg(long, short = 'c', env = "GEOWALL_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+pub fn run(cmd: PolicyCommand) -> ExitCode {
+    let result = match cmd {
+        PolicyCommand::Check {
+            config,
+            must_reach,
+            strict,
+            files,
+        } => check(config.as_deref(), &files, &must_reach, strict),
+        PolicyCommand::Explain {
+            config,
+            policy,
+            proto,
+            offline,
+            json,
+            dests,
+        } => explain_cmd(&config, &policy, &proto, offline, json, &dests),
+        PolicyCommand::Apply { config } => apply(&config),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => fail(e),
+    }
+}
+
+/// The config to check against: the named one, else the default one when
+/// it exists, else an empty one (built-in map, no groups).
+fn context_config(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None if Path::new(DEFAULT_CONFIG).exists() => {
+            Config::load(Path::new(DEFAULT_CONFIG)).map_err(|e| e.to_string())
+        }
+        None => Config::parse(Path::new("(no config)"), String::new()).map_err(|e| e.to_string()),
+    }
+}
+
+fn build(config: &Config) -> Result<Plan, String> {
+    let hierarchy = Hierarchy::discover().map_err(|e| e.to_string())?;
+    plan::build(config, &hierarchy).map_err(|e| super::chain(&e))
+}
+
+fn check(
+    config: Option<&Path>,
+    files: &[PathBuf],
+    must_reach: &[String],
+    strict: bool,
+) -> Result<ExitCode, String> {
+    let mut config = context_config(config)?;
+    if !files.is_empty() {
+        config.policies = files
+            .iter()
+            .map(|f| load_policy_file(f).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        // The files are checked on their own: a default policy of the
+        // config may not be among them.
+        config.file.agent.default_policy = None;
+    }
+    let targets = must_reach
+        .iter()
+        .map(|d| parse_dest(d, 6))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = build(&config)?;
+    if plan.policies.is_empty() {
+        return Err(format!("{}: no policies to check", config.path.display()));
+    }
+    let layout = layout::layout(&plan, &[], &[]).map_err(|e| e.to_string())?;
+    let view = CompiledView::new(&layout, &plan.map.tagsets);
+    let mut warnings = 0;
+    for p in &plan.policies {
+        print_policy(p, plan.default_policy.as_deref() == Some(&p.name));
+        let slot = layout.slots[&p.name];
+        for t in &targets {
+            let e = explain(&view, slot, &text_of(p), t, "compiled")?;
+            if e.verdict != "allow" {
+                warnings += 1;
+                eprintln!(
+                    "geowall: warning: policy '{}' would {} {}:{} ({}): the jobs' control plane \
+                     needs it",
+                    p.name,
+                    if e.verdict == "deny" {
+                        "deny"
+                    } else {
+                        "record as would_deny"
+                    },
+                    e.dst,
+                    e.port,
+                    e.why
+                );
+            }
+        }
+    }
+    println!(
+        "{} polic{} ok",
+        plan.policies.len(),
+        if plan.policies.len() == 1 { "y" } else { "ies" }
+    );
+    Ok(if strict && warnings > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn text_of(p: &CompiledPolicy) -> PolicyText<'_> {
+    PolicyText {
+        name: &p.name,
+        rules: &p.rules,
+        allowed: &p.allowed,
+        denied: &p.denied,
+    }
+}
+
+fn action(a: Action) -> &'static str {
+    match a {
+        Action::Allow => "allow",
+        Action::Deny => "deny",
+    }
+}
+
+fn print_policy(p: &CompiledPolicy, default: bool) {
+    let mode = format!("{:?}", p.mode).to_lowercase();
+    println!("policy {} ({mode}) — {}", p.name, p.place);
+    if let Some(d) = &p.description {
+        println!("  {d}");
+    }
+    println!("  allow: {}", p.allow_written.join(", "));
+    if !p.deny_written.is_empty() {
+        println!("  deny: {}", p.deny_written.join(", "));
+    }
+    let (countries_, clouds): (Vec<&String>, Vec<&String>) = p
+        .effective_allowed()
+        .partition(|t| matches!(kind(t), Some(TagKind::Country)));
+    if !countries_.is_empty() {
+        let named: Vec<String> = countries_
+            .iter()
+            .map(|c| match countries::name(c) {
+                Some(n) => format!("{c} {n}"),
+                None => (*c).clone(),
+            })
+            .collect();
+        println!("  countries ({}): {}", named.len(), named.join(", "));
+    }
+    if !clouds.is_empty() {
+        let list: Vec<&str> = clouds.iter().map(|s| s.as_str()).collect();
+        println!("  cloud regions ({}): {}", list.len(), list.join(", "));
+    }
+    let carved: Vec<&str> = p.denied.iter().map(String::as_str).collect();
+    if !carved.is_empty() {
+        println!(
+            "  carved out (denied even when another tag is allowed): {}",
+            carved.join(", ")
+        );
+    }
+    println!(
+        "  untagged: {}, local: {}, raw sockets: {}, ping: {}, log allowed: {}",
+        action(p.untagged),
+        action(p.local),
+        action(p.raw_sockets),
+        action(p.ping),
+        format!("{:?}", p.log_allowed).to_lowercase()
+    );
+    for r in &p.rules {
+        println!("  rule: {}", r.text);
+    }
+    let mut bound: Vec<String> = p.cgroups.iter().map(|c| c.display().to_string()).collect();
+    bound.extend(p.units.iter().map(|u| format!("unit {u}")));
+    if default {
+        bound.push("everything else in the governed subtree (default_policy)".into());
+    }
+    if !bound.is_empty() {
+        println!("  bound to: {}", bound.join(", "));
+    }
+}
+
+/// `ADDR`, `ADDR:PORT` or `[V6]:PORT`; the port defaults to 443.
+fn parse_dest(s: &str, proto: u8) -> Result<Target, String> {
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        return Ok(Target {
+            addr,
+            port: 443,
+            proto,
+        });
+    }
+    let sa: SocketAddr = s
+        .parse()
+        .map_err(|_| format!("'{s}': expected ADDR, ADDR:PORT or [IPv6]:PORT"))?;
+    Ok(Target {
+        addr: sa.ip(),
+        port: sa.port(),
+        proto,
+    })
+}
+
+fn proto_number(p: &str) -> Result<u8, String> {
+    match p {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        other => Err(format!("--proto {other}: expected tcp or udp")),
+    }
+}
+
+/// Targets per request, to stay well inside the control protocol's line
+/// limit.
+const EXPLAIN_BATCH: usize = 400;
+
+fn explain_cmd(
+    config_path: &Path,
+    policy: &str,
+    proto: &str,
+    offline: bool,
+    json: bool,
+    dests: &[String],
+) -> Result<ExitCode, String> {
+    let proto = proto_number(proto)?;
+    let targets = dests
+        .iter()
+        .map(|d| parse_dest(d, proto))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let from_agent = if offline {
+        None
+    } else {
+        match Client::connect(&config.socket_path()) {
+            Ok(mut client) => {
+                let mut out = Vec::with_capacity(targets.len());
+                for chunk in targets.chunks(EXPLAIN_BATCH) {
+                    let v = client
+                        .call(Request::PolicyExplain {
+                            policy: policy.to_owned(),
+                            targets: chunk.to_vec(),
+                        })
+                        .map_err(|e| e.to_string())?;
+                    let part: Vec<Explanation> = serde_json::from_value(v)
+                        .map_err(|e| format!("unexpected answer from the agent: {e}"))?;
+                    out.extend(part);
+                }
+                Some(out)
+            }
+            Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => None,
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let explained = match from_agent {
+        Some(e) => e,
+        None => explain_offline(&config, policy, &targets)?,
+    };
+    for e in &explained {
+        if json {
+            println!("{}", serde_json::to_string(e).map_err(|e| e.to_string())?);
+        } else {
+            print_explanation(e);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain_offline(
+    config: &Config,
+    policy: &str,
+    targets: &[Target],
+) -> Result<Vec<Explanation>, String> {
+    let plan = build(config)?;
+    let Some(p) = plan.policy(policy) else {
+        let hint = crate::regions::suggest(policy, plan.policies.iter().map(|p| p.name.as_str()))
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default();
+        return Err(format!(
+            "{}: no policy named '{policy}'{hint}",
+            config.path.display()
+        ));
+    };
+    let layout = layout::layout(&plan, &[], &[]).map_err(|e| e.to_string())?;
+    let view = CompiledView::new(&layout, &plan.map.tagsets);
+    let slot = layout.slots[&p.name];
+    let mut out = targets
+        .iter()
+        .map(|t| explain(&view, slot, &text_of(p), t, "compiled"))
+        .collect::<Result<Vec<_>, _>>()?;
+    // What each source says, from the sources as the config names them.
+    let specs: Vec<_> = plan.sources.iter().map(|s| s.spec.clone()).collect();
+    let addrs: Vec<IpAddr> = out.iter().filter_map(|e| e.dst.parse().ok()).collect();
+    let answers = crate::regions::query::lookup(
+        &plan.map,
+        crate::regions::query::SourceData::Files {
+            specs: &specs,
+            max_bytes: config.file.agent.max_source_bytes,
+        },
+        &addrs,
+    )
+    .map_err(|e| e.to_string())?;
+    for (e, a) in out.iter_mut().zip(answers) {
+        e.sources = a.sources;
+    }
+    Ok(out)
+}
+
+fn print_explanation(e: &Explanation) {
+    println!(
+        "{}:{}/{} under {}: {}",
+        e.dst, e.port, e.proto, e.policy, e.verdict
+    );
+    println!("  why: {} (reason: {})", e.why, e.reason);
+    if let Some(r) = &e.rule {
+        println!("  rule: {r}");
+    }
+    let tags = if e.tags.is_empty() {
+        "untagged".to_owned()
+    } else {
+        e.tags.join(", ")
+    };
+    println!(
+        "  prefix: {}  tags: {tags}",
+        e.prefix.as_deref().unwrap_or("-")
+    );
+    let mut by_source: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for s in &e.sources {
+        by_source
+            .entry(&s.source)
+            .or_default()
+            .push(format!("{} {}", s.prefix, s.tags.join(",")));
+    }
+    for (source, says) in by_source {
+        println!("  source {source}: {}", says.join("; "));
+    }
+    println!("  tables: {}", e.tables);
+}
+
+fn apply(config_path: &Path) -> Result<ExitCode, String> {
+    // Checked here first: a mistake is reported with its place, and the
+    // agent is not asked at all.
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let plan = build(&config)?;
+    let mut client = Client::connect(&config.socket_path()).map_err(|e| e.to_string())?;
+    let v = client.call(Request::Reload).map_err(|e| e.to_string())?;
+    println!(
+        "geowall: {} policies in force from epoch {} ({})",
+        plan.policies.len(),
+        v["epoch"],
+        plan.policies
+            .iter()
+            .map(|p| format!("{} {}", p.name, format!("{:?}", p.mode).to_lowercase()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations() {
+        let t = parse_dest("192.0.2.1", 6).unwrap();
+        assert_eq!((t.port, t.proto), (443, 6));
+        assert_eq!(parse_dest("192.0.2.1:5432", 17).unwrap().port, 5432);
+        assert_eq!(parse_dest("[2001:db8::1]:53", 17).unwrap().port, 53);
+        assert_eq!(parse_dest("2001:db8::1", 6).unwrap().port, 443);
+        assert!(parse_dest("example.com:80", 6).is_err());
+    }
+}
