@@ -130,7 +130,7 @@ fn newest_file(path: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
 }
 
 /// The probe binary.
-fn netprobe() -> PathBuf {
+pub fn netprobe() -> PathBuf {
     let p = bin_dir().join("netprobe");
     assert!(p.is_file(), "{} is missing", p.display());
     p
@@ -139,6 +139,11 @@ fn netprobe() -> PathBuf {
 /// A file of the repository's test data (`tests/data/…`).
 pub fn workspace_data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
+}
+
+/// A path of the repository (`policies`, `../shared/data/…`).
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
 /// The cgroup v2 mount, from /proc/mounts.
@@ -297,6 +302,15 @@ impl<'a> AgentSpec<'a> {
     pub fn agent_keys(mut self, text: &str) -> Self {
         self.agent_extra.push_str(text);
         self.agent_extra.push('\n');
+        self
+    }
+
+    /// Creates sub-cgroups of the test's cgroup before the agent starts
+    /// (static bindings must exist when it reads the config).
+    pub fn child_cgroups(self, rels: &[&str]) -> Self {
+        for rel in rels {
+            self.cgroup.child(rel);
+        }
         self
     }
 

@@ -11,6 +11,13 @@
 //!                          unconnected UDP socket (a line for each)
 //!   udpconn:ADDR:PORT      connect() a UDP socket
 //!   raw4 | raw6 | packet   create a raw IPv4/IPv6 or a packet socket
+//!   ping4 | ping6          create a ping socket (ICMP over SOCK_DGRAM); in
+//!                          a --netns, ping_group_range is opened first
+//!   movetcp:CG:ADDR:PORT   create a TCP socket, move to cgroup CG, then
+//!                          connect() it
+//!   fdrecv:PATH:ADDR:PORT  listen on UNIX socket PATH, receive one socket
+//!                          (SCM_RIGHTS) and connect() it
+//!   fdsend:PATH:4|6        create a TCP socket and send it to PATH
 //!   tcploop:ADDR:PORT:MS   connect() again and again for MS milliseconds,
 //!                          at most one attempt per 100 µs
 //! ```
@@ -163,6 +170,98 @@ fn udp_connect(addr: &SocketAddr) -> io::Result<()> {
     UdpSocket::bind(bind)?.connect(addr)
 }
 
+/// connect(2) on a socket we hold.
+fn connect_fd(fd: &OwnedFd, addr: &SocketAddr) -> io::Result<()> {
+    let (sa, len) = sockaddr(addr);
+    // SAFETY: a valid descriptor and address.
+    if unsafe { libc::connect(fd.as_raw_fd(), (&raw const sa).cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn move_then_connect(cgroup: &str, addr: &SocketAddr) -> io::Result<()> {
+    let fd = socket(domain_of(addr), libc::SOCK_STREAM, 0)?;
+    move_to_cgroup(cgroup);
+    connect_fd(&fd, addr)
+}
+
+/// Receives one descriptor over a UNIX socket listening at `path` and
+/// connects it to `addr`.
+fn fd_recv(path: &str, addr: &SocketAddr) -> io::Result<()> {
+    use std::os::unix::net::UnixListener;
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    let (conn, _) = listener.accept()?;
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = [0u8; 64];
+    // SAFETY: a zeroed msghdr is valid; the buffers outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len();
+    // SAFETY: recvmsg on our own socket with a valid msghdr.
+    if unsafe { libc::recvmsg(conn.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the control buffer; CMSG_* walk it.
+    let fd = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Err(io::Error::other("no descriptor received"));
+        }
+        let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>());
+        OwnedFd::from_raw_fd(raw)
+    };
+    connect_fd(&fd, addr)
+}
+
+/// Creates a TCP socket of `domain` and sends it over the UNIX socket at
+/// `path` (waiting up to 5 s for it to appear).
+fn fd_send(path: &str, domain: i32) -> io::Result<()> {
+    use std::os::unix::net::UnixStream;
+    let sock = socket(domain, libc::SOCK_STREAM, 0)?;
+    let until = Instant::now() + Duration::from_secs(5);
+    let conn = loop {
+        match UnixStream::connect(path) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > until => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE of one int.
+    let space = unsafe { libc::CMSG_SPACE(size_of::<i32>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: as in fd_recv.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer holds one cmsg with one descriptor.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<i32>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), sock.as_raw_fd());
+        if libc::sendmsg(conn.as_raw_fd(), &raw const msg, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 fn parse_target(s: &str) -> SocketAddr {
     s.parse()
         .unwrap_or_else(|e| panic!("netprobe: bad address '{s}': {e}"))
@@ -221,6 +320,9 @@ fn main() {
     }
     if netns {
         enter_netns();
+        // Only this namespace's setting: lets every group open ping sockets.
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
+            .expect("netprobe: ping_group_range");
     }
     for op in ops {
         let (kind, rest) = op.split_once(':').unwrap_or((op.as_str(), ""));
@@ -252,6 +354,37 @@ fn main() {
                 "",
                 outcome(socket(libc::AF_PACKET, libc::SOCK_RAW, 0).map(drop)),
             ),
+            "ping4" => json(
+                kind,
+                "",
+                outcome(socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP).map(drop)),
+            ),
+            "ping6" => json(
+                kind,
+                "",
+                outcome(socket(libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6).map(drop)),
+            ),
+            "movetcp" => {
+                let (cg, target) = rest.split_once(':').expect("movetcp:CG:ADDR:PORT");
+                json(
+                    kind,
+                    target,
+                    outcome(move_then_connect(cg, &parse_target(target))),
+                )
+            }
+            "fdrecv" => {
+                let (path, target) = rest.split_once(':').expect("fdrecv:PATH:ADDR:PORT");
+                json(kind, target, outcome(fd_recv(path, &parse_target(target))))
+            }
+            "fdsend" => {
+                let (path, fam) = rest.split_once(':').expect("fdsend:PATH:4|6");
+                let domain = if fam == "6" {
+                    libc::AF_INET6
+                } else {
+                    libc::AF_INET
+                };
+                json(kind, path, outcome(fd_send(path, domain)))
+            }
             "tcploop" => {
                 let (target, ms) = rest.rsplit_once(':').expect("tcploop:ADDR:PORT:MS");
                 let addr = parse_target(target);
