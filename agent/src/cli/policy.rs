@@ -150,7 +150,7 @@ fn check(
         print_policy(p, plan.default_policy.as_deref() == Some(&p.name));
         let slot = layout.slots[&p.name];
         for t in &targets {
-            let e = explain(&view, slot, &text_of(p), t, "compiled")?;
+            let e = explain(&view, &plan.map, slot, &text_of(p), t, "compiled")?;
             if e.verdict != "allow" {
                 warnings += 1;
                 eprintln!(
@@ -354,7 +354,7 @@ fn explain_offline(
     let slot = layout.slots[&p.name];
     let mut out = targets
         .iter()
-        .map(|t| explain(&view, slot, &text_of(p), t, "compiled"))
+        .map(|t| explain(&view, &plan.map, slot, &text_of(p), t, "compiled"))
         .collect::<Result<Vec<_>, _>>()?;
     // What each source says, from the sources as the config names them.
     let specs: Vec<_> = plan.sources.iter().map(|s| s.spec.clone()).collect();
@@ -389,8 +389,9 @@ fn print_explanation(e: &Explanation) {
         e.tags.join(", ")
     };
     println!(
-        "  prefix: {}  tags: {tags}",
-        e.prefix.as_deref().unwrap_or("-")
+        "  prefix: {}  tags: {tags}  (kernel trie entry {})",
+        e.prefix.as_deref().unwrap_or("-"),
+        e.entry.as_deref().unwrap_or("-")
     );
     let mut by_source: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for s in &e.sources {

@@ -46,18 +46,22 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
             }
             for p in &s.policies {
                 println!(
-                    "policy {} ({}): {} allowed, {} denied, {} would deny; cgroups: {}",
+                    "policy {} ({}{}): {} allowed, {} denied, {} would deny; {} job{}",
                     p.name,
                     p.mode,
+                    if p.default { ", host default" } else { "" },
                     p.allowed,
                     p.denied,
                     p.would_deny,
-                    if p.cgroups.is_empty() {
-                        "-".into()
-                    } else {
-                        p.cgroups.join(", ")
-                    }
+                    p.jobs,
+                    if p.jobs == 1 { "" } else { "s" }
                 );
+                if !p.units.is_empty() {
+                    println!("  units: {}", p.units.join(", "));
+                }
+                for c in &p.cgroups {
+                    println!("  bound: {c}");
+                }
             }
             for j in &s.jobs {
                 println!("job {} under {} in {}", j.job, j.policy, j.cgroup);

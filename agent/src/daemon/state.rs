@@ -554,7 +554,8 @@ impl State {
         targets
             .iter()
             .map(|t| {
-                explain(&view, slot, &text, t, &tables).map_err(|e| refuse(ErrorCode::Internal, e))
+                explain(&view, &self.plan.map, slot, &text, t, &tables)
+                    .map_err(|e| refuse(ErrorCode::Internal, e))
             })
             .collect()
     }

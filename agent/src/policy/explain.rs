@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     flows::record::{reason_name, verdict_name},
     kernel::Layout,
-    regions::{Prefix, query::canonical},
+    regions::{CompiledMap, Prefix, query::canonical},
 };
 
 /// A destination to explain.
@@ -39,8 +39,12 @@ pub struct Explanation {
     /// Region tags of the destination (empty for a rule verdict that did
     /// not need them, or an untagged destination).
     pub tags: Vec<String>,
-    /// The table entry that decided: the region prefix, or the rule's CIDR.
+    /// What decided: the map's range around the destination (the largest
+    /// CIDR inside one range of equal tags), or the rule's CIDR.
     pub prefix: Option<String>,
+    /// The kernel trie entry that matched (the tries hold the fewest nested
+    /// entries that answer like the map, so it may be much wider).
+    pub entry: Option<String>,
     /// The rule that decided, as written (canonical form).
     pub rule: Option<String>,
     /// In words.
@@ -79,6 +83,7 @@ pub struct PolicyText<'a> {
 /// Judges `target` under policy `slot` as the kernel programs do.
 pub fn explain(
     view: &dyn TableView,
+    map: &CompiledMap,
     slot: u32,
     policy: &PolicyText<'_>,
     target: &Target,
@@ -122,12 +127,18 @@ pub fn explain(
         (false, true) => verdict::WOULD_DENY,
         (false, false) => verdict::DENY,
     };
-    let prefix = (decision.plen > 0 || decision.reason != reason::UNTAGGED)
+    let entry = (decision.plen > 0 || decision.reason != reason::UNTAGGED)
         .then(|| match addr {
             IpAddr::V4(a) => Prefix::v4(a, decision.plen),
             IpAddr::V6(a) => Prefix::v6(a, decision.plen),
         })
         .map(|p| p.to_string());
+    let prefix = if decision.reason == reason::RULE {
+        entry.clone()
+    } else {
+        let (label, range) = map.lookup(addr);
+        (label != 0).then(|| range.to_string())
+    };
     let rule = rule_index
         .filter(|_| decision.reason == reason::RULE)
         .and_then(|i| policy.rules.get(i))
@@ -138,6 +149,7 @@ pub fn explain(
         reason: reason_name(decision.reason).to_owned(),
         tags,
         prefix,
+        entry,
         rule,
         why,
         policy: policy.name.to_owned(),
