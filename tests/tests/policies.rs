@@ -450,3 +450,89 @@ fn policy_explain_agrees_with_the_kernel_for_every_shipped_policy() {
         }
     }
 }
+
+#[test]
+fn a_confined_job_cannot_touch_geowall_or_leave_its_cgroup() {
+    let cg = TestCgroup::new("selfprot");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config("[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\n")
+        .child_cgroups(&["outside"])
+        .start();
+    let t = UsDe::new();
+    let link = agent.bpffs.join("links/gw_connect4");
+    // The pinned maps live in a folder named after the ABI version.
+    let map = std::fs::read_dir(&agent.bpffs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("maps/GW_BINDINGS"))
+        .find(|p| p.exists())
+        .expect("pinned GW_BINDINGS");
+    let outside = cg.path().join("outside");
+    // The job drops to an unprivileged user, as an operator's jobs run.
+    let mut cmd = vec![
+        "setpriv".to_string(),
+        "--reuid=65534".into(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+        "--inh-caps=-all".into(),
+        "--bounding-set=-all".into(),
+        netprobe().display().to_string(),
+        format!("objget:{}", link.display()),
+        format!("objget:{}", map.display()),
+        format!("unpin:{}", link.display()),
+        format!("joincg:{}", outside.display()),
+        format!("joincg:{}", cg.path().display()),
+    ];
+    cmd.extend(t.ops("tcp"));
+    let out = agent.exec("eu-only", &cmd);
+    let got = outcomes(&out);
+    assert_eq!(got.len(), 7, "{}", String::from_utf8_lossy(&out.stderr));
+    for (op, result) in [
+        "objget link",
+        "objget map",
+        "unpin",
+        "join outside",
+        "join governed",
+    ]
+    .iter()
+    .zip(&got)
+    {
+        assert!(
+            result == "EPERM" || result == "EACCES" || result.contains("denied"),
+            "{op}: {result}"
+        );
+    }
+    assert_eq!(got[5..], ["EPERM", "ok"], "still confined afterwards");
+    assert!(link.exists(), "the pin is still there");
+}
+
+#[test]
+fn programs_detached_from_outside_are_attached_again() {
+    use std::os::fd::AsFd;
+    let cg = TestCgroup::new("repair");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config("[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\ncgroups = [\"/job\"]\n")
+        .child_cgroups(&["job"])
+        .start();
+    let t = UsDe::new();
+    let job = cg.path().join("job");
+    assert_eq!(
+        outcomes(&run_probe(Some(&job), &t.ops("tcp"))),
+        ["EPERM", "ok"]
+    );
+    // Someone with CAP_BPF detaches the connect4 link.
+    let link = geowall::kernel::sys::obj_get(&agent.bpffs.join("links/gw_connect4")).unwrap();
+    geowall::kernel::sys::link_detach(link.as_fd()).unwrap();
+    drop(link);
+    let rec = agent.wait_record_for("a reattached record", Duration::from_secs(6), |r| {
+        r["kind"] == "agent" && r["event"] == "reattached"
+    });
+    assert_eq!(rec["programs"], serde_json::json!(["gw_connect4"]));
+    assert_eq!(
+        outcomes(&run_probe(Some(&job), &t.ops("tcp"))),
+        ["EPERM", "ok"]
+    );
+    assert!(agent.stderr().contains("attached again"), "logged");
+}

@@ -152,7 +152,11 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => state.lock().await.collect_jobs(),
+                    _ = tick.tick() => {
+                        let mut s = state.lock().await;
+                        s.collect_jobs();
+                        s.repair_links();
+                    }
                     _ = stop_rx.changed() => break,
                 }
             }

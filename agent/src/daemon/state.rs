@@ -434,6 +434,29 @@ impl State {
         Ok(())
     }
 
+    /// Puts back programs something outside geowall detached, logging and
+    /// recording each time it has to.
+    pub fn repair_links(&mut self) {
+        match self.kernel.repair() {
+            Ok(fixed) if fixed.is_empty() => {}
+            Ok(fixed) => {
+                tracing::error!(
+                    programs = ?fixed,
+                    "geowall's programs were detached from the governed cgroup by something \
+                     else: attached again"
+                );
+                self.record(
+                    "agent",
+                    json!({"event": "reattached", "programs": fixed,
+                           "governed": self.hierarchy.display_name(&self.plan.governed)}),
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %crate::cli::chain(&e), "cannot re-attach detached programs")
+            }
+        }
+    }
+
     /// Whether a policy binds systemd units (whose cgroups come and go).
     pub fn has_unit_bindings(&self) -> bool {
         self.plan.policies.iter().any(|p| !p.units.is_empty())

@@ -371,6 +371,67 @@ impl Kernel {
         Ok(report)
     }
 
+    /// Re-attaches every program whose link something outside geowall has
+    /// detached (or whose pin was removed): a detached cgroup link stays
+    /// pinned but no longer runs its program. Returns the programs
+    /// re-attached.
+    pub fn repair(&mut self) -> Result<Vec<&'static str>, KernelError> {
+        let mut broken = Vec::new();
+        for name in self.loaded.clone() {
+            let path = self.pins.link(name);
+            let ours = program_fd(&self.ebpf, name)
+                .ok()
+                .and_then(|p| sys::prog_stats(p.as_fd()).ok())
+                .map(|s| s.id);
+            // Attached to the governed cgroup, and running our program (not
+            // one swapped in by someone else).
+            let healthy = match sys::obj_get(&path) {
+                Ok(fd) => {
+                    sys::cgroup_link_cgroup(fd.as_fd()).is_ok_and(|id| id == self.governed_id)
+                        && sys::link_prog_id(fd.as_fd()).ok() == ours
+                }
+                Err(_) => false,
+            };
+            if !healthy {
+                broken.push(name);
+            }
+        }
+        if broken.is_empty() {
+            return Ok(broken);
+        }
+        let cgroup = File::open(&self.governed).map_err(|source| KernelError::Pin {
+            what: "opening cgroup",
+            path: self.governed.clone(),
+            source,
+        })?;
+        for name in &broken {
+            let path = self.pins.link(name);
+            if let Ok(fd) = sys::obj_get(&path) {
+                // A defunct link: detaching it again is harmless.
+                let _ = sys::link_detach(fd.as_fd());
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(KernelError::Pin {
+                        what: "removing a detached link",
+                        path,
+                        source,
+                    });
+                }
+            }
+            let link = attach_program(&mut self.ebpf, name, &cgroup)?;
+            let pinned = link.pin(&path).map_err(|e| KernelError::Pin {
+                what: "pinning link",
+                path: path.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
+            self.links.push(pinned);
+        }
+        Ok(broken)
+    }
+
     /// A pinned link at `path` that is attached to the governed cgroup. A
     /// pinned link attached elsewhere (the config moved) or to a cgroup that
     /// is gone is unpinned, which detaches it.

@@ -287,6 +287,14 @@ pub fn cgroup_link_cgroup(link: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(u64::from_ne_bytes(buf[16..24].try_into().expect("8 bytes")))
 }
 
+/// The id of the program a link runs.
+pub fn link_prog_id(link: BorrowedFd<'_>) -> io::Result<u32> {
+    // struct bpf_link_info: u32 type, u32 id, u32 prog_id, …
+    let mut buf = [0u8; 64];
+    obj_info(link, &mut buf)?;
+    Ok(u32::from_ne_bytes(buf[8..12].try_into().expect("4 bytes")))
+}
+
 /// A program's id, run count and cumulative run time (the latter two only
 /// while statistics are enabled, see [`enable_run_time_stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -18,6 +18,9 @@
 //!   fdrecv:PATH:ADDR:PORT  listen on UNIX socket PATH, receive one socket
 //!                          (SCM_RIGHTS) and connect() it
 //!   fdsend:PATH:4|6        create a TCP socket and send it to PATH
+//!   objget:PATH            BPF_OBJ_GET a pinned program, link or map
+//!   unpin:PATH             remove a pin
+//!   joincg:DIR             move this process into cgroup DIR
 //!   tcploop:ADDR:PORT:MS   connect() again and again for MS milliseconds,
 //!                          at most one attempt per 100 µs
 //! ```
@@ -262,6 +265,22 @@ fn fd_send(path: &str, domain: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// BPF_OBJ_GET of a pin (needs CAP_BPF and access to the pin).
+fn bpf_obj_get(path: &str) -> io::Result<()> {
+    let c = std::ffi::CString::new(path).map_err(io::Error::other)?;
+    // union bpf_attr for BPF_OBJ_GET: u64 pathname, u32 bpf_fd, u32 flags.
+    let mut attr = [0u64; 2];
+    attr[0] = c.as_ptr() as u64;
+    // SAFETY: bpf(2) with a valid attr of the size passed.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 7, attr.as_mut_ptr(), 16usize) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    Ok(())
+}
+
 fn parse_target(s: &str) -> SocketAddr {
     s.parse()
         .unwrap_or_else(|e| panic!("netprobe: bad address '{s}': {e}"))
@@ -385,6 +404,13 @@ fn main() {
                 };
                 json(kind, path, outcome(fd_send(path, domain)))
             }
+            "objget" => json(kind, rest, outcome(bpf_obj_get(rest))),
+            "unpin" => json(kind, rest, outcome(std::fs::remove_file(rest))),
+            "joincg" => json(
+                kind,
+                rest,
+                outcome(std::fs::write(format!("{rest}/cgroup.procs"), "0")),
+            ),
             "tcploop" => {
                 let (target, ms) = rest.rsplit_once(':').expect("tcploop:ADDR:PORT:MS");
                 let addr = parse_target(target);
