@@ -101,6 +101,14 @@ pub mod config {
     pub const EPOCH: u32 = 0;
     /// cgroup v2 level of the governed subtree's root (0 = hierarchy root).
     pub const ROOT_LEVEL: u32 = 1;
+    /// Version of the agent whose programs are attached:
+    /// `major << 32 | minor << 16 | patch` (read only by userspace).
+    pub const PROGRAM_VERSION: u32 = 2;
+    /// Unix time (s) the programs were first attached to the governed
+    /// cgroup (kept when a restart adopts the links).
+    pub const ATTACHED_AT: u32 = 3;
+    /// Unix time (s) the agent last said it was alive (every 2 s).
+    pub const HEARTBEAT: u32 = 4;
     /// Number of slots.
     pub const SLOTS: u32 = 8;
 }

@@ -638,11 +638,24 @@ fn a_second_start_adopts_the_pins_and_attaches_nothing_twice() {
     assert!(agent.terminate().success());
     assert_eq!(outcomes(&run_probe(Some(&confined), &[&t])), ["EPERM"]);
     let status = agent.cli(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
     assert!(
-        String::from_utf8_lossy(&status.stdout).contains("agent: down; enforcement stays in force"),
-        "{}",
-        String::from_utf8_lossy(&status.stdout)
+        text.contains("agent: down (last seen ") && text.contains("enforcement stays in force"),
+        "{text}"
     );
+    let json = agent.cli_json(&["status", "--json"]);
+    assert_eq!(json["agent"], "down", "{json}");
+    assert_eq!(json["enforcing"], true);
+    assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(json["policies"], serde_json::json!(["eu-only"]));
+    let programs = json["programs"]["attached"].as_array().unwrap();
+    assert!(programs.iter().any(|p| p == "gw_connect4"), "{json}");
+    assert!(
+        json["programs"]["since"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z'))
+    );
+    assert!(json["agent_last_seen"].as_str().is_some(), "{json}");
 
     // A second start adopts the links: still one program per hook.
     agent.restart();

@@ -8,8 +8,18 @@ use serde_json::json;
 use crate::{
     config::Config,
     control::{Client, ClientError, Request, proto::Status},
-    kernel::{Pins, read_counters},
+    kernel::{Pins, pinned_info, read_counters},
 };
+
+/// Unix seconds as RFC 3339 (seconds).
+fn when(secs: u64) -> String {
+    let t = crate::flows::time::rfc3339(i128::from(secs) * 1_000_000_000);
+    // Seconds are precise enough here.
+    match t.split_once('.') {
+        Some((head, _)) => format!("{head}Z"),
+        None => t,
+    }
+}
 
 pub fn status(path: &Path, as_json: bool) -> ExitCode {
     let config = match Config::load(path) {
@@ -27,11 +37,21 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
         Err(e) => return super::fail(e),
     };
     let enforcing = pins.has_links();
+    let pinned = pinned_info(&pins);
     match (running, as_json) {
         (Some(s), true) => {
+            let policies: Vec<&str> = s.policies.iter().map(|p| p.name.as_str()).collect();
             println!(
                 "{}",
-                json!({"agent": "running", "enforcing": enforcing, "version": s.version, "status": s})
+                json!({
+                    "agent": "running",
+                    "enforcing": enforcing,
+                    "version": s.version,
+                    "programs": {"attached": pinned.programs, "version": pinned.version,
+                                 "since": pinned.attached_at.map(when)},
+                    "policies": policies,
+                    "status": s,
+                })
             );
         }
         (Some(s), false) => {
@@ -89,15 +109,37 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
                     json!({
                         "agent": "down",
                         "enforcing": enforcing,
+                        "version": pinned.version,
+                        "programs": {"attached": pinned.programs, "version": pinned.version,
+                                     "since": pinned.attached_at.map(when)},
+                        "policies": pinned.policies,
+                        "agent_last_seen": pinned.heartbeat.map(when),
+                        "epoch": pinned.epoch,
                         "pins": pins.root(),
                         "counters": totals.map(|(a, d, w)| json!({"allowed": a, "denied": d, "would_deny": w})),
                     })
                 );
             } else if enforcing {
                 println!(
-                    "agent: down; enforcement stays in force from the pins under {}",
+                    "agent: down{}; enforcement stays in force from the pins under {}",
+                    pinned
+                        .heartbeat
+                        .map(|t| format!(" (last seen {})", when(t)))
+                        .unwrap_or_default(),
                     pins.root().display()
                 );
+                println!(
+                    "programs: {} (version {}), attached since {}",
+                    pinned.programs.join(", "),
+                    pinned.version.as_deref().unwrap_or("unknown"),
+                    pinned
+                        .attached_at
+                        .map(when)
+                        .unwrap_or_else(|| "unknown".into())
+                );
+                if !pinned.policies.is_empty() {
+                    println!("policies: {}", pinned.policies.join(", "));
+                }
                 if let Some((a, d, w)) = totals {
                     println!("counters: {a} allowed, {d} denied, {w} would deny");
                 }

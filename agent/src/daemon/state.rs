@@ -437,6 +437,7 @@ impl State {
     /// Puts back programs something outside geowall detached, logging and
     /// recording each time it has to.
     pub fn repair_links(&mut self) {
+        self.kernel.heartbeat();
         match self.kernel.repair() {
             Ok(fixed) if fixed.is_empty() => {}
             Ok(fixed) => {

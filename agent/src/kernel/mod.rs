@@ -368,7 +368,21 @@ impl Kernel {
             }
             self.pin_program(name)?;
         }
+        self.config.store(
+            config::PROGRAM_VERSION,
+            pack_version(env!("CARGO_PKG_VERSION")),
+        );
+        if report.adopted == 0 || self.config.load(config::ATTACHED_AT) == 0 {
+            self.config.store(config::ATTACHED_AT, unix_now());
+        }
+        self.heartbeat();
         Ok(report)
+    }
+
+    /// Records that the agent is alive (status tells how long it has been
+    /// down from this).
+    pub fn heartbeat(&self) {
+        self.config.store(config::HEARTBEAT, unix_now());
     }
 
     /// Re-attaches every program whose link something outside geowall has
@@ -798,6 +812,76 @@ fn write_name<const N: usize>(
     }
     sys::map_update(map, &idx.to_ne_bytes(), &buf, sys::BPF_ANY)
         .map_err(sys_err(format!("writing name {idx}")))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `1.2.3` → `1 << 32 | 2 << 16 | 3`.
+pub fn pack_version(v: &str) -> u64 {
+    let mut parts = v
+        .split(['.', '-', '+'])
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let (a, b, c) = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    (a << 32) | ((b & 0xffff) << 16) | (c & 0xffff)
+}
+
+pub fn unpack_version(v: u64) -> String {
+    format!("{}.{}.{}", v >> 32, (v >> 16) & 0xffff, v & 0xffff)
+}
+
+/// What the pins say when no agent runs: which version's programs are
+/// attached, since when, when the agent was last alive, which policies the
+/// tables hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinnedInfo {
+    pub programs: Vec<String>,
+    pub version: Option<String>,
+    pub attached_at: Option<u64>,
+    pub heartbeat: Option<u64>,
+    pub policies: Vec<String>,
+    pub epoch: u64,
+}
+
+/// Reads [`PinnedInfo`] from the pins (root needed; missing parts stay
+/// empty).
+pub fn pinned_info(pins: &Pins) -> PinnedInfo {
+    let mut info = PinnedInfo::default();
+    if let Ok(dir) = std::fs::read_dir(pins.links()) {
+        info.programs = dir
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        info.programs.sort();
+    }
+    if let Ok(fd) = sys::obj_get(&pins.map(names::CONFIG)) {
+        let slot = |i: u32| {
+            let mut v = [0u8; 8];
+            sys::map_lookup(fd.as_fd(), &i.to_ne_bytes(), &mut v)
+                .ok()
+                .filter(|found| *found)
+                .map(|_| u64::from_ne_bytes(v))
+                .filter(|v| *v != 0)
+        };
+        info.version = slot(config::PROGRAM_VERSION).map(unpack_version);
+        info.attached_at = slot(config::ATTACHED_AT);
+        info.heartbeat = slot(config::HEARTBEAT);
+        info.epoch = slot(config::EPOCH).unwrap_or(0);
+    }
+    if let Ok(fd) = sys::obj_get(&pins.map(names::POLICY_NAMES))
+        && let Ok(names) = read_names::<POLICY_NAME_LEN>(fd.as_fd(), MAX_POLICIES)
+    {
+        info.policies = names.into_iter().flatten().collect();
+    }
+    info
 }
 
 /// `GW_CONFIG`, memory-mapped: each slot is written with one aligned 8-byte
