@@ -305,12 +305,15 @@ fn do_install(opts: &InstallOptions) -> Result<(), String> {
         }
     }
     let manifest_path = rooted(&root, Path::new(layout::MANIFEST_PATH));
-    write_atomic(
-        &manifest_path,
-        &Source::Bytes(manifest.render().into_bytes()),
-        0o644,
-    )
-    .map_err(io)?;
+    let manifest_text = manifest.render();
+    if fs::read_to_string(&manifest_path).ok().as_deref() != Some(manifest_text.as_str()) {
+        write_atomic(
+            &manifest_path,
+            &Source::Bytes(manifest_text.into_bytes()),
+            0o644,
+        )
+        .map_err(io)?;
+    }
 
     for (kept, new) in &kept_edited {
         println!(
@@ -450,8 +453,15 @@ fn do_uninstall(opts: &UninstallOptions) -> Result<(), String> {
     }
     remove_file_if_present(&rooted(&root, Path::new(layout::MANIFEST_PATH))).map_err(io)?;
 
-    // Folders the install made, deepest first, where empty.
+    // Folders the install made and geowall's own, deepest first, where
+    // empty.
     let mut dirs = manifest.dirs.clone();
+    for folder in FOLDERS {
+        let path = PathBuf::from(folder.path);
+        if !dirs.contains(&path) {
+            dirs.push(path);
+        }
+    }
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for dir in &dirs {
         if dir == log_dir && !opts.purge_logs {
