@@ -250,6 +250,41 @@ fn tempdir(tag: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The version of kubernetes-validate the manifests' test uses (it ships
+/// the Kubernetes JSON schemas, so it validates offline).
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// Installs what the packaging tests need and a fresh machine lacks: the
+/// Kubernetes schema checker (from the Python package registry, with pip;
+/// Debian's own Python needs python3-pip and --break-system-packages).
+pub fn ensure_test_tools() -> Result<()> {
+    let have = |module: &str| {
+        Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if have("kubernetes_validate") {
+        return Ok(());
+    }
+    eprintln!("setup: installing {KUBERNETES_VALIDATE} (the Kubernetes manifests' schema check)");
+    if !have("pip") {
+        cmd::run(Command::new("apt-get").args(["install", "-y", "-q", "python3-pip"]))
+            .context("installing python3-pip")?;
+    }
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", KUBERNETES_VALIDATE])
+            .args(extra)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if pip(&[]) || pip(&["--break-system-packages"]) {
+        return Ok(());
+    }
+    bail!("could not install {KUBERNETES_VALIDATE} with pip")
+}
+
 #[cfg(test)]
 mod tests {
     //! The .deb, built from the debug binary (the release build is the

@@ -100,6 +100,7 @@ fn main() -> Result<()> {
         }
         Command::Test { no_lint, filter } => {
             setup::run()?;
+            dist::ensure_test_tools()?;
             test::run(!no_lint, filter.as_deref())
         }
         Command::Lint => {
