@@ -102,6 +102,7 @@ pub fn build_deb(binary: &Path, out: &Path, compression: Compression) -> Result<
         &doc.join("copyright"),
         0o644,
     )?;
+    let installed_size = installed_size_kib(&stage)?;
 
     let debian = stage.join("DEBIAN");
     fs::create_dir_all(&debian)?;
@@ -125,7 +126,7 @@ pub fn build_deb(binary: &Path, out: &Path, compression: Compression) -> Result<
     let control = fs::read_to_string(packaging().join("control.in"))?
         .replace("@VERSION@", version)
         .replace("@ARCH@", &arch)
-        .replace("@SIZE@", &installed_size_kib(&stage)?.to_string())
+        .replace("@SIZE@", &installed_size.to_string())
         .replace("@DEPENDS@", &shlib_depends(&stage.join("usr/bin/geowall"))?);
     write(&debian.join("control"), &control, 0o644)?;
 

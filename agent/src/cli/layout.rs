@@ -615,9 +615,8 @@ mod tests {
         for (name, text) in SHIPPED_POLICIES {
             for mode in [Mode::Audit, Mode::Enforce] {
                 let out = policy_with_mode(text, mode);
-                let table: toml::Table =
-                    toml::from_str(&out).unwrap_or_else(|e| panic!("{name}: {e}\n{out}"));
-                let _ = table;
+                toml::from_str::<toml::Table>(&out)
+                    .unwrap_or_else(|e| panic!("{name}: {e}\n{out}"));
                 assert!(out.contains(&format!("mode = \"{}\"", mode_word(mode))));
             }
         }
