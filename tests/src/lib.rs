@@ -272,6 +272,7 @@ pub struct AgentSpec<'a> {
     body: String,
     agent_extra: String,
     detach_on_exit: bool,
+    launcher: Vec<OsString>,
 }
 
 impl<'a> AgentSpec<'a> {
@@ -282,7 +283,16 @@ impl<'a> AgentSpec<'a> {
             body: String::new(),
             agent_extra: String::new(),
             detach_on_exit: true,
+            launcher: Vec::new(),
         }
+    }
+
+    /// Start the agent as `ARGV… run --config …` instead of with the
+    /// geowall under test (another geowall binary, or one behind
+    /// `setpriv`). ARGV's program must exec the agent in its own process.
+    pub fn launcher(mut self, argv: &[impl AsRef<OsStr>]) -> Self {
+        self.launcher = argv.iter().map(|a| a.as_ref().to_owned()).collect();
+        self
     }
 
     /// A `cidr` map source named `file` with `content`.
@@ -335,6 +345,7 @@ pub struct Agent {
     pub bpffs: PathBuf,
     pub governed: PathBuf,
     detach_on_exit: bool,
+    launcher: Vec<OsString>,
 }
 
 impl Agent {
@@ -368,6 +379,7 @@ impl Agent {
             bpffs,
             governed: spec.cgroup.path().to_path_buf(),
             detach_on_exit: spec.detach_on_exit,
+            launcher: spec.launcher,
         };
         agent.spawn();
         agent
@@ -379,7 +391,14 @@ impl Agent {
             .append(true)
             .open(self.dir.path().join("agent.stderr"))
             .expect("agent stderr file");
-        let mut cmd = Command::new(geowall());
+        let mut cmd = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                cmd
+            }
+            None => Command::new(geowall()),
+        };
         cmd.arg("run").arg("--config").arg(&self.config);
         if self.detach_on_exit {
             cmd.arg("--detach-on-exit");
@@ -455,6 +474,23 @@ impl Agent {
                     "agent ignored SIGTERM for 20 s ({status}):\n{}",
                     self.stderr()
                 );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (up to 10 s) for an agent told to stop by other means (`geowall
+    /// stop`, `geowall uninstall`) to exit; returns its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait agent") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.child = Some(child);
+                panic!("the agent has not exited after 10 s:\n{}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -6,11 +6,13 @@
 //! - `test`: the whole test suite (lints, unit tests, kernel tests);
 //! - `lint`: rustfmt and clippy for every crate, the eBPF one included;
 //! - `bench`: geowall against no filtering, nftables and ipset;
-//! - `update-default-map`: refresh the embedded country database.
+//! - `update-default-map`: refresh the embedded country database;
+//! - `dist`: the .deb.
 
 mod bench;
 mod cmd;
 mod default_map;
+mod dist;
 mod lint;
 mod run;
 mod setup;
@@ -71,6 +73,17 @@ enum Command {
         #[arg(long)]
         version: Option<String>,
     },
+    /// Build the .deb (release binary unless --binary): what `geowall
+    /// install --prefix /usr` writes, conffiles marked, maintainer scripts
+    /// that touch systemd only when it runs the system. Into target/dist/.
+    Dist {
+        /// Package this geowall binary instead of building the release one.
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+        /// Write the .deb into this folder.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -87,6 +100,7 @@ fn main() -> Result<()> {
         }
         Command::Test { no_lint, filter } => {
             setup::run()?;
+            dist::ensure_test_tools()?;
             test::run(!no_lint, filter.as_deref())
         }
         Command::Lint => {
@@ -98,5 +112,11 @@ fn main() -> Result<()> {
             bench::run(quick)
         }
         Command::UpdateDefaultMap { version } => default_map::run(version.as_deref()),
+        Command::Dist { binary, out } => {
+            if binary.is_none() {
+                setup::run()?;
+            }
+            dist::run(&dist::Options { binary, out }).map(drop)
+        }
     }
 }

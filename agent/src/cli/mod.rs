@@ -6,7 +6,10 @@
 //! when the command cannot be executed, 127 when it is not found.
 
 mod check;
+mod completions;
 mod exec;
+mod install;
+mod layout;
 mod map;
 mod policy;
 mod run;
@@ -120,6 +123,54 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Install geowall as a system service: the binary, a commented config
+    /// (audit mode unless --mode enforce), the shipped policies, a hardened
+    /// systemd unit, completions and man pages; starts it when systemd runs
+    /// the system. An edited config is never overwritten (the new one is
+    /// written beside it as .new). Repeating it changes nothing.
+    Install {
+        /// Install into this folder as if it were / (packaging, tests).
+        #[arg(long, env = "DESTDIR", default_value = "/")]
+        root: PathBuf,
+        /// Where the binary, completions and man pages go.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// The mode of the installed policies.
+        #[arg(long, value_enum, default_value_t = install::InstallMode::Audit)]
+        mode: install::InstallMode,
+        /// Do not start (or restart) the service.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Remove what `geowall install` installed: stop the service, detach
+    /// every program and remove every pin, remove the files. Keeps the
+    /// audit logs and edited configs unless told otherwise. Repeating it
+    /// changes nothing.
+    Uninstall {
+        /// The folder geowall was installed into with --root.
+        #[arg(long, env = "DESTDIR", default_value = "/")]
+        root: PathBuf,
+        /// Keep the audit logs (the default).
+        #[arg(long, conflicts_with = "purge_logs")]
+        keep_logs: bool,
+        /// Remove the audit logs too (/var/log/geowall).
+        #[arg(long)]
+        purge_logs: bool,
+        /// Remove config files even where they were edited.
+        #[arg(long)]
+        purge_config: bool,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: completions::Shell,
+    },
+    /// Print the man page (roff), or write every page into --dir.
+    Manpage {
+        /// Write geowall.1 and one page per subcommand into this folder.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn init_logging(cli: &Cli) {
@@ -184,5 +235,28 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check::check(&config.config),
         Command::Map { command } => map::run(command),
         Command::Policy { command } => policy::run(command),
+        Command::Install {
+            root,
+            prefix,
+            mode,
+            no_start,
+        } => install::install(&install::InstallOptions {
+            root,
+            prefix,
+            mode,
+            start: !no_start,
+        }),
+        Command::Uninstall {
+            root,
+            keep_logs: _,
+            purge_logs,
+            purge_config,
+        } => install::uninstall(&install::UninstallOptions {
+            root,
+            purge_logs,
+            purge_config,
+        }),
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Manpage { dir } => completions::manpage(dir.as_deref()),
     }
 }

@@ -19,32 +19,40 @@ fn alive(pid: u32) -> bool {
         .is_some_and(|state| state != "Z" && state != "X")
 }
 
-pub fn stop(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return super::fail(e),
-    };
+/// What ending enforcement found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// A running agent was asked to stop; it detached and removed its pins.
+    Agent,
+    /// No agent ran; this many pins were left, now detached and removed.
+    Pins(usize),
+    /// No agent, no pins.
+    Nothing,
+}
+
+/// Ends the enforcement `config` describes: asks its agent to stop and
+/// detach (waiting for it to exit), then detaches every pinned link and
+/// removes every pin that is left. `geowall stop` and `geowall uninstall`
+/// both end enforcement this way.
+pub(super) fn end_enforcement(config: &Config) -> Result<Ended, String> {
     let socket = config.socket_path();
     let pins = Pins::new(config.bpffs_path());
 
     let mut stopped_agent = false;
     match Client::connect(&socket) {
         Ok(mut client) => {
-            let pid = match client
+            let pid = client
                 .call(Request::Status)
                 .map(|v| v["pid"].as_u64().unwrap_or(0) as u32)
-            {
-                Ok(pid) => pid,
-                Err(e) => return super::fail(e),
-            };
-            if let Err(e) = client.call(Request::Shutdown { detach: true }) {
-                return super::fail(e);
-            }
+                .map_err(|e| e.to_string())?;
+            client
+                .call(Request::Shutdown { detach: true })
+                .map_err(|e| e.to_string())?;
             // The agent detaches before it exits: wait for the process.
             let deadline = Instant::now() + Duration::from_secs(30);
             while alive(pid) {
                 if Instant::now() > deadline {
-                    return super::fail(format!(
+                    return Err(format!(
                         "the agent (pid {pid}) has not exited 30 s after it was asked to stop"
                     ));
                 }
@@ -55,27 +63,38 @@ pub fn stop(path: &Path) -> ExitCode {
         Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => {
             let _ = std::fs::remove_file(&socket);
         }
-        Err(e) => return super::fail(e),
+        Err(e) => return Err(e.to_string()),
     }
-    let removed = match pins.remove_all() {
-        Ok(n) => n,
-        Err(e) => {
-            return super::fail(format!(
-                "cannot remove the pins under {}: {e}",
-                pins.root().display()
-            ));
-        }
+    let removed = pins.remove_all().map_err(|e| {
+        format!(
+            "cannot remove the pins under {}: {e}",
+            pins.root().display()
+        )
+    })?;
+    Ok(match (stopped_agent, removed) {
+        (true, _) => Ended::Agent,
+        (false, 0) => Ended::Nothing,
+        (false, n) => Ended::Pins(n),
+    })
+}
+
+pub fn stop(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return super::fail(e),
     };
-    match (stopped_agent, removed) {
-        (true, _) => println!(
+    let pins = Pins::new(config.bpffs_path());
+    match end_enforcement(&config) {
+        Err(e) => return super::fail(e),
+        Ok(Ended::Agent) => println!(
             "geowall: stopped the agent; programs detached, pins under {} removed",
             pins.root().display()
         ),
-        (false, 0) => println!(
+        Ok(Ended::Nothing) => println!(
             "geowall: nothing to stop: no agent running and no pins under {}",
             pins.root().display()
         ),
-        (false, n) => println!(
+        Ok(Ended::Pins(n)) => println!(
             "geowall: no agent was running; detached its programs and removed {n} pins under {}",
             pins.root().display()
         ),

@@ -1,0 +1,143 @@
+//! `geowall completions SHELL` and `geowall manpage`: shell completions and
+//! man pages generated from the CLI's own definitions (clap_complete,
+//! clap_mangen), so they can never disagree with what the binary accepts.
+//! `geowall install` and the .deb install the same bytes.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{CommandFactory, ValueEnum};
+
+use super::Cli;
+
+/// The shells completions are generated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Shell {
+    pub const ALL: [Shell; 3] = [Shell::Bash, Shell::Zsh, Shell::Fish];
+
+    fn generator(self) -> clap_complete::Shell {
+        match self {
+            Shell::Bash => clap_complete::Shell::Bash,
+            Shell::Zsh => clap_complete::Shell::Zsh,
+            Shell::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
+/// The completion script for `shell`.
+pub fn completion(shell: Shell) -> Vec<u8> {
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell.generator(), &mut cmd, "geowall", &mut out);
+    out
+}
+
+/// One man page: its file name (`geowall-map-lookup.1`) and its roff text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManPage {
+    pub file_name: String,
+    pub text: Vec<u8>,
+}
+
+/// `geowall.1` and one page per (visible) subcommand, nested ones included
+/// (`geowall-map-lookup.1`). No date in them: the same binary always renders
+/// the same bytes, so a repeated install changes nothing.
+pub fn man_pages() -> Vec<ManPage> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<ManPage>) {
+        let man = clap_mangen::Man::new(cmd.clone()).manual("geowall manual");
+        let mut text = Vec::new();
+        man.render(&mut text)
+            .expect("rendering into memory cannot fail");
+        out.push(ManPage {
+            file_name: man.get_filename(),
+            text,
+        });
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            walk(sub, out);
+        }
+    }
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    // Building names every subcommand after its parents (`geowall-map`).
+    cmd.build();
+    let mut out = Vec::new();
+    walk(&cmd, &mut out);
+    out
+}
+
+pub fn completions(shell: Shell) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(&completion(shell))
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => super::fail(format!("writing the completion script: {e}")),
+    }
+}
+
+/// `geowall manpage`: the top page on standard output, or every page into
+/// `--dir`.
+pub fn manpage(dir: Option<&Path>) -> ExitCode {
+    let pages = man_pages();
+    let Some(dir) = dir else {
+        let mut stdout = std::io::stdout().lock();
+        return match stdout
+            .write_all(&pages[0].text)
+            .and_then(|()| stdout.flush())
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => super::fail(format!("writing the man page: {e}")),
+        };
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return super::fail(format!("cannot create {}: {e}", dir.display()));
+    }
+    for page in &pages {
+        let path: PathBuf = dir.join(&page.file_name);
+        if let Err(e) = std::fs::write(&path, &page.text) {
+            return super::fail(format!("cannot write {}: {e}", path.display()));
+        }
+        println!("{}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shell_gets_a_script_naming_the_subcommands() {
+        for shell in Shell::ALL {
+            let text = String::from_utf8(completion(shell)).unwrap();
+            for word in ["geowall", "exec", "status", "install", "uninstall"] {
+                assert!(text.contains(word), "{shell:?} script lacks {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_man_page_per_visible_subcommand_and_no_date() {
+        let pages = man_pages();
+        let names: Vec<&str> = pages.iter().map(|p| p.file_name.as_str()).collect();
+        assert_eq!(names[0], "geowall.1");
+        for name in ["geowall-run.1", "geowall-install.1", "geowall-map-lookup.1"] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.starts_with("geowall-help")));
+        let top = String::from_utf8(pages[0].text.clone()).unwrap();
+        assert!(top.starts_with(".ie \\n(.g .ds Aq"), "roff: {top:.60}");
+        assert!(top.contains(".TH geowall 1  \"geowall "), "{top:.300}");
+        // Rendering twice gives the same bytes (idempotent installs).
+        assert_eq!(pages, man_pages());
+    }
+}
