@@ -72,6 +72,9 @@ pub struct ConfigFile {
     pub maps: Vec<MapConfig>,
     #[serde(default)]
     pub policy: Vec<PolicyConfig>,
+    /// `[audit]`: rotation, masking, the `log_allowed = "first"` window.
+    #[serde(default)]
+    pub audit: crate::flows::AuditConfig,
 }
 
 /// `[agent]`.
@@ -97,6 +100,9 @@ pub struct AgentConfig {
     pub allow_host_enforce: bool,
     /// Largest map source file read, bytes.
     pub max_source_bytes: u64,
+    /// Address of the Prometheus metrics endpoint (`127.0.0.1:9780`); off
+    /// when unset.
+    pub metrics: Option<Spanned<String>>,
 }
 
 impl Default for AgentConfig {
@@ -110,6 +116,7 @@ impl Default for AgentConfig {
             ring_buffer_kib: geowall_common::DEFAULT_RING_BYTES / 1024,
             allow_host_enforce: false,
             max_source_bytes: DEFAULT_MAX_SOURCE_BYTES,
+            metrics: None,
         }
     }
 }
@@ -189,6 +196,9 @@ impl Action {
 #[serde(rename_all = "lowercase")]
 pub enum LogAllowed {
     All,
+    /// The first connection per job, destination and port in `[audit]
+    /// allowed_window`, then a count.
+    First,
     #[default]
     None,
 }
@@ -231,12 +241,16 @@ impl Config {
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
         match toml::from_str::<ConfigFile>(&text) {
-            Ok(file) => Ok(Config {
-                path: path.to_path_buf(),
-                dir,
-                text,
-                file,
-            }),
+            Ok(file) => {
+                let config = Config {
+                    path: path.to_path_buf(),
+                    dir,
+                    text,
+                    file,
+                };
+                config.check_audit()?;
+                Ok(config)
+            }
             Err(e) => {
                 let message = e.message().trim().to_owned();
                 Err(match e.span() {
@@ -281,6 +295,45 @@ impl Config {
     /// `[agent] bpffs`, resolved.
     pub fn bpffs_path(&self) -> PathBuf {
         self.resolve_path(&self.file.agent.bpffs)
+    }
+
+    /// What parsing alone cannot check in `[audit]` and `[agent] metrics`:
+    /// masking patterns compile, the metrics address is one.
+    fn check_audit(&self) -> Result<(), ConfigError> {
+        let audit = &self.file.audit;
+        if let Err(e) = crate::flows::mask::Masker::new(audit) {
+            let span = audit.mask[e.index].span();
+            return Err(self.error_at(span, format!("bad mask pattern: {}", e.message)));
+        }
+        if audit.allowed_window.0.is_zero() {
+            return Err(self.error("[audit] allowed_window must be longer than 0"));
+        }
+        if let Some(m) = &self.file.agent.metrics {
+            self.metrics_addr(m)?;
+        }
+        Ok(())
+    }
+
+    fn metrics_addr(&self, m: &Spanned<String>) -> Result<std::net::SocketAddr, ConfigError> {
+        m.get_ref().parse().map_err(|_| {
+            self.error_at(
+                m.span(),
+                format!(
+                    "metrics: '{}' is not an address and port (e.g. \"127.0.0.1:9780\")",
+                    m.get_ref()
+                ),
+            )
+        })
+    }
+
+    /// `[agent] metrics`, parsed (None: off).
+    pub fn metrics_address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        self.file
+            .agent
+            .metrics
+            .as_ref()
+            .map(|m| self.metrics_addr(m))
+            .transpose()
     }
 
     /// `[agent] audit_log`, resolved; `-` (standard output) stays `-`.
@@ -395,6 +448,23 @@ log_allowed = "all"
     fn a_truncated_file_is_an_error_not_a_default() {
         let err = parse("[[policy]]\nname = \"x\"\nallow = [\"EU\",").unwrap_err();
         assert!(err.to_string().starts_with("g.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn audit_keys_and_metrics_are_checked_and_located() {
+        let c = parse("[agent]\nmetrics = \"127.0.0.1:9780\"\n[audit]\nrotate_size = \"1MiB\"\n[[policy]]\nname = \"p\"\nlog_allowed = \"first\"\n").unwrap();
+        assert_eq!(c.metrics_address().unwrap().unwrap().port(), 9780);
+        assert_eq!(c.file.audit.rotate_size.0, 1 << 20);
+        assert_eq!(c.file.policy[0].log_allowed, LogAllowed::First);
+        let err = parse("[agent]\nmetrics = \"localhost\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("g.toml:2:11:"), "{err}");
+        let err = parse("[audit]\nmask = [\"ok\", \"(\"]\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("g.toml:2:15: bad mask pattern"),
+            "{err}"
+        );
+        let err = parse("[audit]\nrotate_age = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("invalid duration"), "{err}");
     }
 
     #[test]

@@ -207,7 +207,9 @@ fn policy_entry(policy: &CompiledPolicy, tagsets: &[Vec<String>]) -> PolicyEntry
     if policy.mode == Mode::Audit {
         entry.flags |= policy_flags::AUDIT;
     }
-    if policy.log_allowed == LogAllowed::All {
+    // `first` needs every allowed event too: the agent keeps the first of
+    // each window and counts the rest.
+    if policy.log_allowed != LogAllowed::None {
         entry.flags |= policy_flags::LOG_ALLOWED;
     }
     if !policy.rules.is_empty() {
