@@ -7,6 +7,7 @@
 
 mod check;
 mod exec;
+mod log;
 mod map;
 mod run;
 mod status;
@@ -114,6 +115,11 @@ enum Command {
         #[command(subcommand)]
         command: map::MapCommand,
     },
+    /// The audit log: show records (tail), check the hash chain (verify).
+    Log {
+        #[command(subcommand)]
+        command: log::LogCommand,
+    },
 }
 
 fn init_logging(cli: &Cli) {
@@ -177,5 +183,6 @@ pub fn main() -> ExitCode {
         Command::Status { config, json } => status::status(&config.config, json),
         Command::Check { config } => check::check(&config.config),
         Command::Map { command } => map::run(command),
+        Command::Log { command } => log::run(command),
     }
 }

@@ -1,6 +1,6 @@
 //! Flow records and the audit log: records ([`record`]), the writer with
 //! its hash chain and rotation ([`log`]), the files of a log ([`set`]),
-//! checking them ([`verify`]), and the agent's event pipeline
+//! checking them ([`verify`]), reading them ([`tail`]), and the agent's event pipeline
 //! ([`pipeline`]): process context ([`process`], masked by [`mask`]),
 //! `log_allowed = "first"` ([`volume`]) and lost events ([`lost`]).
 
@@ -12,6 +12,7 @@ pub mod process;
 pub mod record;
 pub mod set;
 pub mod settings;
+pub mod tail;
 pub mod time;
 pub mod verify;
 pub mod volume;
