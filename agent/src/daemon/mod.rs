@@ -56,6 +56,12 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("control socket {path}: {source}")]
     Socket {
         path: PathBuf,
@@ -93,7 +99,16 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             source,
         }
     })?;
+    let log_stats = log.stats();
     let log = Arc::new(Mutex::new(log));
+    let metrics_listener = match config.metrics_address()? {
+        Some(addr) => Some(
+            crate::metrics::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
     let audit = config.file.audit.clone();
     let bpffs = config.bpffs_path();
     let socket_path = config.socket_path();
@@ -144,6 +159,15 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             }
         })
     };
+    let metrics = metrics_listener.map(|listener| {
+        let exporter = crate::metrics::Exporter::new(
+            Arc::clone(&names),
+            Arc::clone(&flow_stats),
+            log_stats,
+            &bpffs,
+        );
+        tokio::spawn(crate::metrics::serve(listener, exporter, stop_rx.clone()))
+    });
     let server = tokio::spawn(server::serve(listener, Arc::clone(&state), stop_rx.clone()));
     let watcher = tokio::spawn(source_watch::watch_sources(
         Arc::clone(&state),
@@ -168,6 +192,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let _ = watcher.await;
     let _ = gc.await;
     let _ = reader.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     let state = Arc::try_unwrap(state)
         .map_err(|_| DaemonError::Refused("agent state still shared at exit".into()))?
         .into_inner();
