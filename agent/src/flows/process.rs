@@ -105,6 +105,12 @@ impl ProcessCache {
 
     fn read(&self, tgid: u32, tid: u32, comm: &[u8; 16], event_ns: u64) -> Option<ProcessInfo> {
         let base = format!("{}/{tgid}", self.proc_root);
+        // What matters first, while the process may be about to exit; then
+        // whether it is the process that made the decision.
+        let args = read_cmdline(&format!("{base}/cmdline"));
+        let exe = std::fs::read_link(format!("{base}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
         let stat = std::fs::read_to_string(format!("{base}/stat")).ok()?;
         // Field 22 (starttime, clock ticks since boot) is the 20th after
         // the parenthesized command name.
@@ -120,12 +126,13 @@ impl ProcessCache {
                 return None;
             }
         }
-        let exe = std::fs::read_link(format!("{base}/exe"))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned());
-        let cmdline = read_cmdline(&format!("{base}/cmdline"))
+        let cmdline = args
             .filter(|args| !args.is_empty())
             .map(|args| truncate(self.masker.command_line(args), CMDLINE_MAX));
+        if exe.is_none() && cmdline.is_none() {
+            // Exited (a zombie keeps its stat, not its memory).
+            return None;
+        }
         Some(ProcessInfo { exe, cmdline })
     }
 
