@@ -199,6 +199,42 @@ mod tests {
         assert!(bare.is_rotated_name("log-19700101T000000.000000000Z"));
     }
 
+    /// A file name pattern with one `*`, as the shipper reads it.
+    fn glob(pattern: &str, name: &str) -> bool {
+        match pattern.split_once('*') {
+            None => pattern == name,
+            Some((head, tail)) => {
+                name.len() >= head.len() + tail.len()
+                    && name.starts_with(head)
+                    && name.ends_with(tail)
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_vector_config_takes_the_whole_log_and_nothing_else() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/logging/vector.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        let source = &v["sources"]["geowall_audit"];
+        assert_eq!(source["type"].as_str(), Some("file"));
+        let include = source["include"][0].as_str().unwrap();
+        let (dir, pattern) = include.rsplit_once('/').unwrap();
+        let default = crate::config::AgentConfig::default().audit_log;
+        assert_eq!(Path::new(dir), default.parent().unwrap());
+        let set = LogSet::new(&default);
+        let rotated = set.rotated_path(1_798_416_000_123_456_789);
+        let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(glob(pattern, &name(&default)));
+        assert!(glob(pattern, &name(&rotated)));
+        assert!(!glob(pattern, "audit.jsonl.state"));
+        // The archive keeps the lines as written (verifiable).
+        assert_eq!(
+            v["sinks"]["geowall_archive"]["encoding"]["codec"].as_str(),
+            Some("text")
+        );
+    }
+
     #[test]
     fn the_tail_of_a_file() {
         let dir = std::env::temp_dir().join(format!("geowall-set-{}", std::process::id()));
