@@ -569,8 +569,7 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Starts at the current end of the active file (its start when
-    /// `from_start`). Returns the follower and the length it starts at.
+    /// Starts at the current end of the active file.
     pub fn open(set: LogSet) -> io::Result<Follower> {
         let mut f = Follower {
             set,
@@ -581,6 +580,16 @@ impl Follower {
             last_seq: None,
         };
         f.reopen(false)?;
+        // The newest record so far: a rotation seen before anything new is
+        // read must not bring back older files.
+        let last = match super::set::tail(f.set.active()) {
+            Ok(t) if t.last_line.is_some() => t.last_line,
+            _ => match f.set.rotated()?.pop() {
+                Some(newest) => super::set::tail(&newest)?.last_line,
+                None => None,
+            },
+        };
+        f.last_seq = last.as_deref().and_then(super::set::seq_of);
         Ok(f)
     }
 
@@ -824,6 +833,40 @@ mod tests {
         assert!(text.contains("POLICY"), "{text}");
         assert!(text.contains("would_deny"), "{text}");
         assert!(text.contains("lower bounds"), "{text}");
+    }
+
+    #[test]
+    fn a_follower_sees_every_line_once_across_many_rotations() {
+        use crate::flows::log::{AuditLog, Rotation};
+        let dir = std::env::temp_dir().join(format!("geowall-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let rotation = Rotation {
+            size: 400,
+            age: None,
+            keep: 0,
+        };
+        let mut log = AuditLog::open(&path, rotation).unwrap();
+        for i in 0..5 {
+            log.event("job", json!({"n": i})).unwrap();
+        }
+        let start = log.last_seq();
+        let mut follower = Follower::open(LogSet::new(&path)).unwrap();
+        let mut seen = Vec::new();
+        let mut take = |line: &[u8]| seen.push(super::super::set::seq_of(line).unwrap());
+        for round in 0..20u64 {
+            // Several rotations between two polls, sometimes none.
+            for i in 0..(round % 7) {
+                log.event("job", json!({"n": i})).unwrap();
+            }
+            follower.poll(&mut take).unwrap();
+        }
+        let last = log.last_seq();
+        drop(log);
+        let want: Vec<u64> = (start + 1..=last).collect();
+        assert_eq!(seen, want);
+        assert!(LogSet::new(&path).rotated().unwrap().len() > 10);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
