@@ -164,6 +164,9 @@ pub struct ConfigFile {
     pub groups: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub policy: Vec<PolicyConfig>,
+    /// `[audit]`: rotation, masking, the `log_allowed = "first"` window.
+    #[serde(default)]
+    pub audit: crate::flows::AuditConfig,
 }
 
 /// `[agent]`.
@@ -195,6 +198,9 @@ pub struct AgentConfig {
     /// The policy of everything in the governed subtree that no other
     /// binding covers (bound to the governed cgroup itself).
     pub default_policy: Option<Spanned<String>>,
+    /// Address of the Prometheus metrics endpoint (`127.0.0.1:9780`); off
+    /// when unset.
+    pub metrics: Option<Spanned<String>>,
 }
 
 impl Default for AgentConfig {
@@ -210,6 +216,7 @@ impl Default for AgentConfig {
             max_source_bytes: DEFAULT_MAX_SOURCE_BYTES,
             policy_dir: None,
             default_policy: None,
+            metrics: None,
         }
     }
 }
@@ -341,7 +348,8 @@ impl Action {
 #[serde(rename_all = "lowercase")]
 pub enum LogAllowed {
     All,
-    /// The first connection per job, destination and port in a window.
+    /// The first connection per job, destination and port in `[audit]
+    /// allowed_window`, then a count.
     First,
     #[default]
     None,
@@ -402,13 +410,15 @@ impl Config {
                 body: body.clone(),
             });
         }
-        Ok(Config {
+        let config = Config {
             path: path.to_path_buf(),
             dir,
             source,
             file,
             policies,
-        })
+        };
+        config.check_audit()?;
+        Ok(config)
     }
 
     /// `[agent] policy_dir`, resolved.
@@ -487,6 +497,45 @@ impl Config {
     /// `[agent] bpffs`, resolved.
     pub fn bpffs_path(&self) -> PathBuf {
         self.resolve_path(&self.file.agent.bpffs)
+    }
+
+    /// What parsing alone cannot check in `[audit]` and `[agent] metrics`:
+    /// masking patterns compile, the metrics address is one.
+    fn check_audit(&self) -> Result<(), ConfigError> {
+        let audit = &self.file.audit;
+        if let Err(e) = crate::flows::mask::Masker::new(audit) {
+            let span = audit.mask[e.index].span();
+            return Err(self.error_at(span, format!("bad mask pattern: {}", e.message)));
+        }
+        if audit.allowed_window.0.is_zero() {
+            return Err(self.error("[audit] allowed_window must be longer than 0"));
+        }
+        if let Some(m) = &self.file.agent.metrics {
+            self.metrics_addr(m)?;
+        }
+        Ok(())
+    }
+
+    fn metrics_addr(&self, m: &Spanned<String>) -> Result<std::net::SocketAddr, ConfigError> {
+        m.get_ref().parse().map_err(|_| {
+            self.error_at(
+                m.span(),
+                format!(
+                    "metrics: '{}' is not an address and port (e.g. \"127.0.0.1:9780\")",
+                    m.get_ref()
+                ),
+            )
+        })
+    }
+
+    /// `[agent] metrics`, parsed (None: off).
+    pub fn metrics_address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        self.file
+            .agent
+            .metrics
+            .as_ref()
+            .map(|m| self.metrics_addr(m))
+            .transpose()
     }
 
     /// `[agent] audit_log`, resolved; `-` (standard output) stays `-`.
@@ -667,6 +716,23 @@ log_allowed = "all"
     fn a_truncated_file_is_an_error_not_a_default() {
         let err = parse("[[policy]]\nname = \"x\"\nallow = [\"EU\",").unwrap_err();
         assert!(err.to_string().starts_with("g.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn audit_keys_and_metrics_are_checked_and_located() {
+        let c = parse("[agent]\nmetrics = \"127.0.0.1:9780\"\n[audit]\nrotate_size = \"1MiB\"\n[[policy]]\nname = \"p\"\nlog_allowed = \"first\"\n").unwrap();
+        assert_eq!(c.metrics_address().unwrap().unwrap().port(), 9780);
+        assert_eq!(c.file.audit.rotate_size.0, 1 << 20);
+        assert_eq!(c.file.policy[0].log_allowed, LogAllowed::First);
+        let err = parse("[agent]\nmetrics = \"localhost\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("g.toml:2:11:"), "{err}");
+        let err = parse("[audit]\nmask = [\"ok\", \"(\"]\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("g.toml:2:15: bad mask pattern"),
+            "{err}"
+        );
+        let err = parse("[audit]\nrotate_age = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("invalid duration"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod control;
 pub mod daemon;
 pub mod flows;
 pub mod kernel;
+pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod regions;

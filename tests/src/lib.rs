@@ -136,6 +136,11 @@ pub fn netprobe() -> PathBuf {
     p
 }
 
+/// The probe binary's path (what flow records name as its `exe`).
+pub fn netprobe_path() -> PathBuf {
+    netprobe()
+}
+
 /// A file of the repository's test data (`tests/data/…`).
 pub fn workspace_data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
@@ -570,15 +575,28 @@ impl Agent {
         self.exec(policy, &cmd)
     }
 
-    /// Every record of the audit log so far. A last line without its
-    /// newline is still being written: it is left for the next call.
+    /// Every record of the audit log so far (rotated files first). A last
+    /// line without its newline is still being written: it is left for the
+    /// next call.
     pub fn records(&self) -> Vec<Value> {
-        let text = fs::read_to_string(&self.audit_log).unwrap_or_default();
-        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        complete
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}")))
-            .collect()
+        let set = geowall::flows::set::LogSet::new(&self.audit_log);
+        let mut out = Vec::new();
+        for file in set.files().unwrap_or_default() {
+            let text = fs::read_to_string(&file).unwrap_or_default();
+            let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+            out.extend(complete.lines().map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}"))
+            }));
+        }
+        out
+    }
+
+    /// The files of the audit log: rotated ones, oldest first, then the
+    /// active one.
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        geowall::flows::set::LogSet::new(&self.audit_log)
+            .files()
+            .expect("list the audit log's files")
     }
 
     /// Waits (up to 5 s) for a record matching `pred`.

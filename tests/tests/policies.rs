@@ -108,7 +108,7 @@ cgroups = ["/outer/middle/us"]
 #[test]
 fn a_passed_socket_is_judged_by_both_policies_and_the_stricter_wins() {
     let cg = TestCgroup::new("passfd");
-    let _agent = AgentSpec::new(&cg)
+    let agent = AgentSpec::new(&cg)
         .cidr_map("test.cidr", MAP)
         .config(
             r#"
@@ -151,6 +151,11 @@ cgroups = ["/confined"]
         let got = outcomes(&receiver.wait_with_output().unwrap());
         assert_eq!(got, [*want], "case {i}: connect to {target}");
     }
+    // The record says the socket's policy decided.
+    let rec = agent.wait_record("a denial by the socket's policy", |r| {
+        r["verdict"] == "deny" && r["policy_from"] == "socket"
+    });
+    assert_eq!(rec["policy"], "eu-only");
     // A job that moves out of its cgroup after creating a socket.
     let moved = run_probe(
         Some(&confined),

@@ -367,6 +367,21 @@ fn proc_hwm_kib(pid: u32) -> u64 {
     kib_field(&format!("/proc/{pid}/status"), "VmHWM:")
 }
 
+/// Lines and bytes of an audit log's files (the active one and those rotated
+/// out of it: `audit*.jsonl` in `dir`).
+fn audit_totals(dir: &Path) -> (u64, u64) {
+    let mut lines = 0;
+    let mut bytes = 0;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("audit") && name.ends_with(".jsonl") {
+            lines += lines_in(&entry.path());
+            bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    (lines, bytes)
+}
+
 fn lines_in(path: &Path) -> u64 {
     fs::read(path)
         .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
@@ -722,8 +737,7 @@ pub fn run(quick: bool) -> Result<()> {
 
     // Event pipeline: every allowed flow logged, at the highest connect rate.
     eprintln!("bench: event pipeline (log_allowed = all)");
-    let audit = work.join("audit.jsonl");
-    let before_lines = lines_in(&audit);
+    let (before_lines, before_bytes) = audit_totals(&work);
     let before_cpu = proc_cpu_ticks(agent.pid());
     let before_dropped = agent.status()?["status"]["events_dropped"]
         .as_u64()
@@ -742,7 +756,10 @@ pub fn run(quick: bool) -> Result<()> {
     let ticks = proc_cpu_ticks(agent.pid()).saturating_sub(before_cpu);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let written = lines_in(&audit).saturating_sub(before_lines);
+    let cpu_percent = 100.0 * ticks as f64 / hz / elapsed;
+    let (after_lines, after_bytes) = audit_totals(&work);
+    let written = after_lines.saturating_sub(before_lines);
+    let bytes = after_bytes.saturating_sub(before_bytes);
     let dropped = agent.status()?["status"]["events_dropped"]
         .as_u64()
         .unwrap_or(0)
@@ -753,7 +770,9 @@ pub fn run(quick: bool) -> Result<()> {
             "connects": r["ok"], "connects_per_s": r["rate"],
             "records_written": written, "records_per_s": written as f64 / r["secs"].as_f64().unwrap_or(1.0),
             "events_dropped": dropped,
-            "agent_cpu_percent_of_one_core": 100.0 * ticks as f64 / hz / elapsed,
+            "agent_cpu_percent_of_one_core": cpu_percent,
+            "agent_cpu_percent_per_10k_records_per_s": cpu_percent / (written as f64 / elapsed / 10_000.0).max(1e-9),
+            "log_bytes_per_record": bytes as f64 / written.max(1) as f64,
             "agent_rss_kib": proc_rss_kib(agent.pid()),
         }),
     );
@@ -857,11 +876,13 @@ fn print_table(r: &Value) {
     }
     let ep = &r["event_pipeline"];
     println!(
-        "\nevent pipeline (G-all): {:.0} connects/s, {:.0} records/s, {} events dropped, agent CPU {:.1} % of a core, RSS {} KiB",
+        "\nevent pipeline (G-all): {:.0} connects/s, {:.0} records/s, {} events dropped, agent CPU {:.1} % of a core ({:.1} % per 10k records/s), {:.0} log bytes/record, RSS {} KiB",
         f(&ep["connects_per_s"]),
         f(&ep["records_per_s"]),
         ep["events_dropped"],
         f(&ep["agent_cpu_percent_of_one_core"]),
+        f(&ep["agent_cpu_percent_per_10k_records_per_s"]),
+        f(&ep["log_bytes_per_record"]),
         ep["agent_rss_kib"]
     );
     println!("\ntotal {:.0} s", f(&r["seconds"]));

@@ -622,7 +622,10 @@ mod tests {
             policy_with_mode(commented, Mode::Audit),
             "name = \"x\"\nmode = \"audit\"\n# mode = \"enforce\"\n"
         );
-        for (name, text) in SHIPPED_POLICIES.iter().filter(|(n, _)| !n.starts_with("audit-")) {
+        for (name, text) in SHIPPED_POLICIES
+            .iter()
+            .filter(|(n, _)| !n.starts_with("audit-"))
+        {
             for mode in [Mode::Audit, Mode::Enforce] {
                 let out = policy_with_mode(text, mode);
                 toml::from_str::<toml::Table>(&out)

@@ -10,6 +10,7 @@ mod completions;
 mod exec;
 mod install;
 mod layout;
+mod log;
 mod map;
 mod policy;
 mod run;
@@ -171,6 +172,11 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The audit log: show records (tail), check the hash chain (verify).
+    Log {
+        #[command(subcommand)]
+        command: log::LogCommand,
+    },
 }
 
 fn init_logging(cli: &Cli) {
@@ -258,5 +264,6 @@ pub fn main() -> ExitCode {
         }),
         Command::Completions { shell } => completions::completions(shell),
         Command::Manpage { dir } => completions::manpage(dir.as_deref()),
+        Command::Log { command } => log::run(command),
     }
 }

@@ -31,12 +31,12 @@ use crate::{
     cgroup::{CgroupError, Hierarchy},
     config::{Config, ConfigError},
     control::server,
-    flows::{AuditLog, FlowRecord, time::BootClock},
+    flows::{AuditLog, FlowStats, Pipeline, Rotation},
     kernel::KernelError,
     plan::PlanError,
 };
 
-pub use names::NameTable;
+pub use names::{Installed, NameTable};
 pub use state::{MapSnapshot, State};
 
 #[derive(Debug, Error)]
@@ -54,6 +54,12 @@ pub enum DaemonError {
     #[error("audit log {path}: {source}")]
     AuditLog {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
@@ -88,11 +94,24 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let config = Config::load(&opts.config)?;
     let hierarchy = Hierarchy::discover()?;
     let log_path = config.audit_log_path();
-    let log = AuditLog::open(&log_path).map_err(|source| DaemonError::AuditLog {
-        path: log_path.clone(),
-        source,
+    let log = AuditLog::open(&log_path, Rotation::from(&config.file.audit)).map_err(|source| {
+        DaemonError::AuditLog {
+            path: log_path.clone(),
+            source,
+        }
     })?;
+    let log_stats = log.stats();
     let log = Arc::new(Mutex::new(log));
+    let metrics_listener = match config.metrics_address()? {
+        Some(addr) => Some(
+            crate::metrics::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let audit = config.file.audit.clone();
+    let bpffs = config.bpffs_path();
     let socket_path = config.socket_path();
     let socket_err = |source| DaemonError::Socket {
         path: socket_path.clone(),
@@ -128,17 +147,28 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     state.set_stopper(stop_tx.clone());
     let state = Arc::new(tokio::sync::Mutex::new(state));
 
+    let flow_stats = Arc::new(FlowStats::default());
     let reader = {
         let log = Arc::clone(&log);
         let names = Arc::clone(&names);
         let stop_rx = stop_rx.clone();
         let paths = names::CgroupPaths::new(hierarchy.clone());
+        let pipeline = Pipeline::new(&audit, &bpffs, &log_path, Arc::clone(&flow_stats));
         tokio::spawn(async move {
-            if let Err(e) = read_events(events, log, names, paths, stop_rx).await {
+            if let Err(e) = read_events(events, log, names, paths, stop_rx, pipeline).await {
                 tracing::error!(error = %e, "flow event reader stopped");
             }
         })
     };
+    let metrics = metrics_listener.map(|listener| {
+        let exporter = crate::metrics::Exporter::new(
+            Arc::clone(&names),
+            Arc::clone(&flow_stats),
+            log_stats,
+            &bpffs,
+        );
+        tokio::spawn(crate::metrics::serve(listener, exporter, stop_rx.clone()))
+    });
     let server = tokio::spawn(server::serve(listener, Arc::clone(&state), stop_rx.clone()));
     let watcher = tokio::spawn(source_watch::watch_sources(
         Arc::clone(&state),
@@ -169,6 +199,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let _ = gc.await;
     let _ = unit_watch.await;
     let _ = reader.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     let state = Arc::try_unwrap(state)
         .map_err(|_| DaemonError::Refused("agent state still shared at exit".into()))?
         .into_inner();
@@ -238,46 +271,59 @@ async fn read_events(
     names: Arc<RwLock<NameTable>>,
     mut paths: names::CgroupPaths,
     mut stop_rx: watch::Receiver<Option<bool>>,
+    mut pipeline: Pipeline,
 ) -> std::io::Result<()> {
     let host = names::hostname();
     // SAFETY: the ring buffer owns its fd, which stays open as long as the
     // AsyncFd that owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
-    let mut flush = tokio::time::interval(Duration::from_millis(100));
-    let mut clock = BootClock::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut reader = Reader {
+        log: &log,
+        names: &names,
+        paths: &mut paths,
+        host: &host,
+        pipeline: &mut pipeline,
+    };
     loop {
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
                 // A bounded batch per turn: the locks are released between
                 // batches, so a table switch never waits behind a flood.
-                if drain(guard.get_inner_mut(), &log, &names, &mut paths, &host, &clock) {
-                    guard.clear_ready();
-                    // Drained after a switch: old maps are no longer needed.
-                    if names.read().expect("names lock").has_old_maps() {
-                        names.write().expect("names lock").forget_old_maps();
+                match reader.drain(guard.get_inner_mut()) {
+                    Drained::Empty => {
+                        guard.clear_ready();
+                        reader.forget_old_maps();
                     }
-                } else {
-                    drop(guard);
-                    tokio::task::yield_now().await;
+                    // The disk is behind: the tick writes and drains.
+                    Drained::Backlogged => guard.clear_ready(),
+                    Drained::More => {
+                        drop(guard);
+                        tokio::task::yield_now().await;
+                    }
                 }
             }
-            _ = flush.tick() => {
-                // Follows wall-clock adjustments.
-                clock = BootClock::now();
-                // A quiet ring after a switch: the old map can go.
-                if names.read().expect("names lock").has_old_maps()
-                    && drain(fd.get_mut(), &log, &names, &mut paths, &host, &clock)
-                {
-                    names.write().expect("names lock").forget_old_maps();
+            _ = tick.tick() => {
+                // Also catches up where a wake-up was missed or the log was
+                // backlogged; a quiet ring after a switch lets the old map go.
+                reader.flush();
+                if reader.drain(fd.get_mut()) == Drained::Empty {
+                    reader.forget_old_maps();
                 }
-                if let Err(e) = log.lock().expect("log lock").flush() {
-                    tracing::error!(error = %e, "cannot write the audit log");
-                }
+                reader.tick();
+                reader.flush();
             }
             _ = stop_rx.changed() => {
-                while !drain(fd.get_mut(), &log, &names, &mut paths, &host, &clock) {}
-                log.lock().expect("log lock").flush()?;
+                loop {
+                    match reader.drain(fd.get_mut()) {
+                        Drained::Empty => break,
+                        Drained::More => {}
+                        Drained::Backlogged => reader.log.lock().expect("log lock").flush()?,
+                    }
+                }
+                reader.finish();
+                reader.log.lock().expect("log lock").flush()?;
                 return Ok(());
             }
         }
@@ -287,39 +333,89 @@ async fn read_events(
 /// Events handled per batch.
 const BATCH: usize = 4096;
 
-/// Turns up to [`BATCH`] events into records; true when the ring is empty.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    log: &Mutex<AuditLog>,
-    names: &RwLock<NameTable>,
-    paths: &mut names::CgroupPaths,
-    host: &str,
-    clock: &BootClock,
-) -> bool {
-    let table = names.read().expect("names lock");
-    let mut log = log.lock().expect("log lock");
-    for _ in 0..BATCH {
-        let Some(item) = ring.next() else {
-            return true;
-        };
-        if item.len() < std::mem::size_of::<FlowEvent>() {
-            continue;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// The ring buffer is empty.
+    Empty,
+    /// A batch was handled; more may wait.
+    More,
+    /// Nothing taken: the log cannot write fast enough.
+    Backlogged,
+}
+
+/// The event reader: the pipeline and what it needs.
+struct Reader<'a> {
+    log: &'a Mutex<AuditLog>,
+    names: &'a RwLock<NameTable>,
+    paths: &'a mut names::CgroupPaths,
+    host: &'a str,
+    pipeline: &'a mut Pipeline,
+}
+
+impl Reader<'_> {
+    /// Turns up to [`BATCH`] events into records.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Drained {
+        let table = self.names.read().expect("names lock");
+        let mut log = self.log.lock().expect("log lock");
+        if log.backlogged() {
+            return Drained::Backlogged;
         }
-        // SAFETY: the kernel writes whole FlowEvents (plain data); the item
-        // is at least that long; read_unaligned copes with any alignment.
-        let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-        drop(item);
-        let seq = log.next_seq();
-        paths.learn(ev.cgroup_id, &table);
+        self.pipeline.configure(&table.audit);
+        for _ in 0..BATCH {
+            let Some(item) = ring.next() else {
+                return Drained::Empty;
+            };
+            if item.len() < std::mem::size_of::<FlowEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel writes whole FlowEvents (plain data); the
+            // item is at least that long; read_unaligned copes with any
+            // alignment.
+            let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            drop(item);
+            self.paths.learn(ev.cgroup_id, &table);
+            let resolver = names::EventNames {
+                table: &table,
+                paths: self.paths,
+                host: self.host,
+            };
+            self.pipeline.event(&ev, &resolver, &mut log);
+        }
+        Drained::More
+    }
+
+    /// After a drained ring: maps of older epochs are no longer needed.
+    fn forget_old_maps(&self) {
+        if self.names.read().expect("names lock").has_old_maps() {
+            self.names.write().expect("names lock").forget_old_maps();
+        }
+    }
+
+    fn with_resolver(
+        &mut self,
+        f: impl FnOnce(&mut Pipeline, &dyn crate::flows::Resolver, &mut AuditLog),
+    ) {
+        let table = self.names.read().expect("names lock");
+        let mut log = self.log.lock().expect("log lock");
         let resolver = names::EventNames {
             table: &table,
-            paths,
-            host,
+            paths: self.paths,
+            host: self.host,
         };
-        let record = FlowRecord::from_event(&ev, clock.unix_ns(ev.time_ns), seq, &resolver);
-        if let Err(e) = log.append(&record) {
+        f(self.pipeline, &resolver, &mut log);
+    }
+
+    fn tick(&mut self) {
+        self.with_resolver(|p, names, log| p.tick(names, log));
+    }
+
+    fn finish(&mut self) {
+        self.with_resolver(|p, names, log| p.finish(names, log));
+    }
+
+    fn flush(&self) {
+        if let Err(e) = self.log.lock().expect("log lock").flush() {
             tracing::error!(error = %e, "cannot write the audit log");
         }
     }
-    false
 }

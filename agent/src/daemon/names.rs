@@ -1,14 +1,14 @@
 //! Names for the ids in flow events: policy slots, region ids, cgroup ids.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use crate::{
     cgroup::{Hierarchy, IdResolver},
-    flows::Resolver,
+    flows::{AuditConfig, MapSource, Resolver},
     regions::CompiledMap,
 };
 
@@ -31,8 +31,25 @@ pub struct NameTable {
     /// Job cgroups that ended, oldest first.
     ended: VecDeque<(Instant, u64)>,
     /// The maps of the table epochs in force now and just before (events of
-    /// the old epoch may still be in the ring buffer).
-    maps: VecDeque<(u64, Arc<CompiledMap>)>,
+    /// the old epoch may still be in the ring buffer), with their sources.
+    maps: VecDeque<(u64, Arc<CompiledMap>, Arc<[MapSource]>)>,
+    /// Policies with `log_allowed = "first"`.
+    pub log_first: HashSet<String>,
+    /// `[audit]` in force.
+    pub audit: Arc<AuditConfig>,
+    /// The tables in force, for the metrics.
+    pub installed: Option<Installed>,
+}
+
+/// What the last table switch installed.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub epoch: u64,
+    pub at: SystemTime,
+    /// Compile and install time.
+    pub load_time: Duration,
+    pub ranges: (usize, usize),
+    pub trie_entries: (usize, usize),
 }
 
 impl NameTable {
@@ -49,10 +66,11 @@ impl NameTable {
         self.maps.len() > 1
     }
 
-    /// Records the map of table epoch `epoch`; keeps the previous one.
-    pub fn map_installed(&mut self, epoch: u64, map: Arc<CompiledMap>) {
-        self.maps.retain(|(e, _)| *e != epoch);
-        self.maps.push_back((epoch, map));
+    /// Records the map of table epoch `epoch` and its sources; keeps the
+    /// previous one.
+    pub fn map_installed(&mut self, epoch: u64, map: Arc<CompiledMap>, sources: Vec<MapSource>) {
+        self.maps.retain(|(e, _, _)| *e != epoch);
+        self.maps.push_back((epoch, map, sources.into()));
         while self.maps.len() > 2 {
             self.maps.pop_front();
         }
@@ -97,8 +115,33 @@ impl Resolver for EventNames<'_> {
         self.table
             .maps
             .iter()
-            .find(|(e, _)| *e == epoch)
-            .map(|(_, m)| m.as_ref())
+            .find(|(e, _, _)| *e == epoch)
+            .map(|(_, m, _)| m.as_ref())
+    }
+
+    fn map_sources(&self, epoch: u64) -> Option<&[MapSource]> {
+        self.table
+            .maps
+            .iter()
+            .find(|(e, _, _)| *e == epoch)
+            .map(|(_, _, s)| s.as_ref())
+    }
+
+    fn logs_first(&self, slot: u16) -> bool {
+        !self.table.log_first.is_empty()
+            && self
+                .policy(slot)
+                .is_some_and(|p| self.table.log_first.contains(p))
+    }
+
+    fn named_slots(&self) -> Vec<u32> {
+        self.table
+            .policies
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.is_some())
+            .map(|(i, _)| i as u32)
+            .collect()
     }
 
     fn cgroup(&self, id: u64) -> Option<&str> {

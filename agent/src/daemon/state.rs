@@ -12,12 +12,12 @@ use geowall_common::{MAX_POLICIES, counter};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{DaemonError, NameTable, jobs::Job, source_watch};
+use super::{DaemonError, NameTable, jobs::Job, names::Installed, source_watch};
 use crate::{
     cgroup::{self, Hierarchy},
     config::{AgentConfig, Config},
     control::proto::{JobStatus, PolicyStatus, SourceStatus, Status},
-    flows::AuditLog,
+    flows::{AuditLog, MapSource, Rotation},
     kernel::{Kernel, OpenOptions, layout},
     plan::{self, Plan},
 };
@@ -117,11 +117,7 @@ impl State {
         let bindings = state.wanted_bindings(&state.plan, &state.slots)?;
         state.apply_bindings(bindings)?;
         state.refresh_names()?;
-        state
-            .names
-            .write()
-            .expect("names lock")
-            .map_installed(epoch, Arc::clone(&state.plan.map));
+        state.publish(epoch, &config);
         let report = state.kernel.attach()?;
         tracing::info!(
             governed = %state.plan.governed.display(),
@@ -329,13 +325,50 @@ impl State {
             e
         })
         .collect();
-        self.names
-            .write()
-            .expect("names lock")
-            .map_installed(epoch, Arc::clone(&self.plan.map));
+        self.publish(epoch, &config);
         self.record_config(why, epoch, by, &problems, &needs_restart);
         crate::util::trim_heap();
         Ok(epoch)
+    }
+
+    /// Tells the event reader, the log and the metrics what is now in
+    /// force: the map and its sources, the policies that log allowed flows
+    /// as `first`, `[audit]`.
+    fn publish(&self, epoch: u64, config: &Config) {
+        let sources = self
+            .plan
+            .sources
+            .iter()
+            .map(|s| MapSource {
+                source: s.spec.label(),
+                sha256: s.sha256.clone(),
+                about: s.about.clone(),
+            })
+            .collect();
+        let mut names = self.names.write().expect("names lock");
+        names.map_installed(epoch, Arc::clone(&self.plan.map), sources);
+        names.log_first = self
+            .plan
+            .policies
+            .iter()
+            .filter(|p| p.log_allowed == crate::config::LogAllowed::First)
+            .map(|p| p.name.clone())
+            .collect();
+        if *names.audit != config.file.audit {
+            names.audit = Arc::new(config.file.audit.clone());
+        }
+        names.installed = Some(Installed {
+            epoch,
+            at: std::time::SystemTime::now(),
+            load_time: self.plan.compile_time + self.install_time,
+            ranges: (self.plan.map.v4.len(), self.plan.map.v6.len()),
+            trie_entries: self.kernel_entries,
+        });
+        drop(names);
+        self.log
+            .lock()
+            .expect("log lock")
+            .set_rotation(Rotation::from(&config.file.audit));
     }
 
     /// The kernel bindings `plan` wants: its static cgroups (which must
@@ -715,6 +748,7 @@ fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static st
             "ring_buffer_kib",
             old.ring_buffer_kib != new.ring_buffer_kib,
         ),
+        ("metrics", old.metrics != new.metrics),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

@@ -1,5 +1,6 @@
 //! Flow records: one JSON line per decision, and the other record kinds of
-//! the audit log.
+//! the audit log. Every record carries `v`, `time`, `seq` and `prev` (the
+//! SHA-256 of the line before it, see [`super::log`]).
 
 use std::{
     borrow::Cow,
@@ -7,12 +8,77 @@ use std::{
 };
 
 use geowall_common::{FlowEvent, event_flags, family, hook, reason, verdict};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
+use super::process::ProcessInfo;
 use crate::regions::Prefix;
 
-/// Version of the record schema (`v`).
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the record schema (`v`). 2: `exe`, `cmdline`, `user`, `map`
+/// and the hash chain (`prev`); `lost`, `allowed` and `log` records.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// `prev` of the first record of a log: 64 zeros.
+pub const GENESIS: Prev = Prev([b'0'; 64]);
+
+/// The SHA-256 of the previous line, lower-case hex.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Prev(pub [u8; 64]);
+
+impl Prev {
+    /// The hash of `line` (without its newline).
+    pub fn of(line: &[u8]) -> Prev {
+        use sha2::{Digest, Sha256};
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digest = Sha256::digest(line);
+        let mut out = [0u8; 64];
+        for (i, b) in digest.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 15)];
+        }
+        Prev(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex")
+    }
+}
+
+impl std::fmt::Debug for Prev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Default for Prev {
+    fn default() -> Self {
+        GENESIS
+    }
+}
+
+impl Serialize for Prev {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A record the log can chain: it takes its sequence number and `prev` when
+/// it is appended.
+pub trait Chained: Serialize {
+    fn chain(&mut self, seq: u64, prev: Prev);
+    /// `flow`, or the record's `kind`.
+    fn kind(&self) -> &str;
+}
+
+/// One source of the map that decided, as flow records name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MapSource {
+    /// `kind:path` (`mmdb:/var/lib/geowall/GeoLite2-Country.mmdb`).
+    pub source: String,
+    pub sha256: String,
+    /// What the file says about itself (type, build date), when it does.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub about: String,
+}
 
 /// One decision of the kernel. Built per event, so it borrows what it can
 /// from the event and the names.
@@ -46,7 +112,15 @@ pub struct FlowRecord<'a> {
     pub pid: u32,
     pub tid: u32,
     pub comm: Cow<'a, str>,
+    /// The executable and the masked command line, from /proc (absent when
+    /// the process was gone, or was another by the time the event was read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<&'a str>,
     pub uid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a str>,
     pub gid: u32,
     /// cgroup of the task, relative to the cgroup v2 mount.
     pub cgroup: Cow<'a, str>,
@@ -54,9 +128,29 @@ pub struct FlowRecord<'a> {
     /// The `geowall exec` job the task belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<&'a str>,
+    /// `socket` when the policy that decided is the one the socket was
+    /// created under, not the caller's (a socket that changed hands: the
+    /// stricter of the two decided). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_from: Option<&'static str>,
+    pub host: &'a str,
     /// Table epoch that decided (see the `config` records).
     pub epoch: u64,
-    pub host: &'a str,
+    /// The map sources of that epoch: what an auditor needs to reproduce
+    /// the verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map: Option<&'a [MapSource]>,
+    pub prev: Prev,
+}
+
+impl Chained for FlowRecord<'_> {
+    fn chain(&mut self, seq: u64, prev: Prev) {
+        self.seq = seq;
+        self.prev = prev;
+    }
+    fn kind(&self) -> &str {
+        "flow"
+    }
 }
 
 /// Names needed to turn ids into words.
@@ -65,11 +159,21 @@ pub trait Resolver {
     fn region(&self, id: u16) -> Option<&str>;
     /// The compiled map that was in force at table epoch `epoch`, if known.
     fn map(&self, epoch: u64) -> Option<&crate::regions::CompiledMap>;
+    /// The sources of that map.
+    fn map_sources(&self, epoch: u64) -> Option<&[MapSource]>;
     /// Path of a cgroup id, relative to the cgroup v2 mount.
     fn cgroup(&self, id: u64) -> Option<&str>;
     /// The `geowall exec` job of a cgroup id.
     fn job(&self, id: u64) -> Option<&str>;
     fn host(&self) -> &str;
+    /// Whether the policy in `slot` logs allowed flows as `first`.
+    fn logs_first(&self, _slot: u16) -> bool {
+        false
+    }
+    /// The policy slots in use.
+    fn named_slots(&self) -> Vec<u32> {
+        Vec::new()
+    }
 }
 
 pub fn verdict_name(v: u8) -> &'static str {
@@ -226,13 +330,21 @@ fn comm(ev: &FlowEvent) -> Cow<'_, str> {
 }
 
 impl<'a> FlowRecord<'a> {
-    /// Builds the record of `ev`. `unix_ns` is its wall time.
-    pub fn from_event(ev: &'a FlowEvent, unix_ns: i128, seq: u64, names: &'a dyn Resolver) -> Self {
+    /// Builds the record of `ev` (its `seq` and `prev` are set when it is
+    /// appended). `unix_ns` is its wall time; `process` and `user` what the
+    /// agent learned about the process.
+    pub fn from_event(
+        ev: &'a FlowEvent,
+        unix_ns: i128,
+        names: &'a dyn Resolver,
+        process: Option<&'a ProcessInfo>,
+        user: Option<&'a str>,
+    ) -> Self {
         let (tags, prefix) = tags_and_prefix(ev, names);
         FlowRecord {
             v: SCHEMA_VERSION,
             time: super::time::rfc3339(unix_ns),
-            seq,
+            seq: 0,
             verdict: verdict_name(ev.verdict),
             reason: reason_name(ev.reason),
             policy: match names.policy(ev.policy) {
@@ -249,7 +361,10 @@ impl<'a> FlowRecord<'a> {
             pid: ev.tgid,
             tid: ev.pid,
             comm: comm(ev),
+            exe: process.and_then(|p| p.exe.as_deref()),
+            cmdline: process.and_then(|p| p.cmdline.as_deref()),
             uid: ev.uid,
+            user,
             gid: ev.gid,
             cgroup: match names.cgroup(ev.cgroup_id) {
                 Some(path) => Cow::Borrowed(path),
@@ -257,22 +372,61 @@ impl<'a> FlowRecord<'a> {
             },
             cgroup_id: ev.cgroup_id,
             job: names.job(ev.cgroup_id),
-            epoch: ev.epoch,
+            policy_from: (ev.flags & event_flags::SOCKET_POLICY != 0).then_some("socket"),
             host: names.host(),
+            epoch: ev.epoch,
+            map: names.map_sources(ev.epoch),
+            prev: GENESIS,
         }
     }
 }
 
-/// A non-flow record: agent start and stop, config switches, lost events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A non-flow record: agent start and stop, config switches, lost events,
+/// counts of allowed flows, jobs, log rotation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
     pub v: u32,
     pub time: String,
     pub seq: u64,
-    /// `agent`, `config`, `lost`, `job`.
+    /// `agent`, `config`, `lost`, `allowed`, `job`, `log`, `approval`.
     pub kind: String,
     #[serde(flatten)]
     pub detail: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_deserializing)]
+    pub prev: Prev,
+}
+
+impl EventRecord {
+    /// A record of `kind` with `detail` (an object; anything else is put
+    /// under `detail`), stamped now.
+    pub fn new(kind: &str, detail: serde_json::Value) -> Self {
+        let detail = match detail {
+            serde_json::Value::Object(m) => m,
+            other => {
+                let mut m = serde_json::Map::new();
+                m.insert("detail".into(), other);
+                m
+            }
+        };
+        EventRecord {
+            v: SCHEMA_VERSION,
+            time: super::time::rfc3339(super::time::unix_now_ns()),
+            seq: 0,
+            kind: kind.into(),
+            detail,
+            prev: GENESIS,
+        }
+    }
+}
+
+impl Chained for EventRecord {
+    fn chain(&mut self, seq: u64, prev: Prev) {
+        self.seq = seq;
+        self.prev = prev;
+    }
+    fn kind(&self) -> &str {
+        &self.kind
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +449,9 @@ mod tests {
             Some("a")
         }
         fn map(&self, _: u64) -> Option<&crate::regions::CompiledMap> {
+            None
+        }
+        fn map_sources(&self, _: u64) -> Option<&[MapSource]> {
             None
         }
         fn host(&self) -> &str {
@@ -322,7 +479,12 @@ mod tests {
             regions: [7, 0, 0, 0, 0, 0],
         };
         ev.comm[..4].copy_from_slice(b"curl");
-        let r = FlowRecord::from_event(&ev, 0, 5, &Names);
+        let process = ProcessInfo {
+            exe: Some("/usr/bin/curl".into()),
+            cmdline: Some("curl https://x".into()),
+        };
+        let mut r = FlowRecord::from_event(&ev, 0, &Names, Some(&process), Some("alice"));
+        r.chain(5, Prev::of(b"x"));
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["verdict"], "deny");
         assert_eq!(json["reason"], "region");
@@ -337,7 +499,14 @@ mod tests {
         assert_eq!(json["comm"], "curl");
         assert_eq!(json["job"], "a");
         assert_eq!(json["seq"], 5);
-        assert_eq!(json["v"], 1);
+        assert_eq!(json["v"], 2);
+        assert_eq!(json["exe"], "/usr/bin/curl");
+        assert_eq!(json["cmdline"], "curl https://x");
+        assert_eq!(json["user"], "alice");
+        assert_eq!(json["prev"], crate::util::sha256_hex(b"x"));
+        // The chain hash comes last, as the line's own seal.
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.ends_with(&format!("\"prev\":\"{}\"}}", crate::util::sha256_hex(b"x"))));
     }
 
     #[test]
@@ -349,7 +518,7 @@ mod tests {
         ev.hook = hook::CONNECT6;
         ev.reason = reason::REGION;
         ev.plen = 16;
-        let r = FlowRecord::from_event(&ev, 0, 1, &Names);
+        let r = FlowRecord::from_event(&ev, 0, &Names, None, None);
         assert_eq!(r.dst, Some("::ffff:127.20.0.1".parse().unwrap()));
         assert_eq!(r.prefix.as_deref(), Some("127.20.0.0/16"));
         assert_eq!(r.family, "ipv6");

@@ -207,9 +207,9 @@ fn policy_entry(policy: &CompiledPolicy, tagsets: &[Vec<String>]) -> PolicyEntry
     if policy.mode == Mode::Audit {
         entry.flags |= policy_flags::AUDIT;
     }
-    // `first` needs every allowed flow from the kernel: the agent keeps the
-    // first per job, destination and port and counts the rest.
-    if matches!(policy.log_allowed, LogAllowed::All | LogAllowed::First) {
+    // `first` needs every allowed event too: the agent keeps the first of
+    // each window and counts the rest.
+    if policy.log_allowed != LogAllowed::None {
         entry.flags |= policy_flags::LOG_ALLOWED;
     }
     if !policy.rules.is_empty() {

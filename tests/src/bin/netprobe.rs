@@ -23,11 +23,12 @@
 //!   joincg:DIR             move this process into cgroup DIR
 //!   tcploop:ADDR:PORT:MS   connect() again and again for MS milliseconds,
 //!                          at most one attempt per 100 µs
+//!   sleep:MS               sleep MS milliseconds (a workload that lives on)
 //! ```
 //! ADDR is an IPv4 address or a bracketed IPv6 one (`[::1]`). With
 //! `--cgroup` the probe first moves itself into that cgroup; with `--netns`
 //! it enters a fresh network namespace with only `lo`, up: nothing it sends
-//! can leave the host.
+//! can leave the host. Arguments after `--` are ignored (a workload's own).
 
 use std::{
     collections::BTreeMap,
@@ -333,6 +334,9 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--cgroup" => move_to_cgroup(&args.next().expect("--cgroup DIR")),
+            // What follows is the workload's own business (tests put
+            // would-be secrets there): ignored.
+            "--" => break,
             "--netns" => netns = true,
             _ => ops.push(a),
         }
@@ -421,6 +425,10 @@ fn main() {
                     std::thread::sleep(Duration::from_micros(100));
                 }
                 serde_json::json!({"op": kind, "target": target, "counts": counts}).to_string()
+            }
+            "sleep" => {
+                std::thread::sleep(Duration::from_millis(rest.parse().expect("sleep:MS")));
+                json(kind, "", "ok".into())
             }
             other => panic!("netprobe: unknown operation '{other}'"),
         };
