@@ -98,8 +98,8 @@ fn the_daemonsets_config_is_audit_only_and_the_agent_accepts_it() {
     assert!(stdout.contains("policy eu-only (Audit)"), "{stdout}");
     let parsed = geowall::config::Config::load(&config).unwrap();
     assert!(!parsed.file.agent.allow_host_enforce);
-    for p in &parsed.file.policy {
-        assert_eq!(p.mode, geowall::config::Mode::Audit, "{}", p.name.get_ref());
-        assert!(p.cgroups.is_empty(), "no static binding in the base");
+    for p in &parsed.policies {
+        assert_eq!(p.body.mode, geowall::config::Mode::Audit, "{}", p.name);
+        assert!(p.body.cgroups.is_empty(), "no static binding in the base");
     }
 }
