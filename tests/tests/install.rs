@@ -108,7 +108,20 @@ fn install_writes_every_piece_with_its_mode_and_a_repeat_changes_nothing() {
     // The config: audit mode, the builtin map, nothing bound host-wide.
     let config = fs::read_to_string(root.join(CONFIG)).unwrap();
     assert_eq!(mode(&root.join(CONFIG)), 0o644);
-    assert!(config.contains("\nmode = \"audit\""), "{config}");
+    assert!(config.contains("\npolicy_dir = \"policies\"\n"), "{config}");
+    let policy = fs::read_to_string(root.join("etc/geowall/policies/eu-only.toml")).unwrap();
+    assert!(policy.contains("\nmode = \"audit\""), "{policy}");
+    // A policy naming cloud regions needs a cloud map source: installed as
+    // an example the agent does not read.
+    assert!(
+        root.join("etc/geowall/policies/aws-eu-regions.toml.example")
+            .exists()
+    );
+    assert!(
+        !root
+            .join("etc/geowall/policies/aws-eu-regions.toml")
+            .exists()
+    );
     assert!(config.contains("\ncgroup = \"/\"\n"), "{config}");
     assert!(
         config.contains("\nallow_host_enforce = false\n"),
@@ -192,14 +205,14 @@ fn an_edited_config_is_kept_and_the_new_one_goes_beside_it() {
     let new = root.join("etc/geowall/geowall.toml.new");
     install(&root, &[]);
 
-    // Unedited: a new mode replaces it in place.
+    // Unedited: a new mode replaces a policy file in place.
     let out = install(&root, &["--mode", "enforce"]);
     assert!(
-        out.contains("updated    /etc/geowall/geowall.toml"),
+        out.contains("updated    /etc/geowall/policies/eu-only.toml"),
         "{out}"
     );
     assert!(
-        fs::read_to_string(&config)
+        fs::read_to_string(root.join("etc/geowall/policies/eu-only.toml"))
             .unwrap()
             .contains("\nmode = \"enforce\"")
     );
@@ -213,7 +226,7 @@ fn an_edited_config_is_kept_and_the_new_one_goes_beside_it() {
     assert!(
         fs::read_to_string(&new)
             .unwrap()
-            .contains("\nmode = \"audit\"")
+            .contains("\npolicy_dir = \"policies\"")
     );
     assert_eq!(mode(&new), 0o644);
     assert!(

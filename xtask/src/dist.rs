@@ -410,7 +410,9 @@ mod tests {
             format!("geowall {}", env!("CARGO_PKG_VERSION"))
         );
         let config = fs::read_to_string(root.join("etc/geowall/geowall.toml")).unwrap();
-        assert!(config.contains("mode = \"audit\""), "{config}");
+        assert!(config.contains("policy_dir = \"policies\""), "{config}");
+        let policy = fs::read_to_string(root.join("etc/geowall/policies/eu-only.toml")).unwrap();
+        assert!(policy.contains("mode = \"audit\""), "{policy}");
         let unit = fs::read_to_string(root.join("usr/lib/systemd/system/geowall.service")).unwrap();
         assert!(
             unit.contains("\nExecStart=/usr/bin/geowall run --config /etc/geowall/geowall.toml\n")
