@@ -198,6 +198,8 @@ pub struct AgentConfig {
     /// The policy of everything in the governed subtree that no other
     /// binding covers (bound to the governed cgroup itself).
     pub default_policy: Option<Spanned<String>>,
+    /// What the agent does when a map source cannot be read at start.
+    pub on_map_error: OnMapError,
     /// Address of the Prometheus metrics endpoint (`127.0.0.1:9780`); off
     /// when unset.
     pub metrics: Option<Spanned<String>>,
@@ -216,9 +218,27 @@ impl Default for AgentConfig {
             max_source_bytes: DEFAULT_MAX_SOURCE_BYTES,
             policy_dir: None,
             default_policy: None,
+            on_map_error: OnMapError::KeepLast,
             metrics: None,
         }
     }
+}
+
+/// `[agent] on_map_error`: a map source that cannot be read when the agent
+/// starts. (On a reload the tables in force always stay.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMapError {
+    /// Keep the tables the pins hold (a restart, an upgrade); refuse to
+    /// start when there are none.
+    #[default]
+    KeepLast,
+    /// Start with no region map: every governed destination but local ones
+    /// is denied (fail closed).
+    DenyAll,
+    /// Start with no region map and every governed destination allowed
+    /// (fail open), recorded as such.
+    AllowAll,
 }
 
 /// `[[maps]]`. With no `[[maps]]` at all, the built-in country database is

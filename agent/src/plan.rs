@@ -231,6 +231,43 @@ pub fn build(config: &Config, hierarchy: &Hierarchy) -> Result<Plan, PlanError> 
     })
 }
 
+/// The plan when the map sources cannot be read at start
+/// (`[agent] on_map_error`): no region map (only the built-in local
+/// ranges); every policy denies (`DenyAll`: local destinations keep the
+/// policy's setting) or allows (`AllowAll`) every other destination. Cloud
+/// regions are checked for their form only. Everything else is checked as
+/// in [`build`].
+pub fn build_without_map(
+    config: &Config,
+    hierarchy: &Hierarchy,
+    mode: crate::config::OnMapError,
+) -> Result<Plan, PlanError> {
+    use crate::config::OnMapError;
+    let (governed, governed_level) = governed(config, hierarchy)?;
+    let started = Instant::now();
+    let map = compile(&[]).map_err(SourceError::from)?;
+    let mut policies = policies(config, hierarchy, &governed, None)?;
+    for p in &mut policies {
+        p.allowed.clear();
+        p.denied.clear();
+        p.rules.clear();
+        p.untagged = match mode {
+            OnMapError::AllowAll => Action::Allow,
+            OnMapError::DenyAll | OnMapError::KeepLast => Action::Deny,
+        };
+    }
+    let default_policy = default_policy(config, hierarchy, &governed, &policies)?;
+    Ok(Plan {
+        governed,
+        governed_level,
+        map: Arc::new(map),
+        sources: Vec::new(),
+        compile_time: started.elapsed(),
+        policies,
+        default_policy,
+    })
+}
+
 fn governed(config: &Config, hierarchy: &Hierarchy) -> Result<(PathBuf, u32), ConfigError> {
     let name = config.governed_cgroup();
     let at = |msg: String| match &config.file.agent.cgroup {

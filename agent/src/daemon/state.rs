@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::{DaemonError, NameTable, jobs::Job, names::Installed, source_watch};
 use crate::{
     cgroup::{self, Hierarchy},
-    config::{AgentConfig, Config},
+    config::{AgentConfig, Config, OnMapError},
     control::proto::{JobStatus, PolicyStatus, SourceStatus, Status},
     flows::{AuditLog, MapSource, Rotation},
     kernel::{Kernel, OpenOptions, layout},
@@ -77,7 +77,17 @@ impl State {
         names: Arc<RwLock<NameTable>>,
     ) -> Result<(State, RingBuf<MapData>), DaemonError> {
         let stamps = source_watch::stamps(&plan::map_specs(&config)?);
-        let plan = plan::build(&config, &hierarchy)?;
+        let (plan, map_error) = match plan::build(&config, &hierarchy) {
+            Ok(plan) => (plan, None),
+            Err(plan::PlanError::Source(e)) => {
+                let mode = config.file.agent.on_map_error;
+                let error = crate::cli::chain(&e);
+                tracing::error!(%error, on_map_error = ?mode, "a map source cannot be read");
+                let plan = plan::build_without_map(&config, &hierarchy, mode)?;
+                (plan, Some((mode, error)))
+            }
+            Err(e) => return Err(e.into()),
+        };
         check_audit_only(audit_only, &plan)?;
         let jobs_root = hierarchy.resolve_under(&plan.governed, &config.file.agent.jobs_cgroup)?;
         let ring_bytes = config.file.agent.ring_buffer_kib.saturating_mul(1024);
@@ -90,7 +100,23 @@ impl State {
         let events = kernel.take_events()?;
         let installing = std::time::Instant::now();
         let layout = layout::layout(&plan, &kernel.region_names()?, &kernel.policy_names()?)?;
-        let epoch = kernel.install(&layout)?;
+        let epoch = match &map_error {
+            Some((OnMapError::KeepLast, error)) => {
+                let kept = kernel.epoch();
+                if kept == 0 {
+                    return Err(DaemonError::Refused(format!(
+                        "{error}; [agent] on_map_error = \"keep-last\", but no tables are pinned \
+                         to keep: fix the source, or choose on_map_error = \"deny-all\""
+                    )));
+                }
+                tracing::warn!(
+                    epoch = kept,
+                    "the pinned tables stay in force until the source loads"
+                );
+                kept
+            }
+            _ => kernel.install(&layout)?,
+        };
         let install_time = installing.elapsed();
         let mut state = State {
             config_path,
@@ -113,6 +139,17 @@ impl State {
             names,
             stopper: None,
         };
+        if let Some((mode, error)) = &map_error {
+            state.record(
+                "agent",
+                json!({"event": "map_error", "on_map_error": mode, "error": error,
+                "tables": match mode {
+                    OnMapError::KeepLast => "the pinned tables, kept",
+                    OnMapError::DenyAll => "no map: every governed non-local destination denied",
+                    OnMapError::AllowAll => "no map: every governed destination allowed",
+                }}),
+            );
+        }
         state.recover_jobs()?;
         let bindings = state.wanted_bindings(&state.plan, &state.slots)?;
         state.apply_bindings(bindings)?;
@@ -748,6 +785,7 @@ fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static st
             "ring_buffer_kib",
             old.ring_buffer_kib != new.ring_buffer_kib,
         ),
+        ("on_map_error", old.on_map_error != new.on_map_error),
         ("metrics", old.metrics != new.metrics),
     ]
     .into_iter()

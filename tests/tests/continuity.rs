@@ -1,0 +1,136 @@
+//! Enforcement continuity: what the agent does at start when a map source
+//! cannot be read (`[agent] on_map_error`).
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use geowall_tests::{AgentSpec, TempDir, TestCgroup, UsDe, geowall, outcomes, run_probe};
+
+const MAP: &str = "127.20.0.0/16 US\n127.30.0.0/16 DE\n";
+const BROKEN: &str = "127.20.0.0/16 US\n127.30.0.0/33 DE\n";
+const POLICY: &str = "[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\ncgroups = [\"/job\"]\n";
+
+fn map_file(agent: &geowall_tests::Agent) -> std::path::PathBuf {
+    agent.config.parent().unwrap().join("test.cidr")
+}
+
+#[test]
+fn deny_all_and_allow_all_start_without_a_map_and_say_so() {
+    // Real public addresses, probed from a namespace with only `lo`:
+    // allowed → ENETUNREACH, denied → EPERM. Loopback stays local.
+    let ops = [
+        "--netns",
+        "tcp:193.99.144.80:443",
+        "tcp:8.8.8.8:443",
+        "tcp:127.0.0.1:9",
+    ];
+    for (mode, want) in [
+        ("deny-all", ["EPERM", "EPERM", "ECONNREFUSED"]),
+        ("allow-all", ["ENETUNREACH", "ENETUNREACH", "ECONNREFUSED"]),
+    ] {
+        let cg = TestCgroup::new("nomap");
+        let agent = AgentSpec::new(&cg)
+            .cidr_map("test.cidr", BROKEN)
+            .agent_keys(&format!("on_map_error = \"{mode}\""))
+            .config(POLICY)
+            .child_cgroups(&["job"])
+            .start();
+        let job = cg.path().join("job");
+        assert_eq!(outcomes(&run_probe(Some(&job), &ops)), want, "{mode}");
+        let rec = agent.wait_record("the map_error record", |r| {
+            r["kind"] == "agent" && r["event"] == "map_error"
+        });
+        assert_eq!(rec["on_map_error"], mode);
+        assert!(
+            rec["error"].as_str().unwrap().contains("test.cidr:2"),
+            "{rec}"
+        );
+    }
+}
+
+#[test]
+fn keep_last_keeps_the_pinned_tables_until_the_source_loads_again() {
+    let cg = TestCgroup::new("keeplast");
+    let mut agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(POLICY)
+        .child_cgroups(&["job"])
+        .keep_pins()
+        .start();
+    let t = UsDe::new();
+    let job = cg.path().join("job");
+    assert_eq!(
+        outcomes(&run_probe(Some(&job), &t.ops("tcp"))),
+        ["EPERM", "ok"]
+    );
+    let epoch = agent.epoch();
+    assert!(agent.terminate().success());
+    // The map breaks while the agent is down; it starts on the pinned tables.
+    std::fs::write(map_file(&agent), BROKEN).unwrap();
+    agent.restart();
+    assert_eq!(agent.epoch(), epoch, "the pinned tables stay");
+    assert_eq!(
+        outcomes(&run_probe(Some(&job), &t.ops("tcp"))),
+        ["EPERM", "ok"]
+    );
+    agent.wait_record("the map_error record", |r| {
+        r["event"] == "map_error" && r["on_map_error"] == "keep-last"
+    });
+    // Fixed: the source watcher loads it and switches.
+    std::fs::write(map_file(&agent), MAP).unwrap();
+    let until = Instant::now() + Duration::from_secs(15);
+    while agent.epoch() == epoch {
+        assert!(
+            Instant::now() < until,
+            "no reload after the source was fixed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        outcomes(&run_probe(Some(&job), &t.ops("tcp"))),
+        ["EPERM", "ok"]
+    );
+    let out = agent.cli(&["stop"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn keep_last_with_nothing_pinned_refuses_to_start() {
+    let cg = TestCgroup::new("keepnone");
+    let dir = TempDir::new("keepnone");
+    let bpffs = format!("/sys/fs/bpf/gw-test-keepnone-{}", std::process::id());
+    std::fs::write(dir.path().join("test.cidr"), BROKEN).unwrap();
+    let config = dir.path().join("geowall.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ncgroup = \"{}\"\nbpffs = \"{bpffs}\"\naudit_log = \"{}\"\nsocket = \"{}\"\n\n\
+             [[maps]]\nkind = \"cidr\"\npath = \"test.cidr\"\n\n{POLICY}",
+            cg.rel(),
+            dir.path().join("audit.jsonl").display(),
+            dir.path().join("control.sock").display(),
+        ),
+    )
+    .unwrap();
+    cg.child("job");
+    let out = Command::new(geowall())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    // Whatever happened, nothing stays attached or pinned.
+    let _ = Command::new(geowall())
+        .args(["stop", "--config"])
+        .arg(&config)
+        .output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("test.cidr:2"), "{err}");
+    assert!(err.contains("no tables are pinned to keep"), "{err}");
+    assert!(
+        !std::path::Path::new(&bpffs).exists(),
+        "pins left at {bpffs}"
+    );
+}
