@@ -462,6 +462,14 @@ impl Agent {
         unsafe { libc::kill(self.pid() as i32, signal) };
     }
 
+    /// Kills the agent with SIGKILL (a crash: nothing runs on its way out)
+    /// and waits for it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("agent running");
+        child.kill().expect("kill agent");
+        child.wait().expect("wait agent");
+    }
+
     /// Stops the agent with SIGTERM and waits for it; returns its status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("agent running");

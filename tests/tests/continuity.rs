@@ -134,3 +134,39 @@ fn keep_last_with_nothing_pinned_refuses_to_start() {
         "pins left at {bpffs}"
     );
 }
+
+#[test]
+fn kill_9_under_load_leaves_no_window_and_the_restart_reports_what_was_lost() {
+    let cg = TestCgroup::new("kill9");
+    let mut agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(POLICY)
+        .child_cgroups(&["job"])
+        .agent_keys("ring_buffer_kib = 16")
+        .keep_pins()
+        .start();
+    let t = UsDe::new();
+    let job = cg.path().join("job");
+    // Denied connects again and again for 3 s; the agent is killed in the
+    // middle and started again a second later.
+    let probe = geowall_tests::connect_loop(&job, &t.us.target(), 3000);
+    std::thread::sleep(Duration::from_millis(700));
+    agent.kill9();
+    std::thread::sleep(Duration::from_millis(1000));
+    agent.restart();
+    let counts = probe.join().unwrap();
+    assert!(
+        !counts.contains_key("ok"),
+        "a denied destination passed: {counts:?}"
+    );
+    let denied = counts.get("EPERM").copied().unwrap_or(0);
+    assert!(denied > 100, "{counts:?}");
+    // With a 16 KiB ring buffer and nobody reading, the outage dropped
+    // events: the restarted agent says how many.
+    let lost = agent.wait_record_for("a lost record", Duration::from_secs(5), |r| {
+        r["kind"] == "lost"
+    });
+    assert!(lost["count"].as_u64().is_some_and(|n| n > 0), "{lost}");
+    let out = agent.cli(&["stop"]);
+    assert!(out.status.success());
+}
