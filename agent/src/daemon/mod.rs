@@ -143,6 +143,10 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         audit_log = %log_path.display(),
         "control socket and audit log open"
     );
+    // Under systemd (Type=notify): ready once the socket answers.
+    if let Err(e) = crate::util::sd_notify("READY=1") {
+        tracing::warn!(error = %e, "cannot tell systemd the agent is ready");
+    }
     let (stop_tx, stop_rx) = watch::channel(None::<bool>);
     state.set_stopper(stop_tx.clone());
     let state = Arc::new(tokio::sync::Mutex::new(state));
