@@ -5,6 +5,7 @@
 //! when a signal N ended it), 125 when geowall could not start the job, 126
 //! when the command cannot be executed, 127 when it is not found.
 
+mod approvals;
 mod check;
 mod completions;
 mod exec;
@@ -177,6 +178,11 @@ enum Command {
         #[command(subcommand)]
         command: log::LogCommand,
     },
+    /// Just-in-time approvals: request, list, approve, deny, revoke.
+    Approvals {
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
+    },
 }
 
 fn init_logging(cli: &Cli) {
@@ -240,6 +246,7 @@ pub fn main() -> ExitCode {
         Command::Status { config, json } => status::status(&config.config, json),
         Command::Check { config } => check::check(&config.config),
         Command::Map { command } => map::run(command),
+        Command::Approvals { command } => approvals::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Install {
             root,

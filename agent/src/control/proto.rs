@@ -47,6 +47,57 @@ pub enum Request {
         #[serde(default)]
         detach: bool,
     },
+    /// File a just-in-time approval request (anyone). Result: the request
+    /// (see [`crate::approvals::Approval::view`]).
+    ApprovalRequest(ApprovalAsk),
+    /// Requests and grants: all of them for root and approvers, the
+    /// caller's own for anyone else; `pending` keeps only pending ones.
+    /// Result: an array of requests.
+    ApprovalsList {
+        #[serde(default)]
+        pending: bool,
+    },
+    /// Approve request `id` (root and approvers; not one's own request
+    /// unless `[approvals] allow_self_approval`): writes the grant into the
+    /// kernel for `for` (default: what the request asked), capped by the
+    /// policy's `max_grant`. Result: the request.
+    ApprovalApprove {
+        id: u32,
+        #[serde(default, rename = "for")]
+        for_: Option<String>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Deny pending request `id` (root and approvers). Result: the request.
+    ApprovalDeny {
+        id: u32,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// End the live grant `id` early (root and approvers). Result: the
+    /// request.
+    ApprovalRevoke {
+        id: u32,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+/// What an `approval_request` asks for: a scope (`policy`, or the running
+/// `job`), a destination (`to`: an address or a CIDR; `port`, absent or 0 =
+/// any), a length (`for`: `"2h"`) and a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalAsk {
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub job: Option<String>,
+    pub to: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(rename = "for")]
+    pub for_: String,
+    pub reason: String,
 }
 
 /// The envelope around a request.
@@ -137,6 +188,9 @@ pub struct Status {
     pub ipv4_ranges: usize,
     pub ipv6_ranges: usize,
     pub events_dropped: u64,
+    /// Live just-in-time grants (as `approvals list --json` shows them).
+    #[serde(default)]
+    pub grants: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

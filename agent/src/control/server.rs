@@ -11,6 +11,7 @@ use tokio::{
 
 use super::proto::{ErrorCode, Request, RequestEnvelope, Response, VERSION};
 use crate::{
+    approvals::Decision,
     daemon::{
         MapSnapshot, State,
         jobs::{Peer, Refusal},
@@ -207,6 +208,23 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
             state.request_stop(detach);
             Ok(Response::ok(()))
         }
+        Request::ApprovalRequest(ask) => state.approval_request(peer, ask).map(Response::ok),
+        Request::ApprovalsList { pending } => Ok(Response::ok(state.approvals_list(peer, pending))),
+        Request::ApprovalApprove { id, for_, reason } => state
+            .approval_decide(
+                peer,
+                id,
+                Decision::Approve,
+                for_.as_deref(),
+                reason.as_deref(),
+            )
+            .map(Response::ok),
+        Request::ApprovalDeny { id, reason } => state
+            .approval_decide(peer, id, Decision::Deny, None, reason.as_deref())
+            .map(Response::ok),
+        Request::ApprovalRevoke { id, reason } => state
+            .approval_decide(peer, id, Decision::Revoke, None, reason.as_deref())
+            .map(Response::ok),
         Request::Reload | Request::MapLoad | Request::Shutdown { .. } => Err(Refusal(
             ErrorCode::PermissionDenied,
             "only root may reload or stop the agent".into(),

@@ -49,7 +49,9 @@ pub struct State {
     hierarchy: Hierarchy,
     plan: Plan,
     kernel: Kernel,
-    slots: BTreeMap<String, u32>,
+    pub(super) slots: BTreeMap<String, u32>,
+    /// Requests and grants (see [`super::approvals`]).
+    pub(super) approvals: super::approvals::Approvals,
     /// Bindings from the config (cgroups, units, the default policy):
     /// cgroup id → path and what bound it.
     statics: BTreeMap<u64, StaticBinding>,
@@ -92,6 +94,13 @@ impl State {
         let layout = layout::layout(&plan, &kernel.region_names()?, &kernel.policy_names()?)?;
         let epoch = kernel.install(&layout)?;
         let install_time = installing.elapsed();
+        let approvals =
+            super::approvals::Approvals::load(config.file.approvals.clone()).map_err(|source| {
+                DaemonError::ApprovalsState {
+                    path: config.file.approvals.state_dir.clone(),
+                    source,
+                }
+            })?;
         let mut state = State {
             config_path,
             started_with: config.file.agent.clone(),
@@ -104,6 +113,7 @@ impl State {
             plan,
             kernel,
             slots: layout.slots,
+            approvals,
             statics: BTreeMap::new(),
             bound: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -117,6 +127,7 @@ impl State {
         let bindings = state.wanted_bindings(&state.plan, &state.slots)?;
         state.apply_bindings(bindings)?;
         state.refresh_names()?;
+        state.restore_approvals();
         state.publish(epoch, &config);
         let report = state.kernel.attach()?;
         tracing::info!(
@@ -327,6 +338,7 @@ impl State {
         .collect();
         self.publish(epoch, &config);
         self.record_config(why, epoch, by, &problems, &needs_restart);
+        self.reconfigure_approvals(config.file.approvals.clone());
         crate::util::trim_heap();
         Ok(epoch)
     }
@@ -696,6 +708,7 @@ impl State {
             ipv4_ranges: self.plan.map.v4.len(),
             ipv6_ranges: self.plan.map.v6.len(),
             events_dropped,
+            grants: self.grant_status(),
         })
     }
 

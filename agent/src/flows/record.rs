@@ -262,7 +262,7 @@ pub fn destination(ev: &FlowEvent) -> Option<IpAddr> {
 }
 
 /// The address the kernel judged: an IPv4-mapped destination as IPv4.
-fn judged(ev: &FlowEvent) -> Option<IpAddr> {
+pub fn judged(ev: &FlowEvent) -> Option<IpAddr> {
     if is_creation(ev) {
         return None;
     }
@@ -297,8 +297,8 @@ fn tags_and_prefix<'a>(
             ev.reason,
             reason::RULE | reason::GRANT | reason::REGION | reason::LOCAL
         )
-            .then(kernel_prefix)
-            .flatten();
+        .then(kernel_prefix)
+        .flatten();
         return (kernel_tags(ev, names), prefix);
     };
     let (label, range) = map.lookup(addr);
@@ -542,12 +542,14 @@ mod tests {
         ev.reason = reason::GRANT;
         ev.plen = 24;
         ev.grant_id = 7;
-        let json = serde_json::to_value(FlowRecord::from_event(&ev, 0, &Names, None, None)).unwrap();
+        let json =
+            serde_json::to_value(FlowRecord::from_event(&ev, 0, &Names, None, None)).unwrap();
         assert_eq!(json["reason"], "grant");
         assert_eq!(json["grant_id"], 7);
         assert_eq!(json["prefix"], "127.20.0.0/24");
         ev.reason = reason::REGION;
-        let json = serde_json::to_value(FlowRecord::from_event(&ev, 0, &Names, None, None)).unwrap();
+        let json =
+            serde_json::to_value(FlowRecord::from_event(&ev, 0, &Names, None, None)).unwrap();
         assert!(json.get("grant_id").is_none());
     }
 }
