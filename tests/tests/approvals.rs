@@ -335,3 +335,78 @@ allow = ["EU"]
     assert_eq!(outcomes(&run_probe(Some(&work), &[&target])), ["EPERM"]);
     agent.wait_record("of the revocation", |r| r["event"] == "revoked");
 }
+
+#[test]
+fn exec_waits_for_approval_and_runs_only_when_approved() {
+    let state = TempDir::new("approvals-state");
+    let cg = TestCgroup::new("approvals-exec");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(&format!(
+            r#"
+[approvals]
+state_dir = "{}"
+
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+approvable = true
+"#,
+            state.path().display()
+        ))
+        .start();
+    let us = Listener::on("127.20.0.1");
+    let target = format!("tcp:{}", us.target());
+    let port = us.addr.port().to_string();
+    let spawn = |wait: &str| {
+        geowall_tests::geowall_cmd("exec", &agent.config)
+            .args(["--policy", "eu-only", "--wait-for-approval", wait])
+            .args(["--to", "127.20.0.1", "--port", &port, "--for", "5m"])
+            .args(["--reason", "nightly copy", "--"])
+            .arg(geowall_tests::netprobe())
+            .arg(&target)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start geowall exec")
+    };
+    let pending_job = |agent: &geowall_tests::Agent| {
+        wait_request(agent, |r| {
+            r["state"] == "pending" && r["job"].is_string() && r["reason"] == "nightly copy"
+        })
+    };
+
+    // Approved: the job runs, and its connect is granted (to it alone).
+    let job = spawn("30s");
+    let request = pending_job(&agent);
+    let id = request["id"].as_u64().unwrap().to_string();
+    assert!(agent.cli(&["approvals", "approve", &id]).status.success());
+    let out = job.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(outcomes(&out), ["ok"]);
+    let flow = agent.wait_record("of the granted flow", |r| r["reason"] == "grant");
+    assert_eq!(flow["job"], request["job"]);
+    assert_eq!(
+        outcomes(&agent.exec_probe("eu-only", &[&target])),
+        ["EPERM"]
+    );
+
+    // Denied: the command never runs.
+    let job = spawn("30s");
+    let id = pending_job(&agent)["id"].as_u64().unwrap().to_string();
+    let out = agent.cli(&["approvals", "deny", &id, "--reason", "not today"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = job.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(123), "{}", stderr(&out));
+    assert!(stderr(&out).contains("denied"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not today"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "the command ran");
+
+    // Nobody answers: it gives up in time.
+    let started = Instant::now();
+    let out = spawn("1s").wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nobody approved"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(out.stdout.is_empty(), "the command ran");
+}
