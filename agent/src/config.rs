@@ -185,6 +185,9 @@ pub struct ApprovalsConfig {
     pub request_ttl: crate::flows::settings::Span,
     /// Whether a requester may approve their own request.
     pub allow_self_approval: bool,
+    /// `http://host:port/path` that receives a JSON POST for each new
+    /// request and each decision (off when unset).
+    pub webhook: Option<crate::approvals::webhook::WebhookUrl>,
 }
 
 impl Default for ApprovalsConfig {
@@ -194,6 +197,7 @@ impl Default for ApprovalsConfig {
             group: "geowall-approvers".into(),
             request_ttl: crate::flows::settings::Span(std::time::Duration::from_secs(3600)),
             allow_self_approval: false,
+            webhook: None,
         }
     }
 }

@@ -410,3 +410,167 @@ approvable = true
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(out.stdout.is_empty(), "the command ran");
 }
+
+/// A local HTTP server that records the JSON bodies POSTed to it.
+struct HookServer {
+    port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl HookServer {
+    fn start() -> HookServer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&bodies);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_ok()
+                    && let Ok(v) = serde_json::from_slice(&body)
+                {
+                    seen.lock().unwrap().push(v);
+                }
+                let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        HookServer { port, bodies }
+    }
+
+    /// Waits (up to 5 s) for `count` bodies.
+    fn wait(&self, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let bodies = self.bodies.lock().unwrap().clone();
+            if bodies.len() >= count || Instant::now() > deadline {
+                return bodies;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn webhook_agent<'a>(cg: &'a TestCgroup, state: &TempDir, webhook: &str) -> AgentSpec<'a> {
+    AgentSpec::new(cg)
+        .cidr_map("test.cidr", MAP)
+        .config(&format!(
+            r#"
+[approvals]
+state_dir = "{}"
+webhook = "{webhook}"
+
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+approvable = true
+"#,
+            state.path().display()
+        ))
+}
+
+fn file_request(agent: &geowall_tests::Agent, to: &str) -> String {
+    let r = agent.cli_json(&[
+        "approvals",
+        "request",
+        "--policy",
+        "eu-only",
+        "--to",
+        to,
+        "--for",
+        "10m",
+        "--reason",
+        "webhook test",
+        "--json",
+    ]);
+    r["id"].as_u64().unwrap().to_string()
+}
+
+#[test]
+fn the_webhook_hears_of_every_request_and_decision() {
+    let hook = HookServer::start();
+    let state = TempDir::new("approvals-state");
+    let cg = TestCgroup::new("approvals-hook");
+    let agent = webhook_agent(
+        &cg,
+        &state,
+        &format!("http://127.0.0.1:{}/hooks/geowall", hook.port),
+    )
+    .start();
+    let first = file_request(&agent, "127.20.0.1");
+    let second = file_request(&agent, "127.20.0.2");
+    assert!(
+        agent
+            .cli(&["approvals", "approve", &first])
+            .status
+            .success()
+    );
+    assert!(agent.cli(&["approvals", "deny", &second]).status.success());
+    assert!(agent.cli(&["approvals", "revoke", &first]).status.success());
+    let bodies = hook.wait(5);
+    let events: Vec<(String, String)> = bodies
+        .iter()
+        .map(|b| {
+            (
+                b["event"].as_str().unwrap().to_owned(),
+                b["request"]["id"].to_string(),
+            )
+        })
+        .collect();
+    let want = |e: &str, id: &str| (e.to_owned(), id.to_owned());
+    assert_eq!(
+        events,
+        [
+            want("requested", &first),
+            want("requested", &second),
+            want("approved", &first),
+            want("denied", &second),
+            want("revoked", &first),
+        ]
+    );
+    assert_eq!(bodies[2]["by"]["user"], "root");
+    assert_eq!(bodies[0]["request"]["to"], "127.20.0.1/32");
+}
+
+#[test]
+fn a_dead_webhook_does_not_slow_decisions() {
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let state = TempDir::new("approvals-state");
+    let cg = TestCgroup::new("approvals-deadhook");
+    let agent = webhook_agent(&cg, &state, &format!("http://127.0.0.1:{port}/")).start();
+    let us = Listener::on("127.20.0.1");
+    let target = format!("tcp:{}", us.target());
+    let started = Instant::now();
+    let ids: Vec<String> = (1..=3)
+        .map(|n| file_request(&agent, &format!("127.20.0.{n}")))
+        .collect();
+    assert!(
+        agent
+            .cli(&["approvals", "approve", &ids[0]])
+            .status
+            .success()
+    );
+    assert!(agent.cli(&["approvals", "deny", &ids[1]]).status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "decisions took {:?} with a dead webhook",
+        started.elapsed()
+    );
+    // Enforcement goes on: the grant works, the rest is denied.
+    assert_eq!(outcomes(&agent.exec_probe("eu-only", &[&target])), ["ok"]);
+    let other = format!("tcp:127.20.0.3:{}", us.addr.port());
+    assert_eq!(outcomes(&agent.exec_probe("eu-only", &[&other])), ["EPERM"]);
+    drop(silent);
+}

@@ -13,6 +13,7 @@
 //! written to the kernel.
 
 pub mod users;
+pub mod webhook;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -37,12 +37,18 @@ pub struct Denial {
 pub struct Approvals {
     pub config: ApprovalsConfig,
     pub store: Store,
+    /// Sends webhook notifications (set once the agent runs).
+    pub notifier: Option<approvals::webhook::Notifier>,
 }
 
 impl Approvals {
     pub fn load(config: ApprovalsConfig) -> std::io::Result<Approvals> {
         let store = Store::load(&config.state_dir)?;
-        Ok(Approvals { config, store })
+        Ok(Approvals {
+            config,
+            store,
+            notifier: None,
+        })
     }
 }
 
@@ -51,6 +57,26 @@ fn refused(code: ErrorCode, message: impl Into<String>) -> Refusal {
 }
 
 impl State {
+    /// Starts the webhook sender (on the agent's runtime).
+    pub fn start_notifier(&mut self) {
+        self.approvals.notifier = Some(approvals::webhook::Notifier::start());
+    }
+
+    /// Queues a webhook notification of `event` on `request` (never waits).
+    fn notify(&self, event: &str, request: &serde_json::Value, by: Option<&Person>) {
+        if let (Some(url), Some(n)) = (&self.approvals.config.webhook, &self.approvals.notifier) {
+            n.send(
+                url,
+                json!({
+                    "event": event,
+                    "host": super::names::hostname(),
+                    "request": request,
+                    "by": by,
+                }),
+            );
+        }
+    }
+
     fn caller(&self, peer: Peer) -> Caller {
         Caller {
             uid: peer.uid,
@@ -190,9 +216,11 @@ impl State {
         let mut request = built.map_err(|r| self.refuse("approval_request", None, peer, r))?;
         request.id = self.approvals.store.next_id();
         let view = request.view();
+        let by = Self::person(peer);
+        self.notify("requested", &view, Some(&by));
         self.record(
             "approval",
-            json!({"event": "requested", "request": &view, "by": Self::person(peer)}),
+            json!({"event": "requested", "request": &view, "by": by}),
         );
         self.approvals.store.requests.insert(request.id, request);
         self.save_approvals();
@@ -312,6 +340,7 @@ impl State {
             self.sync_grants();
         }
         self.save_approvals();
+        self.notify(event, &view, Some(&by));
         self.record(
             "approval",
             json!({"event": event, "id": id, "by": by, "request": &view}),
@@ -428,10 +457,9 @@ impl State {
             decided_by: None,
             decision_reason: None,
         };
-        self.record(
-            "approval",
-            json!({"event": "requested", "request": request.view()}),
-        );
+        let view = request.view();
+        self.notify("requested", &view, None);
+        self.record("approval", json!({"event": "requested", "request": view}));
         self.approvals.store.requests.insert(request.id, request);
         self.save_approvals();
     }

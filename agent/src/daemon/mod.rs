@@ -152,6 +152,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     );
     let (stop_tx, stop_rx) = watch::channel(None::<bool>);
     state.set_stopper(stop_tx.clone());
+    state.start_notifier();
     let state = Arc::new(tokio::sync::Mutex::new(state));
 
     let flow_stats = Arc::new(FlowStats::default());
