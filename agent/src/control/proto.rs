@@ -256,6 +256,43 @@ mod tests {
     }
 
     #[test]
+    fn approval_requests_read_as_documented() {
+        let req: RequestEnvelope = serde_json::from_str(
+            r#"{"v":1,"op":"approval_request","policy":"eu","to":"10.0.0.0/8","for":"2h","reason":"copy"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            req.request,
+            Request::ApprovalRequest(ApprovalAsk {
+                policy: Some("eu".into()),
+                job: None,
+                to: "10.0.0.0/8".into(),
+                port: None,
+                for_: "2h".into(),
+                reason: "copy".into(),
+            })
+        );
+        let approve: RequestEnvelope =
+            serde_json::from_str(r#"{"v":1,"op":"approval_approve","id":7,"for":"30m"}"#).unwrap();
+        assert_eq!(
+            approve.request,
+            Request::ApprovalApprove {
+                id: 7,
+                for_: Some("30m".into()),
+                reason: None
+            }
+        );
+        let list: RequestEnvelope =
+            serde_json::from_str(r#"{"v":1,"op":"approvals_list"}"#).unwrap();
+        assert_eq!(list.request, Request::ApprovalsList { pending: false });
+        // An id that is not a number is a bad request, not a crash.
+        assert!(
+            serde_json::from_str::<RequestEnvelope>(r#"{"v":1,"op":"approval_deny","id":"x"}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn responses_carry_either_result_or_error() {
         let r = Response::err(ErrorCode::UnknownPolicy, "no policy 'x'");
         let line = serde_json::to_string(&r).unwrap();
