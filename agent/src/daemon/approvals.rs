@@ -52,6 +52,10 @@ impl Approvals {
     }
 }
 
+/// Requests and grants live at once at most (pending and approved): beyond,
+/// new requests are refused and denials open none.
+pub const MAX_LIVE: usize = 1024;
+
 fn refused(code: ErrorCode, message: impl Into<String>) -> Refusal {
     Refusal(code, message.into())
 }
@@ -104,6 +108,15 @@ impl State {
         refusal
     }
 
+    fn live_requests(&self) -> usize {
+        self.approvals
+            .store
+            .requests
+            .values()
+            .filter(|r| r.state.live())
+            .count()
+    }
+
     fn save_approvals(&self) {
         if let Err(e) = self.approvals.store.save() {
             tracing::error!(
@@ -116,7 +129,9 @@ impl State {
 
     /// Brings the kernel's grant tries in line with the live grants: writes
     /// every entry they need, removes every other.
-    pub(super) fn sync_grants(&mut self) {
+    /// Returns whether it changed the store (grants of a policy that is
+    /// gone end).
+    pub(super) fn sync_grants(&mut self) -> bool {
         // A policy-wide grant is scoped to its policy's slot as of now; a
         // grant whose policy is gone ends.
         let mut gone = Vec::new();
@@ -132,6 +147,7 @@ impl State {
                 }
             }
         }
+        let changed = !gone.is_empty();
         for (id, policy) in gone {
             self.record(
                 "approval",
@@ -157,6 +173,7 @@ impl State {
             tracing::error!(error = %crate::cli::chain(&e), "cannot write the grants to the kernel");
         }
         self.kernel().set_grant_count(wanted.len());
+        changed
     }
 
     /// At start: re-applies the grants that are still live.
@@ -168,7 +185,7 @@ impl State {
                 json!({"event": "expired", "id": id, "why": "ran out while the agent was down"}),
             );
         }
-        self.sync_grants();
+        let changed = self.sync_grants() || !expired.is_empty();
         let grants: Vec<u32> = self.approvals.store.grants().map(|g| g.id).collect();
         let pending = self
             .approvals
@@ -183,7 +200,11 @@ impl State {
                 json!({"event": "restored", "grants": grants, "pending": pending}),
             );
         }
-        self.save_approvals();
+        // Nothing is written where nothing happened: an agent that never
+        // sees a request leaves no state behind.
+        if changed {
+            self.save_approvals();
+        }
     }
 
     /// Every 2 s: ends what ran out.
@@ -213,6 +234,15 @@ impl State {
         ask: ApprovalAsk,
     ) -> Result<serde_json::Value, Refusal> {
         let built = self.build_request(peer, &ask);
+        let built = built.and_then(|r| {
+            if self.live_requests() >= MAX_LIVE {
+                return Err(refused(
+                    ErrorCode::BadRequest,
+                    format!("{MAX_LIVE} requests and grants are live already: decide some first"),
+                ));
+            }
+            Ok(r)
+        });
         let mut request = built.map_err(|r| self.refuse("approval_request", None, peer, r))?;
         request.id = self.approvals.store.next_id();
         let view = request.view();
@@ -418,6 +448,7 @@ impl State {
             return;
         };
         let to = Prefix::host(d.dst);
+        let live = self.live_requests();
         if let Some(r) = self.approvals.store.requests.values_mut().find(|r| {
             r.state == Stage::Pending
                 && r.cgroup_id == Some(d.cgroup_id)
@@ -425,6 +456,12 @@ impl State {
                 && r.port == d.port
         }) {
             r.denials += 1;
+            return;
+        }
+        if live >= MAX_LIVE {
+            // A job that sprays denials does not fill the disk: beyond the
+            // cap, denials open nothing (the flow records remain).
+            tracing::debug!(policy, dst = %d.dst, "approvals: too many live requests, denial not filed");
             return;
         }
         let job = self
@@ -474,8 +511,9 @@ impl State {
     pub(super) fn reconfigure_approvals(&mut self, mut config: ApprovalsConfig) {
         config.state_dir = self.approvals.config.state_dir.clone();
         self.approvals.config = config;
-        self.sync_grants();
-        self.save_approvals();
+        if self.sync_grants() {
+            self.save_approvals();
+        }
     }
 }
 
