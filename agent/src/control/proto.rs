@@ -108,6 +108,25 @@ pub struct RequestEnvelope {
     pub request: Request,
 }
 
+/// Reads one request line: the request, or the error response it gets
+/// (not JSON, another protocol version, an unknown `op`, a missing or
+/// mistyped field). Never panics, whatever the input (fuzzed: see
+/// `fuzz/`).
+pub fn decode(line: &str) -> Result<Request, Response> {
+    let value: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| Response::err(ErrorCode::BadRequest, format!("not JSON: {e}")))?;
+    let version = value.get("v").and_then(|v| v.as_u64());
+    if version != Some(u64::from(VERSION)) {
+        return Err(Response::err(
+            ErrorCode::UnsupportedVersion,
+            format!("this agent speaks protocol v{VERSION}, the request says {version:?}"),
+        ));
+    }
+    serde_json::from_value::<RequestEnvelope>(value)
+        .map(|r| r.request)
+        .map_err(|e| Response::err(ErrorCode::BadRequest, e.to_string()))
+}
+
 /// Error codes a response can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -290,6 +309,29 @@ mod tests {
             serde_json::from_str::<RequestEnvelope>(r#"{"v":1,"op":"approval_deny","id":"x"}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn malformed_lines_get_an_error_response() {
+        let code = |line: &str| decode(line).unwrap_err().error.unwrap().code;
+        assert_eq!(code("not json"), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"v":2,"op":"status"}"#),
+            ErrorCode::UnsupportedVersion
+        );
+        assert_eq!(code(r#"{"op":"status"}"#), ErrorCode::UnsupportedVersion);
+        assert_eq!(code(r#"{"v":1,"op":"nope"}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"v":1,"op":"approval_approve","id":-1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"v":1,"op":"approval_request","to":"x"}"#),
+            ErrorCode::BadRequest
+        );
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(code(&deep), ErrorCode::BadRequest);
+        assert_eq!(decode(r#"{"v":1,"op":"status"}"#).unwrap(), Request::Status);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::proto::{ErrorCode, Request, RequestEnvelope, Response, VERSION};
+use super::proto::{ErrorCode, Request, Response};
 use crate::{
     approvals::Decision,
     daemon::{
@@ -120,20 +120,9 @@ async fn connection(
 }
 
 async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
-    let value: serde_json::Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return Response::err(ErrorCode::BadRequest, format!("not JSON: {e}")),
-    };
-    let version = value.get("v").and_then(|v| v.as_u64());
-    if version != Some(u64::from(VERSION)) {
-        return Response::err(
-            ErrorCode::UnsupportedVersion,
-            format!("this agent speaks protocol v{VERSION}, the request says {version:?}"),
-        );
-    }
-    let request = match serde_json::from_value::<RequestEnvelope>(value) {
-        Ok(r) => r.request,
-        Err(e) => return Response::err(ErrorCode::BadRequest, e.to_string()),
+    let request = match super::proto::decode(line) {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
     };
     let root = peer.uid == 0;
     // Map questions read sources again and compute: answered outside the
