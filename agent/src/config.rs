@@ -167,6 +167,39 @@ pub struct ConfigFile {
     /// `[audit]`: rotation, masking, the `log_allowed = "first"` window.
     #[serde(default)]
     pub audit: crate::flows::AuditConfig,
+    /// `[approvals]`: just-in-time grants.
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+}
+
+/// `[approvals]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// Where requests and grants are kept across restarts.
+    pub state_dir: PathBuf,
+    /// Members of this group (besides root) may list, approve, deny and
+    /// revoke.
+    pub group: String,
+    /// A request nobody answers expires after this long.
+    pub request_ttl: crate::flows::settings::Span,
+    /// Whether a requester may approve their own request.
+    pub allow_self_approval: bool,
+    /// `http://host:port/path` that receives a JSON POST for each new
+    /// request and each decision (off when unset).
+    pub webhook: Option<crate::approvals::webhook::WebhookUrl>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: "/var/lib/geowall/approvals".into(),
+            group: "geowall-approvers".into(),
+            request_ttl: crate::flows::settings::Span(std::time::Duration::from_secs(3600)),
+            allow_self_approval: false,
+            webhook: None,
+        }
+    }
 }
 
 /// `[agent]`.
@@ -303,6 +336,17 @@ pub struct PolicyConfig {
     /// datagrams).
     #[serde(default = "Action::deny")]
     pub ping: Action,
+    /// Whether a denial may be approved: a just-in-time grant (see
+    /// `[approvals]`).
+    #[serde(default)]
+    pub approvable: bool,
+    /// The longest grant an approval may give under this policy.
+    #[serde(default = "default_max_grant")]
+    pub max_grant: crate::flows::settings::Span,
+}
+
+fn default_max_grant() -> crate::flows::settings::Span {
+    crate::flows::settings::Span(std::time::Duration::from_secs(4 * 3600))
 }
 
 impl PolicyConfig {

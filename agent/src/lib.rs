@@ -9,6 +9,7 @@
 //! and the kernel's decisions come back as flow events that become audit
 //! records ([`flows`]).
 
+pub mod approvals;
 pub mod cgroup;
 pub mod cli;
 pub mod config;

@@ -490,6 +490,8 @@ fn compile_policy(
         log_allowed: p.log_allowed,
         raw_sockets: p.raw_sockets,
         ping: p.ping,
+        approvable: p.approvable,
+        max_grant: p.max_grant.0,
     })
 }
 

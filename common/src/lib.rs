@@ -9,7 +9,7 @@
 
 /// Bumped whenever a map's key or value layout changes. Pinned maps live under
 /// a folder named after it, so a new agent never reuses maps it cannot read.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Upper bound on policies that can be loaded at once (policy slots).
 pub const MAX_POLICIES: u32 = 256;
@@ -26,6 +26,13 @@ pub const MAX_RULES_PER_PREFIX: usize = 8;
 pub const MAX_CGROUP_WALK: u32 = 16;
 /// Bound cgroups (job cgroups and static bindings) at once.
 pub const MAX_BINDINGS: u32 = 16384;
+/// Just-in-time grants a single (scope, prefix) entry can hold.
+pub const MAX_GRANTS_PER_PREFIX: usize = 4;
+/// (scope, prefix) entries of each grant trie.
+pub const MAX_GRANT_ENTRIES: u32 = 4096;
+/// High bit of a grant scope: the scope is a policy slot (low bits), not a
+/// cgroup id. A cgroup id (an inode number) never has it set.
+pub const GRANT_SCOPE_POLICY: u64 = 1 << 63;
 /// Bytes of a region name (`aws:ap-southeast-2`, `DE`, `local`), NUL padded.
 pub const REGION_NAME_LEN: usize = 32;
 /// Bytes of a policy name, NUL padded.
@@ -67,9 +74,15 @@ pub mod names {
     /// Socket-local storage: [`super::SockState`] of each socket a governed
     /// task created.
     pub const SOCKS: &str = "GW_SOCKS";
+    /// IPv4 just-in-time grants: LPM trie of [`super::GrantKey4`] →
+    /// [`super::GrantSet`].
+    pub const GRANTS4: &str = "GW_GRANTS4";
+    /// IPv6 just-in-time grants: LPM trie of [`super::GrantKey6`] →
+    /// [`super::GrantSet`].
+    pub const GRANTS6: &str = "GW_GRANTS6";
 
     /// Every map the object defines, for pinning and removal.
-    pub const ALL_MAPS: [&str; 13] = [
+    pub const ALL_MAPS: [&str; 15] = [
         CONFIG,
         BINDINGS,
         POLICIES,
@@ -83,6 +96,8 @@ pub mod names {
         REGION_NAMES,
         POLICY_NAMES,
         SOCKS,
+        GRANTS4,
+        GRANTS6,
     ];
 
     pub const PROG_CONNECT4: &str = "gw_connect4";
@@ -109,6 +124,8 @@ pub mod config {
     pub const ATTACHED_AT: u32 = 3;
     /// Unix time (s) the agent last said it was alive (every 2 s).
     pub const HEARTBEAT: u32 = 4;
+    /// Entries in the grant tries (0: skip the grant lookups).
+    pub const GRANTS: u32 = 5;
     /// Number of slots.
     pub const SLOTS: u32 = 8;
 }
@@ -356,7 +373,9 @@ pub struct FlowEvent {
     /// [`event_flags`].
     pub flags: u8,
     pub _pad: u8,
-    pub _pad2: u32,
+    /// Id of the just-in-time grant that allowed the flow
+    /// ([`reason::GRANT`]); 0 otherwise.
+    pub grant_id: u32,
     /// Region tags of the destination.
     pub tags: TagSet,
     pub _pad3: u16,
@@ -429,6 +448,66 @@ impl PolicyEntry {
     }
 }
 
+/// Key data of an IPv4 grant trie: scope (big endian: a cgroup id, or
+/// [`GRANT_SCOPE_POLICY`] | policy slot) then address. The prefix length
+/// counts the 64 scope bits.
+pub type GrantKey4 = [u8; 12];
+/// Key data of an IPv6 grant trie, as [`GrantKey4`].
+pub type GrantKey6 = [u8; 24];
+
+/// One just-in-time grant, as the kernel checks it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Grant {
+    /// `CLOCK_BOOTTIME` nanoseconds after which the grant no longer allows
+    /// anything (checked by the kernel: the agent need not be running), as
+    /// two native-order halves: the trie's key (12 bytes for IPv4) only
+    /// allows a value aligned to 4. See [`Grant::expires_ns`].
+    pub expires: [u32; 2],
+    /// Grant id (0: an empty slot).
+    pub id: u32,
+    /// Destination port (host order); 0 = any.
+    pub port: u16,
+    /// Prefix length of the granted destination (for flow records).
+    pub plen: u8,
+    pub _pad: u8,
+}
+
+impl Grant {
+    #[inline(always)]
+    pub fn expires_ns(&self) -> u64 {
+        (u64::from(self.expires[1]) << 32) | u64::from(self.expires[0])
+    }
+
+    #[inline(always)]
+    pub fn set_expires_ns(&mut self, ns: u64) {
+        self.expires = [ns as u32, (ns >> 32) as u32];
+    }
+
+    /// Whether the grant allows `port` at boot time `now_ns`.
+    #[inline(always)]
+    pub fn allows(&self, port: u16, now_ns: u64) -> bool {
+        self.id != 0 && (self.port == 0 || self.port == port) && now_ns < self.expires_ns()
+    }
+}
+
+/// Value of a grant trie entry: every grant of the scope whose prefix
+/// contains the entry's prefix (the trie returns only the most specific
+/// entry, so a wider grant is repeated in the narrower entries).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GrantSet {
+    pub grants: [Grant; MAX_GRANTS_PER_PREFIX],
+}
+
+impl GrantSet {
+    /// The first grant that allows `port` at `now_ns`.
+    #[inline(always)]
+    pub fn find(&self, port: u16, now_ns: u64) -> Option<&Grant> {
+        self.grants.iter().find(|g| g.allows(port, now_ns))
+    }
+}
+
 /// Socket-local state, written when a governed task creates a socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -455,6 +534,9 @@ const _: () = {
     assert!(core::mem::size_of::<RuleSet>() == 4 + 8 * MAX_RULES_PER_PREFIX);
     assert!(core::mem::size_of::<FlowEvent>() == 112);
     assert!(core::mem::size_of::<SockState>() == 8);
+    assert!(core::mem::size_of::<Grant>() == 16);
+    assert!(core::mem::align_of::<GrantSet>() == 4);
+    assert!(core::mem::size_of::<GrantSet>() == 16 * MAX_GRANTS_PER_PREFIX);
     assert!(core::mem::size_of::<FlowEvent>().is_multiple_of(8));
     assert!(MAX_TAGSETS.is_multiple_of(64));
     assert!(MAX_TAGSETS <= u16::MAX as u32 + 1);
@@ -471,4 +553,6 @@ mod pod {
     unsafe impl aya::Pod for super::RuleSet {}
     unsafe impl aya::Pod for super::FlowEvent {}
     unsafe impl aya::Pod for super::SockState {}
+    unsafe impl aya::Pod for super::Grant {}
+    unsafe impl aya::Pod for super::GrantSet {}
 }

@@ -51,6 +51,8 @@ pub struct Outcome {
     pub reason: u8,
     pub plen: u8,
     pub tagset: u16,
+    /// Id of the grant that allowed the flow (0: none).
+    pub grant: u32,
 }
 
 /// Adds one to counter `idx` of policy `slot` (the last row when the slot is
@@ -108,6 +110,7 @@ pub fn emit(flow: &Flow, outcome: Outcome) {
         hook: flow.hook,
         policy: flow.slot as u16,
         flags: flow.dest.flags | flow.flags,
+        grant_id: outcome.grant,
         tags: tags(flow.generation(), outcome.tagset),
         comm: bpf_get_current_comm().unwrap_or_default(),
         ..FlowEvent::default()

@@ -12,9 +12,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use geowall_common::{
-    Counters, DEFAULT_RING_BYTES, FlowEvent, MAX_BINDINGS, MAX_POLICIES, MAX_REGIONS, MAX_TAGSETS,
-    PolicyEntry, PolicyName, RegionName, RegionValue, RuleKey4, RuleKey6, RuleSet, SockState,
-    TagSet, config,
+    Counters, DEFAULT_RING_BYTES, FlowEvent, GrantKey4, GrantKey6, GrantSet, MAX_BINDINGS,
+    MAX_GRANT_ENTRIES, MAX_POLICIES, MAX_REGIONS, MAX_TAGSETS, PolicyEntry, PolicyName, RegionName,
+    RegionValue, RuleKey4, RuleKey6, RuleSet, SockState, TagSet, config,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -56,6 +56,16 @@ pub static GW_COUNTERS: PerCpuArray<Counters, { MAX_POLICIES as usize + 1 }> = P
 
 #[btf_map]
 pub static GW_EVENTS: RingBuf<FlowEvent, { DEFAULT_RING_BYTES as usize }> = RingBuf::new();
+
+/// Just-in-time grants, one trie per family, not switched with the tables:
+/// a grant is written once and expires by itself.
+#[btf_map]
+pub static GW_GRANTS4: LpmTrie<GrantKey4, GrantSet, { MAX_GRANT_ENTRIES as usize }, NO_PREALLOC> =
+    LpmTrie::new();
+
+#[btf_map]
+pub static GW_GRANTS6: LpmTrie<GrantKey6, GrantSet, { MAX_GRANT_ENTRIES as usize }, NO_PREALLOC> =
+    LpmTrie::new();
 
 /// The policy slot each socket was created under (see [`SockState`]).
 #[btf_map]

@@ -1,5 +1,5 @@
 //! The verdict path shared by every socket-address hook, in the order of
-//! DESIGN.md: policy, CIDR rules, region lookup, allow-set, audit mode.
+//! DESIGN.md: policy, just-in-time grants, CIDR rules, region lookup, allow-set, audit mode.
 //!
 //! Two policies may have a say: the calling task's (the nearest bound
 //! cgroup of the task) and the socket's (the policy its creator ran under,
@@ -8,15 +8,22 @@
 //! stricter verdict stands, so a socket cannot carry a job out of its policy
 //! and a confined job cannot borrow an unconfined socket.
 
-use aya_ebpf::{btf_maps::lpm_trie::Key, helpers::generated::bpf_get_current_cgroup_id};
+use aya_ebpf::{
+    btf_maps::lpm_trie::Key,
+    helpers::generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
+};
 use geowall_common::{
-    Decision, MAX_POLICIES, PolicyEntry, RegionValue, RuleKey4, RuleKey6, RuleSet, TAGSET_UNTAGGED,
-    config, counter, event_flags, policy_flags, reason, verdict,
+    Decision, GRANT_SCOPE_POLICY, GrantKey4, GrantKey6, MAX_POLICIES, PolicyEntry, RegionValue,
+    RuleKey4, RuleKey6, RuleSet, TAGSET_UNTAGGED, config, counter, event_flags, policy_flags,
+    reason, verdict,
 };
 
 use crate::{
     events::{self, Flow},
-    maps::{GW_POLICIES, GW_REGION4, GW_REGION6, GW_RULES4, GW_RULES6, config_slot},
+    maps::{
+        GW_GRANTS4, GW_GRANTS6, GW_POLICIES, GW_REGION4, GW_REGION6, GW_RULES4, GW_RULES6,
+        config_slot,
+    },
     policy,
 };
 
@@ -49,6 +56,8 @@ struct Judged {
     decision: Decision,
     /// The slot had no entry in the active tables.
     no_table: bool,
+    /// Id of the grant that allowed the flow (0: none).
+    grant: u32,
 }
 
 impl Judged {
@@ -116,12 +125,16 @@ pub fn judge(cookie: u64, dest: &Dest, hook: u8, owner: Option<u32>) -> i32 {
     let gen_ = (epoch & 1) as u32;
     let (slot, flags, judged) = match (task, owner) {
         (None, None) => return PROCEED,
-        (Some(t), None) => (t, 0, evaluate(gen_, t, dest)),
-        (None, Some(o)) => (o, event_flags::SOCKET_POLICY, evaluate(gen_, o, dest)),
-        (Some(t), Some(o)) if t == o => (t, 0, evaluate(gen_, t, dest)),
+        (Some(t), None) => (t, 0, evaluate(gen_, t, cgroup_id, dest)),
+        (None, Some(o)) => (
+            o,
+            event_flags::SOCKET_POLICY,
+            evaluate(gen_, o, cgroup_id, dest),
+        ),
+        (Some(t), Some(o)) if t == o => (t, 0, evaluate(gen_, t, cgroup_id, dest)),
         (Some(t), Some(o)) => {
-            let by_task = evaluate(gen_, t, dest);
-            let by_socket = evaluate(gen_, o, dest);
+            let by_task = evaluate(gen_, t, cgroup_id, dest);
+            let by_socket = evaluate(gen_, o, cgroup_id, dest);
             if by_socket.severity() > by_task.severity() {
                 (o, event_flags::SOCKET_POLICY, by_socket)
             } else {
@@ -169,6 +182,7 @@ pub fn judge_socket(cookie: u64, family: u8, proto: u8, hook: u8, allow_flag: u3
                 tagset: TAGSET_UNTAGGED,
             },
             no_table: false,
+            grant: 0,
         },
         None => no_table(),
     };
@@ -187,6 +201,7 @@ fn no_table() -> Judged {
             tagset: TAGSET_UNTAGGED,
         },
         no_table: true,
+        grant: 0,
     }
 }
 
@@ -202,12 +217,26 @@ fn policy_entry(gen_: u32, slot: u32) -> Option<&'static PolicyEntry> {
     Some(entry)
 }
 
-/// The decision of policy `slot` for `dest`.
+/// The decision of policy `slot` for `dest`, for a task in cgroup
+/// `cgroup_id`.
 #[inline(always)]
-fn evaluate(gen_: u32, slot: u32, dest: &Dest) -> Judged {
+fn evaluate(gen_: u32, slot: u32, cgroup_id: u64, dest: &Dest) -> Judged {
     let Some(policy) = policy_entry(gen_, slot) else {
         return no_table();
     };
+    if let Some((id, plen)) = granted(slot, cgroup_id, dest) {
+        return Judged {
+            flags: policy.flags,
+            decision: Decision {
+                allowed: true,
+                reason: reason::GRANT,
+                plen,
+                tagset: TAGSET_UNTAGGED,
+            },
+            no_table: false,
+            grant: id,
+        };
+    }
     let decision = match rule_decision(policy, gen_, slot, dest) {
         Some(d) => d,
         None => policy.region_decision(region_value(gen_, dest)),
@@ -216,7 +245,41 @@ fn evaluate(gen_: u32, slot: u32, dest: &Dest) -> Judged {
         flags: policy.flags,
         decision,
         no_table: false,
+        grant: 0,
     }
+}
+
+/// A live grant for `dest` scoped to the task's own cgroup or to policy
+/// `slot`: its id and prefix length. Expiry is checked here, against the
+/// boot clock, so a grant ends on time whether or not the agent runs.
+#[inline(always)]
+fn granted(slot: u32, cgroup_id: u64, dest: &Dest) -> Option<(u32, u8)> {
+    if config_slot(config::GRANTS) == 0 {
+        return None;
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    grant_in(cgroup_id, dest, now)
+        .or_else(|| grant_in(GRANT_SCOPE_POLICY | u64::from(slot), dest, now))
+}
+
+/// The live grant for `dest` in `scope`, read in place (a grant set is too
+/// big to copy onto the stack twice).
+#[inline(never)]
+fn grant_in(scope: u64, dest: &Dest, now: u64) -> Option<(u32, u8)> {
+    let scope_be = scope.to_be_bytes();
+    let set = if dest.v4 {
+        let mut data: GrantKey4 = [0; 12];
+        data[..8].copy_from_slice(&scope_be);
+        data[8..].copy_from_slice(&dest.addr[..4]);
+        GW_GRANTS4.get(&Key::new(96, data))?
+    } else {
+        let mut data: GrantKey6 = [0; 24];
+        data[..8].copy_from_slice(&scope_be);
+        data[8..].copy_from_slice(&dest.addr);
+        GW_GRANTS6.get(&Key::new(192, data))?
+    };
+    set.find(dest.port, now).map(|g| (g.id, g.plen))
 }
 
 #[inline(always)]
@@ -272,7 +335,9 @@ fn finish(flow: &Flow, judged: Judged) -> i32 {
         _ => (verdict::DENY, REFUSE, counter::DENIED),
     };
     events::count(flow.slot, counter_idx);
-    if code != verdict::ALLOW || judged.flags & policy_flags::LOG_ALLOWED != 0 {
+    // A granted flow is an exception a human allowed: always on the record.
+    if code != verdict::ALLOW || judged.grant != 0 || judged.flags & policy_flags::LOG_ALLOWED != 0
+    {
         let d = judged.decision;
         events::emit(
             flow,
@@ -281,6 +346,7 @@ fn finish(flow: &Flow, judged: Judged) -> i32 {
                 reason: d.reason,
                 plen: d.plen,
                 tagset: d.tagset,
+                grant: judged.grant,
             },
         );
     }

@@ -5,6 +5,11 @@
 //! the policy and moves the child in (the agent does the move: it has the
 //! rights, and it checks that the child really is ours). Only then is the
 //! child released to `exec`.
+//!
+//! With `--wait-for-approval`, the held child's job files a proactive
+//! approval request scoped to the job, and is released only once an approver
+//! approves it (exit 123 when it is denied, 124 when nobody answers in time:
+//! the command never ran).
 
 use std::{
     ffi::{CString, OsString},
@@ -15,15 +20,38 @@ use std::{
 
 use crate::{
     config::Config,
-    control::{Client, Request, proto::JobStarted},
+    control::{
+        Client, Request,
+        proto::{ApprovalAsk, JobStarted},
+    },
 };
 
+/// `--wait-for-approval`: the request was denied (or revoked, or lapsed).
+const EXIT_DENIED: u8 = 123;
+/// `--wait-for-approval`: nobody answered in time.
+const EXIT_TIMED_OUT: u8 = 124;
 /// geowall itself failed before the command ran.
 const EXIT_SETUP: u8 = 125;
 const EXIT_CANNOT_EXECUTE: u8 = 126;
 const EXIT_NOT_FOUND: u8 = 127;
 
-pub fn exec(config: &Path, policy: &str, job: Option<&str>, command: &[OsString]) -> ExitCode {
+/// What `--wait-for-approval` asks for before the job runs.
+#[derive(Debug, Clone)]
+pub struct WaitForApproval {
+    pub timeout: std::time::Duration,
+    pub to: String,
+    pub port: Option<u16>,
+    pub for_: String,
+    pub reason: String,
+}
+
+pub fn exec(
+    config: &Path,
+    policy: &str,
+    job: Option<&str>,
+    wait: Option<&WaitForApproval>,
+    command: &[OsString],
+) -> ExitCode {
     let setup_fail = |e: &dyn std::fmt::Display| {
         eprintln!("geowall: error: {e}");
         ExitCode::from(EXIT_SETUP)
@@ -66,8 +94,20 @@ pub fn exec(config: &Path, policy: &str, job: Option<&str>, command: &[OsString]
             return setup_fail(&e);
         }
     };
-    drop(client);
     tracing::debug!(job = %started.job, policy = %started.policy, cgroup = %started.cgroup, "job confined");
+    if let Some(wait) = wait {
+        let refused = match await_approval(&mut client, &started.job, wait) {
+            Ok(()) => None,
+            Err((code, message)) => Some((code, message)),
+        };
+        if let Some((code, message)) = refused {
+            child.abandon();
+            end_job(&socket, &started.job);
+            eprintln!("geowall: {message}; the command did not run");
+            return ExitCode::from(code);
+        }
+    }
+    drop(client);
 
     if !started.raw_sockets {
         child.drop_net_raw();
@@ -80,15 +120,7 @@ pub fn exec(config: &Path, policy: &str, job: Option<&str>, command: &[OsString]
     }
     let outcome = child.release();
 
-    // Tell the agent the job's main process is done (it removes the cgroup
-    // once empty, and would anyway on its next sweep).
-    if let Ok(mut c) = Client::connect(&socket)
-        && let Err(e) = c.call(Request::JobEnd {
-            job: started.job.clone(),
-        })
-    {
-        tracing::warn!(job = %started.job, error = %e, "could not report the end of the job");
-    }
+    end_job(&socket, &started.job);
 
     match outcome {
         Outcome::Exited(code) => ExitCode::from(code),
@@ -103,6 +135,81 @@ pub fn exec(config: &Path, policy: &str, job: Option<&str>, command: &[OsString]
             })
         }
         Outcome::WaitFailed(e) => setup_fail(&format!("waiting for the job: {e}")),
+    }
+}
+
+/// Tells the agent the job's main process is done (it removes the cgroup
+/// once empty, and would anyway on its next sweep).
+fn end_job(socket: &Path, job: &str) {
+    if let Ok(mut c) = Client::connect(socket)
+        && let Err(e) = c.call(Request::JobEnd {
+            job: job.to_owned(),
+        })
+    {
+        tracing::warn!(job = %job, error = %e, "could not report the end of the job");
+    }
+}
+
+/// Files the approval request for `job` and waits for the decision. The
+/// error is the exit code and what to say.
+fn await_approval(
+    client: &mut Client,
+    job: &str,
+    wait: &WaitForApproval,
+) -> Result<(), (u8, String)> {
+    let filed = client
+        .call(Request::ApprovalRequest(ApprovalAsk {
+            policy: None,
+            job: Some(job.to_owned()),
+            to: wait.to.clone(),
+            port: wait.port,
+            for_: wait.for_.clone(),
+            reason: wait.reason.clone(),
+        }))
+        .map_err(|e| (EXIT_SETUP, format!("cannot file the approval request: {e}")))?;
+    let id = filed["id"].as_u64().unwrap_or(0);
+    eprintln!(
+        "geowall: job {job} waits up to {} for approval of request {id} \
+         (`geowall approvals approve {id}`)",
+        crate::flows::settings::Span(wait.timeout)
+    );
+    let deadline = std::time::Instant::now() + wait.timeout;
+    loop {
+        let list = client
+            .call(Request::ApprovalsList { pending: false })
+            .map_err(|e| (EXIT_SETUP, format!("waiting for approval: {e}")))?;
+        let state = list
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["id"].as_u64() == Some(id)))
+            .map(|r| (r["state"].as_str().unwrap_or("").to_owned(), r.clone()));
+        match state {
+            Some((s, _)) if s == "approved" => return Ok(()),
+            Some((s, r)) if s != "pending" => {
+                let by = r["decided_by"].as_str().unwrap_or("nobody").to_owned();
+                let why = r["decision_reason"]
+                    .as_str()
+                    .map(|w| format!(": {w}"))
+                    .unwrap_or_default();
+                return Err((
+                    EXIT_DENIED,
+                    format!("approval request {id} was {s} (by {by}){why}"),
+                ));
+            }
+            None => {
+                return Err((EXIT_DENIED, format!("approval request {id} is gone")));
+            }
+            Some(_) => {}
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err((
+                EXIT_TIMED_OUT,
+                format!(
+                    "nobody approved request {id} within {}",
+                    crate::flows::settings::Span(wait.timeout)
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
 

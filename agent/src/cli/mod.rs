@@ -3,8 +3,11 @@
 //! Exit codes: 0 success; 1 an error (the message says what and where);
 //! 2 a usage error. `geowall exec` exits with its command's status (128+N
 //! when a signal N ended it), 125 when geowall could not start the job, 126
-//! when the command cannot be executed, 127 when it is not found.
+//! when the command cannot be executed, 127 when it is not found; with
+//! `--wait-for-approval`, 123 when the request was denied and 124 when
+//! nobody answered in time (the command did not run).
 
+mod approvals;
 mod check;
 mod completions;
 mod exec;
@@ -96,6 +99,28 @@ enum Command {
         /// A name for the job (in flow records and its cgroup's name).
         #[arg(long)]
         job: Option<String>,
+        /// Before the command runs, file an approval request for the job to
+        /// reach --to, and wait this long ("10m") for an approver to grant
+        /// it. Exit 123 when denied, 124 when nobody answers in time.
+        #[arg(long, value_parser = parse_span, requires = "to")]
+        wait_for_approval: Option<std::time::Duration>,
+        /// With --wait-for-approval: the destination (an address or a CIDR).
+        #[arg(long, requires = "wait_for_approval")]
+        to: Option<String>,
+        /// With --wait-for-approval: only this destination port.
+        #[arg(long, requires = "wait_for_approval")]
+        port: Option<u16>,
+        /// With --wait-for-approval: how long the grant should last.
+        #[arg(long = "for", default_value = "1h", requires = "wait_for_approval")]
+        for_: String,
+        /// With --wait-for-approval: why (shown to approvers, kept in the
+        /// audit log).
+        #[arg(
+            long,
+            default_value = "job started with geowall exec --wait-for-approval",
+            requires = "wait_for_approval"
+        )]
+        reason: String,
         /// The command and its arguments.
         #[arg(required = true, last = true)]
         command: Vec<OsString>,
@@ -177,6 +202,11 @@ enum Command {
         #[command(subcommand)]
         command: log::LogCommand,
     },
+    /// Just-in-time approvals: request, list, approve, deny, revoke.
+    Approvals {
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
+    },
 }
 
 fn init_logging(cli: &Cli) {
@@ -201,6 +231,10 @@ fn init_logging(cli: &Cli) {
 
 /// An error and its causes, `: `-separated (each cause only when its text
 /// is not already part of the message).
+fn parse_span(s: &str) -> Result<std::time::Duration, String> {
+    crate::flows::settings::parse_duration(s)
+}
+
 pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
@@ -235,11 +269,32 @@ pub fn main() -> ExitCode {
             config,
             policy,
             job,
+            wait_for_approval,
+            to,
+            port,
+            for_,
+            reason,
             command,
-        } => exec::exec(&config.config, &policy, job.as_deref(), &command),
+        } => {
+            let wait = wait_for_approval.map(|timeout| exec::WaitForApproval {
+                timeout,
+                to: to.unwrap_or_default(),
+                port,
+                for_,
+                reason,
+            });
+            exec::exec(
+                &config.config,
+                &policy,
+                job.as_deref(),
+                wait.as_ref(),
+                &command,
+            )
+        }
         Command::Status { config, json } => status::status(&config.config, json),
         Command::Check { config } => check::check(&config.config),
         Command::Map { command } => map::run(command),
+        Command::Approvals { command } => approvals::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Install {
             root,

@@ -86,6 +86,9 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
             for j in &s.jobs {
                 println!("job {} under {} in {}", j.job, j.policy, j.cgroup);
             }
+            for g in &s.grants {
+                println!("{}", super::approvals::grant_line(g));
+            }
             if s.events_dropped > 0 {
                 println!(
                     "flow events dropped (ring buffer full): {}",

@@ -47,6 +47,57 @@ pub enum Request {
         #[serde(default)]
         detach: bool,
     },
+    /// File a just-in-time approval request (anyone). Result: the request
+    /// (see [`crate::approvals::Approval::view`]).
+    ApprovalRequest(ApprovalAsk),
+    /// Requests and grants: all of them for root and approvers, the
+    /// caller's own for anyone else; `pending` keeps only pending ones.
+    /// Result: an array of requests.
+    ApprovalsList {
+        #[serde(default)]
+        pending: bool,
+    },
+    /// Approve request `id` (root and approvers; not one's own request
+    /// unless `[approvals] allow_self_approval`): writes the grant into the
+    /// kernel for `for` (default: what the request asked), capped by the
+    /// policy's `max_grant`. Result: the request.
+    ApprovalApprove {
+        id: u32,
+        #[serde(default, rename = "for")]
+        for_: Option<String>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Deny pending request `id` (root and approvers). Result: the request.
+    ApprovalDeny {
+        id: u32,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// End the live grant `id` early (root and approvers). Result: the
+    /// request.
+    ApprovalRevoke {
+        id: u32,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+/// What an `approval_request` asks for: a scope (`policy`, or the running
+/// `job`), a destination (`to`: an address or a CIDR; `port`, absent or 0 =
+/// any), a length (`for`: `"2h"`) and a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalAsk {
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub job: Option<String>,
+    pub to: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(rename = "for")]
+    pub for_: String,
+    pub reason: String,
 }
 
 /// The envelope around a request.
@@ -55,6 +106,25 @@ pub struct RequestEnvelope {
     pub v: u32,
     #[serde(flatten)]
     pub request: Request,
+}
+
+/// Reads one request line: the request, or the error response it gets
+/// (not JSON, another protocol version, an unknown `op`, a missing or
+/// mistyped field). Never panics, whatever the input (fuzzed: see
+/// `fuzz/`).
+pub fn decode(line: &str) -> Result<Request, Response> {
+    let value: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| Response::err(ErrorCode::BadRequest, format!("not JSON: {e}")))?;
+    let version = value.get("v").and_then(|v| v.as_u64());
+    if version != Some(u64::from(VERSION)) {
+        return Err(Response::err(
+            ErrorCode::UnsupportedVersion,
+            format!("this agent speaks protocol v{VERSION}, the request says {version:?}"),
+        ));
+    }
+    serde_json::from_value::<RequestEnvelope>(value)
+        .map(|r| r.request)
+        .map_err(|e| Response::err(ErrorCode::BadRequest, e.to_string()))
 }
 
 /// Error codes a response can carry.
@@ -137,6 +207,9 @@ pub struct Status {
     pub ipv4_ranges: usize,
     pub ipv6_ranges: usize,
     pub events_dropped: u64,
+    /// Live just-in-time grants (as `approvals list --json` shows them).
+    #[serde(default)]
+    pub grants: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +272,66 @@ mod tests {
         assert_eq!(serde_json::from_str::<RequestEnvelope>(&line).unwrap(), req);
         let shutdown: RequestEnvelope = serde_json::from_str(r#"{"v":1,"op":"shutdown"}"#).unwrap();
         assert_eq!(shutdown.request, Request::Shutdown { detach: false });
+    }
+
+    #[test]
+    fn approval_requests_read_as_documented() {
+        let req: RequestEnvelope = serde_json::from_str(
+            r#"{"v":1,"op":"approval_request","policy":"eu","to":"10.0.0.0/8","for":"2h","reason":"copy"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            req.request,
+            Request::ApprovalRequest(ApprovalAsk {
+                policy: Some("eu".into()),
+                job: None,
+                to: "10.0.0.0/8".into(),
+                port: None,
+                for_: "2h".into(),
+                reason: "copy".into(),
+            })
+        );
+        let approve: RequestEnvelope =
+            serde_json::from_str(r#"{"v":1,"op":"approval_approve","id":7,"for":"30m"}"#).unwrap();
+        assert_eq!(
+            approve.request,
+            Request::ApprovalApprove {
+                id: 7,
+                for_: Some("30m".into()),
+                reason: None
+            }
+        );
+        let list: RequestEnvelope =
+            serde_json::from_str(r#"{"v":1,"op":"approvals_list"}"#).unwrap();
+        assert_eq!(list.request, Request::ApprovalsList { pending: false });
+        // An id that is not a number is a bad request, not a crash.
+        assert!(
+            serde_json::from_str::<RequestEnvelope>(r#"{"v":1,"op":"approval_deny","id":"x"}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn malformed_lines_get_an_error_response() {
+        let code = |line: &str| decode(line).unwrap_err().error.unwrap().code;
+        assert_eq!(code("not json"), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"v":2,"op":"status"}"#),
+            ErrorCode::UnsupportedVersion
+        );
+        assert_eq!(code(r#"{"op":"status"}"#), ErrorCode::UnsupportedVersion);
+        assert_eq!(code(r#"{"v":1,"op":"nope"}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"v":1,"op":"approval_approve","id":-1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"v":1,"op":"approval_request","to":"x"}"#),
+            ErrorCode::BadRequest
+        );
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(code(&deep), ErrorCode::BadRequest);
+        assert_eq!(decode(r#"{"v":1,"op":"status"}"#).unwrap(), Request::Status);
     }
 
     #[test]

@@ -9,8 +9,9 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::proto::{ErrorCode, Request, RequestEnvelope, Response, VERSION};
+use super::proto::{ErrorCode, Request, Response};
 use crate::{
+    approvals::Decision,
     daemon::{
         MapSnapshot, State,
         jobs::{Peer, Refusal},
@@ -119,20 +120,9 @@ async fn connection(
 }
 
 async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
-    let value: serde_json::Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return Response::err(ErrorCode::BadRequest, format!("not JSON: {e}")),
-    };
-    let version = value.get("v").and_then(|v| v.as_u64());
-    if version != Some(u64::from(VERSION)) {
-        return Response::err(
-            ErrorCode::UnsupportedVersion,
-            format!("this agent speaks protocol v{VERSION}, the request says {version:?}"),
-        );
-    }
-    let request = match serde_json::from_value::<RequestEnvelope>(value) {
-        Ok(r) => r.request,
-        Err(e) => return Response::err(ErrorCode::BadRequest, e.to_string()),
+    let request = match super::proto::decode(line) {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
     };
     let root = peer.uid == 0;
     // Map questions read sources again and compute: answered outside the
@@ -207,6 +197,23 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
             state.request_stop(detach);
             Ok(Response::ok(()))
         }
+        Request::ApprovalRequest(ask) => state.approval_request(peer, ask).map(Response::ok),
+        Request::ApprovalsList { pending } => Ok(Response::ok(state.approvals_list(peer, pending))),
+        Request::ApprovalApprove { id, for_, reason } => state
+            .approval_decide(
+                peer,
+                id,
+                Decision::Approve,
+                for_.as_deref(),
+                reason.as_deref(),
+            )
+            .map(Response::ok),
+        Request::ApprovalDeny { id, reason } => state
+            .approval_decide(peer, id, Decision::Deny, None, reason.as_deref())
+            .map(Response::ok),
+        Request::ApprovalRevoke { id, reason } => state
+            .approval_decide(peer, id, Decision::Revoke, None, reason.as_deref())
+            .map(Response::ok),
         Request::Reload | Request::MapLoad | Request::Shutdown { .. } => Err(Refusal(
             ErrorCode::PermissionDenied,
             "only root may reload or stop the agent".into(),

@@ -6,6 +6,7 @@
 //! until SIGINT or SIGTERM. SIGHUP (or `reload` on the socket) re-reads the
 //! config; a bad config is reported and the tables in force stay in force.
 
+pub mod approvals;
 pub mod jobs;
 mod names;
 mod source_watch;
@@ -65,6 +66,12 @@ pub enum DaemonError {
     },
     #[error("control socket {path}: {source}")]
     Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("approvals state {path}: {source}")]
+    ApprovalsState {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -149,9 +156,29 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
     let (stop_tx, stop_rx) = watch::channel(None::<bool>);
     state.set_stopper(stop_tx.clone());
+    state.start_notifier();
     let state = Arc::new(tokio::sync::Mutex::new(state));
 
     let flow_stats = Arc::new(FlowStats::default());
+    // Denied flows go to the approvals on a channel of their own: the event
+    // reader never waits for the state lock (a full channel drops the
+    // denial; the next one asks again).
+    let (denials_tx, mut denials_rx) = tokio::sync::mpsc::channel::<approvals::Denial>(1024);
+    let reactive = {
+        let state = Arc::clone(&state);
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    denial = denials_rx.recv() => match denial {
+                        Some(d) => state.lock().await.denied(d),
+                        None => break,
+                    },
+                    _ = stop_rx.changed() => break,
+                }
+            }
+        })
+    };
     let reader = {
         let log = Arc::clone(&log);
         let names = Arc::clone(&names);
@@ -159,7 +186,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         let paths = names::CgroupPaths::new(hierarchy.clone());
         let pipeline = Pipeline::new(&audit, &bpffs, &log_path, Arc::clone(&flow_stats));
         tokio::spawn(async move {
-            if let Err(e) = read_events(events, log, names, paths, stop_rx, pipeline).await {
+            if let Err(e) =
+                read_events(events, log, names, paths, stop_rx, pipeline, denials_tx).await
+            {
                 tracing::error!(error = %e, "flow event reader stopped");
             }
         })
@@ -190,6 +219,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
                         let mut s = state.lock().await;
                         s.collect_jobs();
                         s.repair_links();
+                        s.expire_approvals();
                     }
                     _ = stop_rx.changed() => break,
                 }
@@ -203,6 +233,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let _ = gc.await;
     let _ = unit_watch.await;
     let _ = reader.await;
+    let _ = reactive.await;
     if let Some(m) = metrics {
         let _ = m.await;
     }
@@ -276,6 +307,7 @@ async fn read_events(
     mut paths: names::CgroupPaths,
     mut stop_rx: watch::Receiver<Option<bool>>,
     mut pipeline: Pipeline,
+    denials: tokio::sync::mpsc::Sender<approvals::Denial>,
 ) -> std::io::Result<()> {
     let host = names::hostname();
     // SAFETY: the ring buffer owns its fd, which stays open as long as the
@@ -288,6 +320,7 @@ async fn read_events(
         paths: &mut paths,
         host: &host,
         pipeline: &mut pipeline,
+        denials: &denials,
     };
     loop {
         tokio::select! {
@@ -354,6 +387,8 @@ struct Reader<'a> {
     paths: &'a mut names::CgroupPaths,
     host: &'a str,
     pipeline: &'a mut Pipeline,
+    /// Where denied connections go (the reactive approvals path).
+    denials: &'a tokio::sync::mpsc::Sender<approvals::Denial>,
 }
 
 impl Reader<'_> {
@@ -384,6 +419,20 @@ impl Reader<'_> {
                 host: self.host,
             };
             self.pipeline.event(&ev, &resolver, &mut log);
+            if ev.verdict == geowall_common::verdict::DENY
+                && let Some(dst) = crate::flows::record::judged(&ev)
+            {
+                use crate::flows::Resolver;
+                let _ = self.denials.try_send(approvals::Denial {
+                    slot: u32::from(ev.policy),
+                    cgroup_id: ev.cgroup_id,
+                    dst,
+                    port: ev.port,
+                    uid: ev.uid,
+                    pid: ev.tgid,
+                    cgroup: resolver.cgroup(ev.cgroup_id).map(str::to_owned),
+                });
+            }
         }
         Drained::More
     }

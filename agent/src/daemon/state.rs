@@ -49,7 +49,9 @@ pub struct State {
     hierarchy: Hierarchy,
     plan: Plan,
     kernel: Kernel,
-    slots: BTreeMap<String, u32>,
+    pub(super) slots: BTreeMap<String, u32>,
+    /// Requests and grants (see [`super::approvals`]).
+    pub(super) approvals: super::approvals::Approvals,
     /// Bindings from the config (cgroups, units, the default policy):
     /// cgroup id → path and what bound it.
     statics: BTreeMap<u64, StaticBinding>,
@@ -118,6 +120,13 @@ impl State {
             _ => kernel.install(&layout)?,
         };
         let install_time = installing.elapsed();
+        let approvals =
+            super::approvals::Approvals::load(config.file.approvals.clone()).map_err(|source| {
+                DaemonError::ApprovalsState {
+                    path: config.file.approvals.state_dir.clone(),
+                    source,
+                }
+            })?;
         let mut state = State {
             config_path,
             started_with: config.file.agent.clone(),
@@ -130,6 +139,7 @@ impl State {
             plan,
             kernel,
             slots: layout.slots,
+            approvals,
             statics: BTreeMap::new(),
             bound: BTreeMap::new(),
             jobs: BTreeMap::new(),
@@ -154,6 +164,7 @@ impl State {
         let bindings = state.wanted_bindings(&state.plan, &state.slots)?;
         state.apply_bindings(bindings)?;
         state.refresh_names()?;
+        state.restore_approvals();
         state.publish(epoch, &config);
         let report = state.kernel.attach()?;
         tracing::info!(
@@ -364,6 +375,7 @@ impl State {
         .collect();
         self.publish(epoch, &config);
         self.record_config(why, epoch, by, &problems, &needs_restart);
+        self.reconfigure_approvals(config.file.approvals.clone());
         crate::util::trim_heap();
         Ok(epoch)
     }
@@ -733,6 +745,7 @@ impl State {
             ipv4_ranges: self.plan.map.v4.len(),
             ipv6_ranges: self.plan.map.v6.len(),
             events_dropped,
+            grants: self.grant_status(),
         })
     }
 

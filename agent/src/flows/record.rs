@@ -95,9 +95,12 @@ pub struct FlowRecord<'a> {
     pub policy: Cow<'a, str>,
     /// Region tags of the destination.
     pub tags: Vec<Cow<'a, str>>,
-    /// The matched prefix (region map entry or rule).
+    /// The matched prefix (region map entry, rule, or granted destination).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// The just-in-time grant that allowed the flow (`reason = grant`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dst: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -259,7 +262,7 @@ pub fn destination(ev: &FlowEvent) -> Option<IpAddr> {
 }
 
 /// The address the kernel judged: an IPv4-mapped destination as IPv4.
-fn judged(ev: &FlowEvent) -> Option<IpAddr> {
+pub fn judged(ev: &FlowEvent) -> Option<IpAddr> {
     if is_creation(ev) {
         return None;
     }
@@ -290,9 +293,12 @@ fn tags_and_prefix<'a>(
         Some(Prefix::new(p.family(), p.bits(), ev.plen).to_string())
     };
     let Some(map) = map else {
-        let prefix = matches!(ev.reason, reason::RULE | reason::REGION | reason::LOCAL)
-            .then(kernel_prefix)
-            .flatten();
+        let prefix = matches!(
+            ev.reason,
+            reason::RULE | reason::GRANT | reason::REGION | reason::LOCAL
+        )
+        .then(kernel_prefix)
+        .flatten();
         return (kernel_tags(ev, names), prefix);
     };
     let (label, range) = map.lookup(addr);
@@ -301,7 +307,7 @@ fn tags_and_prefix<'a>(
         .map(|t| Cow::Borrowed(t.as_str()))
         .collect();
     let prefix = match ev.reason {
-        reason::RULE => kernel_prefix(),
+        reason::RULE | reason::GRANT => kernel_prefix(),
         reason::REGION | reason::LOCAL => Some(range.to_string()),
         _ => None,
     };
@@ -353,6 +359,7 @@ impl<'a> FlowRecord<'a> {
             },
             tags,
             prefix,
+            grant_id: (ev.reason == reason::GRANT && ev.grant_id != 0).then_some(ev.grant_id),
             dst: destination(ev),
             dport: (!is_creation(ev)).then_some(ev.port),
             proto: proto_name(ev),
@@ -522,5 +529,27 @@ mod tests {
         assert_eq!(r.dst, Some("::ffff:127.20.0.1".parse().unwrap()));
         assert_eq!(r.prefix.as_deref(), Some("127.20.0.0/16"));
         assert_eq!(r.family, "ipv6");
+    }
+
+    #[test]
+    fn a_granted_flow_names_its_grant_and_granted_prefix() {
+        let mut ev = FlowEvent::default();
+        ev.addr[..4].copy_from_slice(&[127, 20, 0, 1]);
+        ev.port = 443;
+        ev.family = family::INET;
+        ev.hook = hook::CONNECT4;
+        ev.verdict = verdict::ALLOW;
+        ev.reason = reason::GRANT;
+        ev.plen = 24;
+        ev.grant_id = 7;
+        let json =
+            serde_json::to_value(FlowRecord::from_event(&ev, 0, &Names, None, None)).unwrap();
+        assert_eq!(json["reason"], "grant");
+        assert_eq!(json["grant_id"], 7);
+        assert_eq!(json["prefix"], "127.20.0.0/24");
+        ev.reason = reason::REGION;
+        let json =
+            serde_json::to_value(FlowRecord::from_event(&ev, 0, &Names, None, None)).unwrap();
+        assert!(json.get("grant_id").is_none());
     }
 }

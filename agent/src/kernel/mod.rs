@@ -2,6 +2,7 @@
 //! maps, attaching them to the governed cgroup, switching tables, reading
 //! counters and flow events.
 
+pub mod grants;
 pub mod layout;
 pub mod pins;
 pub mod sys;
@@ -110,6 +111,8 @@ struct MapFds {
     rules6: OwnedFd,
     regnames: OwnedFd,
     polnames: OwnedFd,
+    grants4: OwnedFd,
+    grants6: OwnedFd,
 }
 
 /// The active half of the kernel's tables, read through the bpf syscall:
@@ -309,6 +312,8 @@ impl Kernel {
             rules6: open(names::RULES6)?,
             regnames: open(names::REGION_NAMES)?,
             polnames: open(names::POLICY_NAMES)?,
+            grants4: open(names::GRANTS4)?,
+            grants6: open(names::GRANTS6)?,
         };
         let config = ConfigMap::open(&open(names::CONFIG)?)?;
         config.store(config::ROOT_LEVEL, u64::from(opts.governed_level));

@@ -37,6 +37,10 @@ pub struct CompiledPolicy {
     pub log_allowed: LogAllowed,
     pub raw_sockets: Action,
     pub ping: Action,
+    /// A denial may be approved (a just-in-time grant).
+    pub approvable: bool,
+    /// The longest grant an approval may give.
+    pub max_grant: std::time::Duration,
 }
 
 /// A CIDR rule.
@@ -344,6 +348,8 @@ mod tests {
             log_allowed: LogAllowed::None,
             raw_sockets: Action::Deny,
             ping: Action::Deny,
+            approvable: false,
+            max_grant: std::time::Duration::from_secs(4 * 3600),
         }
     }
 

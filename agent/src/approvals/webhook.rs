@@ -1,0 +1,229 @@
+//! The approvals webhook: a JSON POST for each new request and each
+//! decision, sent by a task of its own so that a slow or dead endpoint never
+//! holds up a decision or enforcement.
+//!
+//! A deliberately small HTTP/1.1 client over a TCP stream: `http://` only
+//! (no TLS), one request per connection, success is any 2xx status. Each
+//! notification is tried up to [`ATTEMPTS`] times, each attempt bounded by
+//! [`TIMEOUT`], with a doubling pause in between.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Deserializer};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+};
+
+/// Attempts per notification.
+pub const ATTEMPTS: u32 = 4;
+/// Bound on one attempt (connect, send, read the status line).
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause after the first failed attempt; doubled after each.
+pub const BACKOFF: Duration = Duration::from_millis(250);
+/// Notifications queued at most; beyond, new ones are dropped (and logged).
+const QUEUE: usize = 256;
+
+/// An `http://host:port/path` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUrl {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl FromStr for WebhookUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = s.strip_prefix("http://").ok_or_else(|| {
+            format!("webhook '{s}': only http:// addresses are supported (no TLS)")
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("webhook '{s}': bad port '{p}'"))?,
+            ),
+            _ => (authority, 80),
+        };
+        if host.is_empty() || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "webhook '{s}': not an http://host[:port]/path address"
+            ));
+        }
+        Ok(WebhookUrl {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}{}", self.host, self.port, self.path)
+        } else {
+            write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WebhookUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One POST: the status code.
+async fn post(url: &WebhookUrl, body: &[u8]) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: geowall/{}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        url.path,
+        url.host,
+        env!("CARGO_PKG_VERSION"),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    // The status line is all we need: "HTTP/1.1 204 No Content".
+    let mut buf = Vec::with_capacity(64);
+    let mut chunk = [0u8; 256];
+    while !buf.contains(&b'\n') && buf.len() < 1024 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .filter(|_| line.starts_with("HTTP/1."))
+        .ok_or_else(|| std::io::Error::other("not an HTTP response"))
+}
+
+/// Delivers `body` to `url`, retrying; false when every attempt failed.
+async fn deliver(url: &WebhookUrl, body: &[u8]) -> bool {
+    let mut pause = BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        let outcome = tokio::time::timeout(TIMEOUT, post(url, body)).await;
+        let why = match outcome {
+            Ok(Ok(code)) if (200..300).contains(&code) => return true,
+            Ok(Ok(code)) => format!("status {code}"),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {TIMEOUT:?}"),
+        };
+        tracing::warn!(webhook = %url, attempt, error = %why, "approvals webhook failed");
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+    }
+    false
+}
+
+/// The sending side, kept by the agent's state.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    tx: mpsc::Sender<(WebhookUrl, serde_json::Value)>,
+}
+
+impl Notifier {
+    /// Starts the sending task (on the current tokio runtime).
+    pub fn start() -> Notifier {
+        let (tx, mut rx) = mpsc::channel::<(WebhookUrl, serde_json::Value)>(QUEUE);
+        tokio::spawn(async move {
+            while let Some((url, payload)) = rx.recv().await {
+                let body = serde_json::to_vec(&payload).unwrap_or_default();
+                if !deliver(&url, &body).await {
+                    tracing::error!(webhook = %url, payload = %payload, "approvals webhook: notification dropped after {ATTEMPTS} attempts");
+                }
+            }
+        });
+        Notifier { tx }
+    }
+
+    /// Queues a notification; never waits.
+    pub fn send(&self, url: &WebhookUrl, payload: serde_json::Value) {
+        if self.tx.try_send((url.clone(), payload)).is_err() {
+            tracing::error!(webhook = %url, "approvals webhook: queue full, notification dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let u: WebhookUrl = "http://127.0.0.1:8080/hooks/geowall".parse().unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 8080, "/hooks/geowall")
+        );
+        let u: WebhookUrl = "http://approvals.example".parse().unwrap();
+        assert_eq!((u.port, u.path.as_str()), (80, "/"));
+        let u: WebhookUrl = "http://[::1]:9000/x".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
+        assert_eq!(u.to_string(), "http://[::1]:9000/x");
+        assert!(
+            "https://x/"
+                .parse::<WebhookUrl>()
+                .unwrap_err()
+                .contains("only http://")
+        );
+        assert!("http://x:99999/".parse::<WebhookUrl>().is_err());
+        assert!("http:///path".parse::<WebhookUrl>().is_err());
+    }
+
+    #[tokio::test]
+    async fn posts_json_and_retries_until_a_2xx() {
+        use tokio::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for status in ["500 Oops", "200 OK"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !String::from_utf8_lossy(&got).contains("{\"a\":1}") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+                seen.push(String::from_utf8_lossy(&got).into_owned());
+                s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            seen
+        });
+        let url: WebhookUrl = format!("http://127.0.0.1:{port}/hook").parse().unwrap();
+        assert!(deliver(&url, br#"{"a":1}"#).await);
+        let seen = server.await.unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(
+            seen[1].starts_with("POST /hook HTTP/1.1\r\n"),
+            "{}",
+            seen[1]
+        );
+        assert!(seen[1].contains("Content-Type: application/json\r\n"));
+        assert!(seen[1].contains("Content-Length: 7\r\n"));
+    }
+}

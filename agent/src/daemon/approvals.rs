@@ -1,0 +1,547 @@
+//! Approvals in the running agent: the control requests, the reactive path
+//! (a denied flow opens or joins a request), expiry, and keeping the
+//! kernel's grant tries in step with the store. Every change and every
+//! refusal is written to the audit log (kind `approval`).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{
+    State,
+    jobs::{Peer, Refusal},
+};
+use crate::{
+    approvals::{
+        self, Approval, Caller, Decision, Origin, Person, REACTIVE_GRANT, Stage, Store, users,
+    },
+    config::ApprovalsConfig,
+    control::proto::{ApprovalAsk, ErrorCode},
+    regions::prefix::Prefix,
+};
+
+/// A denied flow under some policy, as the event reader passes it on.
+#[derive(Debug, Clone)]
+pub struct Denial {
+    pub slot: u32,
+    pub cgroup_id: u64,
+    pub dst: std::net::IpAddr,
+    pub port: u16,
+    pub uid: u32,
+    pub pid: u32,
+    /// The cgroup's path, as the flow record names it.
+    pub cgroup: Option<String>,
+}
+
+/// The approvals part of the agent's state.
+pub struct Approvals {
+    pub config: ApprovalsConfig,
+    pub store: Store,
+    /// Sends webhook notifications (set once the agent runs).
+    pub notifier: Option<approvals::webhook::Notifier>,
+}
+
+impl Approvals {
+    pub fn load(config: ApprovalsConfig) -> std::io::Result<Approvals> {
+        let store = Store::load(&config.state_dir)?;
+        Ok(Approvals {
+            config,
+            store,
+            notifier: None,
+        })
+    }
+}
+
+/// Requests and grants live at once at most (pending and approved): beyond,
+/// new requests are refused and denials open none.
+pub const MAX_LIVE: usize = 1024;
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> Refusal {
+    Refusal(code, message.into())
+}
+
+impl State {
+    /// Starts the webhook sender (on the agent's runtime).
+    pub fn start_notifier(&mut self) {
+        self.approvals.notifier = Some(approvals::webhook::Notifier::start());
+    }
+
+    /// Queues a webhook notification of `event` on `request` (never waits).
+    fn notify(&self, event: &str, request: &serde_json::Value, by: Option<&Person>) {
+        if let (Some(url), Some(n)) = (&self.approvals.config.webhook, &self.approvals.notifier) {
+            n.send(
+                url,
+                json!({
+                    "event": event,
+                    "host": super::names::hostname(),
+                    "request": request,
+                    "by": by,
+                }),
+            );
+        }
+    }
+
+    fn caller(&self, peer: Peer) -> Caller {
+        Caller {
+            uid: peer.uid,
+            approver: users::is_member(peer.uid, &self.approvals.config.group),
+        }
+    }
+
+    fn person(peer: Peer) -> Person {
+        Person::new(peer.uid, peer.pid)
+    }
+
+    /// Records a refused approval request and returns the refusal.
+    fn refuse(&self, op: &str, id: Option<u32>, peer: Peer, refusal: Refusal) -> Refusal {
+        self.record(
+            "approval",
+            json!({
+                "event": "refused",
+                "op": op,
+                "id": id,
+                "by": Self::person(peer),
+                "code": refusal.0,
+                "why": refusal.1,
+            }),
+        );
+        refusal
+    }
+
+    fn live_requests(&self) -> usize {
+        self.approvals
+            .store
+            .requests
+            .values()
+            .filter(|r| r.state.live())
+            .count()
+    }
+
+    fn save_approvals(&self) {
+        if let Err(e) = self.approvals.store.save() {
+            tracing::error!(
+                dir = %self.approvals.config.state_dir.display(),
+                error = %e,
+                "cannot save the approvals state"
+            );
+        }
+    }
+
+    /// Brings the kernel's grant tries in line with the live grants: writes
+    /// every entry they need, removes every other.
+    /// Returns whether it changed the store (grants of a policy that is
+    /// gone end).
+    pub(super) fn sync_grants(&mut self) -> bool {
+        // A policy-wide grant is scoped to its policy's slot as of now; a
+        // grant whose policy is gone ends.
+        let mut gone = Vec::new();
+        for r in self.approvals.store.requests.values_mut() {
+            if !r.state.live() {
+                continue;
+            }
+            match self.slots.get(&r.policy) {
+                Some(slot) => r.slot = *slot,
+                None => {
+                    r.state = Stage::Expired;
+                    gone.push((r.id, r.policy.clone()));
+                }
+            }
+        }
+        let changed = !gone.is_empty();
+        for (id, policy) in gone {
+            self.record(
+                "approval",
+                json!({"event": "expired", "id": id, "why": format!("policy '{policy}' is no longer loaded")}),
+            );
+        }
+        let wanted = self
+            .approvals
+            .store
+            .entries(approvals::unix_ms(), approvals::boot_ns());
+        let result = (|| {
+            for (key, set) in &wanted {
+                self.kernel().write_grant_entry(key, set)?;
+            }
+            for key in self.kernel().grant_entries()? {
+                if !wanted.contains_key(&key) {
+                    self.kernel().delete_grant_entry(&key)?;
+                }
+            }
+            Ok::<_, crate::kernel::KernelError>(())
+        })();
+        if let Err(e) = result {
+            tracing::error!(error = %crate::cli::chain(&e), "cannot write the grants to the kernel");
+        }
+        self.kernel().set_grant_count(wanted.len());
+        changed
+    }
+
+    /// At start: re-applies the grants that are still live.
+    pub(super) fn restore_approvals(&mut self) {
+        let expired = self.approvals.store.expire(approvals::unix_ms());
+        for id in &expired {
+            self.record(
+                "approval",
+                json!({"event": "expired", "id": id, "why": "ran out while the agent was down"}),
+            );
+        }
+        let changed = self.sync_grants() || !expired.is_empty();
+        let grants: Vec<u32> = self.approvals.store.grants().map(|g| g.id).collect();
+        let pending = self
+            .approvals
+            .store
+            .requests
+            .values()
+            .filter(|r| r.state == Stage::Pending)
+            .count();
+        if !grants.is_empty() || pending > 0 {
+            self.record(
+                "approval",
+                json!({"event": "restored", "grants": grants, "pending": pending}),
+            );
+        }
+        // Nothing is written where nothing happened: an agent that never
+        // sees a request leaves no state behind.
+        if changed {
+            self.save_approvals();
+        }
+    }
+
+    /// Every 2 s: ends what ran out.
+    pub fn expire_approvals(&mut self) {
+        let expired = self.approvals.store.expire(approvals::unix_ms());
+        if expired.is_empty() {
+            return;
+        }
+        for id in &expired {
+            self.record("approval", json!({"event": "expired", "id": id}));
+        }
+        self.sync_grants();
+        self.save_approvals();
+    }
+
+    fn policy_limits(&self, policy: &str) -> Result<(bool, Duration), Refusal> {
+        self.plan()
+            .policy(policy)
+            .map(|p| (p.approvable, p.max_grant))
+            .ok_or_else(|| refused(ErrorCode::UnknownPolicy, format!("no policy '{policy}'")))
+    }
+
+    /// `approval_request`: a proactive request.
+    pub fn approval_request(
+        &mut self,
+        peer: Peer,
+        ask: ApprovalAsk,
+    ) -> Result<serde_json::Value, Refusal> {
+        let built = self.build_request(peer, &ask);
+        let built = built.and_then(|r| {
+            if self.live_requests() >= MAX_LIVE {
+                return Err(refused(
+                    ErrorCode::BadRequest,
+                    format!("{MAX_LIVE} requests and grants are live already: decide some first"),
+                ));
+            }
+            Ok(r)
+        });
+        let mut request = built.map_err(|r| self.refuse("approval_request", None, peer, r))?;
+        request.id = self.approvals.store.next_id();
+        let view = request.view();
+        let by = Self::person(peer);
+        self.notify("requested", &view, Some(&by));
+        self.record(
+            "approval",
+            json!({"event": "requested", "request": &view, "by": by}),
+        );
+        self.approvals.store.requests.insert(request.id, request);
+        self.save_approvals();
+        Ok(view)
+    }
+
+    fn build_request(&self, peer: Peer, ask: &ApprovalAsk) -> Result<Approval, Refusal> {
+        let bad = |m: String| refused(ErrorCode::BadRequest, m);
+        let (policy, job, cgroup, cgroup_id) = match (&ask.policy, &ask.job) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(bad("name either a policy or a job".into()));
+            }
+            (Some(p), None) => (p.clone(), None, None, None),
+            (None, Some(j)) => {
+                let job = self.jobs.get(j).ok_or_else(|| {
+                    refused(ErrorCode::UnknownJob, format!("no running job '{j}'"))
+                })?;
+                (
+                    job.policy.clone(),
+                    Some(job.name.clone()),
+                    Some(self.hierarchy().display_name(&job.cgroup)),
+                    Some(job.cgroup_id),
+                )
+            }
+        };
+        let (approvable, max) = self.policy_limits(&policy)?;
+        if !approvable {
+            return Err(refused(
+                ErrorCode::PermissionDenied,
+                format!("policy '{policy}' is not approvable (approvable = false)"),
+            ));
+        }
+        let to = approvals::parse_to(&ask.to).map_err(bad)?;
+        let wanted = crate::flows::settings::parse_duration(&ask.for_).map_err(bad)?;
+        let length = approvals::grant_length(None, wanted, max, &policy).map_err(bad)?;
+        if ask.reason.trim().is_empty() {
+            return Err(bad("a request needs a reason".into()));
+        }
+        let now = approvals::unix_ms();
+        Ok(Approval {
+            id: 0,
+            state: Stage::Pending,
+            origin: Origin::Proactive,
+            slot: self.slot(&policy).unwrap_or(0),
+            policy,
+            job,
+            cgroup,
+            cgroup_id,
+            to,
+            port: ask.port.unwrap_or(0),
+            requested_by: Self::person(peer),
+            reason: ask.reason.chars().take(1024).collect(),
+            for_secs: length.as_secs(),
+            created_ms: now,
+            expires_ms: now + self.approvals.config.request_ttl.0.as_millis() as u64,
+            denials: 0,
+            decided_by: None,
+            decision_reason: None,
+        })
+    }
+
+    /// `approvals_list`: approvers and root see every request; anyone else
+    /// their own.
+    pub fn approvals_list(&self, peer: Peer, pending: bool) -> Vec<serde_json::Value> {
+        let caller = self.caller(peer);
+        self.approvals
+            .store
+            .requests
+            .values()
+            .filter(|r| caller.may_decide() || r.requested_by.uid == peer.uid)
+            .filter(|r| !pending || r.state == Stage::Pending)
+            .map(Approval::view)
+            .collect()
+    }
+
+    /// `approval_approve`, `approval_deny`, `approval_revoke`.
+    pub fn approval_decide(
+        &mut self,
+        peer: Peer,
+        id: u32,
+        decision: Decision,
+        length: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<serde_json::Value, Refusal> {
+        let op = format!("approval_{}", decision.verb());
+        let checked = self.check_decision(peer, id, decision, length);
+        let length = checked.map_err(|r| self.refuse(&op, Some(id), peer, r))?;
+        let now = approvals::unix_ms();
+        let by = Self::person(peer);
+        let request = self
+            .approvals
+            .store
+            .requests
+            .get_mut(&id)
+            .expect("checked above");
+        request.decided_by = Some(by.clone());
+        request.decision_reason = reason.map(|r| r.chars().take(1024).collect());
+        let event = match decision {
+            Decision::Approve => {
+                request.state = Stage::Approved;
+                request.expires_ms = now + length.as_millis() as u64;
+                "approved"
+            }
+            Decision::Deny => {
+                request.state = Stage::Denied;
+                request.expires_ms = now;
+                "denied"
+            }
+            Decision::Revoke => {
+                request.state = Stage::Revoked;
+                request.expires_ms = now;
+                "revoked"
+            }
+        };
+        let view = request.view();
+        if decision != Decision::Deny {
+            self.sync_grants();
+        }
+        self.save_approvals();
+        self.notify(event, &view, Some(&by));
+        self.record(
+            "approval",
+            json!({"event": event, "id": id, "by": by, "request": &view}),
+        );
+        Ok(view)
+    }
+
+    /// Who may decide, whether the request is in a state to be decided,
+    /// and (for an approval) the grant's length.
+    fn check_decision(
+        &self,
+        peer: Peer,
+        id: u32,
+        decision: Decision,
+        length: Option<&str>,
+    ) -> Result<Duration, Refusal> {
+        let caller = self.caller(peer);
+        let config = &self.approvals.config;
+        let Some(request) = self.approvals.store.requests.get(&id) else {
+            // Outsiders learn nothing about which ids exist.
+            if !caller.may_decide() {
+                approvals::authorize(caller, &config.group, decision, &dummy(), true)
+                    .map_err(|m| refused(ErrorCode::PermissionDenied, m))?;
+            }
+            return Err(refused(
+                ErrorCode::BadRequest,
+                format!("no approval request {id}"),
+            ));
+        };
+        approvals::authorize(
+            caller,
+            &config.group,
+            decision,
+            request,
+            config.allow_self_approval,
+        )
+        .map_err(|m| refused(ErrorCode::PermissionDenied, m))?;
+        if decision != Decision::Approve {
+            return Ok(Duration::ZERO);
+        }
+        let (_, max) = self.policy_limits(&request.policy)?;
+        let wanted = length
+            .map(crate::flows::settings::parse_duration)
+            .transpose()
+            .map_err(|m| refused(ErrorCode::BadRequest, m))?;
+        let length = approvals::grant_length(
+            wanted,
+            Duration::from_secs(request.for_secs),
+            max,
+            &request.policy,
+        )
+        .map_err(|m| refused(ErrorCode::BadRequest, m))?;
+        let mut candidate = request.clone();
+        candidate.slot = self.slot(&request.policy).unwrap_or(request.slot);
+        if !approvals::fits(self.approvals.store.grants(), &candidate) {
+            return Err(refused(
+                ErrorCode::BadRequest,
+                format!(
+                    "{} already has {} live grants covering {}: revoke one first",
+                    request.cgroup.as_deref().unwrap_or(&request.policy),
+                    geowall_common::MAX_GRANTS_PER_PREFIX,
+                    request.to
+                ),
+            ));
+        }
+        Ok(length)
+    }
+
+    /// The reactive path: a denied flow under an approvable policy opens a
+    /// request for (its cgroup, the destination host, the port), or joins
+    /// the one that is pending.
+    pub fn denied(&mut self, d: Denial) {
+        let policy = self.slot_name(d.slot);
+        let Ok((true, max)) = self.policy_limits(&policy) else {
+            return;
+        };
+        let to = Prefix::host(d.dst);
+        let live = self.live_requests();
+        if let Some(r) = self.approvals.store.requests.values_mut().find(|r| {
+            r.state == Stage::Pending
+                && r.cgroup_id == Some(d.cgroup_id)
+                && r.to == to
+                && r.port == d.port
+        }) {
+            r.denials += 1;
+            return;
+        }
+        if live >= MAX_LIVE {
+            // A job that sprays denials does not fill the disk: beyond the
+            // cap, denials open nothing (the flow records remain).
+            tracing::debug!(policy, dst = %d.dst, "approvals: too many live requests, denial not filed");
+            return;
+        }
+        let job = self
+            .jobs
+            .values()
+            .find(|j| j.cgroup_id == d.cgroup_id)
+            .map(|j| (j.name.clone(), self.hierarchy().display_name(&j.cgroup)));
+        let cgroup = match &job {
+            Some((_, path)) => Some(path.clone()),
+            None => d.cgroup,
+        };
+        let now = approvals::unix_ms();
+        let request = Approval {
+            id: self.approvals.store.next_id(),
+            state: Stage::Pending,
+            origin: Origin::Reactive,
+            policy,
+            job: job.map(|(name, _)| name),
+            cgroup,
+            cgroup_id: Some(d.cgroup_id),
+            slot: d.slot,
+            to,
+            port: d.port,
+            requested_by: Person::new(d.uid, Some(d.pid)),
+            reason: "denied by policy".into(),
+            for_secs: REACTIVE_GRANT.min(max).as_secs(),
+            created_ms: now,
+            expires_ms: now + self.approvals.config.request_ttl.0.as_millis() as u64,
+            denials: 1,
+            decided_by: None,
+            decision_reason: None,
+        };
+        let view = request.view();
+        self.notify("requested", &view, None);
+        self.record("approval", json!({"event": "requested", "request": view}));
+        self.approvals.store.requests.insert(request.id, request);
+        self.save_approvals();
+    }
+
+    /// Live grants, for `status`.
+    pub fn grant_status(&self) -> Vec<serde_json::Value> {
+        self.approvals.store.grants().map(Approval::view).collect()
+    }
+
+    /// After a reload: the new `[approvals]` (the state folder stays the
+    /// one the agent started with).
+    pub(super) fn reconfigure_approvals(&mut self, mut config: ApprovalsConfig) {
+        config.state_dir = self.approvals.config.state_dir.clone();
+        self.approvals.config = config;
+        if self.sync_grants() {
+            self.save_approvals();
+        }
+    }
+}
+
+/// A request nobody made, to word an outsider's refusal the same whether
+/// or not the id exists.
+fn dummy() -> Approval {
+    Approval {
+        id: 0,
+        state: Stage::Pending,
+        origin: Origin::Proactive,
+        policy: String::new(),
+        job: None,
+        cgroup: None,
+        cgroup_id: None,
+        slot: 0,
+        to: Prefix::host(std::net::IpAddr::from([0, 0, 0, 0])),
+        port: 0,
+        requested_by: Person {
+            uid: u32::MAX,
+            user: None,
+            pid: None,
+        },
+        reason: String::new(),
+        for_secs: 0,
+        created_ms: 0,
+        expires_ms: 0,
+        denials: 0,
+        decided_by: None,
+        decision_reason: None,
+    }
+}
