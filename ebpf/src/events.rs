@@ -2,7 +2,7 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    generated::bpf_ktime_get_boot_ns,
+    generated::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns},
 };
 use geowall_common::{FlowEvent, MAX_POLICIES, MAX_TAGSETS, TagSet, counter};
 
@@ -13,8 +13,11 @@ use crate::{
 
 /// One decision in flight: what the hook knows besides the verdict.
 pub struct Flow<'a> {
-    /// Socket cookie (0 where the hook has no socket yet).
-    pub cookie: u64,
+    /// The hook's socket (its context for the address hooks), for the
+    /// socket cookie, which is read only when an event is written (the
+    /// kernel assigns a new socket's cookie from a global counter); null
+    /// where the hook has no socket yet.
+    pub sock: *mut core::ffi::c_void,
     pub dest: &'a Dest,
     pub hook: u8,
     pub slot: u32,
@@ -26,9 +29,9 @@ pub struct Flow<'a> {
 
 impl<'a> Flow<'a> {
     #[inline(always)]
-    pub fn new(cookie: u64, dest: &'a Dest, hook: u8, task: &Governed) -> Self {
+    pub fn new(sock: *mut core::ffi::c_void, dest: &'a Dest, hook: u8, task: &Governed) -> Self {
         Self {
-            cookie,
+            sock,
             dest,
             hook,
             slot: task.slot,
@@ -95,7 +98,12 @@ pub fn emit(flow: &Flow, outcome: Outcome) {
         time_ns: unsafe { bpf_ktime_get_boot_ns() },
         epoch: flow.epoch,
         cgroup_id: flow.cgroup_id,
-        sock_cookie: flow.cookie,
+        sock_cookie: if flow.sock.is_null() {
+            0
+        } else {
+            // SAFETY: the hook's own context or socket, valid for the helper.
+            unsafe { bpf_get_socket_cookie(flow.sock) }
+        },
         pid: pid_tgid as u32,
         tgid: (pid_tgid >> 32) as u32,
         uid: uid_gid as u32,

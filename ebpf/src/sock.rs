@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     bindings::BPF_SK_STORAGE_GET_F_CREATE,
-    helpers::generated::{bpf_get_socket_cookie, bpf_sk_storage_get},
+    helpers::generated::bpf_sk_storage_get,
     programs::{LsmContext, SockAddrContext, SockContext},
 };
 use geowall_common::{SockState, event_flags, family, hook, policy_flags};
@@ -51,9 +51,7 @@ pub fn judge_addr4(ctx: &SockAddrContext, hook: u8) -> i32 {
 
 #[inline(always)]
 fn judge_sock_addr(ctx: &SockAddrContext, dest: &Dest, hook: u8) -> i32 {
-    // SAFETY: the hook's own context is a valid argument for the helper.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-    verdict::judge(cookie, dest, hook, owner_slot(ctx))
+    verdict::judge(ctx.sock_addr.cast(), dest, hook, owner_slot(ctx))
 }
 
 /// The policy slot the socket was created under, if its creator was
@@ -129,10 +127,8 @@ pub fn judge_create(ctx: &SockContext) -> i32 {
         None
     };
     if let Some(allow_flag) = bypass {
-        // SAFETY: the hook's own socket is a valid argument for the helper.
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
         return verdict::judge_socket(
-            cookie,
+            ctx.sock.cast(),
             fam as u8,
             proto as u8,
             hook::SOCK_CREATE,
@@ -157,20 +153,16 @@ fn remember_owner(ctx: &SockContext) {
     let map = core::ptr::from_ref(&GW_SOCKS).cast_mut().cast();
     // SAFETY: the hook's own socket and an initial value on the stack; the
     // helper copies the value into the new storage.
-    let state = unsafe {
+    // The storage is created holding `init`; a null answer (no memory)
+    // leaves the socket without an owner slot.
+    unsafe {
         bpf_sk_storage_get(
             map,
             ctx.sock.cast(),
             core::ptr::from_mut(&mut init).cast(),
             BPF_SK_STORAGE_GET_F_CREATE.into(),
         )
-    }
-    .cast::<SockState>();
-    if !state.is_null() {
-        // SAFETY: non-null storage of the map's value type; a socket being
-        // created has no other user yet.
-        unsafe { (*state).owner_slot = slot };
-    }
+    };
 }
 
 /// LSM `socket_post_create(sock, family, type, protocol, kern)`: packet and
@@ -183,7 +175,7 @@ pub fn judge_post_create(ctx: &LsmContext) -> i32 {
         return PROCEED;
     }
     verdict::judge_socket(
-        0,
+        core::ptr::null_mut(),
         fam as u8,
         0,
         hook::SOCK_POST_CREATE,

@@ -118,7 +118,7 @@ pub fn current_slot() -> Option<u32> {
 /// socket created under policy slot `owner` (`None`: its creator was not
 /// governed, or it predates the agent).
 #[inline(always)]
-pub fn judge(cookie: u64, dest: &Dest, hook: u8, owner: Option<u32>) -> i32 {
+pub fn judge(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, owner: Option<u32>) -> i32 {
     let Some((epoch, cgroup_id, task)) = current() else {
         return PROCEED;
     };
@@ -148,13 +148,19 @@ pub fn judge(cookie: u64, dest: &Dest, hook: u8, owner: Option<u32>) -> i32 {
         slot,
         flags,
     };
-    finish(&Flow::new(cookie, dest, hook, &actor), judged)
+    finish(&Flow::new(sock, dest, hook, &actor), judged)
 }
 
 /// Judges the creation of a socket that would bypass the address hooks
 /// (raw, packet, XDP, ping): refused unless the policy has `allow_flag`.
 #[inline(always)]
-pub fn judge_socket(cookie: u64, family: u8, proto: u8, hook: u8, allow_flag: u32) -> i32 {
+pub fn judge_socket(
+    sock: *mut core::ffi::c_void,
+    family: u8,
+    proto: u8,
+    hook: u8,
+    allow_flag: u32,
+) -> i32 {
     let Some((epoch, cgroup_id, Some(slot))) = current() else {
         return PROCEED;
     };
@@ -186,7 +192,7 @@ pub fn judge_socket(cookie: u64, family: u8, proto: u8, hook: u8, allow_flag: u3
         },
         None => no_table(),
     };
-    finish(&Flow::new(cookie, &dest, hook, &actor), judged)
+    finish(&Flow::new(sock, &dest, hook, &actor), judged)
 }
 
 /// A slot the active tables do not have: fail closed.

@@ -241,7 +241,8 @@ allow = ["EU"]
     // governed from its first connect, before any scan.
     let slice = cg.child("system.slice/system-executor.slice");
     wait_until_bound(&agent, "system-executor.slice");
-    let inst = slice.join("executor@8.service");
+    // A name no unit glob matches: only the slice's binding governs it.
+    let inst = slice.join("helper.scope");
     std::fs::create_dir(&inst).unwrap();
     assert_eq!(
         outcomes(&run_probe(Some(&inst), &t.ops("tcp"))),

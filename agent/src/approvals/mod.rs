@@ -12,7 +12,6 @@
 //! the agent starts; what expired meanwhile is marked expired and not
 //! written to the kernel.
 
-pub mod users;
 pub mod webhook;
 
 use std::{
@@ -77,7 +76,7 @@ impl Person {
     pub fn new(uid: u32, pid: Option<u32>) -> Self {
         Self {
             uid,
-            user: users::passwd(uid).map(|(name, _)| name),
+            user: crate::flows::process::user_name(uid),
             pid,
         }
     }

@@ -11,6 +11,15 @@ use crate::{
     kernel::{Pins, pinned_info, read_counters},
 };
 
+/// The attached programs as the pins describe them.
+fn programs_json(pinned: &crate::kernel::PinnedInfo) -> serde_json::Value {
+    json!({
+        "attached": pinned.programs,
+        "version": pinned.version,
+        "since": pinned.attached_at.map(when),
+    })
+}
+
 /// Unix seconds as RFC 3339 (seconds).
 fn when(secs: u64) -> String {
     let t = crate::flows::time::rfc3339(i128::from(secs) * 1_000_000_000);
@@ -47,8 +56,7 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
                     "agent": "running",
                     "enforcing": enforcing,
                     "version": s.version,
-                    "programs": {"attached": pinned.programs, "version": pinned.version,
-                                 "since": pinned.attached_at.map(when)},
+                    "programs": programs_json(&pinned),
                     "policies": policies,
                     "status": s,
                 })
@@ -113,8 +121,7 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
                         "agent": "down",
                         "enforcing": enforcing,
                         "version": pinned.version,
-                        "programs": {"attached": pinned.programs, "version": pinned.version,
-                                     "since": pinned.attached_at.map(when)},
+                        "programs": programs_json(&pinned),
                         "policies": pinned.policies,
                         "agent_last_seen": pinned.heartbeat.map(when),
                         "epoch": pinned.epoch,

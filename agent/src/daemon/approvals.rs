@@ -12,9 +12,7 @@ use super::{
     jobs::{Peer, Refusal},
 };
 use crate::{
-    approvals::{
-        self, Approval, Caller, Decision, Origin, Person, REACTIVE_GRANT, Stage, Store, users,
-    },
+    approvals::{self, Approval, Caller, Decision, Origin, Person, REACTIVE_GRANT, Stage, Store},
     config::ApprovalsConfig,
     control::proto::{ApprovalAsk, ErrorCode},
     regions::prefix::Prefix,
@@ -84,7 +82,7 @@ impl State {
     fn caller(&self, peer: Peer) -> Caller {
         Caller {
             uid: peer.uid,
-            approver: users::is_member(peer.uid, &self.approvals.config.group),
+            approver: crate::users::is_member(peer.uid, &self.approvals.config.group),
         }
     }
 

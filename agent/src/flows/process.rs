@@ -185,34 +185,7 @@ fn truncate(mut s: String, max: usize) -> String {
 
 /// The name of `uid` from the system's user database.
 pub fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: zeroed passwd is a valid out-parameter.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: valid pointers and buffer length; the strings `pwd`
-        // points to live in `buf`.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        // SAFETY: getpwuid_r succeeded: pw_name is a NUL-terminated string
-        // in `buf`.
-        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-        return Some(name.to_string_lossy().into_owned());
-    }
+    crate::users::passwd(uid).map(|(name, _)| name)
 }
 
 #[cfg(test)]
