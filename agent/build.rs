@@ -9,6 +9,8 @@ use std::path::Path;
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    // `geowall_common::VERSION`: the programs must be rebuilt with it.
+    println!("cargo:rerun-if-env-changed=GEOWALL_VERSION");
     list_shipped_policies(Path::new(&manifest_dir))?;
     let ebpf_dir = Path::new(&manifest_dir).join("../ebpf");
     let ebpf_dir = ebpf_dir

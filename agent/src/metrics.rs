@@ -300,7 +300,7 @@ impl Collector for Snapshot {
             &mut enc,
             "geowall_build_info",
             "The agent's version",
-            &[(vec![("version", env!("CARGO_PKG_VERSION").into())], 1i64)],
+            &[(vec![("version", geowall_common::VERSION.into())], 1i64)],
         )?;
         counters(
             &mut enc,

@@ -9,7 +9,45 @@
 
 /// Bumped whenever a map's key or value layout changes. Pinned maps live under
 /// a folder named after it, so a new agent never reuses maps it cannot read.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
+
+/// The release the agent and its kernel programs were built as:
+/// `GEOWALL_VERSION` at build time when set (packagers stamp their builds,
+/// and the upgrade test builds a second, newer release with it), else the
+/// workspace version. Both sides read it from here, so the programs of one
+/// build always carry the agent's version.
+pub const VERSION: &str = match option_env!("GEOWALL_VERSION") {
+    Some(v) if !v.is_empty() => v,
+    _ => env!("CARGO_PKG_VERSION"),
+};
+
+/// [`VERSION`] packed by [`pack_version`]: what every flow event and
+/// `GW_CONFIG[PROGRAM_VERSION]` carry.
+pub const PACKED_VERSION: u64 = pack_version(VERSION);
+
+/// `1.2.3` (and `1.2.3-rc.1`, `1.2.3+build`) → `1 << 32 | 2 << 16 | 3`;
+/// missing parts count as 0. Usable in constants, so the
+/// programs get their version at compile time.
+pub const fn pack_version(v: &str) -> u64 {
+    let bytes = v.as_bytes();
+    let mut parts = [0u64; 3];
+    let mut part = 0;
+    let mut i = 0;
+    while i < bytes.len() && part < 3 {
+        match bytes[i] {
+            b @ b'0'..=b'9' => {
+                parts[part] = parts[part]
+                    .saturating_mul(10)
+                    .saturating_add((b - b'0') as u64);
+            }
+            b'.' => part += 1,
+            // A pre-release or build suffix ends the numbers.
+            _ => break,
+        }
+        i += 1;
+    }
+    (parts[0] << 32) | ((parts[1] & 0xffff) << 16) | (parts[2] & 0xffff)
+}
 
 /// Upper bound on policies that can be loaded at once (policy slots).
 pub const MAX_POLICIES: u32 = 256;
@@ -116,8 +154,8 @@ pub mod config {
     pub const EPOCH: u32 = 0;
     /// cgroup v2 level of the governed subtree's root (0 = hierarchy root).
     pub const ROOT_LEVEL: u32 = 1;
-    /// Version of the agent whose programs are attached:
-    /// `major << 32 | minor << 16 | patch` (read only by userspace).
+    /// Version of the agent whose programs are attached
+    /// ([`PACKED_VERSION`] of its build; read only by userspace).
     pub const PROGRAM_VERSION: u32 = 2;
     /// Unix time (s) the programs were first attached to the governed
     /// cgroup (kept when a restart adopts the links).
@@ -381,6 +419,9 @@ pub struct FlowEvent {
     pub _pad3: u16,
     /// Task command name (`comm`), NUL padded.
     pub comm: [u8; 16],
+    /// [`PACKED_VERSION`] of the programs that decided: after an upgrade
+    /// swaps the programs, records say which build judged each flow.
+    pub program_version: u64,
 }
 
 /// What the tables say about one destination under one policy. The kernel
@@ -532,7 +573,7 @@ const _: () = {
     assert!(core::mem::size_of::<TagSet>() == 2 + 2 * MAX_TAGS);
     assert!(core::mem::size_of::<Rule>() == 8);
     assert!(core::mem::size_of::<RuleSet>() == 4 + 8 * MAX_RULES_PER_PREFIX);
-    assert!(core::mem::size_of::<FlowEvent>() == 112);
+    assert!(core::mem::size_of::<FlowEvent>() == 120);
     assert!(core::mem::size_of::<SockState>() == 8);
     assert!(core::mem::size_of::<Grant>() == 16);
     assert!(core::mem::align_of::<GrantSet>() == 4);

@@ -4,7 +4,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns},
 };
-use geowall_common::{FlowEvent, MAX_POLICIES, MAX_TAGSETS, TagSet, counter};
+use geowall_common::{FlowEvent, MAX_POLICIES, MAX_TAGSETS, PACKED_VERSION, TagSet, counter};
 
 use crate::{
     maps::{GW_COUNTERS, GW_EVENTS, GW_TAGSETS},
@@ -121,6 +121,7 @@ pub fn emit(flow: &Flow, outcome: Outcome) {
         grant_id: outcome.grant,
         tags: tags(flow.generation(), outcome.tagset),
         comm: bpf_get_current_comm().unwrap_or_default(),
+        program_version: PACKED_VERSION,
         ..FlowEvent::default()
     };
     entry.write(event);

@@ -66,6 +66,23 @@ pub fn geowall() -> PathBuf {
     p
 }
 
+/// The same sources built as the next patch release (`cargo xtask test`
+/// builds it into `target/debug/upgrade-test/`), for the upgrade test: its
+/// kernel programs differ from [`geowall`]'s by the version they carry.
+pub fn geowall_next() -> PathBuf {
+    let p = bin_dir().join("upgrade-test").join("geowall");
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo xtask test` builds it (the agent built with \
+         GEOWALL_VERSION set to the next release)",
+        p.display()
+    );
+    if let Some(why) = staleness(&p) {
+        panic!("{why}\n(the upgrade-test build is rebuilt by `cargo xtask test`)");
+    }
+    p
+}
+
 /// Where the `geowall` binary is, checked for nothing (for cleanup that
 /// runs while a test panics).
 fn geowall_unchecked() -> PathBuf {
@@ -512,6 +529,14 @@ impl Agent {
     /// Starts the agent again with the same config.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "terminate the agent first");
+        self.spawn();
+    }
+
+    /// Starts `binary` (another build of the agent) with the same config,
+    /// as a package upgrade's restart does; it is used from here on.
+    pub fn upgrade_to(&mut self, binary: &Path) {
+        assert!(self.child.is_none(), "terminate the agent first");
+        self.launcher = vec![binary.as_os_str().to_owned()];
         self.spawn();
     }
 

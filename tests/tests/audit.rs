@@ -124,6 +124,7 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
             "proto",
             "family",
             "hook",
+            "program",
             "pid",
             "tid",
             "comm",
@@ -160,6 +161,10 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
         assert_eq!(rec["proto"], proto);
         assert_eq!(rec["family"], "ipv4");
         assert_eq!(rec["hook"], hook);
+        assert_eq!(
+            rec["program"],
+            geowall::kernel::unpack_version(geowall_common::PACKED_VERSION)
+        );
         assert_eq!(rec["pid"], job["pid"], "the job's own process");
         assert_eq!(rec["tid"], job["pid"]);
         assert_eq!(rec["comm"], "netprobe");

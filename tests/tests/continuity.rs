@@ -1,5 +1,6 @@
 //! Enforcement continuity: what the agent does at start when a map source
-//! cannot be read (`[agent] on_map_error`).
+//! cannot be read (`[agent] on_map_error`), a crash (kill -9) under load,
+//! and an upgrade to a build whose programs differ.
 
 use std::{
     process::Command,
@@ -167,6 +168,120 @@ fn kill_9_under_load_leaves_no_window_and_the_restart_reports_what_was_lost() {
         r["kind"] == "lost"
     });
     assert!(lost["count"].as_u64().is_some_and(|n| n > 0), "{lost}");
+    let out = agent.cli(&["stop"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn an_upgrade_swaps_in_the_new_programs_under_a_connect_loop_with_no_gap() {
+    use geowall::kernel::{
+        sys::{attach_type, cgroup_prog_ids},
+        unpack_version,
+    };
+    use std::{
+        os::fd::AsFd,
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+    };
+
+    let next = geowall_tests::geowall_next();
+    let cg = TestCgroup::new("upgrade");
+    let mut agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(POLICY)
+        .child_cgroups(&["job"])
+        .keep_pins()
+        .start();
+    let t = UsDe::new();
+    let job = cg.path().join("job");
+
+    // Which connect4 programs the governed cgroup runs, sampled as fast as
+    // the kernel answers for the whole run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        let dir = std::fs::File::open(cg.path()).unwrap();
+        std::thread::spawn(move || {
+            let mut samples: Vec<Vec<u32>> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let ids = cgroup_prog_ids(dir.as_fd(), attach_type::CGROUP_INET4_CONNECT).unwrap();
+                if samples.last() != Some(&ids) {
+                    samples.push(ids);
+                }
+            }
+            samples
+        })
+    };
+    let denied = geowall_tests::connect_loop(&job, &t.us.target(), 3000);
+    let allowed = geowall_tests::connect_loop(&job, &t.de.target(), 3000);
+    std::thread::sleep(Duration::from_millis(800));
+    // A package upgrade: the old agent stops (its programs stay pinned and
+    // attached), the new binary starts and swaps its programs into the
+    // links.
+    assert!(agent.terminate().success());
+    agent.upgrade_to(&next);
+    let denied = denied.join().unwrap();
+    let allowed = allowed.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+
+    assert!(
+        !denied.contains_key("ok"),
+        "a denied destination passed during the upgrade: {denied:?}"
+    );
+    assert!(
+        denied.get("EPERM").copied().unwrap_or(0) > 100,
+        "{denied:?}"
+    );
+    assert_eq!(
+        allowed.keys().collect::<Vec<_>>(),
+        ["ok"],
+        "an allowed destination was refused during the upgrade: {allowed:?}"
+    );
+    // One program all along, and exactly one change: old → new.
+    assert!(
+        samples.iter().all(|ids| ids.len() == 1),
+        "an instant with no program or with two: {samples:?}"
+    );
+    assert_eq!(samples.len(), 2, "the program changed once: {samples:?}");
+
+    // The new build says so, and the records name the build that decided.
+    let old = unpack_version(geowall_common::PACKED_VERSION);
+    let next_version = String::from_utf8(
+        Command::new(&next)
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let next_version = next_version
+        .trim()
+        .trim_start_matches("geowall ")
+        .to_owned();
+    let next_packed = unpack_version(geowall_common::pack_version(&next_version));
+    assert_ne!(old, next_packed);
+    let status = agent.status();
+    assert_eq!(status["version"], next_version.as_str(), "{status}");
+    assert_eq!(
+        status["programs"]["version"],
+        next_packed.as_str(),
+        "{status}"
+    );
+    agent.wait_record_for(
+        "a denial by the new programs",
+        Duration::from_secs(10),
+        |r| r["verdict"] == "deny" && r["program"] == next_packed.as_str(),
+    );
+    let records = agent.records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["verdict"] == "deny" && r["program"] == old.as_str()),
+        "no denial by the old programs"
+    );
     let out = agent.cli(&["stop"]);
     assert!(out.status.success());
 }

@@ -119,7 +119,13 @@ pub fn build_deb(binary: &Path, out: &Path, compression: Compression) -> Result<
         0o644,
     )?;
 
-    let version = env!("CARGO_PKG_VERSION");
+    // The binary's own version: `GEOWALL_VERSION` when the build was
+    // stamped with one (it is in this process's environment then too).
+    let version = std::env::var("GEOWALL_VERSION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
+    let version = version.as_str();
     let arch = cmd::output(Command::new("dpkg").arg("--print-architecture"))?
         .trim()
         .to_owned();

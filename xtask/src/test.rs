@@ -3,8 +3,9 @@
 //! 1. rustfmt and clippy (all crates, eBPF included), unless --no-lint;
 //! 2. unit tests of the agent, the common crate and xtask;
 //! 3. the kernel integration tests (tests/): real programs attached to
-//!    cgroups the tests create, real sockets. They need root; nothing is
-//!    skipped.
+//!    cgroups the tests create, real sockets, and a second build of the
+//!    agent as the next release, for the upgrade test. They need root;
+//!    nothing is skipped.
 
 use std::{
     io::{BufRead, BufReader},
@@ -85,6 +86,7 @@ pub fn run(lint_first: bool, filter: Option<&str>) -> Result<()> {
     if lint_first {
         lint::run()?;
     }
+    build_upgrade_binary()?;
     // The kernel tests drive the real binaries.
     cmd::run(cmd::cargo().args([
         "build",
@@ -127,6 +129,49 @@ pub fn run(lint_first: bool, filter: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// The release the upgrade test's second build claims to be: the next
+/// patch release.
+fn upgrade_version() -> String {
+    let v = env!("CARGO_PKG_VERSION");
+    let mut parts: Vec<u64> = v
+        .split(['-', '+'])
+        .next()
+        .unwrap_or(v)
+        .split('.')
+        .map(|p| p.parse().unwrap_or(0))
+        .collect();
+    parts.resize(3, 0);
+    parts[2] += 1;
+    format!("{}.{}.{}-upgrade-test", parts[0], parts[1], parts[2])
+}
+
+/// Builds the agent a second time as the next patch release
+/// (`GEOWALL_VERSION`), into `target/debug/upgrade-test/geowall`, for the
+/// upgrade test: its programs differ from the first build's by the version
+/// constant every flow event carries. The ordinary build that follows
+/// rebuilds the agent crate without it (seconds: only the agent crate and
+/// its programs are compiled again).
+fn build_upgrade_binary() -> Result<()> {
+    let version = upgrade_version();
+    cmd::run(
+        cmd::cargo()
+            .args(["build", "--package", "geowall", "--bins"])
+            .env("GEOWALL_VERSION", &version),
+    )?;
+    let built = cmd::agent_binary(false);
+    let dir = cmd::target_dir().join("debug").join("upgrade-test");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dest = dir.join("geowall");
+    // Copy beside, then rename: a test that reads it sees one build or the
+    // other, whole.
+    let tmp = dir.join(".geowall.tmp");
+    std::fs::copy(&built, &tmp)
+        .with_context(|| format!("copying {} to {}", built.display(), tmp.display()))?;
+    std::fs::rename(&tmp, &dest).with_context(|| format!("renaming to {}", dest.display()))?;
+    println!("upgrade-test build {version}: {}", dest.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +185,13 @@ mod tests {
         );
         t.add_line("running 4 tests");
         assert_eq!((t.passed, t.failed, t.ignored), (15, 2, 1));
+    }
+
+    #[test]
+    fn the_upgrade_build_is_the_next_patch_release() {
+        let v = upgrade_version();
+        let now = geowall_common::pack_version(env!("CARGO_PKG_VERSION"));
+        assert_eq!(geowall_common::pack_version(&v), now + 1, "{v}");
+        assert!(v.ends_with("-upgrade-test"));
     }
 }

@@ -94,7 +94,7 @@ async fn post(url: &WebhookUrl, body: &[u8]) -> std::io::Result<u16> {
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         url.path,
         url.host,
-        env!("CARGO_PKG_VERSION"),
+        geowall_common::VERSION,
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

@@ -177,13 +177,13 @@ fn do_install(opts: &InstallOptions) -> Result<(), String> {
 
     println!(
         "geowall {}: installing into {} (prefix {}, {} mode)",
-        env!("CARGO_PKG_VERSION"),
+        geowall_common::VERSION,
         root.display(),
         paths.prefix().display(),
         layout::mode_word(opts.mode.into())
     );
     let mut manifest = Manifest {
-        version: env!("CARGO_PKG_VERSION").into(),
+        version: geowall_common::VERSION.into(),
         prefix: paths.prefix().to_path_buf(),
         dirs: previous.dirs.clone(),
         files: Vec::new(),

@@ -30,7 +30,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/geowall/geowall.toml";
 #[derive(Parser, Debug)]
 #[command(
     name = "geowall",
-    version,
+    version = geowall_common::VERSION,
     about = "Keeps a host's outbound connections inside the regions its jobs may reach",
     long_about = "geowall judges every outbound connection of governed workloads in the \
                   kernel (eBPF, cgroup socket hooks) against a region-tagged IP map, refuses \

@@ -183,7 +183,7 @@ impl State {
             "agent",
             json!({
                 "event": "start",
-                "version": env!("CARGO_PKG_VERSION"),
+                "version": geowall_common::VERSION,
                 "pid": std::process::id(),
                 "governed": state.hierarchy.display_name(&state.plan.governed),
                 "attached": report.attached,
@@ -717,7 +717,7 @@ impl State {
             .map(|c| c[counter::EVENTS_DROPPED])
             .sum();
         Ok(Status {
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: geowall_common::VERSION.into(),
             pid: std::process::id(),
             epoch: self.kernel.epoch(),
             governed: self.hierarchy.display_name(&self.plan.governed),

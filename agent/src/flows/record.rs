@@ -111,6 +111,9 @@ pub struct FlowRecord<'a> {
     pub family: Cow<'static, str>,
     /// The kernel hook that decided.
     pub hook: &'static str,
+    /// The release of the kernel programs that decided (an upgrade swaps
+    /// them under running jobs: this says which build judged the flow).
+    pub program: Cow<'static, str>,
     /// Process id (the kernel's tgid) and thread id.
     pub pid: u32,
     pub tid: u32,
@@ -365,6 +368,7 @@ impl<'a> FlowRecord<'a> {
             proto: proto_name(ev),
             family: family_name(ev.family),
             hook: hook_name(ev.hook),
+            program: program_version(ev.program_version),
             pid: ev.tgid,
             tid: ev.pid,
             comm: comm(ev),
@@ -385,6 +389,18 @@ impl<'a> FlowRecord<'a> {
             map: names.map_sources(ev.epoch),
             prev: GENESIS,
         }
+    }
+}
+
+/// `major.minor.patch` of the programs that wrote an event (this build's
+/// own, nearly always, is formatted once).
+fn program_version(packed: u64) -> Cow<'static, str> {
+    static OWN: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| crate::kernel::unpack_version(geowall_common::PACKED_VERSION));
+    if packed == geowall_common::PACKED_VERSION {
+        Cow::Borrowed(OWN.as_str())
+    } else {
+        Cow::Owned(crate::kernel::unpack_version(packed))
     }
 }
 

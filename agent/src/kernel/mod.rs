@@ -373,10 +373,8 @@ impl Kernel {
             }
             self.pin_program(name)?;
         }
-        self.config.store(
-            config::PROGRAM_VERSION,
-            pack_version(env!("CARGO_PKG_VERSION")),
-        );
+        self.config
+            .store(config::PROGRAM_VERSION, geowall_common::PACKED_VERSION);
         if report.adopted == 0 || self.config.load(config::ATTACHED_AT) == 0 {
             self.config.store(config::ATTACHED_AT, unix_now());
         }
@@ -826,19 +824,7 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// `1.2.3` → `1 << 32 | 2 << 16 | 3`.
-pub fn pack_version(v: &str) -> u64 {
-    let mut parts = v
-        .split(['.', '-', '+'])
-        .map(|p| p.parse::<u64>().unwrap_or(0));
-    let (a, b, c) = (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
-    (a << 32) | ((b & 0xffff) << 16) | (c & 0xffff)
-}
-
+/// [`geowall_common::pack_version`] undone: `major.minor.patch`.
 pub fn unpack_version(v: u64) -> String {
     format!("{}.{}.{}", v >> 32, (v >> 16) & 0xffff, v & 0xffff)
 }
