@@ -75,6 +75,12 @@ pub const GRANT_SCOPE_POLICY: u64 = 1 << 63;
 pub const REGION_NAME_LEN: usize = 32;
 /// Bytes of a policy name, NUL padded.
 pub const POLICY_NAME_LEN: usize = 64;
+/// A flow event wakes the agent's reader only when this CPU has not woken
+/// it for this long (boot clock, ns); the reader also drains on a short
+/// timer. Without it every event of a busy host would cost a wake-up
+/// (an inter-processor interrupt and a context switch, several µs on a VM)
+/// on the connecting CPU.
+pub const WAKE_INTERVAL_NS: u64 = 1_000_000;
 /// Default ring buffer size in bytes (a power of two, a multiple of the page).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
 
@@ -118,9 +124,12 @@ pub mod names {
     /// IPv6 just-in-time grants: LPM trie of [`super::GrantKey6`] →
     /// [`super::GrantSet`].
     pub const GRANTS6: &str = "GW_GRANTS6";
+    /// Per-CPU boot-clock time of the last ring buffer wake-up (the
+    /// programs' own bookkeeping: see [`super::WAKE_INTERVAL_NS`]).
+    pub const WAKE: &str = "GW_WAKE";
 
     /// Every map the object defines, for pinning and removal.
-    pub const ALL_MAPS: [&str; 15] = [
+    pub const ALL_MAPS: [&str; 16] = [
         CONFIG,
         BINDINGS,
         POLICIES,
@@ -136,6 +145,7 @@ pub mod names {
         SOCKS,
         GRANTS4,
         GRANTS6,
+        WAKE,
     ];
 
     pub const PROG_CONNECT4: &str = "gw_connect4";
@@ -164,6 +174,9 @@ pub mod config {
     pub const HEARTBEAT: u32 = 4;
     /// Entries in the grant tries (0: skip the grant lookups).
     pub const GRANTS: u32 = 5;
+    /// Raised after every change to the bindings (cgroup → policy slot):
+    /// part of the key of each socket's verdict cache ([`super::SockState`]).
+    pub const BINDINGS_GEN: u32 = 6;
     /// Number of slots.
     pub const SLOTS: u32 = 8;
 }
@@ -559,6 +572,65 @@ pub struct SockState {
     /// policy and the caller's, and the stricter wins.
     pub owner_slot: u32,
     pub _pad: u32,
+    /// The socket's verdict cache: the last destination its datagrams were
+    /// allowed to, with everything the verdict depended on. A datagram to
+    /// the same destination from the same cgroup under the same tables and
+    /// bindings is allowed without a lookup (its counter still counts it).
+    /// Only plain allows that write no record are cached: never a denial,
+    /// an audit-mode would-deny, a grant (grants expire) or an allow under
+    /// `log_allowed` (each datagram is recorded).
+    pub cache: VerdictCache,
+}
+
+/// See [`SockState::cache`]. Two threads may write it at once, so a reader
+/// checks [`VerdictCache::tag`], written last, against its own key: a
+/// torn mix of two entries does not match.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VerdictCache {
+    /// Destination address (network order; IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+    /// Table epoch and bindings generation ([`config::BINDINGS_GEN`]).
+    pub epoch: u64,
+    pub bindings_gen: u64,
+    /// The calling task's cgroup.
+    pub cgroup_id: u64,
+    /// Host-order port; `v4` 1 when `addr` was judged as IPv4.
+    pub port: u16,
+    pub v4: u8,
+    pub _pad: u8,
+    /// Policy slot whose counters an allowed datagram adds to.
+    pub slot: u32,
+    /// [`VerdictCache::tag_of`] of the fields above; 0: empty.
+    pub tag: u64,
+}
+
+impl VerdictCache {
+    /// A 64-bit mix of the key fields (never 0).
+    #[inline(always)]
+    pub fn tag_of(
+        addr: &[u8; 16],
+        epoch: u64,
+        bindings_gen: u64,
+        cgroup_id: u64,
+        port: u16,
+        v4: u8,
+        slot: u32,
+    ) -> u64 {
+        let lo = u64::from_ne_bytes([
+            addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+        ]);
+        let hi = u64::from_ne_bytes([
+            addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+        ]);
+        let small = u64::from(port) | (u64::from(v4) << 16) | (u64::from(slot) << 32);
+        let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+        for w in [lo, hi, epoch, bindings_gen, cgroup_id, small] {
+            h = (h ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            h ^= h >> 31;
+        }
+        h | 1
+    }
 }
 
 /// A NUL-padded name, as stored in `GW_REGNAMES`.
@@ -574,7 +646,8 @@ const _: () = {
     assert!(core::mem::size_of::<Rule>() == 8);
     assert!(core::mem::size_of::<RuleSet>() == 4 + 8 * MAX_RULES_PER_PREFIX);
     assert!(core::mem::size_of::<FlowEvent>() == 120);
-    assert!(core::mem::size_of::<SockState>() == 8);
+    assert!(core::mem::size_of::<SockState>() == 8 + 56);
+    assert!(core::mem::size_of::<VerdictCache>() == 56);
     assert!(core::mem::size_of::<Grant>() == 16);
     assert!(core::mem::align_of::<GrantSet>() == 4);
     assert!(core::mem::size_of::<GrantSet>() == 16 * MAX_GRANTS_PER_PREFIX);

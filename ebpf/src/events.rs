@@ -1,13 +1,18 @@
 //! Counters and flow events.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    generated::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns},
+use aya_ebpf::{
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns},
+    },
 };
-use geowall_common::{FlowEvent, MAX_POLICIES, MAX_TAGSETS, PACKED_VERSION, TagSet, counter};
+use geowall_common::{
+    FlowEvent, MAX_POLICIES, MAX_TAGSETS, PACKED_VERSION, TagSet, WAKE_INTERVAL_NS, counter,
+};
 
 use crate::{
-    maps::{GW_COUNTERS, GW_EVENTS, GW_TAGSETS},
+    maps::{GW_COUNTERS, GW_EVENTS, GW_TAGSETS, GW_WAKE},
     verdict::{Dest, Governed},
 };
 
@@ -93,9 +98,10 @@ pub fn emit(flow: &Flow, outcome: Outcome) {
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
     let event = FlowEvent {
-        // SAFETY: a helper without arguments.
-        time_ns: unsafe { bpf_ktime_get_boot_ns() },
+        time_ns: now,
         epoch: flow.epoch,
         cgroup_id: flow.cgroup_id,
         sock_cookie: if flow.sock.is_null() {
@@ -125,5 +131,28 @@ pub fn emit(flow: &Flow, outcome: Outcome) {
         ..FlowEvent::default()
     };
     entry.write(event);
-    entry.submit(0);
+    entry.submit(wake_flags(now));
+}
+
+/// Wakes the reader for this event only if this CPU has not done so for
+/// [`WAKE_INTERVAL_NS`]: a wake-up is an interrupt and a context switch on
+/// the connecting CPU, and at thousands of events a second most of them
+/// find the reader busy anyway. The first event after a quiet spell wakes
+/// it at once; the rest of a burst waits for the next wake-up or the
+/// reader's timer.
+#[inline(always)]
+fn wake_flags(now: u64) -> u64 {
+    let Some(last) = GW_WAKE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU value pointer, valid for the program's run. A program
+    // preempted on this CPU by another run can lose one update: that costs
+    // at most one extra or one later wake-up.
+    let last = unsafe { &mut *last };
+    if now.wrapping_sub(*last) >= WAKE_INTERVAL_NS {
+        *last = now;
+        BPF_RB_FORCE_WAKEUP.into()
+    } else {
+        BPF_RB_NO_WAKEUP.into()
+    }
 }

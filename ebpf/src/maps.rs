@@ -67,6 +67,10 @@ pub static GW_GRANTS4: LpmTrie<GrantKey4, GrantSet, { MAX_GRANT_ENTRIES as usize
 pub static GW_GRANTS6: LpmTrie<GrantKey6, GrantSet, { MAX_GRANT_ENTRIES as usize }, NO_PREALLOC> =
     LpmTrie::new();
 
+/// Per-CPU time of the last ring buffer wake-up (see `events::emit`).
+#[btf_map]
+pub static GW_WAKE: PerCpuArray<u64, 1> = PerCpuArray::new();
+
 /// The policy slot each socket was created under (see [`SockState`]).
 #[btf_map]
 pub static GW_SOCKS: SkStorage<SockState> = SkStorage::new();

@@ -114,17 +114,30 @@ pub fn current_slot() -> Option<u32> {
     current().and_then(|(_, _, slot)| slot)
 }
 
+/// What [`judge`] answers.
+pub struct Verdict {
+    /// For the kernel: [`PROCEED`] or [`REFUSE`].
+    pub ret: i32,
+    /// A plain allow (no grant, no audit mode, tables present) by this
+    /// policy slot: one a socket may cache.
+    pub cacheable: Option<u32>,
+}
+
 /// Judges an outbound connection or datagram from the current task on a
 /// socket created under policy slot `owner` (`None`: its creator was not
 /// governed, or it predates the agent).
 #[inline(always)]
-pub fn judge(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, owner: Option<u32>) -> i32 {
+pub fn judge(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, owner: Option<u32>) -> Verdict {
+    const UNGOVERNED: Verdict = Verdict {
+        ret: PROCEED,
+        cacheable: None,
+    };
     let Some((epoch, cgroup_id, task)) = current() else {
-        return PROCEED;
+        return UNGOVERNED;
     };
     let gen_ = (epoch & 1) as u32;
     let (slot, flags, judged) = match (task, owner) {
-        (None, None) => return PROCEED,
+        (None, None) => return UNGOVERNED,
         (Some(t), None) => (t, 0, evaluate(gen_, t, cgroup_id, dest)),
         (None, Some(o)) => (
             o,
@@ -148,7 +161,16 @@ pub fn judge(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, owner: Option<
         slot,
         flags,
     };
-    finish(&Flow::new(sock, dest, hook, &actor), judged)
+    // Not when allowed flows are logged: each datagram is a record then.
+    let cacheable = (judged.severity() == 0
+        && judged.grant == 0
+        && !judged.no_table
+        && judged.flags & policy_flags::LOG_ALLOWED == 0)
+        .then_some(slot);
+    Verdict {
+        ret: finish(&Flow::new(sock, dest, hook, &actor), judged),
+        cacheable,
+    }
 }
 
 /// Judges the creation of a socket that would bypass the address hooks

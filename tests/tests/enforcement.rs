@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use geowall_tests::{
-    AgentSpec, Listener, TestCgroup, UsDe, connect_loop, loop_counts, outcomes, run_probe,
+    AgentSpec, Listener, TempDir, TestCgroup, UsDe, connect_loop, loop_counts, outcomes, run_probe,
 };
 use serde_json::Value;
 
@@ -725,4 +725,129 @@ fn a_full_ring_buffer_counts_drops_and_never_blocks() {
     }
     let out = run_probe(Some(&confined), &[format!("tcp:{}", us.target())]);
     assert_eq!(outcomes(&out)[0], "EPERM");
+}
+
+#[test]
+fn a_sockets_cached_allow_ends_with_the_binding_or_tables_that_made_it() {
+    use std::io::{BufRead, BufReader};
+
+    let cg = TestCgroup::new("udpcache");
+    let confined = cg.child("confined");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(
+            r#"
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+cgroups = ["/confined"]
+
+[[policy]]
+name = "fr-only"
+allow = ["FR"]
+"#,
+        )
+        .start();
+    let dir = TempDir::new("udpcache");
+    let (go_a, go_b) = (dir.path().join("a"), dir.path().join("b"));
+    let (de, us) = ("127.30.0.1:53", "127.20.0.1:53");
+    // One socket all along: three datagrams to DE under eu-only; then (the
+    // tables changed: eu-only allows the US only) DE again and US twice;
+    // then (the binding moved to fr-only) US again.
+    let mut probe = std::process::Command::new(geowall_tests::netprobe())
+        .arg("--cgroup")
+        .arg(&confined)
+        .args([
+            format!("udpkeep:{de}"),
+            format!("udpkeep:{de}"),
+            format!("udpkeep:{de}"),
+            format!("waitfile:{}", go_a.display()),
+            format!("udpkeep:{de}"),
+            format!("udpkeep:{us}"),
+            format!("udpkeep:{us}"),
+            format!("waitfile:{}", go_b.display()),
+            format!("udpkeep:{us}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(probe.stdout.take().unwrap()).lines();
+    let mut results = Vec::new();
+    let mut next = |results: &mut Vec<String>| {
+        let line = lines.next().expect("probe line").unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        results.push(v["result"].as_str().unwrap().to_owned());
+    };
+    for _ in 0..3 {
+        next(&mut results);
+    }
+
+    // A table change alone.
+    let epoch = agent.epoch();
+    agent.rewrite_config(|text| text.replacen("allow = [\"EU\"]\n", "allow = [\"US\"]\n", 1));
+    agent.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while agent.epoch() == epoch {
+        assert!(std::time::Instant::now() < deadline, "no table switch");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&go_a, "").unwrap();
+    for _ in 0..4 {
+        next(&mut results);
+    }
+
+    // The binding moves (a reload also switches the tables; the bindings
+    // generation in the cache's key covers a binding that changes alone).
+    agent.rewrite_config(|text| {
+        text.replacen("cgroups = [\"/confined\"]\n", "", 1).replace(
+            "allow = [\"FR\"]\n",
+            "allow = [\"FR\"]\ncgroups = [\"/confined\"]\n",
+        )
+    });
+    agent.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = agent.status();
+        let bound = status["status"]["policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["name"] == "fr-only" && p["cgroups"].to_string().contains("/confined"));
+        if bound {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the binding did not move: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&go_b, "").unwrap();
+    for _ in 0..2 {
+        next(&mut results);
+    }
+
+    assert!(probe.wait().unwrap().success());
+    assert_eq!(
+        results,
+        ["ok", "ok", "ok", "ok", "EPERM", "ok", "ok", "ok", "EPERM"],
+        "DE×3 | wait | DE, US×2 | wait | US (the waits are the 4th and 8th)"
+    );
+
+    // Cached datagrams are counted all the same: three to DE and two to
+    // the US allowed by eu-only; DE denied by it after the table change,
+    // the US by fr-only after the move.
+    let status = agent.status();
+    let policy = |name: &str| {
+        status["status"]["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(policy("eu-only")["allowed"], 5, "{status}");
+    assert_eq!(policy("eu-only")["denied"], 1, "{status}");
+    assert_eq!(policy("fr-only")["denied"], 1, "{status}");
 }

@@ -627,33 +627,73 @@ pub fn run(quick: bool) -> Result<()> {
     results.insert("tcp_connect".into(), report(&rates, "tcp"));
     results.insert("udp_sendto".into(), report(&rates, "udp"));
 
-    // Program run time on real destinations, from a namespace with no route.
-    let progs = vec![PathBuf::from(format!(
-        "/sys/fs/bpf/geowall-bench-{tag}/abi-{}/progs/{}",
-        geowall_common::ABI_VERSION,
-        geowall_common::names::PROG_CONNECT4,
-    ))];
+    // Program run time on real destinations, from a namespace with no route
+    // (and on loopback), per program of the path: connect4 and the
+    // sock_create that ran for the same socket; sendmsg4 for datagrams.
+    let prog = |name: &str| {
+        PathBuf::from(format!(
+            "/sys/fs/bpf/geowall-bench-{tag}/abi-{}/progs/{name}",
+            geowall_common::ABI_VERSION,
+        ))
+    };
+    let connect_progs = vec![
+        prog(geowall_common::names::PROG_CONNECT4),
+        prog(geowall_common::names::PROG_SOCK_CREATE),
+    ];
+    let send_progs = vec![prog(geowall_common::names::PROG_SENDMSG4)];
     let mut run_time = serde_json::Map::new();
-    for (label, target) in [
-        ("DE, allowed", "193.99.144.80:443"),
-        ("US, denied", "8.8.8.8:443"),
-        ("loopback, allowed", "127.0.0.1:7199"),
+    for (label, mode, target, progs, names) in [
+        (
+            "DE, allowed",
+            "connect",
+            "193.99.144.80:443",
+            &connect_progs,
+            &["connect4", "sock_create"][..],
+        ),
+        (
+            "US, denied",
+            "connect",
+            "8.8.8.8:443",
+            &connect_progs,
+            &["connect4", "sock_create"][..],
+        ),
+        (
+            "loopback, allowed",
+            "connect",
+            "127.0.0.1:7199",
+            &connect_progs,
+            &["connect4", "sock_create"][..],
+        ),
+        (
+            "UDP loopback, one socket",
+            "udp",
+            UDP_TARGET,
+            &send_progs,
+            &["sendmsg4"][..],
+        ),
     ] {
-        let mut ns_per_run = Vec::new();
+        let mut per_prog: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
         for _ in 0..3 {
             let r = loadgen(
                 &ns["G"],
                 Some(&cg.0.join("g")),
-                "connect",
+                mode,
                 target,
                 plan.ms / 2,
-                &progs,
+                progs,
             )?;
-            ns_per_run.push(r["programs"][0]["ns_per_run"].as_f64().unwrap_or(0.0));
+            for (i, samples) in per_prog.iter_mut().enumerate() {
+                samples.push(r["programs"][i]["ns_per_run"].as_f64().unwrap_or(0.0));
+            }
         }
-        run_time.insert(label.into(), summary(&ns_per_run));
+        let m: serde_json::Map<String, Value> = names
+            .iter()
+            .zip(&per_prog)
+            .map(|(n, v)| ((*n).to_owned(), summary(v)))
+            .collect();
+        run_time.insert(label.into(), Value::Object(m));
     }
-    results.insert("connect4_run_time_ns".into(), Value::Object(run_time));
+    results.insert("program_run_time_ns".into(), Value::Object(run_time));
 
     // Worst case: decoys along 127.0.0.1's path in every table.
     eprintln!("bench: worst-case depth (decoys inside 127/8)");
@@ -825,10 +865,16 @@ fn print_table(r: &Value) {
             );
         }
     }
-    println!("\ngw_connect4 run time per call (BPF_ENABLE_STATS, median of means):");
-    if let Some(m) = r["connect4_run_time_ns"].as_object() {
-        for (k, v) in m {
-            println!("  {k:<20} {:>8.0} ns", f(&v["median"]));
+    println!("\nprogram run time per call (BPF_ENABLE_STATS, median of means):");
+    if let Some(m) = r["program_run_time_ns"].as_object() {
+        for (k, progs) in m {
+            let cells: Vec<String> = progs
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(p, v)| format!("{p} {:>5.0} ns", f(&v["median"])))
+                .collect();
+            println!("  {k:<26} {}", cells.join("   "));
         }
     }
     let ml = &r["map_load"];

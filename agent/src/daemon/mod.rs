@@ -313,7 +313,9 @@ async fn read_events(
     // SAFETY: the ring buffer owns its fd, which stays open as long as the
     // AsyncFd that owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // The programs wake this reader at most once a millisecond per CPU
+    // (`WAKE_INTERVAL_NS`): the tail of a burst is read on this tick.
+    let mut tick = tokio::time::interval(TICK);
     let mut reader = Reader {
         log: &log,
         names: &names,
@@ -345,8 +347,15 @@ async fn read_events(
                 // Also catches up where a wake-up was missed or the log was
                 // backlogged; a quiet ring after a switch lets the old map go.
                 reader.flush();
-                if reader.drain(fd.get_mut()) == Drained::Empty {
-                    reader.forget_old_maps();
+                for _ in 0..TICK_BATCHES {
+                    match reader.drain(fd.get_mut()) {
+                        Drained::Empty => {
+                            reader.forget_old_maps();
+                            break;
+                        }
+                        Drained::More => {}
+                        Drained::Backlogged => break,
+                    }
                 }
                 reader.tick();
                 reader.flush();
@@ -369,6 +378,11 @@ async fn read_events(
 
 /// Events handled per batch.
 const BATCH: usize = 4096;
+/// The reader's timer: housekeeping, log flushes, and the events no wake-up
+/// announced.
+const TICK: Duration = Duration::from_millis(50);
+/// Batches a tick may drain before it lets the other tasks run.
+const TICK_BATCHES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drained {

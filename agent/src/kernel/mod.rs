@@ -534,13 +534,26 @@ impl Kernel {
             &slot.to_ne_bytes(),
             sys::BPF_ANY,
         )
-        .map_err(sys_err(format!("binding cgroup {cgroup_id}")))
+        .map_err(sys_err(format!("binding cgroup {cgroup_id}")))?;
+        self.bindings_changed();
+        Ok(())
     }
 
     /// Removes a cgroup's binding (absent is fine).
     pub fn unbind(&self, cgroup_id: u64) -> Result<(), KernelError> {
-        sys::map_delete(self.maps.bindings.as_fd(), &cgroup_id.to_ne_bytes())
-            .map_err(sys_err(format!("unbinding cgroup {cgroup_id}")))
+        let result = sys::map_delete(self.maps.bindings.as_fd(), &cgroup_id.to_ne_bytes())
+            .map_err(sys_err(format!("unbinding cgroup {cgroup_id}")));
+        self.bindings_changed();
+        result
+    }
+
+    /// Raises the bindings generation after a binding changed: every
+    /// socket's cached verdict was keyed by the old one (the store comes
+    /// after the map write, so a program that reads the new generation also
+    /// sees the new binding).
+    fn bindings_changed(&self) {
+        let next = self.config.load(config::BINDINGS_GEN).wrapping_add(1);
+        self.config.store(config::BINDINGS_GEN, next);
     }
 
     /// The slot a cgroup (by id) is bound to.

@@ -9,6 +9,8 @@
 //!   udp:ADDR:PORT          sendto() on an unconnected UDP socket
 //!   udpmulti:ADDR:PORT,…   sendto() each destination in turn from one
 //!                          unconnected UDP socket (a line for each)
+//!   udpkeep:ADDR:PORT      sendto() from one socket kept for the whole run
+//!   waitfile:PATH          wait (up to 30 s) until PATH exists
 //!   udpconn:ADDR:PORT      connect() a UDP socket
 //!   raw4 | raw6 | packet   create a raw IPv4/IPv6 or a packet socket
 //!   ping4 | ping6          create a ping socket (ICMP over SOCK_DGRAM); in
@@ -35,6 +37,7 @@ use std::{
     io,
     net::{SocketAddr, TcpStream, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -347,9 +350,31 @@ fn main() {
         std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
             .expect("netprobe: ping_group_range");
     }
+    // The socket `udpkeep` sends from: one for the whole run.
+    let mut kept: Option<UdpSocket> = None;
     for op in ops {
         let (kind, rest) = op.split_once(':').unwrap_or((op.as_str(), ""));
         let line = match kind {
+            "udpkeep" => {
+                let addr = parse_target(rest);
+                let result = match &kept {
+                    Some(s) => s.send_to(b"geowall", addr).map(drop),
+                    None => udp_socket(&addr).and_then(|s| {
+                        let r = s.send_to(b"geowall", addr).map(drop);
+                        kept = Some(s);
+                        r
+                    }),
+                };
+                json(kind, rest, outcome(result))
+            }
+            "waitfile" => {
+                let until = Instant::now() + Duration::from_secs(30);
+                while !Path::new(rest).exists() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let found = Path::new(rest).exists();
+                json(kind, rest, if found { "ok" } else { "timeout" }.into())
+            }
             "udpmulti" => {
                 let targets: Vec<&str> = rest.split(',').collect();
                 let addrs: Vec<SocketAddr> = targets.iter().map(|t| parse_target(t)).collect();
