@@ -9,7 +9,7 @@
 
 /// Bumped whenever a map's key or value layout changes. Pinned maps live under
 /// a folder named after it, so a new agent never reuses maps it cannot read.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Upper bound on policies that can be loaded at once (policy slots).
 pub const MAX_POLICIES: u32 = 256;
@@ -30,6 +30,9 @@ pub const MAX_BINDINGS: u32 = 16384;
 pub const MAX_GRANTS_PER_PREFIX: usize = 4;
 /// (scope, prefix) entries of each grant trie.
 pub const MAX_GRANT_ENTRIES: u32 = 4096;
+/// Entries of the region grant map: (generation, scope, region) triples,
+/// both generations counted.
+pub const MAX_REGION_GRANT_ENTRIES: u32 = 8192;
 /// High bit of a grant scope: the scope is a policy slot (low bits), not a
 /// cgroup id. A cgroup id (an inode number) never has it set.
 pub const GRANT_SCOPE_POLICY: u64 = 1 << 63;
@@ -80,9 +83,12 @@ pub mod names {
     /// IPv6 just-in-time grants: LPM trie of [`super::GrantKey6`] →
     /// [`super::GrantSet`].
     pub const GRANTS6: &str = "GW_GRANTS6";
+    /// Just-in-time grants to regions: hash of [`super::RegionGrantKey`] →
+    /// [`super::GrantSet`].
+    pub const REGION_GRANTS: &str = "GW_RGRANTS";
 
     /// Every map the object defines, for pinning and removal.
-    pub const ALL_MAPS: [&str; 15] = [
+    pub const ALL_MAPS: [&str; 16] = [
         CONFIG,
         BINDINGS,
         POLICIES,
@@ -98,6 +104,7 @@ pub mod names {
         SOCKS,
         GRANTS4,
         GRANTS6,
+        REGION_GRANTS,
     ];
 
     pub const PROG_CONNECT4: &str = "gw_connect4";
@@ -126,6 +133,9 @@ pub mod config {
     pub const HEARTBEAT: u32 = 4;
     /// Entries in the grant tries (0: skip the grant lookups).
     pub const GRANTS: u32 = 5;
+    /// Entries in the region grant map, both generations (0: skip the
+    /// region grant lookups).
+    pub const REGION_GRANTS: u32 = 6;
     /// Number of slots.
     pub const SLOTS: u32 = 8;
 }
@@ -508,6 +518,34 @@ impl GrantSet {
     }
 }
 
+/// Key of the region grant map: a grant to every destination the region
+/// trie tags with `region`. Region ids belong to a generation of the tables,
+/// so the agent writes the idle generation's entries before it switches
+/// tables and the kernel looks up the generation that decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct RegionGrantKey {
+    /// As in [`GrantKey4`]: a cgroup id, or [`GRANT_SCOPE_POLICY`] | slot.
+    pub scope: u64,
+    /// Region id (index into `GW_REGNAMES`).
+    pub region: u16,
+    /// Table generation (`epoch & 1`).
+    pub generation: u8,
+    pub _pad: [u8; 5],
+}
+
+impl RegionGrantKey {
+    #[inline(always)]
+    pub const fn new(scope: u64, region: u16, generation: u8) -> Self {
+        Self {
+            scope,
+            region,
+            generation,
+            _pad: [0; 5],
+        }
+    }
+}
+
 /// Socket-local state, written when a governed task creates a socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -537,6 +575,7 @@ const _: () = {
     assert!(core::mem::size_of::<Grant>() == 16);
     assert!(core::mem::align_of::<GrantSet>() == 4);
     assert!(core::mem::size_of::<GrantSet>() == 16 * MAX_GRANTS_PER_PREFIX);
+    assert!(core::mem::size_of::<RegionGrantKey>() == 16);
     assert!(core::mem::size_of::<FlowEvent>().is_multiple_of(8));
     assert!(MAX_TAGSETS.is_multiple_of(64));
     assert!(MAX_TAGSETS <= u16::MAX as u32 + 1);
@@ -555,4 +594,5 @@ mod pod {
     unsafe impl aya::Pod for super::SockState {}
     unsafe impl aya::Pod for super::Grant {}
     unsafe impl aya::Pod for super::GrantSet {}
+    unsafe impl aya::Pod for super::RegionGrantKey {}
 }
