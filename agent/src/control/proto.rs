@@ -84,8 +84,10 @@ pub enum Request {
 }
 
 /// What an `approval_request` asks for: a scope (`policy`, or the running
-/// `job`), a destination (`to`: an address or a CIDR; `port`, absent or 0 =
-/// any), a length (`for`: `"2h"`) and a reason.
+/// `job`), a destination (`to`: an address, a CIDR, or a region as policies
+/// name them — `DE`, `aws:eu-west-1`, `EU`; `port`, absent or 0 = any), a
+/// length (`for`: `"2h"`) and a reason. The protocol stays v1: `to` only
+/// accepts more.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalAsk {
     #[serde(default)]

@@ -100,6 +100,12 @@ impl State {
             ring_bytes,
         })?;
         let events = kernel.take_events()?;
+        let approvals = super::approvals::Approvals::load(&config).map_err(|source| {
+            DaemonError::ApprovalsState {
+                path: config.file.approvals.state_dir.clone(),
+                source,
+            }
+        })?;
         let installing = std::time::Instant::now();
         let layout = layout::layout(&plan, &kernel.region_names()?, &kernel.policy_names()?)?;
         let epoch = match &map_error {
@@ -117,16 +123,9 @@ impl State {
                 );
                 kept
             }
-            _ => kernel.install(&layout)?,
+            _ => kernel.install(&layout, &approvals.region_grant_sets(&layout.slots))?,
         };
         let install_time = installing.elapsed();
-        let approvals =
-            super::approvals::Approvals::load(config.file.approvals.clone()).map_err(|source| {
-                DaemonError::ApprovalsState {
-                    path: config.file.approvals.state_dir.clone(),
-                    source,
-                }
-            })?;
         let mut state = State {
             config_path,
             started_with: config.file.agent.clone(),
@@ -343,7 +342,8 @@ impl State {
             &self.kernel.policy_names()?,
         )?;
         let bindings = self.wanted_bindings(&plan, &layout.slots)?;
-        let epoch = self.kernel.install(&layout)?;
+        let region_grants = self.approvals.region_grant_sets(&layout.slots);
+        let epoch = self.kernel.install(&layout, &region_grants)?;
 
         // The new tables are in force: from here on nothing is refused.
         self.install_time = installing.elapsed();
@@ -375,7 +375,7 @@ impl State {
         .collect();
         self.publish(epoch, &config);
         self.record_config(why, epoch, by, &problems, &needs_restart);
-        self.reconfigure_approvals(config.file.approvals.clone());
+        self.reconfigure_approvals(&config);
         crate::util::trim_heap();
         Ok(epoch)
     }
