@@ -212,6 +212,20 @@ pub struct Status {
     /// Live just-in-time grants (as `approvals list --json` shows them).
     #[serde(default)]
     pub grants: Vec<serde_json::Value>,
+    /// The approvals webhook, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookStatus>,
+}
+
+/// The approvals webhook in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookStatus {
+    pub url: String,
+    /// Notifications given up since the agent started.
+    pub failures: u64,
+    /// The last of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<crate::approvals::webhook::Failure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,8 +13,7 @@ use super::{
 };
 use crate::{
     approvals::{
-        self, Approval, Caller, Decision, Destination, Origin, Person, REACTIVE_GRANT, Stage,
-        Store,
+        self, Approval, Caller, Decision, Destination, Origin, Person, REACTIVE_GRANT, Stage, Store,
     },
     config::{ApprovalsConfig, Config},
     control::proto::{ApprovalAsk, ErrorCode},
@@ -93,9 +92,38 @@ fn refused(code: ErrorCode, message: impl Into<String>) -> Refusal {
 }
 
 impl State {
-    /// Starts the webhook sender (on the agent's runtime).
+    /// Starts the webhook sender (on the agent's runtime). A notification
+    /// given up is a `webhook_failed` record; the sender writes it itself,
+    /// so a failing webhook never waits for the agent's lock.
     pub fn start_notifier(&mut self) {
-        self.approvals.notifier = Some(approvals::webhook::Notifier::start());
+        let log = self.audit_log();
+        self.approvals.notifier = Some(approvals::webhook::Notifier::start(move |failure| {
+            let mut detail = serde_json::to_value(failure).unwrap_or_default();
+            if let Some(fields) = detail.as_object_mut() {
+                // The record has its own time.
+                fields.remove("time");
+            }
+            let mut log = log.lock().expect("log lock");
+            if let Err(e) = log.event("webhook_failed", detail) {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+        }));
+    }
+
+    /// The webhook, for `status`: its address and what failed.
+    pub fn webhook_status(&self) -> Option<crate::control::proto::WebhookStatus> {
+        let url = self.approvals.config.webhook.as_ref()?;
+        let health = self
+            .approvals
+            .notifier
+            .as_ref()
+            .map(approvals::webhook::Notifier::health)
+            .unwrap_or_default();
+        Some(crate::control::proto::WebhookStatus {
+            url: url.to_string(),
+            failures: health.failures,
+            last_failure: health.last_failure,
+        })
     }
 
     /// Queues a webhook notification of `event` on `request` (never waits).
@@ -228,7 +256,8 @@ impl State {
             .collect();
         let generation = (epoch & 1) as u8;
         let wanted = region_entries(&sets, &ids, generation);
-        self.kernel().write_region_grants(generation, &wanted, true)?;
+        self.kernel()
+            .write_region_grants(generation, &wanted, true)?;
         Ok(())
     }
 

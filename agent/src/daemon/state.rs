@@ -225,6 +225,11 @@ impl State {
         &self.names
     }
 
+    /// The audit log, for writers outside the lock (the webhook sender).
+    pub(super) fn audit_log(&self) -> Arc<Mutex<crate::flows::AuditLog>> {
+        Arc::clone(&self.log)
+    }
+
     pub(super) fn slot(&self, policy: &str) -> Option<u32> {
         self.slots.get(policy).copied()
     }
@@ -746,6 +751,7 @@ impl State {
             ipv6_ranges: self.plan.map.v6.len(),
             events_dropped,
             grants: self.grant_status(),
+            webhook: self.webhook_status(),
         })
     }
 
