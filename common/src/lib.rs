@@ -68,6 +68,9 @@ pub const MAX_BINDINGS: u32 = 16384;
 pub const MAX_GRANTS_PER_PREFIX: usize = 4;
 /// (scope, prefix) entries of each grant trie.
 pub const MAX_GRANT_ENTRIES: u32 = 4096;
+/// Entries of the region grant map: (generation, scope, region) triples,
+/// both generations counted.
+pub const MAX_REGION_GRANT_ENTRIES: u32 = 8192;
 /// High bit of a grant scope: the scope is a policy slot (low bits), not a
 /// cgroup id. A cgroup id (an inode number) never has it set.
 pub const GRANT_SCOPE_POLICY: u64 = 1 << 63;
@@ -127,9 +130,12 @@ pub mod names {
     /// Per-CPU boot-clock time of the last ring buffer wake-up (the
     /// programs' own bookkeeping: see [`super::WAKE_INTERVAL_NS`]).
     pub const WAKE: &str = "GW_WAKE";
+    /// Just-in-time grants to regions: hash of [`super::RegionGrantKey`] →
+    /// [`super::GrantSet`].
+    pub const REGION_GRANTS: &str = "GW_RGRANTS";
 
     /// Every map the object defines, for pinning and removal.
-    pub const ALL_MAPS: [&str; 16] = [
+    pub const ALL_MAPS: [&str; 17] = [
         CONFIG,
         BINDINGS,
         POLICIES,
@@ -146,6 +152,7 @@ pub mod names {
         GRANTS4,
         GRANTS6,
         WAKE,
+        REGION_GRANTS,
     ];
 
     pub const PROG_CONNECT4: &str = "gw_connect4";
@@ -177,6 +184,9 @@ pub mod config {
     /// Raised after every change to the bindings (cgroup → policy slot):
     /// part of the key of each socket's verdict cache ([`super::SockState`]).
     pub const BINDINGS_GEN: u32 = 6;
+    /// Entries in the region grant map, both generations (0: skip the
+    /// region grant lookups).
+    pub const REGION_GRANTS: u32 = 7;
     /// Number of slots.
     pub const SLOTS: u32 = 8;
 }
@@ -562,6 +572,34 @@ impl GrantSet {
     }
 }
 
+/// Key of the region grant map: a grant to every destination the region
+/// trie tags with `region`. Region ids belong to a generation of the tables,
+/// so the agent writes the idle generation's entries before it switches
+/// tables and the kernel looks up the generation that decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct RegionGrantKey {
+    /// As in [`GrantKey4`]: a cgroup id, or [`GRANT_SCOPE_POLICY`] | slot.
+    pub scope: u64,
+    /// Region id (index into `GW_REGNAMES`).
+    pub region: u16,
+    /// Table generation (`epoch & 1`).
+    pub generation: u8,
+    pub _pad: [u8; 5],
+}
+
+impl RegionGrantKey {
+    #[inline(always)]
+    pub const fn new(scope: u64, region: u16, generation: u8) -> Self {
+        Self {
+            scope,
+            region,
+            generation,
+            _pad: [0; 5],
+        }
+    }
+}
+
 /// Socket-local state, written when a governed task creates a socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -651,6 +689,7 @@ const _: () = {
     assert!(core::mem::size_of::<Grant>() == 16);
     assert!(core::mem::align_of::<GrantSet>() == 4);
     assert!(core::mem::size_of::<GrantSet>() == 16 * MAX_GRANTS_PER_PREFIX);
+    assert!(core::mem::size_of::<RegionGrantKey>() == 16);
     assert!(core::mem::size_of::<FlowEvent>().is_multiple_of(8));
     assert!(MAX_TAGSETS.is_multiple_of(64));
     assert!(MAX_TAGSETS <= u16::MAX as u32 + 1);
@@ -669,4 +708,5 @@ mod pod {
     unsafe impl aya::Pod for super::SockState {}
     unsafe impl aya::Pod for super::Grant {}
     unsafe impl aya::Pod for super::GrantSet {}
+    unsafe impl aya::Pod for super::RegionGrantKey {}
 }

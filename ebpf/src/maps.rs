@@ -13,8 +13,9 @@ use aya_ebpf::{
 };
 use geowall_common::{
     Counters, DEFAULT_RING_BYTES, FlowEvent, GrantKey4, GrantKey6, GrantSet, MAX_BINDINGS,
-    MAX_GRANT_ENTRIES, MAX_POLICIES, MAX_REGIONS, MAX_TAGSETS, PolicyEntry, PolicyName, RegionName,
-    RegionValue, RuleKey4, RuleKey6, RuleSet, SockState, TagSet, config,
+    MAX_GRANT_ENTRIES, MAX_POLICIES, MAX_REGION_GRANT_ENTRIES, MAX_REGIONS, MAX_TAGSETS,
+    PolicyEntry, PolicyName, RegionGrantKey, RegionName, RegionValue, RuleKey4, RuleKey6, RuleSet,
+    SockState, TagSet, config,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -70,6 +71,17 @@ pub static GW_GRANTS6: LpmTrie<GrantKey6, GrantSet, { MAX_GRANT_ENTRIES as usize
 /// Per-CPU time of the last ring buffer wake-up (see `events::emit`).
 #[btf_map]
 pub static GW_WAKE: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// Just-in-time grants to regions, keyed by table generation: region ids
+/// belong to the tables, so the agent writes the idle generation's entries
+/// with the tables, before the epoch flips.
+#[btf_map]
+pub static GW_RGRANTS: HashMap<
+    RegionGrantKey,
+    GrantSet,
+    { MAX_REGION_GRANT_ENTRIES as usize },
+    NO_PREALLOC,
+> = HashMap::new();
 
 /// The policy slot each socket was created under (see [`SockState`]).
 #[btf_map]

@@ -1,5 +1,8 @@
-//! The verdict path shared by every socket-address hook, in the order of
-//! DESIGN.md: policy, just-in-time grants, CIDR rules, region lookup, allow-set, audit mode.
+//! The verdict path shared by every socket-address hook: policy, CIDR
+//! rules, region lookup, allow-set, then — only when that denies — the
+//! just-in-time grants, then audit mode. Allow and deny come out as with
+//! grants first (a grant only ever allows), but an allowed flow pays no grant
+//! lookup, and a record says `grant` only when a grant made the difference.
 //!
 //! Two policies may have a say: the calling task's (the nearest bound
 //! cgroup of the task) and the socket's (the policy its creator ran under,
@@ -13,16 +16,16 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
 };
 use geowall_common::{
-    Decision, GRANT_SCOPE_POLICY, GrantKey4, GrantKey6, MAX_POLICIES, PolicyEntry, RegionValue,
-    RuleKey4, RuleKey6, RuleSet, TAGSET_UNTAGGED, config, counter, event_flags, policy_flags,
-    reason, verdict,
+    Decision, GRANT_SCOPE_POLICY, GrantKey4, GrantKey6, GrantSet, MAX_POLICIES, MAX_TAGS,
+    MAX_TAGSETS, PolicyEntry, RegionGrantKey, RegionValue, RuleKey4, RuleKey6, RuleSet,
+    TAGSET_UNTAGGED, config, counter, event_flags, policy_flags, reason, verdict,
 };
 
 use crate::{
     events::{self, Flow},
     maps::{
-        GW_GRANTS4, GW_GRANTS6, GW_POLICIES, GW_REGION4, GW_REGION6, GW_RULES4, GW_RULES6,
-        config_slot,
+        GW_GRANTS4, GW_GRANTS6, GW_POLICIES, GW_REGION4, GW_REGION6, GW_RGRANTS, GW_RULES4,
+        GW_RULES6, GW_TAGSETS, config_slot,
     },
     policy,
 };
@@ -94,10 +97,11 @@ impl Governed {
     }
 }
 
-/// The epoch in force and the calling task's cgroup and policy slot, or
-/// `None` when no tables are loaded yet.
+/// The epoch in force, the calling task's cgroup, and its policy slot with
+/// the cgroup whose binding decided, or `None` when no tables are loaded
+/// yet.
 #[inline(always)]
-fn current() -> Option<(u64, u64, Option<u32>)> {
+fn current() -> Option<(u64, u64, Option<policy::Bound>)> {
     let epoch = config_slot(config::EPOCH);
     if epoch == 0 {
         // No tables loaded yet: nothing is governed.
@@ -111,7 +115,17 @@ fn current() -> Option<(u64, u64, Option<u32>)> {
 /// The policy slot governing the current task, for socket-local storage.
 #[inline(always)]
 pub fn current_slot() -> Option<u32> {
-    current().and_then(|(_, _, slot)| slot)
+    current().and_then(|(_, _, bound)| bound.map(|b| b.slot))
+}
+
+/// The cgroups whose grants cover the caller: its own, and the one whose
+/// binding decided its policy (a job's process in a sub-cgroup of the job
+/// is covered by the job's grants). Equal when the caller's own cgroup is
+/// bound, or when the caller is not governed (a socket's policy decides).
+#[derive(Clone, Copy)]
+struct Scopes {
+    leaf: u64,
+    bound: u64,
 }
 
 /// What [`judge`] answers.
@@ -136,18 +150,22 @@ pub fn judge(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, owner: Option<
         return UNGOVERNED;
     };
     let gen_ = (epoch & 1) as u32;
-    let (slot, flags, judged) = match (task, owner) {
+    let scopes = Scopes {
+        leaf: cgroup_id,
+        bound: task.map_or(cgroup_id, |b| b.cgroup),
+    };
+    let (slot, flags, judged) = match (task.map(|b| b.slot), owner) {
         (None, None) => return UNGOVERNED,
-        (Some(t), None) => (t, 0, evaluate(gen_, t, cgroup_id, dest)),
+        (Some(t), None) => (t, 0, evaluate(gen_, t, scopes, dest)),
         (None, Some(o)) => (
             o,
             event_flags::SOCKET_POLICY,
-            evaluate(gen_, o, cgroup_id, dest),
+            evaluate(gen_, o, scopes, dest),
         ),
-        (Some(t), Some(o)) if t == o => (t, 0, evaluate(gen_, t, cgroup_id, dest)),
+        (Some(t), Some(o)) if t == o => (t, 0, evaluate(gen_, t, scopes, dest)),
         (Some(t), Some(o)) => {
-            let by_task = evaluate(gen_, t, cgroup_id, dest);
-            let by_socket = evaluate(gen_, o, cgroup_id, dest);
+            let by_task = evaluate(gen_, t, scopes, dest);
+            let by_socket = evaluate(gen_, o, scopes, dest);
             if by_socket.severity() > by_task.severity() {
                 (o, event_flags::SOCKET_POLICY, by_socket)
             } else {
@@ -183,7 +201,7 @@ pub fn judge_socket(
     hook: u8,
     allow_flag: u32,
 ) -> i32 {
-    let Some((epoch, cgroup_id, Some(slot))) = current() else {
+    let Some((epoch, cgroup_id, Some(policy::Bound { slot, .. }))) = current() else {
         return PROCEED;
     };
     let dest = Dest {
@@ -245,30 +263,26 @@ fn policy_entry(gen_: u32, slot: u32) -> Option<&'static PolicyEntry> {
     Some(entry)
 }
 
-/// The decision of policy `slot` for `dest`, for a task in cgroup
-/// `cgroup_id`.
+/// The decision of policy `slot` for `dest`, for a task covered by the
+/// grants of `scopes`: the policy's own, and when it denies (or would deny),
+/// a live grant's.
 #[inline(always)]
-fn evaluate(gen_: u32, slot: u32, cgroup_id: u64, dest: &Dest) -> Judged {
+fn evaluate(gen_: u32, slot: u32, scopes: Scopes, dest: &Dest) -> Judged {
     let Some(policy) = policy_entry(gen_, slot) else {
         return no_table();
     };
-    if let Some((id, plen)) = granted(slot, cgroup_id, dest) {
-        return Judged {
-            flags: policy.flags,
-            decision: Decision {
-                allowed: true,
-                reason: reason::GRANT,
-                plen,
-                tagset: TAGSET_UNTAGGED,
-            },
-            no_table: false,
-            grant: id,
-        };
-    }
     let decision = match rule_decision(policy, gen_, slot, dest) {
         Some(d) => d,
         None => policy.region_decision(region_value(gen_, dest)),
     };
+    if !decision.allowed
+        && let Some(judged) = granted(gen_, slot, scopes, dest, &decision)
+    {
+        return Judged {
+            flags: policy.flags,
+            ..judged
+        };
+    }
     Judged {
         flags: policy.flags,
         decision,
@@ -277,18 +291,81 @@ fn evaluate(gen_: u32, slot: u32, cgroup_id: u64, dest: &Dest) -> Judged {
     }
 }
 
-/// A live grant for `dest` scoped to the task's own cgroup or to policy
-/// `slot`: its id and prefix length. Expiry is checked here, against the
-/// boot clock, so a grant ends on time whether or not the agent runs.
+/// What a grant lookup needs (one pointer across a call: BPF functions take
+/// at most five arguments).
+struct GrantQuery {
+    gen_: u32,
+    port: u16,
+    now: u64,
+    scopes: Scopes,
+    policy_scope: u64,
+}
+
+/// A live grant that allows `dest`, which the policy denied with `denied`:
+/// first one to the destination's prefix, then one to one of its regions,
+/// each scope in turn (the task's cgroup, its bound cgroup, the policy).
+/// Expiry is checked here, against the boot clock, so a grant ends on time
+/// whether or not the agent runs.
 #[inline(always)]
-fn granted(slot: u32, cgroup_id: u64, dest: &Dest) -> Option<(u32, u8)> {
-    if config_slot(config::GRANTS) == 0 {
+fn granted(gen_: u32, slot: u32, scopes: Scopes, dest: &Dest, denied: &Decision) -> Option<Judged> {
+    let prefixes = config_slot(config::GRANTS) != 0;
+    let regions = config_slot(config::REGION_GRANTS) != 0;
+    if !prefixes && !regions {
         return None;
     }
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    grant_in(cgroup_id, dest, now)
-        .or_else(|| grant_in(GRANT_SCOPE_POLICY | u64::from(slot), dest, now))
+    let query = GrantQuery {
+        gen_,
+        port: dest.port,
+        // SAFETY: a helper without arguments.
+        now: unsafe { bpf_ktime_get_boot_ns() },
+        scopes,
+        policy_scope: GRANT_SCOPE_POLICY | u64::from(slot),
+    };
+    let grant = |id: u32, plen: u8, tagset: u16| Judged {
+        flags: 0,
+        decision: Decision {
+            allowed: true,
+            reason: reason::GRANT,
+            plen,
+            tagset,
+        },
+        no_table: false,
+        grant: id,
+    };
+    if prefixes && let Some((id, plen)) = prefix_grant(&query, dest) {
+        return Some(grant(id, plen, denied.tagset));
+    }
+    if !regions {
+        return None;
+    }
+    // A rule decided without the region lookup: do it now.
+    let (tagset, plen) = if denied.reason == reason::RULE {
+        match region_value(gen_, dest) {
+            Some(v) => (v.tagset, v.plen),
+            None => (TAGSET_UNTAGGED, 0),
+        }
+    } else {
+        (denied.tagset, denied.plen)
+    };
+    if tagset == TAGSET_UNTAGGED {
+        return None;
+    }
+    region_grant(&query, tagset).map(|id| grant(id, plen, tagset))
+}
+
+/// A live grant to `dest`'s prefix in one of the query's scopes: its id and
+/// prefix length.
+#[inline(always)]
+fn prefix_grant(q: &GrantQuery, dest: &Dest) -> Option<(u32, u8)> {
+    if let Some(g) = grant_in(q.scopes.leaf, dest, q.now) {
+        return Some(g);
+    }
+    if q.scopes.bound != q.scopes.leaf
+        && let Some(g) = grant_in(q.scopes.bound, dest, q.now)
+    {
+        return Some(g);
+    }
+    grant_in(q.policy_scope, dest, q.now)
 }
 
 /// The live grant for `dest` in `scope`, read in place (a grant set is too
@@ -308,6 +385,40 @@ fn grant_in(scope: u64, dest: &Dest, now: u64) -> Option<(u32, u8)> {
         GW_GRANTS6.get(&Key::new(192, data))?
     };
     set.find(dest.port, now).map(|g| (g.id, g.plen))
+}
+
+/// A live grant to one of the regions of tag set `tagset` (of the query's
+/// generation) in one of the query's scopes: its id. At most [`MAX_TAGS`]
+/// regions, three scopes each.
+#[inline(never)]
+fn region_grant(q: &GrantQuery, tagset: u16) -> Option<u32> {
+    let tags = GW_TAGSETS.get(q.gen_ * MAX_TAGSETS + u32::from(tagset))?;
+    let count = (tags.count as usize).min(MAX_TAGS);
+    for &region in tags.regions.iter().take(count) {
+        if let Some(id) = region_grant_in(q, q.scopes.leaf, region) {
+            return Some(id);
+        }
+        if q.scopes.bound != q.scopes.leaf
+            && let Some(id) = region_grant_in(q, q.scopes.bound, region)
+        {
+            return Some(id);
+        }
+        if let Some(id) = region_grant_in(q, q.policy_scope, region) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// The live grant to `region` in `scope`, read in place.
+#[inline(always)]
+fn region_grant_in(q: &GrantQuery, scope: u64, region: u16) -> Option<u32> {
+    let key = RegionGrantKey::new(scope, region, q.gen_ as u8);
+    let set: *const GrantSet = GW_RGRANTS.get_ptr(key)?;
+    // SAFETY: a non-null value pointer from bpf_map_lookup_elem is valid for
+    // the program's run (hash elements are freed after an RCU grace period).
+    let set = unsafe { &*set };
+    set.find(q.port, q.now).map(|g| g.id)
 }
 
 #[inline(always)]

@@ -574,3 +574,329 @@ fn a_dead_webhook_does_not_slow_decisions() {
     assert_eq!(outcomes(&agent.exec_probe("eu-only", &[&other])), ["EPERM"]);
     drop(silent);
 }
+
+/// The map of the region tests: `US` and `JP` are denied to `eu-only`.
+const REGION_MAP: &str = "127.20.0.0/16 US\n127.30.0.0/16 DE\n127.40.0.0/16 JP\n";
+
+/// Rewrites the agent's `test.cidr` and waits for the table switch that
+/// loads it.
+fn reload_map(agent: &geowall_tests::Agent, content: &str) {
+    let before = agent.epoch();
+    let map = agent.config.parent().unwrap().join("test.cidr");
+    std::fs::write(&map, content).unwrap();
+    agent.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.epoch() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the map was not reloaded:\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_region_grant_opens_the_region_and_follows_it_across_a_map_reload() {
+    let state = TempDir::new("approvals-state");
+    let cg = TestCgroup::new("approvals-region");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", REGION_MAP)
+        .child_cgroups(&["work"])
+        .config(&format!(
+            r#"
+[approvals]
+state_dir = "{}"
+
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+cgroups = ["/work"]
+rules = ["127.20.9.0/24 deny"]
+approvable = true
+"#,
+            state.path().display()
+        ))
+        .start();
+    let work = cg.child("work");
+    let us = Listener::on("127.20.0.1");
+    let port = us.addr.port();
+    let at = |ip: &str| format!("tcp:{ip}:{port}");
+    // Listeners on the same port at every address probed (connect completes
+    // on the backlog).
+    let listen = |ip: &str| std::net::TcpListener::bind((ip, port)).unwrap();
+    let _others: Vec<_> = [
+        "127.20.200.7",
+        "127.20.9.1",
+        "127.40.0.1",
+        "127.30.0.1",
+        "127.25.3.4",
+        "127.10.0.1",
+    ]
+    .into_iter()
+    .map(listen)
+    .collect();
+    let probe = |ip: &str| outcomes(&run_probe(Some(&work), &[&at(ip)])).join(",");
+    assert_eq!(probe("127.20.0.1"), "EPERM");
+
+    // Names are checked as policies check them.
+    let out = agent.cli(&[
+        "approvals",
+        "request",
+        "--policy",
+        "eu-only",
+        "--to",
+        "Japan",
+        "--for",
+        "1h",
+        "--reason",
+        "x",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("did you mean 'JP'"),
+        "{}",
+        stderr(&out)
+    );
+
+    let request = agent.cli_json(&[
+        "approvals",
+        "request",
+        "--policy",
+        "eu-only",
+        "--to",
+        "us",
+        "--for",
+        "1h",
+        "--reason",
+        "US dataset",
+        "--json",
+    ]);
+    assert_eq!(request["to"], "US");
+    assert_eq!(request["regions"], serde_json::json!(["US"]));
+    let id = request["id"].as_u64().unwrap();
+    assert_eq!(probe("127.20.0.1"), "EPERM", "granted before approval");
+    let out = agent.cli(&["approvals", "approve", &id.to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Every address of the region passes, even one a rule denies; the
+    // records name the grant and the region's range.
+    assert_eq!(probe("127.20.0.1"), "ok");
+    assert_eq!(probe("127.20.200.7"), "ok");
+    assert_eq!(probe("127.20.9.1"), "ok");
+    let flows = agent.wait_records("of the granted flows", 3, |r| r["reason"] == "grant");
+    for flow in &flows {
+        assert_eq!(flow["verdict"], "allow", "{flow}");
+        assert_eq!(flow["grant_id"], id, "{flow}");
+        assert_eq!(flow["tags"], serde_json::json!(["US"]), "{flow}");
+        assert_eq!(flow["prefix"], "127.20.0.0/16", "{flow}");
+    }
+    // Another denied region stays denied; an allowed one was never a grant.
+    assert_eq!(probe("127.40.0.1"), "EPERM");
+    assert_eq!(probe("127.30.0.1"), "ok");
+    std::thread::sleep(Duration::from_millis(300));
+    let granted = agent
+        .records()
+        .into_iter()
+        .filter(|r| r["reason"] == "grant")
+        .count();
+    assert_eq!(granted, 3, "an allowed flow was recorded as granted");
+
+    // A new map moves US elsewhere and brings regions of its own (new
+    // region ids): the grant follows the region, not its old ranges.
+    reload_map(
+        &agent,
+        "127.10.0.0/16 BR\n127.11.0.0/16 CA\n127.20.0.0/16 JP\n127.25.0.0/16 US\n\
+         127.30.0.0/16 DE\n127.40.0.0/16 JP\n",
+    );
+    assert_eq!(probe("127.25.3.4"), "ok");
+    assert_eq!(probe("127.20.0.1"), "EPERM");
+    assert_eq!(probe("127.10.0.1"), "EPERM");
+    let moved = agent.wait_record("of a flow to the moved region", |r| {
+        r["reason"] == "grant" && r["dst"] == "127.25.3.4"
+    });
+    assert_eq!(moved["prefix"], "127.25.0.0/16");
+    // The status lists the grant with its regions.
+    let status = agent.status();
+    assert_eq!(status["status"]["grants"][0]["to"], "US", "{status}");
+
+    // Revoked: denied again.
+    let out = agent.cli(&["approvals", "revoke", &id.to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(probe("127.25.3.4"), "EPERM");
+    assert_eq!(probe("127.20.9.1"), "EPERM");
+
+    // A group stands for its regions; a job-less policy grant to a region
+    // for one port covers that port only.
+    let request = agent.cli_json(&[
+        "approvals",
+        "request",
+        "--policy",
+        "eu-only",
+        "--to",
+        "North-America",
+        "--port",
+        &port.to_string(),
+        "--for",
+        "1h",
+        "--reason",
+        "NA",
+        "--json",
+    ]);
+    let regions = request["regions"].as_array().unwrap();
+    assert!(regions.contains(&serde_json::json!("US")), "{request}");
+    assert!(regions.contains(&serde_json::json!("CA")), "{request}");
+    let id = request["id"].as_u64().unwrap().to_string();
+    assert!(agent.cli(&["approvals", "approve", &id]).status.success());
+    assert_eq!(probe("127.25.3.4"), "ok");
+    let other_port = format!("tcp:127.25.3.4:{}", port.wrapping_add(1).max(1));
+    assert_eq!(outcomes(&run_probe(Some(&work), &[&other_port])), ["EPERM"]);
+    assert_eq!(probe("127.10.0.1"), "EPERM");
+}
+
+#[test]
+fn cgroup_grants_cover_the_sub_cgroups_of_the_bound_cgroup() {
+    let state = TempDir::new("approvals-state");
+    let cg = TestCgroup::new("approvals-subcg");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .child_cgroups(&["work/a", "work/b", "other"])
+        .config(&format!(
+            r#"
+[approvals]
+state_dir = "{}"
+
+[[policy]]
+name = "eu-only"
+allow = ["EU"]
+cgroups = ["/work", "/other"]
+approvable = true
+"#,
+            state.path().display()
+        ))
+        .start();
+    let us = Listener::on("127.20.0.1");
+    let target = format!("tcp:{}", us.target());
+
+    // A denial in a sub-cgroup opens a request for the bound cgroup.
+    assert_eq!(
+        outcomes(&run_probe(Some(&cg.child("work/a")), &[&target])),
+        ["EPERM"]
+    );
+    let request = wait_request(&agent, |r| r["state"] == "pending");
+    assert!(
+        request["cgroup"].as_str().unwrap().ends_with("/work"),
+        "{request}"
+    );
+    let id = request["id"].as_u64().unwrap();
+    assert!(
+        agent
+            .cli(&["approvals", "approve", &id.to_string()])
+            .status
+            .success()
+    );
+    // Every process below it passes; another bound cgroup does not.
+    for sub in ["work/a", "work/b", "work"] {
+        assert_eq!(
+            outcomes(&run_probe(Some(&cg.child(sub)), &[&target])),
+            ["ok"],
+            "{sub}"
+        );
+    }
+    assert_eq!(
+        outcomes(&run_probe(Some(&cg.child("other")), &[&target])),
+        ["EPERM"]
+    );
+
+    // A job-scoped grant covers a process the job puts in a sub-cgroup of
+    // its own; another job of the same policy stays denied.
+    let mount = cg.path().parent().unwrap().display().to_string();
+    let script = format!(
+        "d={mount}$(sed -n 's/^0:://p' /proc/self/cgroup)/sub && mkdir \"$d\" && \
+         {probe} --cgroup \"$d\" {target}; rc=$?; rmdir \"$d\"; exit $rc",
+        probe = geowall_tests::netprobe().display(),
+    );
+    let port = us.addr.port().to_string();
+    let job = geowall_tests::geowall_cmd("exec", &agent.config)
+        .args(["--policy", "eu-only", "--wait-for-approval", "30s"])
+        .args(["--to", "127.20.0.1", "--port", &port, "--for", "5m"])
+        .args(["--reason", "sub-cgroup job", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start geowall exec");
+    let request = wait_request(&agent, |r| {
+        r["state"] == "pending" && r["reason"] == "sub-cgroup job"
+    });
+    let id = request["id"].as_u64().unwrap().to_string();
+    assert!(agent.cli(&["approvals", "approve", &id]).status.success());
+    let out = job.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(outcomes(&out), ["ok"]);
+    let id_n = request["id"].as_u64().unwrap();
+    let flow = agent.wait_record("of the sub-cgroup's granted flow", |r| {
+        r["reason"] == "grant" && r["grant_id"] == id_n
+    });
+    // The connect came from the sub-cgroup, not the job's own cgroup (the
+    // sub-cgroup may be gone before the agent names it).
+    assert_ne!(flow["cgroup"], request["cgroup"], "{flow}");
+    assert!(flow["cgroup"].is_string(), "{flow}");
+    assert_eq!(
+        outcomes(&agent.exec_probe("eu-only", &[&target])),
+        ["EPERM"]
+    );
+}
+
+#[test]
+fn a_webhook_that_fails_is_on_the_record_and_in_the_status() {
+    // A port nobody listens on: each attempt is refused at once.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let state = TempDir::new("approvals-state");
+    let cg = TestCgroup::new("approvals-hookfail");
+    let agent = webhook_agent(&cg, &state, &url).start();
+    let us = Listener::on("127.20.0.1");
+    let target = format!("tcp:{}", us.target());
+    let status = agent.status();
+    assert_eq!(status["status"]["webhook"]["url"], url.as_str());
+    assert_eq!(status["status"]["webhook"]["failures"], 0);
+
+    let started = Instant::now();
+    let id = file_request(&agent, "127.20.0.1");
+    assert!(agent.cli(&["approvals", "approve", &id]).status.success());
+    assert_eq!(outcomes(&agent.exec_probe("eu-only", &[&target])), ["ok"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "decisions took {:?} with a failing webhook",
+        started.elapsed()
+    );
+
+    let failed = agent.wait_records("of the failed notifications", 2, |r| {
+        r["kind"] == "webhook_failed"
+    });
+    let want_id: u64 = id.parse().unwrap();
+    for (record, event) in failed.iter().zip(["requested", "approved"]) {
+        assert_eq!(record["url"], url.as_str(), "{record}");
+        assert_eq!(record["event"], event, "{record}");
+        assert_eq!(record["request_id"], want_id, "{record}");
+        assert_eq!(record["attempts"], 4, "{record}");
+        assert!(
+            record["error"].as_str().unwrap().contains("refused"),
+            "{record}"
+        );
+    }
+    let status = agent.status();
+    let hook = &status["status"]["webhook"];
+    assert_eq!(hook["failures"], 2, "{status}");
+    assert_eq!(hook["last_failure"]["event"], "approved", "{status}");
+    let text = agent.cli(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("webhook {url}: 2 notifications given up")),
+        "{text}"
+    );
+    assert!(text.contains("approved of request"), "{text}");
+}

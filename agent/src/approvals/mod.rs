@@ -3,8 +3,10 @@
 //! kernel.
 //!
 //! A request names a scope and a destination: the scope is one cgroup (a
-//! `geowall exec` job, or the cgroup a denied flow came from) or a whole
-//! policy; the destination is a prefix and a port (0: any). An approved
+//! `geowall exec` job, or the bound cgroup a denied flow came from: the
+//! grant covers its sub-cgroups) or a whole policy; the destination is a
+//! prefix or a region (a country, a cloud region, a group: the region tags
+//! it stands for when it is requested) and a port (0: any). An approved
 //! request is a grant with the same id; the kernel checks its expiry against
 //! the boot clock, so a grant ends on time whether or not the agent runs.
 //!
@@ -24,7 +26,11 @@ use std::{
 use geowall_common::{GRANT_SCOPE_POLICY, Grant, GrantSet, MAX_GRANTS_PER_PREFIX};
 use serde::{Deserialize, Serialize};
 
-use crate::{kernel::grants::EntryKey, regions::prefix::Prefix};
+use crate::{
+    kernel::grants::{EntryKey, RegionGrantSets},
+    policy::Resolver,
+    regions::prefix::Prefix,
+};
 
 /// Name of the state file in the state folder.
 pub const STATE_FILE: &str = "approvals.json";
@@ -32,6 +38,38 @@ pub const STATE_FILE: &str = "approvals.json";
 const KEEP_FINISHED: Duration = Duration::from_secs(24 * 3600);
 /// What a reactive request asks for when the policy allows more.
 pub const REACTIVE_GRANT: Duration = Duration::from_secs(3600);
+/// Region tags one grant may stand for (the widest built-in group,
+/// `Africa`, has 58).
+pub const MAX_GRANT_REGIONS: usize = 64;
+
+/// What a grant lets through.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Destination {
+    /// An address range.
+    Prefix(Prefix),
+    /// Every destination the map tags with one of a region's tags; the
+    /// region as named (`DE`, `aws:eu-west-1`, `EU`). The tags it stands for
+    /// are [`Approval::regions`].
+    Region(String),
+}
+
+impl Destination {
+    pub fn prefix(&self) -> Option<&Prefix> {
+        match self {
+            Destination::Prefix(p) => Some(p),
+            Destination::Region(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Prefix(p) => p.fmt(f),
+            Destination::Region(name) => f.write_str(name),
+        }
+    }
+}
 
 /// Where a request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,9 +156,14 @@ pub struct Approval {
     /// The policy's slot when the request was made (the scope of a
     /// policy-wide grant).
     pub slot: u32,
-    /// Destination prefix.
-    #[serde(with = "prefix_text")]
-    pub to: Prefix,
+    /// Destination: a prefix (`10.0.0.0/8`) or a region as named.
+    #[serde(with = "destination_text")]
+    pub to: Destination,
+    /// A region destination: the region tags it stands for (resolved when
+    /// the request was made, so an approval covers exactly what the
+    /// approver saw).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
     /// Destination port; 0 = any.
     pub port: u16,
     pub requested_by: Person,
@@ -152,7 +195,7 @@ impl Approval {
 
     /// The record `approvals list --json` shows (and the protocol returns).
     pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut view = serde_json::json!({
             "id": self.id,
             "state": self.state.as_str(),
             "origin": self.origin,
@@ -170,23 +213,34 @@ impl Approval {
             "denials": self.denials,
             "decided_by": self.decided_by.as_ref().map(Person::label),
             "decision_reason": self.decision_reason,
-        })
+        });
+        if !self.regions.is_empty() {
+            view["regions"] = serde_json::json!(self.regions);
+        }
+        view
     }
 }
 
-/// A prefix as its text (`10.0.0.0/8`).
-mod prefix_text {
+/// A destination as its text: a prefix (`10.0.0.0/8`) or a region's name
+/// (which never parses as a prefix).
+mod destination_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::regions::prefix::Prefix;
+    use super::Destination;
 
-    pub fn serialize<S: Serializer>(p: &Prefix, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(p)
+    pub fn serialize<S: Serializer>(d: &Destination, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Prefix, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Destination, D::Error> {
         let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
+        if text.contains('/') {
+            return text
+                .parse()
+                .map(Destination::Prefix)
+                .map_err(serde::de::Error::custom);
+        }
+        Ok(Destination::Region(text))
     }
 }
 
@@ -403,75 +457,172 @@ impl Store {
     }
 }
 
-/// The grant trie entries for `grants`: one per (scope, prefix) granted,
-/// holding every grant of that scope whose prefix contains it (the trie
-/// returns only the most specific entry, so a wider grant is repeated in
-/// the narrower entries).
+/// The grant trie entries for `grants` (those to a prefix): one per
+/// (scope, prefix) granted, holding every grant of that scope whose prefix
+/// contains it (the trie returns only the most specific entry, so a wider
+/// grant is repeated in the narrower entries).
 pub fn entries<'a>(
     grants: impl Iterator<Item = &'a Approval>,
     now_ms: u64,
     now_boot_ns: u64,
 ) -> BTreeMap<EntryKey, GrantSet> {
-    let grants: Vec<&Approval> = grants.collect();
-    let keys: BTreeSet<EntryKey> = grants.iter().map(|g| (g.scope(), g.to)).collect();
+    let grants: Vec<(&Approval, &Prefix)> = grants
+        .filter_map(|g| g.to.prefix().map(|p| (g, p)))
+        .collect();
+    let keys: BTreeSet<EntryKey> = grants.iter().map(|(g, p)| (g.scope(), **p)).collect();
     let mut out = BTreeMap::new();
     for (scope, prefix) in keys {
-        let mut set = GrantSet::default();
         let covering = grants
             .iter()
-            .filter(|g| g.scope() == scope && g.to.contains(&prefix))
-            .take(MAX_GRANTS_PER_PREFIX);
-        for (slot, g) in set.grants.iter_mut().zip(covering) {
-            let left_ns = g
-                .expires_ms
-                .saturating_sub(now_ms)
-                .saturating_mul(1_000_000);
-            let mut k = Grant {
-                id: g.id,
-                port: g.port,
-                plen: g.to.len(),
-                ..Grant::default()
-            };
-            k.set_expires_ns(now_boot_ns.saturating_add(left_ns));
-            *slot = k;
-        }
-        out.insert((scope, prefix), set);
+            .filter(|(g, p)| g.scope() == scope && p.contains(&prefix))
+            .map(|(g, p)| kernel_grant(g, p.len(), now_ms, now_boot_ns));
+        out.insert((scope, prefix), grant_set(covering));
     }
     out
 }
 
-/// Whether a new grant `candidate` fits: no (scope, prefix) entry may need
-/// more than [`MAX_GRANTS_PER_PREFIX`] grants.
+/// The region grants of `grants` (those to a region), by (scope, region
+/// tag): every grant of the scope that names the tag. Scopes are given by
+/// the caller (a policy-wide grant is scoped to its policy's slot in the
+/// tables being written). Which region id a tag has is the tables' business:
+/// see `kernel::grants::region_entries`.
+pub fn region_sets<'a>(
+    grants: impl Iterator<Item = (&'a Approval, u64)>,
+    now_ms: u64,
+    now_boot_ns: u64,
+) -> RegionGrantSets {
+    let mut by_key: BTreeMap<(u64, String), Vec<Grant>> = BTreeMap::new();
+    for (g, scope) in grants {
+        if g.to.prefix().is_some() {
+            continue;
+        }
+        for tag in &g.regions {
+            by_key
+                .entry((scope, tag.clone()))
+                .or_default()
+                .push(kernel_grant(g, 0, now_ms, now_boot_ns));
+        }
+    }
+    by_key
+        .into_iter()
+        .map(|(key, grants)| (key, grant_set(grants.into_iter())))
+        .collect()
+}
+
+/// Grant `g` as the kernel checks it; `plen` is what flow records name
+/// (0 for a region grant: the region trie's entry is named instead).
+fn kernel_grant(g: &Approval, plen: u8, now_ms: u64, now_boot_ns: u64) -> Grant {
+    let left_ns = g
+        .expires_ms
+        .saturating_sub(now_ms)
+        .saturating_mul(1_000_000);
+    let mut k = Grant {
+        id: g.id,
+        port: g.port,
+        plen,
+        ..Grant::default()
+    };
+    k.set_expires_ns(now_boot_ns.saturating_add(left_ns));
+    k
+}
+
+/// The first [`MAX_GRANTS_PER_PREFIX`] of `grants` (`fits` keeps there
+/// being no more).
+fn grant_set(grants: impl Iterator<Item = Grant>) -> GrantSet {
+    let mut set = GrantSet::default();
+    for (slot, g) in set.grants.iter_mut().zip(grants) {
+        *slot = g;
+    }
+    set
+}
+
+/// Whether a new grant `candidate` fits: no (scope, prefix) entry and no
+/// (scope, region) entry may need more than [`MAX_GRANTS_PER_PREFIX`]
+/// grants.
 pub fn fits<'a>(live: impl Iterator<Item = &'a Approval>, candidate: &Approval) -> bool {
     let mut all: Vec<&Approval> = live.filter(|g| g.scope() == candidate.scope()).collect();
     all.push(candidate);
-    all.iter().all(|entry| {
-        all.iter().filter(|g| g.to.contains(&entry.to)).count() <= MAX_GRANTS_PER_PREFIX
-    })
+    let prefixes: Vec<&Prefix> = all.iter().filter_map(|g| g.to.prefix()).collect();
+    let prefixes_fit = prefixes.iter().all(|entry| {
+        prefixes.iter().filter(|p| p.contains(entry)).count() <= MAX_GRANTS_PER_PREFIX
+    });
+    let regions_fit = candidate.regions.iter().all(|tag| {
+        all.iter()
+            .filter(|g| g.to.prefix().is_none() && g.regions.contains(tag))
+            .count()
+            <= MAX_GRANTS_PER_PREFIX
+    });
+    prefixes_fit && regions_fit
 }
 
-/// Parses a `--to` destination: a CIDR, or an address (a host prefix).
-pub fn parse_to(to: &str) -> Result<Prefix, String> {
+/// Parses a `--to` destination: an address (a host prefix), a CIDR, or a
+/// region as policies name them — a country code (`DE`), a cloud region
+/// (`aws:eu-west-1`, or a glob over the map's: `aws:eu-*`), a built-in or
+/// `[groups]` group (`EU`) — resolved by `resolver` into the region tags it
+/// stands for.
+pub fn parse_to(to: &str, resolver: &Resolver<'_>) -> Result<(Destination, Vec<String>), String> {
+    let to = to.trim();
     if let Ok(ip) = to.parse::<std::net::IpAddr>() {
-        return Ok(Prefix::host(ip));
+        return Ok((Destination::Prefix(Prefix::host(ip)), Vec::new()));
     }
-    to.parse::<Prefix>().map_err(|e| {
-        if to.contains('/') {
-            format!("--to {to}: {e}")
-        } else {
-            format!(
-                "--to {to}: not an address or a CIDR (grants name destinations by prefix; \
-                 regions are not supported)"
-            )
-        }
-    })
+    if to.contains('/') {
+        let prefix = to
+            .parse::<Prefix>()
+            .map_err(|e| format!("--to {to}: {e}"))?;
+        return Ok((Destination::Prefix(prefix), Vec::new()));
+    }
+    if to.is_empty() {
+        return Err("--to: name an address, a CIDR or a region".into());
+    }
+    let mut tags = resolver
+        .resolve(to)
+        .map_err(|e| format!("--to {to}: {e} (a destination is an address, a CIDR or a region)"))?;
+    tags.sort();
+    tags.dedup();
+    if tags.len() > MAX_GRANT_REGIONS {
+        return Err(format!(
+            "--to {to}: stands for {} regions; a grant may name at most {MAX_GRANT_REGIONS}",
+            tags.len()
+        ));
+    }
+    // A country is written as its code, in capitals; anything else as named.
+    let name = match tags.as_slice() {
+        [one] if one.eq_ignore_ascii_case(to) => one.clone(),
+        _ => to.to_owned(),
+    };
+    Ok((Destination::Region(name), tags))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The resolver of a config with map tags `tags` and group `nordics`.
+    fn resolve<T>(tags: &[&str], f: impl FnOnce(&Resolver<'_>) -> T) -> T {
+        let map_tags: BTreeSet<String> = tags.iter().map(|t| t.to_string()).collect();
+        let groups: BTreeMap<String, Vec<String>> = [(
+            "nordics".to_owned(),
+            vec![
+                "DK".to_owned(),
+                "SE".to_owned(),
+                "aws:eu-north-1".to_owned(),
+            ],
+        )]
+        .into();
+        f(&Resolver {
+            map_tags: Some(&map_tags),
+            groups: &groups,
+        })
+    }
+
+    fn parse(to: &str) -> Result<(Destination, Vec<String>), String> {
+        resolve(&["US", "DE", "aws:eu-west-1", "aws:eu-north-1"], |r| {
+            parse_to(to, r)
+        })
+    }
+
     fn request(id: u32, to: &str, uid: u32) -> Approval {
+        let (to, regions) = parse(to).unwrap();
         Approval {
             id,
             state: Stage::Pending,
@@ -481,7 +632,8 @@ mod tests {
             cgroup: None,
             cgroup_id: None,
             slot: 2,
-            to: parse_to(to).unwrap(),
+            to,
+            regions,
             port: 0,
             requested_by: Person {
                 uid,
@@ -591,16 +743,17 @@ mod tests {
         let e = entries(all.iter(), 1_000, 5_000_000_000);
         assert_eq!(e.len(), 3);
         let policy_scope = GRANT_SCOPE_POLICY | 2;
-        let host = &e[&(policy_scope, narrow.to)];
+        let key = |a: &Approval| *a.to.prefix().unwrap();
+        let host = &e[&(policy_scope, key(&narrow))];
         let ids: Vec<u32> = host.grants.iter().map(|g| g.id).collect();
         assert_eq!(ids, vec![1, 2, 0, 0]);
         assert_eq!(host.grants[1].port, 443);
         assert_eq!(host.grants[1].plen, 32);
         // 9 s left at 1 s: expires 9 s after the boot-clock now.
         assert_eq!(host.grants[0].expires_ns(), 5_000_000_000 + 9_000_000_000);
-        assert_eq!(e[&(policy_scope, wide.to)].grants[0].id, 1);
-        assert_eq!(e[&(77, other.to)].grants[0].id, 3);
-        assert_eq!(e[&(77, other.to)].grants[1].id, 0);
+        assert_eq!(e[&(policy_scope, key(&wide))].grants[0].id, 1);
+        assert_eq!(e[&(77, key(&other))].grants[0].id, 3);
+        assert_eq!(e[&(77, key(&other))].grants[1].id, 0);
         // A fifth grant covering the same host does not fit.
         let mut more: Vec<Approval> = (10..13)
             .map(|i| {
@@ -616,14 +769,108 @@ mod tests {
     }
 
     #[test]
-    fn destinations_are_prefixes() {
-        assert_eq!(parse_to("127.20.0.1").unwrap().to_string(), "127.20.0.1/32");
-        assert_eq!(parse_to("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
-        assert!(parse_to("10.0.0.1/8").is_err());
-        assert!(
-            parse_to("DE")
-                .unwrap_err()
-                .contains("regions are not supported")
+    fn destinations_are_prefixes_or_regions() {
+        let prefix = |to: &str| parse(to).unwrap().0.to_string();
+        assert_eq!(prefix("127.20.0.1"), "127.20.0.1/32");
+        assert_eq!(prefix("::1"), "::1/128");
+        assert_eq!(prefix("10.0.0.0/8"), "10.0.0.0/8");
+        assert!(parse("10.0.0.1/8").is_err());
+        assert!(parse("").is_err());
+        // A country, written in any case, is its code.
+        let (to, tags) = parse("de").unwrap();
+        assert_eq!(to, Destination::Region("DE".into()));
+        assert_eq!(tags, ["DE"]);
+        // A country the map does not tag is still a country.
+        assert_eq!(parse("FR").unwrap().1, ["FR"]);
+        // A cloud region the map tags; a glob over them.
+        let (to, tags) = parse("aws:eu-west-1").unwrap();
+        assert_eq!(to.to_string(), "aws:eu-west-1");
+        assert_eq!(tags, ["aws:eu-west-1"]);
+        assert_eq!(
+            parse("aws:eu-*").unwrap().1,
+            ["aws:eu-north-1", "aws:eu-west-1"]
         );
+        // A group stands for its members, resolved now.
+        let (to, tags) = parse("EU").unwrap();
+        assert_eq!(to.to_string(), "EU");
+        assert_eq!(tags.len(), 27);
+        assert!(tags.contains(&"DE".to_owned()) && !tags.contains(&"US".to_owned()));
+        let (to, tags) = parse("nordics").unwrap();
+        assert_eq!(to.to_string(), "nordics");
+        assert_eq!(tags, ["DK", "SE", "aws:eu-north-1"]);
+        // Unknown names say what was meant, and what a destination is.
+        let e = parse("Germany").unwrap_err();
+        assert!(e.contains("did you mean 'DE'"), "{e}");
+        assert!(e.contains("an address, a CIDR or a region"), "{e}");
+        let e = parse("aws:eu-west-9").unwrap_err();
+        assert!(e.contains("did you mean 'aws:eu-west-1'"), "{e}");
+        assert!(parse("ZZ").unwrap_err().contains("unknown region"));
+        assert!(parse("local").unwrap_err().contains("local"));
+    }
+
+    #[test]
+    fn destinations_round_trip_through_the_state_file() {
+        let mut r = request(5, "EU", 1000);
+        r.state = Stage::Approved;
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""to":"EU""#), "{text}");
+        assert_eq!(serde_json::from_str::<Approval>(&text).unwrap(), r);
+        let p = request(6, "127.20.0.0/24", 1000);
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(!text.contains("regions"), "{text}");
+        assert_eq!(serde_json::from_str::<Approval>(&text).unwrap(), p);
+        assert_eq!(r.view()["regions"].as_array().unwrap().len(), 27);
+        assert_eq!(r.view()["to"], "EU");
+    }
+
+    #[test]
+    fn region_grants_are_derived_per_scope_and_tag() {
+        let approved = |id: u32, to: &str, port: u16| {
+            let mut g = request(id, to, 1000);
+            g.state = Stage::Approved;
+            g.port = port;
+            g
+        };
+        let de = approved(1, "DE", 443);
+        let nordics = approved(2, "nordics", 0);
+        let mut job = approved(3, "SE", 0);
+        job.cgroup_id = Some(77);
+        let prefix = approved(4, "127.20.0.0/16", 0);
+        let policy = GRANT_SCOPE_POLICY | 2;
+        let grants = [
+            (&de, policy),
+            (&nordics, policy),
+            (&job, 77),
+            (&prefix, policy),
+        ];
+        let sets = region_sets(grants.into_iter(), 1_000, 5_000_000_000);
+        let keys: Vec<(u64, &str)> = sets.keys().map(|(s, t)| (*s, t.as_str())).collect();
+        assert_eq!(
+            keys,
+            [
+                (77, "SE"),
+                (policy, "DE"),
+                (policy, "DK"),
+                (policy, "SE"),
+                (policy, "aws:eu-north-1"),
+            ]
+        );
+        let de_set = &sets[&(policy, "DE".to_owned())];
+        assert_eq!(de_set.grants[0].id, 1);
+        assert_eq!(de_set.grants[0].port, 443);
+        assert_eq!(de_set.grants[0].plen, 0);
+        assert_eq!(de_set.grants[0].expires_ns(), 5_000_000_000 + 9_000_000_000);
+        assert_eq!(de_set.grants[1].id, 0);
+        assert_eq!(sets[&(77, "SE".to_owned())].grants[0].id, 3);
+        // Prefix grants stay in the tries.
+        let e = entries([&de, &prefix].into_iter(), 1_000, 5_000_000_000);
+        assert_eq!(e.len(), 1);
+        // At most four grants of a scope name one region.
+        let live: Vec<Approval> = (10..14).map(|i| approved(i, "EU", 0)).collect();
+        assert!(!fits(live.iter(), &approved(20, "DE", 0)));
+        assert!(fits(live.iter(), &approved(20, "US", 0)));
+        assert!(fits(live.iter().take(3), &approved(20, "DE", 0)));
+        // A prefix grant does not count against a region.
+        assert!(fits(live.iter().take(3).chain([&prefix]), &de));
     }
 }

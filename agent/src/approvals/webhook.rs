@@ -5,11 +5,18 @@
 //! A deliberately small HTTP/1.1 client over a TCP stream: `http://` only
 //! (no TLS), one request per connection, success is any 2xx status. Each
 //! notification is tried up to [`ATTEMPTS`] times, each attempt bounded by
-//! [`TIMEOUT`], with a doubling pause in between.
+//! [`TIMEOUT`], with a doubling pause in between. A notification that is
+//! finally given up (or finds the queue full) is a [`Failure`]: the agent
+//! records it in the audit log and shows the last one in `status`.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{
+    fmt,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -117,16 +124,18 @@ async fn post(url: &WebhookUrl, body: &[u8]) -> std::io::Result<u16> {
         .ok_or_else(|| std::io::Error::other("not an HTTP response"))
 }
 
-/// Delivers `body` to `url`, retrying; false when every attempt failed.
-async fn deliver(url: &WebhookUrl, body: &[u8]) -> bool {
+/// Delivers `body` to `url`, retrying; when every attempt failed, the
+/// number of attempts and the last error.
+async fn deliver(url: &WebhookUrl, body: &[u8]) -> Result<(), (u32, String)> {
     let mut pause = BACKOFF;
+    let mut why = String::new();
     for attempt in 1..=ATTEMPTS {
         let outcome = tokio::time::timeout(TIMEOUT, post(url, body)).await;
-        let why = match outcome {
-            Ok(Ok(code)) if (200..300).contains(&code) => return true,
+        why = match outcome {
+            Ok(Ok(code)) if (200..300).contains(&code) => return Ok(()),
             Ok(Ok(code)) => format!("status {code}"),
             Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {TIMEOUT:?}"),
+            Err(_) => format!("no answer within {}s", TIMEOUT.as_secs()),
         };
         tracing::warn!(webhook = %url, attempt, error = %why, "approvals webhook failed");
         if attempt < ATTEMPTS {
@@ -134,35 +143,109 @@ async fn deliver(url: &WebhookUrl, body: &[u8]) -> bool {
             pause *= 2;
         }
     }
-    false
+    Err((ATTEMPTS, why))
 }
 
+/// A notification given up: after [`ATTEMPTS`] failed attempts, or at once
+/// when the queue was full (`attempts` 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub url: String,
+    /// The notification's `event` (`requested`, `approved`, …).
+    pub event: String,
+    /// The request it was about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<u64>,
+    pub attempts: u32,
+    /// What the last attempt ran into.
+    pub error: String,
+    /// When it was given up (RFC 3339).
+    pub time: String,
+}
+
+impl Failure {
+    fn new(url: &WebhookUrl, payload: &serde_json::Value, attempts: u32, error: String) -> Self {
+        Failure {
+            url: url.to_string(),
+            event: payload["event"].as_str().unwrap_or_default().to_owned(),
+            request_id: payload["request"]["id"].as_u64(),
+            attempts,
+            error,
+            time: crate::flows::time::rfc3339(crate::flows::time::unix_now_ns()),
+        }
+    }
+}
+
+/// What `status` shows of the webhook.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Notifications given up since the agent started.
+    pub failures: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+}
+
+/// Called with each failure (from the sending task, or from `send` when the
+/// queue is full); must not wait long.
+type OnFailure = Arc<dyn Fn(&Failure) + Send + Sync>;
+
 /// The sending side, kept by the agent's state.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Notifier {
     tx: mpsc::Sender<(WebhookUrl, serde_json::Value)>,
+    health: Arc<Mutex<Health>>,
+    on_failure: OnFailure,
+}
+
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Notifier").finish_non_exhaustive()
+    }
 }
 
 impl Notifier {
-    /// Starts the sending task (on the current tokio runtime).
-    pub fn start() -> Notifier {
+    /// Starts the sending task (on the current tokio runtime); `on_failure`
+    /// hears of every notification given up.
+    pub fn start(on_failure: impl Fn(&Failure) + Send + Sync + 'static) -> Notifier {
         let (tx, mut rx) = mpsc::channel::<(WebhookUrl, serde_json::Value)>(QUEUE);
+        let notifier = Notifier {
+            tx,
+            health: Arc::default(),
+            on_failure: Arc::new(on_failure),
+        };
+        let sender = notifier.clone();
         tokio::spawn(async move {
             while let Some((url, payload)) = rx.recv().await {
                 let body = serde_json::to_vec(&payload).unwrap_or_default();
-                if !deliver(&url, &body).await {
-                    tracing::error!(webhook = %url, payload = %payload, "approvals webhook: notification dropped after {ATTEMPTS} attempts");
+                if let Err((attempts, error)) = deliver(&url, &body).await {
+                    tracing::error!(webhook = %url, payload = %payload, "approvals webhook: notification dropped after {attempts} attempts");
+                    sender.failed(Failure::new(&url, &payload, attempts, error));
                 }
             }
         });
-        Notifier { tx }
+        notifier
     }
 
     /// Queues a notification; never waits.
     pub fn send(&self, url: &WebhookUrl, payload: serde_json::Value) {
-        if self.tx.try_send((url.clone(), payload)).is_err() {
+        if let Err(e) = self.tx.try_send((url.clone(), payload)) {
             tracing::error!(webhook = %url, "approvals webhook: queue full, notification dropped");
+            let (_, payload) = e.into_inner();
+            let why = format!("queue full ({QUEUE} notifications waiting)");
+            self.failed(Failure::new(url, &payload, 0, why));
         }
+    }
+
+    fn failed(&self, failure: Failure) {
+        (self.on_failure)(&failure);
+        let mut health = self.health.lock().expect("webhook health lock");
+        health.failures += 1;
+        health.last_failure = Some(failure);
+    }
+
+    /// Failures so far.
+    pub fn health(&self) -> Health {
+        self.health.lock().expect("webhook health lock").clone()
     }
 }
 
@@ -215,7 +298,7 @@ mod tests {
             seen
         });
         let url: WebhookUrl = format!("http://127.0.0.1:{port}/hook").parse().unwrap();
-        assert!(deliver(&url, br#"{"a":1}"#).await);
+        assert_eq!(deliver(&url, br#"{"a":1}"#).await, Ok(()));
         let seen = server.await.unwrap();
         assert_eq!(seen.len(), 2);
         assert!(
@@ -225,5 +308,36 @@ mod tests {
         );
         assert!(seen[1].contains("Content-Type: application/json\r\n"));
         assert!(seen[1].contains("Content-Length: 7\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_notification_given_up_is_a_failure_with_the_last_error() {
+        // A port nobody listens on: every attempt is refused at once.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url: WebhookUrl = format!("http://127.0.0.1:{port}/").parse().unwrap();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&heard);
+        let notifier = Notifier::start(move |f| seen.lock().unwrap().push(f.clone()));
+        notifier.send(
+            &url,
+            serde_json::json!({"event": "approved", "request": {"id": 7}}),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while heard.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no failure reported");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let failure = heard.lock().unwrap()[0].clone();
+        assert_eq!(failure.url, url.to_string());
+        assert_eq!(failure.event, "approved");
+        assert_eq!(failure.request_id, Some(7));
+        assert_eq!(failure.attempts, ATTEMPTS);
+        assert!(failure.error.contains("refused"), "{}", failure.error);
+        let health = notifier.health();
+        assert_eq!(health.failures, 1);
+        assert_eq!(health.last_failure, Some(failure));
     }
 }

@@ -24,7 +24,9 @@ pub enum ApprovalsCommand {
         /// Only this running `geowall exec` job.
         #[arg(long)]
         job: Option<String>,
-        /// The destination: an address or a CIDR (regions are not supported).
+        /// The destination: an address, a CIDR, or a region as policies name
+        /// them: a country (DE), a cloud region (aws:eu-west-1, aws:eu-*), a
+        /// group (EU, or one of [groups]).
         #[arg(long)]
         to: String,
         /// Only this destination port (default: any).

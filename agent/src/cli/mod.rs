@@ -104,7 +104,8 @@ enum Command {
         /// it. Exit 123 when denied, 124 when nobody answers in time.
         #[arg(long, value_parser = parse_span, requires = "to")]
         wait_for_approval: Option<std::time::Duration>,
-        /// With --wait-for-approval: the destination (an address or a CIDR).
+        /// With --wait-for-approval: the destination (an address, a CIDR or
+        /// a region: DE, aws:eu-west-1, EU).
         #[arg(long, requires = "wait_for_approval")]
         to: Option<String>,
         /// With --wait-for-approval: only this destination port.

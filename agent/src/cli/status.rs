@@ -7,7 +7,10 @@ use serde_json::json;
 
 use crate::{
     config::Config,
-    control::{Client, ClientError, Request, proto::Status},
+    control::{
+        Client, ClientError, Request,
+        proto::{Status, WebhookStatus},
+    },
     kernel::{Pins, pinned_info, read_counters},
 };
 
@@ -27,6 +30,28 @@ fn when(secs: u64) -> String {
     match t.split_once('.') {
         Some((head, _)) => format!("{head}Z"),
         None => t,
+    }
+}
+
+/// The approvals webhook as a line of text: its address and its last
+/// failure.
+fn webhook_line(w: &WebhookStatus) -> String {
+    match &w.last_failure {
+        None => format!("webhook {}: no failures", w.url),
+        Some(f) => format!(
+            "webhook {}: {} notification{} given up; last at {}: {}{} after {} attempt{}: {}",
+            w.url,
+            w.failures,
+            if w.failures == 1 { "" } else { "s" },
+            f.time,
+            f.event,
+            f.request_id
+                .map(|id| format!(" of request {id}"))
+                .unwrap_or_default(),
+            f.attempts,
+            if f.attempts == 1 { "" } else { "s" },
+            f.error
+        ),
     }
 }
 
@@ -96,6 +121,9 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
             }
             for g in &s.grants {
                 println!("{}", super::approvals::grant_line(g));
+            }
+            if let Some(w) = &s.webhook {
+                println!("{}", webhook_line(w));
             }
             if s.events_dropped > 0 {
                 println!(

@@ -84,8 +84,10 @@ pub enum Request {
 }
 
 /// What an `approval_request` asks for: a scope (`policy`, or the running
-/// `job`), a destination (`to`: an address or a CIDR; `port`, absent or 0 =
-/// any), a length (`for`: `"2h"`) and a reason.
+/// `job`), a destination (`to`: an address, a CIDR, or a region as policies
+/// name them — `DE`, `aws:eu-west-1`, `EU`; `port`, absent or 0 = any), a
+/// length (`for`: `"2h"`) and a reason. The protocol stays v1: `to` only
+/// accepts more.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalAsk {
     #[serde(default)]
@@ -210,6 +212,20 @@ pub struct Status {
     /// Live just-in-time grants (as `approvals list --json` shows them).
     #[serde(default)]
     pub grants: Vec<serde_json::Value>,
+    /// The approvals webhook, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookStatus>,
+}
+
+/// The approvals webhook in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookStatus {
+    pub url: String,
+    /// Notifications given up since the agent started.
+    pub failures: u64,
+    /// The last of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<crate::approvals::webhook::Failure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

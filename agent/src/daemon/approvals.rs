@@ -3,7 +3,7 @@
 //! kernel's grant tries in step with the store. Every change and every
 //! refusal is written to the audit log (kind `approval`).
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::json;
 
@@ -12,9 +12,12 @@ use super::{
     jobs::{Peer, Refusal},
 };
 use crate::{
-    approvals::{self, Approval, Caller, Decision, Origin, Person, REACTIVE_GRANT, Stage, Store},
-    config::ApprovalsConfig,
+    approvals::{
+        self, Approval, Caller, Decision, Destination, Origin, Person, REACTIVE_GRANT, Stage, Store,
+    },
+    config::{ApprovalsConfig, Config},
     control::proto::{ApprovalAsk, ErrorCode},
+    kernel::grants::{RegionGrantSets, region_entries},
     regions::prefix::Prefix,
 };
 
@@ -37,16 +40,46 @@ pub struct Approvals {
     pub store: Store,
     /// Sends webhook notifications (set once the agent runs).
     pub notifier: Option<approvals::webhook::Notifier>,
+    /// `[groups]`, for region destinations named by a user group.
+    groups: BTreeMap<String, Vec<String>>,
+}
+
+/// `[groups]` as written (the plan has checked them).
+pub fn user_groups(config: &Config) -> BTreeMap<String, Vec<String>> {
+    config
+        .file
+        .groups
+        .iter()
+        .map(|(name, members)| {
+            let members = members.get_ref().iter().map(|m| m.get_ref().clone());
+            (name.clone(), members.collect())
+        })
+        .collect()
 }
 
 impl Approvals {
-    pub fn load(config: ApprovalsConfig) -> std::io::Result<Approvals> {
-        let store = Store::load(&config.state_dir)?;
+    pub fn load(config: &Config) -> std::io::Result<Approvals> {
+        let store = Store::load(&config.file.approvals.state_dir)?;
         Ok(Approvals {
-            config,
+            config: config.file.approvals.clone(),
             store,
             notifier: None,
+            groups: user_groups(config),
         })
+    }
+
+    /// The live region grants for tables whose policy slots are `slots`
+    /// (a policy-wide grant is scoped to its policy's slot; a grant whose
+    /// policy is not there is left out).
+    pub fn region_grant_sets(&self, slots: &BTreeMap<String, u32>) -> RegionGrantSets {
+        let scoped = self.store.grants().filter_map(|g| {
+            let scope = match g.cgroup_id {
+                Some(id) => id,
+                None => geowall_common::GRANT_SCOPE_POLICY | u64::from(*slots.get(&g.policy)?),
+            };
+            Some((g, scope))
+        });
+        approvals::region_sets(scoped, approvals::unix_ms(), approvals::boot_ns())
     }
 }
 
@@ -59,9 +92,38 @@ fn refused(code: ErrorCode, message: impl Into<String>) -> Refusal {
 }
 
 impl State {
-    /// Starts the webhook sender (on the agent's runtime).
+    /// Starts the webhook sender (on the agent's runtime). A notification
+    /// given up is a `webhook_failed` record; the sender writes it itself,
+    /// so a failing webhook never waits for the agent's lock.
     pub fn start_notifier(&mut self) {
-        self.approvals.notifier = Some(approvals::webhook::Notifier::start());
+        let log = self.audit_log();
+        self.approvals.notifier = Some(approvals::webhook::Notifier::start(move |failure| {
+            let mut detail = serde_json::to_value(failure).unwrap_or_default();
+            if let Some(fields) = detail.as_object_mut() {
+                // The record has its own time.
+                fields.remove("time");
+            }
+            let mut log = log.lock().expect("log lock");
+            if let Err(e) = log.event("webhook_failed", detail) {
+                tracing::error!(error = %e, "cannot write the audit log");
+            }
+        }));
+    }
+
+    /// The webhook, for `status`: its address and what failed.
+    pub fn webhook_status(&self) -> Option<crate::control::proto::WebhookStatus> {
+        let url = self.approvals.config.webhook.as_ref()?;
+        let health = self
+            .approvals
+            .notifier
+            .as_ref()
+            .map(approvals::webhook::Notifier::health)
+            .unwrap_or_default();
+        Some(crate::control::proto::WebhookStatus {
+            url: url.to_string(),
+            failures: health.failures,
+            last_failure: health.last_failure,
+        })
     }
 
     /// Queues a webhook notification of `event` on `request` (never waits).
@@ -171,7 +233,32 @@ impl State {
             tracing::error!(error = %crate::cli::chain(&e), "cannot write the grants to the kernel");
         }
         self.kernel().set_grant_count(wanted.len());
+        if let Err(e) = self.sync_region_grants() {
+            tracing::error!(error = %crate::cli::chain(&e), "cannot write the region grants to the kernel");
+        }
         changed
+    }
+
+    /// Writes the active generation's region grants, numbered as the tables
+    /// in force number regions, and removes every other entry (the idle
+    /// generation's are written again by the next table switch).
+    fn sync_region_grants(&self) -> Result<(), crate::kernel::KernelError> {
+        let epoch = self.kernel().epoch();
+        if epoch == 0 {
+            return Ok(());
+        }
+        let sets = self.approvals.region_grant_sets(&self.slots);
+        let names = self.kernel().region_names()?;
+        let ids: BTreeMap<&str, u16> = names
+            .iter()
+            .enumerate()
+            .filter_map(|(id, name)| Some((name.as_deref()?, id as u16)))
+            .collect();
+        let generation = (epoch & 1) as u8;
+        let wanted = region_entries(&sets, &ids, generation);
+        self.kernel()
+            .write_region_grants(generation, &wanted, true)?;
+        Ok(())
     }
 
     /// At start: re-applies the grants that are still live.
@@ -281,7 +368,12 @@ impl State {
                 format!("policy '{policy}' is not approvable (approvable = false)"),
             ));
         }
-        let to = approvals::parse_to(&ask.to).map_err(bad)?;
+        let map_tags = &self.plan().map.tags;
+        let resolver = crate::policy::Resolver {
+            map_tags: Some(map_tags),
+            groups: &self.approvals.groups,
+        };
+        let (to, regions) = approvals::parse_to(&ask.to, &resolver).map_err(bad)?;
         let wanted = crate::flows::settings::parse_duration(&ask.for_).map_err(bad)?;
         let length = approvals::grant_length(None, wanted, max, &policy).map_err(bad)?;
         if ask.reason.trim().is_empty() {
@@ -298,6 +390,7 @@ impl State {
             cgroup,
             cgroup_id,
             to,
+            regions,
             port: ask.port.unwrap_or(0),
             requested_by: Self::person(peer),
             reason: ask.reason.chars().take(1024).collect(),
@@ -438,18 +531,21 @@ impl State {
     }
 
     /// The reactive path: a denied flow under an approvable policy opens a
-    /// request for (its cgroup, the destination host, the port), or joins
-    /// the one that is pending.
+    /// request for (its bound cgroup, the destination host, the port), or
+    /// joins the one that is pending. The bound cgroup is the one whose
+    /// binding gave the flow its policy (a job's cgroup, a cgroup of the
+    /// config): the grant covers every process below it, as the policy does.
     pub fn denied(&mut self, d: Denial) {
         let policy = self.slot_name(d.slot);
         let Ok((true, max)) = self.policy_limits(&policy) else {
             return;
         };
-        let to = Prefix::host(d.dst);
+        let to = Destination::Prefix(Prefix::host(d.dst));
+        let (cgroup_id, cgroup) = self.bound_cgroup(d.cgroup_id, d.cgroup);
         let live = self.live_requests();
         if let Some(r) = self.approvals.store.requests.values_mut().find(|r| {
             r.state == Stage::Pending
-                && r.cgroup_id == Some(d.cgroup_id)
+                && r.cgroup_id == Some(cgroup_id)
                 && r.to == to
                 && r.port == d.port
         }) {
@@ -465,11 +561,11 @@ impl State {
         let job = self
             .jobs
             .values()
-            .find(|j| j.cgroup_id == d.cgroup_id)
+            .find(|j| j.cgroup_id == cgroup_id)
             .map(|j| (j.name.clone(), self.hierarchy().display_name(&j.cgroup)));
         let cgroup = match &job {
             Some((_, path)) => Some(path.clone()),
-            None => d.cgroup,
+            None => cgroup,
         };
         let now = approvals::unix_ms();
         let request = Approval {
@@ -479,9 +575,10 @@ impl State {
             policy,
             job: job.map(|(name, _)| name),
             cgroup,
-            cgroup_id: Some(d.cgroup_id),
+            cgroup_id: Some(cgroup_id),
             slot: d.slot,
             to,
+            regions: Vec::new(),
             port: d.port,
             requested_by: Person::new(d.uid, Some(d.pid)),
             reason: "denied by policy".into(),
@@ -499,16 +596,44 @@ impl State {
         self.save_approvals();
     }
 
+    /// The cgroup whose binding governs cgroup `leaf` (named `name`, as flow
+    /// records name it): `leaf` itself or its nearest bound ancestor, with
+    /// its name. `leaf` when neither is found (the cgroup is gone).
+    fn bound_cgroup(&self, leaf: u64, name: Option<String>) -> (u64, Option<String>) {
+        if matches!(self.kernel().binding(leaf), Ok(Some(_))) {
+            return (leaf, name);
+        }
+        let Some(rel) = name.as_deref().and_then(|n| n.strip_prefix('/')) else {
+            return (leaf, name);
+        };
+        let mount = self.hierarchy().mount().to_path_buf();
+        let mut path = mount.join(rel);
+        while let Some(parent) = path.parent().map(std::path::Path::to_path_buf) {
+            if !parent.starts_with(&mount) || parent == path {
+                break;
+            }
+            if let Ok(id) = crate::cgroup::id_of(&parent)
+                && matches!(self.kernel().binding(id), Ok(Some(_)))
+            {
+                return (id, Some(self.hierarchy().display_name(&parent)));
+            }
+            path = parent;
+        }
+        (leaf, name)
+    }
+
     /// Live grants, for `status`.
     pub fn grant_status(&self) -> Vec<serde_json::Value> {
         self.approvals.store.grants().map(Approval::view).collect()
     }
 
-    /// After a reload: the new `[approvals]` (the state folder stays the
-    /// one the agent started with).
-    pub(super) fn reconfigure_approvals(&mut self, mut config: ApprovalsConfig) {
-        config.state_dir = self.approvals.config.state_dir.clone();
-        self.approvals.config = config;
+    /// After a reload: the new `[approvals]` and `[groups]` (the state
+    /// folder stays the one the agent started with).
+    pub(super) fn reconfigure_approvals(&mut self, config: &Config) {
+        let mut approvals = config.file.approvals.clone();
+        approvals.state_dir = self.approvals.config.state_dir.clone();
+        self.approvals.config = approvals;
+        self.approvals.groups = user_groups(config);
         if self.sync_grants() {
             self.save_approvals();
         }
@@ -527,7 +652,8 @@ fn dummy() -> Approval {
         cgroup: None,
         cgroup_id: None,
         slot: 0,
-        to: Prefix::host(std::net::IpAddr::from([0, 0, 0, 0])),
+        to: Destination::Prefix(Prefix::host(std::net::IpAddr::from([0, 0, 0, 0]))),
+        regions: Vec::new(),
         port: 0,
         requested_by: Person {
             uid: u32::MAX,

@@ -100,6 +100,12 @@ impl State {
             ring_bytes,
         })?;
         let events = kernel.take_events()?;
+        let approvals = super::approvals::Approvals::load(&config).map_err(|source| {
+            DaemonError::ApprovalsState {
+                path: config.file.approvals.state_dir.clone(),
+                source,
+            }
+        })?;
         let installing = std::time::Instant::now();
         let layout = layout::layout(&plan, &kernel.region_names()?, &kernel.policy_names()?)?;
         let epoch = match &map_error {
@@ -117,16 +123,9 @@ impl State {
                 );
                 kept
             }
-            _ => kernel.install(&layout)?,
+            _ => kernel.install(&layout, &approvals.region_grant_sets(&layout.slots))?,
         };
         let install_time = installing.elapsed();
-        let approvals =
-            super::approvals::Approvals::load(config.file.approvals.clone()).map_err(|source| {
-                DaemonError::ApprovalsState {
-                    path: config.file.approvals.state_dir.clone(),
-                    source,
-                }
-            })?;
         let mut state = State {
             config_path,
             started_with: config.file.agent.clone(),
@@ -224,6 +223,11 @@ impl State {
 
     pub(super) fn names(&self) -> &RwLock<NameTable> {
         &self.names
+    }
+
+    /// The audit log, for writers outside the lock (the webhook sender).
+    pub(super) fn audit_log(&self) -> Arc<Mutex<crate::flows::AuditLog>> {
+        Arc::clone(&self.log)
     }
 
     pub(super) fn slot(&self, policy: &str) -> Option<u32> {
@@ -343,7 +347,8 @@ impl State {
             &self.kernel.policy_names()?,
         )?;
         let bindings = self.wanted_bindings(&plan, &layout.slots)?;
-        let epoch = self.kernel.install(&layout)?;
+        let region_grants = self.approvals.region_grant_sets(&layout.slots);
+        let epoch = self.kernel.install(&layout, &region_grants)?;
 
         // The new tables are in force: from here on nothing is refused.
         self.install_time = installing.elapsed();
@@ -375,7 +380,7 @@ impl State {
         .collect();
         self.publish(epoch, &config);
         self.record_config(why, epoch, by, &problems, &needs_restart);
-        self.reconfigure_approvals(config.file.approvals.clone());
+        self.reconfigure_approvals(&config);
         crate::util::trim_heap();
         Ok(epoch)
     }
@@ -746,6 +751,7 @@ impl State {
             ipv6_ranges: self.plan.map.v6.len(),
             events_dropped,
             grants: self.grant_status(),
+            webhook: self.webhook_status(),
         })
     }
 

@@ -1,10 +1,20 @@
-//! The kernel's grant tries: (scope, prefix) → the grants that cover it.
-//! The agent computes the entries (see `approvals::entries`) and writes
-//! them here; the kernel checks expiry itself.
+//! The kernel's grant tries: (scope, prefix) → the grants that cover it;
+//! and the region grant map: (generation, scope, region id) → the grants to
+//! that region. The agent computes the entries (see `approvals::entries`
+//! and `approvals::region_sets`) and writes them here; the kernel checks
+//! expiry itself.
+//!
+//! Region ids belong to a generation of the tables: a table switch writes
+//! the idle generation's region grants before the epoch flips (see
+//! `tables::switch`), and a change of grants between switches rewrites the
+//! active generation's.
 
-use std::{collections::BTreeSet, os::fd::AsFd};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    os::fd::AsFd,
+};
 
-use geowall_common::{GrantSet, config};
+use geowall_common::{GrantSet, MAX_REGION_GRANT_ENTRIES, RegionGrantKey, config};
 
 use super::{Kernel, KernelError, sys, sys_err};
 use crate::regions::prefix::{Family, Prefix};
@@ -12,6 +22,25 @@ use crate::regions::prefix::{Family, Prefix};
 /// One entry's key: the scope (a cgroup id, or
 /// [`geowall_common::GRANT_SCOPE_POLICY`] | slot) and the destination.
 pub type EntryKey = (u64, Prefix);
+
+/// Region grants by (scope, region tag), independent of the tables.
+pub type RegionGrantSets = BTreeMap<(u64, String), GrantSet>;
+
+/// The region grant map's entries for table generation `generation`, whose
+/// region ids are `ids` (tag → id). A tag the tables do not know has no
+/// entry: no destination carries it.
+pub fn region_entries(
+    sets: &RegionGrantSets,
+    ids: &BTreeMap<&str, u16>,
+    generation: u8,
+) -> BTreeMap<RegionGrantKey, GrantSet> {
+    sets.iter()
+        .filter_map(|((scope, tag), set)| {
+            let id = *ids.get(tag.as_str())?;
+            Some((RegionGrantKey::new(*scope, id, generation), *set))
+        })
+        .collect()
+}
 
 /// Raw LPM key: prefix length (native order, counting the 64 scope bits),
 /// scope (big endian), address (network order).
@@ -98,11 +127,151 @@ impl Kernel {
     pub fn set_grant_count(&self, entries: usize) {
         self.config.store(config::GRANTS, entries as u64);
     }
+
+    /// Every key of the region grant map.
+    pub fn region_grant_keys(&self) -> Result<Vec<RegionGrantKey>, KernelError> {
+        let map = self.maps.region_grants.as_fd();
+        let mut out = Vec::new();
+        let mut prev: Option<[u8; KEY]> = None;
+        loop {
+            let mut next = [0u8; KEY];
+            let more = sys::map_next_key(map, prev.as_ref().map(|k| &k[..]), &mut next)
+                .map_err(sys_err("listing region grant entries"))?;
+            if !more || out.len() > 2 * MAX_REGION_GRANT_ENTRIES as usize {
+                break;
+            }
+            out.push(key_of(&next));
+            prev = Some(next);
+        }
+        Ok(out)
+    }
+
+    /// Makes generation `generation`'s region grants exactly `wanted` (and,
+    /// with `others`, removes every other generation's); sets the count the
+    /// programs check. Returns the entries left in the map.
+    pub fn write_region_grants(
+        &self,
+        generation: u8,
+        wanted: &BTreeMap<RegionGrantKey, GrantSet>,
+        others: bool,
+    ) -> Result<usize, KernelError> {
+        let map = self.maps.region_grants.as_fd();
+        let existing = self.region_grant_keys()?;
+        // Counted high first: the programs never skip an entry being written.
+        let mut left = existing.len() + wanted.len();
+        self.config.store(config::REGION_GRANTS, left as u64);
+        for (key, set) in wanted {
+            sys::map_update(map, &key_bytes(key), value_bytes(set), sys::BPF_ANY).map_err(
+                sys_err(format!(
+                    "writing region grant {:#x} region {} generation {}",
+                    key.scope, key.region, key.generation
+                )),
+            )?;
+        }
+        left = wanted.len();
+        for key in existing {
+            if wanted.contains_key(&key) {
+                continue;
+            }
+            if key.generation == generation || others {
+                self.delete_region_grant(&key)?;
+            } else {
+                left += 1;
+            }
+        }
+        self.config.store(config::REGION_GRANTS, left as u64);
+        Ok(left)
+    }
+
+    /// Removes every region grant of generation `generation`; sets the count
+    /// the programs check.
+    pub fn clear_region_grants(&self, generation: u8) -> Result<(), KernelError> {
+        let mut left = 0;
+        for key in self.region_grant_keys()? {
+            if key.generation == generation {
+                self.delete_region_grant(&key)?;
+            } else {
+                left += 1;
+            }
+        }
+        self.config.store(config::REGION_GRANTS, left);
+        Ok(())
+    }
+
+    fn delete_region_grant(&self, key: &RegionGrantKey) -> Result<(), KernelError> {
+        sys::map_delete(self.maps.region_grants.as_fd(), &key_bytes(key)).map_err(sys_err(format!(
+            "removing region grant {:#x} region {} generation {}",
+            key.scope, key.region, key.generation
+        )))
+    }
+}
+
+/// Bytes of a region grant key.
+const KEY: usize = std::mem::size_of::<RegionGrantKey>();
+
+fn key_bytes(key: &RegionGrantKey) -> [u8; KEY] {
+    let mut out = [0u8; KEY];
+    out[..8].copy_from_slice(&key.scope.to_ne_bytes());
+    out[8..10].copy_from_slice(&key.region.to_ne_bytes());
+    out[10] = key.generation;
+    out
+}
+
+fn key_of(raw: &[u8; KEY]) -> RegionGrantKey {
+    let scope = u64::from_ne_bytes(raw[..8].try_into().expect("8 bytes"));
+    let region = u16::from_ne_bytes([raw[8], raw[9]]);
+    RegionGrantKey::new(scope, region, raw[10])
 }
 
 #[cfg(test)]
 mod tests {
+    use geowall_common::GRANT_SCOPE_POLICY;
+
     use super::*;
+
+    #[test]
+    fn region_keys_round_trip_in_the_abi_layout() {
+        let key = RegionGrantKey::new(0x8000_0000_0000_0003, 517, 1);
+        let raw = key_bytes(&key);
+        // SAFETY: RegionGrantKey is #[repr(C)] plain data.
+        let abi: [u8; KEY] = unsafe { std::mem::transmute(key) };
+        assert_eq!(raw, abi);
+        assert_eq!(key_of(&raw), key);
+    }
+
+    #[test]
+    fn region_entries_follow_the_tables_ids() {
+        let mut set = GrantSet::default();
+        set.grants[0].id = 7;
+        let sets: RegionGrantSets = [
+            ((42, "DE".to_owned()), set),
+            ((42, "FR".to_owned()), set),
+            ((GRANT_SCOPE_POLICY | 3, "aws:eu-west-1".to_owned()), set),
+        ]
+        .into_iter()
+        .collect();
+        let ids: BTreeMap<&str, u16> = [("DE", 4), ("aws:eu-west-1", 9), ("US", 5)].into();
+        let e = region_entries(&sets, &ids, 1);
+        // FR is in no table: no entry.
+        assert_eq!(
+            e.keys().copied().collect::<Vec<_>>(),
+            vec![
+                RegionGrantKey::new(42, 4, 1),
+                RegionGrantKey::new(GRANT_SCOPE_POLICY | 3, 9, 1),
+            ]
+        );
+        assert_eq!(e[&RegionGrantKey::new(42, 4, 1)].grants[0].id, 7);
+        // Another generation numbers the regions its own way.
+        let renumbered: BTreeMap<&str, u16> = [("DE", 11), ("FR", 12)].into();
+        let e = region_entries(&sets, &renumbered, 0);
+        assert_eq!(
+            e.keys().copied().collect::<Vec<_>>(),
+            vec![
+                RegionGrantKey::new(42, 11, 0),
+                RegionGrantKey::new(42, 12, 0)
+            ]
+        );
+    }
 
     #[test]
     fn keys_round_trip() {

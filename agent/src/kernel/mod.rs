@@ -113,6 +113,7 @@ struct MapFds {
     polnames: OwnedFd,
     grants4: OwnedFd,
     grants6: OwnedFd,
+    region_grants: OwnedFd,
 }
 
 /// The active half of the kernel's tables, read through the bpf syscall:
@@ -314,6 +315,7 @@ impl Kernel {
             polnames: open(names::POLICY_NAMES)?,
             grants4: open(names::GRANTS4)?,
             grants6: open(names::GRANTS6)?,
+            region_grants: open(names::REGION_GRANTS)?,
         };
         let config = ConfigMap::open(&open(names::CONFIG)?)?;
         config.store(config::ROOT_LEVEL, u64::from(opts.governed_level));
@@ -609,8 +611,14 @@ impl Kernel {
     }
 
     /// Installs `layout` with one table switch, after recording the names of
-    /// the ids it uses. On error the tables in force stay in force.
-    pub fn install(&mut self, layout: &Layout) -> Result<u64, KernelError> {
+    /// the ids it uses; the region grants `region_grants` are written for
+    /// the new tables' region ids before the switch. On error the tables in
+    /// force stay in force.
+    pub fn install(
+        &mut self,
+        layout: &Layout,
+        region_grants: &grants::RegionGrantSets,
+    ) -> Result<u64, KernelError> {
         let known = self.region_names()?;
         for (id, name) in &layout.regions {
             if known.get(*id as usize).and_then(Option::as_deref) != Some(name.as_str()) {
@@ -631,7 +639,14 @@ impl Kernel {
         if let Some(h) = self.cleanup.take() {
             let _ = h.join();
         }
-        let (epoch, cleanup) = tables::switch(self, &layout.tables)?;
+        let ids = layout
+            .regions
+            .iter()
+            .map(|(id, name)| (name.as_str(), *id))
+            .collect();
+        let (epoch, cleanup) = tables::switch(self, &layout.tables, |generation| {
+            grants::region_entries(region_grants, &ids, generation)
+        })?;
         self.cleanup = cleanup;
         Ok(epoch)
     }

@@ -4,12 +4,13 @@
 //! force. A switch:
 //! 1. builds new region and rule tries, sized to their contents, and puts
 //!    them in the idle half's slots of the outer arrays;
-//! 2. writes the idle half of the policy and tag-set arrays;
+//! 2. writes the idle half of the policy and tag-set arrays, and the idle
+//!    generation's region grants (region ids are the new tables');
 //! 3. adds one to the epoch with a single 8-byte store: from the next
 //!    program run on, the new half decides;
 //! 4. waits until no program still runs on the old half (an update of a
 //!    map-of-maps returns only after an RCU grace period), then frees the
-//!    old tries.
+//!    old tries and removes the old generation's region grants.
 //!
 //! A program reads the epoch once per verdict, so every verdict comes wholly
 //! from the old tables or wholly from the new ones. A failure before step 3
@@ -20,9 +21,11 @@ use std::{
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
 };
 
+use std::collections::BTreeMap;
+
 use geowall_common::{
-    MAX_POLICIES, MAX_TAGSETS, PolicyEntry, RegionValue, RuleKey4, RuleKey6, RuleSet, TagSet,
-    config,
+    GrantSet, MAX_POLICIES, MAX_TAGSETS, PolicyEntry, RegionGrantKey, RegionValue, RuleKey4,
+    RuleKey6, RuleSet, TagSet, config,
 };
 
 use super::{Kernel, KernelError, Tables, sys, sys_err};
@@ -112,12 +115,14 @@ fn build_all(tables: &Tables) -> Result<[OwnedFd; 4], KernelError> {
     ])
 }
 
-/// Switches the kernel to `tables`. Returns the new epoch and, unless this
-/// was the first switch, a thread freeing the old tries (it must end before
-/// the next switch writes that half again).
+/// Switches the kernel to `tables`, with the region grants
+/// `region_grants(generation)` gives for the new generation. Returns the new
+/// epoch and, unless this was the first switch, a thread freeing the old
+/// tries (it must end before the next switch writes that half again).
 pub(super) fn switch(
     kernel: &Kernel,
     tables: &Tables,
+    region_grants: impl FnOnce(u8) -> BTreeMap<RegionGrantKey, GrantSet>,
 ) -> Result<(u64, Option<std::thread::JoinHandle<()>>), KernelError> {
     let epoch = kernel.config.load(config::EPOCH);
     let next = epoch + 1;
@@ -169,6 +174,10 @@ pub(super) fn switch(
         "GW_TAGSETS",
     )?;
 
+    // Region grants of the idle generation (the old generation's stay: the
+    // tables in force still read them).
+    kernel.write_region_grants(half as u8, &region_grants(half as u8), false)?;
+
     // 3. The switch. From here on the new tables are in force: nothing may
     // report failure any more, or the caller would believe the old ones are.
     kernel.config.store(config::EPOCH, next);
@@ -183,9 +192,12 @@ pub(super) fn switch(
     if let Err(e) = set_slot(outers[0].0, half, &inner[0], outers[0].1) {
         tracing::warn!(error = %e, "no grace period after the switch");
     }
+    let old = 1 - half;
+    if let Err(e) = kernel.clear_region_grants(old as u8) {
+        tracing::warn!(error = %e, "the old generation's region grants stay until the next switch");
+    }
     // 5. Free the old tries, off the critical path. Where that cannot be
     // done they stay until the next switch replaces them.
-    let old = 1 - half;
     let fds: Vec<(OwnedFd, &'static str)> = match outers
         .iter()
         .map(|(fd, name)| fd.try_clone_to_owned().map(|fd| (fd, *name)))
