@@ -130,12 +130,14 @@ pub mod names {
     /// Per-CPU boot-clock time of the last ring buffer wake-up (the
     /// programs' own bookkeeping: see [`super::WAKE_INTERVAL_NS`]).
     pub const WAKE: &str = "GW_WAKE";
+    /// Per-CPU verdict cache: see [`super::VerdictCache`].
+    pub const VERDICT_CACHE: &str = "GW_VCACHE";
     /// Just-in-time grants to regions: hash of [`super::RegionGrantKey`] →
     /// [`super::GrantSet`].
     pub const REGION_GRANTS: &str = "GW_RGRANTS";
 
     /// Every map the object defines, for pinning and removal.
-    pub const ALL_MAPS: [&str; 17] = [
+    pub const ALL_MAPS: [&str; 18] = [
         CONFIG,
         BINDINGS,
         POLICIES,
@@ -152,6 +154,7 @@ pub mod names {
         GRANTS4,
         GRANTS6,
         WAKE,
+        VERDICT_CACHE,
         REGION_GRANTS,
     ];
 
@@ -182,7 +185,7 @@ pub mod config {
     /// Entries in the grant tries (0: skip the grant lookups).
     pub const GRANTS: u32 = 5;
     /// Raised after every change to the bindings (cgroup → policy slot):
-    /// part of the key of each socket's verdict cache ([`super::SockState`]).
+    /// part of the key of the verdict caches ([`super::VerdictCache`]).
     pub const BINDINGS_GEN: u32 = 6;
     /// Entries in the region grant map, both generations (0: skip the
     /// region grant lookups).
@@ -610,50 +613,62 @@ pub struct SockState {
     /// policy and the caller's, and the stricter wins.
     pub owner_slot: u32,
     pub _pad: u32,
-    /// The socket's verdict cache: the last destination its datagrams were
-    /// allowed to, with everything the verdict depended on. A datagram to
-    /// the same destination from the same cgroup under the same tables and
-    /// bindings is allowed without a lookup (its counter still counts it).
-    /// Only plain allows that write no record are cached: never a denial,
-    /// an audit-mode would-deny, a grant (grants expire) or an allow under
-    /// `log_allowed` (each datagram is recorded).
-    pub cache: VerdictCache,
 }
 
-/// See [`SockState::cache`]. Two threads may write it at once, so a reader
-/// checks [`VerdictCache::tag`], written last, against its own key: a
-/// torn mix of two entries does not match.
+/// Entries of each CPU's verdict cache (a power of two).
+pub const VERDICT_CACHE_SLOTS: u32 = 256;
+/// [`VerdictCache::slot`] of a cached "nothing governs this": proceed,
+/// count nothing.
+pub const UNGOVERNED_SLOT: u32 = u32::MAX;
+/// [`VerdictCache::owner`] for a socket whose creator was not governed.
+pub const NO_OWNER: u32 = u32::MAX;
+
+/// One entry of a CPU's verdict cache (`GW_VCACHE`): a destination the
+/// verdict path allowed, with everything that verdict depended on. A
+/// connect or datagram with the same key is allowed without a lookup (its
+/// counter still counts it). Only plain allows that write no record are
+/// cached: never a denial, an audit-mode would-deny, a grant (grants
+/// expire) or an allow under `log_allowed`. The key holds the table epoch
+/// and the bindings generation ([`config::BINDINGS_GEN`]): any table switch
+/// or binding change empties every cache at once.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VerdictCache {
     /// Destination address (network order; IPv4 in the first 4 bytes).
     pub addr: [u8; 16],
-    /// Table epoch and bindings generation ([`config::BINDINGS_GEN`]).
     pub epoch: u64,
     pub bindings_gen: u64,
     /// The calling task's cgroup.
     pub cgroup_id: u64,
-    /// Host-order port; `v4` 1 when `addr` was judged as IPv4.
+    /// Host-order port, IP protocol, 1 when `addr` was judged as IPv4.
     pub port: u16,
+    pub proto: u8,
     pub v4: u8,
-    pub _pad: u8,
-    /// Policy slot whose counters an allowed datagram adds to.
+    /// The socket's creator's policy slot ([`NO_OWNER`]: none).
+    pub owner: u32,
+    /// Policy slot whose counters an allowed flow adds to
+    /// ([`UNGOVERNED_SLOT`]: none).
     pub slot: u32,
-    /// [`VerdictCache::tag_of`] of the fields above; 0: empty.
+    pub _pad: u32,
+    /// [`VerdictCache::tag`] of the key and `slot`, written last (a program
+    /// preempted on its CPU by another run can leave a half-written entry:
+    /// its tag does not match); 0: empty.
     pub tag: u64,
 }
 
 impl VerdictCache {
-    /// A 64-bit mix of the key fields (never 0).
+    /// A 64-bit mix of a key (the entry's index comes from it).
     #[inline(always)]
-    pub fn tag_of(
+    #[allow(clippy::too_many_arguments)]
+    pub fn hash(
         addr: &[u8; 16],
         epoch: u64,
         bindings_gen: u64,
         cgroup_id: u64,
         port: u16,
+        proto: u8,
         v4: u8,
-        slot: u32,
+        owner: u32,
     ) -> u64 {
         let lo = u64::from_ne_bytes([
             addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
@@ -661,13 +676,27 @@ impl VerdictCache {
         let hi = u64::from_ne_bytes([
             addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
         ]);
-        let small = u64::from(port) | (u64::from(v4) << 16) | (u64::from(slot) << 32);
+        let small = u64::from(port)
+            | (u64::from(proto) << 16)
+            | (u64::from(v4) << 24)
+            | (u64::from(owner) << 32);
         let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
         for w in [lo, hi, epoch, bindings_gen, cgroup_id, small] {
-            h = (h ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            h ^= h >> 31;
+            h = Self::mix(h ^ w);
         }
-        h | 1
+        h
+    }
+
+    /// The tag of an entry for key hash `hash` holding `slot` (never 0).
+    #[inline(always)]
+    pub fn tag(hash: u64, slot: u32) -> u64 {
+        Self::mix(hash ^ u64::from(slot)) | 1
+    }
+
+    #[inline(always)]
+    fn mix(mut h: u64) -> u64 {
+        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^ (h >> 31)
     }
 }
 
@@ -684,8 +713,8 @@ const _: () = {
     assert!(core::mem::size_of::<Rule>() == 8);
     assert!(core::mem::size_of::<RuleSet>() == 4 + 8 * MAX_RULES_PER_PREFIX);
     assert!(core::mem::size_of::<FlowEvent>() == 120);
-    assert!(core::mem::size_of::<SockState>() == 8 + 56);
-    assert!(core::mem::size_of::<VerdictCache>() == 56);
+    assert!(core::mem::size_of::<SockState>() == 8);
+    assert!(core::mem::size_of::<VerdictCache>() == 64);
     assert!(core::mem::size_of::<Grant>() == 16);
     assert!(core::mem::align_of::<GrantSet>() == 4);
     assert!(core::mem::size_of::<GrantSet>() == 16 * MAX_GRANTS_PER_PREFIX);

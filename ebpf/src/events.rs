@@ -8,7 +8,7 @@ use aya_ebpf::{
     },
 };
 use geowall_common::{
-    FlowEvent, MAX_POLICIES, MAX_TAGSETS, PACKED_VERSION, TagSet, WAKE_INTERVAL_NS, counter,
+    FlowEvent, MAX_POLICIES, MAX_TAGSETS, PACKED_VERSION, TagSet, WAKE_INTERVAL_NS,
 };
 
 use crate::{
@@ -88,50 +88,58 @@ fn tags(generation: u32, tagset: u16) -> TagSet {
     GW_TAGSETS.get(idx).copied().unwrap_or_default()
 }
 
-/// Writes a flow event to the ring buffer. A full ring buffer never blocks
-/// the caller: the event is counted as dropped instead.
-#[inline(always)]
-pub fn emit(flow: &Flow, outcome: Outcome) {
+/// Writes a flow event to the ring buffer; false when it is full (the
+/// caller counts the event as dropped: a full ring buffer never blocks).
+/// Out of line: the event is built in a frame of its own, not on the
+/// verdict path's stack.
+#[inline(never)]
+pub fn emit(flow: &Flow, outcome: &Outcome) -> bool {
     let Some(mut entry) = GW_EVENTS.reserve(0) else {
-        count(flow.slot, counter::EVENTS_DROPPED);
-        return;
+        return false;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let event = FlowEvent {
-        time_ns: now,
-        epoch: flow.epoch,
-        cgroup_id: flow.cgroup_id,
-        sock_cookie: if flow.sock.is_null() {
-            0
-        } else {
-            // SAFETY: the hook's own context or socket, valid for the helper.
-            unsafe { bpf_get_socket_cookie(flow.sock) }
-        },
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        addr: flow.dest.addr,
-        port: flow.dest.port,
-        family: flow.dest.family,
-        proto: flow.dest.proto,
-        verdict: outcome.verdict,
-        reason: outcome.reason,
-        plen: outcome.plen,
-        hook: flow.hook,
-        policy: flow.slot as u16,
-        flags: flow.dest.flags | flow.flags,
-        grant_id: outcome.grant,
-        tags: tags(flow.generation(), outcome.tagset),
-        comm: bpf_get_current_comm().unwrap_or_default(),
-        program_version: PACKED_VERSION,
-        ..FlowEvent::default()
+    let sock_cookie = if flow.sock.is_null() {
+        0
+    } else {
+        // SAFETY: the hook's own context or socket, valid for the helper.
+        unsafe { bpf_get_socket_cookie(flow.sock) }
     };
-    entry.write(event);
+    // Written field by field into the reserved record: a whole FlowEvent
+    // on this frame would not fit beside the verdict path's. Every field,
+    // padding included, is written: reserved memory is not zeroed.
+    let ev: *mut FlowEvent = entry.as_mut_ptr();
+    // SAFETY: `ev` points at the reserved record, ours until submitted.
+    unsafe {
+        (*ev).time_ns = now;
+        (*ev).epoch = flow.epoch;
+        (*ev).cgroup_id = flow.cgroup_id;
+        (*ev).sock_cookie = sock_cookie;
+        (*ev).pid = pid_tgid as u32;
+        (*ev).tgid = (pid_tgid >> 32) as u32;
+        (*ev).uid = uid_gid as u32;
+        (*ev).gid = (uid_gid >> 32) as u32;
+        (*ev).addr = flow.dest.addr;
+        (*ev).port = flow.dest.port;
+        (*ev).family = flow.dest.family;
+        (*ev).proto = flow.dest.proto;
+        (*ev).verdict = outcome.verdict;
+        (*ev).reason = outcome.reason;
+        (*ev).plen = outcome.plen;
+        (*ev).hook = flow.hook;
+        (*ev).policy = flow.slot as u16;
+        (*ev).flags = flow.dest.flags | flow.flags;
+        (*ev)._pad = 0;
+        (*ev).grant_id = outcome.grant;
+        (*ev).tags = tags(flow.generation(), outcome.tagset);
+        (*ev)._pad3 = 0;
+        (*ev).comm = bpf_get_current_comm().unwrap_or_default();
+        (*ev).program_version = PACKED_VERSION;
+    }
     entry.submit(wake_flags(now));
+    true
 }
 
 /// Wakes the reader for this event only if this CPU has not done so for

@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod cache;
 mod events;
 mod maps;
 mod policy;

@@ -15,7 +15,7 @@ use geowall_common::{
     Counters, DEFAULT_RING_BYTES, FlowEvent, GrantKey4, GrantKey6, GrantSet, MAX_BINDINGS,
     MAX_GRANT_ENTRIES, MAX_POLICIES, MAX_REGION_GRANT_ENTRIES, MAX_REGIONS, MAX_TAGSETS,
     PolicyEntry, PolicyName, RegionGrantKey, RegionName, RegionValue, RuleKey4, RuleKey6, RuleSet,
-    SockState, TagSet, config,
+    SockState, TagSet, VERDICT_CACHE_SLOTS, VerdictCache, config,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -67,6 +67,11 @@ pub static GW_GRANTS4: LpmTrie<GrantKey4, GrantSet, { MAX_GRANT_ENTRIES as usize
 #[btf_map]
 pub static GW_GRANTS6: LpmTrie<GrantKey6, GrantSet, { MAX_GRANT_ENTRIES as usize }, NO_PREALLOC> =
     LpmTrie::new();
+
+/// Each CPU's cache of recent allowed verdicts (see `cache`).
+#[btf_map]
+pub static GW_VCACHE: PerCpuArray<VerdictCache, { VERDICT_CACHE_SLOTS as usize }> =
+    PerCpuArray::new();
 
 /// Per-CPU time of the last ring buffer wake-up (see `events::emit`).
 #[btf_map]

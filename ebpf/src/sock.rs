@@ -2,16 +2,13 @@
 
 use aya_ebpf::{
     bindings::BPF_SK_STORAGE_GET_F_CREATE,
-    helpers::generated::{bpf_get_current_cgroup_id, bpf_sk_storage_get},
+    helpers::generated::bpf_sk_storage_get,
     programs::{LsmContext, SockAddrContext, SockContext},
 };
-use geowall_common::{
-    SockState, VerdictCache, config, counter, event_flags, family, hook, policy_flags,
-};
+use geowall_common::{SockState, event_flags, family, hook, policy_flags};
 
 use crate::{
-    events,
-    maps::{GW_SOCKS, config_slot},
+    maps::GW_SOCKS,
     verdict::{self, Dest, PROCEED},
 };
 
@@ -54,114 +51,21 @@ pub fn judge_addr4(ctx: &SockAddrContext, hook: u8) -> i32 {
 
 #[inline(always)]
 fn judge_sock_addr(ctx: &SockAddrContext, dest: &Dest, hook: u8) -> i32 {
+    verdict::judge(ctx.sock_addr.cast(), dest, hook, owner_slot(ctx))
+}
+
+/// The policy slot the socket was created under, if its creator was
+/// governed.
+#[inline(always)]
+fn owner_slot(ctx: &SockAddrContext) -> Option<u32> {
     // SAFETY: `sk` of the hook's context is a full socket; the value pointer
-    // is valid for the program's run.
+    // is valid for the program's run and copied out at once.
     let state = unsafe { GW_SOCKS.get_ptr_mut(ctx) };
     if state.is_null() {
-        // Created before the agent, or by a task nothing governs.
-        return verdict::judge(ctx.sock_addr.cast(), dest, hook, None).ret;
-    }
-    // SAFETY: non-null storage pointer of the map's value type.
-    let owner = unsafe { core::ptr::read_volatile(&raw const (*state).owner_slot) };
-    if hook == hook::SENDMSG4 || hook == hook::SENDMSG6 {
-        // SAFETY: as above; the cache lives as long as the socket.
-        return judge_datagram(ctx, dest, hook, owner, unsafe { &raw mut (*state).cache });
-    }
-    verdict::judge(ctx.sock_addr.cast(), dest, hook, Some(owner)).ret
-}
-
-/// An unconnected datagram: every `sendto` runs the hook, so a socket
-/// remembers the last destination it was allowed to send to (see
-/// [`VerdictCache`]) and repeats skip the lookups.
-#[inline(always)]
-fn judge_datagram(
-    ctx: &SockAddrContext,
-    dest: &Dest,
-    hook: u8,
-    owner: u32,
-    cache: *mut VerdictCache,
-) -> i32 {
-    // Read before the verdict's own lookups: a binding or table change that
-    // lands in between leaves an entry under the old key, never the other
-    // way round.
-    let epoch = config_slot(config::EPOCH);
-    let bindings_gen = config_slot(config::BINDINGS_GEN);
-    // SAFETY: a helper without arguments.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let v4 = u8::from(dest.v4);
-    // SAFETY: `cache` points into the socket's storage (see above).
-    if let Some(slot) = unsafe { cached(cache, dest, v4, epoch, bindings_gen, cgroup_id) } {
-        events::count(slot, counter::ALLOWED);
-        return PROCEED;
-    }
-    let judged = verdict::judge(ctx.sock_addr.cast(), dest, hook, Some(owner));
-    if let Some(slot) = judged.cacheable {
-        let tag = VerdictCache::tag_of(
-            &dest.addr,
-            epoch,
-            bindings_gen,
-            cgroup_id,
-            dest.port,
-            v4,
-            slot,
-        );
-        let entry = VerdictCache {
-            addr: dest.addr,
-            epoch,
-            bindings_gen,
-            cgroup_id,
-            port: dest.port,
-            v4,
-            _pad: 0,
-            slot,
-            tag: 0,
-        };
-        // SAFETY: as above. The tag goes last: a reader racing this write
-        // sees a tag that does not match a half-written entry.
-        unsafe {
-            core::ptr::write_volatile(&raw mut (*cache).tag, 0);
-            core::ptr::write_volatile(cache, entry);
-            core::ptr::write_volatile(&raw mut (*cache).tag, tag);
-        }
-    }
-    judged.ret
-}
-
-/// The slot of a cached allow for exactly this key, if the cache holds one.
-///
-/// # Safety
-/// `cache` points at a live [`VerdictCache`].
-#[inline(always)]
-unsafe fn cached(
-    cache: *const VerdictCache,
-    dest: &Dest,
-    v4: u8,
-    epoch: u64,
-    bindings_gen: u64,
-    cgroup_id: u64,
-) -> Option<u32> {
-    // SAFETY: the caller's promise.
-    let entry = unsafe { core::ptr::read_volatile(cache) };
-    if entry.tag == 0
-        || entry.epoch != epoch
-        || entry.bindings_gen != bindings_gen
-        || entry.cgroup_id != cgroup_id
-        || entry.port != dest.port
-        || entry.v4 != v4
-        || entry.addr != dest.addr
-    {
         return None;
     }
-    let want = VerdictCache::tag_of(
-        &dest.addr,
-        epoch,
-        bindings_gen,
-        cgroup_id,
-        dest.port,
-        v4,
-        entry.slot,
-    );
-    (entry.tag == want).then_some(entry.slot)
+    // SAFETY: non-null storage pointer of the map's value type.
+    Some(unsafe { core::ptr::read_volatile(&raw const (*state).owner_slot) })
 }
 
 /// `connect6` / `sendmsg6`. An IPv4-mapped destination is judged as IPv4:
@@ -245,7 +149,6 @@ fn remember_owner(ctx: &SockContext) {
     let mut init = SockState {
         owner_slot: slot,
         _pad: 0,
-        cache: VerdictCache::default(),
     };
     let map = core::ptr::from_ref(&GW_SOCKS).cast_mut().cast();
     // SAFETY: the hook's own socket and an initial value on the stack; the

@@ -17,11 +17,12 @@ use aya_ebpf::{
 };
 use geowall_common::{
     Decision, GRANT_SCOPE_POLICY, GrantKey4, GrantKey6, GrantSet, MAX_POLICIES, MAX_TAGS,
-    MAX_TAGSETS, PolicyEntry, RegionGrantKey, RegionValue, RuleKey4, RuleKey6, RuleSet,
-    TAGSET_UNTAGGED, config, counter, event_flags, policy_flags, reason, verdict,
+    MAX_TAGSETS, NO_OWNER, PolicyEntry, RegionGrantKey, RegionValue, RuleKey4, RuleKey6, RuleSet,
+    TAGSET_UNTAGGED, UNGOVERNED_SLOT, config, counter, event_flags, policy_flags, reason, verdict,
 };
 
 use crate::{
+    cache::{self, CacheKey},
     events::{self, Flow},
     maps::{
         GW_GRANTS4, GW_GRANTS6, GW_POLICIES, GW_REGION4, GW_REGION6, GW_RGRANTS, GW_RULES4,
@@ -128,66 +129,101 @@ struct Scopes {
     bound: u64,
 }
 
-/// What [`judge`] answers.
-pub struct Verdict {
-    /// For the kernel: [`PROCEED`] or [`REFUSE`].
-    pub ret: i32,
-    /// A plain allow (no grant, no audit mode, tables present) by this
-    /// policy slot: one a socket may cache.
-    pub cacheable: Option<u32>,
-}
-
 /// Judges an outbound connection or datagram from the current task on a
 /// socket created under policy slot `owner` (`None`: its creator was not
-/// governed, or it predates the agent).
+/// governed, or it predates the agent). This CPU's verdict cache answers
+/// repeats of a plain allow.
 #[inline(always)]
-pub fn judge(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, owner: Option<u32>) -> Verdict {
-    const UNGOVERNED: Verdict = Verdict {
-        ret: PROCEED,
-        cacheable: None,
-    };
-    let Some((epoch, cgroup_id, task)) = current() else {
-        return UNGOVERNED;
-    };
-    let gen_ = (epoch & 1) as u32;
-    let scopes = Scopes {
-        leaf: cgroup_id,
-        bound: task.map_or(cgroup_id, |b| b.cgroup),
-    };
-    let (slot, flags, judged) = match (task.map(|b| b.slot), owner) {
-        (None, None) => return UNGOVERNED,
-        (Some(t), None) => (t, 0, evaluate(gen_, t, scopes, dest)),
-        (None, Some(o)) => (
-            o,
-            event_flags::SOCKET_POLICY,
-            evaluate(gen_, o, scopes, dest),
-        ),
-        (Some(t), Some(o)) if t == o => (t, 0, evaluate(gen_, t, scopes, dest)),
-        (Some(t), Some(o)) => {
-            let by_task = evaluate(gen_, t, scopes, dest);
-            let by_socket = evaluate(gen_, o, scopes, dest);
-            if by_socket.severity() > by_task.severity() {
-                (o, event_flags::SOCKET_POLICY, by_socket)
-            } else {
-                (t, 0, by_task)
-            }
+pub fn judge(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, owner: Option<u32>) -> i32 {
+    let epoch = config_slot(config::EPOCH);
+    if epoch == 0 {
+        // No tables loaded yet: nothing is governed.
+        return PROCEED;
+    }
+    // Read before the binding lookup: a binding that changes in between
+    // leaves an entry under the old generation, never the other way round.
+    let bindings_gen = config_slot(config::BINDINGS_GEN);
+    // SAFETY: a helper without arguments.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let key = CacheKey::new(
+        dest,
+        epoch,
+        bindings_gen,
+        cgroup_id,
+        owner.unwrap_or(NO_OWNER),
+    );
+    if let Some(slot) = cache::lookup(&key, dest) {
+        if slot != UNGOVERNED_SLOT {
+            events::count(slot, counter::ALLOWED);
         }
+        return PROCEED;
+    }
+    let task = policy::current_slot(cgroup_id);
+    let mut q = Eval {
+        gen_: (epoch & 1) as u32,
+        slot: 0,
+        scopes: Scopes {
+            leaf: cgroup_id,
+            bound: task.map_or(cgroup_id, |b| b.cgroup),
+        },
     };
+    // The caller's policy, else the socket's; when both exist and differ,
+    // the socket's too, and the stricter verdict stands.
+    let task_slot = task.map(|b| b.slot);
+    let Some(first) = task_slot.or(owner) else {
+        cache::store(&key, dest, UNGOVERNED_SLOT);
+        return PROCEED;
+    };
+    let first_flags = if task_slot.is_some() {
+        0
+    } else {
+        event_flags::SOCKET_POLICY
+    };
+    let (mut slot, mut flags) = (first, first_flags);
+    let (mut judged, mut severity) = q.evaluate(first, dest);
+    if let (Some(t), Some(o)) = (task_slot, owner)
+        && t != o
+    {
+        let (by_socket, socket_severity) = q.evaluate(o, dest);
+        if socket_severity > severity {
+            (slot, flags, judged, severity) =
+                (o, event_flags::SOCKET_POLICY, by_socket, socket_severity);
+        }
+    }
+    // A plain allow that writes no record (a logged allow is a record per
+    // flow) is cached; a grant is not (it expires).
+    if severity == 0
+        && judged.grant == 0
+        && !judged.no_table
+        && judged.flags & policy_flags::LOG_ALLOWED == 0
+    {
+        cache::store(&key, dest, slot);
+    }
     let actor = Governed {
         epoch,
         cgroup_id,
         slot,
         flags,
     };
-    // Not when allowed flows are logged: each datagram is a record then.
-    let cacheable = (judged.severity() == 0
-        && judged.grant == 0
-        && !judged.no_table
-        && judged.flags & policy_flags::LOG_ALLOWED == 0)
-        .then_some(slot);
-    Verdict {
-        ret: finish(&Flow::new(sock, dest, hook, &actor), judged),
-        cacheable,
+    finish(&Flow::new(sock, dest, hook, &actor), judged)
+}
+
+/// What [`evaluate`] needs besides the destination (BPF functions take at
+/// most five arguments).
+struct Eval {
+    gen_: u32,
+    slot: u32,
+    scopes: Scopes,
+}
+
+impl Eval {
+    /// The decision of policy `slot` and its severity.
+    #[inline(always)]
+    fn evaluate(&mut self, slot: u32, dest: &Dest) -> (Judged, u8) {
+        self.slot = slot;
+        let mut out = no_table();
+        let severity = evaluate(self, dest, &mut out);
+        (out, severity)
     }
 }
 
@@ -266,8 +302,20 @@ fn policy_entry(gen_: u32, slot: u32) -> Option<&'static PolicyEntry> {
 /// The decision of policy `slot` for `dest`, for a task covered by the
 /// grants of `scopes`: the policy's own, and when it denies (or would deny),
 /// a live grant's.
+/// Out of line: a connection judged under two policies runs it twice, and
+/// one frame of its own keeps the callers' stack small.
+/// The answer goes to `out`, and the call returns its severity: a function
+/// that returns nothing may leave a pointer into the caller's stack in the
+/// return register, which the verifier refuses.
+#[inline(never)]
+fn evaluate(q: &Eval, dest: &Dest, out: &mut Judged) -> u8 {
+    *out = evaluate_inline(q, dest);
+    out.severity()
+}
+
 #[inline(always)]
-fn evaluate(gen_: u32, slot: u32, scopes: Scopes, dest: &Dest) -> Judged {
+fn evaluate_inline(q: &Eval, dest: &Dest) -> Judged {
+    let (gen_, slot, scopes) = (q.gen_, q.slot, q.scopes);
     let Some(policy) = policy_entry(gen_, slot) else {
         return no_table();
     };
@@ -421,24 +469,52 @@ fn region_grant_in(q: &GrantQuery, scope: u64, region: u16) -> Option<u32> {
     set.find(q.port, q.now).map(|g| g.id)
 }
 
+/// The rule of `policy` that matches `dest`, if any.
 #[inline(always)]
 fn rule_decision(policy: &PolicyEntry, gen_: u32, slot: u32, dest: &Dest) -> Option<Decision> {
     if policy.flags & policy_flags::HAS_RULES == 0 {
         return None;
     }
+    let mut out = Decision {
+        allowed: false,
+        reason: reason::RULE,
+        plen: 0,
+        tagset: TAGSET_UNTAGGED,
+    };
+    matching_rule(gen_, slot, dest, &mut out).then_some(out)
+}
+
+/// Writes the decision of the rule for `dest` of policy `slot` to `out`;
+/// false when no rule matches. Out of line, and the rule set is read in
+/// place: neither its key nor its value sits on the verdict path's stack
+/// (and the answer goes through `out`: an `Option` has no BTF the kernel
+/// takes).
+#[inline(never)]
+fn matching_rule(gen_: u32, slot: u32, dest: &Dest, out: &mut Decision) -> bool {
     let slot_be = slot.to_be_bytes();
-    let rules: RuleSet = if dest.v4 {
+    let rules: Option<*mut RuleSet> = if dest.v4 {
         let mut data: RuleKey4 = [0; 8];
         data[..4].copy_from_slice(&slot_be);
         data[4..].copy_from_slice(&dest.addr[..4]);
-        read_value(GW_RULES4.get_value_ptr_mut(gen_, &Key::new(64, data)))?
+        GW_RULES4.get_value_ptr_mut(gen_, &Key::new(64, data))
     } else {
         let mut data: RuleKey6 = [0; 20];
         data[..4].copy_from_slice(&slot_be);
         data[4..].copy_from_slice(&dest.addr);
-        read_value(GW_RULES6.get_value_ptr_mut(gen_, &Key::new(160, data)))?
+        GW_RULES6.get_value_ptr_mut(gen_, &Key::new(160, data))
     };
-    rules.decide(dest.proto, dest.port)
+    let Some(rules) = rules else {
+        return false;
+    };
+    // SAFETY: a non-null trie value pointer is valid for the program's run
+    // (nodes are freed after an RCU grace period).
+    match unsafe { &*rules }.decide(dest.proto, dest.port) {
+        Some(d) => {
+            *out = d;
+            true
+        }
+        None => false,
+    }
 }
 
 #[inline(always)]
@@ -478,16 +554,16 @@ fn finish(flow: &Flow, judged: Judged) -> i32 {
     if code != verdict::ALLOW || judged.grant != 0 || judged.flags & policy_flags::LOG_ALLOWED != 0
     {
         let d = judged.decision;
-        events::emit(
-            flow,
-            events::Outcome {
-                verdict: code,
-                reason: d.reason,
-                plen: d.plen,
-                tagset: d.tagset,
-                grant: judged.grant,
-            },
-        );
+        let outcome = events::Outcome {
+            verdict: code,
+            reason: d.reason,
+            plen: d.plen,
+            tagset: d.tagset,
+            grant: judged.grant,
+        };
+        if !events::emit(flow, &outcome) {
+            events::count(flow.slot, counter::EVENTS_DROPPED);
+        }
     }
     ret
 }
