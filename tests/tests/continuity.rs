@@ -214,14 +214,23 @@ fn an_upgrade_swaps_in_the_new_programs_under_a_connect_loop_with_no_gap() {
             samples
         })
     };
-    let denied = geowall_tests::connect_loop(&job, &t.us.target(), 3000);
-    let allowed = geowall_tests::connect_loop(&job, &t.de.target(), 3000);
+    // The loops outlast the upgrade (a start verifies the programs, which
+    // takes seconds on a busy machine): checked below.
+    let loop_ms = 15_000;
+    let loops_end = Instant::now() + Duration::from_millis(loop_ms);
+    let denied = geowall_tests::connect_loop(&job, &t.us.target(), loop_ms);
+    let allowed = geowall_tests::connect_loop(&job, &t.de.target(), loop_ms);
     std::thread::sleep(Duration::from_millis(800));
     // A package upgrade: the old agent stops (its programs stay pinned and
     // attached), the new binary starts and swaps its programs into the
     // links.
     assert!(agent.terminate().success());
     agent.upgrade_to(&next);
+    let upgraded = Instant::now();
+    assert!(
+        upgraded + Duration::from_millis(500) < loops_end,
+        "the upgrade took longer than the connect loops ran"
+    );
     let denied = denied.join().unwrap();
     let allowed = allowed.join().unwrap();
     stop.store(true, Ordering::Relaxed);
