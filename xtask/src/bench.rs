@@ -643,9 +643,18 @@ pub fn run(quick: bool) -> Result<()> {
     let send_progs = vec![prog(geowall_common::names::PROG_SENDMSG4)];
     let mut run_time = serde_json::Map::new();
     for (label, mode, target, progs, names) in [
+        // The same destination again and again: the verdict cache answers.
         (
-            "DE, allowed",
+            "DE, allowed, repeated",
             "connect",
+            "193.99.144.80:443",
+            &connect_progs,
+            &["connect4", "sock_create"][..],
+        ),
+        // A new port each time: every verdict walks the whole path.
+        (
+            "DE, allowed, uncached",
+            "connect-ports",
             "193.99.144.80:443",
             &connect_progs,
             &["connect4", "sock_create"][..],

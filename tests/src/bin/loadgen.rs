@@ -107,9 +107,21 @@ fn udp(target: SocketAddr, until: Instant, counts: &mut BTreeMap<String, u64>) -
     ok
 }
 
-fn connect_attempts(target: SocketAddr, until: Instant, counts: &mut BTreeMap<String, u64>) -> u64 {
+/// Connects to `target` until `until`; with `vary_port`, to a new port
+/// each time (1024–65535), so no two attempts in a row share a key of the
+/// programs' verdict cache.
+fn connect_attempts(
+    target: SocketAddr,
+    until: Instant,
+    counts: &mut BTreeMap<String, u64>,
+    vary_port: bool,
+) -> u64 {
     let mut n = 0;
+    let mut target = target;
     while Instant::now() < until {
+        if vary_port {
+            target.set_port(1024 + (n % 64512) as u16);
+        }
         match TcpStream::connect(target) {
             Ok(_) => *counts.entry("ok".into()).or_default() += 1,
             Err(e) => *counts.entry(errno_name(&e)).or_default() += 1,
@@ -159,7 +171,8 @@ fn main() {
     let ok = match mode.as_str() {
         "tcp" => tcp(target, until, &mut counts),
         "udp" => udp(target, until, &mut counts),
-        "connect" => connect_attempts(target, until, &mut counts),
+        "connect" => connect_attempts(target, until, &mut counts, false),
+        "connect-ports" => connect_attempts(target, until, &mut counts, true),
         other => panic!("loadgen: unknown mode '{other}'"),
     };
     let secs = start.elapsed().as_secs_f64();
