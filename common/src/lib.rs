@@ -49,6 +49,11 @@ pub const fn pack_version(v: &str) -> u64 {
     (parts[0] << 32) | ((parts[1] & 0xffff) << 16) | (parts[2] & 0xffff)
 }
 
+/// [`pack_version`] undone: `[major, minor, patch]`.
+pub const fn version_parts(packed: u64) -> [u64; 3] {
+    [packed >> 32, (packed >> 16) & 0xffff, packed & 0xffff]
+}
+
 /// Upper bound on policies that can be loaded at once (policy slots).
 pub const MAX_POLICIES: u32 = 256;
 /// Upper bound on distinct region-tag combinations in one compiled map.

@@ -583,6 +583,17 @@ impl Agent {
         self.cli_json(&["status", "--json"])
     }
 
+    /// The entry of policy `name` in `geowall status --json` (`null`
+    /// when the agent has no such policy).
+    pub fn policy_status(&self, name: &str) -> Value {
+        let status = self.status();
+        status["status"]["policies"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     /// The epoch of the tables in force; every table switch raises it.
     pub fn epoch(&self) -> u64 {
         let status = self.status();

@@ -807,18 +807,13 @@ allow = ["FR"]
     agent.signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let status = agent.status();
-        let bound = status["status"]["policies"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|p| p["name"] == "fr-only" && p["cgroups"].to_string().contains("/confined"));
-        if bound {
+        let fr = agent.policy_status("fr-only");
+        if fr["cgroups"].to_string().contains("/confined") {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the binding did not move: {status}"
+            "the binding did not move: {fr}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -837,17 +832,11 @@ allow = ["FR"]
     // Cached datagrams are counted all the same: three to DE and two to
     // the US allowed by eu-only; DE denied by it after the table change,
     // the US by fr-only after the move.
-    let status = agent.status();
-    let policy = |name: &str| {
-        status["status"]["policies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(policy("eu-only")["allowed"], 5, "{status}");
-    assert_eq!(policy("eu-only")["denied"], 1, "{status}");
-    assert_eq!(policy("fr-only")["denied"], 1, "{status}");
+    let (eu, fr) = (
+        agent.policy_status("eu-only"),
+        agent.policy_status("fr-only"),
+    );
+    assert_eq!(eu["allowed"], 5, "{eu}");
+    assert_eq!(eu["denied"], 1, "{eu}");
+    assert_eq!(fr["denied"], 1, "{fr}");
 }

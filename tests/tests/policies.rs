@@ -254,26 +254,11 @@ allow = ["EU"]
         outcomes(&run_probe(Some(&scope), &t.ops("tcp"))),
         ["EPERM", "ok"]
     );
-    let status = agent.status();
-    let eu = status["status"]["policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "eu-only")
-        .unwrap()
-        .clone();
     assert_eq!(
-        eu["units"],
+        agent.policy_status("eu-only")["units"],
         serde_json::json!(["executor@*.service", "batch.scope"])
     );
-    let watch = status["status"]["policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "watch")
-        .unwrap()
-        .clone();
-    assert_eq!(watch["default"], true);
+    assert_eq!(agent.policy_status("watch")["default"], true);
 }
 
 /// Waits until `geowall status` lists a cgroup ending in `name`.

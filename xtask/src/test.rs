@@ -132,17 +132,9 @@ pub fn run(lint_first: bool, filter: Option<&str>) -> Result<()> {
 /// The release the upgrade test's second build claims to be: the next
 /// patch release.
 fn upgrade_version() -> String {
-    let v = env!("CARGO_PKG_VERSION");
-    let mut parts: Vec<u64> = v
-        .split(['-', '+'])
-        .next()
-        .unwrap_or(v)
-        .split('.')
-        .map(|p| p.parse().unwrap_or(0))
-        .collect();
-    parts.resize(3, 0);
-    parts[2] += 1;
-    format!("{}.{}.{}-upgrade-test", parts[0], parts[1], parts[2])
+    let next = geowall_common::pack_version(env!("CARGO_PKG_VERSION")) + 1;
+    let [major, minor, patch] = geowall_common::version_parts(next);
+    format!("{major}.{minor}.{patch}-upgrade-test")
 }
 
 /// Builds the agent a second time as the next patch release

@@ -854,7 +854,8 @@ fn unix_now() -> u64 {
 
 /// [`geowall_common::pack_version`] undone: `major.minor.patch`.
 pub fn unpack_version(v: u64) -> String {
-    format!("{}.{}.{}", v >> 32, (v >> 16) & 0xffff, v & 0xffff)
+    let [major, minor, patch] = geowall_common::version_parts(v);
+    format!("{major}.{minor}.{patch}")
 }
 
 /// What the pins say when no agent runs: which version's programs are
