@@ -9,7 +9,7 @@
 
 /// Bumped whenever a map's key or value layout changes. Pinned maps live under
 /// a folder named after it, so a new agent never reuses maps it cannot read.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// The release the agent and its kernel programs were built as:
 /// `GEOWALL_VERSION` at build time when set (packagers stamp their builds,
@@ -123,9 +123,6 @@ pub mod names {
     pub const REGION_NAMES: &str = "GW_REGNAMES";
     /// policy slot → policy name (stable for the life of the pins).
     pub const POLICY_NAMES: &str = "GW_POLNAMES";
-    /// Socket-local storage: [`super::SockState`] of each socket a governed
-    /// task created.
-    pub const SOCKS: &str = "GW_SOCKS";
     /// IPv4 just-in-time grants: LPM trie of [`super::GrantKey4`] →
     /// [`super::GrantSet`].
     pub const GRANTS4: &str = "GW_GRANTS4";
@@ -142,7 +139,7 @@ pub mod names {
     pub const REGION_GRANTS: &str = "GW_RGRANTS";
 
     /// Every map the object defines, for pinning and removal.
-    pub const ALL_MAPS: [&str; 18] = [
+    pub const ALL_MAPS: [&str; 17] = [
         CONFIG,
         BINDINGS,
         POLICIES,
@@ -155,7 +152,6 @@ pub mod names {
         EVENTS,
         REGION_NAMES,
         POLICY_NAMES,
-        SOCKS,
         GRANTS4,
         GRANTS6,
         WAKE,
@@ -608,25 +604,62 @@ impl RegionGrantKey {
     }
 }
 
-/// Socket-local state, written when a governed task creates a socket.
+/// Where the programs find a socket's cgroup in kernel memory: byte offsets
+/// the agent reads from the running kernel's BTF and hands to the programs
+/// as a constant (`.rodata` global `GW_KOFFSETS`) before they are verified.
+///
+/// The kernel records in each socket the cgroup its creator ran in
+/// (`sk->sk_cgrp_data.cgroup`); it is also the cgroup whose programs run for
+/// the socket. The programs read it, and its ancestors, with
+/// `bpf_probe_read_kernel`, so no per-socket storage is allocated when a
+/// socket is created.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct SockState {
-    /// Policy slot that governed the socket's creator. A socket keeps it
-    /// wherever it goes: passed over a UNIX socket, or kept by a task that
-    /// moved to another cgroup, its connections are judged under this
-    /// policy and the caller's, and the stricter wins.
-    pub owner_slot: u32,
+pub struct KernelOffsets {
+    /// 1: the offsets below are valid and the programs may read kernel
+    /// memory; 0: a socket's cgroup is unknown (its callers' policies alone
+    /// judge it).
+    pub enabled: u32,
+    /// `struct sock` → `sk_cgrp_data.cgroup` (`struct cgroup *`).
+    pub sock_cgroup: u32,
+    /// `struct cgroup` → `kn` (`struct kernfs_node *`).
+    pub cgroup_kn: u32,
+    /// `struct kernfs_node` → `id` (`u64`, the cgroup id).
+    pub kn_id: u32,
+    /// `struct cgroup` → `self.parent` (`struct cgroup_subsys_state *`).
+    pub cgroup_parent: u32,
+    /// `struct cgroup` → `self` (subtracted from a parent's
+    /// `cgroup_subsys_state` pointer to get its `struct cgroup`).
+    pub cgroup_self: u32,
+    /// `struct cgroup` → `level` (`int`, 0 at the root).
+    pub cgroup_level: u32,
     pub _pad: u32,
 }
+
+impl KernelOffsets {
+    /// Nothing known: the programs never read kernel memory.
+    pub const NONE: Self = Self {
+        enabled: 0,
+        sock_cgroup: 0,
+        cgroup_kn: 0,
+        kn_id: 0,
+        cgroup_parent: 0,
+        cgroup_self: 0,
+        cgroup_level: 0,
+        _pad: 0,
+    };
+}
+
+/// Name of the programs' `.rodata` global holding [`KernelOffsets`].
+pub const KERNEL_OFFSETS_GLOBAL: &str = "GW_KOFFSETS";
 
 /// Entries of each CPU's verdict cache (a power of two).
 pub const VERDICT_CACHE_SLOTS: u32 = 256;
 /// [`VerdictCache::slot`] of a cached "nothing governs this": proceed,
 /// count nothing.
 pub const UNGOVERNED_SLOT: u32 = u32::MAX;
-/// [`VerdictCache::owner`] for a socket whose creator was not governed.
-pub const NO_OWNER: u32 = u32::MAX;
+/// [`VerdictCache::sock_cgroup`] of a socket whose cgroup is unknown.
+pub const NO_SOCK_CGROUP: u64 = 0;
 
 /// One entry of a CPU's verdict cache (`GW_VCACHE`): a destination the
 /// verdict path allowed, with everything that verdict depended on. A
@@ -645,16 +678,16 @@ pub struct VerdictCache {
     pub bindings_gen: u64,
     /// The calling task's cgroup.
     pub cgroup_id: u64,
+    /// The socket's cgroup, where its creator ran ([`NO_SOCK_CGROUP`]:
+    /// unknown).
+    pub sock_cgroup: u64,
     /// Host-order port, IP protocol, 1 when `addr` was judged as IPv4.
     pub port: u16,
     pub proto: u8,
     pub v4: u8,
-    /// The socket's creator's policy slot ([`NO_OWNER`]: none).
-    pub owner: u32,
     /// Policy slot whose counters an allowed flow adds to
     /// ([`UNGOVERNED_SLOT`]: none).
     pub slot: u32,
-    pub _pad: u32,
     /// [`VerdictCache::tag`] of the key and `slot`, written last (a program
     /// preempted on its CPU by another run can leave a half-written entry:
     /// its tag does not match); 0: empty.
@@ -670,10 +703,10 @@ impl VerdictCache {
         epoch: u64,
         bindings_gen: u64,
         cgroup_id: u64,
+        sock_cgroup: u64,
         port: u16,
         proto: u8,
         v4: u8,
-        owner: u32,
     ) -> u64 {
         let lo = u64::from_ne_bytes([
             addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
@@ -681,12 +714,9 @@ impl VerdictCache {
         let hi = u64::from_ne_bytes([
             addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
         ]);
-        let small = u64::from(port)
-            | (u64::from(proto) << 16)
-            | (u64::from(v4) << 24)
-            | (u64::from(owner) << 32);
+        let small = u64::from(port) | (u64::from(proto) << 16) | (u64::from(v4) << 24);
         let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
-        for w in [lo, hi, epoch, bindings_gen, cgroup_id, small] {
+        for w in [lo, hi, epoch, bindings_gen, cgroup_id, sock_cgroup, small] {
             h = Self::mix(h ^ w);
         }
         h
@@ -718,7 +748,7 @@ const _: () = {
     assert!(core::mem::size_of::<Rule>() == 8);
     assert!(core::mem::size_of::<RuleSet>() == 4 + 8 * MAX_RULES_PER_PREFIX);
     assert!(core::mem::size_of::<FlowEvent>() == 120);
-    assert!(core::mem::size_of::<SockState>() == 8);
+    assert!(core::mem::size_of::<KernelOffsets>() == 32);
     assert!(core::mem::size_of::<VerdictCache>() == 64);
     assert!(core::mem::size_of::<Grant>() == 16);
     assert!(core::mem::align_of::<GrantSet>() == 4);
@@ -739,7 +769,7 @@ mod pod {
     unsafe impl aya::Pod for super::Rule {}
     unsafe impl aya::Pod for super::RuleSet {}
     unsafe impl aya::Pod for super::FlowEvent {}
-    unsafe impl aya::Pod for super::SockState {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::Grant {}
     unsafe impl aya::Pod for super::GrantSet {}
     unsafe impl aya::Pod for super::RegionGrantKey {}

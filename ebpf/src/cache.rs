@@ -12,30 +12,36 @@ pub struct CacheKey {
     pub epoch: u64,
     pub bindings_gen: u64,
     pub cgroup_id: u64,
-    /// The socket's creator's slot ([`geowall_common::NO_OWNER`]: none).
-    pub owner: u32,
+    /// The socket's cgroup ([`geowall_common::NO_SOCK_CGROUP`]: unknown).
+    pub sock_cgroup: u64,
     /// [`VerdictCache::hash`] of the whole key.
     pub hash: u64,
 }
 
 impl CacheKey {
     #[inline(always)]
-    pub fn new(dest: &Dest, epoch: u64, bindings_gen: u64, cgroup_id: u64, owner: u32) -> Self {
+    pub fn new(
+        dest: &Dest,
+        epoch: u64,
+        bindings_gen: u64,
+        cgroup_id: u64,
+        sock_cgroup: u64,
+    ) -> Self {
         let hash = VerdictCache::hash(
             &dest.addr,
             epoch,
             bindings_gen,
             cgroup_id,
+            sock_cgroup,
             dest.port,
             dest.proto,
             u8::from(dest.v4),
-            owner,
         );
         Self {
             epoch,
             bindings_gen,
             cgroup_id,
-            owner,
+            sock_cgroup,
             hash,
         }
     }
@@ -56,7 +62,7 @@ pub fn lookup(key: &CacheKey, dest: &Dest) -> Option<u32> {
         && e.epoch == key.epoch
         && e.bindings_gen == key.bindings_gen
         && e.cgroup_id == key.cgroup_id
-        && e.owner == key.owner
+        && e.sock_cgroup == key.sock_cgroup
         && e.port == dest.port
         && e.proto == dest.proto
         && e.v4 == u8::from(dest.v4)
@@ -87,7 +93,7 @@ pub fn store(key: &CacheKey, dest: &Dest, slot: u32) {
         e.port = dest.port;
         e.proto = dest.proto;
         e.v4 = u8::from(dest.v4);
-        e.owner = key.owner;
+        e.sock_cgroup = key.sock_cgroup;
         e.slot = slot;
         core::ptr::write_volatile(&raw mut e.tag, VerdictCache::tag(key.hash, slot));
     }

@@ -17,6 +17,7 @@ mod events;
 mod maps;
 mod policy;
 mod sock;
+mod sockcg;
 mod verdict;
 
 use aya_ebpf::{

@@ -8,14 +8,14 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, PerCpuArray, RingBuf, SkStorage},
+    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use geowall_common::{
     Counters, DEFAULT_RING_BYTES, FlowEvent, GrantKey4, GrantKey6, GrantSet, MAX_BINDINGS,
     MAX_GRANT_ENTRIES, MAX_POLICIES, MAX_REGION_GRANT_ENTRIES, MAX_REGIONS, MAX_TAGSETS,
     PolicyEntry, PolicyName, RegionGrantKey, RegionName, RegionValue, RuleKey4, RuleKey6, RuleSet,
-    SockState, TagSet, VERDICT_CACHE_SLOTS, VerdictCache, config,
+    TagSet, VERDICT_CACHE_SLOTS, VerdictCache, config,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -87,10 +87,6 @@ pub static GW_RGRANTS: HashMap<
     { MAX_REGION_GRANT_ENTRIES as usize },
     NO_PREALLOC,
 > = HashMap::new();
-
-/// The policy slot each socket was created under (see [`SockState`]).
-#[btf_map]
-pub static GW_SOCKS: SkStorage<SockState> = SkStorage::new();
 
 // Read only by the agent; declared here so they are created and pinned with
 // the rest.

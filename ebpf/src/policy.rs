@@ -13,8 +13,9 @@ pub struct Bound {
     pub cgroup: u64,
 }
 
+/// The policy slot bound to `cgroup_id` itself.
 #[inline(always)]
-fn binding(cgroup_id: u64) -> Option<u32> {
+pub fn binding(cgroup_id: u64) -> Option<u32> {
     // SAFETY: the pointer is valid for the program's run; the value is copied
     // out at once.
     GW_BINDINGS

@@ -1,14 +1,10 @@
 //! Reading the hook contexts: destination address, port, protocol.
 
-use aya_ebpf::{
-    bindings::BPF_SK_STORAGE_GET_F_CREATE,
-    helpers::generated::bpf_sk_storage_get,
-    programs::{LsmContext, SockAddrContext, SockContext},
-};
-use geowall_common::{SockState, event_flags, family, hook, policy_flags};
+use aya_ebpf::programs::{LsmContext, SockAddrContext, SockContext};
+use geowall_common::{event_flags, family, hook, policy_flags};
 
 use crate::{
-    maps::GW_SOCKS,
+    sockcg,
     verdict::{self, Dest, PROCEED},
 };
 
@@ -51,21 +47,7 @@ pub fn judge_addr4(ctx: &SockAddrContext, hook: u8) -> i32 {
 
 #[inline(always)]
 fn judge_sock_addr(ctx: &SockAddrContext, dest: &Dest, hook: u8) -> i32 {
-    verdict::judge(ctx.sock_addr.cast(), dest, hook, owner_slot(ctx))
-}
-
-/// The policy slot the socket was created under, if its creator was
-/// governed.
-#[inline(always)]
-fn owner_slot(ctx: &SockAddrContext) -> Option<u32> {
-    // SAFETY: `sk` of the hook's context is a full socket; the value pointer
-    // is valid for the program's run and copied out at once.
-    let state = unsafe { GW_SOCKS.get_ptr_mut(ctx) };
-    if state.is_null() {
-        return None;
-    }
-    // SAFETY: non-null storage pointer of the map's value type.
-    Some(unsafe { core::ptr::read_volatile(&raw const (*state).owner_slot) })
+    verdict::judge(ctx.sock_addr.cast(), dest, hook, sockcg::of(ctx))
 }
 
 /// `connect6` / `sendmsg6`. An IPv4-mapped destination is judged as IPv4:
@@ -108,8 +90,8 @@ pub fn judge_addr6(ctx: &SockAddrContext, hook: u8) -> i32 {
 
 /// `sock_create` (inet sockets): raw and ping sockets would bypass the
 /// address hooks, so a confined workload may not open them unless its
-/// policy allows it; every other socket of a governed task remembers the
-/// policy it was created under.
+/// policy allows it. Every other socket proceeds at no cost: the kernel
+/// itself records the creator's cgroup in it (see [`sockcg`]).
 #[inline(always)]
 pub fn judge_create(ctx: &SockContext) -> i32 {
     // SAFETY: the kernel hands a valid `bpf_sock`; family, type and protocol
@@ -135,34 +117,7 @@ pub fn judge_create(ctx: &SockContext) -> i32 {
             allow_flag,
         );
     }
-    remember_owner(ctx);
     PROCEED
-}
-
-/// Stores the creating task's policy slot with the socket. Without storage
-/// (memory pressure) the socket is judged by its callers' policies only.
-#[inline(always)]
-fn remember_owner(ctx: &SockContext) {
-    let Some(slot) = verdict::current_slot() else {
-        return;
-    };
-    let mut init = SockState {
-        owner_slot: slot,
-        _pad: 0,
-    };
-    let map = core::ptr::from_ref(&GW_SOCKS).cast_mut().cast();
-    // SAFETY: the hook's own socket and an initial value on the stack; the
-    // helper copies the value into the new storage.
-    // The storage is created holding `init`; a null answer (no memory)
-    // leaves the socket without an owner slot.
-    unsafe {
-        bpf_sk_storage_get(
-            map,
-            ctx.sock.cast(),
-            core::ptr::from_mut(&mut init).cast(),
-            BPF_SK_STORAGE_GET_F_CREATE.into(),
-        )
-    };
 }
 
 /// LSM `socket_post_create(sock, family, type, protocol, kern)`: packet and

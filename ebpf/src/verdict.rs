@@ -5,11 +5,12 @@
 //! lookup, and a record says `grant` only when a grant made the difference.
 //!
 //! Two policies may have a say: the calling task's (the nearest bound
-//! cgroup of the task) and the socket's (the policy its creator ran under,
-//! kept in socket-local storage). They differ when a socket is passed from
-//! one cgroup to another or its owner moves: then both are judged and the
-//! stricter verdict stands, so a socket cannot carry a job out of its policy
-//! and a confined job cannot borrow an unconfined socket.
+//! cgroup of the task) and the socket's (that of the cgroup its creator ran
+//! in, which the kernel records in the socket: see [`sockcg`]). They differ
+//! when a socket is passed from one cgroup to another or its owner moves:
+//! then both are judged and the stricter verdict stands, so a socket cannot
+//! carry a job out of its policy and a confined job cannot borrow an
+//! unconfined socket.
 
 use aya_ebpf::{
     btf_maps::lpm_trie::Key,
@@ -17,7 +18,7 @@ use aya_ebpf::{
 };
 use geowall_common::{
     Decision, GRANT_SCOPE_POLICY, GrantKey4, GrantKey6, GrantSet, MAX_POLICIES, MAX_TAGS,
-    MAX_TAGSETS, NO_OWNER, PolicyEntry, RegionGrantKey, RegionValue, RuleKey4, RuleKey6, RuleSet,
+    MAX_TAGSETS, PolicyEntry, RegionGrantKey, RegionValue, RuleKey4, RuleKey6, RuleSet,
     TAGSET_UNTAGGED, UNGOVERNED_SLOT, config, counter, event_flags, policy_flags, reason, verdict,
 };
 
@@ -26,9 +27,10 @@ use crate::{
     events::{self, Flow},
     maps::{
         GW_GRANTS4, GW_GRANTS6, GW_POLICIES, GW_REGION4, GW_REGION6, GW_RGRANTS, GW_RULES4,
-        GW_RULES6, GW_TAGSETS, config_slot,
+        GW_RULES6, GW_TAGSETS, MAX_ROOT_LEVEL, config_slot,
     },
     policy,
+    sockcg::{self, NO_SLOT, SockCgroup},
 };
 
 /// Let the operation proceed.
@@ -113,12 +115,6 @@ fn current() -> Option<(u64, u64, Option<policy::Bound>)> {
     Some((epoch, cgroup_id, policy::current_slot(cgroup_id)))
 }
 
-/// The policy slot governing the current task, for socket-local storage.
-#[inline(always)]
-pub fn current_slot() -> Option<u32> {
-    current().and_then(|(_, _, bound)| bound.map(|b| b.slot))
-}
-
 /// The cgroups whose grants cover the caller: its own, and the one whose
 /// binding decided its policy (a job's process in a sub-cgroup of the job
 /// is covered by the job's grants). Equal when the caller's own cgroup is
@@ -130,11 +126,15 @@ struct Scopes {
 }
 
 /// Judges an outbound connection or datagram from the current task on a
-/// socket created under policy slot `owner` (`None`: its creator was not
-/// governed, or it predates the agent). This CPU's verdict cache answers
-/// repeats of a plain allow.
+/// socket of cgroup `sock_cg` (`None`: unknown). This CPU's verdict cache
+/// answers repeats of a plain allow.
 #[inline(always)]
-pub fn judge(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, owner: Option<u32>) -> i32 {
+pub fn judge(
+    sock: *mut core::ffi::c_void,
+    dest: &Dest,
+    hook: u8,
+    sock_cg: Option<SockCgroup>,
+) -> i32 {
     let epoch = config_slot(config::EPOCH);
     if epoch == 0 {
         // No tables loaded yet: nothing is governed.
@@ -150,7 +150,7 @@ pub fn judge(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, owner: Option<
         epoch,
         bindings_gen,
         cgroup_id,
-        owner.unwrap_or(NO_OWNER),
+        sockcg::id_or_none(sock_cg),
     );
     if let Some(slot) = cache::lookup(&key, dest) {
         if slot != UNGOVERNED_SLOT {
@@ -168,26 +168,32 @@ pub fn judge(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, owner: Option<
         },
     };
     // The caller's policy, else the socket's; when both exist and differ,
-    // the socket's too, and the stricter verdict stands.
-    let task_slot = task.map(|b| b.slot);
-    let Some(first) = task_slot.or(owner) else {
+    // the socket's too, and the stricter verdict stands. Slots are plain
+    // numbers with `NO_SLOT` for none here: an `Option`'s payload may be
+    // left undefined, and the verifier refuses a read of an undefined
+    // register.
+    let task_slot = task.map_or(NO_SLOT, |b| b.slot);
+    let owner = socket_slot(sock_cg, cgroup_id, task_slot);
+    let (first, first_flags) = if task_slot != NO_SLOT {
+        (task_slot, 0)
+    } else {
+        (owner, event_flags::SOCKET_POLICY)
+    };
+    if first == NO_SLOT {
         cache::store(&key, dest, UNGOVERNED_SLOT);
         return PROCEED;
-    };
-    let first_flags = if task_slot.is_some() {
-        0
-    } else {
-        event_flags::SOCKET_POLICY
-    };
+    }
     let (mut slot, mut flags) = (first, first_flags);
     let (mut judged, mut severity) = q.evaluate(first, dest);
-    if let (Some(t), Some(o)) = (task_slot, owner)
-        && t != o
-    {
-        let (by_socket, socket_severity) = q.evaluate(o, dest);
+    if task_slot != NO_SLOT && owner != NO_SLOT && task_slot != owner {
+        let (by_socket, socket_severity) = q.evaluate(owner, dest);
         if socket_severity > severity {
-            (slot, flags, judged, severity) =
-                (o, event_flags::SOCKET_POLICY, by_socket, socket_severity);
+            (slot, flags, judged, severity) = (
+                owner,
+                event_flags::SOCKET_POLICY,
+                by_socket,
+                socket_severity,
+            );
         }
     }
     // A plain allow that writes no record (a logged allow is a record per
@@ -206,6 +212,21 @@ pub fn judge(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, owner: Option<
         flags,
     };
     finish(&Flow::new(sock, dest, hook, &actor), judged)
+}
+
+/// The policy slot of the socket's cgroup ([`NO_SLOT`]: none or unknown):
+/// the task's own when the task created the socket in the cgroup it runs
+/// in (the usual case, and no lookup).
+#[inline(always)]
+fn socket_slot(sock_cg: Option<SockCgroup>, cgroup_id: u64, task_slot: u32) -> u32 {
+    let Some(cg) = sock_cg else {
+        return NO_SLOT;
+    };
+    if cg.id == cgroup_id {
+        return task_slot;
+    }
+    let root_level = config_slot(config::ROOT_LEVEL).min(MAX_ROOT_LEVEL);
+    sockcg::slot(cg, root_level)
 }
 
 /// What [`evaluate`] needs besides the destination (BPF functions take at

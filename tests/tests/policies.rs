@@ -118,10 +118,11 @@ allow = ["EU"]
 cgroups = ["/confined"]
 "#,
         )
-        .child_cgroups(&["confined", "free"])
+        .child_cgroups(&["confined", "confined/a", "confined/a/b", "free"])
         .start();
     let t = UsDe::new();
     let confined = cg.path().join("confined");
+    let nested = cg.path().join("confined/a/b");
     let free = cg.path().join("free");
     let dir = geowall_tests::TempDir::new("passfd");
     // Each case: (receiver's cgroup, sender's cgroup, destination) → outcome.
@@ -132,6 +133,9 @@ cgroups = ["/confined"]
         // A confined job's socket handed out: it keeps its policy.
         (&free, &confined, t.us.target(), "EPERM"),
         (&free, &confined, t.de.target(), "ok"),
+        // Created two levels below the bound cgroup: still its policy.
+        (&free, &nested, t.us.target(), "EPERM"),
+        (&free, &nested, t.de.target(), "ok"),
         // Neither side governed.
         (&free, &free, t.us.target(), "ok"),
     ];

@@ -211,6 +211,10 @@ fn slab_kib() -> u64 {
 }
 
 /// Runs the load generator; returns its JSON report.
+/// The CPU every load runs on (the agent and the kernel's other work have
+/// the rest).
+const LOAD_CPU: &str = "0";
+
 fn loadgen(
     netns: &Netns,
     cgroup: Option<&Path>,
@@ -223,6 +227,10 @@ fn loadgen(
     c.args([
         "--netns",
         &netns.0,
+        // One CPU for the load and its acceptor/receiver: see loadgen's
+        // `--cpu`.
+        "--cpu",
+        LOAD_CPU,
         "--mode",
         mode,
         "--target",

@@ -125,6 +125,11 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
             if let Some(w) = &s.webhook {
                 println!("{}", webhook_line(w));
             }
+            if let Some(why) = &s.socket_cgroups_unavailable {
+                println!(
+                    "sockets passed between cgroups: judged by their callers' policies only ({why})"
+                );
+            }
             if s.events_dropped > 0 {
                 println!(
                     "flow events dropped (ring buffer full): {}",

@@ -215,6 +215,10 @@ pub struct Status {
     /// The approvals webhook, when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookStatus>,
+    /// Why the programs cannot tell a socket's cgroup (a socket passed
+    /// between cgroups is then judged by its callers' policies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_cgroups_unavailable: Option<String>,
 }
 
 /// The approvals webhook in `status`.

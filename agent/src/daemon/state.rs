@@ -166,6 +166,11 @@ impl State {
         state.restore_approvals();
         state.publish(epoch, &config);
         let report = state.kernel.attach()?;
+        match state.kernel.retire_other_abis() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pins = n, "removed the programs and tables of an older ABI"),
+            Err(e) => tracing::warn!(error = %e, "could not remove an older ABI's pins"),
+        }
         tracing::info!(
             governed = %state.plan.governed.display(),
             policies = state.plan.policies.len(),
@@ -752,6 +757,7 @@ impl State {
             events_dropped,
             grants: self.grant_status(),
             webhook: self.webhook_status(),
+            socket_cgroups_unavailable: self.kernel.socket_cgroups_unavailable().map(String::from),
         })
     }
 

@@ -2,6 +2,7 @@
 //! maps, attaching them to the governed cgroup, switching tables, reading
 //! counters and flow events.
 
+pub mod btf;
 pub mod grants;
 pub mod layout;
 pub mod pins;
@@ -23,7 +24,8 @@ use aya::{
     programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, links::FdLink, links::PinnedLink},
 };
 use geowall_common::{
-    Counters, MAX_POLICIES, MAX_REGIONS, POLICY_NAME_LEN, REGION_NAME_LEN, config, names,
+    Counters, KERNEL_OFFSETS_GLOBAL, KernelOffsets, MAX_POLICIES, MAX_REGIONS, POLICY_NAME_LEN,
+    REGION_NAME_LEN, config, names,
 };
 use thiserror::Error;
 
@@ -90,6 +92,8 @@ pub struct Kernel {
     pins: Pins,
     /// Programs that loaded (optional ones may be missing).
     loaded: Vec<&'static str>,
+    /// Why the programs cannot read a socket's cgroup, if they cannot.
+    no_socket_cgroups: Option<String>,
     ebpf: Ebpf,
     config: ConfigMap,
     maps: MapFds,
@@ -272,7 +276,19 @@ impl Kernel {
 
         let map_pins: Vec<(&'static str, PathBuf)> =
             names::ALL_MAPS.iter().map(|n| (*n, pins.map(n))).collect();
+        let (offsets, no_socket_cgroups) = match btf::running_kernel_offsets() {
+            Ok(o) => (o, None),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "the programs cannot read a socket's cgroup: a socket passed between \
+                     cgroups is judged by its callers' policies only"
+                );
+                (KernelOffsets::NONE, Some(e.to_string()))
+            }
+        };
         let mut loader = EbpfLoader::new();
+        loader.override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true);
         loader.map_max_entries(names::EVENTS, opts.ring_bytes);
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());
@@ -322,6 +338,7 @@ impl Kernel {
         Ok(Kernel {
             pins,
             loaded,
+            no_socket_cgroups,
             ebpf,
             config,
             maps,
@@ -330,6 +347,13 @@ impl Kernel {
             links: Vec::new(),
             cleanup: None,
         })
+    }
+
+    /// Why the programs cannot tell a socket's cgroup (so a socket passed
+    /// between cgroups is judged by its callers' policies only), or `None`
+    /// when they can.
+    pub fn socket_cgroups_unavailable(&self) -> Option<&str> {
+        self.no_socket_cgroups.as_deref()
     }
 
     /// The table epoch in force (0: no tables installed yet).
@@ -382,6 +406,13 @@ impl Kernel {
         }
         self.heartbeat();
         Ok(report)
+    }
+
+    /// Once the links run this agent's programs: removes what agents of
+    /// other ABI versions pinned (their programs and tables). Returns how
+    /// many pins went.
+    pub fn retire_other_abis(&self) -> io::Result<usize> {
+        self.pins.remove_other_abis()
     }
 
     /// Records that the agent is alive (status tells how long it has been

@@ -80,6 +80,26 @@ impl Pins {
         fs::read_dir(self.links()).is_ok_and(|mut d| d.next().is_some())
     }
 
+    /// Removes the programs and maps pinned by agents of other ABI versions
+    /// (an upgrade that changed a map layout leaves the old tables behind
+    /// once its links run the new programs). Returns how many pins were
+    /// removed.
+    pub fn remove_other_abis(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        let current = self.abi_dir(ABI_VERSION);
+        for entry in fs::read_dir(&self.root)? {
+            let path = entry?.path();
+            let is_abi = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("abi-"));
+            if is_abi && path != current {
+                removed += remove_abi_dir(&path)?;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes every pin (and so, once no process holds them, every program,
     /// link and map) and the folders. Returns how many pins were removed.
     pub fn remove_all(&self) -> io::Result<usize> {
@@ -98,17 +118,23 @@ impl Pins {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("abi-"))
             {
-                removed += remove_files_in(&path.join("progs"))?;
-                removed += remove_files_in(&path.join("maps"))?;
-                remove_dir_if_present(&path.join("progs"))?;
-                remove_dir_if_present(&path.join("maps"))?;
-                remove_dir_if_present(&path)?;
+                removed += remove_abi_dir(&path)?;
             }
         }
         remove_dir_if_present(&self.links())?;
         remove_dir_if_present(&self.root)?;
         Ok(removed)
     }
+}
+
+/// Removes one `abi-<N>` folder with its programs and maps.
+fn remove_abi_dir(path: &Path) -> io::Result<usize> {
+    let mut removed = remove_files_in(&path.join("progs"))?;
+    removed += remove_files_in(&path.join("maps"))?;
+    remove_dir_if_present(&path.join("progs"))?;
+    remove_dir_if_present(&path.join("maps"))?;
+    remove_dir_if_present(path)?;
+    Ok(removed)
 }
 
 fn detach_links_in(dir: &Path) -> io::Result<()> {

@@ -3,12 +3,16 @@
 //! managed as one JSON object.
 //!
 //! ```text
-//! loadgen [--netns NAME] [--cgroup DIR] --mode MODE --target ADDR:PORT --ms N [--prog PIN]…
+//! loadgen [--netns NAME] [--cgroup DIR] [--cpu N] --mode MODE --target ADDR:PORT --ms N [--prog PIN]…
 //!   tcp       connect + close (SO_LINGER 0) to a listener it runs itself
 //!   udp       sendto from one unconnected socket to a receiver it binds
 //!   connect   connect attempts to a destination that fails fast (no route
 //!             from a namespace with only lo, or a refusal): cost of a verdict
 //! ```
+//! With `--cpu`, every thread runs on that CPU only: a wake-up of the
+//! acceptor or receiver never crosses CPUs. (In a VM, waking an idle CPU
+//! costs microseconds, so rates would depend on whatever else keeps the
+//! other CPU busy: the agent writing flow records, say.)
 //! With `--prog`, run-time statistics are enabled (BPF_ENABLE_STATS) and the
 //! pinned programs' run count and time over the run are reported.
 
@@ -29,6 +33,23 @@ fn enter_netns(name: &str) {
     // SAFETY: setns on a namespace fd, before any other thread exists.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         panic!("loadgen: setns {path}: {}", io::Error::last_os_error());
+    }
+}
+
+/// Confines this process (and the threads it starts later) to `cpu`.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays in its
+    // bounds for cpu < CPU_SETSIZE, checked first.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert!(
+            cpu < libc::CPU_SETSIZE as usize,
+            "loadgen: --cpu {cpu} out of range"
+        );
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            panic!("loadgen: pin to CPU {cpu}: {}", io::Error::last_os_error());
+        }
     }
 }
 
@@ -147,6 +168,7 @@ fn main() {
                 std::fs::write(format!("{dir}/cgroup.procs"), "0")
                     .unwrap_or_else(|e| panic!("loadgen: join {dir}: {e}"));
             }
+            "--cpu" => pin_to_cpu(val().parse().expect("loadgen: --cpu N")),
             "--mode" => mode = val(),
             "--target" => target = Some(val().parse().expect("loadgen: --target ADDR:PORT")),
             "--ms" => ms = val().parse().expect("loadgen: --ms N"),
