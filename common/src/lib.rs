@@ -657,18 +657,28 @@ pub const KERNEL_OFFSETS_GLOBAL: &str = "GW_KOFFSETS";
 pub const VERDICT_CACHE_SLOTS: u32 = 256;
 /// [`VerdictCache::slot`] of a cached "nothing governs this": proceed,
 /// count nothing.
-pub const UNGOVERNED_SLOT: u32 = u32::MAX;
-/// [`VerdictCache::sock_cgroup`] of a socket whose cgroup is unknown.
+pub const UNGOVERNED_SLOT: u16 = u16::MAX;
+/// [`VerdictCache::sock_key`] of a socket whose cgroup is unknown.
 pub const NO_SOCK_CGROUP: u64 = 0;
+
+/// What [`VerdictCache::sock_key`] holds.
+pub mod sock_key {
+    /// The socket's cgroup id: one entry serves every socket its cgroup
+    /// creates (a connect is a new socket each time).
+    pub const CGROUP: u8 = 0;
+    /// The socket's cookie (unique for the boot): datagram after datagram on
+    /// one socket skip reading its cgroup.
+    pub const COOKIE: u8 = 1;
+}
 
 /// One entry of a CPU's verdict cache (`GW_VCACHE`): a destination the
 /// verdict path allowed, with everything that verdict depended on. A
 /// connect or datagram with the same key is allowed without a lookup (its
-/// counter still counts it). Only plain allows that write no record are
-/// cached: never a denial, an audit-mode would-deny, a grant (grants
-/// expire) or an allow under `log_allowed`. The key holds the table epoch
-/// and the bindings generation ([`config::BINDINGS_GEN`]): any table switch
-/// or binding change empties every cache at once.
+/// counter still counts it, and under `log_allowed` its record is written
+/// from the entry). Never cached: a denial, an audit-mode would-deny, a
+/// grant (grants expire). The key holds the table epoch and the bindings
+/// generation ([`config::BINDINGS_GEN`]): any table switch or binding change
+/// empties every cache at once.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VerdictCache {
@@ -678,21 +688,34 @@ pub struct VerdictCache {
     pub bindings_gen: u64,
     /// The calling task's cgroup.
     pub cgroup_id: u64,
-    /// The socket's cgroup, where its creator ran ([`NO_SOCK_CGROUP`]:
-    /// unknown).
-    pub sock_cgroup: u64,
+    /// The socket's cgroup id ([`NO_SOCK_CGROUP`]: unknown) or cookie, as
+    /// `key_kind` says.
+    pub sock_key: u64,
     /// Host-order port, IP protocol, 1 when `addr` was judged as IPv4.
     pub port: u16,
     pub proto: u8,
     pub v4: u8,
     /// Policy slot whose counters an allowed flow adds to
     /// ([`UNGOVERNED_SLOT`]: none).
-    pub slot: u32,
-    /// [`VerdictCache::tag`] of the key and `slot`, written last (a program
-    /// preempted on its CPU by another run can leave a half-written entry:
-    /// its tag does not match); 0: empty.
-    pub tag: u64,
+    pub slot: u16,
+    /// The decision's tag set, for the record.
+    pub tagset: u16,
+    /// [`sock_key`] kind.
+    pub key_kind: u8,
+    /// The decision's reason and prefix length, for the record.
+    pub reason: u8,
+    pub plen: u8,
+    /// 0: write no record; else the actor's [`event_flags`] + 0x80: write
+    /// an `allow` record (`log_allowed`).
+    pub record: u8,
+    /// [`VerdictCache::tag`] of the key and the rest, written last (a
+    /// program preempted on its CPU by another run can leave a half-written
+    /// entry: its tag does not match); 0: empty.
+    pub tag: u32,
 }
+
+/// [`VerdictCache::record`] bit: write a record for each hit.
+pub const CACHE_RECORD: u8 = 0x80;
 
 impl VerdictCache {
     /// A 64-bit mix of a key (the entry's index comes from it).
@@ -703,10 +726,11 @@ impl VerdictCache {
         epoch: u64,
         bindings_gen: u64,
         cgroup_id: u64,
-        sock_cgroup: u64,
+        sock_key: u64,
         port: u16,
         proto: u8,
         v4: u8,
+        key_kind: u8,
     ) -> u64 {
         let lo = u64::from_ne_bytes([
             addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
@@ -714,18 +738,28 @@ impl VerdictCache {
         let hi = u64::from_ne_bytes([
             addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
         ]);
-        let small = u64::from(port) | (u64::from(proto) << 16) | (u64::from(v4) << 24);
-        let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
-        for w in [lo, hi, epoch, bindings_gen, cgroup_id, sock_cgroup, small] {
-            h = Self::mix(h ^ w);
-        }
-        h
+        let small = u64::from(port)
+            | (u64::from(proto) << 16)
+            | (u64::from(v4) << 24)
+            | (u64::from(key_kind) << 32);
+        // Independent multiplies (they overlap in the CPU), then one mix:
+        // this runs on every cached datagram.
+        let h = lo.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ hi.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+            ^ epoch.wrapping_mul(0x1656_67b1_9e37_79f9)
+            ^ bindings_gen.wrapping_mul(0x85eb_ca77_c2b2_ae63)
+            ^ cgroup_id.wrapping_mul(0x27d4_eb2f_1656_67c5)
+            ^ sock_key.wrapping_mul(0x94d0_49bb_1331_11eb)
+            ^ small.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        Self::mix(h ^ (h >> 29))
     }
 
-    /// The tag of an entry for key hash `hash` holding `slot` (never 0).
+    /// The tag of an entry for key hash `hash` holding `payload` (its
+    /// slot, tag set, reason, prefix length and record byte packed by the
+    /// caller); never 0.
     #[inline(always)]
-    pub fn tag(hash: u64, slot: u32) -> u64 {
-        Self::mix(hash ^ u64::from(slot)) | 1
+    pub fn tag(hash: u64, payload: u64) -> u32 {
+        (Self::mix(hash ^ payload) as u32) | 1
     }
 
     #[inline(always)]
@@ -755,6 +789,8 @@ const _: () = {
     assert!(core::mem::size_of::<GrantSet>() == 16 * MAX_GRANTS_PER_PREFIX);
     assert!(core::mem::size_of::<RegionGrantKey>() == 16);
     assert!(core::mem::size_of::<FlowEvent>().is_multiple_of(8));
+    // The programs copy the address as two 8-byte words.
+    assert!(core::mem::offset_of!(FlowEvent, addr).is_multiple_of(8));
     assert!(MAX_TAGSETS.is_multiple_of(64));
     assert!(MAX_TAGSETS <= u16::MAX as u32 + 1);
 };

@@ -3,7 +3,7 @@
 //! again, or sends datagram after datagram to one peer, is judged once per
 //! table epoch, binding change, cgroup and destination, not on every call.
 
-use geowall_common::{VERDICT_CACHE_SLOTS, VerdictCache};
+use geowall_common::{Decision, VERDICT_CACHE_SLOTS, VerdictCache, sock_key};
 
 use crate::{maps::GW_VCACHE, verdict::Dest};
 
@@ -12,57 +12,92 @@ pub struct CacheKey {
     pub epoch: u64,
     pub bindings_gen: u64,
     pub cgroup_id: u64,
-    /// The socket's cgroup ([`geowall_common::NO_SOCK_CGROUP`]: unknown).
-    pub sock_cgroup: u64,
+    /// The socket's cgroup id, or its cookie with [`COOKIE_BIT`] set
+    /// ([`geowall_common::sock_key`]).
+    pub sock_key: u64,
     /// [`VerdictCache::hash`] of the whole key.
     pub hash: u64,
 }
 
+/// Marks a cookie in [`CacheKey::sock_key`]. Cookies count up from 1 and
+/// cgroup ids carry a 32-bit generation above a 32-bit inode number: neither
+/// reaches bit 63. (The kind is a bit of the key, not a field of its own:
+/// the key sits on the verdict path's frame, which has no byte to spare.)
+pub const COOKIE_BIT: u64 = 1 << 63;
+
+/// A cached allow: whose counters it adds to, and the record to write for
+/// it, if any.
+pub struct Hit {
+    /// [`geowall_common::UNGOVERNED_SLOT`]: nothing governs the flow.
+    pub slot: u16,
+    /// The decision, for the record.
+    pub decision: Decision,
+    /// 0: no record; else the actor's flags | [`geowall_common::CACHE_RECORD`]: write an
+    /// `allow` record.
+    pub record: u8,
+}
+
 impl CacheKey {
     #[inline(always)]
-    pub fn new(
-        dest: &Dest,
-        epoch: u64,
-        bindings_gen: u64,
-        cgroup_id: u64,
-        sock_cgroup: u64,
-    ) -> Self {
+    pub fn new(dest: &Dest, epoch: u64, bindings_gen: u64, cgroup_id: u64, sock_key: u64) -> Self {
         let hash = VerdictCache::hash(
             &dest.addr,
             epoch,
             bindings_gen,
             cgroup_id,
-            sock_cgroup,
+            sock_key,
             dest.port,
             dest.proto,
             u8::from(dest.v4),
+            kind_of(sock_key),
         );
         Self {
             epoch,
             bindings_gen,
             cgroup_id,
-            sock_cgroup,
+            sock_key,
             hash,
         }
     }
+}
 
-    #[inline(always)]
-    fn index(&self) -> u32 {
-        (self.hash as u32) & (VERDICT_CACHE_SLOTS - 1)
+#[inline(always)]
+fn kind_of(sock_key: u64) -> u8 {
+    if sock_key & COOKIE_BIT != 0 {
+        sock_key::COOKIE
+    } else {
+        sock_key::CGROUP
     }
 }
 
-/// The slot of this CPU's cached allow for exactly this key, if it has one.
 #[inline(always)]
-pub fn lookup(key: &CacheKey, dest: &Dest) -> Option<u32> {
-    let entry = GW_VCACHE.get_ptr(key.index())?;
+fn index(hash: u64) -> u32 {
+    (hash as u32) & (VERDICT_CACHE_SLOTS - 1)
+}
+
+/// The payload fields of an entry, packed for its tag.
+#[inline(always)]
+fn payload(slot: u16, tagset: u16, reason: u8, plen: u8, record: u8) -> u64 {
+    u64::from(slot)
+        | (u64::from(tagset) << 16)
+        | (u64::from(reason) << 32)
+        | (u64::from(plen) << 40)
+        | (u64::from(record) << 48)
+}
+
+/// This CPU's cached allow for exactly this key, if it has one.
+#[inline(always)]
+pub fn lookup(key: &CacheKey, dest: &Dest) -> Option<Hit> {
+    let hash = key.hash;
+    let entry = GW_VCACHE.get_ptr(index(hash))?;
     // SAFETY: a per-CPU array value pointer, valid for the program's run.
     let e = unsafe { &*entry };
     let hit = e.tag != 0
         && e.epoch == key.epoch
         && e.bindings_gen == key.bindings_gen
         && e.cgroup_id == key.cgroup_id
-        && e.sock_cgroup == key.sock_cgroup
+        && e.sock_key == key.sock_key
+        && e.key_kind == kind_of(key.sock_key)
         && e.port == dest.port
         && e.proto == dest.proto
         && e.v4 == u8::from(dest.v4)
@@ -70,16 +105,40 @@ pub fn lookup(key: &CacheKey, dest: &Dest) -> Option<u32> {
     if !hit {
         return None;
     }
-    let slot = e.slot;
-    (e.tag == VerdictCache::tag(key.hash, slot)).then_some(slot)
+    let (slot, tagset, reason, plen, record) = (e.slot, e.tagset, e.reason, e.plen, e.record);
+    if e.tag != VerdictCache::tag(hash, payload(slot, tagset, reason, plen, record)) {
+        return None;
+    }
+    Some(Hit {
+        slot,
+        decision: Decision {
+            allowed: true,
+            reason,
+            plen,
+            tagset,
+        },
+        record,
+    })
 }
 
-/// Remembers that `key` and `dest` were allowed under `slot`.
+/// Remembers that `key` and `dest` were allowed under `slot` with
+/// `decision`; `record` as in [`Hit::record`].
 #[inline(always)]
-pub fn store(key: &CacheKey, dest: &Dest, slot: u32) {
-    let Some(entry) = GW_VCACHE.get_ptr_mut(key.index()) else {
+pub fn store(key: &CacheKey, dest: &Dest, slot: u16, decision: &Decision, record: u8) {
+    let hash = key.hash;
+    let Some(entry) = GW_VCACHE.get_ptr_mut(index(hash)) else {
         return;
     };
+    let tag = VerdictCache::tag(
+        hash,
+        payload(
+            slot,
+            decision.tagset,
+            decision.reason,
+            decision.plen,
+            record,
+        ),
+    );
     // SAFETY: as in `lookup`; only this CPU writes its entries. The tag is
     // cleared first and set last, so a run that preempts this one never
     // matches a half-written entry.
@@ -90,11 +149,16 @@ pub fn store(key: &CacheKey, dest: &Dest, slot: u32) {
         e.epoch = key.epoch;
         e.bindings_gen = key.bindings_gen;
         e.cgroup_id = key.cgroup_id;
+        e.sock_key = key.sock_key;
         e.port = dest.port;
         e.proto = dest.proto;
         e.v4 = u8::from(dest.v4);
-        e.sock_cgroup = key.sock_cgroup;
         e.slot = slot;
-        core::ptr::write_volatile(&raw mut e.tag, VerdictCache::tag(key.hash, slot));
+        e.tagset = decision.tagset;
+        e.key_kind = kind_of(key.sock_key);
+        e.reason = decision.reason;
+        e.plen = decision.plen;
+        e.record = record;
+        core::ptr::write_volatile(&raw mut e.tag, tag);
     }
 }

@@ -3,8 +3,11 @@
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns},
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{
+            bpf_get_current_comm as bpf_get_current_comm_raw, bpf_get_socket_cookie,
+            bpf_ktime_get_boot_ns,
+        },
     },
 };
 use geowall_common::{
@@ -121,7 +124,12 @@ pub fn emit(flow: &Flow, outcome: &Outcome) -> bool {
         (*ev).tgid = (pid_tgid >> 32) as u32;
         (*ev).uid = uid_gid as u32;
         (*ev).gid = (uid_gid >> 32) as u32;
-        (*ev).addr = flow.dest.addr;
+        // Two word stores: a byte array copy would call a byte-at-a-time
+        // memcpy (the record and `Dest` are both 8-aligned).
+        let from = core::ptr::from_ref(&flow.dest.addr).cast::<u64>();
+        let to = (&raw mut (*ev).addr).cast::<u64>();
+        to.write(from.read());
+        to.add(1).write(from.add(1).read());
         (*ev).port = flow.dest.port;
         (*ev).family = flow.dest.family;
         (*ev).proto = flow.dest.proto;
@@ -135,7 +143,11 @@ pub fn emit(flow: &Flow, outcome: &Outcome) -> bool {
         (*ev).grant_id = outcome.grant;
         (*ev).tags = tags(flow.generation(), outcome.tagset);
         (*ev)._pad3 = 0;
-        (*ev).comm = bpf_get_current_comm().unwrap_or_default();
+        // Straight into the record (on failure the helper zeroes it).
+        bpf_get_current_comm_raw(
+            (&raw mut (*ev).comm).cast(),
+            core::mem::size_of_val(&(*ev).comm) as u32,
+        );
         (*ev).program_version = PACKED_VERSION;
     }
     entry.submit(wake_flags(now));

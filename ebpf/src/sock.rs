@@ -3,10 +3,7 @@
 use aya_ebpf::programs::{LsmContext, SockAddrContext, SockContext};
 use geowall_common::{event_flags, family, hook, policy_flags};
 
-use crate::{
-    sockcg,
-    verdict::{self, Dest, PROCEED},
-};
+use crate::verdict::{self, Dest, PROCEED, SockKey};
 
 const SOCK_DGRAM: u32 = 2;
 const SOCK_RAW: u32 = 3;
@@ -23,6 +20,15 @@ fn port_of(user_port: u32) -> u16 {
     u16::from_be(user_port as u16)
 }
 
+/// The address bytes of four network-order words as loaded from the
+/// context: four word stores, where filling a byte array would call a
+/// byte-at-a-time `memset` on every datagram.
+#[inline(always)]
+fn addr_of_words(words: [u32; 4]) -> [u8; 16] {
+    // SAFETY: both types are 16 plain bytes; every bit pattern is valid.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) }
+}
+
 /// `connect4` / `sendmsg4`.
 #[inline(always)]
 pub fn judge_addr4(ctx: &SockAddrContext, hook: u8) -> i32 {
@@ -32,10 +38,8 @@ pub fn judge_addr4(ctx: &SockAddrContext, hook: u8) -> i32 {
         let sa = &*ctx.sock_addr;
         (sa.user_ip4, sa.user_port, sa.protocol)
     };
-    let mut addr = [0u8; 16];
-    addr[..4].copy_from_slice(&ip.to_ne_bytes());
     let dest = Dest {
-        addr,
+        addr: addr_of_words([ip, 0, 0, 0]),
         port: port_of(port),
         proto: proto as u8,
         family: family::INET,
@@ -47,7 +51,12 @@ pub fn judge_addr4(ctx: &SockAddrContext, hook: u8) -> i32 {
 
 #[inline(always)]
 fn judge_sock_addr(ctx: &SockAddrContext, dest: &Dest, hook: u8) -> i32 {
-    verdict::judge(ctx.sock_addr.cast(), dest, hook, sockcg::of(ctx))
+    let by = if hook == hook::SENDMSG4 || hook == hook::SENDMSG6 {
+        SockKey::Cookie
+    } else {
+        SockKey::Cgroup
+    };
+    verdict::judge(ctx, dest, hook, by)
 }
 
 /// `connect6` / `sendmsg6`. An IPv4-mapped destination is judged as IPv4:
@@ -68,17 +77,10 @@ pub fn judge_addr6(ctx: &SockAddrContext, hook: u8) -> i32 {
             sa.protocol,
         )
     };
-    let mut addr = [0u8; 16];
     let mapped = w[0] == 0 && w[1] == 0 && w[2] == V4_MAPPED_WORD;
-    if mapped {
-        addr[..4].copy_from_slice(&w[3].to_ne_bytes());
-    } else {
-        for (i, word) in w.iter().enumerate() {
-            addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
-        }
-    }
+    let words = if mapped { [w[3], 0, 0, 0] } else { w };
     let dest = Dest {
-        addr,
+        addr: addr_of_words(words),
         port: port_of(port),
         proto: proto as u8,
         family: family::INET6,
@@ -91,7 +93,7 @@ pub fn judge_addr6(ctx: &SockAddrContext, hook: u8) -> i32 {
 /// `sock_create` (inet sockets): raw and ping sockets would bypass the
 /// address hooks, so a confined workload may not open them unless its
 /// policy allows it. Every other socket proceeds at no cost: the kernel
-/// itself records the creator's cgroup in it (see [`sockcg`]).
+/// itself records the creator's cgroup in it (see [`crate::sockcg`]).
 #[inline(always)]
 pub fn judge_create(ctx: &SockContext) -> i32 {
     // SAFETY: the kernel hands a valid `bpf_sock`; family, type and protocol

@@ -9,7 +9,10 @@
 //! structs, or a kernel locked down against reading its memory) the
 //! verifier drops every read and a socket's cgroup is unknown.
 
-use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::SockAddrContext};
+use aya_ebpf::{
+    helpers::{bpf_probe_read_kernel, generated::bpf_skc_to_tcp_sock},
+    programs::SockAddrContext,
+};
 use geowall_common::{KernelOffsets, MAX_CGROUP_WALK, NO_SOCK_CGROUP};
 
 use crate::policy;
@@ -25,11 +28,21 @@ fn offsets() -> KernelOffsets {
     unsafe { core::ptr::read_volatile(&raw const GW_KOFFSETS) }
 }
 
-/// A socket's cgroup: its `struct cgroup` address and id.
+/// A socket's cgroup: its `struct cgroup` address and id; both 0 when
+/// unknown (a plain value, not an `Option`: see [`slot`]).
 #[derive(Clone, Copy)]
 pub struct SockCgroup {
     cgroup: u64,
     pub id: u64,
+}
+
+impl SockCgroup {
+    pub const UNKNOWN: Self = Self { cgroup: 0, id: 0 };
+
+    #[inline(always)]
+    pub fn known(&self) -> bool {
+        self.id != NO_SOCK_CGROUP
+    }
 }
 
 /// Reads a `T` at kernel address `addr`; `None` for a null address or a
@@ -50,15 +63,45 @@ fn cgroup_id(off: &KernelOffsets, cgroup: u64) -> Option<u64> {
     read(kn.wrapping_add(u64::from(off.kn_id)))
 }
 
-/// The cgroup of the socket of a `sock_addr` hook, if it can be read.
+/// The cgroup of the socket of a `sock_addr` hook ([`SockCgroup::UNKNOWN`]
+/// when it cannot be read).
 #[inline(always)]
-pub fn of(ctx: &SockAddrContext) -> Option<SockCgroup> {
+pub fn of(ctx: &SockAddrContext) -> SockCgroup {
+    let mut cgroup = 0;
+    let id = read_into(ctx, &mut cgroup);
+    SockCgroup { cgroup, id }
+}
+
+/// The socket's cgroup id (0: unknown); its address goes to `cgroup`. Out
+/// of line, so that the reads' scratch space is not on the verdict path's
+/// frame.
+#[inline(never)]
+fn read_into(ctx: &SockAddrContext, cgroup: &mut u64) -> u64 {
+    match read_of(ctx) {
+        Some(cg) => {
+            *cgroup = cg.cgroup;
+            cg.id
+        }
+        None => NO_SOCK_CGROUP,
+    }
+}
+
+#[inline(always)]
+fn read_of(ctx: &SockAddrContext) -> Option<SockCgroup> {
     let off = offsets();
     if off.enabled == 0 {
         return None;
     }
     // SAFETY: `sk` of a `sock_addr` context is the hook's full socket.
     let sk = unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk };
+    // A TCP socket comes as a BTF-typed pointer: plain loads, each checked
+    // by the verifier against the kernel's BTF at offsets it knows.
+    // SAFETY: the helper takes the hook's socket and answers null for
+    // anything but TCP.
+    let tcp = unsafe { bpf_skc_to_tcp_sock(sk.cast()) };
+    if !tcp.is_null() {
+        return typed(tcp.cast::<u8>().cast_const(), &off);
+    }
     // The verifier allows no arithmetic on a socket pointer; read its value
     // back from the stack as a plain number (privileged programs may).
     let slot = sk as u64;
@@ -68,10 +111,34 @@ pub fn of(ctx: &SockAddrContext) -> Option<SockCgroup> {
     Some(SockCgroup { cgroup, id })
 }
 
-/// The id to key caches with: [`NO_SOCK_CGROUP`] when unknown.
+/// The cgroup of the socket at BTF-typed pointer `sk` (a `struct sock` at
+/// its start).
 #[inline(always)]
-pub fn id_or_none(cg: Option<SockCgroup>) -> u64 {
-    cg.map_or(NO_SOCK_CGROUP, |c| c.id)
+fn typed(sk: *const u8, off: &KernelOffsets) -> Option<SockCgroup> {
+    // SAFETY: typed pointers: the verifier checks each offset against the
+    // kernel's BTF and turns each load into one that reads 0 instead of
+    // faulting.
+    unsafe {
+        let cgroup = sk
+            .add(off.sock_cgroup as usize)
+            .cast::<*const u8>()
+            .read_volatile();
+        if cgroup.is_null() {
+            return None;
+        }
+        let kn = cgroup
+            .add(off.cgroup_kn as usize)
+            .cast::<*const u8>()
+            .read_volatile();
+        if kn.is_null() {
+            return None;
+        }
+        let id = kn.add(off.kn_id as usize).cast::<u64>().read_volatile();
+        Some(SockCgroup {
+            cgroup: cgroup as u64,
+            id,
+        })
+    }
 }
 
 /// The policy slot of the socket's cgroup: its own binding, else its
@@ -81,8 +148,8 @@ pub fn id_or_none(cg: Option<SockCgroup>) -> u64 {
 ///
 /// A plain number, not an `Option`: the compiler may leave an `Option`'s
 /// payload undefined on a path that ends the loop, and reading an undefined
-/// register is what the verifier refuses.
-#[inline(always)]
+/// register is what the verifier refuses. Out of line, as [`read_into`].
+#[inline(never)]
 pub fn slot(cg: SockCgroup, root_level: u64) -> u32 {
     if let Some(slot) = policy::binding(cg.id) {
         return slot;

@@ -14,11 +14,12 @@
 
 use aya_ebpf::{
     btf_maps::lpm_trie::Key,
-    helpers::generated::{bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
+    helpers::generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_boot_ns},
+    programs::SockAddrContext,
 };
 use geowall_common::{
-    Decision, GRANT_SCOPE_POLICY, GrantKey4, GrantKey6, GrantSet, MAX_POLICIES, MAX_TAGS,
-    MAX_TAGSETS, PolicyEntry, RegionGrantKey, RegionValue, RuleKey4, RuleKey6, RuleSet,
+    CACHE_RECORD, Decision, GRANT_SCOPE_POLICY, GrantKey4, GrantKey6, GrantSet, MAX_POLICIES,
+    MAX_TAGS, MAX_TAGSETS, PolicyEntry, RegionGrantKey, RegionValue, RuleKey4, RuleKey6, RuleSet,
     TAGSET_UNTAGGED, UNGOVERNED_SLOT, config, counter, event_flags, policy_flags, reason, verdict,
 };
 
@@ -38,7 +39,9 @@ pub const PROCEED: i32 = 1;
 /// Refuse the operation: the caller sees `EPERM`.
 pub const REFUSE: i32 = 0;
 
-/// A destination as the hook saw it.
+/// A destination as the hook saw it. Aligned so that the address reads as
+/// two 8-byte words.
+#[repr(C, align(8))]
 pub struct Dest {
     /// Network-order address; IPv4 in the first four bytes.
     pub addr: [u8; 16],
@@ -125,38 +128,46 @@ struct Scopes {
     bound: u64,
 }
 
-/// Judges an outbound connection or datagram from the current task on a
-/// socket of cgroup `sock_cg` (`None`: unknown). This CPU's verdict cache
-/// answers repeats of a plain allow.
+/// How the verdict cache knows a socket: datagrams on one socket by its
+/// cookie (no read of its cgroup per datagram), connects (a new socket
+/// each) by its cgroup.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SockKey {
+    Cookie,
+    Cgroup,
+}
+
+/// Judges an outbound connection or datagram from the current task on the
+/// socket of `ctx`. This CPU's verdict cache answers repeats of an allow
+/// that needs no grant.
 #[inline(always)]
-pub fn judge(
-    sock: *mut core::ffi::c_void,
-    dest: &Dest,
-    hook: u8,
-    sock_cg: Option<SockCgroup>,
-) -> i32 {
+pub fn judge(ctx: &SockAddrContext, dest: &Dest, hook: u8, by: SockKey) -> i32 {
     let epoch = config_slot(config::EPOCH);
     if epoch == 0 {
         // No tables loaded yet: nothing is governed.
         return PROCEED;
     }
+    let sock: *mut core::ffi::c_void = ctx.sock_addr.cast();
     // Read before the binding lookup: a binding that changes in between
     // leaves an entry under the old generation, never the other way round.
     let bindings_gen = config_slot(config::BINDINGS_GEN);
     // SAFETY: a helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let key = CacheKey::new(
-        dest,
-        epoch,
-        bindings_gen,
-        cgroup_id,
-        sockcg::id_or_none(sock_cg),
-    );
-    if let Some(slot) = cache::lookup(&key, dest) {
-        if slot != UNGOVERNED_SLOT {
-            events::count(slot, counter::ALLOWED);
-        }
+    let mut sock_cg = SockCgroup::UNKNOWN;
+    let sock_key = if by == SockKey::Cookie {
+        // SAFETY: the hook's own context, valid for the helper.
+        (unsafe { bpf_get_socket_cookie(sock) }) | cache::COOKIE_BIT
+    } else {
+        sock_cg = sockcg::of(ctx);
+        sock_cg.id
+    };
+    let key = CacheKey::new(dest, epoch, bindings_gen, cgroup_id, sock_key);
+    if answered_from_cache(sock, dest, hook, &key) {
         return PROCEED;
+    }
+    // Keyed by cookie: the socket's cgroup is read only now.
+    if by == SockKey::Cookie {
+        sock_cg = sockcg::of(ctx);
     }
     let task = policy::current_slot(cgroup_id);
     let mut q = Eval {
@@ -180,7 +191,7 @@ pub fn judge(
         (owner, event_flags::SOCKET_POLICY)
     };
     if first == NO_SLOT {
-        cache::store(&key, dest, UNGOVERNED_SLOT);
+        cache::store(&key, dest, UNGOVERNED_SLOT, &no_table().decision, 0);
         return PROCEED;
     }
     let (mut slot, mut flags) = (first, first_flags);
@@ -196,14 +207,15 @@ pub fn judge(
             );
         }
     }
-    // A plain allow that writes no record (a logged allow is a record per
-    // flow) is cached; a grant is not (it expires).
-    if severity == 0
-        && judged.grant == 0
-        && !judged.no_table
-        && judged.flags & policy_flags::LOG_ALLOWED == 0
-    {
-        cache::store(&key, dest, slot);
+    // An allow is cached, with its record when the policy logs allows; a
+    // grant is not (it expires), nor a missing table.
+    if severity == 0 && judged.grant == 0 && !judged.no_table {
+        let record = if judged.flags & policy_flags::LOG_ALLOWED != 0 {
+            flags | CACHE_RECORD
+        } else {
+            0
+        };
+        cache::store(&key, dest, slot as u16, &judged.decision, record);
     }
     let actor = Governed {
         epoch,
@@ -214,14 +226,55 @@ pub fn judge(
     finish(&Flow::new(sock, dest, hook, &actor), judged)
 }
 
+/// Whether this CPU's cache holds an allow for `key`: then it is counted,
+/// and recorded if the policy logs allows. Out of line: the entry and the
+/// record are built in a frame of their own, not on the verdict path's.
+#[inline(never)]
+fn answered_from_cache(
+    sock: *mut core::ffi::c_void,
+    dest: &Dest,
+    hook: u8,
+    key: &CacheKey,
+) -> bool {
+    let Some(hit) = cache::lookup(key, dest) else {
+        return false;
+    };
+    if hit.slot == UNGOVERNED_SLOT {
+        return true;
+    }
+    let slot = u32::from(hit.slot);
+    events::count(slot, counter::ALLOWED);
+    if hit.record == 0 {
+        return true;
+    }
+    let actor = Governed {
+        epoch: key.epoch,
+        cgroup_id: key.cgroup_id,
+        slot,
+        flags: hit.record & !CACHE_RECORD,
+    };
+    let d = hit.decision;
+    let outcome = events::Outcome {
+        verdict: verdict::ALLOW,
+        reason: d.reason,
+        plen: d.plen,
+        tagset: d.tagset,
+        grant: 0,
+    };
+    if !events::emit(&Flow::new(sock, dest, hook, &actor), &outcome) {
+        events::count(slot, counter::EVENTS_DROPPED);
+    }
+    true
+}
+
 /// The policy slot of the socket's cgroup ([`NO_SLOT`]: none or unknown):
 /// the task's own when the task created the socket in the cgroup it runs
 /// in (the usual case, and no lookup).
 #[inline(always)]
-fn socket_slot(sock_cg: Option<SockCgroup>, cgroup_id: u64, task_slot: u32) -> u32 {
-    let Some(cg) = sock_cg else {
+fn socket_slot(cg: SockCgroup, cgroup_id: u64, task_slot: u32) -> u32 {
+    if !cg.known() {
         return NO_SLOT;
-    };
+    }
     if cg.id == cgroup_id {
         return task_slot;
     }

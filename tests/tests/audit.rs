@@ -211,6 +211,57 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
 }
 
 #[test]
+fn an_allow_answered_from_the_verdict_cache_is_recorded_like_the_first() {
+    let cg = TestCgroup::new("cachedrec");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config("[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nlog_allowed = \"all\"\n")
+        .start();
+    let de = Listener::on("127.30.0.1");
+    let tcp = format!("tcp:{}", de.target());
+    let three = ["127.30.0.1:53"; 3].join(",");
+    // Three datagrams from one socket (the second and third are answered
+    // by the cache keyed by the socket), two connects from two sockets (the
+    // second answered by the cache keyed by the socket's cgroup).
+    let out = agent.exec_probe(
+        "eu-only",
+        &[
+            format!("udpmulti:{three}"),
+            tcp.clone(),
+            tcp,
+            "sleep:300".into(),
+        ],
+    );
+    assert_eq!(outcomes(&out), ["ok", "ok", "ok", "ok", "ok", "ok"]);
+    let allowed = agent.wait_records("allowing the probe's flows", 5, |r| {
+        r["verdict"] == "allow" && r["kind"].is_null()
+    });
+    assert_eq!(allowed.len(), 5, "{allowed:?}");
+    // Every record of a flow is the first one's, but for its time and place
+    // in the log.
+    let same = |r: &Value| {
+        let mut r = r.clone();
+        let o = r.as_object_mut().unwrap();
+        for k in ["time", "seq", "prev"] {
+            o.remove(k);
+        }
+        r
+    };
+    for proto in ["udp", "tcp"] {
+        let recs: Vec<&Value> = allowed.iter().filter(|r| r["proto"] == proto).collect();
+        assert_eq!(recs.len(), if proto == "udp" { 3 } else { 2 }, "{recs:?}");
+        assert_eq!(recs[0]["tags"], serde_json::json!(["DE"]));
+        assert_eq!(recs[0]["reason"], "region");
+        assert_eq!(recs[0]["prefix"], "127.30.0.0/16");
+        for r in &recs[1..] {
+            assert_eq!(same(r), same(recs[0]), "a cached allow's record");
+        }
+    }
+    let eu = agent.policy_status("eu-only");
+    assert_eq!(eu["allowed"], 5, "every cached allow is counted: {eu}");
+}
+
+#[test]
 fn secrets_in_a_job_command_line_reach_no_log_file() {
     let cg = TestCgroup::new("mask");
     let agent = AgentSpec::new(&cg)
