@@ -194,6 +194,9 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
             map[0]["sha256"],
             sha256_hex(&std::fs::read(&map_file).unwrap())
         );
+        // What the source says about itself is in the epoch's config
+        // record, once, not in every flow record.
+        assert_eq!(map[0].as_object().unwrap().len(), 2, "{rec}");
     }
     // prev is the hash of the line before, in the file.
     let lines = raw_lines(&agent);

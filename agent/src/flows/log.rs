@@ -279,7 +279,7 @@ impl AuditLog {
         self.seq += 1;
         rec.chain(self.seq, self.prev);
         let start = self.buf.len();
-        if let Err(e) = serde_json::to_writer(&mut self.buf, rec) {
+        if let Err(e) = rec.write_json(&mut self.buf) {
             self.buf.truncate(start);
             self.seq -= 1;
             return Err(io::Error::other(e));
