@@ -546,11 +546,15 @@ pub fn run(quick: bool) -> Result<()> {
 
     let config = work.join("geowall.toml");
     let cg_rel = format!("/geowall-bench-{tag}");
+    // `keep`: G-all writes gigabytes of records; the agent deletes all but
+    // the last four rotated files, as an operator's retention would (the
+    // run neither fills the disk nor leaves the page cache full of them).
     let write_config = |maps: &str| -> Result<()> {
         fs::write(
             &config,
             format!(
-                "[agent]\ncgroup = \"{cg_rel}\"\nbpffs = \"/sys/fs/bpf/geowall-bench-{tag}\"\naudit_log = \"{}\"\nsocket = \"{}\"\nring_buffer_kib = 16384\n\n{maps}\n\
+                "[agent]\ncgroup = \"{cg_rel}\"\nbpffs = \"/sys/fs/bpf/geowall-bench-{tag}\"\naudit_log = \"{}\"\nsocket = \"{}\"\nring_buffer_kib = 16384\n\n\
+                 [audit]\nkeep = 4\n\n{maps}\n\
                  [[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nlog_allowed = \"none\"\ncgroups = [\"/g\"]\n\n\
                  [[policy]]\nname = \"eu-only-all\"\nallow = [\"EU\"]\nlog_allowed = \"all\"\ncgroups = [\"/gall\"]\n",
                 work.join("audit.jsonl").display(),

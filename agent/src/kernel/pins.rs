@@ -245,3 +245,39 @@ pub fn ensure_bpffs(root: &Path) -> io::Result<()> {
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upgrade_removes_the_pins_of_other_abis_and_keeps_its_own() {
+        let root = std::env::temp_dir().join(format!("gw-pins-{}", std::process::id()));
+        let pins = Pins::new(&root);
+        let old = pins.abi_dir(ABI_VERSION - 1);
+        for dir in [
+            old.join("maps"),
+            old.join("progs"),
+            pins.maps(),
+            pins.progs(),
+            pins.links(),
+        ] {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        fs::write(old.join("maps/GW_SOCKS"), "").unwrap();
+        fs::write(old.join("progs/gw_connect4"), "").unwrap();
+        fs::write(pins.map("GW_CONFIG"), "").unwrap();
+        fs::write(pins.link("gw_connect4"), "").unwrap();
+
+        assert_eq!(pins.remove_other_abis().unwrap(), 2);
+        assert!(!old.exists());
+        assert!(pins.map("GW_CONFIG").exists());
+        assert!(pins.link("gw_connect4").exists());
+        assert_eq!(
+            pins.remove_other_abis().unwrap(),
+            0,
+            "nothing left to remove"
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
+}
