@@ -377,23 +377,23 @@ fn proc_hwm_kib(pid: u32) -> u64 {
 
 /// Lines and bytes of an audit log's files (the active one and those rotated
 /// out of it: `audit*.jsonl` in `dir`).
-fn audit_totals(dir: &Path) -> (u64, u64) {
-    let mut lines = 0;
-    let mut bytes = 0;
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("audit") && name.ends_with(".jsonl") {
-            lines += lines_in(&entry.path());
-            bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
-        }
-    }
-    (lines, bytes)
-}
-
-fn lines_in(path: &Path) -> u64 {
-    fs::read(path)
-        .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
-        .unwrap_or(0)
+/// The sequence number of the last record in the active audit log, and the
+/// log's mean bytes per line. The sequence runs on across rotations (the
+/// agent deletes all but a few rotated files), so it counts the records
+/// written between two readings.
+fn audit_position(dir: &Path) -> (u64, f64) {
+    let Ok(data) = fs::read(dir.join("audit.jsonl")) else {
+        return (0, 0.0);
+    };
+    let lines = data.iter().filter(|c| **c == b'\n').count();
+    let seq = data
+        .split(|c| *c == b'\n')
+        .rev()
+        .find(|l| !l.is_empty())
+        .and_then(|l| serde_json::from_slice::<Value>(l).ok())
+        .and_then(|v| v["seq"].as_u64())
+        .unwrap_or(0);
+    (seq, data.len() as f64 / lines.max(1) as f64)
 }
 
 pub fn run(quick: bool) -> Result<()> {
@@ -798,7 +798,7 @@ pub fn run(quick: bool) -> Result<()> {
 
     // Event pipeline: every allowed flow logged, at the highest connect rate.
     eprintln!("bench: event pipeline (log_allowed = all)");
-    let (before_lines, before_bytes) = audit_totals(&work);
+    let (before_seq, _) = audit_position(&work);
     let before_cpu = proc_cpu_ticks(agent.pid());
     let before_dropped = agent.status()?["status"]["events_dropped"]
         .as_u64()
@@ -818,9 +818,8 @@ pub fn run(quick: bool) -> Result<()> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let cpu_percent = 100.0 * ticks as f64 / hz / elapsed;
-    let (after_lines, after_bytes) = audit_totals(&work);
-    let written = after_lines.saturating_sub(before_lines);
-    let bytes = after_bytes.saturating_sub(before_bytes);
+    let (after_seq, bytes_per_record) = audit_position(&work);
+    let written = after_seq.saturating_sub(before_seq);
     let dropped = agent.status()?["status"]["events_dropped"]
         .as_u64()
         .unwrap_or(0)
@@ -833,7 +832,7 @@ pub fn run(quick: bool) -> Result<()> {
             "events_dropped": dropped,
             "agent_cpu_percent_of_one_core": cpu_percent,
             "agent_cpu_percent_per_10k_records_per_s": cpu_percent / (written as f64 / elapsed / 10_000.0).max(1e-9),
-            "log_bytes_per_record": bytes as f64 / written.max(1) as f64,
+            "log_bytes_per_record": bytes_per_record,
             "agent_rss_kib": proc_rss_kib(agent.pid()),
         }),
     );
