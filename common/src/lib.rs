@@ -746,8 +746,7 @@ impl VerdictCache {
         // this runs on every cached datagram.
         let h = lo.wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ hi.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
-            ^ epoch.wrapping_mul(0x1656_67b1_9e37_79f9)
-            ^ bindings_gen.wrapping_mul(0x85eb_ca77_c2b2_ae63)
+            ^ (epoch ^ bindings_gen.rotate_left(32)).wrapping_mul(0x1656_67b1_9e37_79f9)
             ^ cgroup_id.wrapping_mul(0x27d4_eb2f_1656_67c5)
             ^ sock_key.wrapping_mul(0x94d0_49bb_1331_11eb)
             ^ small.wrapping_mul(0xff51_afd7_ed55_8ccd);
