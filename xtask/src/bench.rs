@@ -422,7 +422,7 @@ pub fn run(quick: bool) -> Result<()> {
         }
     } else {
         Plan {
-            reps: 10,
+            reps: 16,
             ms: 2000,
             decoy_reps: 5,
             scale_reps: 5,
