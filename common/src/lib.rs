@@ -610,8 +610,9 @@ impl RegionGrantKey {
 ///
 /// The kernel records in each socket the cgroup its creator ran in
 /// (`sk->sk_cgrp_data.cgroup`); it is also the cgroup whose programs run for
-/// the socket. The programs read it, and its ancestors, with
-/// `bpf_probe_read_kernel`, so no per-socket storage is allocated when a
+/// the socket. The programs read it, and its ancestors (through the typed
+/// pointer `bpf_skc_to_tcp_sock` gives for a TCP socket, else with
+/// `bpf_probe_read_kernel`), so no per-socket storage is allocated when a
 /// socket is created.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -661,16 +662,6 @@ pub const UNGOVERNED_SLOT: u16 = u16::MAX;
 /// [`VerdictCache::sock_key`] of a socket whose cgroup is unknown.
 pub const NO_SOCK_CGROUP: u64 = 0;
 
-/// What [`VerdictCache::sock_key`] holds.
-pub mod sock_key {
-    /// The socket's cgroup id: one entry serves every socket its cgroup
-    /// creates (a connect is a new socket each time).
-    pub const CGROUP: u8 = 0;
-    /// The socket's cookie (unique for the boot): datagram after datagram on
-    /// one socket skip reading its cgroup.
-    pub const COOKIE: u8 = 1;
-}
-
 /// One entry of a CPU's verdict cache (`GW_VCACHE`): a destination the
 /// verdict path allowed, with everything that verdict depended on. A
 /// connect or datagram with the same key is allowed without a lookup (its
@@ -688,8 +679,11 @@ pub struct VerdictCache {
     pub bindings_gen: u64,
     /// The calling task's cgroup.
     pub cgroup_id: u64,
-    /// The socket's cgroup id ([`NO_SOCK_CGROUP`]: unknown) or cookie, as
-    /// `key_kind` says.
+    /// Connects: the socket's cgroup id ([`NO_SOCK_CGROUP`]: unknown), so
+    /// that one entry serves every socket the cgroup creates. Datagrams: the
+    /// socket's cookie with bit 63 set (cookies count up from 1, cgroup ids
+    /// put a 32-bit generation above a 32-bit inode number: neither reaches
+    /// bit 63), so a datagram on a known socket reads nothing of its cgroup.
     pub sock_key: u64,
     /// Host-order port, IP protocol, 1 when `addr` was judged as IPv4.
     pub port: u16,
@@ -700,8 +694,7 @@ pub struct VerdictCache {
     pub slot: u16,
     /// The decision's tag set, for the record.
     pub tagset: u16,
-    /// [`sock_key`] kind.
-    pub key_kind: u8,
+    pub _pad: u8,
     /// The decision's reason and prefix length, for the record.
     pub reason: u8,
     pub plen: u8,
@@ -730,7 +723,6 @@ impl VerdictCache {
         port: u16,
         proto: u8,
         v4: u8,
-        key_kind: u8,
     ) -> u64 {
         let lo = u64::from_ne_bytes([
             addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
@@ -738,10 +730,7 @@ impl VerdictCache {
         let hi = u64::from_ne_bytes([
             addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
         ]);
-        let small = u64::from(port)
-            | (u64::from(proto) << 16)
-            | (u64::from(v4) << 24)
-            | (u64::from(key_kind) << 32);
+        let small = u64::from(port) | (u64::from(proto) << 16) | (u64::from(v4) << 24);
         // Independent multiplies (they overlap in the CPU), then one mix:
         // this runs on every cached datagram.
         let h = lo.wrapping_mul(0x9e37_79b9_7f4a_7c15)

@@ -3,7 +3,7 @@
 //! again, or sends datagram after datagram to one peer, is judged once per
 //! table epoch, binding change, cgroup and destination, not on every call.
 
-use geowall_common::{Decision, VERDICT_CACHE_SLOTS, VerdictCache, sock_key};
+use geowall_common::{Decision, VERDICT_CACHE_SLOTS, VerdictCache};
 
 use crate::{maps::GW_VCACHE, verdict::Dest};
 
@@ -12,17 +12,15 @@ pub struct CacheKey {
     pub epoch: u64,
     pub bindings_gen: u64,
     pub cgroup_id: u64,
-    /// The socket's cgroup id, or its cookie with [`COOKIE_BIT`] set
-    /// ([`geowall_common::sock_key`]).
+    /// The socket's cgroup id, or its cookie with [`COOKIE_BIT`] set (see
+    /// [`VerdictCache::sock_key`]).
     pub sock_key: u64,
     /// [`VerdictCache::hash`] of the whole key.
     pub hash: u64,
 }
 
-/// Marks a cookie in [`CacheKey::sock_key`]. Cookies count up from 1 and
-/// cgroup ids carry a 32-bit generation above a 32-bit inode number: neither
-/// reaches bit 63. (The kind is a bit of the key, not a field of its own:
-/// the key sits on the verdict path's frame, which has no byte to spare.)
+/// Marks a cookie in [`CacheKey::sock_key`]: neither a cookie nor a cgroup
+/// id reaches bit 63, so one field tells them apart.
 pub const COOKIE_BIT: u64 = 1 << 63;
 
 /// A cached allow: whose counters it adds to, and the record to write for
@@ -49,7 +47,6 @@ impl CacheKey {
             dest.port,
             dest.proto,
             u8::from(dest.v4),
-            kind_of(sock_key),
         );
         Self {
             epoch,
@@ -58,15 +55,6 @@ impl CacheKey {
             sock_key,
             hash,
         }
-    }
-}
-
-#[inline(always)]
-fn kind_of(sock_key: u64) -> u8 {
-    if sock_key & COOKIE_BIT != 0 {
-        sock_key::COOKIE
-    } else {
-        sock_key::CGROUP
     }
 }
 
@@ -97,7 +85,6 @@ pub fn lookup(key: &CacheKey, dest: &Dest) -> Option<Hit> {
         && e.bindings_gen == key.bindings_gen
         && e.cgroup_id == key.cgroup_id
         && e.sock_key == key.sock_key
-        && e.key_kind == kind_of(key.sock_key)
         && e.port == dest.port
         && e.proto == dest.proto
         && e.v4 == u8::from(dest.v4)
@@ -155,7 +142,6 @@ pub fn store(key: &CacheKey, dest: &Dest, slot: u16, decision: &Decision, record
         e.v4 = u8::from(dest.v4);
         e.slot = slot;
         e.tagset = decision.tagset;
-        e.key_kind = kind_of(key.sock_key);
         e.reason = decision.reason;
         e.plen = decision.plen;
         e.record = record;

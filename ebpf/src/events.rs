@@ -11,7 +11,7 @@ use aya_ebpf::{
     },
 };
 use geowall_common::{
-    FlowEvent, MAX_POLICIES, MAX_TAGSETS, PACKED_VERSION, TagSet, WAKE_INTERVAL_NS,
+    FlowEvent, MAX_POLICIES, MAX_TAGSETS, PACKED_VERSION, TagSet, WAKE_INTERVAL_NS, counter,
 };
 
 use crate::{
@@ -91,13 +91,15 @@ fn tags(generation: u32, tagset: u16) -> TagSet {
     GW_TAGSETS.get(idx).copied().unwrap_or_default()
 }
 
-/// Writes a flow event to the ring buffer; false when it is full (the
-/// caller counts the event as dropped: a full ring buffer never blocks).
+/// Writes a flow event to the ring buffer; when it is full, counts the event
+/// as dropped for the flow's policy and answers false (a full ring buffer
+/// never blocks).
 /// Out of line: the event is built in a frame of its own, not on the
 /// verdict path's stack.
 #[inline(never)]
 pub fn emit(flow: &Flow, outcome: &Outcome) -> bool {
     let Some(mut entry) = GW_EVENTS.reserve(0) else {
+        count(flow.slot, counter::EVENTS_DROPPED);
         return false;
     };
     let pid_tgid = bpf_get_current_pid_tgid();

@@ -3,9 +3,11 @@
 //! programs of that cgroup for the socket; it stays with the socket when the
 //! socket is passed to another process or its creator moves.
 //!
-//! Read with `bpf_probe_read_kernel` at offsets the agent takes from the
-//! running kernel's BTF ([`KernelOffsets`], a constant to the verifier), so
-//! nothing is allocated per socket. With `enabled == 0` (no BTF for these
+//! Read at offsets the agent takes from the running kernel's BTF
+//! ([`KernelOffsets`], a constant to the verifier): a TCP socket through the
+//! typed pointer `bpf_skc_to_tcp_sock` gives (plain loads the verifier
+//! checks), any other with `bpf_probe_read_kernel`. Nothing is allocated
+//! per socket. With `enabled == 0` (no BTF for these
 //! structs, or a kernel locked down against reading its memory) the
 //! verifier drops every read and a socket's cgroup is unknown.
 

@@ -261,9 +261,7 @@ fn answered_from_cache(
         tagset: d.tagset,
         grant: 0,
     };
-    if !events::emit(&Flow::new(sock, dest, hook, &actor), &outcome) {
-        events::count(slot, counter::EVENTS_DROPPED);
-    }
+    events::emit(&Flow::new(sock, dest, hook, &actor), &outcome);
     true
 }
 
@@ -635,9 +633,7 @@ fn finish(flow: &Flow, judged: Judged) -> i32 {
             tagset: d.tagset,
             grant: judged.grant,
         };
-        if !events::emit(flow, &outcome) {
-            events::count(flow.slot, counter::EVENTS_DROPPED);
-        }
+        events::emit(flow, &outcome);
     }
     ret
 }

@@ -210,11 +210,11 @@ fn slab_kib() -> u64 {
     kib_field("/proc/meminfo", "Slab:")
 }
 
-/// Runs the load generator; returns its JSON report.
 /// The CPU every load runs on (the agent and the kernel's other work have
 /// the rest).
 const LOAD_CPU: &str = "0";
 
+/// Runs the load generator; returns its JSON report.
 fn loadgen(
     netns: &Netns,
     cgroup: Option<&Path>,
@@ -375,8 +375,6 @@ fn proc_hwm_kib(pid: u32) -> u64 {
     kib_field(&format!("/proc/{pid}/status"), "VmHWM:")
 }
 
-/// Lines and bytes of an audit log's files (the active one and those rotated
-/// out of it: `audit*.jsonl` in `dir`).
 /// The sequence number of the last record in the active audit log, and the
 /// log's mean bytes per line. The sequence runs on across rotations (the
 /// agent deletes all but a few rotated files), so it counts the records

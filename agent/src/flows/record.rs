@@ -200,15 +200,7 @@ impl Chained for FlowRecord<'_> {
         w.str("verdict", self.verdict);
         w.str("reason", self.reason);
         w.str("policy", &self.policy);
-        w.key("tags");
-        w.out.push(b'[');
-        for (i, t) in self.tags.iter().enumerate() {
-            if i > 0 {
-                w.out.push(b',');
-            }
-            escape_into(w.out, t);
-        }
-        w.out.push(b']');
+        w.list("tags", &self.tags, |out, t| escape_into(out, t));
         if let Some(p) = &self.prefix {
             w.str("prefix", p);
         }
@@ -250,18 +242,12 @@ impl Chained for FlowRecord<'_> {
         w.str("host", self.host);
         w.num("epoch", self.epoch);
         if let Some(map) = self.map {
-            w.key("map");
-            w.out.push(b'[');
-            for (i, src) in map.iter().enumerate() {
-                if i > 0 {
-                    w.out.push(b',');
-                }
-                let mut o = JsonObject::new(w.out);
+            w.list("map", map, |out, src| {
+                let mut o = JsonObject::new(out);
                 o.str("source", &src.source);
                 o.str("sha256", &src.sha256);
                 o.end();
-            }
-            w.out.push(b']');
+            });
         }
         // Hex digits: nothing to escape.
         w.key("prev");
@@ -285,13 +271,17 @@ impl<'o> JsonObject<'o> {
         JsonObject { out, first: true }
     }
 
+    /// `key` is one of this file's literals: plain ASCII, nothing to
+    /// escape.
     fn key(&mut self, key: &str) {
+        debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        escape_into(self.out, key);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 
     fn str(&mut self, key: &str, value: &str) {
@@ -312,6 +302,19 @@ impl<'o> JsonObject<'o> {
         // Only for values whose text needs no escaping (addresses).
         let _ = write!(self.out, "{value}");
         self.out.push(b'"');
+    }
+
+    /// `key: [item, …]`, each item written by `each`.
+    fn list<T>(&mut self, key: &str, items: &[T], each: impl Fn(&mut Vec<u8>, &T)) {
+        self.key(key);
+        self.out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            each(self.out, item);
+        }
+        self.out.push(b']');
     }
 
     fn end(self) {
