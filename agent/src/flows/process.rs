@@ -227,9 +227,16 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        // The child has exec'd once its comm reads "sh".
+        // The child has exec'd once its comm reads "sh" and its arguments
+        // are in place (exec names the task before it sets up the new
+        // argument pages: in between, /proc/PID/cmdline reads empty).
         let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sh\n" {
+        let execd = || {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() == "sh\n"
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.ends_with(b"TOKEN=abc\0"))
+        };
+        while !execd() {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(5));
         }
