@@ -11,7 +11,10 @@
 //! Records are collected in memory and written with few `write(2)` calls:
 //! when 256 KiB are pending, on [`AuditLog::flush`] (the agent calls it at
 //! least every 100 ms) and when the log is dropped. Data is synced to disk at
-//! most once a second, at rotation and at the end. Records are written whole
+//! most once a second, at rotation and at the end; the syncs run on a thread
+//! of their own, in the order asked, so the reader that drains the kernel's
+//! ring buffer never waits for the disk (a sync of a second of records at
+//! tens of MB/s can take longer than the ring holds). Records are written whole
 //! lines at a time, so a reader never sees half a record unless a write was
 //! cut short.
 //!
@@ -25,10 +28,13 @@ use std::{
     io::{self, Write},
     os::unix::fs::OpenOptionsExt,
     path::Path,
+    path::PathBuf,
     sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
     },
+    thread,
     time::{Duration, Instant},
 };
 
@@ -109,11 +115,106 @@ pub struct Recovery {
     pub clean: bool,
 }
 
+/// What the sync thread is asked to do.
+enum SyncJob {
+    /// `fdatasync` a handle of the active file.
+    Data(File),
+    /// `fsync` a file rotated out (its last handle).
+    All(File),
+    /// `fsync` the log's folder (after a rename, a new file, a deletion).
+    Dir(PathBuf),
+}
+
+/// Syncs the log's files on a thread of its own, in the order asked. A
+/// periodic sync is skipped while the one before it still runs (the data
+/// stays dirty and the next flush asks again); a failure is answered by the
+/// next [`AuditLog::flush`].
+struct Syncer {
+    tx: Option<mpsc::Sender<SyncJob>>,
+    thread: Option<thread::JoinHandle<()>>,
+    /// A periodic sync is queued or running.
+    busy: Arc<AtomicBool>,
+    failed: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl Syncer {
+    fn start() -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<SyncJob>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(Mutex::new(None));
+        let (b, f) = (Arc::clone(&busy), Arc::clone(&failed));
+        let thread = thread::Builder::new()
+            .name("audit-sync".into())
+            .spawn(move || {
+                for job in rx {
+                    let (r, periodic) = match job {
+                        SyncJob::Data(file) => (file.sync_data(), true),
+                        SyncJob::All(file) => (file.sync_all(), false),
+                        SyncJob::Dir(dir) => (File::open(dir).and_then(|d| d.sync_all()), false),
+                    };
+                    if let Err(e) = r {
+                        *f.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    }
+                    if periodic {
+                        b.store(false, Ordering::Release);
+                    }
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            busy,
+            failed,
+        })
+    }
+
+    fn send(&self, job: SyncJob) -> io::Result<()> {
+        match &self.tx {
+            Some(tx) => tx
+                .send(job)
+                .map_err(|_| io::Error::other("the audit log's sync thread has ended")),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks for a periodic sync of `file`; false while the last one runs.
+    fn sync_data(&self, file: &File) -> io::Result<bool> {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let r = file.try_clone().and_then(|f| self.send(SyncJob::Data(f)));
+        if r.is_err() {
+            self.busy.store(false, Ordering::Release);
+        }
+        r.map(|()| true)
+    }
+
+    /// The failure of a sync since the last call, if any.
+    fn take_failure(&self) -> Option<io::Error> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Waits until every sync asked for has run.
+    fn finish(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 enum Output {
     Stdout,
     File {
         set: LogSet,
         file: File,
+        syncer: Syncer,
         /// Bytes in the active file.
         size: u64,
         /// Unix ns of the active file's first record.
@@ -213,6 +314,7 @@ impl AuditLog {
             out: Output::File {
                 set,
                 file,
+                syncer: Syncer::start()?,
                 size,
                 first_ns,
                 dirty: false,
@@ -314,13 +416,17 @@ impl AuditLog {
             Output::Stdout => return io::stdout().flush(),
             Output::File {
                 file,
+                syncer,
                 dirty,
                 last_sync,
                 first_ns,
                 ..
             } => {
-                if *dirty && last_sync.elapsed() >= SYNC_EVERY {
-                    file.sync_data()?;
+                if let Some(e) = syncer.take_failure() {
+                    self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+                if *dirty && last_sync.elapsed() >= SYNC_EVERY && syncer.sync_data(file)? {
                     *dirty = false;
                     *last_sync = Instant::now();
                 }
@@ -398,6 +504,7 @@ impl AuditLog {
         let Output::File {
             set,
             file,
+            syncer,
             size,
             first_ns,
             dirty,
@@ -410,7 +517,6 @@ impl AuditLog {
         if *size == 0 {
             return Ok(());
         }
-        file.sync_all()?;
         let mut now = time::unix_now_ns();
         let mut target = set.rotated_path(now);
         while target.exists() {
@@ -418,12 +524,15 @@ impl AuditLog {
             target = set.rotated_path(now);
         }
         fs::rename(set.active(), &target)?;
-        *file = OpenOptions::new()
+        let new = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .mode(0o640)
             .open(set.active())?;
+        // The file rotated out is synced whole before anything asked after
+        // it (the new file's first sync, the folder).
+        syncer.send(SyncJob::All(std::mem::replace(file, new)))?;
         *size = 0;
         *first_ns = None;
         *dirty = false;
@@ -442,10 +551,8 @@ impl AuditLog {
                 }
             }
         }
-        if let Some(dir) = set.active().parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(d) = File::open(dir)
-        {
-            let _ = d.sync_all();
+        if let Some(dir) = set.active().parent().filter(|d| !d.as_os_str().is_empty()) {
+            syncer.send(SyncJob::Dir(dir.to_owned()))?;
         }
         self.stats.rotations.fetch_add(1, Ordering::Relaxed);
         let mut detail = json!({
@@ -472,7 +579,8 @@ impl Drop for AuditLog {
         if let Err(e) = self.write_out() {
             tracing::error!(error = %e, "cannot write the end of the audit log");
         }
-        if let Output::File { file, .. } = &self.out {
+        if let Output::File { file, syncer, .. } = &mut self.out {
+            syncer.finish();
             let _ = file.sync_all();
         }
     }
@@ -602,6 +710,36 @@ mod tests {
         let all: Vec<serde_json::Value> = files.iter().flat_map(|f| lines(f)).collect();
         assert!(all.iter().any(|r| r["deleted"].is_array()));
         let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_failed_sync_is_answered_by_the_next_flush() {
+        let d = dir("syncfail");
+        let path = d.join("audit.jsonl");
+        let mut log = AuditLog::open(&path, Rotation::default()).unwrap();
+        let Output::File { syncer, .. } = &mut log.out else {
+            panic!("a file log");
+        };
+        // The thread runs jobs in order; a folder that is gone fails.
+        syncer.send(SyncJob::Dir(d.join("gone"))).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let failed = Arc::clone(&syncer.failed);
+        thread::spawn(move || {
+            while failed.lock().unwrap().is_none() {
+                thread::sleep(Duration::from_millis(5));
+            }
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let e = log.flush().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert_eq!(log.stats().write_errors.load(Ordering::Relaxed), 1);
+        // Answered once: the log goes on.
+        log.event("agent", json!({"event": "start"})).unwrap();
+        log.flush().unwrap();
+        drop(log);
+        assert_eq!(lines(&path).len(), 1);
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
