@@ -21,12 +21,16 @@ fn port_of(user_port: u32) -> u16 {
 }
 
 /// The address bytes of four network-order words as loaded from the
-/// context: four word stores, where filling a byte array would call a
-/// byte-at-a-time `memset` on every datagram.
+/// context, built as two 8-byte words: filling a byte array would call a
+/// byte-at-a-time `memset` on every datagram, and 4-byte stores read back
+/// as 8-byte words would stall the load on every lookup of the key.
 #[inline(always)]
-fn addr_of_words(words: [u32; 4]) -> [u8; 16] {
+fn addr_of_words(w: [u32; 4]) -> [u8; 16] {
+    let lo = u64::from(w[0]) | (u64::from(w[1]) << 32);
+    let hi = u64::from(w[2]) | (u64::from(w[3]) << 32);
     // SAFETY: both types are 16 plain bytes; every bit pattern is valid.
-    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) }
+    // The words are in memory order for the little-endian BPF target.
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([lo, hi]) }
 }
 
 /// `connect4` / `sendmsg4`.

@@ -227,9 +227,9 @@ pub fn judge(ctx: &SockAddrContext, dest: &Dest, hook: u8, by: SockKey) -> i32 {
 }
 
 /// Whether this CPU's cache holds an allow for `key`: then it is counted,
-/// and recorded if the policy logs allows. Out of line: the entry and the
-/// record are built in a frame of their own, not on the verdict path's.
-#[inline(never)]
+/// and recorded if the policy logs allows. Inline: a call of its own cost
+/// 3 ns a datagram; the record is built in `emit`'s frame.
+#[inline(always)]
 fn answered_from_cache(
     sock: *mut core::ffi::c_void,
     dest: &Dest,
