@@ -7,7 +7,11 @@
 //! namespace, geowall governs only its cgroup. Variants alternate within each
 //! repetition (A B C G G-all, A B C G G-all, ...) because these machines are
 //! noisy; results are medians with min–max and ratios to no filtering,
-//! measured in the same run. Results also go to `target/bench/*.json`.
+//! measured in the same run. A variant's ratio is the median over the
+//! repetitions of its rate over A's rate in the same repetition, seconds
+//! apart: the machine's drift over a run (A alone moved by 8 % in one run)
+//! cancels out of each pair (the ratio of the two medians is in the JSON
+//! too). Results also go to `target/bench/*.json`.
 
 use std::{
     collections::BTreeMap,
@@ -269,6 +273,30 @@ fn summary(samples: &[f64]) -> Value {
     let mut s = samples.to_vec();
     let m = median(&mut s);
     json!({"median": m, "min": s.first(), "max": s.last(), "samples": samples})
+}
+
+/// A variant's rates against A's, repetition by repetition (`samples[i]`
+/// and `base[i]` were measured seconds apart): the median of the per-pair
+/// ratios and of the per-pair nanoseconds added, with the ratio of the two
+/// medians beside them.
+fn paired(samples: &[f64], base: &[f64]) -> Value {
+    let pairs = || {
+        samples
+            .iter()
+            .zip(base)
+            .filter(|(s, b)| **s > 0.0 && **b > 0.0)
+    };
+    let mut ratios: Vec<f64> = pairs().map(|(s, b)| s / b).collect();
+    let mut added: Vec<f64> = pairs().map(|(s, b)| 1e9 / s - 1e9 / b).collect();
+    let (med, base_med) = (median(&mut samples.to_vec()), median(&mut base.to_vec()));
+    json!({
+        "per_s": summary(samples),
+        "ratio_to_A": median(&mut ratios),
+        "ratio_to_A_min": ratios.first(),
+        "ratio_to_A_max": ratios.last(),
+        "ns_added": median(&mut added),
+        "ratio_of_medians": if base_med > 0.0 { med / base_med } else { 0.0 },
+    })
 }
 
 fn ensure_tools() -> Result<()> {
@@ -547,11 +575,12 @@ pub fn run(quick: bool) -> Result<()> {
     // `keep`: G-all writes gigabytes of records; the agent deletes all but
     // the last four rotated files, as an operator's retention would (the
     // run neither fills the disk nor leaves the page cache full of them).
+    // The ring buffer is the default size: what an operator gets.
     let write_config = |maps: &str| -> Result<()> {
         fs::write(
             &config,
             format!(
-                "[agent]\ncgroup = \"{cg_rel}\"\nbpffs = \"/sys/fs/bpf/geowall-bench-{tag}\"\naudit_log = \"{}\"\nsocket = \"{}\"\nring_buffer_kib = 16384\n\n\
+                "[agent]\ncgroup = \"{cg_rel}\"\nbpffs = \"/sys/fs/bpf/geowall-bench-{tag}\"\naudit_log = \"{}\"\nsocket = \"{}\"\n\n\
                  [audit]\nkeep = 4\n\n{maps}\n\
                  [[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nlog_allowed = \"none\"\ncgroups = [\"/g\"]\n\n\
                  [[policy]]\nname = \"eu-only-all\"\nallow = [\"EU\"]\nlog_allowed = \"all\"\ncgroups = [\"/gall\"]\n",
@@ -616,21 +645,13 @@ pub fn run(quick: bool) -> Result<()> {
         eprintln!("bench:   repetition {} of {}", rep + 1, plan.reps);
     }
     let report = |rates: &BTreeMap<(&str, &str), Vec<f64>>, mode: &str| -> Value {
-        let base = median(&mut rates.get(&("A", mode)).cloned().unwrap_or_default());
+        let base = rates.get(&("A", mode)).cloned().unwrap_or_default();
         let mut m = serde_json::Map::new();
         for v in VARIANTS {
             let Some(samples) = rates.get(&(v, mode)) else {
                 continue;
             };
-            let med = median(&mut samples.clone());
-            m.insert(
-                v.into(),
-                json!({
-                    "per_s": summary(samples),
-                    "ratio_to_A": med / base,
-                    "ns_added": 1e9 / med - 1e9 / base,
-                }),
-            );
+            m.insert(v.into(), paired(samples, &base));
         }
         Value::Object(m)
     };
@@ -755,7 +776,6 @@ pub fn run(quick: bool) -> Result<()> {
     // Scaling: 1k, 100k, full.
     eprintln!("bench: scaling with the map's size");
     let mut scaling = serde_json::Map::new();
-    let a_tcp = median(&mut rates.get(&("A", "tcp")).cloned().unwrap_or_default());
     for (label, n) in [("1k", 1000usize), ("100k", 100_000), ("full", usize::MAX)] {
         if n == usize::MAX {
             write_config("")?;
@@ -771,26 +791,21 @@ pub fn run(quick: bool) -> Result<()> {
             write_config("[[maps]]\nkind = \"cidr\"\npath = \"scale.cidr\"\n")?;
         }
         let (_, stats) = agent.map_load()?;
-        let mut s = Vec::new();
+        // Each G sample is paired with an A sample taken just before it.
+        let (mut a, mut g) = (Vec::new(), Vec::new());
         for _ in 0..plan.scale_reps {
-            s.push(
-                loadgen(
-                    &ns["G"],
-                    Some(&cg.0.join("g")),
-                    "tcp",
-                    TCP_TARGET,
-                    plan.ms,
-                    &[],
-                )?["rate"]
-                    .as_f64()
-                    .unwrap_or(0.0),
-            );
+            for (v, out) in [("A", &mut a), ("G", &mut g)] {
+                let (n, c) = place(v);
+                out.push(
+                    loadgen(n, c.as_deref(), "tcp", TCP_TARGET, plan.ms, &[])?["rate"]
+                        .as_f64()
+                        .unwrap_or(0.0),
+                );
+            }
         }
-        let med = median(&mut s.clone());
-        scaling.insert(
-            label.into(),
-            json!({"kernel_entries_ipv4": stats["ipv4"]["kernel_entries"], "per_s": summary(&s), "ratio_to_A": med / a_tcp, "ns_added": 1e9 / med - 1e9 / a_tcp}),
-        );
+        let mut entry = paired(&g, &a);
+        entry["kernel_entries_ipv4"] = stats["ipv4"]["kernel_entries"].clone();
+        scaling.insert(label.into(), entry);
     }
     results.insert("scaling".into(), Value::Object(scaling));
 
@@ -867,18 +882,22 @@ fn print_table(r: &Value) {
         ),
     ] {
         println!("\n{title}:");
-        println!("  variant       median/s        min/s        max/s   ratio to A   ns added");
+        println!(
+            "  variant       median/s        min/s        max/s   ratio to A (per-repetition min–max)   ns added"
+        );
         for v in VARIANTS {
             let x = &r[key][v];
             if x.is_null() {
                 continue;
             }
             println!(
-                "  {v:<8} {:>12.0} {:>12.0} {:>12.0} {:>12.3} {:>10.0}",
+                "  {v:<8} {:>12.0} {:>12.0} {:>12.0} {:>12.3} ({:.3}–{:.3})        {:>10.0}",
                 f(&x["per_s"]["median"]),
                 f(&x["per_s"]["min"]),
                 f(&x["per_s"]["max"]),
                 f(&x["ratio_to_A"]),
+                f(&x["ratio_to_A_min"]),
+                f(&x["ratio_to_A_max"]),
                 f(&x["ns_added"])
             );
         }
@@ -931,9 +950,11 @@ fn print_table(r: &Value) {
     if let Some(m) = r["scaling"].as_object() {
         for (k, v) in m {
             println!(
-                "  {k:<6} {:>8} IPv4 entries  ratio {:.3}  ns added {:.0}",
+                "  {k:<6} {:>8} IPv4 entries  ratio {:.3} ({:.3}–{:.3})  ns added {:.0}",
                 v["kernel_entries_ipv4"],
                 f(&v["ratio_to_A"]),
+                f(&v["ratio_to_A_min"]),
+                f(&v["ratio_to_A_max"]),
                 f(&v["ns_added"])
             );
         }
