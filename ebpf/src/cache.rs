@@ -15,7 +15,7 @@ pub struct CacheKey {
     /// The socket's cgroup id, or its cookie with [`COOKIE_BIT`] set (see
     /// [`VerdictCache::sock_key`]).
     pub sock_key: u64,
-    /// [`VerdictCache::hash`] of the whole key.
+    /// [`VerdictCache::hash`] of the key without the generations.
     pub hash: u64,
 }
 
@@ -40,8 +40,6 @@ impl CacheKey {
     pub fn new(dest: &Dest, epoch: u64, bindings_gen: u64, cgroup_id: u64, sock_key: u64) -> Self {
         let hash = VerdictCache::hash(
             &dest.addr,
-            epoch,
-            bindings_gen,
             cgroup_id,
             sock_key,
             dest.port,
@@ -93,7 +91,8 @@ pub fn lookup(key: &CacheKey, dest: &Dest) -> Option<Hit> {
         return None;
     }
     let (slot, tagset, reason, plen, record) = (e.slot, e.tagset, e.reason, e.plen, e.record);
-    if e.tag != VerdictCache::tag(hash, payload(slot, tagset, reason, plen, record)) {
+    let payload = payload(slot, tagset, reason, plen, record);
+    if e.tag != VerdictCache::tag(hash, key.epoch, key.bindings_gen, payload) {
         return None;
     }
     Some(Hit {
@@ -118,6 +117,8 @@ pub fn store(key: &CacheKey, dest: &Dest, slot: u16, decision: &Decision, record
     };
     let tag = VerdictCache::tag(
         hash,
+        key.epoch,
+        key.bindings_gen,
         payload(
             slot,
             decision.tagset,

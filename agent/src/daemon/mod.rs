@@ -313,7 +313,7 @@ async fn read_events(
     // SAFETY: the ring buffer owns its fd, which stays open as long as the
     // AsyncFd that owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
-    // The programs wake this reader at most once a millisecond per CPU
+    // The programs wake this reader at most once per 10 ms per CPU
     // (`WAKE_INTERVAL_NS`): the tail of a burst is read on this tick.
     let mut tick = tokio::time::interval(TICK);
     let mut reader = Reader {
