@@ -11,7 +11,9 @@
 //! repetitions of its rate over A's rate in the same repetition, seconds
 //! apart: the machine's drift over a run (A alone moved by 8 % in one run)
 //! cancels out of each pair (the ratio of the two medians is in the JSON
-//! too). Results also go to `target/bench/*.json`.
+//! too). After each G-all sample the bench waits until its records are on
+//! disk and the agent is idle, so the next variant does not pay for G-all's
+//! writeback. Results also go to `target/bench/*.json`.
 
 use std::{
     collections::BTreeMap,
@@ -384,6 +386,23 @@ fn timed(c: &mut Command) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// Waits until G-all's records are on disk and the agent is idle, so the
+/// variant measured next (A, of the next repetition) does not share the
+/// machine with its writeback: `sync`, then until the agent's CPU time
+/// stops growing (at most 5 s).
+fn settle(agent: &Agent) {
+    let _ = Command::new("sync").status();
+    let mut last = proc_cpu_ticks(agent.pid());
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = proc_cpu_ticks(agent.pid());
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+}
+
 fn proc_cpu_ticks(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -636,6 +655,9 @@ pub fn run(quick: bool) -> Result<()> {
             let (n, c) = place(v);
             for (mode, target) in [("tcp", TCP_TARGET), ("udp", UDP_TARGET)] {
                 let r = loadgen(n, c.as_deref(), mode, target, plan.ms, &[])?;
+                if v == "G-all" {
+                    settle(&agent);
+                }
                 rates
                     .entry((v, mode))
                     .or_default()
@@ -765,6 +787,9 @@ pub fn run(quick: bool) -> Result<()> {
         for v in VARIANTS {
             let (n, c) = place(v);
             let r = loadgen(n, c.as_deref(), "tcp", TCP_TARGET, plan.ms, &[])?;
+            if v == "G-all" {
+                settle(&agent);
+            }
             decoy_rates
                 .entry((v, "tcp"))
                 .or_default()
