@@ -467,7 +467,7 @@ pub fn run(quick: bool) -> Result<()> {
         }
     } else {
         Plan {
-            reps: 16,
+            reps: 24,
             ms: 2000,
             decoy_reps: 5,
             scale_reps: 5,
