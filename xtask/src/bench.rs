@@ -218,6 +218,9 @@ fn slab_kib() -> u64 {
     kib_field("/proc/meminfo", "Slab:")
 }
 
+/// An unmeasured load after [`settle`], before the next measured sample.
+const WARM_UP_MS: u64 = 500;
+
 /// The CPU every load runs on (the agent and the kernel's other work have
 /// the rest).
 const LOAD_CPU: &str = "0";
@@ -667,6 +670,10 @@ pub fn run(quick: bool) -> Result<()> {
                 let r = loadgen(n, c.as_deref(), mode, target, plan.ms, &[])?;
                 if v == "G-all" {
                     settle(&agent);
+                    // The settle left the load's CPU idle: warm it up, so
+                    // that the next sample does not start from idle.
+                    let (n, c) = place("A");
+                    loadgen(n, c.as_deref(), mode, target, WARM_UP_MS, &[])?;
                 }
                 rates
                     .entry((v, mode))
@@ -799,6 +806,8 @@ pub fn run(quick: bool) -> Result<()> {
             let r = loadgen(n, c.as_deref(), "tcp", TCP_TARGET, plan.ms, &[])?;
             if v == "G-all" {
                 settle(&agent);
+                let (n, c) = place("A");
+                loadgen(n, c.as_deref(), "tcp", TCP_TARGET, WARM_UP_MS, &[])?;
             }
             decoy_rates
                 .entry((v, "tcp"))
