@@ -392,9 +392,8 @@ fn timed(c: &mut Command) -> Result<f64> {
 }
 
 /// Waits until G-all's records are on disk and the agent is idle, so the
-/// variant measured next (A, of the next repetition) does not share the
-/// machine with its writeback: `sync`, then until the agent's CPU time
-/// stops growing (at most 5 s).
+/// variant measured next does not share the machine with their writeback:
+/// `sync`, then until the agent's CPU time stops growing (at most 5 s).
 fn settle(agent: &Agent) {
     let _ = Command::new("sync").status();
     let mut last = proc_cpu_ticks(agent.pid());
@@ -658,6 +657,15 @@ pub fn run(quick: bool) -> Result<()> {
             other => (&ns[other], Some(free.0.join(other.to_lowercase()))),
         }
     };
+    // After a G-all sample: settle, then an unmeasured load, because the
+    // settle left the load's CPU idle and the next sample must not start
+    // from idle.
+    let after_g_all = |mode: &str, target: &str| -> Result<()> {
+        settle(&agent);
+        let (n, c) = place("A");
+        loadgen(n, c.as_deref(), mode, target, WARM_UP_MS, &[])?;
+        Ok(())
+    };
     let mut rates: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     eprintln!(
         "bench: {} repetitions of TCP connect+close and UDP sendto, {} ms each",
@@ -669,11 +677,7 @@ pub fn run(quick: bool) -> Result<()> {
             for (mode, target) in [("tcp", TCP_TARGET), ("udp", UDP_TARGET)] {
                 let r = loadgen(n, c.as_deref(), mode, target, plan.ms, &[])?;
                 if v == "G-all" {
-                    settle(&agent);
-                    // The settle left the load's CPU idle: warm it up, so
-                    // that the next sample does not start from idle.
-                    let (n, c) = place("A");
-                    loadgen(n, c.as_deref(), mode, target, WARM_UP_MS, &[])?;
+                    after_g_all(mode, target)?;
                 }
                 rates
                     .entry((v, mode))
@@ -805,9 +809,7 @@ pub fn run(quick: bool) -> Result<()> {
             let (n, c) = place(v);
             let r = loadgen(n, c.as_deref(), "tcp", TCP_TARGET, plan.ms, &[])?;
             if v == "G-all" {
-                settle(&agent);
-                let (n, c) = place("A");
-                loadgen(n, c.as_deref(), "tcp", TCP_TARGET, WARM_UP_MS, &[])?;
+                after_g_all("tcp", TCP_TARGET)?;
             }
             decoy_rates
                 .entry((v, "tcp"))
