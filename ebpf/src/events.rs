@@ -11,7 +11,8 @@ use aya_ebpf::{
     },
 };
 use geowall_common::{
-    FlowEvent, MAX_POLICIES, MAX_TAGSETS, PACKED_VERSION, TagSet, WAKE_INTERVAL_NS, counter,
+    Decision, FlowEvent, MAX_POLICIES, MAX_TAGSETS, PACKED_VERSION, TagSet, WAKE_INTERVAL_NS,
+    counter,
 };
 
 use crate::{
@@ -64,6 +65,20 @@ pub struct Outcome {
     pub tagset: u16,
     /// Id of the grant that allowed the flow (0: none).
     pub grant: u32,
+}
+
+impl Outcome {
+    /// `verdict` for `decision`, allowed by grant `grant` (0: none).
+    #[inline(always)]
+    pub fn new(verdict: u8, decision: &Decision, grant: u32) -> Self {
+        Self {
+            verdict,
+            reason: decision.reason,
+            plen: decision.plen,
+            tagset: decision.tagset,
+            grant,
+        }
+    }
 }
 
 /// Adds one to counter `idx` of policy `slot` (the last row when the slot is

@@ -121,26 +121,31 @@ fn typed(sk: *const u8, off: &KernelOffsets) -> Option<SockCgroup> {
     // kernel's BTF and turns each load into one that reads 0 instead of
     // faulting.
     unsafe {
-        let cgroup = sk
-            .add(off.sock_cgroup as usize)
-            .cast::<*const u8>()
-            .read_volatile();
+        let cgroup: *const u8 = load(sk, off.sock_cgroup);
         if cgroup.is_null() {
             return None;
         }
-        let kn = cgroup
-            .add(off.cgroup_kn as usize)
-            .cast::<*const u8>()
-            .read_volatile();
+        let kn: *const u8 = load(cgroup, off.cgroup_kn);
         if kn.is_null() {
             return None;
         }
-        let id = kn.add(off.kn_id as usize).cast::<u64>().read_volatile();
+        let id: u64 = load(kn, off.kn_id);
         Some(SockCgroup {
             cgroup: cgroup as u64,
             id,
         })
     }
+}
+
+/// The `T` at `offset` bytes into the struct at typed pointer `base`.
+///
+/// # Safety
+/// `base` is a BTF-typed pointer and `offset` a field's offset from the
+/// kernel's BTF, so that the verifier checks the load.
+#[inline(always)]
+unsafe fn load<T>(base: *const u8, offset: u32) -> T {
+    // SAFETY: as the caller promises.
+    unsafe { base.add(offset as usize).cast::<T>().read_volatile() }
 }
 
 /// The policy slot of the socket's cgroup: its own binding, else its

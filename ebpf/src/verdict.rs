@@ -253,14 +253,7 @@ fn answered_from_cache(
         slot,
         flags: hit.record & !CACHE_RECORD,
     };
-    let d = hit.decision;
-    let outcome = events::Outcome {
-        verdict: verdict::ALLOW,
-        reason: d.reason,
-        plen: d.plen,
-        tagset: d.tagset,
-        grant: 0,
-    };
+    let outcome = events::Outcome::new(verdict::ALLOW, &hit.decision, 0);
     events::emit(&Flow::new(sock, dest, hook, &actor), &outcome);
     true
 }
@@ -625,14 +618,7 @@ fn finish(flow: &Flow, judged: Judged) -> i32 {
     // A granted flow is an exception a human allowed: always on the record.
     if code != verdict::ALLOW || judged.grant != 0 || judged.flags & policy_flags::LOG_ALLOWED != 0
     {
-        let d = judged.decision;
-        let outcome = events::Outcome {
-            verdict: code,
-            reason: d.reason,
-            plen: d.plen,
-            tagset: d.tagset,
-            grant: judged.grant,
-        };
+        let outcome = events::Outcome::new(code, &judged.decision, judged.grant);
         events::emit(flow, &outcome);
     }
     ret
