@@ -5,7 +5,7 @@
 
 use geowall_common::{Decision, VERDICT_CACHE_SLOTS, VerdictCache};
 
-use crate::{maps::GW_VCACHE, verdict::Dest};
+use crate::{dest::Dest, maps::GW_VCACHE};
 
 /// What a cached verdict depends on besides the destination.
 pub struct CacheKey {

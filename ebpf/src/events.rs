@@ -16,9 +16,30 @@ use geowall_common::{
 };
 
 use crate::{
+    dest::Dest,
     maps::{GW_COUNTERS, GW_EVENTS, GW_TAGSETS, GW_WAKE},
-    verdict::{Dest, Governed},
 };
+
+/// Who a verdict is about: the table epoch, the calling task's cgroup and
+/// the policy slot that decides.
+pub struct Governed {
+    /// Table epoch in force.
+    pub epoch: u64,
+    /// The task's own cgroup.
+    pub cgroup_id: u64,
+    /// Policy slot whose verdict is recorded.
+    pub slot: u32,
+    /// [`geowall_common::event_flags`] that come from the actor, not the destination.
+    pub flags: u8,
+}
+
+impl Governed {
+    /// The half of the switched tables in force.
+    #[inline(always)]
+    pub fn generation(&self) -> u32 {
+        (self.epoch & 1) as u32
+    }
+}
 
 /// One decision in flight: what the hook knows besides the verdict.
 pub struct Flow<'a> {

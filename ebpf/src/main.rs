@@ -13,6 +13,7 @@
 #![no_main]
 
 mod cache;
+mod dest;
 mod events;
 mod maps;
 mod policy;

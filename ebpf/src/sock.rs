@@ -3,7 +3,10 @@
 use aya_ebpf::programs::{LsmContext, SockAddrContext, SockContext};
 use geowall_common::{event_flags, family, hook, policy_flags};
 
-use crate::verdict::{self, Dest, PROCEED, SockKey};
+use crate::{
+    dest::Dest,
+    verdict::{self, PROCEED, SockKey},
+};
 
 const SOCK_DGRAM: u32 = 2;
 const SOCK_RAW: u32 = 3;

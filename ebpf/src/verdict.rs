@@ -25,7 +25,8 @@ use geowall_common::{
 
 use crate::{
     cache::{self, CacheKey},
-    events::{self, Flow},
+    dest::Dest,
+    events::{self, Flow, Governed},
     maps::{
         GW_GRANTS4, GW_GRANTS6, GW_POLICIES, GW_REGION4, GW_REGION6, GW_RGRANTS, GW_RULES4,
         GW_RULES6, GW_TAGSETS, MAX_ROOT_LEVEL, config_slot,
@@ -38,24 +39,6 @@ use crate::{
 pub const PROCEED: i32 = 1;
 /// Refuse the operation: the caller sees `EPERM`.
 pub const REFUSE: i32 = 0;
-
-/// A destination as the hook saw it. Aligned so that the address reads as
-/// two 8-byte words.
-#[repr(C, align(8))]
-pub struct Dest {
-    /// Network-order address; IPv4 in the first four bytes.
-    pub addr: [u8; 16],
-    /// Host-order port.
-    pub port: u16,
-    /// IP protocol of the socket.
-    pub proto: u8,
-    /// Family of the socket ([`geowall_common::family`]).
-    pub family: u8,
-    /// Judge `addr[..4]` as IPv4 (an IPv4 socket, or an IPv4-mapped address).
-    pub v4: bool,
-    /// [`geowall_common::event_flags`].
-    pub flags: u8,
-}
 
 /// The decision under one policy, with what `finish` needs.
 struct Judged {
@@ -80,26 +63,6 @@ impl Judged {
         } else {
             2
         }
-    }
-}
-
-/// Who a verdict is about: the table epoch, the calling task's cgroup and
-/// the policy slot that decides.
-pub struct Governed {
-    /// Table epoch in force.
-    pub epoch: u64,
-    /// The task's own cgroup.
-    pub cgroup_id: u64,
-    /// Policy slot whose verdict is recorded.
-    pub slot: u32,
-    /// [`event_flags`] that come from the actor, not the destination.
-    pub flags: u8,
-}
-
-impl Governed {
-    #[inline(always)]
-    fn generation(&self) -> u32 {
-        (self.epoch & 1) as u32
     }
 }
 
