@@ -5,7 +5,7 @@
 //! Every struct here is `Copy`, has explicit padding fields and a size that is
 //! checked at compile time: the kernel sees raw bytes, so a silent layout
 //! change would be a silent policy change.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Bumped whenever a map's key or value layout changes. Pinned maps live under
 /// a folder named after it, so a new agent never reuses maps it cannot read.
@@ -803,3 +803,6 @@ mod pod {
     unsafe impl aya::Pod for super::GrantSet {}
     unsafe impl aya::Pod for super::RegionGrantKey {}
 }
+
+#[cfg(test)]
+mod tests;
