@@ -9,7 +9,7 @@
 
 /// Bumped whenever a map's key or value layout changes. Pinned maps live under
 /// a folder named after it, so a new agent never reuses maps it cannot read.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// The release the agent and its kernel programs were built as:
 /// `GEOWALL_VERSION` at build time when set (packagers stamp their builds,
@@ -76,6 +76,16 @@ pub const MAX_GRANT_ENTRIES: u32 = 4096;
 /// Entries of the region grant map: (generation, scope, region) triples,
 /// both generations counted.
 pub const MAX_REGION_GRANT_ENTRIES: u32 = 8192;
+/// Entries of the DNS socket map: sockets that sent a query recently, one
+/// entry per resolver they asked (least recently used go first).
+pub const MAX_DNS_SOCKS: u32 = 65536;
+/// Default entries of the learned map, (job, address) pairs (least recently
+/// used go first); `[dns] max_learned` sets it.
+pub const MAX_LEARNED: u32 = 131_072;
+/// Names the learned entries refer to.
+pub const MAX_NAMES: u32 = 262_144;
+/// (name, policy, generation) triples of `allow_names` matches.
+pub const MAX_NAME_ALLOW: u32 = 262_144;
 /// High bit of a grant scope: the scope is a policy slot (low bits), not a
 /// cgroup id. A cgroup id (an inode number) never has it set.
 pub const GRANT_SCOPE_POLICY: u64 = 1 << 63;
@@ -94,6 +104,31 @@ pub const POLICY_NAME_LEN: usize = 64;
 pub const WAKE_INTERVAL_NS: u64 = 10_000_000;
 /// Default ring buffer size in bytes (a power of two, a multiple of the page).
 pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
+
+/// The DNS port the programs redirect.
+pub const DNS_PORT: u16 = 53;
+/// Ports of the forwarder per family and protocol (`[dns] port` onwards):
+/// a socket that asks several resolvers gets one port per resolver, so a
+/// reply is translated back to the resolver it came through. glibc and
+/// musl use at most three.
+pub const DNS_SLOTS: u16 = 4;
+/// Names kept per learned (job, address) entry, most recent first.
+pub const LEARNED_NAMES: usize = 6;
+/// Bytes of a name in [`names::NAMES`] (253 characters at most, NUL
+/// padded).
+pub const DNS_NAME_LEN: usize = 256;
+
+/// `GW_CONFIG[DNS]`: on (bit 32), the forwarder's first port (host order,
+/// bits 0–15).
+pub mod dns_config {
+    pub const ON: u64 = 1 << 32;
+    pub const PORT_MASK: u64 = 0xffff;
+
+    /// The slot value for a forwarder whose first port is `port`.
+    pub const fn encode(port: u16) -> u64 {
+        ON | port as u64
+    }
+}
 
 /// Tag set id of destinations no map source tags ("untagged").
 pub const TAGSET_UNTAGGED: u16 = 0;
@@ -140,9 +175,24 @@ pub mod names {
     /// Just-in-time grants to regions: hash of [`super::RegionGrantKey`] →
     /// [`super::GrantSet`].
     pub const REGION_GRANTS: &str = "GW_RGRANTS";
+    /// DNS queries redirected to the agent's forwarder: LRU hash of
+    /// [`super::DnsSockKey`] → [`super::DnsSock`].
+    pub const DNS_SOCKS: &str = "GW_DNSSOCK";
+    /// Each CPU's scratch [`super::DnsSock`], built before it is stored (the
+    /// programs' stack is too small for it beside the verdict path).
+    pub const DNS_SCRATCH: &str = "GW_DNSTMP";
+    /// What each job resolved: LRU hash of [`super::LearnedKey`] →
+    /// [`super::Learned`].
+    pub const LEARNED: &str = "GW_LEARNED";
+    /// Names by id: hash of `u32` → [`super::DnsName`] (read only by the
+    /// agent; pinned so that names outlive it).
+    pub const NAMES: &str = "GW_NAMES";
+    /// Which names a policy's `allow_names` match, per table generation:
+    /// hash of [`super::NameAllowKey`] → `u8`.
+    pub const NAME_ALLOW: &str = "GW_NAMEOK";
 
     /// Every map the object defines, for pinning and removal.
-    pub const ALL_MAPS: [&str; 17] = [
+    pub const ALL_MAPS: [&str; 22] = [
         CONFIG,
         BINDINGS,
         POLICIES,
@@ -160,6 +210,11 @@ pub mod names {
         WAKE,
         VERDICT_CACHE,
         REGION_GRANTS,
+        DNS_SOCKS,
+        DNS_SCRATCH,
+        LEARNED,
+        NAMES,
+        NAME_ALLOW,
     ];
 
     pub const PROG_CONNECT4: &str = "gw_connect4";
@@ -168,6 +223,10 @@ pub mod names {
     pub const PROG_SENDMSG6: &str = "gw_sendmsg6";
     pub const PROG_SOCK_CREATE: &str = "gw_sock_create";
     pub const PROG_SOCK_POST: &str = "gw_sock_post";
+    pub const PROG_RECVMSG4: &str = "gw_recvmsg4";
+    pub const PROG_RECVMSG6: &str = "gw_recvmsg6";
+    pub const PROG_GETPEERNAME4: &str = "gw_getpeer4";
+    pub const PROG_GETPEERNAME6: &str = "gw_getpeer6";
 }
 
 /// Slots of the `GW_CONFIG` array. The agent memory-maps it and writes each
@@ -194,8 +253,17 @@ pub mod config {
     /// Entries in the region grant map, both generations (0: skip the
     /// region grant lookups).
     pub const REGION_GRANTS: u32 = 7;
+    /// DNS redirection ([`super::dns_config`]): 0 off.
+    pub const DNS: u32 = 8;
+    /// The forwarder's IPv4 address as `user_ip4` holds it (network order
+    /// in memory); its IPv6 address is always `::1`.
+    pub const DNS_ADDR4: u32 = 9;
+    /// Cookie of the agent's network namespace: DNS is redirected only for
+    /// sockets of that namespace (a redirect to loopback would land in
+    /// another namespace's own loopback).
+    pub const NETNS: u32 = 10;
     /// Number of slots.
-    pub const SLOTS: u32 = 8;
+    pub const SLOTS: u32 = 16;
 }
 
 /// Verdicts, as recorded in [`FlowEvent::verdict`].
@@ -219,6 +287,19 @@ pub mod reason {
     /// The policy slot named by a binding has no entry in the active tables:
     /// fail closed.
     pub const NO_TABLE: u8 = 7;
+    /// Allowed because the job resolved the destination from a name its
+    /// policy's `allow_names` matches.
+    pub const NAME: u8 = 8;
+    /// `resolved_only`: the job did not resolve the destination through
+    /// the agent (or the resolution expired).
+    pub const UNRESOLVED: u8 = 9;
+    /// A DNS query from another network namespace than the agent's: its
+    /// forwarder is not reachable there.
+    pub const DNS_NETNS: u8 = 10;
+    /// A DNS query over a UDP socket that shares its port
+    /// (`SO_REUSEADDR`, `SO_REUSEPORT`): the forwarder could not tell which
+    /// socket sent it.
+    pub const DNS_SHARED: u8 = 11;
 }
 
 /// Which hook decided, as recorded in [`FlowEvent::hook`].
@@ -239,6 +320,9 @@ pub mod event_flags {
     /// calling task (a socket passed to, or kept by, another cgroup's task:
     /// the stricter of the two policies decided).
     pub const SOCKET_POLICY: u8 = 2;
+    /// A DNS query (port 53): allowed ones were redirected to the agent's
+    /// forwarder.
+    pub const DNS: u8 = 4;
 }
 
 /// Bits of [`PolicyEntry::flags`].
@@ -256,6 +340,14 @@ pub mod policy_flags {
     /// Ping sockets (ICMP over `SOCK_DGRAM`) are allowed to this policy's
     /// workloads. Their datagrams pass no address hook.
     pub const ALLOW_PING: u32 = 1 << 5;
+    /// The job's DNS queries go through the agent's forwarder.
+    pub const DNS: u32 = 1 << 6;
+    /// `allow_names`: consult [`super::names::NAME_ALLOW`] for a destination
+    /// the region denies.
+    pub const ALLOW_NAMES: u32 = 1 << 7;
+    /// `resolved_only`: deny destinations the job did not resolve (rules and
+    /// local destinations aside).
+    pub const RESOLVED_ONLY: u32 = 1 << 8;
 }
 
 /// Bits of [`RegionValue::flags`] and [`TagSet::flags`].
@@ -452,21 +544,44 @@ pub struct FlowEvent {
     /// [`PACKED_VERSION`] of the programs that decided: after an upgrade
     /// swaps the programs, records say which build judged each flow.
     pub program_version: u64,
+    /// The cgroup whose binding gave the actor its policy (its job): what
+    /// the job resolved is kept per scope ([`LearnedKey::scope`]); 0 when
+    /// no policy governs the actor.
+    pub scope: u64,
 }
 
 /// What the tables say about one destination under one policy. The kernel
 /// programs and `geowall policy explain` both reach it through
 /// [`RuleSet::decide`] and [`PolicyEntry::region_decision`], so the two
 /// cannot disagree about what an entry means.
+///
+/// `#[repr(C)]` with its padding written out: the programs copy decisions
+/// as a whole, and a copied padding byte may come from a register holding
+/// a pointer, which the verifier refuses to store.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// Tag set of the destination ([`TAGSET_UNTAGGED`] for rule verdicts).
+    pub tagset: u16,
     pub allowed: bool,
     /// [`reason`].
     pub reason: u8,
     /// Prefix length of the entry that decided (0: none).
     pub plen: u8,
-    /// Tag set of the destination ([`TAGSET_UNTAGGED`] for rule verdicts).
-    pub tagset: u16,
+    pub _pad: u8,
+}
+
+impl Decision {
+    #[inline(always)]
+    pub const fn new(allowed: bool, reason: u8, plen: u8, tagset: u16) -> Self {
+        Self {
+            tagset,
+            allowed,
+            reason,
+            plen,
+            _pad: 0,
+        }
+    }
 }
 
 impl RuleSet {
@@ -483,11 +598,13 @@ impl RuleSet {
     /// (the region lookup decides).
     #[inline(always)]
     pub fn decide(&self, proto: u8, port: u16) -> Option<Decision> {
-        self.first_match(proto, port).map(|rule| Decision {
-            allowed: rule.action == action::ALLOW,
-            reason: reason::RULE,
-            plen: rule.plen,
-            tagset: TAGSET_UNTAGGED,
+        self.first_match(proto, port).map(|rule| {
+            Decision::new(
+                rule.action == action::ALLOW,
+                reason::RULE,
+                rule.plen,
+                TAGSET_UNTAGGED,
+            )
         })
     }
 }
@@ -499,22 +616,22 @@ impl PolicyEntry {
     #[inline(always)]
     pub fn region_decision(&self, found: Option<RegionValue>) -> Decision {
         match found {
-            Some(value) if value.tagset != TAGSET_UNTAGGED => Decision {
-                allowed: self.allows(value.tagset),
-                reason: if value.flags & tag_flags::LOCAL != 0 {
+            Some(value) if value.tagset != TAGSET_UNTAGGED => Decision::new(
+                self.allows(value.tagset),
+                if value.flags & tag_flags::LOCAL != 0 {
                     reason::LOCAL
                 } else {
                     reason::REGION
                 },
-                plen: value.plen,
-                tagset: value.tagset,
-            },
-            _ => Decision {
-                allowed: self.allows(TAGSET_UNTAGGED),
-                reason: reason::UNTAGGED,
-                plen: 0,
-                tagset: TAGSET_UNTAGGED,
-            },
+                value.plen,
+                value.tagset,
+            ),
+            _ => Decision::new(
+                self.allows(TAGSET_UNTAGGED),
+                reason::UNTAGGED,
+                0,
+                TAGSET_UNTAGGED,
+            ),
         }
     }
 }
@@ -762,6 +879,164 @@ impl VerdictCache {
     }
 }
 
+/// Key of [`names::DNS_SOCKS`]: a socket that sent a DNS query, and the
+/// forwarder port slot its query went to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DnsSockKey {
+    /// Socket cookie.
+    pub cookie: u64,
+    /// Forwarder port − `[dns] port` (below [`DNS_SLOTS`]).
+    pub slot: u32,
+    pub _pad: u32,
+}
+
+/// Value of [`names::DNS_SOCKS`]: the resolver a job's socket asked, and
+/// who asked, written by the program that redirected the query before the
+/// query leaves. The forwarder finds the socket of a query it receives
+/// (by its address, through sock_diag), and reads this entry by its
+/// cookie: it forwards to `addr`:`port` and learns the answer for
+/// `scope`. A query with no entry is dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DnsSock {
+    /// The resolver the job addressed (network order; IPv4 in the first
+    /// four bytes when `v4`).
+    pub addr: [u8; 16],
+    /// Its port, host order.
+    pub port: u16,
+    /// IP protocol (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// 1: `addr` is IPv4 (on an IPv6 socket: it was IPv4-mapped).
+    pub v4: u8,
+    /// The socket's family.
+    pub family: u8,
+    pub _pad: [u8; 1],
+    /// Policy slot of the task that sent the query.
+    pub policy: u16,
+    /// The task's own cgroup.
+    pub cgroup_id: u64,
+    /// The cgroup whose binding gave the task its policy: what the job
+    /// learns is kept under it ([`LearnedKey::scope`]).
+    pub scope: u64,
+    /// Table epoch that judged the resolver.
+    pub epoch: u64,
+    /// `CLOCK_BOOTTIME` ns of the query.
+    pub time_ns: u64,
+    /// Thread and process id, uid and gid of the sender.
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The sender's `comm`, NUL padded.
+    pub comm: [u8; 16],
+}
+
+/// Key of [`names::LEARNED`]: a job and an address it resolved.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct LearnedKey {
+    /// [`DnsSock::scope`] of the queries that taught it.
+    pub scope: u64,
+    /// The address, IPv6 or IPv4-mapped (`::ffff:a.b.c.d`), network order.
+    pub addr: [u8; 16],
+}
+
+impl LearnedKey {
+    /// The key for an address as the programs hold a destination: IPv4 in
+    /// the first four bytes when `v4`.
+    #[inline(always)]
+    pub fn new(scope: u64, addr: &[u8; 16], v4: bool) -> Self {
+        if !v4 {
+            return Self { scope, addr: *addr };
+        }
+        let mut mapped = [0u8; 16];
+        mapped[10] = 0xff;
+        mapped[11] = 0xff;
+        mapped[12] = addr[0];
+        mapped[13] = addr[1];
+        mapped[14] = addr[2];
+        mapped[15] = addr[3];
+        Self {
+            scope,
+            addr: mapped,
+        }
+    }
+}
+
+/// One name an address was learned from, and until when it holds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NameRef {
+    /// Name id (key of [`names::NAMES`]); 0: an empty slot.
+    pub id: u32,
+    /// `CLOCK_BOOTTIME` >> [`LEARNED_TIME_SHIFT`] after which this name no
+    /// longer vouches for the address (its answer's TTL, clamped, plus the
+    /// grace period).
+    pub until: u32,
+}
+
+/// [`NameRef::until`] counts units of 2^30 ns (about 1.07 s): a shift, not
+/// a division, in the programs, and 136 years of boot time in 32 bits.
+pub const LEARNED_TIME_SHIFT: u32 = 30;
+
+/// Value of [`names::LEARNED`]: the names a job resolved to one address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Learned {
+    /// `CLOCK_BOOTTIME` ns after which no name vouches for the address
+    /// (the latest `until` of its names, in ns).
+    pub expires_ns: u64,
+    /// `CLOCK_BOOTTIME` ns of the latest answer that taught it.
+    pub resolved_ns: u64,
+    /// The names, most recent first (question name, then the CNAME chain).
+    pub names: [NameRef; LEARNED_NAMES],
+}
+
+impl Learned {
+    /// Whether a resolution of the address is live at boot time `now_ns`.
+    #[inline(always)]
+    pub fn live(&self, now_ns: u64) -> bool {
+        now_ns < self.expires_ns
+    }
+
+    /// Whether name `i` is set and live at boot time `now_ns`.
+    #[inline(always)]
+    pub fn name_live(&self, i: usize, now_ns: u64) -> Option<u32> {
+        let n = self.names.get(i)?;
+        let now = (now_ns >> LEARNED_TIME_SHIFT) as u32;
+        (n.id != 0 && now < n.until).then_some(n.id)
+    }
+}
+
+/// Key of [`names::NAME_ALLOW`]: a name matched by the `allow_names` of the
+/// policy in `slot`, in table generation `generation` (written with the
+/// tables, so a reload switches the names a policy allows with the rest).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct NameAllowKey {
+    pub name: u32,
+    pub slot: u16,
+    pub generation: u8,
+    pub _pad: u8,
+}
+
+impl NameAllowKey {
+    #[inline(always)]
+    pub const fn new(name: u32, slot: u16, generation: u8) -> Self {
+        Self {
+            name,
+            slot,
+            generation,
+            _pad: 0,
+        }
+    }
+}
+
+/// A name in [`names::NAMES`]: lower-case, without the final dot, NUL
+/// padded.
+pub type DnsName = [u8; DNS_NAME_LEN];
+
 /// A NUL-padded name, as stored in `GW_REGNAMES`.
 pub type RegionName = [u8; REGION_NAME_LEN];
 /// A NUL-padded name, as stored in `GW_POLNAMES`.
@@ -774,7 +1049,12 @@ const _: () = {
     assert!(core::mem::size_of::<TagSet>() == 2 + 2 * MAX_TAGS);
     assert!(core::mem::size_of::<Rule>() == 8);
     assert!(core::mem::size_of::<RuleSet>() == 4 + 8 * MAX_RULES_PER_PREFIX);
-    assert!(core::mem::size_of::<FlowEvent>() == 120);
+    assert!(core::mem::size_of::<FlowEvent>() == 128);
+    assert!(core::mem::size_of::<DnsSockKey>() == 16);
+    assert!(core::mem::size_of::<DnsSock>() == 88);
+    assert!(core::mem::size_of::<LearnedKey>() == 24);
+    assert!(core::mem::size_of::<Learned>() == 16 + 8 * LEARNED_NAMES);
+    assert!(core::mem::size_of::<NameAllowKey>() == 8);
     assert!(core::mem::size_of::<KernelOffsets>() == 32);
     assert!(core::mem::size_of::<VerdictCache>() == 64);
     assert!(core::mem::size_of::<Grant>() == 16);
@@ -802,6 +1082,12 @@ mod pod {
     unsafe impl aya::Pod for super::Grant {}
     unsafe impl aya::Pod for super::GrantSet {}
     unsafe impl aya::Pod for super::RegionGrantKey {}
+    unsafe impl aya::Pod for super::DnsSockKey {}
+    unsafe impl aya::Pod for super::DnsSock {}
+    unsafe impl aya::Pod for super::LearnedKey {}
+    unsafe impl aya::Pod for super::Learned {}
+    unsafe impl aya::Pod for super::NameRef {}
+    unsafe impl aya::Pod for super::NameAllowKey {}
 }
 
 #[cfg(test)]

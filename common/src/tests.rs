@@ -76,15 +76,7 @@ fn region_decisions_follow_the_allow_bitmap() {
         flags: 0,
     };
     let d = policy.region_decision(Some(tagged));
-    assert_eq!(
-        d,
-        Decision {
-            allowed: true,
-            reason: reason::REGION,
-            plen: 21,
-            tagset: 5
-        }
-    );
+    assert_eq!(d, Decision::new(true, reason::REGION, 21, 5));
     let local = RegionValue {
         tagset: 6,
         plen: 8,
@@ -202,7 +194,8 @@ fn the_cache_tag_is_never_zero_and_binds_generations_and_payload() {
 fn layouts_match_what_the_agent_and_the_programs_read() {
     // Sizes are also asserted at compile time; offsets the agent reads by
     // name are checked here.
-    assert_eq!(size_of::<FlowEvent>(), 120);
+    assert_eq!(size_of::<FlowEvent>(), 128);
+    assert_eq!(offset_of!(FlowEvent, scope), 120);
     assert_eq!(offset_of!(FlowEvent, addr), 48);
     assert_eq!(offset_of!(FlowEvent, tags), 80);
     assert_eq!(offset_of!(FlowEvent, comm), 96);
@@ -227,4 +220,44 @@ fn region_grant_keys_pad_with_zeros() {
     let k = RegionGrantKey::new(GRANT_SCOPE_POLICY | 3, 17, 1);
     assert_eq!(k._pad, [0; 5]);
     assert_eq!(k.scope & GRANT_SCOPE_POLICY, GRANT_SCOPE_POLICY);
+}
+
+#[test]
+fn learned_keys_hold_ipv4_as_mapped_ipv6() {
+    let mut v4 = [0u8; 16];
+    v4[..4].copy_from_slice(&[192, 0, 2, 7]);
+    let k = LearnedKey::new(9, &v4, true);
+    assert_eq!(
+        k.addr,
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 7]
+    );
+    assert_eq!(k.scope, 9);
+    let v6 = [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    assert_eq!(LearnedKey::new(9, &v6, false).addr, v6);
+}
+
+#[test]
+fn a_learned_name_vouches_until_its_time() {
+    let second = 1u64 << LEARNED_TIME_SHIFT;
+    let mut l = Learned {
+        expires_ns: 10 * second,
+        resolved_ns: second,
+        ..Learned::default()
+    };
+    l.names[0] = NameRef { id: 4, until: 10 };
+    l.names[1] = NameRef { id: 5, until: 3 };
+    assert!(l.live(10 * second - 1));
+    assert!(!l.live(10 * second));
+    assert_eq!(l.name_live(0, 9 * second), Some(4));
+    assert_eq!(l.name_live(1, 9 * second), None, "expired");
+    assert_eq!(l.name_live(1, 2 * second), Some(5));
+    assert_eq!(l.name_live(2, 0), None, "empty slot");
+    assert_eq!(l.name_live(LEARNED_NAMES, 0), None, "out of range");
+}
+
+#[test]
+fn dns_config_encodes_the_first_port() {
+    let v = dns_config::encode(10053);
+    assert_ne!(v & dns_config::ON, 0);
+    assert_eq!(v & dns_config::PORT_MASK, 10053);
 }

@@ -97,12 +97,7 @@ pub fn lookup(key: &CacheKey, dest: &Dest) -> Option<Hit> {
     }
     Some(Hit {
         slot,
-        decision: Decision {
-            allowed: true,
-            reason,
-            plen,
-            tagset,
-        },
+        decision: Decision::new(true, reason, plen, tagset),
         record,
     })
 }

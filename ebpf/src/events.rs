@@ -27,6 +27,8 @@ pub struct Governed {
     pub epoch: u64,
     /// The task's own cgroup.
     pub cgroup_id: u64,
+    /// The cgroup whose binding gave the task its policy (the job).
+    pub scope: u64,
     /// Policy slot whose verdict is recorded.
     pub slot: u32,
     /// [`geowall_common::event_flags`] that come from the actor, not the destination.
@@ -53,6 +55,7 @@ pub struct Flow<'a> {
     pub slot: u32,
     pub epoch: u64,
     pub cgroup_id: u64,
+    pub scope: u64,
     /// [`geowall_common::event_flags`] of the actor.
     pub flags: u8,
 }
@@ -67,6 +70,7 @@ impl<'a> Flow<'a> {
             slot: task.slot,
             epoch: task.epoch,
             cgroup_id: task.cgroup_id,
+            scope: task.scope,
             flags: task.flags,
         }
     }
@@ -187,6 +191,7 @@ pub fn emit(flow: &Flow, outcome: &Outcome) -> bool {
             core::mem::size_of_val(&(*ev).comm) as u32,
         );
         (*ev).program_version = PACKED_VERSION;
+        (*ev).scope = flow.scope;
     }
     entry.submit(wake_flags(now));
     true

@@ -4,6 +4,9 @@
 //! - `gw_connect4`, `gw_connect6`: TCP connect (TCP Fast Open's `sendto`
 //!   included) and connected UDP;
 //! - `gw_sendmsg4`, `gw_sendmsg6`: unconnected UDP;
+//! - `gw_recvmsg4`, `gw_recvmsg6`, `gw_getpeer4`, `gw_getpeer6`: a DNS
+//!   reply redirected through the agent's forwarder shows the resolver the
+//!   job asked (see `dns`);
 //! - `gw_sock_create`: refuses raw IPv4/IPv6 sockets to confined workloads;
 //! - `gw_sock_post` (LSM, per cgroup): refuses packet and XDP sockets, which
 //!   the `sock_create` hook never sees (it runs for inet sockets only).
@@ -14,6 +17,7 @@
 
 mod cache;
 mod dest;
+mod dns;
 mod events;
 mod maps;
 mod policy;
@@ -45,6 +49,32 @@ pub fn gw_sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn gw_sendmsg6(ctx: SockAddrContext) -> i32 {
     sock::judge_addr6(&ctx, hook::SENDMSG6)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn gw_recvmsg4(ctx: SockAddrContext) -> i32 {
+    dns::reply4(&ctx);
+    // recvmsg and getpeername programs cannot refuse: 1 is their only
+    // answer.
+    1
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn gw_recvmsg6(ctx: SockAddrContext) -> i32 {
+    dns::reply6(&ctx);
+    1
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn gw_getpeer4(ctx: SockAddrContext) -> i32 {
+    dns::reply4(&ctx);
+    1
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn gw_getpeer6(ctx: SockAddrContext) -> i32 {
+    dns::reply6(&ctx);
+    1
 }
 
 #[cgroup_sock(sock_create)]

@@ -8,14 +8,15 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    btf_maps::{Array, ArrayOfMaps, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use geowall_common::{
-    Counters, DEFAULT_RING_BYTES, FlowEvent, GrantKey4, GrantKey6, GrantSet, MAX_BINDINGS,
-    MAX_GRANT_ENTRIES, MAX_POLICIES, MAX_REGION_GRANT_ENTRIES, MAX_REGIONS, MAX_TAGSETS,
-    PolicyEntry, PolicyName, RegionGrantKey, RegionName, RegionValue, RuleKey4, RuleKey6, RuleSet,
-    TagSet, VERDICT_CACHE_SLOTS, VerdictCache, config,
+    Counters, DEFAULT_RING_BYTES, DnsName, DnsSock, DnsSockKey, FlowEvent, GrantKey4, GrantKey6,
+    GrantSet, Learned, LearnedKey, MAX_BINDINGS, MAX_DNS_SOCKS, MAX_GRANT_ENTRIES, MAX_LEARNED,
+    MAX_NAME_ALLOW, MAX_NAMES, MAX_POLICIES, MAX_REGION_GRANT_ENTRIES, MAX_REGIONS, MAX_TAGSETS,
+    NameAllowKey, PolicyEntry, PolicyName, RegionGrantKey, RegionName, RegionValue, RuleKey4,
+    RuleKey6, RuleSet, TagSet, VERDICT_CACHE_SLOTS, VerdictCache, config,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -88,8 +89,32 @@ pub static GW_RGRANTS: HashMap<
     NO_PREALLOC,
 > = HashMap::new();
 
+/// DNS queries redirected to the forwarder, by socket and forwarder port
+/// (see [`DnsSock`]).
+#[btf_map]
+pub static GW_DNSSOCK: LruHashMap<DnsSockKey, DnsSock, { MAX_DNS_SOCKS as usize }> =
+    LruHashMap::new();
+
+/// Each CPU's [`DnsSock`] under construction.
+#[btf_map]
+pub static GW_DNSTMP: PerCpuArray<DnsSock, 1> = PerCpuArray::new();
+
+/// What each job resolved (written by the agent's forwarder before the
+/// answer reaches the job; the agent sizes it from `[dns] max_learned`).
+#[btf_map]
+pub static GW_LEARNED: LruHashMap<LearnedKey, Learned, { MAX_LEARNED as usize }> =
+    LruHashMap::new();
+
+/// The names each policy's `allow_names` match, per generation.
+#[btf_map]
+pub static GW_NAMEOK: HashMap<NameAllowKey, u8, { MAX_NAME_ALLOW as usize }, NO_PREALLOC> =
+    HashMap::new();
+
 // Read only by the agent; declared here so they are created and pinned with
 // the rest.
+#[btf_map]
+pub static GW_NAMES: HashMap<u32, DnsName, { MAX_NAMES as usize }, NO_PREALLOC> = HashMap::new();
+
 #[btf_map]
 pub static GW_REGNAMES: Array<RegionName, { MAX_REGIONS as usize }> = Array::new();
 

@@ -1,11 +1,12 @@
 //! Reading the hook contexts: destination address, port, protocol.
 
 use aya_ebpf::programs::{LsmContext, SockAddrContext, SockContext};
-use geowall_common::{event_flags, family, hook, policy_flags};
+use geowall_common::{DNS_PORT, event_flags, family, hook, policy_flags};
 
 use crate::{
     dest::Dest,
-    verdict::{self, PROCEED, SockKey},
+    dns,
+    verdict::{self, PROCEED, REFUSE, SockKey},
 };
 
 const SOCK_DGRAM: u32 = 2;
@@ -53,17 +54,47 @@ pub fn judge_addr4(ctx: &SockAddrContext, hook: u8) -> i32 {
         v4: true,
         flags: 0,
     };
-    judge_sock_addr(ctx, &dest, hook)
+    let out = judge_sock_addr(ctx, &dest, hook);
+    if out & dns::REDIRECT != 0 {
+        dns::rewrite4(ctx, out as u32);
+        return PROCEED;
+    }
+    answer(out)
+}
+
+/// What a destination of connect4/6 or sendmsg4/6 gets: an answer, or
+/// (a governed job's allowed DNS query) [`dns::REDIRECT`] with the agent's
+/// forwarder port to rewrite it to.
+#[inline(always)]
+fn judge_sock_addr(ctx: &SockAddrContext, dest: &Dest, hook: u8) -> u64 {
+    if dns::to_forwarder(ctx, dest) {
+        return PROCEED as u64;
+    }
+    let ret = verdict::judge(ctx, dest, hook, cache_key(hook));
+    if ret == PROCEED && dest.port == DNS_PORT {
+        return dns::redirect(ctx, dest, hook);
+    }
+    ret as u64
+}
+
+/// The hook's answer from [`judge_sock_addr`]'s: 0 or 1, as the verifier
+/// must see it.
+#[inline(always)]
+fn answer(out: u64) -> i32 {
+    if out as u32 == REFUSE as u32 {
+        REFUSE
+    } else {
+        PROCEED
+    }
 }
 
 #[inline(always)]
-fn judge_sock_addr(ctx: &SockAddrContext, dest: &Dest, hook: u8) -> i32 {
-    let by = if hook == hook::SENDMSG4 || hook == hook::SENDMSG6 {
+fn cache_key(hook: u8) -> SockKey {
+    if hook == hook::SENDMSG4 || hook == hook::SENDMSG6 {
         SockKey::Cookie
     } else {
         SockKey::Cgroup
-    };
-    verdict::judge(ctx, dest, hook, by)
+    }
 }
 
 /// `connect6` / `sendmsg6`. An IPv4-mapped destination is judged as IPv4:
@@ -94,7 +125,12 @@ pub fn judge_addr6(ctx: &SockAddrContext, hook: u8) -> i32 {
         v4: mapped,
         flags: if mapped { event_flags::V4_MAPPED } else { 0 },
     };
-    judge_sock_addr(ctx, &dest, hook)
+    let out = judge_sock_addr(ctx, &dest, hook);
+    if out & dns::REDIRECT != 0 {
+        dns::rewrite6(ctx, out as u32);
+        return PROCEED;
+    }
+    answer(out)
 }
 
 /// `sock_create` (inet sockets): raw and ping sockets would bypass the

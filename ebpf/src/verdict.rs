@@ -18,9 +18,10 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use geowall_common::{
-    CACHE_RECORD, Decision, GRANT_SCOPE_POLICY, GrantKey4, GrantKey6, GrantSet, MAX_POLICIES,
-    MAX_TAGS, MAX_TAGSETS, PolicyEntry, RegionGrantKey, RegionValue, RuleKey4, RuleKey6, RuleSet,
-    TAGSET_UNTAGGED, UNGOVERNED_SLOT, config, counter, event_flags, policy_flags, reason, verdict,
+    CACHE_RECORD, Decision, GRANT_SCOPE_POLICY, GrantKey4, GrantKey6, GrantSet, LEARNED_NAMES,
+    Learned, LearnedKey, MAX_POLICIES, MAX_TAGS, MAX_TAGSETS, NameAllowKey, PolicyEntry,
+    RegionGrantKey, RegionValue, RuleKey4, RuleKey6, RuleSet, TAGSET_UNTAGGED, UNGOVERNED_SLOT,
+    config, counter, event_flags, policy_flags, reason, verdict,
 };
 
 use crate::{
@@ -28,12 +29,14 @@ use crate::{
     dest::Dest,
     events::{self, Flow, Governed},
     maps::{
-        GW_GRANTS4, GW_GRANTS6, GW_POLICIES, GW_REGION4, GW_REGION6, GW_RGRANTS, GW_RULES4,
-        GW_RULES6, GW_TAGSETS, MAX_ROOT_LEVEL, config_slot,
+        GW_GRANTS4, GW_GRANTS6, GW_LEARNED, GW_NAMEOK, GW_POLICIES, GW_REGION4, GW_REGION6,
+        GW_RGRANTS, GW_RULES4, GW_RULES6, GW_TAGSETS, MAX_ROOT_LEVEL, config_slot,
     },
     policy,
-    sockcg::{self, NO_SLOT, SockCgroup},
+    sockcg::{self, SockCgroup},
 };
+
+pub use crate::sockcg::NO_SLOT;
 
 /// Let the operation proceed.
 pub const PROCEED: i32 = 1;
@@ -41,15 +44,20 @@ pub const PROCEED: i32 = 1;
 pub const REFUSE: i32 = 0;
 
 /// The decision under one policy, with what `finish` needs.
+/// `#[repr(C)]` with no padding (see [`Decision`]).
+#[repr(C)]
 struct Judged {
     /// Flags of the policy entry ([`policy_flags::PRESENT`] alone when the
     /// slot has no entry: the verdict failed closed).
     flags: u32,
+    /// Id of the grant that allowed the flow (0: none).
+    grant: u32,
     decision: Decision,
     /// The slot had no entry in the active tables.
     no_table: bool,
-    /// Id of the grant that allowed the flow (0: none).
-    grant: u32,
+    /// The decision rests on what the job resolved, which expires: never
+    /// cached.
+    volatile: bool,
 }
 
 impl Judged {
@@ -171,8 +179,9 @@ pub fn judge(ctx: &SockAddrContext, dest: &Dest, hook: u8, by: SockKey) -> i32 {
         }
     }
     // An allow is cached, with its record when the policy logs allows; a
-    // grant is not (it expires), nor a missing table.
-    if severity == 0 && judged.grant == 0 && !judged.no_table {
+    // grant is not (it expires), nor a missing table, nor what rests on a
+    // resolution (it expires too).
+    if severity == 0 && judged.grant == 0 && !judged.no_table && !judged.volatile {
         let record = if judged.flags & policy_flags::LOG_ALLOWED != 0 {
             flags | CACHE_RECORD
         } else {
@@ -183,10 +192,28 @@ pub fn judge(ctx: &SockAddrContext, dest: &Dest, hook: u8, by: SockKey) -> i32 {
     let actor = Governed {
         epoch,
         cgroup_id,
+        scope: q.scopes.bound,
         slot,
         flags,
     };
     finish(&Flow::new(sock, dest, hook, &actor), judged)
+}
+
+/// The calling task's policy: the actor (epoch, cgroups, slot) and the
+/// policy's flags, when a policy of the active tables governs it.
+#[inline(always)]
+pub fn task_policy() -> Option<(Governed, u32)> {
+    let (epoch, cgroup_id, bound) = current()?;
+    let bound = bound?;
+    let actor = Governed {
+        epoch,
+        cgroup_id,
+        scope: bound.cgroup,
+        slot: bound.slot,
+        flags: 0,
+    };
+    let policy = policy_entry(actor.generation(), bound.slot)?;
+    Some((actor, policy.flags))
 }
 
 /// Whether this CPU's cache holds an allow for `key`: then it is counted,
@@ -210,9 +237,13 @@ fn answered_from_cache(
     if hit.record == 0 {
         return true;
     }
+    // The record names what the job resolved: its scope is looked up only
+    // for a hit that writes one.
+    let scope = policy::current_slot(key.cgroup_id).map_or(key.cgroup_id, |b| b.cgroup);
     let actor = Governed {
         epoch: key.epoch,
         cgroup_id: key.cgroup_id,
+        scope,
         slot,
         flags: hit.record & !CACHE_RECORD,
     };
@@ -265,7 +296,7 @@ pub fn judge_socket(
     hook: u8,
     allow_flag: u32,
 ) -> i32 {
-    let Some((epoch, cgroup_id, Some(policy::Bound { slot, .. }))) = current() else {
+    let Some((epoch, cgroup_id, Some(policy::Bound { slot, cgroup }))) = current() else {
         return PROCEED;
     };
     let dest = Dest {
@@ -279,24 +310,42 @@ pub fn judge_socket(
     let actor = Governed {
         epoch,
         cgroup_id,
+        scope: cgroup,
         slot,
         flags: 0,
     };
     let judged = match policy_entry(actor.generation(), slot) {
         Some(policy) => Judged {
             flags: policy.flags,
-            decision: Decision {
-                allowed: policy.flags & allow_flag != 0,
-                reason: reason::SOCKET_TYPE,
-                plen: 0,
-                tagset: TAGSET_UNTAGGED,
-            },
+            decision: Decision::new(
+                policy.flags & allow_flag != 0,
+                reason::SOCKET_TYPE,
+                0,
+                TAGSET_UNTAGGED,
+            ),
             no_table: false,
             grant: 0,
+            volatile: false,
         },
         None => no_table(),
     };
     finish(&Flow::new(sock, &dest, hook, &actor), judged)
+}
+
+/// Refuses a flow the tables allowed for a reason of its own (`why`: a DNS
+/// query the forwarder could not attribute), recorded under the task's
+/// policy (`policy_flags`); audit mode records "would deny" and lets it
+/// through.
+#[inline(always)]
+pub fn refuse(flow: &Flow, policy_flags: u32, why: u8) -> i32 {
+    let judged = Judged {
+        flags: policy_flags,
+        decision: Decision::new(false, why, 0, TAGSET_UNTAGGED),
+        no_table: false,
+        grant: 0,
+        volatile: false,
+    };
+    finish(flow, judged)
 }
 
 /// A slot the active tables do not have: fail closed.
@@ -304,14 +353,10 @@ pub fn judge_socket(
 fn no_table() -> Judged {
     Judged {
         flags: policy_flags::PRESENT,
-        decision: Decision {
-            allowed: false,
-            reason: reason::NO_TABLE,
-            plen: 0,
-            tagset: TAGSET_UNTAGGED,
-        },
+        decision: Decision::new(false, reason::NO_TABLE, 0, TAGSET_UNTAGGED),
         no_table: true,
         grant: 0,
+        volatile: false,
     }
 }
 
@@ -337,34 +382,87 @@ fn policy_entry(gen_: u32, slot: u32) -> Option<&'static PolicyEntry> {
 /// return register, which the verifier refuses.
 #[inline(never)]
 fn evaluate(q: &Eval, dest: &Dest, out: &mut Judged) -> u8 {
-    *out = evaluate_inline(q, dest);
+    evaluate_into(q, dest, out);
     out.severity()
 }
 
+/// The decision, written field by field into the caller's `out`: a
+/// decision built here and copied would sit on this frame too, and the
+/// verdict path's frames are at the stack's limit.
 #[inline(always)]
-fn evaluate_inline(q: &Eval, dest: &Dest) -> Judged {
+fn evaluate_into(q: &Eval, dest: &Dest, out: &mut Judged) {
     let (gen_, slot, scopes) = (q.gen_, q.slot, q.scopes);
     let Some(policy) = policy_entry(gen_, slot) else {
-        return no_table();
+        *out = no_table();
+        return;
     };
-    let decision = match rule_decision(policy, gen_, slot, dest) {
+    out.flags = policy.flags;
+    out.grant = 0;
+    out.no_table = false;
+    out.volatile = false;
+    out.decision = match rule_decision(policy, gen_, slot, dest) {
         Some(d) => d,
         None => policy.region_decision(region_value(gen_, dest)),
     };
-    if !decision.allowed
-        && let Some(judged) = granted(gen_, slot, scopes, dest, &decision)
+    // What the job resolved: `resolved_only` and `allow_names`. Rules and
+    // local destinations decide without it.
+    if policy.flags & (policy_flags::ALLOW_NAMES | policy_flags::RESOLVED_ONLY) != 0
+        && out.decision.reason != reason::RULE
+        && out.decision.reason != reason::LOCAL
     {
-        return Judged {
-            flags: policy.flags,
-            ..judged
+        // A decision that rests on the resolution expires with it.
+        out.volatile = by_names(q, dest, policy.flags, &mut out.decision) == reason::NAME
+            || policy.flags & policy_flags::RESOLVED_ONLY != 0;
+    }
+    if !out.decision.allowed {
+        granted(gen_, slot, scopes, dest, out);
+    }
+}
+
+/// Applies what the job resolved to `decision` (the region's): under
+/// `resolved_only` an address the job has no live resolution for is
+/// denied; under `allow_names` a denied address the job resolved from a
+/// name the policy allows (and whose answer is live) is allowed. Answers
+/// the decision's reason (a function that returns nothing may leave a
+/// pointer in the return register, which the verifier refuses). Out of
+/// line: the keys stay off the verdict path's frame.
+#[inline(never)]
+fn by_names(q: &Eval, dest: &Dest, flags: u32, decision: &mut Decision) -> u8 {
+    // What the job resolved is kept under the cgroup whose binding gave it
+    // its policy.
+    let key = LearnedKey::new(q.scopes.bound, &dest.addr, dest.v4);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let live: Option<*const Learned> = GW_LEARNED.get_ptr(key).filter(|l| {
+        // SAFETY: a non-null value pointer from bpf_map_lookup_elem is
+        // valid for the program's run (LRU elements are freed after an RCU
+        // grace period).
+        unsafe { &**l }.live(now)
+    });
+    let Some(learned) = live else {
+        if flags & policy_flags::RESOLVED_ONLY != 0 {
+            decision.allowed = false;
+            decision.reason = reason::UNRESOLVED;
+        }
+        return decision.reason;
+    };
+    if decision.allowed || flags & policy_flags::ALLOW_NAMES == 0 {
+        return decision.reason;
+    }
+    // SAFETY: as above.
+    let learned = unsafe { &*learned };
+    for i in 0..LEARNED_NAMES {
+        let Some(name) = learned.name_live(i, now) else {
+            continue;
         };
+        let allow = NameAllowKey::new(name, q.slot as u16, q.gen_ as u8);
+        if GW_NAMEOK.get_ptr(allow).is_some() {
+            decision.allowed = true;
+            decision.reason = reason::NAME;
+            break;
+        }
     }
-    Judged {
-        flags: policy.flags,
-        decision,
-        no_table: false,
-        grant: 0,
-    }
+    decision.reason
 }
 
 /// What a grant lookup needs (one pointer across a call: BPF functions take
@@ -377,17 +475,18 @@ struct GrantQuery {
     policy_scope: u64,
 }
 
-/// A live grant that allows `dest`, which the policy denied with `denied`:
-/// first one to the destination's prefix, then one to one of its regions,
-/// each scope in turn (the task's cgroup, its bound cgroup, the policy).
-/// Expiry is checked here, against the boot clock, so a grant ends on time
-/// whether or not the agent runs.
+/// A live grant that allows `dest`, which the policy denied with
+/// `out.decision`: first one to the destination's prefix, then one to one
+/// of its regions, each scope in turn (the task's cgroup, its bound cgroup,
+/// the policy); when one does, its decision and id go to `out`. Expiry is
+/// checked here, against the boot clock, so a grant ends on time whether
+/// or not the agent runs.
 #[inline(always)]
-fn granted(gen_: u32, slot: u32, scopes: Scopes, dest: &Dest, denied: &Decision) -> Option<Judged> {
+fn granted(gen_: u32, slot: u32, scopes: Scopes, dest: &Dest, out: &mut Judged) {
     let prefixes = config_slot(config::GRANTS) != 0;
     let regions = config_slot(config::REGION_GRANTS) != 0;
     if !prefixes && !regions {
-        return None;
+        return;
     }
     let query = GrantQuery {
         gen_,
@@ -397,22 +496,14 @@ fn granted(gen_: u32, slot: u32, scopes: Scopes, dest: &Dest, denied: &Decision)
         scopes,
         policy_scope: GRANT_SCOPE_POLICY | u64::from(slot),
     };
-    let grant = |id: u32, plen: u8, tagset: u16| Judged {
-        flags: 0,
-        decision: Decision {
-            allowed: true,
-            reason: reason::GRANT,
-            plen,
-            tagset,
-        },
-        no_table: false,
-        grant: id,
-    };
+    let denied = out.decision;
     if prefixes && let Some((id, plen)) = prefix_grant(&query, dest) {
-        return Some(grant(id, plen, denied.tagset));
+        out.decision = Decision::new(true, reason::GRANT, plen, denied.tagset);
+        out.grant = id;
+        return;
     }
     if !regions {
-        return None;
+        return;
     }
     // A rule decided without the region lookup: do it now.
     let (tagset, plen) = if denied.reason == reason::RULE {
@@ -424,9 +515,12 @@ fn granted(gen_: u32, slot: u32, scopes: Scopes, dest: &Dest, denied: &Decision)
         (denied.tagset, denied.plen)
     };
     if tagset == TAGSET_UNTAGGED {
-        return None;
+        return;
     }
-    region_grant(&query, tagset).map(|id| grant(id, plen, tagset))
+    if let Some(id) = region_grant(&query, tagset) {
+        out.decision = Decision::new(true, reason::GRANT, plen, tagset);
+        out.grant = id;
+    }
 }
 
 /// A live grant to `dest`'s prefix in one of the query's scopes: its id and
@@ -503,12 +597,7 @@ fn rule_decision(policy: &PolicyEntry, gen_: u32, slot: u32, dest: &Dest) -> Opt
     if policy.flags & policy_flags::HAS_RULES == 0 {
         return None;
     }
-    let mut out = Decision {
-        allowed: false,
-        reason: reason::RULE,
-        plen: 0,
-        tagset: TAGSET_UNTAGGED,
-    };
+    let mut out = Decision::new(false, reason::RULE, 0, TAGSET_UNTAGGED);
     matching_rule(gen_, slot, dest, &mut out).then_some(out)
 }
 
