@@ -18,10 +18,10 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use geowall_common::{
-    CACHE_RECORD, Decision, GRANT_SCOPE_POLICY, GrantKey4, GrantKey6, GrantSet, LEARNED_NAMES,
-    Learned, LearnedKey, MAX_POLICIES, MAX_TAGS, MAX_TAGSETS, NameAllowKey, PolicyEntry,
-    RegionGrantKey, RegionValue, RuleKey4, RuleKey6, RuleSet, TAGSET_UNTAGGED, UNGOVERNED_SLOT,
-    config, counter, event_flags, policy_flags, reason, verdict,
+    CACHE_RECORD, DNS_PORT, Decision, GRANT_SCOPE_POLICY, GrantKey4, GrantKey6, GrantSet,
+    LEARNED_NAMES, Learned, LearnedKey, MAX_POLICIES, MAX_TAGS, MAX_TAGSETS, NameAllowKey,
+    PolicyEntry, RegionGrantKey, RegionValue, RuleKey4, RuleKey6, RuleSet, TAGSET_UNTAGGED,
+    UNGOVERNED_SLOT, config, counter, event_flags, policy_flags, reason, verdict,
 };
 
 use crate::{
@@ -405,10 +405,13 @@ fn evaluate_into(q: &Eval, dest: &Dest, out: &mut Judged) {
         None => policy.region_decision(region_value(gen_, dest)),
     };
     // What the job resolved: `resolved_only` and `allow_names`. Rules and
-    // local destinations decide without it.
+    // local destinations decide without it, and so does a query to a
+    // resolver that goes through the agent's forwarder (a resolver is not
+    // resolved).
     if policy.flags & (policy_flags::ALLOW_NAMES | policy_flags::RESOLVED_ONLY) != 0
         && out.decision.reason != reason::RULE
         && out.decision.reason != reason::LOCAL
+        && !(dest.port == DNS_PORT && policy.flags & policy_flags::DNS != 0)
     {
         // A decision that rests on the resolution expires with it.
         out.volatile = by_names(q, dest, policy.flags, &mut out.decision) == reason::NAME
