@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dns;
 pub mod flows;
 pub mod kernel;
 pub mod metrics;
