@@ -8,10 +8,7 @@
 //! The forwarder passes every message through byte for byte; the only
 //! messages it writes itself are the error replies of [`error_reply`].
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::{collections::HashMap, net::IpAddr};
 
 use domain::{
     base::{Message, ParsedName, Rtype, iana::Class},
@@ -109,7 +106,11 @@ pub fn question(bytes: &[u8]) -> Result<Question, WireError> {
     let mut section = msg.question();
     let first = match section.next() {
         Some(Ok(q)) => q,
-        Some(Err(_)) => return Err(WireError::Malformed { section: "question" }),
+        Some(Err(_)) => {
+            return Err(WireError::Malformed {
+                section: "question",
+            });
+        }
         None => return Err(WireError::NoQuestion),
     };
     let qtype = first.qtype().to_int();
@@ -147,13 +148,13 @@ pub fn answer(bytes: &[u8]) -> Result<Answer, WireError> {
         match record.rtype() {
             Rtype::A => {
                 if let Some(r) = record.to_record::<A>().map_err(|_| bad())? {
-                    let addr = IpAddr::V4(Ipv4Addr::from(r.data().addr()));
+                    let addr = IpAddr::V4(r.data().addr());
                     found.push((owner, Address { addr, ttl }));
                 }
             }
             Rtype::AAAA => {
                 if let Some(r) = record.to_record::<Aaaa>().map_err(|_| bad())? {
-                    let addr = IpAddr::V6(Ipv6Addr::from(r.data().addr()));
+                    let addr = IpAddr::V6(r.data().addr());
                     found.push((owner, Address { addr, ttl }));
                 }
             }
@@ -292,7 +293,12 @@ mod tests {
         let mut m = header(0x1234, 0x8180, [1, 3, 0, 1]);
         m.extend(name("Api.Partner.test"));
         m.extend_from_slice(&[0, 1, 0, 1]);
-        m.extend(rr(&name("api.partner.test"), 5, 300, &name("edge.cdn.test")));
+        m.extend(rr(
+            &name("api.partner.test"),
+            5,
+            300,
+            &name("edge.cdn.test"),
+        ));
         m.extend(rr(&name("EDGE.cdn.test"), 1, 60, &[127, 20, 0, 5]));
         m.extend(rr(&name("other.test"), 1, 60, &[10, 0, 0, 1]));
         m.extend(rr(&name("ns.cdn.test"), 1, 60, &[192, 0, 2, 53]));
