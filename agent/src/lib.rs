@@ -22,5 +22,6 @@ pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod regions;
+pub mod sockdiag;
 pub mod users;
 pub mod util;
