@@ -14,6 +14,7 @@ mod cmd;
 mod default_map;
 mod dist;
 mod lint;
+mod packages;
 mod run;
 mod setup;
 mod test;
@@ -30,8 +31,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what building needs: nightly rust-src and a bpf-linker built
-    /// against the nightly compiler's own LLVM. Skips what is already there.
+    /// Install what building needs (nightly rust-src and a bpf-linker built
+    /// against the nightly compiler's own LLVM) and the programs the tests
+    /// start (a DNS server, DNS clients, etcd: Debian packages). Skips what
+    /// is already there.
     Setup,
     /// Build the agent with its embedded kernel programs (runs setup first).
     Build {
@@ -89,7 +92,10 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Setup => setup::run(),
+        Command::Setup => {
+            setup::run()?;
+            setup::test_tools()
+        }
         Command::Build { release } => {
             setup::run()?;
             cmd::build_agent(release)
@@ -100,6 +106,7 @@ fn main() -> Result<()> {
         }
         Command::Test { no_lint, filter } => {
             setup::run()?;
+            setup::test_tools()?;
             dist::ensure_test_tools()?;
             test::run(!no_lint, filter.as_deref())
         }

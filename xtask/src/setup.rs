@@ -35,6 +35,12 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// What the tests need besides the build: the programs they start (see
+/// [`crate::packages::TEST`]).
+pub fn test_tools() -> Result<()> {
+    crate::packages::ensure(crate::packages::TEST, "the tests")
+}
+
 fn ensure_nightly(rustup: &Path) -> Result<()> {
     let list = cmd::output(Command::new(rustup).args(["toolchain", "list"]))?;
     if list.lines().any(|l| l.starts_with("nightly-")) {
