@@ -178,6 +178,9 @@ pub mod names {
     /// DNS queries redirected to the agent's forwarder: LRU hash of
     /// [`super::DnsSockKey`] → [`super::DnsSock`].
     pub const DNS_SOCKS: &str = "GW_DNSSOCK";
+    /// The operator's NAT64 prefixes (`[agent] nat64_prefixes`): an LPM
+    /// trie of IPv6 prefixes → their length (32, 40, 48, 56, 64 or 96).
+    pub const NAT64: &str = "GW_NAT64";
     /// Each CPU's scratch [`super::DnsSock`], built before it is stored (the
     /// programs' stack is too small for it beside the verdict path).
     pub const DNS_SCRATCH: &str = "GW_DNSTMP";
@@ -192,7 +195,7 @@ pub mod names {
     pub const NAME_ALLOW: &str = "GW_NAMEOK";
 
     /// Every map the object defines, for pinning and removal.
-    pub const ALL_MAPS: [&str; 22] = [
+    pub const ALL_MAPS: [&str; 23] = [
         CONFIG,
         BINDINGS,
         POLICIES,
@@ -210,6 +213,7 @@ pub mod names {
         WAKE,
         VERDICT_CACHE,
         REGION_GRANTS,
+        NAT64,
         DNS_SOCKS,
         DNS_SCRATCH,
         LEARNED,
@@ -262,6 +266,9 @@ pub mod config {
     /// sockets of that namespace (a redirect to loopback would land in
     /// another namespace's own loopback).
     pub const NETNS: u32 = 10;
+    /// Operator NAT64 prefixes in [`super::names::NAT64`] (0: only the
+    /// well-known ones: the trie is not looked up).
+    pub const NAT64: u32 = 11;
     /// Number of slots.
     pub const SLOTS: u32 = 16;
 }
@@ -320,9 +327,6 @@ pub mod event_flags {
     /// calling task (a socket passed to, or kept by, another cgroup's task:
     /// the stricter of the two policies decided).
     pub const SOCKET_POLICY: u8 = 2;
-    /// A DNS query (port 53): allowed ones were redirected to the agent's
-    /// forwarder.
-    pub const DNS: u8 = 4;
 }
 
 /// Bits of [`PolicyEntry::flags`].
@@ -387,6 +391,9 @@ pub mod family {
 /// last row (`MAX_POLICIES`) for what belongs to no policy.
 pub type Counters = [u64; counter::COUNT];
 
+/// Words of [`PolicyEntry::allow`].
+const ALLOW_WORDS: usize = (MAX_TAGSETS / 64) as usize;
+
 /// A compiled policy in one generation of the tables.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -412,11 +419,13 @@ impl PolicyEntry {
     /// Whether tag set `tagset` is allowed (false when out of range).
     #[inline(always)]
     pub fn allows(&self, tagset: u16) -> bool {
-        let word = (tagset as usize) >> 6;
-        match self.allow.get(word) {
-            Some(bits) => bits & (1u64 << (tagset & 63)) != 0,
-            None => false,
+        if u32::from(tagset) >= MAX_TAGSETS {
+            return false;
         }
+        // Masked as well as checked: the verifier sees the index bounded
+        // however the compiler arranges the check.
+        let word = ((tagset as usize) >> 6) & (ALLOW_WORDS - 1);
+        self.allow[word] & (1u64 << (tagset & 63)) != 0
     }
 
     pub fn set_allowed(&mut self, tagset: u16) {
@@ -879,6 +888,58 @@ impl VerdictCache {
     }
 }
 
+/// Operator NAT64 prefixes at most (besides the well-known
+/// `64:ff9b::/96` and `64:ff9b:1::/48`).
+pub const MAX_NAT64_PREFIXES: u32 = 16;
+
+/// The IPv4 address an RFC 6052 address with a prefix of `len` bits
+/// carries (the octet at bits 64–71 is skipped); `None` for another
+/// length.
+#[inline(always)]
+pub fn rfc6052_v4(addr: &[u8; 16], len: u8) -> Option<[u8; 4]> {
+    let a = addr;
+    Some(match len {
+        32 => [a[4], a[5], a[6], a[7]],
+        40 => [a[5], a[6], a[7], a[9]],
+        48 => [a[6], a[7], a[9], a[10]],
+        56 => [a[7], a[9], a[10], a[11]],
+        64 => [a[9], a[10], a[11], a[12]],
+        96 => [a[12], a[13], a[14], a[15]],
+        _ => return None,
+    })
+}
+
+/// The IPv4 address an IPv6 destination carries by a well-known rule:
+/// NAT64 `64:ff9b::/96` and `64:ff9b:1::/48` (RFC 6052, RFC 8215), 6to4
+/// `2002::/16` (RFC 3056) and IPv4-compatible `::a.b.c.d` (not `::` or
+/// `::1`). IPv4-mapped addresses are judged as IPv4 before this.
+#[inline(always)]
+pub fn well_known_v4(a: &[u8; 16]) -> Option<[u8; 4]> {
+    if a[0] == 0 && a[1] == 0x64 && a[2] == 0xff && a[3] == 0x9b {
+        let zero = |r: core::ops::Range<usize>| a[r].iter().all(|b| *b == 0);
+        if zero(4..12) {
+            return rfc6052_v4(a, 96);
+        }
+        if a[4] == 0 && a[5] == 1 {
+            return rfc6052_v4(a, 48);
+        }
+        return None;
+    }
+    if a[0] == 0x20 && a[1] == 0x02 {
+        return Some([a[2], a[3], a[4], a[5]]);
+    }
+    let mut head = 0u8;
+    let mut i = 0;
+    while i < 12 {
+        head |= a[i];
+        i += 1;
+    }
+    if head == 0 && (a[12] | a[13] | a[14]) != 0 {
+        return Some([a[12], a[13], a[14], a[15]]);
+    }
+    None
+}
+
 /// Key of [`names::DNS_SOCKS`]: a socket that sent a DNS query, and the
 /// forwarder port slot its query went to.
 #[repr(C)]
@@ -1065,6 +1126,7 @@ const _: () = {
     // The programs copy the address as two 8-byte words.
     assert!(core::mem::offset_of!(FlowEvent, addr).is_multiple_of(8));
     assert!(MAX_TAGSETS.is_multiple_of(64));
+    assert!(ALLOW_WORDS.is_power_of_two());
     assert!(MAX_TAGSETS <= u16::MAX as u32 + 1);
 };
 

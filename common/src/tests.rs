@@ -261,3 +261,69 @@ fn dns_config_encodes_the_first_port() {
     assert_ne!(v & dns_config::ON, 0);
     assert_eq!(v & dns_config::PORT_MASK, 10053);
 }
+
+fn v6(s: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    // A tiny parser for the test addresses: full groups or "::" once.
+    let (head, tail) = s.split_once("::").unwrap_or((s, ""));
+    let groups = |t: &str| -> std::vec::Vec<u16> {
+        t.split(':')
+            .filter(|g| !g.is_empty())
+            .map(|g| u16::from_str_radix(g, 16).unwrap())
+            .collect()
+    };
+    let (h, t) = (groups(head), groups(tail));
+    for (i, g) in h.iter().enumerate() {
+        out[2 * i..2 * i + 2].copy_from_slice(&g.to_be_bytes());
+    }
+    let start = 16 - 2 * t.len();
+    for (i, g) in t.iter().enumerate() {
+        out[start + 2 * i..start + 2 * i + 2].copy_from_slice(&g.to_be_bytes());
+    }
+    out
+}
+
+#[test]
+fn embedded_ipv4_addresses_are_found_by_the_well_known_rules() {
+    // 8.8.8.8 = 0808:0808.
+    assert_eq!(well_known_v4(&v6("64:ff9b::808:808")), Some([8, 8, 8, 8]));
+    // 64:ff9b:1::/48: bytes 6,7 then 9,10 (byte 8 is the u octet).
+    assert_eq!(
+        well_known_v4(&v6("64:ff9b:1:808:8:800::")),
+        Some([8, 8, 8, 8])
+    );
+    assert_eq!(well_known_v4(&v6("2002:808:808::1")), Some([8, 8, 8, 8]));
+    assert_eq!(well_known_v4(&v6("::808:808")), Some([8, 8, 8, 8]));
+    assert_eq!(well_known_v4(&v6("::1")), None);
+    assert_eq!(well_known_v4(&v6("::")), None);
+    assert_eq!(well_known_v4(&v6("2001:db8::808:808")), None);
+    assert_eq!(well_known_v4(&v6("64:ff9b:2::808:808")), None);
+}
+
+#[test]
+fn operator_prefixes_embed_by_their_length() {
+    let a = v6("2001:db8:100:c000:2:2100::");
+    // RFC 6052's own examples of 192.0.2.33.
+    assert_eq!(rfc6052_v4(&a, 48), Some([192, 0, 2, 33]));
+    assert_eq!(
+        rfc6052_v4(&v6("2001:db8:c000:221::"), 32),
+        Some([192, 0, 2, 33])
+    );
+    assert_eq!(
+        rfc6052_v4(&v6("2001:db8:1c0:2:21::"), 40),
+        Some([192, 0, 2, 33])
+    );
+    assert_eq!(
+        rfc6052_v4(&v6("2001:db8:122:3c0:0:221::"), 56),
+        Some([192, 0, 2, 33])
+    );
+    assert_eq!(
+        rfc6052_v4(&v6("2001:db8:122:344:c0:2:2100:0"), 64),
+        Some([192, 0, 2, 33])
+    );
+    assert_eq!(
+        rfc6052_v4(&v6("2001:db8:122:344::c000:221"), 96),
+        Some([192, 0, 2, 33])
+    );
+    assert_eq!(rfc6052_v4(&a, 50), None);
+}

@@ -28,7 +28,7 @@ use geowall_common::{DNS_SLOTS, DnsSock, DnsSockKey, config, dns_config, policy_
 
 use crate::{
     dest::Dest,
-    events::{Flow, Governed},
+    events::Governed,
     maps::{GW_DNSSOCK, GW_DNSTMP, config_slot},
     verdict::{self, PROCEED},
 };
@@ -163,8 +163,7 @@ pub fn redirect(ctx: &SockAddrContext, dest: &Dest, hook: u8) -> u64 {
 /// in a frame of its own.
 #[inline(never)]
 fn refuse(ctx: &SockAddrContext, dest: &Dest, hook: u8, actor: &Governed, flags_why: u32) -> i32 {
-    let flow = Flow::new(ctx.sock_addr.cast(), dest, hook, actor);
-    verdict::refuse(&flow, flags_why & 0x00ff_ffff, (flags_why >> 24) as u8)
+    verdict::refuse(ctx.sock_addr.cast(), dest, hook, actor, flags_why)
 }
 
 /// Writes the socket's entry for its query to `dest` (who asked, and

@@ -43,45 +43,6 @@ impl Governed {
     }
 }
 
-/// One decision in flight: what the hook knows besides the verdict.
-pub struct Flow<'a> {
-    /// The hook's socket (its context for the address hooks), for the
-    /// socket cookie, which is read only when an event is written (the
-    /// kernel assigns a new socket's cookie from a global counter); null
-    /// where the hook has no socket yet.
-    pub sock: *mut core::ffi::c_void,
-    pub dest: &'a Dest,
-    pub hook: u8,
-    pub slot: u32,
-    pub epoch: u64,
-    pub cgroup_id: u64,
-    pub scope: u64,
-    /// [`geowall_common::event_flags`] of the actor.
-    pub flags: u8,
-}
-
-impl<'a> Flow<'a> {
-    #[inline(always)]
-    pub fn new(sock: *mut core::ffi::c_void, dest: &'a Dest, hook: u8, task: &Governed) -> Self {
-        Self {
-            sock,
-            dest,
-            hook,
-            slot: task.slot,
-            epoch: task.epoch,
-            cgroup_id: task.cgroup_id,
-            scope: task.scope,
-            flags: task.flags,
-        }
-    }
-
-    /// The half of the switched tables in force.
-    #[inline(always)]
-    pub fn generation(&self) -> u32 {
-        (self.epoch & 1) as u32
-    }
-}
-
 /// The verdict part of an event.
 pub struct Outcome {
     pub verdict: u8,
@@ -136,21 +97,33 @@ fn tags(generation: u32, tagset: u16) -> TagSet {
 /// never blocks).
 /// Out of line: the event is built in a frame of its own, not on the
 /// verdict path's stack.
+///
+/// `sock` is the hook's socket (its context for the address hooks), for
+/// the socket cookie, which is read only when an event is written (the
+/// kernel assigns a new socket's cookie from a global counter); null where
+/// the hook has no socket yet. No struct gathers the five: it would sit
+/// on the verdict path's frame, which is at the stack's limit.
 #[inline(never)]
-pub fn emit(flow: &Flow, outcome: &Outcome) -> bool {
+pub fn emit(
+    sock: *mut core::ffi::c_void,
+    dest: &Dest,
+    hook: u8,
+    actor: &Governed,
+    outcome: &Outcome,
+) -> bool {
     let Some(mut entry) = GW_EVENTS.reserve(0) else {
-        count(flow.slot, counter::EVENTS_DROPPED);
+        count(actor.slot, counter::EVENTS_DROPPED);
         return false;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let sock_cookie = if flow.sock.is_null() {
+    let sock_cookie = if sock.is_null() {
         0
     } else {
         // SAFETY: the hook's own context or socket, valid for the helper.
-        unsafe { bpf_get_socket_cookie(flow.sock) }
+        unsafe { bpf_get_socket_cookie(sock) }
     };
     // Written field by field into the reserved record: a whole FlowEvent
     // on this frame would not fit beside the verdict path's. Every field,
@@ -159,8 +132,8 @@ pub fn emit(flow: &Flow, outcome: &Outcome) -> bool {
     // SAFETY: `ev` points at the reserved record, ours until submitted.
     unsafe {
         (*ev).time_ns = now;
-        (*ev).epoch = flow.epoch;
-        (*ev).cgroup_id = flow.cgroup_id;
+        (*ev).epoch = actor.epoch;
+        (*ev).cgroup_id = actor.cgroup_id;
         (*ev).sock_cookie = sock_cookie;
         (*ev).pid = pid_tgid as u32;
         (*ev).tgid = (pid_tgid >> 32) as u32;
@@ -168,22 +141,22 @@ pub fn emit(flow: &Flow, outcome: &Outcome) -> bool {
         (*ev).gid = (uid_gid >> 32) as u32;
         // Two word stores: a byte array copy would call a byte-at-a-time
         // memcpy (the record and `Dest` are both 8-aligned).
-        let from = core::ptr::from_ref(&flow.dest.addr).cast::<u64>();
+        let from = core::ptr::from_ref(&dest.addr).cast::<u64>();
         let to = (&raw mut (*ev).addr).cast::<u64>();
         to.write(from.read());
         to.add(1).write(from.add(1).read());
-        (*ev).port = flow.dest.port;
-        (*ev).family = flow.dest.family;
-        (*ev).proto = flow.dest.proto;
+        (*ev).port = dest.port;
+        (*ev).family = dest.family;
+        (*ev).proto = dest.proto;
         (*ev).verdict = outcome.verdict;
         (*ev).reason = outcome.reason;
         (*ev).plen = outcome.plen;
-        (*ev).hook = flow.hook;
-        (*ev).policy = flow.slot as u16;
-        (*ev).flags = flow.dest.flags | flow.flags;
+        (*ev).hook = hook;
+        (*ev).policy = actor.slot as u16;
+        (*ev).flags = dest.flags | actor.flags;
         (*ev)._pad = 0;
         (*ev).grant_id = outcome.grant;
-        (*ev).tags = tags(flow.generation(), outcome.tagset);
+        (*ev).tags = tags(actor.generation(), outcome.tagset);
         (*ev)._pad3 = 0;
         // Straight into the record (on failure the helper zeroes it).
         bpf_get_current_comm_raw(
@@ -191,7 +164,7 @@ pub fn emit(flow: &Flow, outcome: &Outcome) -> bool {
             core::mem::size_of_val(&(*ev).comm) as u32,
         );
         (*ev).program_version = PACKED_VERSION;
-        (*ev).scope = flow.scope;
+        (*ev).scope = actor.scope;
     }
     entry.submit(wake_flags(now));
     true

@@ -18,6 +18,7 @@
 mod cache;
 mod dest;
 mod dns;
+mod embedded;
 mod events;
 mod maps;
 mod policy;

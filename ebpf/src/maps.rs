@@ -14,9 +14,9 @@ use aya_ebpf::{
 use geowall_common::{
     Counters, DEFAULT_RING_BYTES, DnsName, DnsSock, DnsSockKey, FlowEvent, GrantKey4, GrantKey6,
     GrantSet, Learned, LearnedKey, MAX_BINDINGS, MAX_DNS_SOCKS, MAX_GRANT_ENTRIES, MAX_LEARNED,
-    MAX_NAME_ALLOW, MAX_NAMES, MAX_POLICIES, MAX_REGION_GRANT_ENTRIES, MAX_REGIONS, MAX_TAGSETS,
-    NameAllowKey, PolicyEntry, PolicyName, RegionGrantKey, RegionName, RegionValue, RuleKey4,
-    RuleKey6, RuleSet, TagSet, VERDICT_CACHE_SLOTS, VerdictCache, config,
+    MAX_NAME_ALLOW, MAX_NAMES, MAX_NAT64_PREFIXES, MAX_POLICIES, MAX_REGION_GRANT_ENTRIES,
+    MAX_REGIONS, MAX_TAGSETS, NameAllowKey, PolicyEntry, PolicyName, RegionGrantKey, RegionName,
+    RegionValue, RuleKey4, RuleKey6, RuleSet, TagSet, VERDICT_CACHE_SLOTS, VerdictCache, config,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -88,6 +88,11 @@ pub static GW_RGRANTS: HashMap<
     { MAX_REGION_GRANT_ENTRIES as usize },
     NO_PREALLOC,
 > = HashMap::new();
+
+/// The operator's NAT64 prefixes → their length.
+#[btf_map]
+pub static GW_NAT64: LpmTrie<[u8; 16], u8, { MAX_NAT64_PREFIXES as usize }, NO_PREALLOC> =
+    LpmTrie::new();
 
 /// DNS queries redirected to the forwarder, by socket and forwarder port
 /// (see [`DnsSock`]).

@@ -9,10 +9,16 @@ use crate::{
     verdict::{self, PROCEED, REFUSE, SockKey},
 };
 
+/// `user_family` of a send that carries no address.
+const AF_UNSPEC: u32 = 0;
+const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
 const SOCK_RAW: u32 = 3;
 const IPPROTO_ICMP: u32 = 1;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
 const IPPROTO_ICMPV6: u32 = 58;
+const IPPROTO_MPTCP: u32 = 262;
 
 /// `user_ip6[2]` of an IPv4-mapped address (`::ffff:a.b.c.d`) as loaded from
 /// memory: bytes `00 00 ff ff`.
@@ -42,10 +48,23 @@ fn addr_of_words(w: [u32; 4]) -> [u8; 16] {
 pub fn judge_addr4(ctx: &SockAddrContext, hook: u8) -> i32 {
     // SAFETY: the kernel hands a valid `bpf_sock_addr`; the verifier checks
     // each field access for this attach type.
-    let (ip, port, proto) = unsafe {
+    let (family, mut ip, mut port, proto) = unsafe {
         let sa = &*ctx.sock_addr;
-        (sa.user_ip4, sa.user_port, sa.protocol)
+        (sa.user_family, sa.user_ip4, sa.user_port, sa.protocol)
     };
+    if family == AF_UNSPEC {
+        // A connected socket's send with control messages runs the hook
+        // with no address: its peer is the destination.
+        // SAFETY: `sk` of a `sock_addr` context is the hook's full socket;
+        // its fields are readable.
+        // Volatile loads keep each field's offset in its load: the
+        // verifier forbids arithmetic on a socket pointer.
+        unsafe {
+            let sk = (*ctx.sock_addr).__bindgen_anon_1.sk;
+            ip = (&raw const (*sk).dst_ip4).read_volatile();
+            port = u32::from((&raw const (*sk).dst_port).read_volatile());
+        }
+    }
     let dest = Dest {
         addr: addr_of_words([ip, 0, 0, 0]),
         port: port_of(port),
@@ -102,9 +121,10 @@ fn cache_key(hook: u8) -> SockKey {
 #[inline(always)]
 pub fn judge_addr6(ctx: &SockAddrContext, hook: u8) -> i32 {
     // SAFETY: as in `judge_addr4`; `user_ip6` allows 4-byte loads.
-    let (w, port, proto) = unsafe {
+    let (family, mut w, mut port, proto) = unsafe {
         let sa = &*ctx.sock_addr;
         (
+            sa.user_family,
             [
                 sa.user_ip6[0],
                 sa.user_ip6[1],
@@ -115,10 +135,26 @@ pub fn judge_addr6(ctx: &SockAddrContext, hook: u8) -> i32 {
             sa.protocol,
         )
     };
+    if family == AF_UNSPEC {
+        // As in `judge_addr4`: the connected peer.
+        // SAFETY: as in `judge_addr4`.
+        unsafe {
+            let sk = (*ctx.sock_addr).__bindgen_anon_1.sk;
+            let ip6 = (&raw const (*sk).dst_ip6).cast::<u32>();
+            w = [
+                ip6.read_volatile(),
+                ip6.add(1).read_volatile(),
+                ip6.add(2).read_volatile(),
+                ip6.add(3).read_volatile(),
+            ];
+            port = u32::from((&raw const (*sk).dst_port).read_volatile());
+        }
+    }
     let mapped = w[0] == 0 && w[1] == 0 && w[2] == V4_MAPPED_WORD;
     let words = if mapped { [w[3], 0, 0, 0] } else { w };
+    let addr = addr_of_words(words);
     let dest = Dest {
-        addr: addr_of_words(words),
+        addr,
         port: port_of(port),
         proto: proto as u8,
         family: family::INET6,
@@ -133,10 +169,14 @@ pub fn judge_addr6(ctx: &SockAddrContext, hook: u8) -> i32 {
     answer(out)
 }
 
-/// `sock_create` (inet sockets): raw and ping sockets would bypass the
-/// address hooks, so a confined workload may not open them unless its
-/// policy allows it. Every other socket proceeds at no cost: the kernel
-/// itself records the creator's cgroup in it (see [`crate::sockcg`]).
+/// `sock_create` (inet sockets): a confined workload may open only the
+/// sockets whose every path the address hooks judge — TCP (and MPTCP,
+/// whose subflows connect as TCP) and UDP — plus raw and ping sockets when
+/// its policy allows them (they bypass the hooks). Anything else is refused
+/// at creation: UDP-Lite (its connect runs no hook), SCTP, and every
+/// protocol geowall does not know. Allowed sockets cost nothing more: the
+/// kernel itself records the creator's cgroup in them (see
+/// [`crate::sockcg`]).
 #[inline(always)]
 pub fn judge_create(ctx: &SockContext) -> i32 {
     // SAFETY: the kernel hands a valid `bpf_sock`; family, type and protocol
@@ -146,23 +186,20 @@ pub fn judge_create(ctx: &SockContext) -> i32 {
         (sk.family, sk.type_, sk.protocol)
     };
     // Packet sockets never reach this hook: `judge_post_create` covers them.
-    let bypass = if ty == SOCK_RAW {
-        Some(policy_flags::ALLOW_RAW_SOCKETS)
-    } else if ty == SOCK_DGRAM && (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
-        Some(policy_flags::ALLOW_PING)
-    } else {
-        None
+    let allow_flag = match (ty, proto) {
+        (SOCK_STREAM, IPPROTO_TCP | IPPROTO_MPTCP) | (SOCK_DGRAM, IPPROTO_UDP) => return PROCEED,
+        (SOCK_RAW, _) => policy_flags::ALLOW_RAW_SOCKETS,
+        (SOCK_DGRAM, IPPROTO_ICMP | IPPROTO_ICMPV6) => policy_flags::ALLOW_PING,
+        // No policy allows what the hooks cannot judge.
+        _ => 0,
     };
-    if let Some(allow_flag) = bypass {
-        return verdict::judge_socket(
-            ctx.sock.cast(),
-            fam as u8,
-            proto as u8,
-            hook::SOCK_CREATE,
-            allow_flag,
-        );
-    }
-    PROCEED
+    verdict::judge_socket(
+        ctx.sock.cast(),
+        fam as u8,
+        proto as u8,
+        hook::SOCK_CREATE,
+        allow_flag,
+    )
 }
 
 /// LSM `socket_post_create(sock, family, type, protocol, kern)`: packet and

@@ -27,7 +27,8 @@ use geowall_common::{
 use crate::{
     cache::{self, CacheKey},
     dest::Dest,
-    events::{self, Flow, Governed},
+    embedded,
+    events::{self, Governed},
     maps::{
         GW_GRANTS4, GW_GRANTS6, GW_LEARNED, GW_NAMEOK, GW_POLICIES, GW_REGION4, GW_REGION6,
         GW_RGRANTS, GW_RULES4, GW_RULES6, GW_TAGSETS, MAX_ROOT_LEVEL, config_slot,
@@ -196,7 +197,7 @@ pub fn judge(ctx: &SockAddrContext, dest: &Dest, hook: u8, by: SockKey) -> i32 {
         slot,
         flags,
     };
-    finish(&Flow::new(sock, dest, hook, &actor), judged)
+    finish(sock, dest, hook, &actor, &judged)
 }
 
 /// The calling task's policy: the actor (epoch, cgroups, slot) and the
@@ -248,7 +249,7 @@ fn answered_from_cache(
         flags: hit.record & !CACHE_RECORD,
     };
     let outcome = events::Outcome::new(verdict::ALLOW, &hit.decision, 0);
-    events::emit(&Flow::new(sock, dest, hook, &actor), &outcome);
+    events::emit(sock, dest, hook, &actor, &outcome);
     true
 }
 
@@ -329,23 +330,30 @@ pub fn judge_socket(
         },
         None => no_table(),
     };
-    finish(&Flow::new(sock, &dest, hook, &actor), judged)
+    finish(sock, &dest, hook, &actor, &judged)
 }
 
-/// Refuses a flow the tables allowed for a reason of its own (`why`: a DNS
-/// query the forwarder could not attribute), recorded under the task's
-/// policy (`policy_flags`); audit mode records "would deny" and lets it
-/// through.
+/// Refuses a flow the tables allowed for a reason of its own (the reason
+/// in the top byte of `flags_why`, the task's policy flags below it: BPF
+/// functions take at most five arguments): a DNS query the forwarder could
+/// not attribute. Recorded under the task's policy; audit mode records
+/// "would deny" and lets it through.
 #[inline(always)]
-pub fn refuse(flow: &Flow, policy_flags: u32, why: u8) -> i32 {
+pub fn refuse(
+    sock: *mut core::ffi::c_void,
+    dest: &Dest,
+    hook: u8,
+    actor: &Governed,
+    flags_why: u32,
+) -> i32 {
     let judged = Judged {
-        flags: policy_flags,
-        decision: Decision::new(false, why, 0, TAGSET_UNTAGGED),
-        no_table: false,
+        flags: flags_why & 0x00ff_ffff,
         grant: 0,
+        decision: Decision::new(false, (flags_why >> 24) as u8, 0, TAGSET_UNTAGGED),
+        no_table: false,
         volatile: false,
     };
-    finish(flow, judged)
+    finish(sock, dest, hook, actor, &judged)
 }
 
 /// A slot the active tables do not have: fail closed.
@@ -402,7 +410,7 @@ fn evaluate_into(q: &Eval, dest: &Dest, out: &mut Judged) {
     out.volatile = false;
     out.decision = match rule_decision(policy, gen_, slot, dest) {
         Some(d) => d,
-        None => policy.region_decision(region_value(gen_, dest)),
+        None => region_decision(policy, gen_, dest),
     };
     // What the job resolved: `resolved_only` and `allow_names`. Rules and
     // local destinations decide without it, and so does a query to a
@@ -637,15 +645,78 @@ fn matching_rule(gen_: u32, slot: u32, dest: &Dest, out: &mut Decision) -> bool 
     }
 }
 
+/// The region's decision for `dest` under `policy`.
 #[inline(always)]
-fn region_value(gen_: u32, dest: &Dest) -> Option<RegionValue> {
+fn region_decision(policy: &PolicyEntry, gen_: u32, dest: &Dest) -> Decision {
+    let found = region_lookup(policy, gen_, dest);
+    let value = (found & FOUND != 0).then(|| RegionValue {
+        tagset: found as u16,
+        plen: (found >> 16) as u8,
+        flags: (found >> 24) as u8,
+    });
+    policy.region_decision(value)
+}
+
+/// [`region_lookup`]'s answer has a value.
+const FOUND: u64 = 1 << 32;
+
+/// The region trie's value for `dest`, packed in a number (tag set, prefix
+/// length, flags; [`FOUND`] when there is one). For an IPv6 destination
+/// that carries an IPv4 address (NAT64, 6to4, IPv4-compatible: a translator
+/// or tunnel takes the packet there) both addresses are looked up and the
+/// value `policy` judges stricter is answered. Out of line, and a number:
+/// however many ways it finds its answer, the caller sees one, so the
+/// verifier's paths do not multiply.
+#[inline(never)]
+fn region_lookup(policy: &PolicyEntry, gen_: u32, dest: &Dest) -> u64 {
+    let outer = region_ptr(gen_, dest);
+    if dest.v4 {
+        return packed(outer);
+    }
+    let inner = embedded::v4_of(&dest.addr);
+    if inner == 0 || !policy.region_decision(read_value(outer)).allowed {
+        return packed(outer);
+    }
+    let ip = inner.to_ne_bytes();
+    let inner = GW_REGION4.get_value_ptr_mut(gen_, &Key::new(32, ip));
+    if policy.region_decision(read_value(inner)).allowed {
+        packed(outer)
+    } else {
+        packed(inner)
+    }
+}
+
+/// A trie value as [`region_lookup`] answers it, read from the pointer:
+/// an `Option` of the value would leave its payload undefined when empty,
+/// and the verifier refuses a read of an undefined register.
+#[inline(always)]
+fn packed(ptr: Option<*mut RegionValue>) -> u64 {
+    match ptr {
+        Some(p) => {
+            // SAFETY: a non-null trie value pointer is valid for the
+            // program's run.
+            let v = unsafe { core::ptr::read(p) };
+            FOUND | u64::from(v.tagset) | u64::from(v.plen) << 16 | u64::from(v.flags) << 24
+        }
+        None => 0,
+    }
+}
+
+/// The region trie's entry for `dest`, in place.
+#[inline(always)]
+fn region_ptr(gen_: u32, dest: &Dest) -> Option<*mut RegionValue> {
     if dest.v4 {
         let mut data = [0u8; 4];
         data.copy_from_slice(&dest.addr[..4]);
-        read_value(GW_REGION4.get_value_ptr_mut(gen_, &Key::new(32, data)))
+        GW_REGION4.get_value_ptr_mut(gen_, &Key::new(32, data))
     } else {
-        read_value(GW_REGION6.get_value_ptr_mut(gen_, &Key::new(128, dest.addr)))
+        GW_REGION6.get_value_ptr_mut(gen_, &Key::new(128, dest.addr))
     }
+}
+
+#[inline(always)]
+fn region_value(gen_: u32, dest: &Dest) -> Option<RegionValue> {
+    read_value(region_ptr(gen_, dest))
 }
 
 /// Copies a trie value out of the kernel's node (nodes are freed only after
@@ -660,21 +731,27 @@ fn read_value<T: Copy>(ptr: Option<*mut T>) -> Option<T> {
 /// Applies audit mode, bumps the counters, records the event, returns the
 /// answer to the kernel.
 #[inline(always)]
-fn finish(flow: &Flow, judged: Judged) -> i32 {
+fn finish(
+    sock: *mut core::ffi::c_void,
+    dest: &Dest,
+    hook: u8,
+    actor: &Governed,
+    judged: &Judged,
+) -> i32 {
     if judged.no_table {
-        events::count(flow.slot, counter::NO_TABLE);
+        events::count(actor.slot, counter::NO_TABLE);
     }
     let (code, ret, counter_idx) = match judged.severity() {
         0 => (verdict::ALLOW, PROCEED, counter::ALLOWED),
         1 => (verdict::WOULD_DENY, PROCEED, counter::WOULD_DENY),
         _ => (verdict::DENY, REFUSE, counter::DENIED),
     };
-    events::count(flow.slot, counter_idx);
+    events::count(actor.slot, counter_idx);
     // A granted flow is an exception a human allowed: always on the record.
     if code != verdict::ALLOW || judged.grant != 0 || judged.flags & policy_flags::LOG_ALLOWED != 0
     {
         let outcome = events::Outcome::new(code, &judged.decision, judged.grant);
-        events::emit(flow, &outcome);
+        events::emit(sock, dest, hook, actor, &outcome);
     }
     ret
 }
