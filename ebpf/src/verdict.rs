@@ -649,7 +649,7 @@ fn matching_rule(gen_: u32, slot: u32, dest: &Dest, out: &mut Decision) -> bool 
 #[inline(always)]
 fn region_decision(policy: &PolicyEntry, gen_: u32, dest: &Dest) -> Decision {
     let found = region_lookup(policy, gen_, dest);
-    let value = (found & FOUND != 0).then(|| RegionValue {
+    let value = (found & FOUND != 0).then_some(RegionValue {
         tagset: found as u16,
         plen: (found >> 16) as u8,
         flags: (found >> 24) as u8,
