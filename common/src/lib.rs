@@ -231,6 +231,7 @@ pub mod names {
     pub const PROG_RECVMSG6: &str = "gw_recvmsg6";
     pub const PROG_GETPEERNAME4: &str = "gw_getpeer4";
     pub const PROG_GETPEERNAME6: &str = "gw_getpeer6";
+    pub const PROG_SETSOCKOPT: &str = "gw_setsockopt";
 }
 
 /// Slots of the `GW_CONFIG` array. The agent memory-maps it and writes each
@@ -307,6 +308,11 @@ pub mod reason {
     /// (`SO_REUSEADDR`, `SO_REUSEPORT`): the forwarder could not tell which
     /// socket sent it.
     pub const DNS_SHARED: u8 = 11;
+    /// An IPv6 routing header or IPv4 source route set on a socket that
+    /// geowall cannot judge hop by hop (too many hops, the obsolete
+    /// `IPV6_2292PKTOPTIONS`). A hop the policy denies is recorded with
+    /// the hop's own reason.
+    pub const SOURCE_ROUTE: u8 = 12;
 }
 
 /// Which hook decided, as recorded in [`FlowEvent::hook`].
@@ -317,6 +323,8 @@ pub mod hook {
     pub const SENDMSG6: u8 = 4;
     pub const SOCK_CREATE: u8 = 5;
     pub const SOCK_POST_CREATE: u8 = 6;
+    /// `cgroup/setsockopt`: a routing header or source route's hop.
+    pub const SETSOCKOPT: u8 = 7;
 }
 
 /// Bits of [`FlowEvent::flags`].

@@ -7,6 +7,8 @@
 //! - `gw_recvmsg4`, `gw_recvmsg6`, `gw_getpeer4`, `gw_getpeer6`: a DNS
 //!   reply redirected through the agent's forwarder shows the resolver the
 //!   job asked (see `dns`);
+//! - `gw_setsockopt`: an IPv6 routing header or IPv4 source route is judged
+//!   hop by hop (see `route`);
 //! - `gw_sock_create`: refuses raw IPv4/IPv6 sockets to confined workloads;
 //! - `gw_sock_post` (LSM, per cgroup): refuses packet and XDP sockets, which
 //!   the `sock_create` hook never sees (it runs for inet sockets only).
@@ -22,13 +24,14 @@ mod embedded;
 mod events;
 mod maps;
 mod policy;
+mod route;
 mod sock;
 mod sockcg;
 mod verdict;
 
 use aya_ebpf::{
-    macros::{cgroup_sock, cgroup_sock_addr, lsm_cgroup},
-    programs::{LsmContext, SockAddrContext, SockContext},
+    macros::{cgroup_sock, cgroup_sock_addr, cgroup_sockopt, lsm_cgroup},
+    programs::{LsmContext, SockAddrContext, SockContext, SockoptContext},
 };
 use geowall_common::hook;
 
@@ -76,6 +79,11 @@ pub fn gw_getpeer4(ctx: SockAddrContext) -> i32 {
 pub fn gw_getpeer6(ctx: SockAddrContext) -> i32 {
     dns::reply6(&ctx);
     1
+}
+
+#[cgroup_sockopt(setsockopt)]
+pub fn gw_setsockopt(ctx: SockoptContext) -> i32 {
+    route::judge_setsockopt(&ctx)
 }
 
 #[cgroup_sock(sock_create)]

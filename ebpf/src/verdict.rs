@@ -356,6 +356,105 @@ pub fn refuse(
     finish(sock, dest, hook, actor, &judged)
 }
 
+/// The calling task's policy for judging hops of a source route: table
+/// generation and policy slot packed (`generation << 32 | slot`), or
+/// `None` when no policy governs the task.
+#[inline(always)]
+pub fn task_slot() -> Option<u64> {
+    let (epoch, _, bound) = current()?;
+    let bound = bound?;
+    Some(((epoch & 1) << 32) | u64::from(bound.slot))
+}
+
+/// Whether policy `gen_slot` ([`task_slot`]) allows `dest`, a hop of a
+/// source route, by its rules and regions (grants and names are about
+/// destinations, not hops): 0 when it does, else the denying decision
+/// packed (allowed bit clear; reason, prefix length, tag set) for
+/// [`refuse_hop`]. Out of line, and a number: the route's loop calls it
+/// per hop, and a number keeps the verifier's paths from multiplying.
+#[inline(never)]
+pub fn hop_decision(gen_slot: u64, dest: &Dest) -> u64 {
+    let (gen_, slot) = ((gen_slot >> 32) as u32, gen_slot as u32);
+    let Some(policy) = policy_entry(gen_, slot) else {
+        return pack_decision(&no_table().decision);
+    };
+    let decision = match rule_decision(policy, gen_, slot, dest) {
+        Some(d) => d,
+        None => region_decision(policy, gen_, dest),
+    };
+    if decision.allowed {
+        0
+    } else {
+        pack_decision(&decision)
+    }
+}
+
+/// A denying decision as [`hop_decision`] answers it (never 0: the
+/// reason is set).
+#[inline(always)]
+fn pack_decision(d: &Decision) -> u64 {
+    1 << 40 | u64::from(d.reason) | u64::from(d.plen) << 8 | u64::from(d.tagset) << 16
+}
+
+/// Records the refusal of a source route at hop `dest`, which its policy
+/// denied with `packed` ([`hop_decision`]); audit mode records "would
+/// deny" and lets it through.
+#[inline(never)]
+pub fn refuse_hop(dest: &Dest, hook: u8, packed: u64) -> i32 {
+    let Some((epoch, cgroup_id, Some(bound))) = current() else {
+        return PROCEED;
+    };
+    let actor = Governed {
+        epoch,
+        cgroup_id,
+        scope: bound.cgroup,
+        slot: bound.slot,
+        flags: 0,
+    };
+    let flags =
+        policy_entry(actor.generation(), bound.slot).map_or(policy_flags::PRESENT, |p| p.flags);
+    let judged = Judged {
+        flags,
+        grant: 0,
+        decision: Decision::new(
+            false,
+            packed as u8,
+            (packed >> 8) as u8,
+            (packed >> 16) as u16,
+        ),
+        no_table: false,
+        volatile: false,
+    };
+    finish(core::ptr::null_mut(), dest, hook, &actor, &judged)
+}
+
+/// Refuses, for `why`, an operation of the calling task outside the tables
+/// (a route geowall cannot judge hop by hop): recorded under its policy;
+/// audit mode records "would deny" and lets it through. Not a governed
+/// task: proceed.
+#[inline(never)]
+pub fn refuse_task(dest: &Dest, hook: u8, why: u8) -> i32 {
+    let Some((epoch, cgroup_id, Some(bound))) = current() else {
+        return PROCEED;
+    };
+    let actor = Governed {
+        epoch,
+        cgroup_id,
+        scope: bound.cgroup,
+        slot: bound.slot,
+        flags: 0,
+    };
+    let flags =
+        policy_entry(actor.generation(), bound.slot).map_or(policy_flags::PRESENT, |p| p.flags);
+    refuse(
+        core::ptr::null_mut(),
+        dest,
+        hook,
+        &actor,
+        flags | u32::from(why) << 24,
+    )
+}
+
 /// A slot the active tables do not have: fail closed.
 #[inline(always)]
 fn no_table() -> Judged {
