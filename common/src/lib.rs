@@ -232,6 +232,7 @@ pub mod names {
     pub const PROG_GETPEERNAME4: &str = "gw_getpeer4";
     pub const PROG_GETPEERNAME6: &str = "gw_getpeer6";
     pub const PROG_SETSOCKOPT: &str = "gw_setsockopt";
+    pub const PROG_INGRESS: &str = "gw_ingress";
 }
 
 /// Slots of the `GW_CONFIG` array. The agent memory-maps it and writes each
@@ -325,6 +326,8 @@ pub mod hook {
     pub const SOCK_POST_CREATE: u8 = 6;
     /// `cgroup/setsockopt`: a routing header or source route's hop.
     pub const SETSOCKOPT: u8 = 7;
+    /// `cgroup_skb/ingress`: a connection to a listener.
+    pub const INGRESS: u8 = 8;
 }
 
 /// Bits of [`FlowEvent::flags`].
@@ -335,6 +338,10 @@ pub mod event_flags {
     /// calling task (a socket passed to, or kept by, another cgroup's task:
     /// the stricter of the two policies decided).
     pub const SOCKET_POLICY: u8 = 2;
+    /// An inbound connection: the address is the peer's, the port the
+    /// listener's; the task fields are whatever the kernel was running
+    /// (the decision is made in softirq).
+    pub const INBOUND: u8 = 4;
 }
 
 /// Bits of [`PolicyEntry::flags`].
@@ -360,6 +367,9 @@ pub mod policy_flags {
     /// `resolved_only`: deny destinations the job did not resolve (rules and
     /// local destinations aside).
     pub const RESOLVED_ONLY: u32 = 1 << 8;
+    /// `inbound = "judge"`: a connection to a listener of the policy's
+    /// workloads is judged by the peer's address.
+    pub const INBOUND: u32 = 1 << 9;
 }
 
 /// Bits of [`RegionValue::flags`] and [`TagSet::flags`].

@@ -9,6 +9,8 @@
 //!   job asked (see `dns`);
 //! - `gw_setsockopt`: an IPv6 routing header or IPv4 source route is judged
 //!   hop by hop (see `route`);
+//! - `gw_ingress`: a connection to a governed listener is judged by the
+//!   peer's address (see `inbound`);
 //! - `gw_sock_create`: refuses raw IPv4/IPv6 sockets to confined workloads;
 //! - `gw_sock_post` (LSM, per cgroup): refuses packet and XDP sockets, which
 //!   the `sock_create` hook never sees (it runs for inet sockets only).
@@ -22,6 +24,7 @@ mod dest;
 mod dns;
 mod embedded;
 mod events;
+mod inbound;
 mod maps;
 mod policy;
 mod route;
@@ -30,8 +33,8 @@ mod sockcg;
 mod verdict;
 
 use aya_ebpf::{
-    macros::{cgroup_sock, cgroup_sock_addr, cgroup_sockopt, lsm_cgroup},
-    programs::{LsmContext, SockAddrContext, SockContext, SockoptContext},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, cgroup_sockopt, lsm_cgroup},
+    programs::{LsmContext, SkBuffContext, SockAddrContext, SockContext, SockoptContext},
 };
 use geowall_common::hook;
 
@@ -84,6 +87,11 @@ pub fn gw_getpeer6(ctx: SockAddrContext) -> i32 {
 #[cgroup_sockopt(setsockopt)]
 pub fn gw_setsockopt(ctx: SockoptContext) -> i32 {
     route::judge_setsockopt(&ctx)
+}
+
+#[cgroup_skb(ingress)]
+pub fn gw_ingress(ctx: SkBuffContext) -> i32 {
+    inbound::judge_ingress(&ctx)
 }
 
 #[cgroup_sock(sock_create)]

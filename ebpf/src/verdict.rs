@@ -356,6 +356,47 @@ pub fn refuse(
     finish(sock, dest, hook, actor, &judged)
 }
 
+/// The flags of policy `slot` in the active tables (`None`: no tables, or
+/// no such policy).
+#[inline(always)]
+pub fn policy_flags_of(slot: u32) -> Option<u32> {
+    let epoch = config_slot(config::EPOCH);
+    if epoch == 0 {
+        return None;
+    }
+    policy_entry((epoch & 1) as u32, slot).map(|p| p.flags)
+}
+
+/// Judges an inbound connection from `dest` (the peer) to a listener whose
+/// cgroup is bound to `bound`: the policy's decision for the peer's
+/// address, recorded as any decision (`sock`: the program's context, for
+/// the socket's cookie). Out of line: one frame for the inbound path.
+#[inline(never)]
+pub fn judge_inbound(sock: *mut core::ffi::c_void, dest: &Dest, bound: policy::Bound) -> i32 {
+    let epoch = config_slot(config::EPOCH);
+    if epoch == 0 {
+        return PROCEED;
+    }
+    let q = Eval {
+        gen_: (epoch & 1) as u32,
+        slot: bound.slot,
+        scopes: Scopes {
+            leaf: bound.cgroup,
+            bound: bound.cgroup,
+        },
+    };
+    let mut judged = no_table();
+    evaluate(&q, dest, &mut judged);
+    let actor = Governed {
+        epoch,
+        cgroup_id: bound.cgroup,
+        scope: bound.cgroup,
+        slot: bound.slot,
+        flags: 0,
+    };
+    finish(sock, dest, geowall_common::hook::INGRESS, &actor, &judged)
+}
+
 /// The calling task's policy for judging hops of a source route: table
 /// generation and policy slot packed (`generation << 32 | slot`), or
 /// `None` when no policy governs the task.
