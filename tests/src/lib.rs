@@ -21,6 +21,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod dns;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this test process and call.
@@ -43,6 +45,11 @@ fn bin_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps")
         .to_path_buf()
+}
+
+/// The folder holding the built binaries, for the harness's own builds.
+pub(crate) fn bin_dir_pub() -> PathBuf {
+    bin_dir()
 }
 
 /// The `geowall` binary under test.
