@@ -4,6 +4,9 @@ use std::process::Command;
 
 use geowall_tests::dns::{self, DnsServer};
 
+/// A client: what it is, its command line, its environment.
+type Client<'a> = (&'a str, Vec<String>, Vec<(&'a str, &'a str)>);
+
 /// Runs `argv` (a client with its own resolv.conf) and returns its answers.
 fn run(argv: &[String], env: &[(&str, &str)]) -> Vec<(String, bool, String)> {
     let out = Command::new(&argv[0])
@@ -27,7 +30,7 @@ fn every_client_resolves_the_test_zone_without_the_agent() {
     let musl = dns::musl_resolver();
     let go = dns::go_resolver();
     let names = ["api.partner.test", "chain1.test"];
-    let mut clients: Vec<(&str, Vec<String>, Vec<(&str, &str)>)> = vec![
+    let mut clients: Vec<Client> = vec![
         ("musl", vec![musl.display().to_string()], vec![]),
         (
             "go",
