@@ -182,7 +182,7 @@ pub struct ApprovalsConfig {
     /// revoke.
     pub group: String,
     /// A request nobody answers expires after this long.
-    pub request_ttl: crate::flows::settings::Span,
+    pub request_ttl: crate::vocab::units::Span,
     /// Whether a requester may approve their own request.
     pub allow_self_approval: bool,
     /// `http://host:port/path` that receives a JSON POST for each new
@@ -195,7 +195,7 @@ impl Default for ApprovalsConfig {
         Self {
             state_dir: "/var/lib/geowall/approvals".into(),
             group: "geowall-approvers".into(),
-            request_ttl: crate::flows::settings::Span(std::time::Duration::from_secs(3600)),
+            request_ttl: crate::vocab::units::Span(std::time::Duration::from_secs(3600)),
             allow_self_approval: false,
             webhook: None,
         }
@@ -342,11 +342,11 @@ pub struct PolicyConfig {
     pub approvable: bool,
     /// The longest grant an approval may give under this policy.
     #[serde(default = "default_max_grant")]
-    pub max_grant: crate::flows::settings::Span,
+    pub max_grant: crate::vocab::units::Span,
 }
 
-fn default_max_grant() -> crate::flows::settings::Span {
-    crate::flows::settings::Span(std::time::Duration::from_secs(4 * 3600))
+fn default_max_grant() -> crate::vocab::units::Span {
+    crate::vocab::units::Span(std::time::Duration::from_secs(4 * 3600))
 }
 
 impl PolicyConfig {

@@ -23,3 +23,4 @@ pub mod policy;
 pub mod regions;
 pub mod users;
 pub mod util;
+pub mod vocab;

@@ -207,7 +207,7 @@ impl Approval {
             "requested_by": self.requested_by.label(),
             "requested_by_uid": self.requested_by.uid,
             "reason": self.reason,
-            "for": crate::flows::settings::Span(Duration::from_secs(self.for_secs)).to_string(),
+            "for": crate::vocab::units::Span(Duration::from_secs(self.for_secs)).to_string(),
             "created": rfc3339_ms(self.created_ms),
             "expires": rfc3339_ms(self.expires_ms),
             "denials": self.denials,
@@ -245,26 +245,7 @@ mod destination_text {
 }
 
 pub fn rfc3339_ms(ms: u64) -> String {
-    crate::flows::time::rfc3339(i128::from(ms) * 1_000_000)
-}
-
-/// Unix milliseconds now.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Nanoseconds since boot (CLOCK_BOOTTIME), the kernel's grant clock.
-pub fn boot_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    crate::vocab::clock::rfc3339(i128::from(ms) * 1_000_000)
 }
 
 /// What the caller may do, from their credentials.
@@ -357,8 +338,8 @@ pub fn grant_length(
     if d > max {
         return Err(format!(
             "{} is longer than policy '{policy}' allows: max_grant = \"{}\"",
-            crate::flows::settings::Span(d),
-            crate::flows::settings::Span(max)
+            crate::vocab::units::Span(d),
+            crate::vocab::units::Span(max)
         ));
     }
     Ok(d)

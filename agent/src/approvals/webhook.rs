@@ -171,7 +171,7 @@ impl Failure {
             request_id: payload["request"]["id"].as_u64(),
             attempts,
             error,
-            time: crate::flows::time::rfc3339(crate::flows::time::unix_now_ns()),
+            time: crate::vocab::clock::rfc3339(crate::vocab::clock::unix_now_ns()),
         }
     }
 }

@@ -171,7 +171,7 @@ fn await_approval(
     eprintln!(
         "geowall: job {job} waits up to {} for approval of request {id} \
          (`geowall approvals approve {id}`)",
-        crate::flows::settings::Span(wait.timeout)
+        crate::vocab::units::Span(wait.timeout)
     );
     let deadline = std::time::Instant::now() + wait.timeout;
     loop {
@@ -205,7 +205,7 @@ fn await_approval(
                 EXIT_TIMED_OUT,
                 format!(
                     "nobody approved request {id} within {}",
-                    crate::flows::settings::Span(wait.timeout)
+                    crate::vocab::units::Span(wait.timeout)
                 ),
             ));
         }

@@ -8,11 +8,9 @@
 
 use std::{
     fmt::Write as _,
-    io::{self, Read},
+    io,
     path::{Component, Path, PathBuf},
 };
-
-use sha2::{Digest, Sha256};
 
 use super::completions::{self, Shell};
 use crate::config::Mode;
@@ -367,29 +365,13 @@ pub fn hash_file(path: &Path) -> io::Result<Option<String>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(Some(hex(&hasher.finalize())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    crate::vocab::hex::sha256_hex_of(&mut file).map(Some)
 }
 
 /// An entry's SHA-256.
 pub fn hash_source(source: &Source) -> io::Result<String> {
     match source {
-        Source::Bytes(b) => Ok(crate::util::sha256_hex(b)),
+        Source::Bytes(b) => Ok(crate::vocab::hex::sha256_hex(b)),
         Source::Copy(p) => hash_file(p)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, p.display().to_string())),
     }

@@ -17,8 +17,9 @@ use crate::{
     flows::{
         set::LogSet,
         tail::{self, Filter, Follower, Summary},
-        time, verify,
+        verify,
     },
+    vocab::clock as time,
 };
 
 #[derive(Subcommand, Debug)]

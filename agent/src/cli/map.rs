@@ -125,13 +125,13 @@ fn parse_specs(args: &[String]) -> Result<Vec<Spec>, String> {
 }
 
 fn compile_specs(specs: &[Spec]) -> Result<MapPlan, String> {
-    plan::load_map(specs, DEFAULT_MAX_SOURCE_BYTES).map_err(|e| super::chain(&e))
+    plan::load_map(specs, DEFAULT_MAX_SOURCE_BYTES).map_err(|e| crate::vocab::error::chain(&e))
 }
 
 /// The map of the config file at `config`.
 fn config_map(config: &Path) -> Result<MapPlan, String> {
     let c = Config::load(config).map_err(|e| e.to_string())?;
-    plan::config_map(&c).map_err(|e| super::chain(&e))
+    plan::config_map(&c).map_err(|e| crate::vocab::error::chain(&e))
 }
 
 fn socket_of(config: &Path) -> Result<std::path::PathBuf, String> {
@@ -161,9 +161,9 @@ fn lookup(config: &Path, sources: &[String], json: bool, addrs: &[String]) -> Re
         // Each source is read once: the map and the sources' own answers
         // come from the same loaded data.
         let loaded = plan::load_sources(&parse_specs(sources)?, DEFAULT_MAX_SOURCE_BYTES)
-            .map_err(|e| super::chain(&e))?;
+            .map_err(|e| crate::vocab::error::chain(&e))?;
         let map = plan::compile_loaded(&loaded)
-            .map_err(|e| super::chain(&e))?
+            .map_err(|e| crate::vocab::error::chain(&e))?
             .map;
         query::lookup(&map, query::SourceData::Loaded(&loaded), &parsed)
             .map_err(|e| e.to_string())?

@@ -102,7 +102,7 @@ enum Command {
         /// Before the command runs, file an approval request for the job to
         /// reach --to, and wait this long ("10m") for an approver to grant
         /// it. Exit 123 when denied, 124 when nobody answers in time.
-        #[arg(long, value_parser = parse_span, requires = "to")]
+        #[arg(long, value_parser = crate::vocab::units::parse_duration, requires = "to")]
         wait_for_approval: Option<std::time::Duration>,
         /// With --wait-for-approval: the destination (an address, a CIDR or
         /// a region: DE, aws:eu-west-1, EU).
@@ -228,26 +228,6 @@ fn init_logging(cli: &Cli) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
-}
-
-/// An error and its causes, `: `-separated (each cause only when its text
-/// is not already part of the message).
-fn parse_span(s: &str) -> Result<std::time::Duration, String> {
-    crate::flows::settings::parse_duration(s)
-}
-
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 /// Prints an error the way every subcommand does, and picks the exit code.

@@ -116,7 +116,7 @@ fn context_config(path: Option<&Path>) -> Result<Config, String> {
 
 fn build(config: &Config) -> Result<Plan, String> {
     let hierarchy = Hierarchy::discover().map_err(|e| e.to_string())?;
-    plan::build(config, &hierarchy).map_err(|e| super::chain(&e))
+    plan::build(config, &hierarchy).map_err(|e| crate::vocab::error::chain(&e))
 }
 
 fn check(

@@ -31,6 +31,6 @@ pub fn run(config: &Path, detach_on_exit: bool, audit_only: bool) -> ExitCode {
     }));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => super::fail(super::chain(&e)),
+        Err(e) => super::fail(crate::vocab::error::chain(&e)),
     }
 }

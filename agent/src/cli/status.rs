@@ -25,7 +25,7 @@ fn programs_json(pinned: &crate::kernel::PinnedInfo) -> serde_json::Value {
 
 /// Unix seconds as RFC 3339 (seconds).
 fn when(secs: u64) -> String {
-    let t = crate::flows::time::rfc3339(i128::from(secs) * 1_000_000_000);
+    let t = crate::vocab::clock::rfc3339(i128::from(secs) * 1_000_000_000);
     // Seconds are precise enough here.
     match t.split_once('.') {
         Some((head, _)) => format!("{head}Z"),

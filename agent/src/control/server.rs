@@ -184,7 +184,7 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
                     ErrorCode::InvalidConfig,
                     format!(
                         "{}; the tables in force stay in force",
-                        crate::cli::chain(&e)
+                        crate::vocab::error::chain(&e)
                     ),
                 )),
             }

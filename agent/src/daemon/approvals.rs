@@ -19,6 +19,7 @@ use crate::{
     control::proto::{ApprovalAsk, ErrorCode},
     kernel::grants::{RegionGrantSets, region_entries},
     regions::prefix::Prefix,
+    vocab::clock,
 };
 
 /// A denied flow under some policy, as the event reader passes it on.
@@ -79,7 +80,7 @@ impl Approvals {
             };
             Some((g, scope))
         });
-        approvals::region_sets(scoped, approvals::unix_ms(), approvals::boot_ns())
+        approvals::region_sets(scoped, clock::unix_ms(), clock::boot_ns())
     }
 }
 
@@ -217,7 +218,7 @@ impl State {
         let wanted = self
             .approvals
             .store
-            .entries(approvals::unix_ms(), approvals::boot_ns());
+            .entries(clock::unix_ms(), clock::boot_ns());
         let result = (|| {
             for (key, set) in &wanted {
                 self.kernel().write_grant_entry(key, set)?;
@@ -230,11 +231,11 @@ impl State {
             Ok::<_, crate::kernel::KernelError>(())
         })();
         if let Err(e) = result {
-            tracing::error!(error = %crate::cli::chain(&e), "cannot write the grants to the kernel");
+            tracing::error!(error = %crate::vocab::error::chain(&e), "cannot write the grants to the kernel");
         }
         self.kernel().set_grant_count(wanted.len());
         if let Err(e) = self.sync_region_grants() {
-            tracing::error!(error = %crate::cli::chain(&e), "cannot write the region grants to the kernel");
+            tracing::error!(error = %crate::vocab::error::chain(&e), "cannot write the region grants to the kernel");
         }
         changed
     }
@@ -263,7 +264,7 @@ impl State {
 
     /// At start: re-applies the grants that are still live.
     pub(super) fn restore_approvals(&mut self) {
-        let expired = self.approvals.store.expire(approvals::unix_ms());
+        let expired = self.approvals.store.expire(clock::unix_ms());
         for id in &expired {
             self.record(
                 "approval",
@@ -294,7 +295,7 @@ impl State {
 
     /// Every 2 s: ends what ran out.
     pub fn expire_approvals(&mut self) {
-        let expired = self.approvals.store.expire(approvals::unix_ms());
+        let expired = self.approvals.store.expire(clock::unix_ms());
         if expired.is_empty() {
             return;
         }
@@ -374,12 +375,13 @@ impl State {
             groups: &self.approvals.groups,
         };
         let (to, regions) = approvals::parse_to(&ask.to, &resolver).map_err(bad)?;
-        let wanted = crate::flows::settings::parse_duration(&ask.for_).map_err(bad)?;
+        let wanted =
+            crate::vocab::units::parse_duration(&ask.for_).map_err(|e| bad(e.to_string()))?;
         let length = approvals::grant_length(None, wanted, max, &policy).map_err(bad)?;
         if ask.reason.trim().is_empty() {
             return Err(bad("a request needs a reason".into()));
         }
-        let now = approvals::unix_ms();
+        let now = clock::unix_ms();
         Ok(Approval {
             id: 0,
             state: Stage::Pending,
@@ -429,7 +431,7 @@ impl State {
         let op = format!("approval_{}", decision.verb());
         let checked = self.check_decision(peer, id, decision, length);
         let length = checked.map_err(|r| self.refuse(&op, Some(id), peer, r))?;
-        let now = approvals::unix_ms();
+        let now = clock::unix_ms();
         let by = Self::person(peer);
         let request = self
             .approvals
@@ -504,9 +506,9 @@ impl State {
         }
         let (_, max) = self.policy_limits(&request.policy)?;
         let wanted = length
-            .map(crate::flows::settings::parse_duration)
+            .map(crate::vocab::units::parse_duration)
             .transpose()
-            .map_err(|m| refused(ErrorCode::BadRequest, m))?;
+            .map_err(|e| refused(ErrorCode::BadRequest, e.to_string()))?;
         let length = approvals::grant_length(
             wanted,
             Duration::from_secs(request.for_secs),
@@ -567,7 +569,7 @@ impl State {
             Some((_, path)) => Some(path.clone()),
             None => cgroup,
         };
-        let now = approvals::unix_ms();
+        let now = clock::unix_ms();
         let request = Approval {
             id: self.approvals.store.next_id(),
             state: Stage::Pending,

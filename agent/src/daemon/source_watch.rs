@@ -69,7 +69,7 @@ pub async fn watch_sources(state: Arc<Mutex<State>>, mut stop: watch::Receiver<O
                 s.set_source_stamps(previous.clone());
                 tracing::error!(
                     files = ?names,
-                    error = %crate::cli::chain(&e),
+                    error = %crate::vocab::error::chain(&e),
                     "map source changed but the new map was refused; the tables in force stay in force"
                 );
             }

@@ -83,7 +83,7 @@ impl State {
             Ok(plan) => (plan, None),
             Err(plan::PlanError::Source(e)) => {
                 let mode = config.file.agent.on_map_error;
-                let error = crate::cli::chain(&e);
+                let error = crate::vocab::error::chain(&e);
                 tracing::error!(%error, on_map_error = ?mode, "a map source cannot be read");
                 let plan = plan::build_without_map(&config, &hierarchy, mode)?;
                 (plan, Some((mode, error)))
@@ -378,7 +378,7 @@ impl State {
         .into_iter()
         .filter_map(Result::err)
         .map(|e| {
-            let e = crate::cli::chain(&e);
+            let e = crate::vocab::error::chain(&e);
             tracing::error!(epoch, error = %e, "after the table switch");
             e
         })
@@ -545,7 +545,7 @@ impl State {
                 );
             }
             Err(e) => {
-                tracing::error!(error = %crate::cli::chain(&e), "cannot re-attach detached programs")
+                tracing::error!(error = %crate::vocab::error::chain(&e), "cannot re-attach detached programs")
             }
         }
     }
@@ -659,7 +659,7 @@ impl State {
         let view = self
             .kernel
             .view()
-            .map_err(|e| refuse(ErrorCode::Internal, crate::cli::chain(&e)))?;
+            .map_err(|e| refuse(ErrorCode::Internal, crate::vocab::error::chain(&e)))?;
         let text = PolicyText {
             name: &p.name,
             rules: &p.rules,

@@ -19,7 +19,7 @@ use std::{
 use tokio::sync::{Mutex, watch};
 
 use super::State;
-use crate::policy::glob_match;
+use crate::vocab::glob::glob_match;
 
 /// How often the subtree is scanned for new unit cgroups.
 pub const PERIOD: Duration = Duration::from_millis(250);

@@ -43,8 +43,8 @@ use super::{
     record::{Chained, EventRecord, GENESIS, Prev},
     set::{self, LogSet},
     settings::AuditConfig,
-    time,
 };
+use crate::vocab::clock as time;
 
 /// Pending bytes that trigger a write.
 const WRITE_AT: usize = 256 * 1024;
@@ -628,7 +628,10 @@ mod tests {
         assert_eq!(recs[2]["seq"], 3);
         let text = fs::read_to_string(&path).unwrap();
         let raw: Vec<&str> = text.lines().collect();
-        assert_eq!(recs[2]["prev"], crate::util::sha256_hex(raw[1].as_bytes()));
+        assert_eq!(
+            recs[2]["prev"],
+            crate::vocab::hex::sha256_hex(raw[1].as_bytes())
+        );
         assert_eq!(
             text.lines().next().unwrap(),
             format!(

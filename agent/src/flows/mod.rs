@@ -13,7 +13,6 @@ pub mod record;
 pub mod set;
 pub mod settings;
 pub mod tail;
-pub mod time;
 pub mod verify;
 pub mod volume;
 

@@ -22,9 +22,9 @@ use super::{
     process::ProcessCache,
     record::{EventRecord, destination, verdict_name},
     settings::AuditConfig,
-    time::{self, BootClock},
     volume::{FirstWindows, Key},
 };
+use crate::vocab::clock::{self as time, BootClock};
 
 /// Decisions seen, by policy slot, verdict and the destination's tags (as
 /// the kernel named them).

@@ -205,16 +205,6 @@ mod tests {
         comm
     }
 
-    fn boot_ns() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid out-parameter.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    }
-
     #[test]
     fn reads_a_live_process_masks_it_and_caches_it() {
         let mut child = std::process::Command::new("sh")
@@ -242,7 +232,9 @@ mod tests {
         }
         let mut c = cache();
         let comm = comm_of(pid);
-        let info = c.lookup(pid, pid, &comm, boot_ns()).expect("live process");
+        let info = c
+            .lookup(pid, pid, &comm, crate::vocab::clock::boot_ns())
+            .expect("live process");
         assert!(info.exe.as_deref().unwrap().starts_with('/'), "{info:?}");
         assert_eq!(
             info.cmdline.as_deref(),
@@ -254,14 +246,23 @@ mod tests {
         // Another name: the thread ran exec since.
         let mut other = comm;
         other[0] = b'x';
-        assert_eq!(fresh.lookup(pid, pid, &other, boot_ns()), None);
+        assert_eq!(
+            fresh.lookup(pid, pid, &other, crate::vocab::clock::boot_ns()),
+            None
+        );
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         child.wait().unwrap();
         // Cached for a second, then gone with the process.
-        assert!(c.lookup(pid, pid, &comm, boot_ns()).is_some());
+        assert!(
+            c.lookup(pid, pid, &comm, crate::vocab::clock::boot_ns())
+                .is_some()
+        );
         c.entries.clear();
-        assert_eq!(c.lookup(pid, pid, &comm, boot_ns()), None);
+        assert_eq!(
+            c.lookup(pid, pid, &comm, crate::vocab::clock::boot_ns()),
+            None
+        );
     }
 
     #[test]

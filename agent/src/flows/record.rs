@@ -27,15 +27,7 @@ pub struct Prev(pub [u8; 64]);
 impl Prev {
     /// The hash of `line` (without its newline).
     pub fn of(line: &[u8]) -> Prev {
-        use sha2::{Digest, Sha256};
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let digest = Sha256::digest(line);
-        let mut out = [0u8; 64];
-        for (i, b) in digest.iter().enumerate() {
-            out[2 * i] = HEX[usize::from(b >> 4)];
-            out[2 * i + 1] = HEX[usize::from(b & 15)];
-        }
-        Prev(out)
+        Prev(crate::vocab::hex::sha256_hex_array(line))
     }
 
     pub fn as_str(&self) -> &str {
@@ -570,7 +562,7 @@ impl<'a> FlowRecord<'a> {
         let (tags, prefix) = tags_and_prefix(ev, names);
         FlowRecord {
             v: SCHEMA_VERSION,
-            time: super::time::rfc3339(unix_ns),
+            time: crate::vocab::clock::rfc3339(unix_ns),
             seq: 0,
             verdict: verdict_name(ev.verdict),
             reason: reason_name(ev.reason),
@@ -651,7 +643,7 @@ impl EventRecord {
         };
         EventRecord {
             v: SCHEMA_VERSION,
-            time: super::time::rfc3339(super::time::unix_now_ns()),
+            time: crate::vocab::clock::rfc3339(crate::vocab::clock::unix_now_ns()),
             seq: 0,
             kind: kind.into(),
             detail,
@@ -848,10 +840,13 @@ mod tests {
         assert_eq!(json["exe"], "/usr/bin/curl");
         assert_eq!(json["cmdline"], "curl https://x");
         assert_eq!(json["user"], "alice");
-        assert_eq!(json["prev"], crate::util::sha256_hex(b"x"));
+        assert_eq!(json["prev"], crate::vocab::hex::sha256_hex(b"x"));
         // The chain hash comes last, as the line's own seal.
         let line = serde_json::to_string(&r).unwrap();
-        assert!(line.ends_with(&format!("\"prev\":\"{}\"}}", crate::util::sha256_hex(b"x"))));
+        assert!(line.ends_with(&format!(
+            "\"prev\":\"{}\"}}",
+            crate::vocab::hex::sha256_hex(b"x")
+        )));
     }
 
     #[test]

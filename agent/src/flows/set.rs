@@ -52,7 +52,7 @@ impl LogSet {
     /// The name a file rotated at Unix time `unix_ns` gets.
     pub fn rotated_path(&self, unix_ns: i128) -> PathBuf {
         let (stem, ext) = self.name_parts();
-        let stamp: String = super::time::rfc3339(unix_ns)
+        let stamp: String = crate::vocab::clock::rfc3339(unix_ns)
             .chars()
             .filter(|c| *c != '-' && *c != ':')
             .collect();
@@ -199,18 +199,6 @@ mod tests {
         assert!(bare.is_rotated_name("log-19700101T000000.000000000Z"));
     }
 
-    /// A file name pattern with one `*`, as the shipper reads it.
-    fn glob(pattern: &str, name: &str) -> bool {
-        match pattern.split_once('*') {
-            None => pattern == name,
-            Some((head, tail)) => {
-                name.len() >= head.len() + tail.len()
-                    && name.starts_with(head)
-                    && name.ends_with(tail)
-            }
-        }
-    }
-
     #[test]
     fn the_shipped_vector_config_takes_the_whole_log_and_nothing_else() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/logging/vector.toml");
@@ -225,9 +213,12 @@ mod tests {
         let set = LogSet::new(&default);
         let rotated = set.rotated_path(1_798_416_000_123_456_789);
         let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(glob(pattern, &name(&default)));
-        assert!(glob(pattern, &name(&rotated)));
-        assert!(!glob(pattern, "audit.jsonl.state"));
+        assert!(crate::vocab::glob::glob_match(pattern, &name(&default)));
+        assert!(crate::vocab::glob::glob_match(pattern, &name(&rotated)));
+        assert!(!crate::vocab::glob::glob_match(
+            pattern,
+            "audit.jsonl.state"
+        ));
         // The archive keeps the lines as written (verifiable).
         assert_eq!(
             v["sinks"]["geowall_archive"]["encoding"]["codec"].as_str(),

@@ -15,7 +15,8 @@ use std::{
 use ipnetwork::IpNetwork;
 use serde_json::{Value, json};
 
-use super::{set::LogSet, time};
+use super::set::LogSet;
+use crate::vocab::{clock as time, glob::glob_match};
 
 /// Which records to show.
 #[derive(Debug, Clone, Default)]
@@ -33,14 +34,6 @@ pub struct Filter {
     /// A process name (`name*` matches a prefix).
     pub comm: Option<String>,
     pub dest: Option<IpNetwork>,
-}
-
-/// `pattern` matches `s`: exactly, or as a prefix when it ends with `*`.
-fn glob(pattern: &str, s: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => s.starts_with(prefix),
-        None => s == pattern,
-    }
 }
 
 /// Region tags for `--region`: a tag, a group (`EU`, `EEA`), or several,
@@ -61,7 +54,7 @@ pub fn parse_since(arg: &str, now_ns: i128) -> Result<i128, String> {
     if let Some(t) = time::parse_rfc3339(arg) {
         return Ok(t);
     }
-    super::settings::parse_duration(arg)
+    crate::vocab::units::parse_duration(arg)
         .map(|d| now_ns - d.as_nanos() as i128)
         .map_err(|_| {
             format!("--since '{arg}': expected a duration (10m, 2h, 1d) or an RFC 3339 time")
@@ -103,12 +96,12 @@ impl Filter {
             return false;
         }
         if let Some(j) = &self.job
-            && !rec["job"].as_str().is_some_and(|job| glob(j, job))
+            && !rec["job"].as_str().is_some_and(|job| glob_match(j, job))
         {
             return false;
         }
         if let Some(c) = &self.comm
-            && !rec["comm"].as_str().is_some_and(|comm| glob(c, comm))
+            && !rec["comm"].as_str().is_some_and(|comm| glob_match(c, comm))
         {
             return false;
         }

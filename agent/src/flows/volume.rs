@@ -110,7 +110,7 @@ impl FirstWindows {
         rec["first_seq"] = json!(seen.first_seq);
         rec["from"] = json!(seen.first_time);
         rec["to"] = json!(seen.last_time);
-        rec["window"] = json!(super::settings::Span(self.window).to_string());
+        rec["window"] = json!(crate::vocab::units::Span(self.window).to_string());
         self.closed.push(rec);
     }
 

@@ -304,7 +304,7 @@ impl Kernel {
                 Ok(()) => loaded.push(name),
                 Err(e) if OPTIONAL.contains(&name) => tracing::warn!(
                     program = name,
-                    error = %crate::cli::chain(&e),
+                    error = %crate::vocab::error::chain(&e),
                     "this kernel refuses BPF LSM programs: packet and XDP sockets are refused \
                      only to jobs started by `geowall exec` (which drops CAP_NET_RAW)"
                 ),
@@ -402,7 +402,8 @@ impl Kernel {
         self.config
             .store(config::PROGRAM_VERSION, geowall_common::PACKED_VERSION);
         if report.adopted == 0 || self.config.load(config::ATTACHED_AT) == 0 {
-            self.config.store(config::ATTACHED_AT, unix_now());
+            self.config
+                .store(config::ATTACHED_AT, crate::vocab::clock::unix_secs());
         }
         self.heartbeat();
         Ok(report)
@@ -418,7 +419,8 @@ impl Kernel {
     /// Records that the agent is alive (status tells how long it has been
     /// down from this).
     pub fn heartbeat(&self) {
-        self.config.store(config::HEARTBEAT, unix_now());
+        self.config
+            .store(config::HEARTBEAT, crate::vocab::clock::unix_secs());
     }
 
     /// Re-attaches every program whose link something outside geowall has
@@ -874,13 +876,6 @@ fn write_name<const N: usize>(
     }
     sys::map_update(map, &idx.to_ne_bytes(), &buf, sys::BPF_ANY)
         .map_err(sys_err(format!("writing name {idx}")))
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// [`geowall_common::pack_version`] undone: `major.minor.patch`.

@@ -65,7 +65,7 @@ fn decompress(pin: &Pin) -> Result<Vec<u8>, SourceError> {
         .map_err(|e| SourceError::invalid(&path, format!("cannot decompress: {e}")))?
         .read_to_end(&mut out)
         .map_err(|e| SourceError::invalid(&path, format!("cannot decompress: {e}")))?;
-    let sha = crate::util::sha256_hex(&out);
+    let sha = crate::vocab::hex::sha256_hex(&out);
     if sha != pin.sha256 {
         return Err(SourceError::invalid(
             &path,

@@ -77,7 +77,7 @@ fn prefix_of(network: ipnetwork::IpNetwork) -> Prefix {
 
 /// A UTC date for a Unix timestamp (`YYYY-MM-DD`).
 fn date(epoch: u64) -> String {
-    crate::flows::time::rfc3339(i128::from(epoch) * 1_000_000_000)[..10].to_owned()
+    crate::vocab::clock::rfc3339(i128::from(epoch) * 1_000_000_000)[..10].to_owned()
 }
 
 pub fn parse(bytes: Vec<u8>, spec: &Spec, sha256: String) -> Result<Loaded, SourceError> {

@@ -442,7 +442,7 @@ pub fn load(spec: &Spec, max_bytes: u64) -> Result<Loaded, SourceError> {
             return builtin::load(spec);
         }
         let bytes = read_capped(&spec.path, max_bytes)?;
-        let sha256 = crate::util::sha256_hex(&bytes);
+        let sha256 = crate::vocab::hex::sha256_hex(&bytes);
         match spec.kind {
             Kind::Cidr => cidr::parse(&bytes, spec, sha256),
             Kind::Geofeed => geofeed::parse(&bytes, spec, sha256),

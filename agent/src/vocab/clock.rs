@@ -1,5 +1,6 @@
-//! Times in flow records: the kernel stamps events with CLOCK_BOOTTIME; the
-//! log shows UTC wall time, RFC 3339 with nanoseconds.
+//! The clocks: the boot clock (CLOCK_BOOTTIME, which the kernel stamps
+//! events and checks grant expiries with, and which goes on while the host
+//! sleeps), Unix time, and UTC wall time as RFC 3339 with nanoseconds.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,9 +14,9 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
-/// Nanoseconds since boot (CLOCK_BOOTTIME), as the kernel stamps events.
-#[cfg(test)]
-fn boot_ns() -> u64 {
+/// Nanoseconds since boot (CLOCK_BOOTTIME), as the kernel stamps events and
+/// checks grant expiries.
+pub fn boot_ns() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME) as u64
 }
 
@@ -45,6 +46,16 @@ pub fn unix_now_ns() -> i128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0)
+}
+
+/// Unix milliseconds now.
+pub fn unix_ms() -> u64 {
+    (unix_now_ns() / 1_000_000) as u64
+}
+
+/// Unix seconds now.
+pub fn unix_secs() -> u64 {
+    (unix_now_ns() / 1_000_000_000) as u64
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` for Unix nanoseconds `ns`.
