@@ -10,17 +10,15 @@
 //! records ([`flows`]).
 
 pub mod approvals;
-pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod flows;
+pub mod host;
 pub mod kernel;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod regions;
-pub mod users;
-pub mod util;
 pub mod vocab;

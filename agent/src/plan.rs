@@ -14,8 +14,8 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::{
-    cgroup::Hierarchy,
     config::{Action, Config, ConfigError, Mode, PolicyDef, PortSpec, RuleConfig},
+    host::cgroup::Hierarchy,
     policy::{CompiledPolicy, CompiledRule, Resolver},
     regions::{
         CompiledMap, Prefix, compile,

@@ -114,7 +114,7 @@ impl Person {
     pub fn new(uid: u32, pid: Option<u32>) -> Self {
         Self {
             uid,
-            user: crate::flows::process::user_name(uid),
+            user: crate::host::users::user_name(uid),
             pid,
         }
     }

@@ -11,9 +11,9 @@ use clap::Subcommand;
 
 use super::{DEFAULT_CONFIG, fail};
 use crate::{
-    cgroup::Hierarchy,
     config::{Action, Config, load_policy_file},
     control::{Client, ClientError, Request},
+    host::cgroup::Hierarchy,
     kernel::layout,
     plan::{self, Plan},
     policy::{

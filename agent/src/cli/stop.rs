@@ -14,7 +14,7 @@ use crate::{
 
 /// Whether process `pid` still runs (a zombie has let go of everything).
 fn alive(pid: u32) -> bool {
-    crate::util::proc_stat(pid)
+    crate::host::proc::stat(pid)
         .and_then(|fields| fields.into_iter().next())
         .is_some_and(|state| state != "Z" && state != "X")
 }

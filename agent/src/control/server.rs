@@ -155,7 +155,7 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
             return blocking(move || {
                 let mut stats = map_stats(&snap);
                 stats.kernel_bytes = kernel_bytes;
-                crate::util::trim_heap();
+                crate::host::proc::trim_heap();
                 Ok(Response::ok(stats))
             })
             .await;

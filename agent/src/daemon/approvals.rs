@@ -145,7 +145,7 @@ impl State {
     fn caller(&self, peer: Peer) -> Caller {
         Caller {
             uid: peer.uid,
-            approver: crate::users::is_member(peer.uid, &self.approvals.config.group),
+            approver: crate::host::users::is_member(peer.uid, &self.approvals.config.group),
         }
     }
 
@@ -614,7 +614,7 @@ impl State {
             if !parent.starts_with(&mount) || parent == path {
                 break;
             }
-            if let Ok(id) = crate::cgroup::id_of(&parent)
+            if let Ok(id) = crate::host::cgroup::id_of(&parent)
                 && matches!(self.kernel().binding(id), Ok(Some(_)))
             {
                 return (id, Some(self.hierarchy().display_name(&parent)));

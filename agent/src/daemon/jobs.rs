@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::{DaemonError, State};
 use crate::{
-    cgroup,
     control::proto::{ErrorCode, JobStarted},
+    host::cgroup,
 };
 
 /// How many ended job names are remembered for late end reports.
@@ -66,7 +66,7 @@ fn sanitize(name: &str) -> String {
 
 /// The parent pid of `pid`, from /proc/PID/stat.
 fn parent_of(pid: u32) -> Option<u32> {
-    crate::util::proc_stat(pid)?.get(1)?.parse().ok()
+    crate::host::proc::stat(pid)?.get(1)?.parse().ok()
 }
 
 impl State {

@@ -29,10 +29,10 @@ use tokio::{
 };
 
 use crate::{
-    cgroup::{CgroupError, Hierarchy},
     config::{Config, ConfigError},
     control::server,
     flows::{AuditLog, FlowStats, Pipeline, Rotation},
+    host::cgroup::{CgroupError, Hierarchy},
     kernel::KernelError,
     plan::PlanError,
 };
@@ -151,7 +151,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         "control socket and audit log open"
     );
     // Under systemd (Type=notify): ready once the socket answers.
-    if let Err(e) = crate::util::sd_notify("READY=1") {
+    if let Err(e) = crate::host::notify::sd_notify("READY=1") {
         tracing::warn!(error = %e, "cannot tell systemd the agent is ready");
     }
     let (stop_tx, stop_rx) = watch::channel(None::<bool>);

@@ -7,8 +7,8 @@ use std::{
 };
 
 use crate::{
-    cgroup::{Hierarchy, IdResolver},
     flows::{AuditConfig, MapSource, Resolver},
+    host::cgroup::{Hierarchy, IdResolver},
     regions::CompiledMap,
 };
 

@@ -14,10 +14,10 @@ use tokio::sync::watch;
 
 use super::{DaemonError, NameTable, jobs::Job, names::Installed, source_watch};
 use crate::{
-    cgroup::{self, Hierarchy},
     config::{AgentConfig, Config, OnMapError},
     control::proto::{JobStatus, PolicyStatus, SourceStatus, Status},
     flows::{AuditLog, MapSource, Rotation},
+    host::cgroup::{self, Hierarchy},
     kernel::{Kernel, OpenOptions, layout},
     plan::{self, Plan},
 };
@@ -195,7 +195,7 @@ impl State {
             }),
         );
         state.record_config("start", epoch, None, &[], &[]);
-        crate::util::trim_heap();
+        crate::host::proc::trim_heap();
         Ok((state, events))
     }
 
@@ -386,7 +386,7 @@ impl State {
         self.publish(epoch, &config);
         self.record_config(why, epoch, by, &problems, &needs_restart);
         self.reconfigure_approvals(&config);
-        crate::util::trim_heap();
+        crate::host::proc::trim_heap();
         Ok(epoch)
     }
 

@@ -144,7 +144,7 @@ impl ProcessCache {
         {
             return name.clone();
         }
-        let name = user_name(uid).map(Arc::from);
+        let name = crate::host::users::user_name(uid).map(Arc::from);
         if self.users.len() >= MAX_ENTRIES {
             self.users.clear();
         }
@@ -181,11 +181,6 @@ fn truncate(mut s: String, max: usize) -> String {
         s.push('…');
     }
     s
-}
-
-/// The name of `uid` from the system's user database.
-pub fn user_name(uid: u32) -> Option<String> {
-    crate::users::passwd(uid).map(|(name, _)| name)
 }
 
 #[cfg(test)]

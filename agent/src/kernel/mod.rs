@@ -269,10 +269,11 @@ impl Kernel {
             path: opts.bpffs.clone(),
             source,
         })?;
-        let governed_id = crate::cgroup::id_of(&opts.governed).map_err(|e| KernelError::Sys {
-            what: format!("governed cgroup {}", opts.governed.display()),
-            source: io::Error::other(e.to_string()),
-        })?;
+        let governed_id =
+            crate::host::cgroup::id_of(&opts.governed).map_err(|e| KernelError::Sys {
+                what: format!("governed cgroup {}", opts.governed.display()),
+                source: io::Error::other(e.to_string()),
+            })?;
 
         let map_pins: Vec<(&'static str, PathBuf)> =
             names::ALL_MAPS.iter().map(|n| (*n, pins.map(n))).collect();

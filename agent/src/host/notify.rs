@@ -1,19 +1,4 @@
-//! Small helpers shared by several modules.
-
-/// The fields of /proc/PID/stat after the command name (state, ppid, ...);
-/// `None` when the process is gone.
-pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-    let after = &stat[stat.rfind(')')? + 1..];
-    Some(after.split_whitespace().map(str::to_owned).collect())
-}
-
-/// Returns freed heap memory to the system (after a large compile).
-pub fn trim_heap() {
-    // SAFETY: malloc_trim has no preconditions.
-    unsafe { libc::malloc_trim(0) };
-}
+//! Telling systemd the agent is ready (`Type=notify`).
 
 /// Sends `state` to the service manager over `$NOTIFY_SOCKET` (the
 /// sd_notify protocol: one datagram; a leading `@` names an abstract
@@ -34,7 +19,7 @@ pub fn sd_notify(state: &str) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod notify_tests {
+mod tests {
     #[test]
     fn sd_notify_sends_one_datagram_to_the_notify_socket() {
         let dir = std::env::temp_dir().join(format!("gw-notify-{}", std::process::id()));

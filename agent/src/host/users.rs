@@ -15,6 +15,11 @@ fn with_buffer<T>(mut f: impl FnMut(&mut [u8]) -> Result<Option<T>, i32>) -> Opt
     }
 }
 
+/// The name of `uid` from the system's user database.
+pub fn user_name(uid: u32) -> Option<String> {
+    passwd(uid).map(|(name, _)| name)
+}
+
 /// Name and primary group of `uid`.
 pub fn passwd(uid: u32) -> Option<(String, u32)> {
     with_buffer(|buf| {
