@@ -26,7 +26,7 @@ use crate::{
 pub struct MapSnapshot {
     pub map: Arc<crate::regions::CompiledMap>,
     pub specs: Vec<crate::regions::sources::Spec>,
-    pub sources: Vec<crate::plan::SourceInfo>,
+    pub sources: Vec<crate::regions::sources::SourceInfo>,
     pub max_source_bytes: u64,
     pub compile_time: std::time::Duration,
     pub install_time: std::time::Duration,
@@ -81,7 +81,7 @@ impl State {
         let stamps = source_watch::stamps(&plan::map_specs(&config)?);
         let (plan, map_error) = match plan::build(&config, &hierarchy) {
             Ok(plan) => (plan, None),
-            Err(plan::PlanError::Source(e)) => {
+            Err(plan::PlanError::Map(e)) => {
                 let mode = config.file.agent.on_map_error;
                 let error = crate::vocab::error::chain(&e);
                 tracing::error!(%error, on_map_error = ?mode, "a map source cannot be read");

@@ -24,7 +24,7 @@ use std::{
 use thiserror::Error;
 
 use super::{
-    Family, LOCAL, Prefix, TagKind, kind,
+    Family, LOCAL, Layer, Prefix, TagKind, kind,
     prefix::mask,
     sources::{Loaded, Net},
 };
@@ -350,27 +350,6 @@ struct Input {
     /// Source set → (country, cloud tags), as global tag ids.
     sets: Vec<(Option<u32>, Vec<u32>)>,
     is_local: bool,
-}
-
-/// Which tags of a source an input looks at: a source is two layers,
-/// countries and cloud regions, each answered by its own most specific
-/// network (a country /16 stays the country of the cloud /24 inside it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layer {
-    Countries,
-    Clouds,
-}
-
-impl Layer {
-    /// The layer of a tag: cloud regions are theirs; every other tag
-    /// (countries, `local`) is the countries'.
-    pub fn of(tag: &str) -> Layer {
-        if matches!(kind(tag), Some(TagKind::Cloud { .. })) {
-            Layer::Clouds
-        } else {
-            Layer::Countries
-        }
-    }
 }
 
 fn input_for(

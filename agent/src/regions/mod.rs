@@ -29,6 +29,27 @@ pub enum TagKind<'a> {
     Cloud { provider: &'a str },
 }
 
+/// Which tags of a source an input looks at: a source is two layers,
+/// countries and cloud regions, each answered by its own most specific
+/// network (a country /16 stays the country of the cloud /24 inside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    Countries,
+    Clouds,
+}
+
+impl Layer {
+    /// The layer of a tag: cloud regions are theirs; every other tag
+    /// (countries, `local`) is the countries'.
+    pub fn of(tag: &str) -> Layer {
+        if matches!(kind(tag), Some(TagKind::Cloud { .. })) {
+            Layer::Clouds
+        } else {
+            Layer::Countries
+        }
+    }
+}
+
 /// Classifies a normalized tag.
 pub fn kind(tag: &str) -> Option<TagKind<'_>> {
     if tag == LOCAL {

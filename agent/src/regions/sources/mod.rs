@@ -30,7 +30,7 @@ use std::{
 
 use thiserror::Error;
 
-use super::{Family, Prefix, compile::Layer};
+use super::{Family, Layer, Prefix};
 
 /// The kinds of map source geowall reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -331,6 +331,37 @@ impl Builder {
     }
 }
 
+/// A map source as loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub spec: Spec,
+    pub sha256: String,
+    /// What the file says about itself (type, build date, sync token).
+    pub about: String,
+    /// Distinct networks it brought.
+    pub networks: usize,
+    pub v4: usize,
+    pub v6: usize,
+    /// Entries read, and those that tagged nothing.
+    pub records: usize,
+    pub untagged_records: usize,
+}
+
+impl SourceInfo {
+    pub fn of(l: &Loaded) -> Self {
+        Self {
+            spec: l.spec.clone(),
+            sha256: l.sha256.clone(),
+            about: l.about.clone(),
+            networks: l.networks(),
+            v4: l.v4.len(),
+            v6: l.v6.len(),
+            records: l.records,
+            untagged_records: l.untagged_records,
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum SourceError {
     #[error("map source {path}: {source}")]
@@ -364,9 +395,6 @@ pub enum SourceError {
         "map source {source_label} has no network at all: refusing an empty map (a failed download saved under the right name?)"
     )]
     Empty { source_label: String },
-    /// The sources together do not make a map the kernel can hold.
-    #[error(transparent)]
-    Compile(#[from] super::compile::CompileError),
 }
 
 impl SourceError {

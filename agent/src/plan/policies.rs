@@ -1,15 +1,10 @@
-//! Turns a config into everything the kernel tables are built from, checking
-//! all of it first: a plan either builds whole or not at all, so a bad input
-//! never reaches the kernel and the tables in force stay in force.
+//! The policies of a config, compiled: regions resolved (against the
+//! map's tags once it is read), rules parsed, cgroups and units checked.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    path::PathBuf,
-    sync::Arc,
-    time::{Duration, Instant},
+    path::{Path, PathBuf},
 };
-
-use thiserror::Error;
 
 use toml::Spanned;
 
@@ -17,277 +12,8 @@ use crate::{
     config::{Action, Config, ConfigError, Mode, PolicyDef, PortSpec, RuleConfig},
     host::cgroup::Hierarchy,
     policy::{CompiledPolicy, CompiledRule, Resolver},
-    regions::{
-        CompiledMap, Prefix, compile,
-        compile::conflicting_countries,
-        countries, groups,
-        sources::{self, Kind, Loaded, SourceError, Spec},
-    },
+    regions::{Prefix, countries, groups},
 };
-
-#[derive(Debug, Error)]
-pub enum PlanError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Source(#[from] SourceError),
-}
-
-/// A map source as loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceInfo {
-    pub spec: Spec,
-    pub sha256: String,
-    /// What the file says about itself (type, build date, sync token).
-    pub about: String,
-    /// Distinct networks it brought.
-    pub networks: usize,
-    pub v4: usize,
-    pub v6: usize,
-    /// Entries read, and those that tagged nothing.
-    pub records: usize,
-    pub untagged_records: usize,
-}
-
-impl SourceInfo {
-    fn of(l: &Loaded) -> Self {
-        Self {
-            spec: l.spec.clone(),
-            sha256: l.sha256.clone(),
-            about: l.about.clone(),
-            networks: l.networks(),
-            v4: l.v4.len(),
-            v6: l.v6.len(),
-            records: l.records,
-            untagged_records: l.untagged_records,
-        }
-    }
-}
-
-/// The region map of a config, compiled.
-#[derive(Debug, Clone)]
-pub struct MapPlan {
-    pub map: Arc<CompiledMap>,
-    pub sources: Vec<SourceInfo>,
-    /// Time to read and compile the sources.
-    pub compile_time: Duration,
-}
-
-/// The map sources a config names: its `[[maps]]`, or the built-in country
-/// database when it names none.
-pub fn map_specs(config: &Config) -> Result<Vec<Spec>, ConfigError> {
-    if config.file.maps.is_empty() {
-        return Ok(vec![Spec::builtin()]);
-    }
-    let mut specs = Vec::with_capacity(config.file.maps.len());
-    for m in &config.file.maps {
-        let kind = Kind::parse(m.kind.get_ref()).ok_or_else(|| {
-            config.error_at(
-                m.kind.span(),
-                format!(
-                    "unknown map kind '{}' (known: {})",
-                    m.kind.get_ref(),
-                    Kind::names()
-                ),
-            )
-        })?;
-        let path = match (&m.path, kind) {
-            (Some(p), Kind::Builtin) => {
-                return Err(config.error_at(p.span(), "a builtin map takes no path"));
-            }
-            (None, Kind::Builtin) => PathBuf::new(),
-            (Some(p), _) => config.resolve_path(p.get_ref()),
-            (None, _) => {
-                return Err(
-                    config.error_at(m.kind.span(), format!("map kind '{kind}' needs a path"))
-                );
-            }
-        };
-        let field = match (&m.field, kind) {
-            (Some(f), Kind::Mmdb | Kind::Builtin) => {
-                let ok = !f.get_ref().is_empty()
-                    && f.get_ref().split('.').all(|part| {
-                        !part.is_empty()
-                            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                    });
-                if !ok {
-                    return Err(config.error_at(
-                        f.span(),
-                        format!(
-                            "field '{}': expected a dotted record path like country.iso_code",
-                            f.get_ref()
-                        ),
-                    ));
-                }
-                Some(f.get_ref().clone())
-            }
-            (Some(f), _) => {
-                return Err(config.error_at(f.span(), format!("map kind '{kind}' takes no field")));
-            }
-            (None, _) => None,
-        };
-        specs.push(Spec { kind, path, field });
-    }
-    Ok(specs)
-}
-
-/// The map of a config: its sources, read within its `[agent]
-/// max_source_bytes`, compiled.
-pub fn config_map(config: &Config) -> Result<MapPlan, PlanError> {
-    load_map(&map_specs(config)?, config.file.agent.max_source_bytes)
-}
-
-/// Reads and compiles map sources. Any failing source fails the whole map.
-pub fn load_map(specs: &[Spec], max_source_bytes: u64) -> Result<MapPlan, PlanError> {
-    let started = Instant::now();
-    let loaded = load_sources(specs, max_source_bytes)?;
-    let mut plan = compile_loaded(&loaded)?;
-    plan.compile_time = started.elapsed();
-    Ok(plan)
-}
-
-/// Reads map sources, in order, checking each: any failing source fails
-/// them all.
-pub fn load_sources(specs: &[Spec], max_source_bytes: u64) -> Result<Vec<Loaded>, PlanError> {
-    let mut loaded = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let l = sources::load(spec, max_source_bytes)?;
-        if let Some((prefix, a, b)) = conflicting_countries(&l) {
-            return Err(SourceError::invalid(
-                &spec.path,
-                format!("{prefix} is tagged with two countries, {a} and {b}"),
-            )
-            .into());
-        }
-        loaded.push(l);
-    }
-    Ok(loaded)
-}
-
-/// Compiles loaded sources (from [`load_sources`]); `compile_time` is the
-/// time compiling took.
-pub fn compile_loaded(loaded: &[Loaded]) -> Result<MapPlan, PlanError> {
-    let started = Instant::now();
-    let map = compile(loaded).map_err(SourceError::from)?;
-    Ok(MapPlan {
-        map: Arc::new(map),
-        sources: loaded.iter().map(SourceInfo::of).collect(),
-        compile_time: started.elapsed(),
-    })
-}
-
-/// A validated config, compiled.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// Absolute path of the governed cgroup.
-    pub governed: PathBuf,
-    pub governed_level: u32,
-    pub map: Arc<CompiledMap>,
-    pub sources: Vec<SourceInfo>,
-    pub compile_time: Duration,
-    pub policies: Vec<CompiledPolicy>,
-    /// `[agent] default_policy`: bound to the governed cgroup.
-    pub default_policy: Option<String>,
-}
-
-impl Plan {
-    pub fn policy(&self, name: &str) -> Option<&CompiledPolicy> {
-        self.policies.iter().find(|p| p.name == name)
-    }
-}
-
-/// Builds the plan for `config` on this host's cgroup hierarchy.
-pub fn build(config: &Config, hierarchy: &Hierarchy) -> Result<Plan, PlanError> {
-    let (governed, governed_level) = governed(config, hierarchy)?;
-    let agent = &config.file.agent;
-    let ring = agent.ring_buffer_kib;
-    if !ring.is_power_of_two() || ring < 4 {
-        return Err(config
-            .error(format!(
-                "[agent] ring_buffer_kib = {ring}: must be a power of two, at least 4"
-            ))
-            .into());
-    }
-
-    // Everything but cloud region names can be checked before the (slow)
-    // map sources are read.
-    let early = policies(config, hierarchy, &governed, None)?;
-    default_policy(config, hierarchy, &governed, &early)?;
-    let MapPlan {
-        map,
-        sources,
-        compile_time,
-    } = config_map(config)?;
-    let policies = policies(config, hierarchy, &governed, Some(&map.tags))?;
-    let default_policy = default_policy(config, hierarchy, &governed, &policies)?;
-    Ok(Plan {
-        governed,
-        governed_level,
-        map,
-        sources,
-        compile_time,
-        policies,
-        default_policy,
-    })
-}
-
-/// The plan when the map sources cannot be read at start
-/// (`[agent] on_map_error`): no region map (only the built-in local
-/// ranges); every policy denies (`DenyAll`: local destinations keep the
-/// policy's setting) or allows (`AllowAll`) every other destination. Cloud
-/// regions are checked for their form only. Everything else is checked as
-/// in [`build`].
-pub fn build_without_map(
-    config: &Config,
-    hierarchy: &Hierarchy,
-    mode: crate::config::OnMapError,
-) -> Result<Plan, PlanError> {
-    use crate::config::OnMapError;
-    let (governed, governed_level) = governed(config, hierarchy)?;
-    let started = Instant::now();
-    let map = compile(&[]).map_err(SourceError::from)?;
-    let mut policies = policies(config, hierarchy, &governed, None)?;
-    for p in &mut policies {
-        p.allowed.clear();
-        p.denied.clear();
-        p.rules.clear();
-        p.untagged = match mode {
-            OnMapError::AllowAll => Action::Allow,
-            OnMapError::DenyAll | OnMapError::KeepLast => Action::Deny,
-        };
-    }
-    let default_policy = default_policy(config, hierarchy, &governed, &policies)?;
-    Ok(Plan {
-        governed,
-        governed_level,
-        map: Arc::new(map),
-        sources: Vec::new(),
-        compile_time: started.elapsed(),
-        policies,
-        default_policy,
-    })
-}
-
-fn governed(config: &Config, hierarchy: &Hierarchy) -> Result<(PathBuf, u32), ConfigError> {
-    let name = config.governed_cgroup();
-    let at = |msg: String| match &config.file.agent.cgroup {
-        Some(s) => config.error_at(s.span(), msg),
-        None => config.error(msg),
-    };
-    let path = hierarchy
-        .resolve(name)
-        .map_err(|e| at(format!("[agent] cgroup = '{name}': {e}")))?;
-    if !path.is_dir() {
-        return Err(at(format!(
-            "[agent] cgroup = '{name}': cgroup {} does not exist",
-            path.display()
-        )));
-    }
-    let level = hierarchy
-        .level(&path)
-        .map_err(|e| at(format!("[agent] cgroup = '{name}': {e}")))?;
-    Ok((path, level))
-}
 
 fn valid_policy_name(name: &str) -> bool {
     !name.is_empty()
@@ -347,10 +73,10 @@ fn check_groups(config: &Config, resolver: &Resolver<'_>) -> Result<(), ConfigEr
 /// Compiles the policies. Without a map (`map_tags` None) cloud regions are
 /// only checked for their form: that first pass reports every other mistake
 /// before the map sources are read.
-fn policies(
+pub(super) fn policies(
     config: &Config,
     hierarchy: &Hierarchy,
-    governed: &std::path::Path,
+    governed: &Path,
     map_tags: Option<&BTreeSet<String>>,
 ) -> Result<Vec<CompiledPolicy>, ConfigError> {
     let groups = user_groups(config)?;
@@ -406,7 +132,7 @@ fn compile_policy(
     def: &PolicyDef,
     resolver: &Resolver<'_>,
     hierarchy: &Hierarchy,
-    governed: &std::path::Path,
+    governed: &Path,
     bound: &mut HashMap<PathBuf, String>,
     config: &Config,
 ) -> Result<CompiledPolicy, ConfigError> {
@@ -500,7 +226,7 @@ fn compile_policy(
 fn check_host_enforce(
     config: &Config,
     hierarchy: &Hierarchy,
-    path: &std::path::Path,
+    path: &Path,
     mode: Mode,
 ) -> Result<(), String> {
     if path == hierarchy.mount() && mode == Mode::Enforce && !config.file.agent.allow_host_enforce {
@@ -533,10 +259,10 @@ fn check_unit(unit: &str) -> Result<(), String> {
 
 /// The host default policy: named by `[agent] default_policy`, bound to the
 /// governed cgroup itself.
-fn default_policy(
+pub(super) fn default_policy(
     config: &Config,
     hierarchy: &Hierarchy,
-    governed: &std::path::Path,
+    governed: &Path,
     policies: &[CompiledPolicy],
 ) -> Result<Option<String>, ConfigError> {
     let Some(written) = &config.file.agent.default_policy else {
