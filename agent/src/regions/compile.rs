@@ -821,4 +821,60 @@ mod tests {
             ("10.0.0.0/8".into(), "DE", "FR")
         );
     }
+
+    /// What a source says about an address, one hit per layer.
+    fn source_hits(l: &Loaded, addr: &str) -> Vec<(String, Vec<String>)> {
+        l.lookup(addr.parse().unwrap())
+            .into_iter()
+            .map(|h| {
+                (
+                    h.prefix.to_string(),
+                    h.tags.into_iter().map(str::to_owned).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_source_answers_per_layer_as_the_compiler_reads_it() {
+        let l = Loaded::from_pairs(&[
+            ("10.0.0.0/8", "DE"),
+            ("10.1.0.0/16", "aws:x"),
+            ("10.1.2.0/24", "FR"),
+            ("10.1.2.0/24", "aws:y"),
+            ("2001:db8::/32", "aws:z"),
+        ]);
+        let map = super::compile(std::slice::from_ref(&l)).unwrap();
+        let layers = |addr: &str| {
+            let mut tags: Vec<String> = source_hits(&l, addr)
+                .into_iter()
+                .flat_map(|h| h.1)
+                .collect();
+            tags.sort();
+            assert_eq!(
+                tags,
+                map.tagsets[map.lookup(addr.parse().unwrap()).0 as usize],
+                "{addr}"
+            );
+            source_hits(&l, addr)
+        };
+        // The country from the /8, the cloud region from the /16 in it.
+        assert_eq!(
+            layers("10.1.0.1"),
+            [
+                ("10.0.0.0/8".into(), vec!["DE".into()]),
+                ("10.1.0.0/16".into(), vec!["aws:x".into()]),
+            ]
+        );
+        // Both layers from the same network: one hit.
+        assert_eq!(
+            layers("10.1.2.3"),
+            [("10.1.2.0/24".into(), vec!["FR".into(), "aws:y".into()])]
+        );
+        // A cloud region only.
+        assert_eq!(
+            layers("2001:db8::1"),
+            [("2001:db8::/32".into(), vec!["aws:z".into()])]
+        );
+    }
 }
