@@ -11,12 +11,13 @@
 
 use std::{
     fmt,
-    str::FromStr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
+
+use crate::config::WebhookUrl;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -31,67 +32,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 pub const BACKOFF: Duration = Duration::from_millis(250);
 /// Notifications queued at most; beyond, new ones are dropped (and logged).
 const QUEUE: usize = 256;
-
-/// An `http://host:port/path` address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookUrl {
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-impl FromStr for WebhookUrl {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let rest = s.strip_prefix("http://").ok_or_else(|| {
-            format!("webhook '{s}': only http:// addresses are supported (no TLS)")
-        })?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("webhook '{s}': bad port '{p}'"))?,
-            ),
-            _ => (authority, 80),
-        };
-        if host.is_empty() || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "webhook '{s}': not an http://host[:port]/path address"
-            ));
-        }
-        Ok(WebhookUrl {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port,
-            path: path.to_owned(),
-        })
-    }
-}
-
-impl fmt::Display for WebhookUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "http://[{}]:{}{}", self.host, self.port, self.path)
-        } else {
-            write!(f, "http://{}:{}{}", self.host, self.port, self.path)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for WebhookUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
 
 /// One POST: the status code.
 async fn post(url: &WebhookUrl, body: &[u8]) -> std::io::Result<u16> {
@@ -252,28 +192,6 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses() {
-        let u: WebhookUrl = "http://127.0.0.1:8080/hooks/geowall".parse().unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("127.0.0.1", 8080, "/hooks/geowall")
-        );
-        let u: WebhookUrl = "http://approvals.example".parse().unwrap();
-        assert_eq!((u.port, u.path.as_str()), (80, "/"));
-        let u: WebhookUrl = "http://[::1]:9000/x".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
-        assert_eq!(u.to_string(), "http://[::1]:9000/x");
-        assert!(
-            "https://x/"
-                .parse::<WebhookUrl>()
-                .unwrap_err()
-                .contains("only http://")
-        );
-        assert!("http://x:99999/".parse::<WebhookUrl>().is_err());
-        assert!("http:///path".parse::<WebhookUrl>().is_err());
-    }
 
     #[tokio::test]
     async fn posts_json_and_retries_until_a_2xx() {

@@ -7,7 +7,8 @@ use std::{
 };
 
 use crate::{
-    flows::{AuditConfig, MapSource, Resolver},
+    config::AuditConfig,
+    flows::{MapSource, Resolver},
     host::cgroup::{Hierarchy, IdResolver},
     regions::CompiledMap,
 };

@@ -42,9 +42,8 @@ use serde_json::json;
 use super::{
     record::{Chained, EventRecord, GENESIS, Prev},
     set::{self, LogSet},
-    settings::AuditConfig,
 };
-use crate::vocab::clock as time;
+use crate::{config::AuditConfig, vocab::clock as time};
 
 /// Pending bytes that trigger a write.
 const WRITE_AT: usize = 256 * 1024;

@@ -19,7 +19,7 @@
 
 use regex_lite::Regex;
 
-use super::settings::AuditConfig;
+use crate::config::AuditConfig;
 
 /// What replaces a secret.
 pub const MASK: &str = "***";

@@ -21,10 +21,12 @@ use super::{
     mask::Masker,
     process::ProcessCache,
     record::{EventRecord, destination, verdict_name},
-    settings::AuditConfig,
     volume::{FirstWindows, Key},
 };
-use crate::vocab::clock::{self as time, BootClock};
+use crate::{
+    config::AuditConfig,
+    vocab::clock::{self as time, BootClock},
+};
 
 /// Decisions seen, by policy slot, verdict and the destination's tags (as
 /// the kernel named them).

@@ -186,7 +186,7 @@ fn truncate(mut s: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::settings::AuditConfig;
+    use crate::config::AuditConfig;
 
     fn cache() -> ProcessCache {
         ProcessCache::new(Arc::new(Masker::new(&AuditConfig::default()).unwrap()))
