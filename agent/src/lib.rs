@@ -21,4 +21,5 @@ pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod regions;
+pub mod tables;
 pub mod vocab;

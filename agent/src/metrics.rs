@@ -50,8 +50,8 @@ use crate::{
         FlowStats,
         log::{KINDS, LogStats},
         lost::CounterReader,
-        record::verdict_name,
     },
+    tables::codes::verdict_name,
 };
 
 /// Binds the endpoint (at start, so that a busy port fails the start).

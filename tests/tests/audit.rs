@@ -163,7 +163,7 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
         assert_eq!(rec["hook"], hook);
         assert_eq!(
             rec["program"],
-            geowall::kernel::unpack_version(geowall_common::PACKED_VERSION)
+            geowall::tables::codes::unpack_version(geowall_common::PACKED_VERSION)
         );
         assert_eq!(rec["pid"], job["pid"], "the job's own process");
         assert_eq!(rec["tid"], job["pid"]);

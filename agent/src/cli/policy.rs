@@ -14,13 +14,13 @@ use crate::{
     config::{Action, Config, load_policy_file},
     control::{Client, ClientError, Request},
     host::cgroup::Hierarchy,
-    kernel::layout,
     plan::{self, Plan},
-    policy::{
-        CompiledPolicy,
-        explain::{CompiledView, Explanation, PolicyText, Target, explain},
-    },
+    policy::CompiledPolicy,
     regions::{TagKind, countries, kind},
+    tables::{
+        explain::{CompiledView, Explanation, PolicyText, Target, explain},
+        layout,
+    },
 };
 
 #[derive(Subcommand, Debug)]

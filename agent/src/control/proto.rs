@@ -40,7 +40,7 @@ pub enum Request {
     /// why.
     PolicyExplain {
         policy: String,
-        targets: Vec<crate::policy::explain::Target>,
+        targets: Vec<crate::tables::explain::Target>,
     },
     /// Stop the agent; `detach` also removes programs and pins.
     Shutdown {
@@ -221,6 +221,23 @@ pub struct Status {
     pub socket_cgroups_unavailable: Option<String>,
 }
 
+/// A notification given up: after its last failed attempt, or at once
+/// when the queue was full (`attempts` 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookFailure {
+    pub url: String,
+    /// The notification's `event` (`requested`, `approved`, …).
+    pub event: String,
+    /// The request it was about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<u64>,
+    pub attempts: u32,
+    /// What the last attempt ran into.
+    pub error: String,
+    /// When it was given up (RFC 3339).
+    pub time: String,
+}
+
 /// The approvals webhook in `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookStatus {
@@ -229,7 +246,7 @@ pub struct WebhookStatus {
     pub failures: u64,
     /// The last of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<crate::approvals::webhook::Failure>,
+    pub last_failure: Option<WebhookFailure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -252,7 +252,7 @@ fn map_lookup(snap: &MapSnapshot, addrs: &[String]) -> Result<Response, Refusal>
 /// Adds what each map source says about the explained destinations.
 fn add_sources(
     snap: &MapSnapshot,
-    explained: &mut [crate::policy::explain::Explanation],
+    explained: &mut [crate::tables::explain::Explanation],
 ) -> Result<(), Refusal> {
     let addrs: Vec<std::net::IpAddr> = explained
         .iter()

@@ -17,8 +17,8 @@ use crate::{
     },
     config::{ApprovalsConfig, Config},
     control::proto::{ApprovalAsk, ErrorCode},
-    kernel::grants::{RegionGrantSets, region_entries},
     regions::prefix::Prefix,
+    tables::grants::{RegionGrantSets, region_entries},
     vocab::clock,
 };
 
@@ -40,7 +40,7 @@ pub struct Approvals {
     pub config: ApprovalsConfig,
     pub store: Store,
     /// Sends webhook notifications (set once the agent runs).
-    pub notifier: Option<approvals::webhook::Notifier>,
+    pub notifier: Option<super::webhook::Notifier>,
     /// `[groups]`, for region destinations named by a user group.
     groups: BTreeMap<String, Vec<String>>,
 }
@@ -80,7 +80,7 @@ impl Approvals {
             };
             Some((g, scope))
         });
-        approvals::region_sets(scoped, clock::unix_ms(), clock::boot_ns())
+        crate::tables::grants::region_sets(scoped, clock::unix_ms(), clock::boot_ns())
     }
 }
 
@@ -98,7 +98,7 @@ impl State {
     /// so a failing webhook never waits for the agent's lock.
     pub fn start_notifier(&mut self) {
         let log = self.audit_log();
-        self.approvals.notifier = Some(approvals::webhook::Notifier::start(move |failure| {
+        self.approvals.notifier = Some(super::webhook::Notifier::start(move |failure| {
             let mut detail = serde_json::to_value(failure).unwrap_or_default();
             if let Some(fields) = detail.as_object_mut() {
                 // The record has its own time.
@@ -118,7 +118,7 @@ impl State {
             .approvals
             .notifier
             .as_ref()
-            .map(approvals::webhook::Notifier::health)
+            .map(super::webhook::Notifier::health)
             .unwrap_or_default();
         Some(crate::control::proto::WebhookStatus {
             url: url.to_string(),
@@ -215,10 +215,11 @@ impl State {
                 json!({"event": "expired", "id": id, "why": format!("policy '{policy}' is no longer loaded")}),
             );
         }
-        let wanted = self
-            .approvals
-            .store
-            .entries(clock::unix_ms(), clock::boot_ns());
+        let wanted = crate::tables::grants::entries(
+            self.approvals.store.grants(),
+            clock::unix_ms(),
+            clock::boot_ns(),
+        );
         let result = (|| {
             for (key, set) in &wanted {
                 self.kernel().write_grant_entry(key, set)?;
@@ -518,7 +519,7 @@ impl State {
         .map_err(|m| refused(ErrorCode::BadRequest, m))?;
         let mut candidate = request.clone();
         candidate.slot = self.slot(&request.policy).unwrap_or(request.slot);
-        if !approvals::fits(self.approvals.store.grants(), &candidate) {
+        if !crate::tables::grants::fits(self.approvals.store.grants(), &candidate) {
             return Err(refused(
                 ErrorCode::BadRequest,
                 format!(

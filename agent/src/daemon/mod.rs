@@ -12,6 +12,7 @@ mod names;
 mod source_watch;
 mod state;
 mod units;
+mod webhook;
 
 use std::{
     path::PathBuf,
@@ -49,7 +50,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error(transparent)]
-    Layout(#[from] crate::kernel::layout::LayoutError),
+    Layout(#[from] crate::tables::LayoutError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error("audit log {path}: {source}")]

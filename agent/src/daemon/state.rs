@@ -18,8 +18,9 @@ use crate::{
     control::proto::{JobStatus, PolicyStatus, SourceStatus, Status},
     flows::{AuditLog, MapSource, Rotation},
     host::cgroup::{self, Hierarchy},
-    kernel::{Kernel, OpenOptions, layout},
+    kernel::{Kernel, OpenOptions},
     plan::{self, Plan},
+    tables::layout,
 };
 
 /// What map questions need, taken under the lock and answered outside it.
@@ -640,10 +641,10 @@ impl State {
     pub fn explain(
         &self,
         policy: &str,
-        targets: &[crate::policy::explain::Target],
-    ) -> Result<Vec<crate::policy::explain::Explanation>, super::jobs::Refusal> {
+        targets: &[crate::tables::explain::Target],
+    ) -> Result<Vec<crate::tables::explain::Explanation>, super::jobs::Refusal> {
         use crate::control::proto::ErrorCode;
-        use crate::policy::explain::{PolicyText, explain};
+        use crate::tables::explain::{PolicyText, explain};
         let refuse = |code: ErrorCode, m: String| super::jobs::Refusal(code, m);
         let Some(p) = self.plan.policy(policy) else {
             let hint =

@@ -20,11 +20,12 @@ use super::{
     lost::LostTracker,
     mask::Masker,
     process::ProcessCache,
-    record::{EventRecord, destination, verdict_name},
+    record::{EventRecord, destination},
     volume::{FirstWindows, Key},
 };
 use crate::{
     config::AuditConfig,
+    tables::codes::verdict_name,
     vocab::clock::{self as time, BootClock},
 };
 

@@ -7,11 +7,14 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use geowall_common::{FlowEvent, event_flags, family, hook, reason, verdict};
+use geowall_common::{FlowEvent, event_flags, family, hook, reason};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::process::ProcessInfo;
-use crate::regions::Prefix;
+use crate::{
+    regions::Prefix,
+    tables::codes::{hook_name, reason_name, unpack_version, verdict_name},
+};
 
 /// Version of the record schema (`v`). 2: `exe`, `cmdline`, `user`, `map`
 /// and the hash chain (`prev`); `lost`, `allowed` and `log` records.
@@ -392,41 +395,6 @@ pub trait Resolver {
     }
 }
 
-pub fn verdict_name(v: u8) -> &'static str {
-    match v {
-        verdict::ALLOW => "allow",
-        verdict::DENY => "deny",
-        verdict::WOULD_DENY => "would_deny",
-        _ => "unknown",
-    }
-}
-
-pub fn reason_name(r: u8) -> &'static str {
-    match r {
-        reason::NO_POLICY => "no_policy",
-        reason::REGION => "region",
-        reason::RULE => "rule",
-        reason::GRANT => "grant",
-        reason::UNTAGGED => "untagged",
-        reason::LOCAL => "local",
-        reason::SOCKET_TYPE => "socket_type",
-        reason::NO_TABLE => "no_table",
-        _ => "unknown",
-    }
-}
-
-fn hook_name(h: u8) -> &'static str {
-    match h {
-        hook::CONNECT4 => "connect4",
-        hook::CONNECT6 => "connect6",
-        hook::SENDMSG4 => "sendmsg4",
-        hook::SENDMSG6 => "sendmsg6",
-        hook::SOCK_CREATE => "sock_create",
-        hook::SOCK_POST_CREATE => "socket_post_create",
-        _ => "unknown",
-    }
-}
-
 /// Whether the event is about creating a socket (no destination yet).
 fn is_creation(ev: &FlowEvent) -> bool {
     matches!(ev.hook, hook::SOCK_CREATE | hook::SOCK_POST_CREATE)
@@ -606,11 +574,11 @@ impl<'a> FlowRecord<'a> {
 /// own, nearly always, is formatted once).
 fn program_version(packed: u64) -> Cow<'static, str> {
     static OWN: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| crate::kernel::unpack_version(geowall_common::PACKED_VERSION));
+        std::sync::LazyLock::new(|| unpack_version(geowall_common::PACKED_VERSION));
     if packed == geowall_common::PACKED_VERSION {
         Cow::Borrowed(OWN.as_str())
     } else {
-        Cow::Owned(crate::kernel::unpack_version(packed))
+        Cow::Owned(unpack_version(packed))
     }
 }
 
@@ -664,6 +632,8 @@ impl Chained for EventRecord {
 
 #[cfg(test)]
 mod tests {
+    use geowall_common::verdict;
+
     use super::*;
     use geowall_common::TagSet;
 

@@ -1,8 +1,7 @@
-//! The kernel's grant tries: (scope, prefix) → the grants that cover it;
-//! and the region grant map: (generation, scope, region id) → the grants to
-//! that region. The agent computes the entries (see `approvals::entries`
-//! and `approvals::region_sets`) and writes them here; the kernel checks
-//! expiry itself.
+//! Writing the kernel's grant tries, (scope, prefix) → the grants that
+//! cover it, and its region grant map, (generation, scope, region id) →
+//! the grants to that region. What to write is computed in
+//! [`crate::tables::grants`]; the kernel checks expiry itself.
 //!
 //! Region ids belong to a generation of the tables: a table switch writes
 //! the idle generation's region grants before the epoch flips (see
@@ -17,30 +16,10 @@ use std::{
 use geowall_common::{GrantSet, MAX_REGION_GRANT_ENTRIES, RegionGrantKey, config};
 
 use super::{Kernel, KernelError, sys, sys_err};
-use crate::regions::prefix::{Family, Prefix};
-
-/// One entry's key: the scope (a cgroup id, or
-/// [`geowall_common::GRANT_SCOPE_POLICY`] | slot) and the destination.
-pub type EntryKey = (u64, Prefix);
-
-/// Region grants by (scope, region tag), independent of the tables.
-pub type RegionGrantSets = BTreeMap<(u64, String), GrantSet>;
-
-/// The region grant map's entries for table generation `generation`, whose
-/// region ids are `ids` (tag → id). A tag the tables do not know has no
-/// entry: no destination carries it.
-pub fn region_entries(
-    sets: &RegionGrantSets,
-    ids: &BTreeMap<&str, u16>,
-    generation: u8,
-) -> BTreeMap<RegionGrantKey, GrantSet> {
-    sets.iter()
-        .filter_map(|((scope, tag), set)| {
-            let id = *ids.get(tag.as_str())?;
-            Some((RegionGrantKey::new(*scope, id, generation), *set))
-        })
-        .collect()
-}
+use crate::{
+    regions::prefix::{Family, Prefix},
+    tables::grants::EntryKey,
+};
 
 /// Raw LPM key: prefix length (native order, counting the 64 scope bits),
 /// scope (big endian), address (network order).
@@ -225,8 +204,6 @@ fn key_of(raw: &[u8; KEY]) -> RegionGrantKey {
 
 #[cfg(test)]
 mod tests {
-    use geowall_common::GRANT_SCOPE_POLICY;
-
     use super::*;
 
     #[test]
@@ -237,40 +214,6 @@ mod tests {
         let abi: [u8; KEY] = unsafe { std::mem::transmute(key) };
         assert_eq!(raw, abi);
         assert_eq!(key_of(&raw), key);
-    }
-
-    #[test]
-    fn region_entries_follow_the_tables_ids() {
-        let mut set = GrantSet::default();
-        set.grants[0].id = 7;
-        let sets: RegionGrantSets = [
-            ((42, "DE".to_owned()), set),
-            ((42, "FR".to_owned()), set),
-            ((GRANT_SCOPE_POLICY | 3, "aws:eu-west-1".to_owned()), set),
-        ]
-        .into_iter()
-        .collect();
-        let ids: BTreeMap<&str, u16> = [("DE", 4), ("aws:eu-west-1", 9), ("US", 5)].into();
-        let e = region_entries(&sets, &ids, 1);
-        // FR is in no table: no entry.
-        assert_eq!(
-            e.keys().copied().collect::<Vec<_>>(),
-            vec![
-                RegionGrantKey::new(42, 4, 1),
-                RegionGrantKey::new(GRANT_SCOPE_POLICY | 3, 9, 1),
-            ]
-        );
-        assert_eq!(e[&RegionGrantKey::new(42, 4, 1)].grants[0].id, 7);
-        // Another generation numbers the regions its own way.
-        let renumbered: BTreeMap<&str, u16> = [("DE", 11), ("FR", 12)].into();
-        let e = region_entries(&sets, &renumbered, 0);
-        assert_eq!(
-            e.keys().copied().collect::<Vec<_>>(),
-            vec![
-                RegionGrantKey::new(42, 11, 0),
-                RegionGrantKey::new(42, 12, 0)
-            ]
-        );
     }
 
     #[test]

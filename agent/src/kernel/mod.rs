@@ -4,7 +4,6 @@
 
 pub mod btf;
 pub mod grants;
-pub mod layout;
 pub mod pins;
 pub mod sys;
 mod tables;
@@ -29,7 +28,6 @@ use geowall_common::{
 };
 use thiserror::Error;
 
-pub use layout::{Layout, Tables, layout};
 pub use pins::Pins;
 
 /// The compiled kernel programs, embedded at build time (see build.rs).
@@ -165,7 +163,7 @@ impl KernelView<'_> {
     }
 }
 
-impl crate::policy::explain::TableView for KernelView<'_> {
+impl crate::tables::explain::TableView for KernelView<'_> {
     fn policy(&self, slot: u32) -> Result<Option<geowall_common::PolicyEntry>, String> {
         if slot >= MAX_POLICIES {
             return Ok(None);
@@ -650,8 +648,8 @@ impl Kernel {
     /// force stay in force.
     pub fn install(
         &mut self,
-        layout: &Layout,
-        region_grants: &grants::RegionGrantSets,
+        layout: &crate::tables::Layout,
+        region_grants: &crate::tables::grants::RegionGrantSets,
     ) -> Result<u64, KernelError> {
         let known = self.region_names()?;
         for (id, name) in &layout.regions {
@@ -679,7 +677,7 @@ impl Kernel {
             .map(|(id, name)| (name.as_str(), *id))
             .collect();
         let (epoch, cleanup) = tables::switch(self, &layout.tables, |generation| {
-            grants::region_entries(region_grants, &ids, generation)
+            crate::tables::grants::region_entries(region_grants, &ids, generation)
         })?;
         self.cleanup = cleanup;
         Ok(epoch)
@@ -879,12 +877,6 @@ fn write_name<const N: usize>(
         .map_err(sys_err(format!("writing name {idx}")))
 }
 
-/// [`geowall_common::pack_version`] undone: `major.minor.patch`.
-pub fn unpack_version(v: u64) -> String {
-    let [major, minor, patch] = geowall_common::version_parts(v);
-    format!("{major}.{minor}.{patch}")
-}
-
 /// What the pins say when no agent runs: which version's programs are
 /// attached, since when, when the agent was last alive, which policies the
 /// tables hold.
@@ -918,7 +910,7 @@ pub fn pinned_info(pins: &Pins) -> PinnedInfo {
                 .map(|_| u64::from_ne_bytes(v))
                 .filter(|v| *v != 0)
         };
-        info.version = slot(config::PROGRAM_VERSION).map(unpack_version);
+        info.version = slot(config::PROGRAM_VERSION).map(crate::tables::codes::unpack_version);
         info.attached_at = slot(config::ATTACHED_AT);
         info.heartbeat = slot(config::HEARTBEAT);
         info.epoch = slot(config::EPOCH).unwrap_or(0);

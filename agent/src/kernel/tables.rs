@@ -28,7 +28,8 @@ use geowall_common::{
     RuleKey6, RuleSet, TagSet, config,
 };
 
-use super::{Kernel, KernelError, Tables, sys, sys_err};
+use super::{Kernel, KernelError, sys, sys_err};
+use crate::tables::Tables;
 
 /// Raw bytes of a plain-data value.
 fn bytes_of<T: Copy>(v: &T) -> &[u8] {

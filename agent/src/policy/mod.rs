@@ -1,7 +1,5 @@
 //! Policies: which regions a workload may reach, checked before it goes live.
 
-pub mod explain;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,

@@ -15,9 +15,11 @@ use geowall_common::{Decision, PolicyEntry, RegionValue, RuleSet, policy_flags, 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    flows::record::{reason_name, verdict_name},
-    kernel::Layout,
     regions::{CompiledMap, Prefix, query::canonical},
+    tables::{
+        Layout,
+        codes::{reason_name, verdict_name},
+    },
 };
 
 /// A destination to explain.

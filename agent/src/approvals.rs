@@ -14,23 +14,17 @@
 //! the agent starts; what expired meanwhile is marked expired and not
 //! written to the kernel.
 
-pub mod webhook;
-
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     io,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use geowall_common::{GRANT_SCOPE_POLICY, Grant, GrantSet, MAX_GRANTS_PER_PREFIX};
+use geowall_common::GRANT_SCOPE_POLICY;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    kernel::grants::{EntryKey, RegionGrantSets},
-    policy::Resolver,
-    regions::prefix::Prefix,
-};
+use crate::{policy::Resolver, regions::prefix::Prefix};
 
 /// Name of the state file in the state folder.
 pub const STATE_FILE: &str = "approvals.json";
@@ -430,110 +424,6 @@ impl Store {
             .values()
             .filter(|r| r.state == Stage::Approved)
     }
-
-    /// The kernel entries the live grants need, with their boot-clock
-    /// expiries (`now_ms` and `now_boot_ns` are the same moment).
-    pub fn entries(&self, now_ms: u64, now_boot_ns: u64) -> BTreeMap<EntryKey, GrantSet> {
-        entries(self.grants(), now_ms, now_boot_ns)
-    }
-}
-
-/// The grant trie entries for `grants` (those to a prefix): one per
-/// (scope, prefix) granted, holding every grant of that scope whose prefix
-/// contains it (the trie returns only the most specific entry, so a wider
-/// grant is repeated in the narrower entries).
-pub fn entries<'a>(
-    grants: impl Iterator<Item = &'a Approval>,
-    now_ms: u64,
-    now_boot_ns: u64,
-) -> BTreeMap<EntryKey, GrantSet> {
-    let grants: Vec<(&Approval, &Prefix)> = grants
-        .filter_map(|g| g.to.prefix().map(|p| (g, p)))
-        .collect();
-    let keys: BTreeSet<EntryKey> = grants.iter().map(|(g, p)| (g.scope(), **p)).collect();
-    let mut out = BTreeMap::new();
-    for (scope, prefix) in keys {
-        let covering = grants
-            .iter()
-            .filter(|(g, p)| g.scope() == scope && p.contains(&prefix))
-            .map(|(g, p)| kernel_grant(g, p.len(), now_ms, now_boot_ns));
-        out.insert((scope, prefix), grant_set(covering));
-    }
-    out
-}
-
-/// The region grants of `grants` (those to a region), by (scope, region
-/// tag): every grant of the scope that names the tag. Scopes are given by
-/// the caller (a policy-wide grant is scoped to its policy's slot in the
-/// tables being written). Which region id a tag has is the tables' business:
-/// see `kernel::grants::region_entries`.
-pub fn region_sets<'a>(
-    grants: impl Iterator<Item = (&'a Approval, u64)>,
-    now_ms: u64,
-    now_boot_ns: u64,
-) -> RegionGrantSets {
-    let mut by_key: BTreeMap<(u64, String), Vec<Grant>> = BTreeMap::new();
-    for (g, scope) in grants {
-        if g.to.prefix().is_some() {
-            continue;
-        }
-        for tag in &g.regions {
-            by_key
-                .entry((scope, tag.clone()))
-                .or_default()
-                .push(kernel_grant(g, 0, now_ms, now_boot_ns));
-        }
-    }
-    by_key
-        .into_iter()
-        .map(|(key, grants)| (key, grant_set(grants.into_iter())))
-        .collect()
-}
-
-/// Grant `g` as the kernel checks it; `plen` is what flow records name
-/// (0 for a region grant: the region trie's entry is named instead).
-fn kernel_grant(g: &Approval, plen: u8, now_ms: u64, now_boot_ns: u64) -> Grant {
-    let left_ns = g
-        .expires_ms
-        .saturating_sub(now_ms)
-        .saturating_mul(1_000_000);
-    let mut k = Grant {
-        id: g.id,
-        port: g.port,
-        plen,
-        ..Grant::default()
-    };
-    k.set_expires_ns(now_boot_ns.saturating_add(left_ns));
-    k
-}
-
-/// The first [`MAX_GRANTS_PER_PREFIX`] of `grants` (`fits` keeps there
-/// being no more).
-fn grant_set(grants: impl Iterator<Item = Grant>) -> GrantSet {
-    let mut set = GrantSet::default();
-    for (slot, g) in set.grants.iter_mut().zip(grants) {
-        *slot = g;
-    }
-    set
-}
-
-/// Whether a new grant `candidate` fits: no (scope, prefix) entry and no
-/// (scope, region) entry may need more than [`MAX_GRANTS_PER_PREFIX`]
-/// grants.
-pub fn fits<'a>(live: impl Iterator<Item = &'a Approval>, candidate: &Approval) -> bool {
-    let mut all: Vec<&Approval> = live.filter(|g| g.scope() == candidate.scope()).collect();
-    all.push(candidate);
-    let prefixes: Vec<&Prefix> = all.iter().filter_map(|g| g.to.prefix()).collect();
-    let prefixes_fit = prefixes.iter().all(|entry| {
-        prefixes.iter().filter(|p| p.contains(entry)).count() <= MAX_GRANTS_PER_PREFIX
-    });
-    let regions_fit = candidate.regions.iter().all(|tag| {
-        all.iter()
-            .filter(|g| g.to.prefix().is_none() && g.regions.contains(tag))
-            .count()
-            <= MAX_GRANTS_PER_PREFIX
-    });
-    prefixes_fit && regions_fit
 }
 
 /// Parses a `--to` destination: an address (a host prefix), a CIDR, or a
@@ -574,12 +464,15 @@ pub fn parse_to(to: &str, resolver: &Resolver<'_>) -> Result<(Destination, Vec<S
     Ok((Destination::Region(name), tags))
 }
 
+/// Requests for tests (here and in `tables::grants`).
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     /// The resolver of a config with map tags `tags` and group `nordics`.
-    fn resolve<T>(tags: &[&str], f: impl FnOnce(&Resolver<'_>) -> T) -> T {
+    pub(crate) fn resolve<T>(tags: &[&str], f: impl FnOnce(&Resolver<'_>) -> T) -> T {
         let map_tags: BTreeSet<String> = tags.iter().map(|t| t.to_string()).collect();
         let groups: BTreeMap<String, Vec<String>> = [(
             "nordics".to_owned(),
@@ -596,13 +489,13 @@ mod tests {
         })
     }
 
-    fn parse(to: &str) -> Result<(Destination, Vec<String>), String> {
+    pub(crate) fn parse(to: &str) -> Result<(Destination, Vec<String>), String> {
         resolve(&["US", "DE", "aws:eu-west-1", "aws:eu-north-1"], |r| {
             parse_to(to, r)
         })
     }
 
-    fn request(id: u32, to: &str, uid: u32) -> Approval {
+    pub(crate) fn request(id: u32, to: &str, uid: u32) -> Approval {
         let (to, regions) = parse(to).unwrap();
         Approval {
             id,
@@ -630,6 +523,11 @@ mod tests {
             decision_reason: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fixtures::*, *};
 
     #[test]
     fn durations_are_capped_by_the_policy() {
@@ -711,45 +609,6 @@ mod tests {
     }
 
     #[test]
-    fn wider_grants_are_repeated_in_narrower_entries() {
-        let mut wide = request(1, "127.20.0.0/16", 1000);
-        wide.state = Stage::Approved;
-        let mut narrow = request(2, "127.20.0.1", 1000);
-        narrow.state = Stage::Approved;
-        narrow.port = 443;
-        let mut other = request(3, "127.20.0.1", 1000);
-        other.state = Stage::Approved;
-        other.cgroup_id = Some(77);
-        let all = [wide.clone(), narrow.clone(), other.clone()];
-        let e = entries(all.iter(), 1_000, 5_000_000_000);
-        assert_eq!(e.len(), 3);
-        let policy_scope = GRANT_SCOPE_POLICY | 2;
-        let key = |a: &Approval| *a.to.prefix().unwrap();
-        let host = &e[&(policy_scope, key(&narrow))];
-        let ids: Vec<u32> = host.grants.iter().map(|g| g.id).collect();
-        assert_eq!(ids, vec![1, 2, 0, 0]);
-        assert_eq!(host.grants[1].port, 443);
-        assert_eq!(host.grants[1].plen, 32);
-        // 9 s left at 1 s: expires 9 s after the boot-clock now.
-        assert_eq!(host.grants[0].expires_ns(), 5_000_000_000 + 9_000_000_000);
-        assert_eq!(e[&(policy_scope, key(&wide))].grants[0].id, 1);
-        assert_eq!(e[&(77, key(&other))].grants[0].id, 3);
-        assert_eq!(e[&(77, key(&other))].grants[1].id, 0);
-        // A fifth grant covering the same host does not fit.
-        let mut more: Vec<Approval> = (10..13)
-            .map(|i| {
-                let mut g = request(i, "127.20.0.0/24", 1);
-                g.state = Stage::Approved;
-                g
-            })
-            .collect();
-        more.push(narrow.clone());
-        assert!(!fits(more.iter(), &wide));
-        more.pop();
-        assert!(fits(more.iter(), &wide));
-    }
-
-    #[test]
     fn destinations_are_prefixes_or_regions() {
         let prefix = |to: &str| parse(to).unwrap().0.to_string();
         assert_eq!(prefix("127.20.0.1"), "127.20.0.1/32");
@@ -802,56 +661,5 @@ mod tests {
         assert_eq!(serde_json::from_str::<Approval>(&text).unwrap(), p);
         assert_eq!(r.view()["regions"].as_array().unwrap().len(), 27);
         assert_eq!(r.view()["to"], "EU");
-    }
-
-    #[test]
-    fn region_grants_are_derived_per_scope_and_tag() {
-        let approved = |id: u32, to: &str, port: u16| {
-            let mut g = request(id, to, 1000);
-            g.state = Stage::Approved;
-            g.port = port;
-            g
-        };
-        let de = approved(1, "DE", 443);
-        let nordics = approved(2, "nordics", 0);
-        let mut job = approved(3, "SE", 0);
-        job.cgroup_id = Some(77);
-        let prefix = approved(4, "127.20.0.0/16", 0);
-        let policy = GRANT_SCOPE_POLICY | 2;
-        let grants = [
-            (&de, policy),
-            (&nordics, policy),
-            (&job, 77),
-            (&prefix, policy),
-        ];
-        let sets = region_sets(grants.into_iter(), 1_000, 5_000_000_000);
-        let keys: Vec<(u64, &str)> = sets.keys().map(|(s, t)| (*s, t.as_str())).collect();
-        assert_eq!(
-            keys,
-            [
-                (77, "SE"),
-                (policy, "DE"),
-                (policy, "DK"),
-                (policy, "SE"),
-                (policy, "aws:eu-north-1"),
-            ]
-        );
-        let de_set = &sets[&(policy, "DE".to_owned())];
-        assert_eq!(de_set.grants[0].id, 1);
-        assert_eq!(de_set.grants[0].port, 443);
-        assert_eq!(de_set.grants[0].plen, 0);
-        assert_eq!(de_set.grants[0].expires_ns(), 5_000_000_000 + 9_000_000_000);
-        assert_eq!(de_set.grants[1].id, 0);
-        assert_eq!(sets[&(77, "SE".to_owned())].grants[0].id, 3);
-        // Prefix grants stay in the tries.
-        let e = entries([&de, &prefix].into_iter(), 1_000, 5_000_000_000);
-        assert_eq!(e.len(), 1);
-        // At most four grants of a scope name one region.
-        let live: Vec<Approval> = (10..14).map(|i| approved(i, "EU", 0)).collect();
-        assert!(!fits(live.iter(), &approved(20, "DE", 0)));
-        assert!(fits(live.iter(), &approved(20, "US", 0)));
-        assert!(fits(live.iter().take(3), &approved(20, "DE", 0)));
-        // A prefix grant does not count against a region.
-        assert!(fits(live.iter().take(3).chain([&prefix]), &de));
     }
 }

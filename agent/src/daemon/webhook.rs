@@ -6,7 +6,7 @@
 //! (no TLS), one request per connection, success is any 2xx status. Each
 //! notification is tried up to [`ATTEMPTS`] times, each attempt bounded by
 //! [`TIMEOUT`], with a doubling pause in between. A notification that is
-//! finally given up (or finds the queue full) is a [`Failure`]: the agent
+//! finally given up (or finds the queue full) is a [`WebhookFailure`]: the agent
 //! records it in the audit log and shows the last one in `status`.
 
 use std::{
@@ -17,7 +17,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::WebhookUrl;
+use crate::{config::WebhookUrl, control::proto::WebhookFailure};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -88,31 +88,19 @@ async fn deliver(url: &WebhookUrl, body: &[u8]) -> Result<(), (u32, String)> {
 
 /// A notification given up: after [`ATTEMPTS`] failed attempts, or at once
 /// when the queue was full (`attempts` 0).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    pub url: String,
-    /// The notification's `event` (`requested`, `approved`, …).
-    pub event: String,
-    /// The request it was about.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<u64>,
-    pub attempts: u32,
-    /// What the last attempt ran into.
-    pub error: String,
-    /// When it was given up (RFC 3339).
-    pub time: String,
-}
-
-impl Failure {
-    fn new(url: &WebhookUrl, payload: &serde_json::Value, attempts: u32, error: String) -> Self {
-        Failure {
-            url: url.to_string(),
-            event: payload["event"].as_str().unwrap_or_default().to_owned(),
-            request_id: payload["request"]["id"].as_u64(),
-            attempts,
-            error,
-            time: crate::vocab::clock::rfc3339(crate::vocab::clock::unix_now_ns()),
-        }
+fn failure(
+    url: &WebhookUrl,
+    payload: &serde_json::Value,
+    attempts: u32,
+    error: String,
+) -> WebhookFailure {
+    WebhookFailure {
+        url: url.to_string(),
+        event: payload["event"].as_str().unwrap_or_default().to_owned(),
+        request_id: payload["request"]["id"].as_u64(),
+        attempts,
+        error,
+        time: crate::vocab::clock::rfc3339(crate::vocab::clock::unix_now_ns()),
     }
 }
 
@@ -122,12 +110,12 @@ pub struct Health {
     /// Notifications given up since the agent started.
     pub failures: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<Failure>,
+    pub last_failure: Option<WebhookFailure>,
 }
 
 /// Called with each failure (from the sending task, or from `send` when the
 /// queue is full); must not wait long.
-type OnFailure = Arc<dyn Fn(&Failure) + Send + Sync>;
+type OnFailure = Arc<dyn Fn(&WebhookFailure) + Send + Sync>;
 
 /// The sending side, kept by the agent's state.
 #[derive(Clone)]
@@ -146,7 +134,7 @@ impl fmt::Debug for Notifier {
 impl Notifier {
     /// Starts the sending task (on the current tokio runtime); `on_failure`
     /// hears of every notification given up.
-    pub fn start(on_failure: impl Fn(&Failure) + Send + Sync + 'static) -> Notifier {
+    pub fn start(on_failure: impl Fn(&WebhookFailure) + Send + Sync + 'static) -> Notifier {
         let (tx, mut rx) = mpsc::channel::<(WebhookUrl, serde_json::Value)>(QUEUE);
         let notifier = Notifier {
             tx,
@@ -159,7 +147,7 @@ impl Notifier {
                 let body = serde_json::to_vec(&payload).unwrap_or_default();
                 if let Err((attempts, error)) = deliver(&url, &body).await {
                     tracing::error!(webhook = %url, payload = %payload, "approvals webhook: notification dropped after {attempts} attempts");
-                    sender.failed(Failure::new(&url, &payload, attempts, error));
+                    sender.failed(failure(&url, &payload, attempts, error));
                 }
             }
         });
@@ -172,11 +160,11 @@ impl Notifier {
             tracing::error!(webhook = %url, "approvals webhook: queue full, notification dropped");
             let (_, payload) = e.into_inner();
             let why = format!("queue full ({QUEUE} notifications waiting)");
-            self.failed(Failure::new(url, &payload, 0, why));
+            self.failed(failure(url, &payload, 0, why));
         }
     }
 
-    fn failed(&self, failure: Failure) {
+    fn failed(&self, failure: WebhookFailure) {
         (self.on_failure)(&failure);
         let mut health = self.health.lock().expect("webhook health lock");
         health.failures += 1;
