@@ -49,8 +49,8 @@ use crate::{
     flows::{
         FlowStats,
         log::{KINDS, LogStats},
-        lost::CounterReader,
     },
+    kernel::CounterReader,
     tables::codes::verdict_name,
 };
 
@@ -131,7 +131,7 @@ impl Exporter {
         {
             let mut counters = self.counters.lock().expect("counters lock");
             if counters.is_none() {
-                *counters = CounterReader::open(&self.bpffs)
+                *counters = CounterReader::open(&crate::kernel::Pins::new(&self.bpffs))
                     .inspect_err(
                         |e| tracing::warn!(error = %e, "metrics: cannot read the kernel counters"),
                     )

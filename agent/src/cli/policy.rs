@@ -150,7 +150,8 @@ fn check(
         print_policy(p, plan.default_policy.as_deref() == Some(&p.name));
         let slot = layout.slots[&p.name];
         for t in &targets {
-            let e = explain(&view, &plan.map, slot, &text_of(p), t, "compiled")?;
+            let e = explain(&view, &plan.map, slot, &text_of(p), t, "compiled")
+                .map_err(|e| crate::vocab::error::chain(&e))?;
             if e.verdict != "allow" {
                 warnings += 1;
                 eprintln!(
@@ -355,7 +356,8 @@ fn explain_offline(
     let mut out = targets
         .iter()
         .map(|t| explain(&view, &plan.map, slot, &text_of(p), t, "compiled"))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| crate::vocab::error::chain(&e))?;
     // What each source says, from the sources as the config names them.
     let specs: Vec<_> = plan.sources.iter().map(|s| s.spec.clone()).collect();
     let addrs: Vec<IpAddr> = out.iter().filter_map(|e| e.dst.parse().ok()).collect();

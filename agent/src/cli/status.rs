@@ -11,7 +11,7 @@ use crate::{
         Client, ClientError, Request,
         proto::{Status, WebhookStatus},
     },
-    kernel::{Pins, pinned_info, read_counters},
+    kernel::{CounterReader, Pins, pinned_info},
 };
 
 /// The attached programs as the pins describe them.
@@ -138,7 +138,7 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
             }
         }
         (None, _) => {
-            let counters = read_counters(&pins).ok();
+            let counters = CounterReader::open(&pins).and_then(|c| c.rows()).ok();
             let totals = counters.as_ref().map(|rows| {
                 let sum = |i: usize| rows.iter().map(|r| r[i]).sum::<u64>();
                 (

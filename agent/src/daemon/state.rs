@@ -672,7 +672,7 @@ impl State {
             .iter()
             .map(|t| {
                 explain(&view, &self.plan.map, slot, &text, t, &tables)
-                    .map_err(|e| refuse(ErrorCode::Internal, e))
+                    .map_err(|e| refuse(ErrorCode::Internal, crate::vocab::error::chain(&e)))
             })
             .collect()
     }

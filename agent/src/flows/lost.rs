@@ -15,47 +15,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Map, MapData, PerCpuArray};
-use geowall_common::{Counters, MAX_POLICIES, counter, names};
+use geowall_common::{MAX_POLICIES, counter};
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::Pins;
-
-/// The pinned per-CPU counters, opened once.
-pub struct CounterReader {
-    map: PerCpuArray<MapData, Counters>,
-    id: u32,
-}
-
-impl CounterReader {
-    /// Opens the counters pinned under `bpffs`.
-    pub fn open(bpffs: &Path) -> Result<Self, String> {
-        let path = Pins::new(bpffs).map(names::COUNTERS);
-        let data = MapData::from_pin(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let id = data.info().map(|i| i.id()).unwrap_or(0);
-        let map = PerCpuArray::try_from(Map::PerCpuArray(data))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Self { map, id })
-    }
-
-    /// The map's id (unique for the boot).
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
-    /// Row `slot` summed over CPUs (the last row, [`MAX_POLICIES`], is for
-    /// what belongs to no policy).
-    pub fn row(&self, slot: u32) -> Option<Counters> {
-        let per_cpu = self.map.get(&slot, 0).ok()?;
-        let mut sum: Counters = [0; counter::COUNT];
-        for row in per_cpu.iter() {
-            for (s, v) in sum.iter_mut().zip(row) {
-                *s = s.wrapping_add(*v);
-            }
-        }
-        Some(sum)
-    }
-}
+use crate::kernel::{CounterReader, Pins};
 
 /// What was reported, as kept in the state file.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,8 +56,8 @@ impl LostTracker {
     /// Opens the counters under `bpffs`; `state_path` keeps what was
     /// reported across restarts (None: every drop counted so far is new).
     pub fn open(bpffs: &Path, state_path: Option<PathBuf>) -> Self {
-        let reader = CounterReader::open(bpffs)
-            .inspect_err(|e| tracing::error!(error = %e, "cannot read the kernel's drop counters: lost events will not be recorded"))
+        let reader = CounterReader::open(&Pins::new(bpffs))
+            .inspect_err(|e| tracing::error!(error = %crate::vocab::error::Chain(e), "cannot read the kernel's drop counters: lost events will not be recorded"))
             .ok();
         let boot = boot_id();
         let map_id = reader.as_ref().map_or(0, CounterReader::id);

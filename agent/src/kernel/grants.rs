@@ -10,12 +10,12 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    os::fd::AsFd,
+    os::fd::{AsFd, OwnedFd},
 };
 
 use geowall_common::{GrantSet, MAX_REGION_GRANT_ENTRIES, RegionGrantKey, config};
 
-use super::{Kernel, KernelError, sys, sys_err};
+use super::{KernelError, config_map::ConfigMap, sys, sys_err};
 use crate::{
     regions::prefix::{Family, Prefix},
     tables::grants::EntryKey,
@@ -43,45 +43,46 @@ fn parse_key(raw: &[u8]) -> Option<EntryKey> {
     Some((scope, prefix))
 }
 
-fn value_bytes(set: &GrantSet) -> &[u8] {
-    // SAFETY: GrantSet is #[repr(C)] plain data with explicit padding.
-    unsafe {
-        std::slice::from_raw_parts(
-            (set as *const GrantSet).cast::<u8>(),
-            std::mem::size_of::<GrantSet>(),
-        )
-    }
+/// The grant tries and the region grant map, opened from their pins.
+pub(crate) struct GrantMaps {
+    v4: OwnedFd,
+    v6: OwnedFd,
+    region: OwnedFd,
 }
 
-impl Kernel {
+impl GrantMaps {
+    pub(crate) fn new(v4: OwnedFd, v6: OwnedFd, region: OwnedFd) -> Self {
+        Self { v4, v6, region }
+    }
+
     fn grant_map(&self, family: Family) -> std::os::fd::BorrowedFd<'_> {
         match family {
-            Family::V4 => self.maps.grants4.as_fd(),
-            Family::V6 => self.maps.grants6.as_fd(),
+            Family::V4 => self.v4.as_fd(),
+            Family::V6 => self.v6.as_fd(),
         }
     }
 
     /// Writes (or replaces) the entry of `key`.
-    pub fn write_grant_entry(&self, key: &EntryKey, set: &GrantSet) -> Result<(), KernelError> {
+    pub(crate) fn write_entry(&self, key: &EntryKey, set: &GrantSet) -> Result<(), KernelError> {
         let (scope, prefix) = key;
         sys::map_update(
             self.grant_map(prefix.family()),
             &raw_key(*scope, prefix),
-            value_bytes(set),
+            sys::bytes_of(set),
             sys::BPF_ANY,
         )
         .map_err(sys_err(format!("writing grant entry {scope:#x} {prefix}")))
     }
 
     /// Removes the entry of `key` (absent is fine).
-    pub fn delete_grant_entry(&self, key: &EntryKey) -> Result<(), KernelError> {
+    pub(crate) fn delete_entry(&self, key: &EntryKey) -> Result<(), KernelError> {
         let (scope, prefix) = key;
         sys::map_delete(self.grant_map(prefix.family()), &raw_key(*scope, prefix))
             .map_err(sys_err(format!("removing grant entry {scope:#x} {prefix}")))
     }
 
     /// Every entry of both grant tries.
-    pub fn grant_entries(&self) -> Result<BTreeSet<EntryKey>, KernelError> {
+    pub(crate) fn entries(&self) -> Result<BTreeSet<EntryKey>, KernelError> {
         let mut out = BTreeSet::new();
         for (family, width) in [(Family::V4, 4), (Family::V6, 16)] {
             let map = self.grant_map(family);
@@ -103,13 +104,13 @@ impl Kernel {
     }
 
     /// Tells the programs how many grant entries exist (0: skip the lookups).
-    pub fn set_grant_count(&self, entries: usize) {
-        self.config.store(config::GRANTS, entries as u64);
+    pub(crate) fn set_count(config: &ConfigMap, entries: usize) {
+        config.store(config::GRANTS, entries as u64);
     }
 
     /// Every key of the region grant map.
-    pub fn region_grant_keys(&self) -> Result<Vec<RegionGrantKey>, KernelError> {
-        let map = self.maps.region_grants.as_fd();
+    fn region_keys(&self) -> Result<Vec<RegionGrantKey>, KernelError> {
+        let map = self.region.as_fd();
         let mut out = Vec::new();
         let mut prev: Option<[u8; KEY]> = None;
         loop {
@@ -128,19 +129,20 @@ impl Kernel {
     /// Makes generation `generation`'s region grants exactly `wanted` (and,
     /// with `others`, removes every other generation's); sets the count the
     /// programs check. Returns the entries left in the map.
-    pub fn write_region_grants(
+    pub(crate) fn write_region_grants(
         &self,
+        config: &ConfigMap,
         generation: u8,
         wanted: &BTreeMap<RegionGrantKey, GrantSet>,
         others: bool,
     ) -> Result<usize, KernelError> {
-        let map = self.maps.region_grants.as_fd();
-        let existing = self.region_grant_keys()?;
+        let map = self.region.as_fd();
+        let existing = self.region_keys()?;
         // Counted high first: the programs never skip an entry being written.
         let mut left = existing.len() + wanted.len();
-        self.config.store(config::REGION_GRANTS, left as u64);
+        config.store(config::REGION_GRANTS, left as u64);
         for (key, set) in wanted {
-            sys::map_update(map, &key_bytes(key), value_bytes(set), sys::BPF_ANY).map_err(
+            sys::map_update(map, &key_bytes(key), sys::bytes_of(set), sys::BPF_ANY).map_err(
                 sys_err(format!(
                     "writing region grant {:#x} region {} generation {}",
                     key.scope, key.region, key.generation
@@ -158,27 +160,31 @@ impl Kernel {
                 left += 1;
             }
         }
-        self.config.store(config::REGION_GRANTS, left as u64);
+        config.store(config::REGION_GRANTS, left as u64);
         Ok(left)
     }
 
     /// Removes every region grant of generation `generation`; sets the count
     /// the programs check.
-    pub fn clear_region_grants(&self, generation: u8) -> Result<(), KernelError> {
+    pub(crate) fn clear_region_grants(
+        &self,
+        config: &ConfigMap,
+        generation: u8,
+    ) -> Result<(), KernelError> {
         let mut left = 0;
-        for key in self.region_grant_keys()? {
+        for key in self.region_keys()? {
             if key.generation == generation {
                 self.delete_region_grant(&key)?;
             } else {
                 left += 1;
             }
         }
-        self.config.store(config::REGION_GRANTS, left);
+        config.store(config::REGION_GRANTS, left);
         Ok(())
     }
 
     fn delete_region_grant(&self, key: &RegionGrantKey) -> Result<(), KernelError> {
-        sys::map_delete(self.maps.region_grants.as_fd(), &key_bytes(key)).map_err(sys_err(format!(
+        sys::map_delete(self.region.as_fd(), &key_bytes(key)).map_err(sys_err(format!(
             "removing region grant {:#x} region {} generation {}",
             key.scope, key.region, key.generation
         )))

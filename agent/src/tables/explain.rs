@@ -9,10 +9,11 @@
 //! ([`RuleSet::decide`], [`PolicyEntry::region_decision`] in
 //! `geowall-common`), in the programs' order.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, convert::Infallible, net::IpAddr};
 
 use geowall_common::{Decision, PolicyEntry, RegionValue, RuleSet, policy_flags, reason, verdict};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::{
     regions::{CompiledMap, Prefix, query::canonical},
@@ -65,13 +66,25 @@ pub struct Explanation {
 
 /// Read access to one generation of the switched tables.
 pub trait TableView {
-    fn policy(&self, slot: u32) -> Result<Option<PolicyEntry>, String>;
+    /// What reading the tables can fail with.
+    type Error: std::error::Error + 'static;
+    fn policy(&self, slot: u32) -> Result<Option<PolicyEntry>, Self::Error>;
     /// The rule trie's entry for `addr` (longest match) in policy `slot`.
-    fn rules(&self, slot: u32, addr: &[u8; 16], v4: bool) -> Result<Option<RuleSet>, String>;
+    fn rules(&self, slot: u32, addr: &[u8; 16], v4: bool) -> Result<Option<RuleSet>, Self::Error>;
     /// The region trie's entry for `addr` (longest match).
-    fn region(&self, addr: &[u8; 16], v4: bool) -> Result<Option<RegionValue>, String>;
+    fn region(&self, addr: &[u8; 16], v4: bool) -> Result<Option<RegionValue>, Self::Error>;
     /// The names of tag set `tagset`.
-    fn tags(&self, tagset: u16) -> Result<Vec<String>, String>;
+    fn tags(&self, tagset: u16) -> Result<Vec<String>, Self::Error>;
+}
+
+/// Why a destination cannot be explained.
+#[derive(Debug, Error)]
+pub enum ExplainError<E: std::error::Error + 'static> {
+    #[error("policy '{0}' has no entry in the tables in force: the kernel fails closed for it")]
+    NoEntry(String),
+    /// The tables could not be read.
+    #[error(transparent)]
+    Tables(E),
 }
 
 /// How a policy's rules read, for naming the rule that decided.
@@ -83,20 +96,18 @@ pub struct PolicyText<'a> {
 }
 
 /// Judges `target` under policy `slot` as the kernel programs do.
-pub fn explain(
-    view: &dyn TableView,
+pub fn explain<V: TableView + ?Sized>(
+    view: &V,
     map: &CompiledMap,
     slot: u32,
     policy: &PolicyText<'_>,
     target: &Target,
     tables: &str,
-) -> Result<Explanation, String> {
-    let entry = view.policy(slot)?.ok_or_else(|| {
-        format!(
-            "policy '{}' has no entry in the tables in force: the kernel fails closed for it",
-            policy.name
-        )
-    })?;
+) -> Result<Explanation, ExplainError<V::Error>> {
+    let entry = view
+        .policy(slot)
+        .map_err(ExplainError::Tables)?
+        .ok_or_else(|| ExplainError::NoEntry(policy.name.to_owned()))?;
     let addr = canonical(target.addr);
     let (bytes, v4) = match addr {
         IpAddr::V4(a) => {
@@ -110,20 +121,20 @@ pub fn explain(
     let mut rule_index = None;
     let mut decision: Option<Decision> = None;
     if entry.flags & policy_flags::HAS_RULES != 0
-        && let Some(set) = view.rules(slot, &bytes, v4)?
+        && let Some(set) = view.rules(slot, &bytes, v4).map_err(ExplainError::Tables)?
     {
         decision = set.decide(target.proto, target.port);
         rule_index = set
             .first_match(target.proto, target.port)
             .map(|r| r.index as usize);
     }
-    let region = view.region(&bytes, v4)?;
+    let region = view.region(&bytes, v4).map_err(ExplainError::Tables)?;
     let decision = decision.unwrap_or_else(|| entry.region_decision(region));
     let tagset = match region {
         Some(v) => v.tagset,
         None => geowall_common::TAGSET_UNTAGGED,
     };
-    let tags = view.tags(tagset)?;
+    let tags = view.tags(tagset).map_err(ExplainError::Tables)?;
     let code = match (decision.allowed, entry.flags & policy_flags::AUDIT != 0) {
         (true, _) => verdict::ALLOW,
         (false, true) => verdict::WOULD_DENY,
@@ -227,11 +238,14 @@ impl<'a> CompiledView<'a> {
 }
 
 impl TableView for CompiledView<'_> {
-    fn policy(&self, slot: u32) -> Result<Option<PolicyEntry>, String> {
+    /// Tables in memory are read without fail.
+    type Error = Infallible;
+
+    fn policy(&self, slot: u32) -> Result<Option<PolicyEntry>, Infallible> {
         Ok(self.layout.tables.policies.get(&slot).copied())
     }
 
-    fn rules(&self, slot: u32, addr: &[u8; 16], v4: bool) -> Result<Option<RuleSet>, String> {
+    fn rules(&self, slot: u32, addr: &[u8; 16], v4: bool) -> Result<Option<RuleSet>, Infallible> {
         let mut key = slot.to_be_bytes().to_vec();
         if v4 {
             key.extend_from_slice(&addr[..4]);
@@ -242,7 +256,7 @@ impl TableView for CompiledView<'_> {
         }
     }
 
-    fn region(&self, addr: &[u8; 16], v4: bool) -> Result<Option<RegionValue>, String> {
+    fn region(&self, addr: &[u8; 16], v4: bool) -> Result<Option<RegionValue>, Infallible> {
         Ok(if v4 {
             self.region4.lookup(&addr[..4])
         } else {
@@ -250,7 +264,7 @@ impl TableView for CompiledView<'_> {
         })
     }
 
-    fn tags(&self, tagset: u16) -> Result<Vec<String>, String> {
+    fn tags(&self, tagset: u16) -> Result<Vec<String>, Infallible> {
         Ok(self
             .tagsets
             .get(tagset as usize)
