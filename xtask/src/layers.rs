@@ -383,6 +383,8 @@ struct PathRef {
     line: usize,
     /// Part of a `pub use`: a re-export.
     reexport: bool,
+    /// Inside a `#[cfg(test)]` module.
+    test: bool,
 }
 
 /// What one file says: its paths, its `mod x;` declarations, its inline
@@ -404,19 +406,21 @@ const ITEM_KEYWORDS: [&str; 9] = [
 
 fn read_file(toks: &[Tok]) -> FileFacts {
     let mut facts = FileFacts::default();
-    // Inline modules open here: (name, brace depth inside them).
-    let mut scope: Vec<(String, usize)> = Vec::new();
+    // Inline modules open here: (name, brace depth inside them, whether
+    // it is a `#[cfg(test)]` module).
+    let mut scope: Vec<(String, usize, bool)> = Vec::new();
     let mut depth = 0usize;
     let mut i = 0;
-    let scope_of = |scope: &[(String, usize)]| -> Vec<String> {
-        scope.iter().map(|(n, _)| n.clone()).collect()
+    let scope_of = |scope: &[(String, usize, bool)]| -> Vec<String> {
+        scope.iter().map(|(n, _, _)| n.clone()).collect()
     };
+    let in_test = |scope: &[(String, usize, bool)]| scope.iter().any(|(_, _, t)| *t);
     while i < toks.len() {
         let t = toks[i].text.as_str();
         match t {
             "{" => depth += 1,
             "}" => {
-                if scope.last().is_some_and(|(_, d)| *d == depth) {
+                if scope.last().is_some_and(|(_, d, _)| *d == depth) {
                     scope.pop();
                 }
                 depth = depth.saturating_sub(1);
@@ -430,7 +434,8 @@ fn read_file(toks: &[Tok]) -> FileFacts {
                         path.push(name.clone());
                         facts.inline_mods.push(path);
                         depth += 1;
-                        scope.push((name, depth));
+                        let test = is_cfg_test_before(toks, i);
+                        scope.push((name, depth, test));
                         i += 3;
                         continue;
                     }
@@ -451,6 +456,7 @@ fn read_file(toks: &[Tok]) -> FileFacts {
                         segments,
                         line,
                         reexport,
+                        test: in_test(&scope),
                     });
                 }
                 i = end + 1;
@@ -482,6 +488,7 @@ fn read_file(toks: &[Tok]) -> FileFacts {
                 segments,
                 line: toks[i].line,
                 reexport: false,
+                test: in_test(&scope),
             });
             i = j;
             continue;
@@ -489,6 +496,16 @@ fn read_file(toks: &[Tok]) -> FileFacts {
         i += 1;
     }
     facts
+}
+
+/// Whether `mod` at `i` is preceded by `#[cfg(test)]`.
+fn is_cfg_test_before(toks: &[Tok], i: usize) -> bool {
+    let want = ["#", "[", "cfg", "(", "test", ")", "]"];
+    i >= want.len()
+        && toks[i - want.len()..i]
+            .iter()
+            .zip(want)
+            .all(|(t, w)| t.text == w)
 }
 
 fn is_ident(s: &str) -> bool {
@@ -564,6 +581,19 @@ fn use_tree(toks: &[Tok], prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, 
         out.push((prefix.clone(), line));
     }
     prefix.truncate(depth_at_start);
+}
+
+/// One import of one file by another.
+#[derive(Debug)]
+struct Edge {
+    /// The importing file's module.
+    from: String,
+    line: usize,
+    /// The module imported, and the module of its file.
+    to: String,
+    to_file: String,
+    /// Written in a `#[cfg(test)]` module.
+    test: bool,
 }
 
 /// One crate: its modules (each in a file), the facts of each file.
@@ -749,10 +779,9 @@ impl Crate {
         })
     }
 
-    /// Import edges between files: (from file module, line, to module, to
-    /// file module). A folder module's re-exports of its own descendants
-    /// are left out.
-    fn edges(&self) -> Vec<(String, usize, String, String)> {
+    /// Import edges between files. A folder module's re-exports of its own
+    /// descendants are left out.
+    fn edges(&self) -> Vec<Edge> {
         let mut out = Vec::new();
         for (file, facts) in &self.facts {
             for p in &facts.paths {
@@ -771,7 +800,13 @@ impl Crate {
                 if p.reexport && own_child {
                     continue;
                 }
-                out.push((file.clone(), p.line, to, to_file));
+                out.push(Edge {
+                    from: file.clone(),
+                    line: p.line,
+                    to,
+                    to_file,
+                    test: p.test,
+                });
             }
         }
         out
@@ -804,7 +839,7 @@ impl Crate {
             }
         }
         let edges = self.edges();
-        for (from, line, to, _) in &edges {
+        for Edge { from, line, to, .. } in &edges {
             let (from_name, to_name) = (root_name(from), root_name(to));
             let (Some(fl), Some(tl)) = (layer_of(&from_name), layer_of(&to_name)) else {
                 continue;
@@ -829,13 +864,17 @@ impl Crate {
     }
 
     /// One cycle per strongly connected group of files (Tarjan), each
-    /// shown as a loop through the group.
-    fn cycles(&self, edges: &[(String, usize, String, String)]) -> Vec<Problem> {
+    /// shown as a loop through the group. Imports of test modules are left
+    /// out: a test may drive its neighbour (the log writer's tests verify
+    /// what it wrote; the verifier's tests write logs to check).
+    fn cycles(&self, edges: &[Edge]) -> Vec<Problem> {
         let mut next: BTreeMap<&str, Vec<(&str, usize, &str)>> = BTreeMap::new();
-        for (from, line, to, to_file) in edges {
-            next.entry(from.as_str())
-                .or_default()
-                .push((to_file.as_str(), *line, to.as_str()));
+        for e in edges.iter().filter(|e| !e.test) {
+            next.entry(e.from.as_str()).or_default().push((
+                e.to_file.as_str(),
+                e.line,
+                e.to.as_str(),
+            ));
         }
         let nodes: Vec<&str> = self.files.keys().map(String::as_str).collect();
         let groups = strongly_connected(&nodes, |n| {
@@ -1045,5 +1084,28 @@ mod tests {
             "{}",
             problems[1]
         );
+    }
+
+    #[test]
+    fn imports_of_test_modules_make_no_cycle() {
+        let (root, krate) = fixture(&[
+            ("src/lib.rs", "pub mod log;\npub mod verify;\n"),
+            (
+                "src/log.rs",
+                "pub struct Log;\n#[cfg(test)]\nmod tests {\n    use crate::verify::check;\n}\n",
+            ),
+            (
+                "src/verify.rs",
+                "use crate::log::Log;\npub fn check(_: Log) {}\n",
+            ),
+        ]);
+        let layers = Layers::parse(
+            "| layer | name | modules |\n|---|---|---|\n| 5 | audit | `log`, `verify` |\n",
+        )
+        .unwrap();
+        let problems = krate.check(&layers);
+        std::fs::remove_dir_all(root).unwrap();
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert!(krate.edges().iter().any(|e| e.test && e.to == "verify"));
     }
 }
