@@ -10,11 +10,12 @@
 //! records ([`flows`]).
 
 pub mod approvals;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod flows;
+pub mod events;
 pub mod host;
 pub mod kernel;
 pub mod metrics;

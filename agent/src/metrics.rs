@@ -45,11 +45,9 @@ use tokio::{
 };
 
 use crate::{
+    audit::log::{KINDS, LogStats},
     daemon::NameTable,
-    flows::{
-        FlowStats,
-        log::{KINDS, LogStats},
-    },
+    events::FlowStats,
     kernel::CounterReader,
     tables::codes::verdict_name,
 };
@@ -494,7 +492,7 @@ async fn answer(mut stream: TcpStream, exporter: &Exporter) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::pipeline::StatKey;
+    use crate::events::pipeline::StatKey;
     use std::io::{Read, Write};
 
     #[tokio::test]

@@ -11,14 +11,18 @@ use std::{
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::ConfigArg;
+use super::{
+    ConfigArg,
+    render::{self, Summary},
+};
 use crate::{
-    config::Config,
-    flows::{
-        set::LogSet,
-        tail::{self, Filter, Follower, Summary},
+    audit::{
+        filter::{self, Filter},
+        follow::{self, Follower},
+        log_files::LogSet,
         verify,
     },
+    config::Config,
     vocab::clock as time,
 };
 
@@ -130,7 +134,7 @@ fn sources(config: &Path, files: Vec<PathBuf>) -> Result<(Vec<PathBuf>, Option<L
     // The newest file, unless it is a rotated one, is the log to follow.
     let follow = ordered
         .last()
-        .filter(|f| !tail::looks_rotated(f))
+        .filter(|f| !follow::looks_rotated(f))
         .map(LogSet::new);
     Ok((ordered, follow))
 }
@@ -142,10 +146,11 @@ fn filter(args: &TailArgs) -> Result<Filter, String> {
         since_ns: args
             .since
             .as_deref()
-            .map(|s| tail::parse_since(s, now))
-            .transpose()?,
+            .map(|s| filter::parse_since(s, now))
+            .transpose()
+            .map_err(|e| crate::vocab::error::chain(&e))?,
         policy: args.policy.clone(),
-        regions: args.region.as_deref().map(tail::region_set),
+        regions: args.region.as_deref().map(filter::region_set),
         job: args.job.clone(),
         comm: args.comm.clone(),
         dest: args
@@ -176,7 +181,7 @@ impl Printer {
         let r = if self.json {
             writeln!(self.out, "{line}")
         } else {
-            writeln!(self.out, "{}", tail::compact(rec, self.colour))
+            writeln!(self.out, "{}", render::compact(rec, self.colour))
         };
         r.is_ok()
     }
@@ -196,12 +201,12 @@ fn tail_cmd(args: TailArgs) -> ExitCode {
         Err(e) => return super::fail(e),
     };
     let files = match &set {
-        Some(set) => tail::files_since(set, files, filter.since_ns),
+        Some(set) => follow::files_since(set, files, filter.since_ns),
         None => files,
     };
     if args.summary {
         let mut sum = Summary::default();
-        let read = tail::for_each_record(&files, |_, rec| {
+        let read = follow::for_each_record(&files, |_, rec| {
             if filter.matches(rec) {
                 sum.add(rec);
             }
@@ -305,7 +310,7 @@ fn follow(set: LogSet, limit: Option<usize>, printer: &mut Printer) -> ExitCode 
     // What is there now: the rotated files other than the one followed,
     // then the followed file up to where following starts.
     let start = (|| {
-        let files = tail::files_except(&set, follower.file_id())?;
+        let files = follow::files_except(&set, follower.file_id())?;
         let head = follower.read_head(follower.offset())?;
         newest(&files, Some(&head), limit, &printer.filter)
     })();

@@ -16,6 +16,7 @@ mod layout;
 mod log;
 mod map;
 mod policy;
+mod render;
 mod run;
 mod status;
 mod stop;

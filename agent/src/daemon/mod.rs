@@ -30,9 +30,10 @@ use tokio::{
 };
 
 use crate::{
+    audit::{AuditLog, Rotation},
     config::{Config, ConfigError},
     control::server,
-    flows::{AuditLog, FlowStats, Pipeline, Rotation},
+    events::{FlowStats, Pipeline},
     host::cgroup::{CgroupError, Hierarchy},
     kernel::KernelError,
     plan::PlanError,
@@ -435,9 +436,9 @@ impl Reader<'_> {
             };
             self.pipeline.event(&ev, &resolver, &mut log);
             if ev.verdict == geowall_common::verdict::DENY
-                && let Some(dst) = crate::flows::record::judged(&ev)
+                && let Some(dst) = crate::audit::record::judged(&ev)
             {
-                use crate::flows::Resolver;
+                use crate::audit::Resolver;
                 let _ = self.denials.try_send(approvals::Denial {
                     slot: u32::from(ev.policy),
                     cgroup_id: ev.cgroup_id,
@@ -461,7 +462,7 @@ impl Reader<'_> {
 
     fn with_resolver(
         &mut self,
-        f: impl FnOnce(&mut Pipeline, &dyn crate::flows::Resolver, &mut AuditLog),
+        f: impl FnOnce(&mut Pipeline, &dyn crate::audit::Resolver, &mut AuditLog),
     ) {
         let table = self.names.read().expect("names lock");
         let mut log = self.log.lock().expect("log lock");

@@ -7,8 +7,8 @@ use std::{
 };
 
 use crate::{
+    audit::{MapSource, Resolver},
     config::AuditConfig,
-    flows::{MapSource, Resolver},
     host::cgroup::{Hierarchy, IdResolver},
     regions::CompiledMap,
 };

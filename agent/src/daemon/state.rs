@@ -14,9 +14,9 @@ use tokio::sync::watch;
 
 use super::{DaemonError, NameTable, jobs::Job, names::Installed, source_watch};
 use crate::{
+    audit::{AuditLog, MapSource, Rotation},
     config::{AgentConfig, Config, OnMapError},
     control::proto::{JobStatus, PolicyStatus, SourceStatus, Status},
-    flows::{AuditLog, MapSource, Rotation},
     host::cgroup::{self, Hierarchy},
     kernel::{Kernel, OpenOptions},
     plan::{self, Plan},
@@ -232,7 +232,7 @@ impl State {
     }
 
     /// The audit log, for writers outside the lock (the webhook sender).
-    pub(super) fn audit_log(&self) -> Arc<Mutex<crate::flows::AuditLog>> {
+    pub(super) fn audit_log(&self) -> Arc<Mutex<crate::audit::AuditLog>> {
         Arc::clone(&self.log)
     }
 

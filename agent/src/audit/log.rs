@@ -40,8 +40,8 @@ use std::{
 use serde_json::json;
 
 use super::{
+    log_files::{self, LogSet},
     record::{Chained, EventRecord, GENESIS, Prev},
-    set::{self, LogSet},
 };
 use crate::{config::AuditConfig, vocab::clock as time};
 
@@ -262,7 +262,7 @@ impl AuditLog {
             .append(true)
             .mode(0o640)
             .open(path)?;
-        let mut tail = set::tail(path)?;
+        let mut tail = log_files::tail(path)?;
         let partial = if tail.partial.is_empty() {
             None
         } else {
@@ -274,11 +274,11 @@ impl AuditLog {
         };
         let in_active = tail.last_line.is_some();
         if !in_active && let Some(newest) = set.rotated()?.pop() {
-            tail.last_line = set::tail(&newest)?.last_line;
+            tail.last_line = log_files::tail(&newest)?.last_line;
         }
         let size = file.metadata()?.len();
         let first_ns = if in_active {
-            set::first_line(path)?
+            log_files::first_line(path)?
                 .and_then(|l| serde_json::from_slice::<serde_json::Value>(&l).ok())
                 .and_then(|v| time::parse_rfc3339(v["time"].as_str()?))
         } else {
@@ -587,7 +587,7 @@ impl Drop for AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::verify;
+    use crate::audit::verify;
 
     use std::path::PathBuf;
 

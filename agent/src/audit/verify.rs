@@ -19,7 +19,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::record::{GENESIS, Prev};
+use super::{
+    log_files,
+    record::{GENESIS, Prev},
+};
 
 /// Problems listed at most (the first is the one that matters).
 const MAX_PROBLEMS: usize = 50;
@@ -76,10 +79,10 @@ pub fn order(files: &[PathBuf]) -> Vec<PathBuf> {
     let mut keyed: Vec<(u64, PathBuf)> = files
         .iter()
         .map(|f| {
-            let seq = super::set::first_line(f)
+            let seq = log_files::first_line(f)
                 .ok()
                 .flatten()
-                .and_then(|l| super::set::seq_of(&l))
+                .and_then(|l| log_files::seq_of(&l))
                 .unwrap_or(u64::MAX);
             (seq, f.clone())
         })
@@ -276,7 +279,7 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::{
+    use crate::audit::{
         log::{AuditLog, Rotation},
         record::EventRecord,
     };
@@ -407,7 +410,7 @@ mod tests {
                 .unwrap();
         }
         drop(log);
-        let files = super::super::set::LogSet::new(&path).files().unwrap();
+        let files = crate::audit::log_files::LogSet::new(&path).files().unwrap();
         assert!(files.len() >= 4);
         // Given in any order, they are checked in the order written.
         let mut shuffled = files.clone();

@@ -16,14 +16,16 @@ use geowall_common::{FlowEvent, MAX_POLICIES, MAX_TAGS, verdict};
 use serde_json::json;
 
 use super::{
-    AuditLog, FlowRecord, Resolver,
+    first_allowed::{FirstWindows, Key},
     lost::LostTracker,
     mask::Masker,
     process::ProcessCache,
-    record::{EventRecord, destination},
-    volume::{FirstWindows, Key},
 };
 use crate::{
+    audit::{
+        AuditLog, FlowRecord, Resolver,
+        record::{EventRecord, destination},
+    },
     config::AuditConfig,
     tables::codes::verdict_name,
     vocab::clock::{self as time, BootClock},

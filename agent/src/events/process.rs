@@ -16,6 +16,7 @@ use std::{
 };
 
 use super::mask::Masker;
+use crate::audit::record::ProcessInfo;
 
 /// How long an answer about a process is reused.
 const TTL: Duration = Duration::from_secs(1);
@@ -27,13 +28,6 @@ const MAX_ENTRIES: usize = 8192;
 const CMDLINE_READ: usize = 16 * 1024;
 /// Characters of a recorded command line at most (after masking).
 pub const CMDLINE_MAX: usize = 4096;
-
-/// What /proc said about a process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessInfo {
-    pub exe: Option<String>,
-    pub cmdline: Option<String>,
-}
 
 struct Entry {
     fetched: Instant,

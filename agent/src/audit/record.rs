@@ -10,11 +10,17 @@ use std::{
 use geowall_common::{FlowEvent, event_flags, family, hook, reason};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::process::ProcessInfo;
 use crate::{
     regions::Prefix,
     tables::codes::{hook_name, reason_name, unpack_version, verdict_name},
 };
+
+/// What /proc said about a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub exe: Option<String>,
+    pub cmdline: Option<String>,
+}
 
 /// Version of the record schema (`v`). 2: `exe`, `cmdline`, `user`, `map`
 /// and the hash chain (`prev`); `lost`, `allowed` and `log` records.
