@@ -18,7 +18,6 @@ pub mod daemon;
 pub mod events;
 pub mod host;
 pub mod kernel;
-pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod regions;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{
     State,
-    jobs::{Peer, Refusal},
+    caller::{Peer, Refusal},
 };
 use crate::{
     approvals::{

@@ -8,7 +8,10 @@ use std::{
 
 use serde_json::json;
 
-use super::{DaemonError, State};
+use super::{
+    DaemonError, State,
+    caller::{Peer, Refusal},
+};
 use crate::{
     control::proto::{ErrorCode, JobStarted},
     host::cgroup,
@@ -23,30 +26,6 @@ pub struct Job {
     pub policy: String,
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
-}
-
-/// Who is asking, as the kernel says (SO_PEERCRED).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: Option<u32>,
-}
-
-impl Peer {
-    pub fn json(&self) -> serde_json::Value {
-        json!({"uid": self.uid, "gid": self.gid, "pid": self.pid})
-    }
-}
-
-/// A refused request: the code and message the caller gets.
-#[derive(Debug)]
-pub struct Refusal(pub ErrorCode, pub String);
-
-impl From<DaemonError> for Refusal {
-    fn from(e: DaemonError) -> Self {
-        Refusal(ErrorCode::Internal, e.to_string())
-    }
 }
 
 fn sanitize(name: &str) -> String {

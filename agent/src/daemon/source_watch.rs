@@ -8,7 +8,7 @@ use std::{os::unix::fs::MetadataExt, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::{Mutex, watch};
 
-use super::State;
+use super::{State, stop::Stop};
 use crate::regions::sources::{Kind, Spec};
 
 /// What identifies a file's version.
@@ -31,7 +31,7 @@ pub fn stamps(specs: &[Spec]) -> Vec<(PathBuf, Stamp)> {
 
 const PERIOD: Duration = Duration::from_secs(2);
 
-pub async fn watch_sources(state: Arc<Mutex<State>>, mut stop: watch::Receiver<Option<bool>>) {
+pub async fn watch_sources(state: Arc<Mutex<State>>, mut stop: watch::Receiver<Stop>) {
     let mut tick = tokio::time::interval(PERIOD);
     // The stamps seen on the previous check, and those the tables in force
     // were built from (or a failed reload tried).

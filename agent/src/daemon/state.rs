@@ -12,7 +12,7 @@ use geowall_common::{MAX_POLICIES, counter};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{DaemonError, NameTable, jobs::Job, names::Installed, source_watch};
+use super::{DaemonError, NameTable, jobs::Job, names::Installed, source_watch, stop::Stop};
 use crate::{
     audit::{AuditLog, MapSource, Rotation},
     config::{AgentConfig, Config, OnMapError},
@@ -65,7 +65,7 @@ pub struct State {
     pub(super) jobs_root: PathBuf,
     log: Arc<Mutex<AuditLog>>,
     names: Arc<RwLock<NameTable>>,
-    stopper: Option<watch::Sender<Option<bool>>>,
+    stopper: Option<watch::Sender<Stop>>,
 }
 
 impl State {
@@ -204,14 +204,14 @@ impl State {
         &self.plan.governed
     }
 
-    pub fn set_stopper(&mut self, tx: watch::Sender<Option<bool>>) {
+    pub fn set_stopper(&mut self, tx: watch::Sender<Stop>) {
         self.stopper = Some(tx);
     }
 
     /// Asks the agent to stop (from a `shutdown` request).
     pub fn request_stop(&self, detach: bool) {
         if let Some(tx) = &self.stopper {
-            let _ = tx.send(Some(detach));
+            let _ = tx.send(Stop::Requested { detach });
         }
     }
 
@@ -642,10 +642,10 @@ impl State {
         &self,
         policy: &str,
         targets: &[crate::tables::explain::Target],
-    ) -> Result<Vec<crate::tables::explain::Explanation>, super::jobs::Refusal> {
+    ) -> Result<Vec<crate::tables::explain::Explanation>, super::caller::Refusal> {
         use crate::control::proto::ErrorCode;
         use crate::tables::explain::{PolicyText, explain};
-        let refuse = |code: ErrorCode, m: String| super::jobs::Refusal(code, m);
+        let refuse = |code: ErrorCode, m: String| super::caller::Refusal(code, m);
         let Some(p) = self.plan.policy(policy) else {
             let hint =
                 crate::regions::suggest(policy, self.plan.policies.iter().map(|p| p.name.as_str()))

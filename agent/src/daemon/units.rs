@@ -18,7 +18,7 @@ use std::{
 
 use tokio::sync::{Mutex, watch};
 
-use super::State;
+use super::{State, stop::Stop};
 use crate::vocab::glob::glob_match;
 
 /// How often the subtree is scanned for new unit cgroups.
@@ -86,7 +86,7 @@ fn systemd_escape(name: &str) -> String {
 }
 
 /// Re-scans for unit cgroups every [`PERIOD`] while a policy names units.
-pub async fn watch_units(state: Arc<Mutex<State>>, mut stop: watch::Receiver<Option<bool>>) {
+pub async fn watch_units(state: Arc<Mutex<State>>, mut stop: watch::Receiver<Stop>) {
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

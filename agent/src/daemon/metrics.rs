@@ -44,9 +44,9 @@ use tokio::{
     sync::watch,
 };
 
+use super::{NameTable, stop::Stop};
 use crate::{
     audit::log::{KINDS, LogStats},
-    daemon::NameTable,
     events::FlowStats,
     kernel::CounterReader,
     tables::codes::verdict_name,
@@ -397,11 +397,7 @@ impl Collector for Snapshot {
 }
 
 /// Serves scrapes until told to stop.
-pub async fn serve(
-    listener: TcpListener,
-    exporter: Exporter,
-    mut stop: watch::Receiver<Option<bool>>,
-) {
+pub async fn serve(listener: TcpListener, exporter: Exporter, mut stop: watch::Receiver<Stop>) {
     let exporter = Arc::new(exporter);
     loop {
         tokio::select! {
@@ -518,7 +514,7 @@ mod tests {
         let exporter = Exporter::new(names, flows, log, Path::new("/nonexistent"));
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (_tx, rx) = watch::channel(None);
+        let (_tx, rx) = watch::channel(Stop::Running);
         tokio::spawn(serve(listener, exporter, rx));
         let body = tokio::task::spawn_blocking(move || {
             let mut s = std::net::TcpStream::connect(addr).unwrap();

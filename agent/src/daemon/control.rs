@@ -1,4 +1,6 @@
-//! The agent side of the control socket.
+//! The control socket, the agent's side: each connection's requests
+//! answered in turn, under the state lock (map questions on a snapshot,
+//! outside it).
 
 use std::{io, os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
@@ -9,13 +11,14 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::proto::{ErrorCode, Request, Response};
+use super::{
+    MapSnapshot, State,
+    caller::{Peer, Refusal},
+    stop::Stop,
+};
 use crate::{
     approvals::Decision,
-    daemon::{
-        MapSnapshot, State,
-        jobs::{Peer, Refusal},
-    },
+    control::proto::{self, ErrorCode, Request, Response},
     regions::query,
 };
 
@@ -55,7 +58,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 pub async fn serve(
     listener: UnixListener,
     state: Arc<Mutex<State>>,
-    mut stop: watch::Receiver<Option<bool>>,
+    mut stop: watch::Receiver<Stop>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -83,7 +86,7 @@ pub async fn serve(
 async fn connection(
     stream: UnixStream,
     state: Arc<Mutex<State>>,
-    mut stop: watch::Receiver<Option<bool>>,
+    mut stop: watch::Receiver<Stop>,
 ) -> io::Result<()> {
     let cred = stream.peer_cred()?;
     let peer = Peer {
@@ -96,7 +99,7 @@ async fn connection(
     let mut line = String::new();
     loop {
         line.clear();
-        if stop.borrow().is_some() {
+        if stop.borrow().requested() {
             return Ok(());
         }
         // Between requests the connection closes when the agent stops.
@@ -120,7 +123,7 @@ async fn connection(
 }
 
 async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
-    let request = match super::proto::decode(line) {
+    let request = match proto::decode(line) {
         Ok(r) => r,
         Err(refusal) => return refusal,
     };

@@ -1,0 +1,30 @@
+//! Who asks the agent over the control socket, and a refused request.
+
+use serde_json::json;
+
+use super::DaemonError;
+use crate::control::proto::ErrorCode;
+
+/// Who is asking, as the kernel says (SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<u32>,
+}
+
+impl Peer {
+    pub fn json(&self) -> serde_json::Value {
+        json!({"uid": self.uid, "gid": self.gid, "pid": self.pid})
+    }
+}
+
+/// A refused request: the code and message the caller gets.
+#[derive(Debug)]
+pub struct Refusal(pub ErrorCode, pub String);
+
+impl From<DaemonError> for Refusal {
+    fn from(e: DaemonError) -> Self {
+        Refusal(ErrorCode::Internal, e.to_string())
+    }
+}
