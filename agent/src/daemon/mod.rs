@@ -15,10 +15,9 @@ mod metrics;
 mod names;
 mod reader;
 mod run;
-mod source_watch;
 mod state;
 mod stop;
-mod units;
+mod watchers;
 mod webhook;
 
 pub use error::DaemonError;

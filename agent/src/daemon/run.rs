@@ -13,8 +13,7 @@ use tokio::{
 };
 
 use super::{
-    DaemonError, NameTable, State, approvals, control, metrics, names, reader, source_watch,
-    stop::Stop, units,
+    DaemonError, NameTable, State, approvals, control, metrics, names, reader, stop::Stop, watchers,
 };
 use crate::{
     audit::{AuditLog, Rotation},
@@ -148,11 +147,8 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         Arc::clone(&state),
         stop_rx.clone(),
     ));
-    let watcher = tokio::spawn(source_watch::watch_sources(
-        Arc::clone(&state),
-        stop_rx.clone(),
-    ));
-    let unit_watch = tokio::spawn(units::watch_units(Arc::clone(&state), stop_rx.clone()));
+    let watcher = tokio::spawn(watchers::watch_sources(Arc::clone(&state), stop_rx.clone()));
+    let unit_watch = tokio::spawn(watchers::watch_units(Arc::clone(&state), stop_rx.clone()));
     let gc = {
         let state = Arc::clone(&state);
         let mut stop_rx = stop_rx.clone();

@@ -12,14 +12,16 @@ use geowall_common::{MAX_POLICIES, counter};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{DaemonError, NameTable, jobs::Job, names::Installed, source_watch, stop::Stop};
+use super::{DaemonError, NameTable, jobs::Job, names::Installed, stop::Stop};
 use crate::{
     audit::{AuditLog, MapSource, Rotation},
     config::{AgentConfig, Config, OnMapError},
     control::proto::{JobStatus, PolicyStatus, SourceStatus, Status},
     host::cgroup::{self, Hierarchy},
+    host::stamp::{Stamp, stamp},
     kernel::{Kernel, OpenOptions},
     plan::{self, Plan},
+    regions::sources::{Kind, Spec},
     tables::layout,
 };
 
@@ -42,7 +44,7 @@ pub struct State {
     started_with: AgentConfig,
     /// Versions of the source files behind the tables in force (or behind
     /// the last refused reload).
-    stamps: Vec<(PathBuf, source_watch::Stamp)>,
+    stamps: Vec<(PathBuf, Stamp)>,
     audit_only: bool,
     max_source_bytes: u64,
     install_time: std::time::Duration,
@@ -79,7 +81,7 @@ impl State {
         log: Arc<Mutex<AuditLog>>,
         names: Arc<RwLock<NameTable>>,
     ) -> Result<(State, RingBuf<MapData>), DaemonError> {
-        let stamps = source_watch::stamps(&plan::map_specs(&config)?);
+        let stamps = source_stamps(&plan::map_specs(&config)?);
         let (plan, map_error) = match plan::build(&config, &hierarchy) {
             Ok(plan) => (plan, None),
             Err(plan::PlanError::Map(e)) => {
@@ -305,11 +307,11 @@ impl State {
 
     /// The versions of the source files the tables in force were read
     /// from (or a refused reload last tried), as seen before reading them.
-    pub fn source_stamps(&self) -> &[(PathBuf, source_watch::Stamp)] {
+    pub fn source_stamps(&self) -> &[(PathBuf, Stamp)] {
         &self.stamps
     }
 
-    pub fn set_source_stamps(&mut self, stamps: Vec<(PathBuf, source_watch::Stamp)>) {
+    pub fn set_source_stamps(&mut self, stamps: Vec<(PathBuf, Stamp)>) {
         self.stamps = stamps;
     }
 
@@ -320,7 +322,7 @@ impl State {
         let config = Config::load(&self.config_path)?;
         // Stamped before reading: a file rewritten during the load is seen
         // as changed and loaded again.
-        let stamps = source_watch::stamps(&plan::map_specs(&config)?);
+        let stamps = source_stamps(&plan::map_specs(&config)?);
         let plan = plan::build(&config, &self.hierarchy)?;
         check_audit_only(self.audit_only, &plan)?;
         if plan.governed != self.plan.governed {
@@ -479,7 +481,7 @@ impl State {
             .flat_map(|p| p.units.iter().map(move |u| (u.clone(), p.name.as_str())))
             .unzip();
         if !patterns.is_empty() {
-            for (path, i) in super::units::matching_cgroups(&plan.governed, &patterns) {
+            for (path, i) in crate::host::units::matching_cgroups(&plan.governed, &patterns) {
                 // A unit may stop between the scan and here: skip it.
                 let Ok(id) = cgroup::id_of(&path) else {
                     continue;
@@ -832,4 +834,13 @@ fn check_audit_only(audit_only: bool, plan: &Plan) -> Result<(), DaemonError> {
         )));
     }
     Ok(())
+}
+
+/// The stamps of the files of `specs` (the built-in map has none).
+fn source_stamps(specs: &[Spec]) -> Vec<(PathBuf, Stamp)> {
+    specs
+        .iter()
+        .filter(|s| s.kind != Kind::Builtin)
+        .map(|s| (s.path.clone(), stamp(&s.path)))
+        .collect()
 }

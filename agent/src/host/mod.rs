@@ -1,8 +1,11 @@
 //! Facts of the host, without BPF: the cgroup v2 hierarchy ([`cgroup`]),
-//! users and groups ([`users`]), processes ([`proc`]) and the service
+//! the cgroups of systemd units ([`units`]), users and groups ([`users`]),
+//! processes ([`proc`]), files' versions ([`stamp`]) and the service
 //! manager ([`notify`]).
 
 pub mod cgroup;
 pub mod notify;
 pub mod proc;
+pub mod stamp;
+pub mod units;
 pub mod users;

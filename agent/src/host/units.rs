@@ -1,28 +1,16 @@
-//! systemd unit bindings: a policy's `unit = "executor@*.service"` binds the
-//! cgroups systemd makes for matching units, including units that start
-//! after the agent. systemd names a unit's cgroup after the unit
-//! (`…/system.slice/executor@7.service`), so the governed subtree is scanned
-//! for cgroups with matching names, at start, on every reload and every
-//! [`PERIOD`].
+//! The cgroups systemd makes for units: systemd names a unit's cgroup after
+//! the unit (`…/system.slice/executor@7.service`), so a subtree is scanned
+//! for cgroups whose names match a unit pattern (a policy's
+//! `unit = "executor@*.service"`).
 //!
 //! For a template glob (`NAME@*.service`) the slice systemd puts every
-//! instance in (`system-NAME.slice`) is bound too: an instance that starts
-//! later is then governed from its first instruction, by inheritance, before
-//! the next scan names it.
+//! instance in (`system-NAME.slice`) matches too: bound, an instance that
+//! starts later is governed from its first instruction, by inheritance,
+//! before the next scan names it.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
-use tokio::sync::{Mutex, watch};
-
-use super::{State, stop::Stop};
 use crate::vocab::glob::glob_match;
-
-/// How often the subtree is scanned for new unit cgroups.
-pub const PERIOD: Duration = Duration::from_millis(250);
 
 /// Deepest cgroup level below the governed one that is scanned.
 const MAX_DEPTH: usize = 12;
@@ -83,22 +71,6 @@ fn systemd_escape(name: &str) -> String {
         }
     }
     out
-}
-
-/// Re-scans for unit cgroups every [`PERIOD`] while a policy names units.
-pub async fn watch_units(state: Arc<Mutex<State>>, mut stop: watch::Receiver<Stop>) {
-    let mut tick = tokio::time::interval(PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let mut s = state.lock().await;
-        if s.has_unit_bindings() {
-            s.refresh_bindings();
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,38 +1,28 @@
-//! Reloads the map when a source file changes: every source's file is
-//! checked every two seconds (size, modification time, inode: an atomic
-//! rename counts); a change that has settled for one check triggers a
-//! reload. A reload that fails keeps the tables in force and is not retried
-//! until a file changes again.
+//! The agent's watchers, each a task of its own:
+//!
+//! - map sources: every source's file is checked every two seconds (size,
+//!   modification time, inode: an atomic rename counts); a change that has
+//!   settled for one check triggers a reload. A reload that fails keeps the
+//!   tables in force and is not retried until a file changes again.
+//! - systemd units: while a policy binds units, the governed subtree is
+//!   scanned every [`UNIT_PERIOD`] for the cgroups of units that started
+//!   (or ended) since, and the bindings follow (see [`crate::host::units`]).
 
-use std::{os::unix::fs::MetadataExt, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::{Mutex, watch};
 
 use super::{State, stop::Stop};
-use crate::regions::sources::{Kind, Spec};
+use crate::host::stamp::{Stamp, stamp};
 
-/// What identifies a file's version.
-pub type Stamp = Option<(u64, i64, i64, u64)>;
+/// How often the map sources' files are checked.
+const SOURCE_PERIOD: Duration = Duration::from_secs(2);
+/// How often the subtree is scanned for new unit cgroups.
+pub const UNIT_PERIOD: Duration = Duration::from_millis(250);
 
-pub fn stamp(path: &std::path::Path) -> Stamp {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
-}
-
-/// The stamps of the files of `specs` (the built-in map has none).
-pub fn stamps(specs: &[Spec]) -> Vec<(PathBuf, Stamp)> {
-    specs
-        .iter()
-        .filter(|s| s.kind != Kind::Builtin)
-        .map(|s| (s.path.clone(), stamp(&s.path)))
-        .collect()
-}
-
-const PERIOD: Duration = Duration::from_secs(2);
-
+/// Reloads the map when a source file changes.
 pub async fn watch_sources(state: Arc<Mutex<State>>, mut stop: watch::Receiver<Stop>) {
-    let mut tick = tokio::time::interval(PERIOD);
+    let mut tick = tokio::time::interval(SOURCE_PERIOD);
     // The stamps seen on the previous check, and those the tables in force
     // were built from (or a failed reload tried).
     let mut previous: Vec<(PathBuf, Stamp)> = Vec::new();
@@ -73,6 +63,23 @@ pub async fn watch_sources(state: Arc<Mutex<State>>, mut stop: watch::Receiver<S
                     "map source changed but the new map was refused; the tables in force stay in force"
                 );
             }
+        }
+    }
+}
+
+/// Re-scans for unit cgroups every [`UNIT_PERIOD`] while a policy names
+/// units.
+pub async fn watch_units(state: Arc<Mutex<State>>, mut stop: watch::Receiver<Stop>) {
+    let mut tick = tokio::time::interval(UNIT_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let mut s = state.lock().await;
+        if s.has_unit_bindings() {
+            s.refresh_bindings();
         }
     }
 }
