@@ -193,11 +193,7 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
             }
         }
         Request::Shutdown { detach } if root => {
-            state.record(
-                "agent",
-                serde_json::json!({"event": "shutdown_requested", "detach": detach, "by": peer.json()}),
-            );
-            state.request_stop(detach);
+            state.request_stop(peer, detach);
             Ok(Response::ok(()))
         }
         Request::ApprovalRequest(ask) => state.approval_request(peer, ask).map(Response::ok),

@@ -8,6 +8,7 @@
 
 mod approvals;
 mod caller;
+mod context;
 mod control;
 mod error;
 mod jobs;

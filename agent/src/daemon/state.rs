@@ -12,11 +12,20 @@ use geowall_common::{MAX_POLICIES, counter};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{DaemonError, NameTable, jobs::Job, names::Installed, stop::Stop};
+use super::{
+    DaemonError, NameTable,
+    approvals::{Approvals, Denial},
+    caller::{Peer, Refusal},
+    context::Context,
+    jobs::Jobs,
+    names::Installed,
+    stop::Stop,
+};
 use crate::{
+    approvals::Decision,
     audit::{AuditLog, MapSource, Rotation},
     config::{AgentConfig, Config, OnMapError},
-    control::proto::{JobStatus, PolicyStatus, SourceStatus, Status},
+    control::proto::{ApprovalAsk, JobStarted, JobStatus, PolicyStatus, SourceStatus, Status},
     host::cgroup::{self, Hierarchy},
     host::stamp::{Stamp, stamp},
     kernel::{Kernel, OpenOptions},
@@ -49,24 +58,17 @@ pub struct State {
     max_source_bytes: u64,
     install_time: std::time::Duration,
     kernel_entries: (usize, usize),
-    hierarchy: Hierarchy,
-    plan: Plan,
-    kernel: Kernel,
-    pub(super) slots: BTreeMap<String, u32>,
-    /// Requests and grants (see [`super::approvals`]).
-    pub(super) approvals: super::approvals::Approvals,
+    /// The plan and kernel in force, and what the jobs and approvals share.
+    cx: Context,
+    /// `geowall exec` jobs.
+    jobs: Jobs,
+    /// Requests and grants.
+    approvals: Approvals,
     /// Bindings from the config (cgroups, units, the default policy):
     /// cgroup id → path and what bound it.
     statics: BTreeMap<u64, StaticBinding>,
     /// The bindings last written to the kernel: cgroup id → slot.
     bound: BTreeMap<u64, u32>,
-    pub(super) jobs: BTreeMap<String, Job>,
-    /// Names of the jobs ended most recently (oldest first), so that the
-    /// end report of a job already collected is not an error.
-    pub(super) ended_jobs: std::collections::VecDeque<String>,
-    pub(super) jobs_root: PathBuf,
-    log: Arc<Mutex<AuditLog>>,
-    names: Arc<RwLock<NameTable>>,
     stopper: Option<watch::Sender<Stop>>,
 }
 
@@ -103,11 +105,9 @@ impl State {
             ring_bytes,
         })?;
         let events = kernel.take_events()?;
-        let approvals = super::approvals::Approvals::load(&config).map_err(|source| {
-            DaemonError::ApprovalsState {
-                path: config.file.approvals.state_dir.clone(),
-                source,
-            }
+        let approvals = Approvals::load(&config).map_err(|source| DaemonError::ApprovalsState {
+            path: config.file.approvals.state_dir.clone(),
+            source,
         })?;
         let installing = std::time::Instant::now();
         let layout = layout::layout(&plan, &kernel.region_names()?, &kernel.policy_names()?)?;
@@ -137,22 +137,15 @@ impl State {
             max_source_bytes: config.file.agent.max_source_bytes,
             install_time,
             kernel_entries: (layout.tables.region4.len(), layout.tables.region6.len()),
-            hierarchy,
-            plan,
-            kernel,
-            slots: layout.slots,
+            cx: Context::new(hierarchy, plan, kernel, layout.slots, log, names),
+            jobs: Jobs::new(jobs_root),
             approvals,
             statics: BTreeMap::new(),
             bound: BTreeMap::new(),
-            jobs: BTreeMap::new(),
-            ended_jobs: std::collections::VecDeque::new(),
-            jobs_root,
-            log,
-            names,
             stopper: None,
         };
         if let Some((mode, error)) = &map_error {
-            state.record(
+            state.cx.record(
                 "agent",
                 json!({"event": "map_error", "on_map_error": mode, "error": error,
                 "tables": match mode {
@@ -162,23 +155,23 @@ impl State {
                 }}),
             );
         }
-        state.recover_jobs()?;
-        let bindings = state.wanted_bindings(&state.plan, &state.slots)?;
+        state.jobs.recover(&state.cx)?;
+        let bindings = state.wanted_bindings(state.cx.plan(), state.cx.slots())?;
         state.apply_bindings(bindings)?;
         state.refresh_names()?;
-        state.restore_approvals();
+        state.approvals.restore(&state.cx);
         state.publish(epoch, &config);
-        let report = state.kernel.attach()?;
-        match state.kernel.retire_other_abis() {
+        let report = state.cx.kernel_mut().attach()?;
+        match state.cx.kernel().retire_other_abis() {
             Ok(0) => {}
             Ok(n) => tracing::info!(pins = n, "removed the programs and tables of an older ABI"),
             Err(e) => tracing::warn!(error = %e, "could not remove an older ABI's pins"),
         }
         tracing::info!(
-            governed = %state.plan.governed.display(),
-            policies = state.plan.policies.len(),
-            ipv4_ranges = state.plan.map.v4.len(),
-            ipv6_ranges = state.plan.map.v6.len(),
+            governed = %state.cx.plan().governed.display(),
+            policies = state.cx.plan().policies.len(),
+            ipv4_ranges = state.cx.plan().map.v4.len(),
+            ipv6_ranges = state.cx.plan().map.v6.len(),
             ipv4_trie_entries = state.kernel_entries.0,
             ipv6_trie_entries = state.kernel_entries.1,
             attached = report.attached,
@@ -186,13 +179,13 @@ impl State {
             epoch,
             "tables installed, programs attached"
         );
-        state.record(
+        state.cx.record(
             "agent",
             json!({
                 "event": "start",
                 "version": geowall_common::VERSION,
                 "pid": std::process::id(),
-                "governed": state.hierarchy.display_name(&state.plan.governed),
+                "governed": state.cx.hierarchy().display_name(&state.cx.plan().governed),
                 "attached": report.attached,
                 "adopted": report.adopted,
             }),
@@ -202,62 +195,85 @@ impl State {
         Ok((state, events))
     }
 
-    pub fn governed(&self) -> &Path {
-        &self.plan.governed
-    }
-
     pub fn set_stopper(&mut self, tx: watch::Sender<Stop>) {
         self.stopper = Some(tx);
     }
 
-    /// Asks the agent to stop (from a `shutdown` request).
-    pub fn request_stop(&self, detach: bool) {
+    /// Asks the agent to stop (a `shutdown` request from `peer`).
+    pub fn request_stop(&self, peer: Peer, detach: bool) {
+        self.cx.record(
+            "agent",
+            json!({"event": "shutdown_requested", "detach": detach, "by": peer.json()}),
+        );
         if let Some(tx) = &self.stopper {
             let _ = tx.send(Stop::Requested { detach });
         }
     }
 
-    pub(super) fn kernel(&self) -> &Kernel {
-        &self.kernel
+    /// `job_start`: a cgroup for a `geowall exec` job, bound to `policy`,
+    /// with `pid` (a not-yet-exec'd child of the caller) moved into it.
+    pub fn job_start(
+        &mut self,
+        peer: Peer,
+        policy: &str,
+        job: Option<&str>,
+        pid: u32,
+    ) -> Result<JobStarted, Refusal> {
+        self.jobs.start(&self.cx, peer, policy, job, pid)
     }
 
-    pub(super) fn hierarchy(&self) -> &Hierarchy {
-        &self.hierarchy
+    /// `job_end`: the job's main process exited.
+    pub fn job_end(&mut self, job: &str) -> Result<(), Refusal> {
+        self.jobs.end(&self.cx, job)
     }
 
-    pub(super) fn plan(&self) -> &Plan {
-        &self.plan
+    /// Removes the cgroups (and bindings) of jobs that have no process left.
+    pub fn collect_jobs(&mut self) {
+        self.jobs.collect(&self.cx);
     }
 
-    pub(super) fn names(&self) -> &RwLock<NameTable> {
-        &self.names
+    /// Starts the approvals webhook sender (on the agent's runtime).
+    pub fn start_notifier(&mut self) {
+        self.approvals.start_notifier(self.cx.audit_log());
     }
 
-    /// The audit log, for writers outside the lock (the webhook sender).
-    pub(super) fn audit_log(&self) -> Arc<Mutex<crate::audit::AuditLog>> {
-        Arc::clone(&self.log)
+    /// `approval_request`: a proactive request.
+    pub fn approval_request(
+        &mut self,
+        peer: Peer,
+        ask: ApprovalAsk,
+    ) -> Result<serde_json::Value, Refusal> {
+        self.approvals.request(&self.cx, &self.jobs, peer, ask)
     }
 
-    pub(super) fn slot(&self, policy: &str) -> Option<u32> {
-        self.slots.get(policy).copied()
+    /// `approvals_list`: every request for root and approvers, their own
+    /// for anyone else.
+    pub fn approvals_list(&self, peer: Peer, pending: bool) -> Vec<serde_json::Value> {
+        self.approvals.list(peer, pending)
     }
 
-    /// The name of the policy in `slot` (a slot the tables in force lack
-    /// fails closed in the kernel; it is named by number).
-    pub(super) fn slot_name(&self, slot: u32) -> String {
-        self.slots
-            .iter()
-            .find(|(_, s)| **s == slot)
-            .map(|(name, _)| name.clone())
-            .unwrap_or_else(|| format!("slot {slot}"))
+    /// `approval_approve`, `approval_deny`, `approval_revoke`.
+    pub fn approval_decide(
+        &mut self,
+        peer: Peer,
+        id: u32,
+        decision: Decision,
+        length: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<serde_json::Value, Refusal> {
+        self.approvals
+            .decide(&self.cx, peer, id, decision, length, reason)
     }
 
-    /// Writes a non-flow record to the audit log.
-    pub fn record(&self, kind: &str, detail: serde_json::Value) {
-        let mut log = self.log.lock().expect("log lock");
-        if let Err(e) = log.event(kind, detail) {
-            tracing::error!(error = %e, "cannot write the audit log");
-        }
+    /// A denied flow, from the event reader: it opens or joins a request
+    /// when its policy is approvable.
+    pub fn denied(&mut self, denial: Denial) {
+        self.approvals.denied(&self.cx, &self.jobs, denial);
+    }
+
+    /// Every 2 s: ends the requests and grants that ran out.
+    pub fn expire_approvals(&mut self) {
+        self.approvals.expire(&self.cx);
     }
 
     /// Records the tables now in force; `problems` are what went wrong after
@@ -271,16 +287,16 @@ impl State {
         needs_restart: &[&str],
     ) {
         let sources: Vec<_> = self
-            .plan
+            .cx.plan()
             .sources
             .iter()
             .map(|s| json!({"source": s.spec.label(), "sha256": s.sha256, "about": s.about, "networks": s.networks}))
             .collect();
         let policies: Vec<_> = self
-            .plan
+            .cx.plan()
             .policies
             .iter()
-            .map(|p| json!({"name": p.name, "mode": p.mode, "allow": p.allow_written, "slot": self.slots.get(&p.name)}))
+            .map(|p| json!({"name": p.name, "mode": p.mode, "allow": p.allow_written, "slot": self.cx.slots().get(&p.name)}))
             .collect();
         let mut detail = json!({
             "event": why,
@@ -288,8 +304,8 @@ impl State {
             "config": self.config_path,
             "sources": sources,
             "policies": policies,
-            "ipv4_ranges": self.plan.map.v4.len(),
-            "ipv6_ranges": self.plan.map.v6.len(),
+            "ipv4_ranges": self.cx.plan().map.v4.len(),
+            "ipv6_ranges": self.cx.plan().map.v6.len(),
             "ipv4_trie_entries": self.kernel_entries.0,
             "ipv6_trie_entries": self.kernel_entries.1,
         });
@@ -302,7 +318,7 @@ impl State {
         if !needs_restart.is_empty() {
             detail["needs_restart"] = json!(needs_restart);
         }
-        self.record("config", detail);
+        self.cx.record("config", detail);
     }
 
     /// The versions of the source files the tables in force were read
@@ -323,18 +339,18 @@ impl State {
         // Stamped before reading: a file rewritten during the load is seen
         // as changed and loaded again.
         let stamps = source_stamps(&plan::map_specs(&config)?);
-        let plan = plan::build(&config, &self.hierarchy)?;
+        let plan = plan::build(&config, self.cx.hierarchy())?;
         check_audit_only(self.audit_only, &plan)?;
-        if plan.governed != self.plan.governed {
+        if plan.governed != self.cx.plan().governed {
             return Err(DaemonError::Refused(format!(
                 "[agent] cgroup changed from {} to {}: restart the agent to govern another subtree",
-                self.plan.governed.display(),
+                self.cx.plan().governed.display(),
                 plan.governed.display()
             )));
         }
         let orphaned: Vec<String> = self
             .jobs
-            .values()
+            .iter()
             .filter(|j| plan.policy(&j.policy).is_none())
             .map(|j| format!("{} ({})", j.name, j.policy))
             .collect();
@@ -351,12 +367,12 @@ impl State {
         let installing = std::time::Instant::now();
         let layout = layout::layout(
             &plan,
-            &self.kernel.region_names()?,
-            &self.kernel.policy_names()?,
+            &self.cx.kernel().region_names()?,
+            &self.cx.kernel().policy_names()?,
         )?;
         let bindings = self.wanted_bindings(&plan, &layout.slots)?;
         let region_grants = self.approvals.region_grant_sets(&layout.slots);
-        let epoch = self.kernel.install(&layout, &region_grants)?;
+        let epoch = self.cx.kernel_mut().install(&layout, &region_grants)?;
 
         // The new tables are in force: from here on nothing is refused.
         self.install_time = installing.elapsed();
@@ -370,8 +386,7 @@ impl State {
             install_ms = self.install_time.as_millis() as u64,
             "tables switched"
         );
-        self.plan = plan;
-        self.slots = layout.slots;
+        self.cx.switch(plan, layout.slots);
         self.stamps = stamps;
         let problems: Vec<String> = [
             self.apply_bindings(bindings),
@@ -388,7 +403,7 @@ impl State {
         .collect();
         self.publish(epoch, &config);
         self.record_config(why, epoch, by, &problems, &needs_restart);
-        self.reconfigure_approvals(&config);
+        self.approvals.reconfigure(&self.cx, &config);
         crate::host::proc::trim_heap();
         Ok(epoch)
     }
@@ -398,7 +413,8 @@ impl State {
     /// as `first`, `[audit]`.
     fn publish(&self, epoch: u64, config: &Config) {
         let sources = self
-            .plan
+            .cx
+            .plan()
             .sources
             .iter()
             .map(|s| MapSource {
@@ -407,10 +423,11 @@ impl State {
                 about: s.about.clone(),
             })
             .collect();
-        let mut names = self.names.write().expect("names lock");
-        names.map_installed(epoch, Arc::clone(&self.plan.map), sources);
+        let mut names = self.cx.names().write().expect("names lock");
+        names.map_installed(epoch, Arc::clone(&self.cx.plan().map), sources);
         names.log_first = self
-            .plan
+            .cx
+            .plan()
             .policies
             .iter()
             .filter(|p| p.log_allowed == crate::config::LogAllowed::First)
@@ -422,12 +439,13 @@ impl State {
         names.installed = Some(Installed {
             epoch,
             at: std::time::SystemTime::now(),
-            load_time: self.plan.compile_time + self.install_time,
-            ranges: (self.plan.map.v4.len(), self.plan.map.v6.len()),
+            load_time: self.cx.plan().compile_time + self.install_time,
+            ranges: (self.cx.plan().map.v4.len(), self.cx.plan().map.v6.len()),
             trie_entries: self.kernel_entries,
         });
         drop(names);
-        self.log
+        self.cx
+            .log()
             .lock()
             .expect("log lock")
             .set_rotation(Rotation::from(&config.file.audit));
@@ -492,7 +510,7 @@ impl State {
                 add(&mut wanted, id, slots[owners[i]], &path, owners[i], "unit");
             }
         }
-        for job in self.jobs.values() {
+        for job in self.jobs.iter() {
             if let Some(&slot) = slots.get(&job.policy) {
                 wanted.slots.insert(job.cgroup_id, slot);
             }
@@ -506,22 +524,22 @@ impl State {
             .statics
             .iter()
             .filter(|(id, _)| !self.statics.contains_key(id))
-            .map(|(id, b)| (*id, self.hierarchy.display_name(&b.path)))
+            .map(|(id, b)| (*id, self.cx.hierarchy().display_name(&b.path)))
             .collect();
         self.statics = wanted.statics;
         for (id, slot) in &wanted.slots {
             if self.bound.get(id) != Some(slot) {
-                self.kernel.bind(*id, *slot)?;
+                self.cx.kernel().bind(*id, *slot)?;
             }
         }
-        for (id, _) in self.kernel.bindings()? {
+        for (id, _) in self.cx.kernel().bindings()? {
             if !wanted.slots.contains_key(&id) {
-                self.kernel.unbind(id)?;
+                self.cx.kernel().unbind(id)?;
             }
         }
         self.bound = wanted.slots;
         if !added.is_empty() {
-            let mut names = self.names.write().expect("names lock");
+            let mut names = self.cx.names().write().expect("names lock");
             for (id, name) in added {
                 names.cgroups.insert(id, name);
             }
@@ -532,8 +550,8 @@ impl State {
     /// Puts back programs something outside geowall detached, logging and
     /// recording each time it has to.
     pub fn repair_links(&mut self) {
-        self.kernel.heartbeat();
-        match self.kernel.repair() {
+        self.cx.kernel().heartbeat();
+        match self.cx.kernel_mut().repair() {
             Ok(fixed) if fixed.is_empty() => {}
             Ok(fixed) => {
                 tracing::error!(
@@ -541,10 +559,10 @@ impl State {
                     "geowall's programs were detached from the governed cgroup by something \
                      else: attached again"
                 );
-                self.record(
+                self.cx.record(
                     "agent",
                     json!({"event": "reattached", "programs": fixed,
-                           "governed": self.hierarchy.display_name(&self.plan.governed)}),
+                           "governed": self.cx.hierarchy().display_name(&self.cx.plan().governed)}),
                 );
             }
             Err(e) => {
@@ -555,13 +573,13 @@ impl State {
 
     /// Whether a policy binds systemd units (whose cgroups come and go).
     pub fn has_unit_bindings(&self) -> bool {
-        self.plan.policies.iter().any(|p| !p.units.is_empty())
+        self.cx.plan().policies.iter().any(|p| !p.units.is_empty())
     }
 
     /// Re-computes the bindings of the plan in force (new unit cgroups,
     /// units gone) and writes what changed.
     pub fn refresh_bindings(&mut self) {
-        let wanted = match self.wanted_bindings(&self.plan, &self.slots) {
+        let wanted = match self.wanted_bindings(self.cx.plan(), self.cx.slots()) {
             Ok(w) => w,
             Err(e) => {
                 tracing::debug!(error = %e, "bindings not refreshed");
@@ -573,7 +591,7 @@ impl State {
         }
         for (id, b) in &wanted.statics {
             if !self.statics.contains_key(id) {
-                tracing::info!(cgroup = %self.hierarchy.display_name(&b.path), policy = %b.policy, by = b.by, "cgroup bound");
+                tracing::info!(cgroup = %self.cx.hierarchy().display_name(&b.path), policy = %b.policy, by = b.by, "cgroup bound");
             }
         }
         if let Err(e) = self.apply_bindings(wanted) {
@@ -584,56 +602,54 @@ impl State {
     /// Frees the slots of policies that are gone and no binding names.
     fn free_unused_slots(&mut self) -> Result<(), DaemonError> {
         let bound: HashSet<u32> = self
-            .kernel
+            .cx
+            .kernel()
             .bindings()?
             .into_iter()
             .map(|(_, s)| s)
             .collect();
-        let live: HashSet<u32> = self.slots.values().copied().collect();
-        for (slot, name) in self.kernel.policy_names()?.into_iter().enumerate() {
+        let live: HashSet<u32> = self.cx.slots().values().copied().collect();
+        for (slot, name) in self.cx.kernel().policy_names()?.into_iter().enumerate() {
             let slot = slot as u32;
             if name.is_some() && !live.contains(&slot) && !bound.contains(&slot) {
-                self.kernel.set_policy_name(slot, None)?;
+                self.cx.kernel().set_policy_name(slot, None)?;
             }
         }
         Ok(())
     }
 
     pub(super) fn refresh_names(&self) -> Result<(), DaemonError> {
-        let policies = self.kernel.policy_names()?;
-        let regions = self.kernel.region_names()?;
-        let mut names = self.names.write().expect("names lock");
+        let policies = self.cx.kernel().policy_names()?;
+        let regions = self.cx.kernel().region_names()?;
+        let mut names = self.cx.names().write().expect("names lock");
         names.policies = policies;
         names.regions = regions;
         for (id, b) in &self.statics {
             names
                 .cgroups
-                .insert(*id, self.hierarchy.display_name(&b.path));
+                .insert(*id, self.cx.hierarchy().display_name(&b.path));
         }
         drop(names);
-        for job in self.jobs.values() {
-            self.name_job(job);
+        for job in self.jobs.iter() {
+            self.cx.name_job(&job.name, job.cgroup_id, &job.cgroup);
         }
         Ok(())
-    }
-
-    /// Lets flow records name `job` and its cgroup.
-    pub(super) fn name_job(&self, job: &Job) {
-        let mut names = self.names.write().expect("names lock");
-        names.jobs.insert(job.cgroup_id, job.name.clone());
-        names
-            .cgroups
-            .insert(job.cgroup_id, self.hierarchy.display_name(&job.cgroup));
     }
 
     /// The map in force and what answering questions about it needs.
     pub fn map_snapshot(&self) -> MapSnapshot {
         MapSnapshot {
-            map: Arc::clone(&self.plan.map),
-            specs: self.plan.sources.iter().map(|s| s.spec.clone()).collect(),
-            sources: self.plan.sources.clone(),
+            map: Arc::clone(&self.cx.plan().map),
+            specs: self
+                .cx
+                .plan()
+                .sources
+                .iter()
+                .map(|s| s.spec.clone())
+                .collect(),
+            sources: self.cx.plan().sources.clone(),
             max_source_bytes: self.max_source_bytes,
-            compile_time: self.plan.compile_time,
+            compile_time: self.cx.plan().compile_time,
             install_time: self.install_time,
             kernel_entries: self.kernel_entries,
         }
@@ -648,19 +664,22 @@ impl State {
         use crate::control::proto::ErrorCode;
         use crate::tables::explain::{PolicyText, explain};
         let refuse = |code: ErrorCode, m: String| super::caller::Refusal(code, m);
-        let Some(p) = self.plan.policy(policy) else {
-            let hint =
-                crate::regions::suggest(policy, self.plan.policies.iter().map(|p| p.name.as_str()))
-                    .map(|s| format!(" (did you mean '{s}'?)"))
-                    .unwrap_or_default();
+        let Some(p) = self.cx.plan().policy(policy) else {
+            let hint = crate::regions::suggest(
+                policy,
+                self.cx.plan().policies.iter().map(|p| p.name.as_str()),
+            )
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default();
             return Err(refuse(
                 ErrorCode::UnknownPolicy,
                 format!("no policy named '{policy}' is loaded{hint}"),
             ));
         };
-        let slot = self.slots[&p.name];
+        let slot = self.cx.slots()[&p.name];
         let view = self
-            .kernel
+            .cx
+            .kernel()
             .view()
             .map_err(|e| refuse(ErrorCode::Internal, crate::vocab::error::chain(&e)))?;
         let text = PolicyText {
@@ -673,7 +692,7 @@ impl State {
         targets
             .iter()
             .map(|t| {
-                explain(&view, &self.plan.map, slot, &text, t, &tables)
+                explain(&view, &self.cx.plan().map, slot, &text, t, &tables)
                     .map_err(|e| refuse(ErrorCode::Internal, crate::vocab::error::chain(&e)))
             })
             .collect()
@@ -681,29 +700,30 @@ impl State {
 
     /// Kernel memory of the tries in force (None when it cannot be read).
     pub fn trie_memlock(&self) -> Option<u64> {
-        self.kernel.trie_memlock().ok()
+        self.cx.kernel().trie_memlock().ok()
     }
 
     /// What a reload answers: the tables now in force.
     pub fn switched(&self, epoch: u64) -> serde_json::Value {
         json!({
             "epoch": epoch,
-            "ipv4_ranges": self.plan.map.v4.len(),
-            "ipv6_ranges": self.plan.map.v6.len(),
-            "compile_ms": self.plan.compile_time.as_millis() as u64,
+            "ipv4_ranges": self.cx.plan().map.v4.len(),
+            "ipv6_ranges": self.cx.plan().map.v6.len(),
+            "compile_ms": self.cx.plan().compile_time.as_millis() as u64,
             "install_ms": self.install_time.as_millis() as u64,
         })
     }
 
     /// What `status` answers.
     pub fn status(&self) -> Result<Status, DaemonError> {
-        let counters = self.kernel.counters()?;
+        let counters = self.cx.kernel().counters()?;
         let policies = self
-            .plan
+            .cx
+            .plan()
             .policies
             .iter()
             .map(|p| {
-                let slot = self.slots[&p.name];
+                let slot = self.cx.slots()[&p.name];
                 let c = counters.get(slot as usize).copied().unwrap_or_default();
                 PolicyStatus {
                     name: p.name.clone(),
@@ -713,11 +733,11 @@ impl State {
                         .statics
                         .values()
                         .filter(|b| b.policy == p.name)
-                        .map(|b| self.hierarchy.display_name(&b.path))
+                        .map(|b| self.cx.hierarchy().display_name(&b.path))
                         .collect(),
                     units: p.units.clone(),
-                    default: self.plan.default_policy.as_deref() == Some(&p.name),
-                    jobs: self.jobs.values().filter(|j| j.policy == p.name).count(),
+                    default: self.cx.plan().default_policy.as_deref() == Some(&p.name),
+                    jobs: self.jobs.iter().filter(|j| j.policy == p.name).count(),
                     allowed: c[counter::ALLOWED],
                     denied: c[counter::DENIED],
                     would_deny: c[counter::WOULD_DENY],
@@ -732,20 +752,21 @@ impl State {
         Ok(Status {
             version: geowall_common::VERSION.into(),
             pid: std::process::id(),
-            epoch: self.kernel.epoch(),
-            governed: self.hierarchy.display_name(&self.plan.governed),
+            epoch: self.cx.kernel().epoch(),
+            governed: self.cx.hierarchy().display_name(&self.cx.plan().governed),
             policies,
             jobs: self
                 .jobs
-                .values()
+                .iter()
                 .map(|j| JobStatus {
                     job: j.name.clone(),
                     policy: j.policy.clone(),
-                    cgroup: self.hierarchy.display_name(&j.cgroup),
+                    cgroup: self.cx.hierarchy().display_name(&j.cgroup),
                 })
                 .collect(),
             sources: self
-                .plan
+                .cx
+                .plan()
                 .sources
                 .iter()
                 .map(|s| SourceStatus {
@@ -755,26 +776,30 @@ impl State {
                     networks: s.networks,
                 })
                 .collect(),
-            ipv4_ranges: self.plan.map.v4.len(),
-            ipv6_ranges: self.plan.map.v6.len(),
+            ipv4_ranges: self.cx.plan().map.v4.len(),
+            ipv6_ranges: self.cx.plan().map.v6.len(),
             events_dropped,
-            grants: self.grant_status(),
-            webhook: self.webhook_status(),
-            socket_cgroups_unavailable: self.kernel.socket_cgroups_unavailable().map(String::from),
+            grants: self.approvals.grant_status(),
+            webhook: self.approvals.webhook_status(),
+            socket_cgroups_unavailable: self
+                .cx
+                .kernel()
+                .socket_cgroups_unavailable()
+                .map(String::from),
         })
     }
 
     /// Ends the agent: writes the stop record; with `detach`, removes every
     /// program, pin and empty job cgroup.
     pub fn finish(mut self, detach: bool) -> Result<(), DaemonError> {
-        self.collect_jobs();
-        self.record(
+        self.jobs.collect(&self.cx);
+        self.cx.record(
             "agent",
             json!({"event": "stop", "pid": std::process::id(), "detached": detach}),
         );
         if detach {
-            let jobs_root = self.jobs_root.clone();
-            let removed = self.kernel.detach_and_unpin()?;
+            let jobs_root = self.jobs.root().to_path_buf();
+            let removed = self.cx.into_kernel().detach_and_unpin()?;
             let _ = cgroup::remove(&jobs_root);
             tracing::info!(pins = removed, "detached; enforcement ended");
         } else {
