@@ -24,7 +24,7 @@ use std::{
 use geowall_common::GRANT_SCOPE_POLICY;
 use serde::{Deserialize, Serialize};
 
-use crate::{policy::Resolver, regions::prefix::Prefix};
+use crate::{policy::Resolver, regions::prefix::Prefix, vocab::units::Span};
 
 /// Name of the state file in the state folder.
 pub const STATE_FILE: &str = "approvals.json";
@@ -188,31 +188,64 @@ impl Approval {
     }
 
     /// The record `approvals list --json` shows (and the protocol returns).
-    pub fn view(&self) -> serde_json::Value {
-        let mut view = serde_json::json!({
-            "id": self.id,
-            "state": self.state.as_str(),
-            "origin": self.origin,
-            "policy": self.policy,
-            "job": self.job,
-            "cgroup": self.cgroup,
-            "to": self.to.to_string(),
-            "port": self.port,
-            "requested_by": self.requested_by.label(),
-            "requested_by_uid": self.requested_by.uid,
-            "reason": self.reason,
-            "for": crate::vocab::units::Span(Duration::from_secs(self.for_secs)).to_string(),
-            "created": rfc3339_ms(self.created_ms),
-            "expires": rfc3339_ms(self.expires_ms),
-            "denials": self.denials,
-            "decided_by": self.decided_by.as_ref().map(Person::label),
-            "decision_reason": self.decision_reason,
-        });
-        if !self.regions.is_empty() {
-            view["regions"] = serde_json::json!(self.regions);
+    pub fn view(&self) -> ApprovalView {
+        ApprovalView {
+            id: self.id,
+            state: self.state,
+            origin: self.origin,
+            policy: self.policy.clone(),
+            job: self.job.clone(),
+            cgroup: self.cgroup.clone(),
+            to: self.to.to_string(),
+            regions: self.regions.clone(),
+            port: self.port,
+            requested_by: self.requested_by.label(),
+            requested_by_uid: self.requested_by.uid,
+            reason: self.reason.clone(),
+            for_: Span(Duration::from_secs(self.for_secs)).to_string(),
+            created: rfc3339_ms(self.created_ms),
+            expires: rfc3339_ms(self.expires_ms),
+            denials: self.denials,
+            decided_by: self.decided_by.as_ref().map(Person::label),
+            decision_reason: self.decision_reason.clone(),
         }
-        view
     }
+}
+
+/// A request as `approvals list --json` shows it, the control protocol
+/// returns it and `approval` records carry it. (Printed, its keys come in
+/// alphabetical order, as a JSON object's always have here.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub id: u32,
+    /// `pending`, `approved`, `denied`, `expired`, `revoked`.
+    pub state: Stage,
+    pub origin: Origin,
+    pub policy: String,
+    /// The job the grant is scoped to, if one.
+    pub job: Option<String>,
+    /// The cgroup the grant is scoped to, if one (else the whole policy).
+    pub cgroup: Option<String>,
+    /// An address range, or a region as named.
+    pub to: String,
+    /// A region destination's tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// 0: any.
+    pub port: u16,
+    /// The requester's user name (`uid N` without one).
+    pub requested_by: String,
+    pub requested_by_uid: u32,
+    pub reason: String,
+    /// The grant's length asked for (`2h`).
+    #[serde(rename = "for")]
+    pub for_: String,
+    /// RFC 3339 times.
+    pub created: String,
+    pub expires: String,
+    pub denials: u64,
+    pub decided_by: Option<String>,
+    pub decision_reason: Option<String>,
 }
 
 /// A destination as its text: a prefix (`10.0.0.0/8`) or a region's name
@@ -659,7 +692,7 @@ mod tests {
         let text = serde_json::to_string(&p).unwrap();
         assert!(!text.contains("regions"), "{text}");
         assert_eq!(serde_json::from_str::<Approval>(&text).unwrap(), p);
-        assert_eq!(r.view()["regions"].as_array().unwrap().len(), 27);
-        assert_eq!(r.view()["to"], "EU");
+        assert_eq!(r.view().regions.len(), 27);
+        assert_eq!(r.view().to, "EU");
     }
 }

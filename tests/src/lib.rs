@@ -455,7 +455,7 @@ impl Agent {
                 );
             }
             if let Ok(mut c) = geowall::control::Client::connect(&self.socket)
-                && c.call(geowall::control::Request::Status).is_ok()
+                && c.call(geowall::control::proto::GetStatus {}).is_ok()
             {
                 return;
             }

@@ -19,10 +19,11 @@ use std::{
 };
 
 use crate::{
+    approvals::Stage,
     config::Config,
     control::{
-        Client, Request,
-        proto::{ApprovalAsk, JobStarted},
+        Client,
+        proto::{ApprovalAsk, ApprovalsList, JobEnd, JobStart, JobStarted},
     },
 };
 
@@ -78,17 +79,13 @@ pub fn exec(
         Ok(c) => c,
         Err(e) => return setup_fail(&format!("cannot fork: {e}")),
     };
-    let started = client.call(Request::JobStart {
+    let started = client.call(JobStart {
         policy: policy.to_owned(),
         job: job.map(str::to_owned),
         pid: child.pid as u32,
     });
-    let started: JobStarted = match started.map(serde_json::from_value) {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            child.abandon();
-            return setup_fail(&format!("unexpected answer from the agent: {e}"));
-        }
+    let started: JobStarted = match started {
+        Ok(s) => s,
         Err(e) => {
             child.abandon();
             return setup_fail(&e);
@@ -142,7 +139,7 @@ pub fn exec(
 /// once empty, and would anyway on its next sweep).
 fn end_job(socket: &Path, job: &str) {
     if let Ok(mut c) = Client::connect(socket)
-        && let Err(e) = c.call(Request::JobEnd {
+        && let Err(e) = c.call(JobEnd {
             job: job.to_owned(),
         })
     {
@@ -158,16 +155,16 @@ fn await_approval(
     wait: &WaitForApproval,
 ) -> Result<(), (u8, String)> {
     let filed = client
-        .call(Request::ApprovalRequest(ApprovalAsk {
+        .call(ApprovalAsk {
             policy: None,
             job: Some(job.to_owned()),
             to: wait.to.clone(),
             port: wait.port,
             for_: wait.for_.clone(),
             reason: wait.reason.clone(),
-        }))
+        })
         .map_err(|e| (EXIT_SETUP, format!("cannot file the approval request: {e}")))?;
-    let id = filed["id"].as_u64().unwrap_or(0);
+    let id = filed.id;
     eprintln!(
         "geowall: job {job} waits up to {} for approval of request {id} \
          (`geowall approvals approve {id}`)",
@@ -176,23 +173,22 @@ fn await_approval(
     let deadline = std::time::Instant::now() + wait.timeout;
     loop {
         let list = client
-            .call(Request::ApprovalsList { pending: false })
+            .call(ApprovalsList { pending: false })
             .map_err(|e| (EXIT_SETUP, format!("waiting for approval: {e}")))?;
-        let state = list
-            .as_array()
-            .and_then(|a| a.iter().find(|r| r["id"].as_u64() == Some(id)))
-            .map(|r| (r["state"].as_str().unwrap_or("").to_owned(), r.clone()));
-        match state {
-            Some((s, _)) if s == "approved" => return Ok(()),
-            Some((s, r)) if s != "pending" => {
-                let by = r["decided_by"].as_str().unwrap_or("nobody").to_owned();
-                let why = r["decision_reason"]
-                    .as_str()
+        match list.into_iter().find(|r| r.id == id) {
+            Some(r) if r.state == Stage::Approved => return Ok(()),
+            Some(r) if r.state != Stage::Pending => {
+                let by = r.decided_by.as_deref().unwrap_or("nobody");
+                let why = r
+                    .decision_reason
                     .map(|w| format!(": {w}"))
                     .unwrap_or_default();
                 return Err((
                     EXIT_DENIED,
-                    format!("approval request {id} was {s} (by {by}){why}"),
+                    format!(
+                        "approval request {id} was {} (by {by}){why}",
+                        r.state.as_str()
+                    ),
                 ));
             }
             None => {

@@ -7,7 +7,10 @@ use clap::Subcommand;
 use super::{ConfigArg, fail};
 use crate::{
     config::Config,
-    control::{Client, ClientError, Request},
+    control::{
+        Client, ClientError,
+        proto::{GetMapStats, MapLoad, MapLookup},
+    },
     plan::{self, MapPlan},
     regions::{
         query::{self, Answer, MapStats},
@@ -151,12 +154,11 @@ fn lookup(config: &Path, sources: &[String], json: bool, addrs: &[String]) -> Re
             }
             e => e.to_string(),
         })?;
-        let v = client
-            .call(Request::MapLookup {
+        client
+            .call(MapLookup {
                 addrs: addrs.to_vec(),
             })
-            .map_err(|e| e.to_string())?;
-        serde_json::from_value(v).map_err(|e| format!("unexpected answer from the agent: {e}"))?
+            .map_err(|e| e.to_string())?
     } else {
         // Each source is read once: the map and the sources' own answers
         // come from the same loaded data.
@@ -214,9 +216,7 @@ fn stats(config: &Path, sources: &[String], json: bool, regions: usize) -> Resul
     let (stats, note) = if sources.is_empty() {
         match Client::connect(&socket_of(config)?) {
             Ok(mut c) => {
-                let v = c.call(Request::MapStats).map_err(|e| e.to_string())?;
-                let s: MapStats =
-                    serde_json::from_value(v).map_err(|e| format!("unexpected answer: {e}"))?;
+                let s: MapStats = c.call(GetMapStats {}).map_err(|e| e.to_string())?;
                 (s, None)
             }
             Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => {
@@ -379,14 +379,14 @@ fn diff(old: &str, new: &str, json: bool, limit: usize) -> Result<(), String> {
 
 fn load(config: &Path) -> Result<(), String> {
     let mut client = Client::connect(&socket_of(config)?).map_err(|e| e.to_string())?;
-    let v = client.call(Request::MapLoad).map_err(|e| e.to_string())?;
+    let v = client.call(MapLoad {}).map_err(|e| e.to_string())?;
     println!(
         "geowall: map loaded: epoch {}, {} IPv4 and {} IPv6 ranges (compile {} ms, install and switch {} ms)",
-        v["epoch"],
-        thousands(v["ipv4_ranges"].as_u64().unwrap_or(0)),
-        thousands(v["ipv6_ranges"].as_u64().unwrap_or(0)),
-        v["compile_ms"],
-        v["install_ms"]
+        v.epoch,
+        thousands(v.ipv4_ranges as u64),
+        thousands(v.ipv6_ranges as u64),
+        v.compile_ms,
+        v.install_ms
     );
     Ok(())
 }

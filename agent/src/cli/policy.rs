@@ -12,7 +12,10 @@ use clap::Subcommand;
 use super::{DEFAULT_CONFIG, fail};
 use crate::{
     config::{Action, Config, load_policy_file},
-    control::{Client, ClientError, Request},
+    control::{
+        Client, ClientError,
+        proto::{PolicyExplain, Reload},
+    },
     host::cgroup::Hierarchy,
     plan::{self, Plan},
     policy::CompiledPolicy,
@@ -305,14 +308,12 @@ fn explain_cmd(
             Ok(mut client) => {
                 let mut out = Vec::with_capacity(targets.len());
                 for chunk in targets.chunks(EXPLAIN_BATCH) {
-                    let v = client
-                        .call(Request::PolicyExplain {
+                    let part = client
+                        .call(PolicyExplain {
                             policy: policy.to_owned(),
                             targets: chunk.to_vec(),
                         })
                         .map_err(|e| e.to_string())?;
-                    let part: Vec<Explanation> = serde_json::from_value(v)
-                        .map_err(|e| format!("unexpected answer from the agent: {e}"))?;
                     out.extend(part);
                 }
                 Some(out)
@@ -414,11 +415,11 @@ fn apply(config_path: &Path) -> Result<ExitCode, String> {
     let config = Config::load(config_path).map_err(|e| e.to_string())?;
     let plan = build(&config)?;
     let mut client = Client::connect(&config.socket_path()).map_err(|e| e.to_string())?;
-    let v = client.call(Request::Reload).map_err(|e| e.to_string())?;
+    let v = client.call(Reload {}).map_err(|e| e.to_string())?;
     println!(
         "geowall: {} policies in force from epoch {} ({})",
         plan.policies.len(),
-        v["epoch"],
+        v.epoch,
         plan.policies
             .iter()
             .map(|p| format!("{} {}", p.name, format!("{:?}", p.mode).to_lowercase()))

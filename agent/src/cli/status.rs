@@ -8,8 +8,8 @@ use serde_json::json;
 use crate::{
     config::Config,
     control::{
-        Client, ClientError, Request,
-        proto::{Status, WebhookStatus},
+        Client, ClientError,
+        proto::{GetStatus, WebhookStatus},
     },
     kernel::{CounterReader, Pins, pinned_info},
 };
@@ -62,11 +62,8 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
     };
     let socket = config.socket_path();
     let pins = Pins::new(config.bpffs_path());
-    let running = match Client::connect(&socket).and_then(|mut c| c.call(Request::Status)) {
-        Ok(v) => match serde_json::from_value::<Status>(v) {
-            Ok(s) => Some(s),
-            Err(e) => return super::fail(format!("unexpected status answer: {e}")),
-        },
+    let running = match Client::connect(&socket).and_then(|mut c| c.call(GetStatus {})) {
+        Ok(s) => Some(s),
         Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => None,
         Err(e) => return super::fail(e),
     };

@@ -8,7 +8,10 @@ use std::{
 
 use crate::{
     config::Config,
-    control::{Client, ClientError, Request},
+    control::{
+        Client, ClientError,
+        proto::{GetStatus, Shutdown},
+    },
     kernel::Pins,
 };
 
@@ -42,11 +45,11 @@ pub(super) fn end_enforcement(config: &Config) -> Result<Ended, String> {
     match Client::connect(&socket) {
         Ok(mut client) => {
             let pid = client
-                .call(Request::Status)
-                .map(|v| v["pid"].as_u64().unwrap_or(0) as u32)
+                .call(GetStatus {})
+                .map(|s| s.pid)
                 .map_err(|e| e.to_string())?;
             client
-                .call(Request::Shutdown { detach: true })
+                .call(Shutdown { detach: true })
                 .map_err(|e| e.to_string())?;
             // The agent detaches before it exits: wait for the process.
             let deadline = Instant::now() + Duration::from_secs(30);

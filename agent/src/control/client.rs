@@ -9,7 +9,7 @@ use std::{
 
 use thiserror::Error;
 
-use super::proto::{ErrorBody, Request, RequestEnvelope, Response, VERSION};
+use super::proto::{Call, ErrorBody, Request, RequestEnvelope, Response, VERSION};
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -70,8 +70,14 @@ impl Client {
         let _ = self.writer.set_read_timeout(timeout);
     }
 
-    /// Sends one request and waits for its response.
-    pub fn call(&mut self, request: Request) -> Result<serde_json::Value, ClientError> {
+    /// Makes call `call` and waits for its result.
+    pub fn call<C: Call>(&mut self, call: C) -> Result<C::Result, ClientError> {
+        let result = self.exchange(call.into())?;
+        serde_json::from_value(result).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Sends one request and waits for its response's result.
+    fn exchange(&mut self, request: Request) -> Result<serde_json::Value, ClientError> {
         let io_err = |source| ClientError::Io {
             path: self.path.clone(),
             source,

@@ -18,7 +18,8 @@ use super::{
 };
 use crate::{
     approvals::{
-        self, Approval, Caller, Decision, Destination, Origin, Person, REACTIVE_GRANT, Stage, Store,
+        self, Approval, ApprovalView, Caller, Decision, Destination, Origin, Person,
+        REACTIVE_GRANT, Stage, Store,
     },
     audit::AuditLog,
     config::{ApprovalsConfig, Config},
@@ -132,7 +133,7 @@ impl Approvals {
     }
 
     /// Queues a webhook notification of `event` on `request` (never waits).
-    fn notify(&self, event: &str, request: &serde_json::Value, by: Option<&Person>) {
+    fn notify(&self, event: &str, request: &ApprovalView, by: Option<&Person>) {
         if let (Some(url), Some(n)) = (&self.config.webhook, &self.notifier) {
             n.send(
                 url,
@@ -319,7 +320,7 @@ impl Approvals {
         jobs: &Jobs,
         peer: Peer,
         ask: ApprovalAsk,
-    ) -> Result<serde_json::Value, Refusal> {
+    ) -> Result<ApprovalView, Refusal> {
         let built = self.build_request(cx, jobs, peer, &ask);
         let built = built.and_then(|r| {
             if self.live_requests() >= MAX_LIVE {
@@ -414,7 +415,7 @@ impl Approvals {
 
     /// `approvals_list`: approvers and root see every request; anyone else
     /// their own.
-    pub(super) fn list(&self, peer: Peer, pending: bool) -> Vec<serde_json::Value> {
+    pub(super) fn list(&self, peer: Peer, pending: bool) -> Vec<ApprovalView> {
         let caller = self.caller(peer);
         self.store
             .requests
@@ -434,7 +435,7 @@ impl Approvals {
         decision: Decision,
         length: Option<&str>,
         reason: Option<&str>,
-    ) -> Result<serde_json::Value, Refusal> {
+    ) -> Result<ApprovalView, Refusal> {
         let op = format!("approval_{}", decision.verb());
         let checked = self.check_decision(cx, peer, id, decision, length);
         let length = checked.map_err(|r| Self::refuse(cx, &op, Some(id), peer, r))?;
@@ -627,7 +628,7 @@ impl Approvals {
     }
 
     /// Live grants, for `status`.
-    pub(super) fn grant_status(&self) -> Vec<serde_json::Value> {
+    pub(super) fn grant_status(&self) -> Vec<ApprovalView> {
         self.store.grants().map(Approval::view).collect()
     }
 

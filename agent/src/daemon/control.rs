@@ -18,7 +18,11 @@ use super::{
 };
 use crate::{
     approvals::Decision,
-    control::proto::{self, ErrorCode, Request, Response},
+    control::proto::{
+        self, ApprovalApprove, ApprovalAsk, ApprovalDeny, ApprovalRevoke, ApprovalsList, Call,
+        ErrorCode, GetMapStats, GetStatus, JobEnd, JobStart, MapLoad, MapLookup, PolicyExplain,
+        Reload, Request, Response, Shutdown, Switched,
+    },
     regions::query,
 };
 
@@ -131,11 +135,11 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
     // Map questions read sources again and compute: answered outside the
     // lock, on a snapshot.
     match request {
-        Request::MapLookup { addrs } => {
+        Request::MapLookup(MapLookup { addrs }) => {
             let snap = state.lock().await.map_snapshot();
-            return blocking(move || map_lookup(&snap, &addrs)).await;
+            return blocking::<MapLookup>(move || map_lookup(&snap, &addrs)).await;
         }
-        Request::PolicyExplain { policy, targets } => {
+        Request::PolicyExplain(PolicyExplain { policy, targets }) => {
             let (snap, explained) = {
                 let state = state.lock().await;
                 (state.map_snapshot(), state.explain(&policy, &targets))
@@ -144,93 +148,107 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
                 Ok(e) => e,
                 Err(Refusal(code, message)) => return Response::err(code, message),
             };
-            return blocking(move || {
+            return blocking::<PolicyExplain>(move || {
                 add_sources(&snap, &mut explained)?;
-                Ok(Response::ok(explained))
+                Ok(explained)
             })
             .await;
         }
-        Request::MapStats => {
+        Request::MapStats(GetMapStats {}) => {
             let (snap, kernel_bytes) = {
                 let state = state.lock().await;
                 (state.map_snapshot(), state.trie_memlock())
             };
-            return blocking(move || {
+            return blocking::<GetMapStats>(move || {
                 let mut stats = map_stats(&snap);
                 stats.kernel_bytes = kernel_bytes;
                 crate::host::proc::trim_heap();
-                Ok(Response::ok(stats))
+                Ok(stats)
             })
             .await;
         }
         _ => {}
     }
     let mut state = state.lock().await;
-    let result = match request {
-        Request::MapLookup { .. } | Request::MapStats | Request::PolicyExplain { .. } => {
+    match request {
+        Request::MapLookup(_) | Request::MapStats(_) | Request::PolicyExplain(_) => {
             unreachable!("answered above")
         }
-        Request::Status => state.status().map(Response::ok).map_err(Refusal::from),
-        Request::JobStart { policy, job, pid } => state
-            .job_start(peer, &policy, job.as_deref(), pid)
-            .map(Response::ok),
-        Request::JobEnd { job } => state.job_end(&job).map(|()| Response::ok(())),
-        Request::Reload | Request::MapLoad if root => {
-            let why = if request == Request::MapLoad {
-                "map load"
-            } else {
-                "reload"
-            };
-            match state.reload(why, Some(peer.json())) {
-                Ok(epoch) => Ok(Response::ok(state.switched(epoch))),
-                Err(e) => Err(Refusal(
-                    ErrorCode::InvalidConfig,
-                    format!(
-                        "{}; the tables in force stay in force",
-                        crate::vocab::error::chain(&e)
-                    ),
-                )),
-            }
+        Request::Status(GetStatus {}) => reply::<GetStatus>(state.status().map_err(Refusal::from)),
+        Request::JobStart(JobStart { policy, job, pid }) => {
+            reply::<JobStart>(state.job_start(peer, &policy, job.as_deref(), pid))
         }
-        Request::Shutdown { detach } if root => {
+        Request::JobEnd(JobEnd { job }) => reply::<JobEnd>(state.job_end(&job)),
+        Request::Reload(Reload {}) if root => reply::<Reload>(reload(&mut state, peer, "reload")),
+        Request::MapLoad(MapLoad {}) if root => {
+            reply::<MapLoad>(reload(&mut state, peer, "map load"))
+        }
+        Request::Shutdown(Shutdown { detach }) if root => {
             state.request_stop(peer, detach);
-            Ok(Response::ok(()))
+            reply::<Shutdown>(Ok(()))
         }
-        Request::ApprovalRequest(ask) => state.approval_request(peer, ask).map(Response::ok),
-        Request::ApprovalsList { pending } => Ok(Response::ok(state.approvals_list(peer, pending))),
-        Request::ApprovalApprove { id, for_, reason } => state
-            .approval_decide(
+        Request::ApprovalRequest(ask) => reply::<ApprovalAsk>(state.approval_request(peer, ask)),
+        Request::ApprovalsList(ApprovalsList { pending }) => {
+            reply::<ApprovalsList>(Ok(state.approvals_list(peer, pending)))
+        }
+        Request::ApprovalApprove(ApprovalApprove { id, for_, reason }) => {
+            reply::<ApprovalApprove>(state.approval_decide(
                 peer,
                 id,
                 Decision::Approve,
                 for_.as_deref(),
                 reason.as_deref(),
-            )
-            .map(Response::ok),
-        Request::ApprovalDeny { id, reason } => state
-            .approval_decide(peer, id, Decision::Deny, None, reason.as_deref())
-            .map(Response::ok),
-        Request::ApprovalRevoke { id, reason } => state
-            .approval_decide(peer, id, Decision::Revoke, None, reason.as_deref())
-            .map(Response::ok),
-        Request::Reload | Request::MapLoad | Request::Shutdown { .. } => Err(Refusal(
+            ))
+        }
+        Request::ApprovalDeny(ApprovalDeny { id, reason }) => reply::<ApprovalDeny>(
+            state.approval_decide(peer, id, Decision::Deny, None, reason.as_deref()),
+        ),
+        Request::ApprovalRevoke(ApprovalRevoke { id, reason }) => reply::<ApprovalRevoke>(
+            state.approval_decide(peer, id, Decision::Revoke, None, reason.as_deref()),
+        ),
+        Request::Reload(_) | Request::MapLoad(_) | Request::Shutdown(_) => Response::err(
             ErrorCode::PermissionDenied,
-            "only root may reload or stop the agent".into(),
-        )),
-    };
-    result.unwrap_or_else(|Refusal(code, message)| Response::err(code, message))
+            "only root may reload or stop the agent",
+        ),
+    }
 }
 
-/// Runs `f` on the blocking pool.
-async fn blocking(f: impl FnOnce() -> Result<Response, Refusal> + Send + 'static) -> Response {
+/// `reload` and `map_load`: re-reads the config and switches tables.
+fn reload(state: &mut State, peer: Peer, why: &str) -> Result<Switched, Refusal> {
+    match state.reload(why, Some(peer.json())) {
+        Ok(epoch) => Ok(state.switched(epoch)),
+        Err(e) => Err(Refusal(
+            ErrorCode::InvalidConfig,
+            format!(
+                "{}; the tables in force stay in force",
+                crate::vocab::error::chain(&e)
+            ),
+        )),
+    }
+}
+
+/// The response to call `C`: its result, or the refusal.
+fn reply<C: Call>(result: Result<C::Result, Refusal>) -> Response {
+    match result {
+        Ok(r) => Response::result::<C>(&r),
+        Err(Refusal(code, message)) => Response::err(code, message),
+    }
+}
+
+/// Answers call `C` with what `f` computes on the blocking pool.
+async fn blocking<C: Call>(
+    f: impl FnOnce() -> Result<C::Result, Refusal> + Send + 'static,
+) -> Response
+where
+    C::Result: Send + 'static,
+{
     match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(Refusal(code, message))) => Response::err(code, message),
+        Ok(result) => reply::<C>(result),
         Err(e) => Response::err(ErrorCode::Internal, e.to_string()),
     }
 }
 
-fn map_lookup(snap: &MapSnapshot, addrs: &[String]) -> Result<Response, Refusal> {
+fn map_lookup(snap: &MapSnapshot, addrs: &[String]) -> Result<Vec<query::Answer>, Refusal> {
     let parsed: Vec<std::net::IpAddr> = addrs
         .iter()
         .map(|a| {
@@ -243,9 +261,8 @@ fn map_lookup(snap: &MapSnapshot, addrs: &[String]) -> Result<Response, Refusal>
         specs: &snap.specs,
         max_bytes: snap.max_source_bytes,
     };
-    let out = query::lookup(&snap.map, sources, &parsed)
-        .map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
-    Ok(Response::ok(out))
+    query::lookup(&snap.map, sources, &parsed)
+        .map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))
 }
 
 /// Adds what each map source says about the explained destinations.

@@ -22,10 +22,12 @@ use super::{
     stop::Stop,
 };
 use crate::{
-    approvals::Decision,
+    approvals::{ApprovalView, Decision},
     audit::{AuditLog, MapSource, Rotation},
     config::{AgentConfig, Config, OnMapError},
-    control::proto::{ApprovalAsk, JobStarted, JobStatus, PolicyStatus, SourceStatus, Status},
+    control::proto::{
+        AgentStatus, ApprovalAsk, JobStarted, JobStatus, PolicyStatus, SourceStatus, Switched,
+    },
     host::cgroup::{self, Hierarchy},
     host::stamp::{Stamp, stamp},
     kernel::{Kernel, OpenOptions},
@@ -242,13 +244,13 @@ impl State {
         &mut self,
         peer: Peer,
         ask: ApprovalAsk,
-    ) -> Result<serde_json::Value, Refusal> {
+    ) -> Result<ApprovalView, Refusal> {
         self.approvals.request(&self.cx, &self.jobs, peer, ask)
     }
 
     /// `approvals_list`: every request for root and approvers, their own
     /// for anyone else.
-    pub fn approvals_list(&self, peer: Peer, pending: bool) -> Vec<serde_json::Value> {
+    pub fn approvals_list(&self, peer: Peer, pending: bool) -> Vec<ApprovalView> {
         self.approvals.list(peer, pending)
     }
 
@@ -260,7 +262,7 @@ impl State {
         decision: Decision,
         length: Option<&str>,
         reason: Option<&str>,
-    ) -> Result<serde_json::Value, Refusal> {
+    ) -> Result<ApprovalView, Refusal> {
         self.approvals
             .decide(&self.cx, peer, id, decision, length, reason)
     }
@@ -704,18 +706,18 @@ impl State {
     }
 
     /// What a reload answers: the tables now in force.
-    pub fn switched(&self, epoch: u64) -> serde_json::Value {
-        json!({
-            "epoch": epoch,
-            "ipv4_ranges": self.cx.plan().map.v4.len(),
-            "ipv6_ranges": self.cx.plan().map.v6.len(),
-            "compile_ms": self.cx.plan().compile_time.as_millis() as u64,
-            "install_ms": self.install_time.as_millis() as u64,
-        })
+    pub fn switched(&self, epoch: u64) -> Switched {
+        Switched {
+            epoch,
+            ipv4_ranges: self.cx.plan().map.v4.len(),
+            ipv6_ranges: self.cx.plan().map.v6.len(),
+            compile_ms: self.cx.plan().compile_time.as_millis() as u64,
+            install_ms: self.install_time.as_millis() as u64,
+        }
     }
 
     /// What `status` answers.
-    pub fn status(&self) -> Result<Status, DaemonError> {
+    pub fn status(&self) -> Result<AgentStatus, DaemonError> {
         let counters = self.cx.kernel().counters()?;
         let policies = self
             .cx
@@ -749,7 +751,7 @@ impl State {
             .take(MAX_POLICIES as usize + 1)
             .map(|c| c[counter::EVENTS_DROPPED])
             .sum();
-        Ok(Status {
+        Ok(AgentStatus {
             version: geowall_common::VERSION.into(),
             pid: std::process::id(),
             epoch: self.cx.kernel().epoch(),
