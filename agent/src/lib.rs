@@ -11,7 +11,6 @@
 
 pub mod approvals;
 pub mod audit;
-pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;

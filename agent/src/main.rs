@@ -1,3 +1,9 @@
+//! The `geowall` command: the agent (`geowall run`) and the tools that talk
+//! to it. The command line is this binary's own ([`cli`]); everything else
+//! is the `geowall` library.
+
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    geowall::cli::main()
+    cli::main()
 }

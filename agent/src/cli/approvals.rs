@@ -5,7 +5,7 @@ use std::{path::Path, process::ExitCode};
 use clap::Subcommand;
 
 use super::ConfigArg;
-use crate::{
+use geowall::{
     approvals::ApprovalView,
     config::Config,
     control::{

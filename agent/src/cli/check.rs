@@ -2,7 +2,7 @@
 
 use std::{path::Path, process::ExitCode};
 
-use crate::{config::Config, host::cgroup::Hierarchy, plan};
+use geowall::{config::Config, host::cgroup::Hierarchy, plan};
 
 pub fn check(path: &Path) -> ExitCode {
     let result = (|| -> Result<plan::Plan, String> {

@@ -18,7 +18,7 @@ use std::{
     process::ExitCode,
 };
 
-use crate::{
+use geowall::{
     approvals::Stage,
     config::Config,
     control::{
@@ -168,7 +168,7 @@ fn await_approval(
     eprintln!(
         "geowall: job {job} waits up to {} for approval of request {id} \
          (`geowall approvals approve {id}`)",
-        crate::vocab::units::Span(wait.timeout)
+        geowall::vocab::units::Span(wait.timeout)
     );
     let deadline = std::time::Instant::now() + wait.timeout;
     loop {
@@ -201,7 +201,7 @@ fn await_approval(
                 EXIT_TIMED_OUT,
                 format!(
                     "nobody approved request {id} within {}",
-                    crate::vocab::units::Span(wait.timeout)
+                    geowall::vocab::units::Span(wait.timeout)
                 ),
             ));
         }

@@ -25,7 +25,7 @@ use super::{
     layout::{self, ConfigState, FOLDERS, Kind, Manifest, ManifestFile, Paths, Source, rooted},
     stop::{Ended, end_enforcement},
 };
-use crate::config::{Config, Mode};
+use geowall::config::{Config, Mode};
 
 /// `--mode` of `geowall install`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::completions::{self, Shell};
-use crate::config::Mode;
+use geowall::config::Mode;
 
 /// The config folder and files (never relocated by `--prefix`).
 pub const ETC_DIR: &str = "/etc/geowall";
@@ -199,7 +199,7 @@ pub fn mode_word(mode: Mode) -> &'static str {
 /// of one-policy-per-file TOML files). Until it does, the installed config
 /// defines its policy inline and names the folder in a comment only.
 pub fn config_reads_policy_dir() -> bool {
-    crate::config::Config::parse(
+    geowall::config::Config::parse(
         Path::new("probe.toml"),
         format!("[agent]\npolicy_dir = \"{POLICY_DIR}\"\n"),
     )
@@ -365,13 +365,13 @@ pub fn hash_file(path: &Path) -> io::Result<Option<String>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    crate::vocab::hex::sha256_hex_of(&mut file).map(Some)
+    geowall::vocab::hex::sha256_hex_of(&mut file).map(Some)
 }
 
 /// An entry's SHA-256.
 pub fn hash_source(source: &Source) -> io::Result<String> {
     match source {
-        Source::Bytes(b) => Ok(crate::vocab::hex::sha256_hex(b)),
+        Source::Bytes(b) => Ok(geowall::vocab::hex::sha256_hex(b)),
         Source::Copy(p) => hash_file(p)?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, p.display().to_string())),
     }
@@ -533,7 +533,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use geowall::config::Config;
 
     #[test]
     fn prefixes_place_binary_units_completions_and_pages() {

@@ -15,7 +15,7 @@ use super::{
     ConfigArg,
     render::{self, Summary},
 };
-use crate::{
+use geowall::{
     audit::{
         filter::{self, Filter},
         follow::{self, Follower},
@@ -148,7 +148,7 @@ fn filter(args: &TailArgs) -> Result<Filter, String> {
             .as_deref()
             .map(|s| filter::parse_since(s, now))
             .transpose()
-            .map_err(|e| crate::vocab::error::chain(&e))?,
+            .map_err(|e| geowall::vocab::error::chain(&e))?,
         policy: args.policy.clone(),
         regions: args.region.as_deref().map(filter::region_set),
         job: args.job.clone(),

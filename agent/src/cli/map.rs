@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr, path::Path, process::ExitCode};
 use clap::Subcommand;
 
 use super::{ConfigArg, fail};
-use crate::{
+use geowall::{
     config::Config,
     control::{
         Client, ClientError,
@@ -128,13 +128,13 @@ fn parse_specs(args: &[String]) -> Result<Vec<Spec>, String> {
 }
 
 fn compile_specs(specs: &[Spec]) -> Result<MapPlan, String> {
-    plan::load_map(specs, DEFAULT_MAX_SOURCE_BYTES).map_err(|e| crate::vocab::error::chain(&e))
+    plan::load_map(specs, DEFAULT_MAX_SOURCE_BYTES).map_err(|e| geowall::vocab::error::chain(&e))
 }
 
 /// The map of the config file at `config`.
 fn config_map(config: &Path) -> Result<MapPlan, String> {
     let c = Config::load(config).map_err(|e| e.to_string())?;
-    plan::config_map(&c).map_err(|e| crate::vocab::error::chain(&e))
+    plan::config_map(&c).map_err(|e| geowall::vocab::error::chain(&e))
 }
 
 fn socket_of(config: &Path) -> Result<std::path::PathBuf, String> {
@@ -163,9 +163,9 @@ fn lookup(config: &Path, sources: &[String], json: bool, addrs: &[String]) -> Re
         // Each source is read once: the map and the sources' own answers
         // come from the same loaded data.
         let loaded = plan::load_sources(&parse_specs(sources)?, DEFAULT_MAX_SOURCE_BYTES)
-            .map_err(|e| crate::vocab::error::chain(&e))?;
+            .map_err(|e| geowall::vocab::error::chain(&e))?;
         let map = plan::compile_loaded(&loaded)
-            .map_err(|e| crate::vocab::error::chain(&e))?
+            .map_err(|e| geowall::vocab::error::chain(&e))?
             .map;
         query::lookup(&map, query::SourceData::Loaded(&loaded), &parsed)
             .map_err(|e| e.to_string())?
@@ -400,7 +400,7 @@ fn export(
 ) -> Result<(), String> {
     use std::io::Write;
 
-    use crate::regions::Family;
+    use geowall::regions::Family;
 
     let families: &[Family] = match family {
         "4" => &[Family::V4],
@@ -416,7 +416,7 @@ fn export(
     let resolve = |tokens: &[String]| -> Result<std::collections::BTreeSet<String>, String> {
         let mut set = std::collections::BTreeSet::new();
         for t in tokens {
-            set.extend(crate::policy::resolve_region(t, Some(&plan.map.tags))?);
+            set.extend(geowall::policy::resolve_region(t, Some(&plan.map.tags))?);
         }
         Ok(set)
     };

@@ -103,7 +103,7 @@ enum Command {
         /// Before the command runs, file an approval request for the job to
         /// reach --to, and wait this long ("10m") for an approver to grant
         /// it. Exit 123 when denied, 124 when nobody answers in time.
-        #[arg(long, value_parser = crate::vocab::units::parse_duration, requires = "to")]
+        #[arg(long, value_parser = geowall::vocab::units::parse_duration, requires = "to")]
         wait_for_approval: Option<std::time::Duration>,
         /// With --wait-for-approval: the destination (an address, a CIDR or
         /// a region: DE, aws:eu-west-1, EU).

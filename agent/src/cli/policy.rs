@@ -10,7 +10,7 @@ use std::{
 use clap::Subcommand;
 
 use super::{DEFAULT_CONFIG, fail};
-use crate::{
+use geowall::{
     config::{Action, Config, load_policy_file},
     control::{
         Client, ClientError,
@@ -119,7 +119,7 @@ fn context_config(path: Option<&Path>) -> Result<Config, String> {
 
 fn build(config: &Config) -> Result<Plan, String> {
     let hierarchy = Hierarchy::discover().map_err(|e| e.to_string())?;
-    plan::build(config, &hierarchy).map_err(|e| crate::vocab::error::chain(&e))
+    plan::build(config, &hierarchy).map_err(|e| geowall::vocab::error::chain(&e))
 }
 
 fn check(
@@ -154,7 +154,7 @@ fn check(
         let slot = layout.slots[&p.name];
         for t in &targets {
             let e = explain(&view, &plan.map, slot, &text_of(p), t, "compiled")
-                .map_err(|e| crate::vocab::error::chain(&e))?;
+                .map_err(|e| geowall::vocab::error::chain(&e))?;
             if e.verdict != "allow" {
                 warnings += 1;
                 eprintln!(
@@ -343,7 +343,7 @@ fn explain_offline(
 ) -> Result<Vec<Explanation>, String> {
     let plan = build(config)?;
     let Some(p) = plan.policy(policy) else {
-        let hint = crate::regions::suggest(policy, plan.policies.iter().map(|p| p.name.as_str()))
+        let hint = geowall::regions::suggest(policy, plan.policies.iter().map(|p| p.name.as_str()))
             .map(|s| format!(" (did you mean '{s}'?)"))
             .unwrap_or_default();
         return Err(format!(
@@ -358,13 +358,13 @@ fn explain_offline(
         .iter()
         .map(|t| explain(&view, &plan.map, slot, &text_of(p), t, "compiled"))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| crate::vocab::error::chain(&e))?;
+        .map_err(|e| geowall::vocab::error::chain(&e))?;
     // What each source says, from the sources as the config names them.
     let specs: Vec<_> = plan.sources.iter().map(|s| s.spec.clone()).collect();
     let addrs: Vec<IpAddr> = out.iter().filter_map(|e| e.dst.parse().ok()).collect();
-    let answers = crate::regions::query::lookup(
+    let answers = geowall::regions::query::lookup(
         &plan.map,
-        crate::regions::query::SourceData::Files {
+        geowall::regions::query::SourceData::Files {
             specs: &specs,
             max_bytes: config.file.agent.max_source_bytes,
         },

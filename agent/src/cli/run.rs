@@ -2,7 +2,7 @@
 
 use std::{path::Path, process::ExitCode};
 
-use crate::daemon::{self, RunOptions};
+use geowall::daemon::{self, RunOptions};
 
 pub fn run(config: &Path, detach_on_exit: bool, audit_only: bool) -> ExitCode {
     // Map compiles allocate and free hundreds of MB in bursts from several
@@ -31,6 +31,6 @@ pub fn run(config: &Path, detach_on_exit: bool, audit_only: bool) -> ExitCode {
     }));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => super::fail(crate::vocab::error::chain(&e)),
+        Err(e) => super::fail(geowall::vocab::error::chain(&e)),
     }
 }

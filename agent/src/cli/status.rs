@@ -5,7 +5,7 @@ use std::{path::Path, process::ExitCode};
 use geowall_common::counter;
 use serde_json::json;
 
-use crate::{
+use geowall::{
     config::Config,
     control::{
         Client, ClientError,
@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The attached programs as the pins describe them.
-fn programs_json(pinned: &crate::kernel::PinnedInfo) -> serde_json::Value {
+fn programs_json(pinned: &geowall::kernel::PinnedInfo) -> serde_json::Value {
     json!({
         "attached": pinned.programs,
         "version": pinned.version,
@@ -25,7 +25,7 @@ fn programs_json(pinned: &crate::kernel::PinnedInfo) -> serde_json::Value {
 
 /// Unix seconds as RFC 3339 (seconds).
 fn when(secs: u64) -> String {
-    let t = crate::vocab::clock::rfc3339(i128::from(secs) * 1_000_000_000);
+    let t = geowall::vocab::clock::rfc3339(i128::from(secs) * 1_000_000_000);
     // Seconds are precise enough here.
     match t.split_once('.') {
         Some((head, _)) => format!("{head}Z"),

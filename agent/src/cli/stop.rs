@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
+use geowall::{
     config::Config,
     control::{
         Client, ClientError,
@@ -17,7 +17,7 @@ use crate::{
 
 /// Whether process `pid` still runs (a zombie has let go of everything).
 fn alive(pid: u32) -> bool {
-    crate::host::proc::stat(pid)
+    geowall::host::proc::stat(pid)
         .and_then(|fields| fields.into_iter().next())
         .is_some_and(|state| state != "Z" && state != "X")
 }
