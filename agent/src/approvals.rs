@@ -24,7 +24,13 @@ use std::{
 use geowall_common::GRANT_SCOPE_POLICY;
 use serde::{Deserialize, Serialize};
 
-use crate::{policy::Resolver, regions::prefix::Prefix, vocab::units::Span};
+use thiserror::Error;
+
+use crate::{
+    policy::{ResolveError, Resolver},
+    regions::prefix::{Prefix, PrefixError},
+    vocab::{error::Chain, units::Span},
+};
 
 /// Name of the state file in the state folder.
 pub const STATE_FILE: &str = "approvals.json";
@@ -307,6 +313,30 @@ impl Decision {
     }
 }
 
+/// Why a caller may not take a decision on a request.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Unauthorized {
+    #[error("only root and members of the group '{group}' may {verb} requests", verb = .decision.verb())]
+    NotApprover { group: String, decision: Decision },
+    #[error(
+        "request {0} was made by you: another approver must approve it \
+         ([approvals] allow_self_approval is off)"
+    )]
+    OwnRequest(u32),
+    #[error(
+        "request {id} is {}, not {}: nothing to {}",
+        .state.as_str(),
+        .expected.as_str(),
+        .decision.verb()
+    )]
+    WrongStage {
+        id: u32,
+        state: Stage,
+        expected: Stage,
+        decision: Decision,
+    },
+}
+
 /// Whether `caller` may take `decision` on `request`; the refusal says why.
 /// Root may do everything; members of the approvers group may decide, but
 /// not approve their own request unless `allow_self` is set.
@@ -316,38 +346,46 @@ pub fn authorize(
     decision: Decision,
     request: &Approval,
     allow_self: bool,
-) -> Result<(), String> {
+) -> Result<(), Unauthorized> {
     if !caller.may_decide() {
-        return Err(format!(
-            "only root and members of the group '{group}' may {} requests",
-            decision.verb()
-        ));
+        return Err(Unauthorized::NotApprover {
+            group: group.to_owned(),
+            decision,
+        });
     }
     if decision == Decision::Approve
         && caller.uid != 0
         && caller.uid == request.requested_by.uid
         && !allow_self
     {
-        return Err(format!(
-            "request {} was made by you: another approver must approve it \
-             ([approvals] allow_self_approval is off)",
-            request.id
-        ));
+        return Err(Unauthorized::OwnRequest(request.id));
     }
     let expected = match decision {
         Decision::Approve | Decision::Deny => Stage::Pending,
         Decision::Revoke => Stage::Approved,
     };
     if request.state != expected {
-        return Err(format!(
-            "request {} is {}, not {}: nothing to {}",
-            request.id,
-            request.state.as_str(),
-            expected.as_str(),
-            decision.verb()
-        ));
+        return Err(Unauthorized::WrongStage {
+            id: request.id,
+            state: request.state,
+            expected,
+            decision,
+        });
     }
     Ok(())
+}
+
+/// A grant length that cannot be.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GrantLengthError {
+    #[error("a grant must last longer than 0s")]
+    Zero,
+    #[error("{} is longer than policy '{policy}' allows: max_grant = \"{}\"", Span(*.length), Span(*.max))]
+    TooLong {
+        length: Duration,
+        max: Duration,
+        policy: String,
+    },
 }
 
 /// A grant length: `wanted`, or what the request asked for; never longer
@@ -357,17 +395,17 @@ pub fn grant_length(
     asked: Duration,
     max: Duration,
     policy: &str,
-) -> Result<Duration, String> {
+) -> Result<Duration, GrantLengthError> {
     let d = wanted.unwrap_or(asked);
     if d.is_zero() {
-        return Err("a grant must last longer than 0s".into());
+        return Err(GrantLengthError::Zero);
     }
     if d > max {
-        return Err(format!(
-            "{} is longer than policy '{policy}' allows: max_grant = \"{}\"",
-            crate::vocab::units::Span(d),
-            crate::vocab::units::Span(max)
-        ));
+        return Err(GrantLengthError::TooLong {
+            length: d,
+            max,
+            policy: policy.to_owned(),
+        });
     }
     Ok(d)
 }
@@ -459,12 +497,34 @@ impl Store {
     }
 }
 
+/// A `--to` that names no destination.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DestinationError {
+    #[error("--to {to}")]
+    Prefix {
+        to: String,
+        #[source]
+        source: PrefixError,
+    },
+    #[error("--to: name an address, a CIDR or a region")]
+    Empty,
+    /// Not a region either: what resolving it said comes before what a
+    /// destination is.
+    #[error("--to {to}: {} (a destination is an address, a CIDR or a region)", Chain(.cause))]
+    Unresolved { to: String, cause: ResolveError },
+    #[error("--to {to}: stands for {count} regions; a grant may name at most {MAX_GRANT_REGIONS}")]
+    TooManyRegions { to: String, count: usize },
+}
+
 /// Parses a `--to` destination: an address (a host prefix), a CIDR, or a
 /// region as policies name them — a country code (`DE`), a cloud region
 /// (`aws:eu-west-1`, or a glob over the map's: `aws:eu-*`), a built-in or
 /// `[groups]` group (`EU`) — resolved by `resolver` into the region tags it
 /// stands for.
-pub fn parse_to(to: &str, resolver: &Resolver<'_>) -> Result<(Destination, Vec<String>), String> {
+pub fn parse_to(
+    to: &str,
+    resolver: &Resolver<'_>,
+) -> Result<(Destination, Vec<String>), DestinationError> {
     let to = to.trim();
     if let Ok(ip) = to.parse::<std::net::IpAddr>() {
         return Ok((Destination::Prefix(Prefix::host(ip)), Vec::new()));
@@ -472,22 +532,28 @@ pub fn parse_to(to: &str, resolver: &Resolver<'_>) -> Result<(Destination, Vec<S
     if to.contains('/') {
         let prefix = to
             .parse::<Prefix>()
-            .map_err(|e| format!("--to {to}: {e}"))?;
+            .map_err(|source| DestinationError::Prefix {
+                to: to.to_owned(),
+                source,
+            })?;
         return Ok((Destination::Prefix(prefix), Vec::new()));
     }
     if to.is_empty() {
-        return Err("--to: name an address, a CIDR or a region".into());
+        return Err(DestinationError::Empty);
     }
     let mut tags = resolver
         .resolve(to)
-        .map_err(|e| format!("--to {to}: {e} (a destination is an address, a CIDR or a region)"))?;
+        .map_err(|cause| DestinationError::Unresolved {
+            to: to.to_owned(),
+            cause,
+        })?;
     tags.sort();
     tags.dedup();
     if tags.len() > MAX_GRANT_REGIONS {
-        return Err(format!(
-            "--to {to}: stands for {} regions; a grant may name at most {MAX_GRANT_REGIONS}",
-            tags.len()
-        ));
+        return Err(DestinationError::TooManyRegions {
+            to: to.to_owned(),
+            count: tags.len(),
+        });
     }
     // A country is written as its code, in capitals; anything else as named.
     let name = match tags.as_slice() {
@@ -522,7 +588,7 @@ pub(crate) mod fixtures {
         })
     }
 
-    pub(crate) fn parse(to: &str) -> Result<(Destination, Vec<String>), String> {
+    pub(crate) fn parse(to: &str) -> Result<(Destination, Vec<String>), DestinationError> {
         resolve(&["US", "DE", "aws:eu-west-1", "aws:eu-north-1"], |r| {
             parse_to(to, r)
         })
@@ -570,7 +636,9 @@ mod tests {
             grant_length(Some(Duration::from_secs(60)), h, 4 * h, "eu"),
             Ok(Duration::from_secs(60))
         );
-        let e = grant_length(Some(5 * h), h, 4 * h, "eu").unwrap_err();
+        let e = grant_length(Some(5 * h), h, 4 * h, "eu")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_grant = \"4h\""), "{e}");
         assert!(grant_length(Some(Duration::ZERO), h, 4 * h, "eu").is_err());
     }
@@ -594,11 +662,15 @@ mod tests {
             uid: 0,
             approver: false,
         };
-        let e = authorize(outsider, "ops", Decision::Approve, &r, false).unwrap_err();
+        let e = authorize(outsider, "ops", Decision::Approve, &r, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("group 'ops'"), "{e}");
         assert!(authorize(outsider, "ops", Decision::Deny, &r, false).is_err());
         assert!(authorize(approver, "ops", Decision::Approve, &r, false).is_ok());
-        let e = authorize(requester, "ops", Decision::Approve, &r, false).unwrap_err();
+        let e = authorize(requester, "ops", Decision::Approve, &r, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("made by you"), "{e}");
         assert!(authorize(requester, "ops", Decision::Approve, &r, true).is_ok());
         assert!(authorize(requester, "ops", Decision::Deny, &r, false).is_ok());
@@ -672,13 +744,18 @@ mod tests {
         assert_eq!(to.to_string(), "nordics");
         assert_eq!(tags, ["DK", "SE", "aws:eu-north-1"]);
         // Unknown names say what was meant, and what a destination is.
-        let e = parse("Germany").unwrap_err();
+        let e = parse("Germany").unwrap_err().to_string();
         assert!(e.contains("did you mean 'DE'"), "{e}");
         assert!(e.contains("an address, a CIDR or a region"), "{e}");
-        let e = parse("aws:eu-west-9").unwrap_err();
+        let e = parse("aws:eu-west-9").unwrap_err().to_string();
         assert!(e.contains("did you mean 'aws:eu-west-1'"), "{e}");
-        assert!(parse("ZZ").unwrap_err().contains("unknown region"));
-        assert!(parse("local").unwrap_err().contains("local"));
+        assert!(
+            parse("ZZ")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown region")
+        );
+        assert!(parse("local").unwrap_err().to_string().contains("local"));
     }
 
     #[test]

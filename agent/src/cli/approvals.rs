@@ -2,9 +2,7 @@
 
 use std::{path::Path, process::ExitCode};
 
-use clap::Subcommand;
-
-use super::ConfigArg;
+use anyhow::Result;
 use geowall::{
     approvals::ApprovalView,
     config::Config,
@@ -14,84 +12,13 @@ use geowall::{
     },
 };
 
-#[derive(Subcommand, Debug)]
-pub enum ApprovalsCommand {
-    /// Ask for a time-boxed exception: a grant for a policy's jobs (or one
-    /// running job) to reach a destination.
-    Request {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Every job under this policy.
-        #[arg(long, required_unless_present = "job", conflicts_with = "job")]
-        policy: Option<String>,
-        /// Only this running `geowall exec` job.
-        #[arg(long)]
-        job: Option<String>,
-        /// The destination: an address, a CIDR, or a region as policies name
-        /// them: a country (DE), a cloud region (aws:eu-west-1, aws:eu-*), a
-        /// group (EU, or one of [groups]).
-        #[arg(long)]
-        to: String,
-        /// Only this destination port (default: any).
-        #[arg(long)]
-        port: Option<u16>,
-        /// How long the grant should last ("2h"), at most the policy's
-        /// max_grant.
-        #[arg(long = "for")]
-        for_: String,
-        /// Why: shown to approvers and kept in the audit log.
-        #[arg(long)]
-        reason: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Requests and grants (approvers see all; anyone else their own).
-    List {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Only pending requests.
-        #[arg(long)]
-        pending: bool,
-        /// A JSON array of {"id", "state", "policy", "job", "cgroup", "to",
-        /// "port", "requested_by", "reason", "expires", …}.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Approve a pending request: the grant is written into the kernel.
-    Approve {
-        #[command(flatten)]
-        config: ConfigArg,
-        id: u32,
-        /// How long the grant lasts (default: what was asked), at most the
-        /// policy's max_grant.
-        #[arg(long = "for")]
-        for_: Option<String>,
-        #[arg(long)]
-        reason: Option<String>,
-    },
-    /// Deny a pending request.
-    Deny {
-        #[command(flatten)]
-        config: ConfigArg,
-        id: u32,
-        #[arg(long)]
-        reason: Option<String>,
-    },
-    /// End a live grant early.
-    Revoke {
-        #[command(flatten)]
-        config: ConfigArg,
-        id: u32,
-        #[arg(long)]
-        reason: Option<String>,
-    },
-}
+use super::args::ApprovalsCommand;
 
 /// Makes one call to the agent of `config`.
-pub(super) fn call<C: Call>(config: &Path, call: C) -> Result<C::Result, String> {
-    let config = Config::load(config).map_err(|e| e.to_string())?;
-    let mut client = Client::connect(&config.socket_path()).map_err(|e| e.to_string())?;
-    client.call(call).map_err(|e| e.to_string())
+pub(super) fn call<C: Call>(config: &Path, call: C) -> Result<C::Result> {
+    let config = Config::load(config)?;
+    let mut client = Client::connect(&config.socket_path())?;
+    Ok(client.call(call)?)
 }
 
 /// One request as a line of text.
@@ -126,8 +53,8 @@ pub(super) fn grant_line(g: &ApprovalView) -> String {
 
 /// Prints JSON the way the agent's answers have always printed: one line,
 /// keys in alphabetical order.
-fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
-    let value = serde_json::to_value(value).map_err(|e| e.to_string())?;
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let value = serde_json::to_value(value)?;
     println!("{value}");
     Ok(())
 }
@@ -138,7 +65,7 @@ fn decided<C: Call<Result = ApprovalView>>(
     verb: &str,
     request: C,
     json: bool,
-) -> Result<(), String> {
+) -> Result<()> {
     let view = call(config, request)?;
     if json {
         print_json(&view)
@@ -148,7 +75,7 @@ fn decided<C: Call<Result = ApprovalView>>(
     }
 }
 
-fn list(config: &Path, pending: bool, json: bool) -> Result<(), String> {
+fn list(config: &Path, pending: bool, json: bool) -> Result<()> {
     let views = call(config, ApprovalsList { pending })?;
     if json {
         return print_json(&views);
@@ -162,7 +89,7 @@ fn list(config: &Path, pending: bool, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-pub fn run(command: ApprovalsCommand) -> ExitCode {
+pub(super) fn run(command: ApprovalsCommand) -> Result<ExitCode> {
     let done = match command {
         ApprovalsCommand::Request {
             config,
@@ -212,8 +139,5 @@ pub fn run(command: ApprovalsCommand) -> ExitCode {
             false,
         ),
     };
-    match done {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => super::fail(e),
-    }
+    done.map(|()| ExitCode::SUCCESS)
 }

@@ -18,6 +18,7 @@ use std::{
     process::ExitCode,
 };
 
+use anyhow::{Result, anyhow};
 use geowall::{
     approvals::Stage,
     config::Config,
@@ -25,6 +26,7 @@ use geowall::{
         Client,
         proto::{ApprovalAsk, ApprovalsList, JobEnd, JobStart, JobStarted},
     },
+    vocab::error::Chain,
 };
 
 /// `--wait-for-approval`: the request was denied (or revoked, or lapsed).
@@ -38,25 +40,40 @@ const EXIT_NOT_FOUND: u8 = 127;
 
 /// What `--wait-for-approval` asks for before the job runs.
 #[derive(Debug, Clone)]
-pub struct WaitForApproval {
-    pub timeout: std::time::Duration,
-    pub to: String,
-    pub port: Option<u16>,
-    pub for_: String,
-    pub reason: String,
+pub(super) struct WaitForApproval {
+    pub(super) timeout: std::time::Duration,
+    pub(super) to: String,
+    pub(super) port: Option<u16>,
+    pub(super) for_: String,
+    pub(super) reason: String,
 }
 
-pub fn exec(
+/// geowall could not start the job: the error, with its causes, and the
+/// exit code that says so.
+fn setup_fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("geowall: error: {}", Chain(e));
+    ExitCode::from(EXIT_SETUP)
+}
+
+/// `geowall exec`: its exit code is the command's (or one of its own,
+/// above): errors are reported here, not by the caller.
+pub(super) fn exec(
+    config: &Path,
+    policy: &str,
+    job: Option<&str>,
+    wait: Option<&WaitForApproval>,
+    command: &[OsString],
+) -> Result<ExitCode> {
+    Ok(run_job(config, policy, job, wait, command))
+}
+
+fn run_job(
     config: &Path,
     policy: &str,
     job: Option<&str>,
     wait: Option<&WaitForApproval>,
     command: &[OsString],
 ) -> ExitCode {
-    let setup_fail = |e: &dyn std::fmt::Display| {
-        eprintln!("geowall: error: {e}");
-        ExitCode::from(EXIT_SETUP)
-    };
     let config = match Config::load(config) {
         Ok(c) => c,
         Err(e) => return setup_fail(&e),
@@ -72,12 +89,14 @@ pub fn exec(
         .collect::<Result<_, _>>()
     {
         Ok(v) => v,
-        Err(_) => return setup_fail(&"the command has an argument with a NUL byte"),
+        Err(_) => {
+            return setup_fail(anyhow!("the command has an argument with a NUL byte").as_ref());
+        }
     };
 
     let mut child = match Held::spawn(&argv) {
         Ok(c) => c,
-        Err(e) => return setup_fail(&format!("cannot fork: {e}")),
+        Err(e) => return setup_fail(anyhow::Error::new(e).context("cannot fork").as_ref()),
     };
     let started = client.call(JobStart {
         policy: policy.to_owned(),
@@ -131,7 +150,11 @@ pub fn exec(
                 EXIT_CANNOT_EXECUTE
             })
         }
-        Outcome::WaitFailed(e) => setup_fail(&format!("waiting for the job: {e}")),
+        Outcome::WaitFailed(e) => setup_fail(
+            anyhow::Error::new(e)
+                .context("waiting for the job")
+                .as_ref(),
+        ),
     }
 }
 
@@ -143,7 +166,7 @@ fn end_job(socket: &Path, job: &str) {
             job: job.to_owned(),
         })
     {
-        tracing::warn!(job = %job, error = %e, "could not report the end of the job");
+        tracing::warn!(job = %job, error = %Chain(&e), "could not report the end of the job");
     }
 }
 
@@ -163,7 +186,12 @@ fn await_approval(
             for_: wait.for_.clone(),
             reason: wait.reason.clone(),
         })
-        .map_err(|e| (EXIT_SETUP, format!("cannot file the approval request: {e}")))?;
+        .map_err(|e| {
+            (
+                EXIT_SETUP,
+                format!("cannot file the approval request: {}", Chain(&e)),
+            )
+        })?;
     let id = filed.id;
     eprintln!(
         "geowall: job {job} waits up to {} for approval of request {id} \
@@ -174,7 +202,7 @@ fn await_approval(
     loop {
         let list = client
             .call(ApprovalsList { pending: false })
-            .map_err(|e| (EXIT_SETUP, format!("waiting for approval: {e}")))?;
+            .map_err(|e| (EXIT_SETUP, format!("waiting for approval: {}", Chain(&e))))?;
         match list.into_iter().find(|r| r.id == id) {
             Some(r) if r.state == Stage::Approved => return Ok(()),
             Some(r) if r.state != Stage::Pending => {

@@ -5,6 +5,7 @@ use std::{path::Path, process::ExitCode};
 use geowall_common::counter;
 use serde_json::json;
 
+use anyhow::Result;
 use geowall::{
     config::Config,
     control::{
@@ -55,17 +56,14 @@ fn webhook_line(w: &WebhookStatus) -> String {
     }
 }
 
-pub fn status(path: &Path, as_json: bool) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return super::fail(e),
-    };
+pub(super) fn status(path: &Path, as_json: bool) -> Result<ExitCode> {
+    let config = Config::load(path)?;
     let socket = config.socket_path();
     let pins = Pins::new(config.bpffs_path());
     let running = match Client::connect(&socket).and_then(|mut c| c.call(GetStatus {})) {
         Ok(s) => Some(s),
         Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => None,
-        Err(e) => return super::fail(e),
+        Err(e) => return Err(e.into()),
     };
     let enforcing = pins.has_links();
     let pinned = pinned_info(&pins);
@@ -191,5 +189,5 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
             }
         }
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

@@ -36,6 +36,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt,
     ops::Range,
     path::{Path, PathBuf},
     sync::Arc,
@@ -53,10 +54,14 @@ pub use audit::AuditConfig;
 pub use webhook::{WebhookUrl, WebhookUrlError};
 
 /// An error in a config file, located.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {message}")]
-    Read { path: PathBuf, message: String },
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{col}: {message}")]
     At {
         path: PathBuf,
@@ -78,15 +83,15 @@ pub struct SourceText {
 
 impl SourceText {
     /// An error located at `span` of this file.
-    pub fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
-        locate(&self.path, &self.text, span, message.into())
+    pub fn error_at(&self, span: Range<usize>, message: impl fmt::Display) -> ConfigError {
+        locate(&self.path, &self.text, span, message.to_string())
     }
 
     /// An error about the file as a whole.
-    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+    pub fn error(&self, message: impl fmt::Display) -> ConfigError {
         ConfigError::File {
             path: self.path.clone(),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 
@@ -109,21 +114,19 @@ pub struct PolicyDef {
 
 impl PolicyDef {
     /// An error located at `span` of the policy's file, naming the policy.
-    pub fn error_at(&self, span: Range<usize>, message: impl AsRef<str>) -> ConfigError {
-        self.source.error_at(
-            span,
-            format!("policy '{}': {}", self.name, message.as_ref()),
-        )
+    pub fn error_at(&self, span: Range<usize>, message: impl fmt::Display) -> ConfigError {
+        self.source
+            .error_at(span, format!("policy '{}': {message}", self.name))
     }
 
     /// An error about the policy as a whole (located at its name when it is
     /// written).
-    pub fn error(&self, message: impl AsRef<str>) -> ConfigError {
+    pub fn error(&self, message: impl fmt::Display) -> ConfigError {
         match &self.name_span {
             Some(span) => self.error_at(span.clone(), message),
             None => self
                 .source
-                .error(format!("policy '{}': {}", self.name, message.as_ref())),
+                .error(format!("policy '{}': {message}", self.name)),
         }
     }
 
@@ -539,12 +542,12 @@ impl Config {
     }
 
     /// An error located at `span` of this file.
-    pub fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+    pub fn error_at(&self, span: Range<usize>, message: impl fmt::Display) -> ConfigError {
         self.source.error_at(span, message)
     }
 
     /// An error about the file as a whole.
-    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+    pub fn error(&self, message: impl fmt::Display) -> ConfigError {
         self.source.error(message)
     }
 
@@ -638,9 +641,9 @@ impl Config {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })
 }
 

@@ -352,10 +352,12 @@ impl Approvals {
         peer: Peer,
         ask: &ApprovalAsk,
     ) -> Result<Approval, Refusal> {
-        let bad = |m: String| refused(ErrorCode::BadRequest, m);
+        let bad = |m: &str| refused(ErrorCode::BadRequest, m);
+        let invalid =
+            |e: &(dyn std::error::Error + 'static)| Refusal::error(ErrorCode::BadRequest, e);
         let (policy, job, cgroup, cgroup_id) = match (&ask.policy, &ask.job) {
             (Some(_), Some(_)) | (None, None) => {
-                return Err(bad("name either a policy or a job".into()));
+                return Err(bad("name either a policy or a job"));
             }
             (Some(p), None) => (p.clone(), None, None, None),
             (None, Some(j)) => {
@@ -382,12 +384,12 @@ impl Approvals {
             map_tags: Some(map_tags),
             groups: &self.groups,
         };
-        let (to, regions) = approvals::parse_to(&ask.to, &resolver).map_err(bad)?;
-        let wanted =
-            crate::vocab::units::parse_duration(&ask.for_).map_err(|e| bad(e.to_string()))?;
-        let length = approvals::grant_length(None, wanted, max, &policy).map_err(bad)?;
+        let (to, regions) = approvals::parse_to(&ask.to, &resolver).map_err(|e| invalid(&e))?;
+        let wanted = crate::vocab::units::parse_duration(&ask.for_).map_err(|e| invalid(&e))?;
+        let length =
+            approvals::grant_length(None, wanted, max, &policy).map_err(|e| invalid(&e))?;
         if ask.reason.trim().is_empty() {
-            return Err(bad("a request needs a reason".into()));
+            return Err(bad("a request needs a reason"));
         }
         let now = clock::unix_ms();
         Ok(Approval {
@@ -490,7 +492,7 @@ impl Approvals {
             // Outsiders learn nothing about which ids exist.
             if !caller.may_decide() {
                 approvals::authorize(caller, &config.group, decision, &dummy(), true)
-                    .map_err(|m| refused(ErrorCode::PermissionDenied, m))?;
+                    .map_err(|e| Refusal::error(ErrorCode::PermissionDenied, &e))?;
             }
             return Err(refused(
                 ErrorCode::BadRequest,
@@ -504,7 +506,7 @@ impl Approvals {
             request,
             config.allow_self_approval,
         )
-        .map_err(|m| refused(ErrorCode::PermissionDenied, m))?;
+        .map_err(|e| Refusal::error(ErrorCode::PermissionDenied, &e))?;
         if decision != Decision::Approve {
             return Ok(Duration::ZERO);
         }
@@ -512,14 +514,14 @@ impl Approvals {
         let wanted = length
             .map(crate::vocab::units::parse_duration)
             .transpose()
-            .map_err(|e| refused(ErrorCode::BadRequest, e.to_string()))?;
+            .map_err(|e| Refusal::error(ErrorCode::BadRequest, &e))?;
         let length = approvals::grant_length(
             wanted,
             Duration::from_secs(request.for_secs),
             max,
             &request.policy,
         )
-        .map_err(|m| refused(ErrorCode::BadRequest, m))?;
+        .map_err(|e| Refusal::error(ErrorCode::BadRequest, &e))?;
         let mut candidate = request.clone();
         candidate.slot = cx.slot(&request.policy).unwrap_or(request.slot);
         if !crate::tables::grants::fits(self.store.grants(), &candidate) {

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::DaemonError;
-use crate::control::proto::ErrorCode;
+use crate::{control::proto::ErrorCode, vocab::error::chain};
 
 /// Who is asking, as the kernel says (SO_PEERCRED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +23,15 @@ impl Peer {
 #[derive(Debug)]
 pub struct Refusal(pub ErrorCode, pub String);
 
+impl Refusal {
+    /// A refusal whose message is `error` with its causes.
+    pub fn error(code: ErrorCode, error: &(dyn std::error::Error + 'static)) -> Self {
+        Refusal(code, chain(error))
+    }
+}
+
 impl From<DaemonError> for Refusal {
     fn from(e: DaemonError) -> Self {
-        Refusal(ErrorCode::Internal, e.to_string())
+        Refusal::error(ErrorCode::Internal, &e)
     }
 }

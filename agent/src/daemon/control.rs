@@ -24,6 +24,7 @@ use crate::{
         Reload, Request, Response, Shutdown, Switched,
     },
     regions::query,
+    vocab::error::chain,
 };
 
 /// Longest request line accepted.
@@ -219,10 +220,7 @@ fn reload(state: &mut State, peer: Peer, why: &str) -> Result<Switched, Refusal>
         Ok(epoch) => Ok(state.switched(epoch)),
         Err(e) => Err(Refusal(
             ErrorCode::InvalidConfig,
-            format!(
-                "{}; the tables in force stay in force",
-                crate::vocab::error::chain(&e)
-            ),
+            format!("{}; the tables in force stay in force", chain(&e)),
         )),
     }
 }
@@ -244,7 +242,7 @@ where
 {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => reply::<C>(result),
-        Err(e) => Response::err(ErrorCode::Internal, e.to_string()),
+        Err(e) => Response::err(ErrorCode::Internal, chain(&e)),
     }
 }
 
@@ -261,8 +259,7 @@ fn map_lookup(snap: &MapSnapshot, addrs: &[String]) -> Result<Vec<query::Answer>
         specs: &snap.specs,
         max_bytes: snap.max_source_bytes,
     };
-    query::lookup(&snap.map, sources, &parsed)
-        .map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))
+    query::lookup(&snap.map, sources, &parsed).map_err(|e| Refusal::error(ErrorCode::Internal, &e))
 }
 
 /// Adds what each map source says about the explained destinations.
@@ -279,7 +276,7 @@ fn add_sources(
         max_bytes: snap.max_source_bytes,
     };
     let answers = query::lookup(&snap.map, sources, &addrs)
-        .map_err(|e| Refusal(ErrorCode::Internal, e.to_string()))?;
+        .map_err(|e| Refusal::error(ErrorCode::Internal, &e))?;
     for (e, a) in explained.iter_mut().zip(answers) {
         e.sources = a.sources;
     }

@@ -21,25 +21,25 @@ pub enum DaemonError {
     Layout(#[from] LayoutError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
-    #[error("audit log {path}: {source}")]
+    #[error("audit log {path}")]
     AuditLog {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("metrics endpoint {addr}: {source}")]
+    #[error("metrics endpoint {addr}")]
     Metrics {
         addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}")]
     Socket {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("approvals state {path}: {source}")]
+    #[error("approvals state {path}")]
     ApprovalsState {
         path: PathBuf,
         #[source]
@@ -47,6 +47,6 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Refused(String),
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
 }

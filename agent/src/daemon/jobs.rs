@@ -229,10 +229,10 @@ impl Jobs {
                 continue;
             };
             if let Err(e) = cx.kernel().unbind(job.cgroup_id) {
-                tracing::error!(job = %name, error = %e, "cannot unbind the job's cgroup");
+                tracing::error!(job = %name, error = %crate::vocab::error::Chain(&e), "cannot unbind the job's cgroup");
             }
             if let Err(e) = cgroup::remove(&job.cgroup) {
-                tracing::warn!(job = %name, error = %e, "cannot remove the job's cgroup");
+                tracing::warn!(job = %name, error = %crate::vocab::error::Chain(&e), "cannot remove the job's cgroup");
             }
             cx.names()
                 .write()

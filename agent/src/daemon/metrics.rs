@@ -131,7 +131,7 @@ impl Exporter {
             if counters.is_none() {
                 *counters = CounterReader::open(&crate::kernel::Pins::new(&self.bpffs))
                     .inspect_err(
-                        |e| tracing::warn!(error = %e, "metrics: cannot read the kernel counters"),
+                        |e| tracing::warn!(error = %crate::vocab::error::Chain(e), "metrics: cannot read the kernel counters"),
                     )
                     .ok();
             }

@@ -174,7 +174,7 @@ impl CgroupPaths {
     pub fn new(hierarchy: Hierarchy) -> Self {
         let resolver = IdResolver::open(&hierarchy)
             .inspect_err(
-                |e| tracing::warn!(error = %e, "flow records will name unregistered cgroups by id"),
+                |e| tracing::warn!(error = %crate::vocab::error::Chain(e), "flow records will name unregistered cgroups by id"),
             )
             .ok();
         Self {

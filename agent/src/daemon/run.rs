@@ -225,7 +225,7 @@ async fn wait_for_stop(
                 let mut s = state.lock().await;
                 match s.reload("SIGHUP", None) {
                     Ok(epoch) => tracing::info!(epoch, "SIGHUP: config reloaded"),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload refused; the tables in force stay in force"),
+                    Err(e) => tracing::error!(error = %crate::vocab::error::Chain(&e), "SIGHUP: reload refused; the tables in force stay in force"),
                 }
             }
             changed = stop_rx.changed() => {

@@ -584,7 +584,7 @@ impl State {
         let wanted = match self.wanted_bindings(self.cx.plan(), self.cx.slots()) {
             Ok(w) => w,
             Err(e) => {
-                tracing::debug!(error = %e, "bindings not refreshed");
+                tracing::debug!(error = %crate::vocab::error::Chain(&e), "bindings not refreshed");
                 return;
             }
         };
@@ -597,7 +597,7 @@ impl State {
             }
         }
         if let Err(e) = self.apply_bindings(wanted) {
-            tracing::error!(error = %e, "cannot update the bindings");
+            tracing::error!(error = %crate::vocab::error::Chain(&e), "cannot update the bindings");
         }
     }
 

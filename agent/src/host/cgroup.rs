@@ -17,13 +17,13 @@ use thiserror::Error;
 pub enum CgroupError {
     #[error("no cgroup v2 hierarchy is mounted (no cgroup2 line in /proc/mounts)")]
     NoHierarchy,
-    #[error("cannot read /proc/mounts: {0}")]
+    #[error("cannot read /proc/mounts")]
     Mounts(#[source] io::Error),
     #[error("cgroup '{path}' is not inside the cgroup v2 hierarchy mounted at {mount}")]
     Outside { path: String, mount: PathBuf },
     #[error("cgroup {path} does not exist")]
     Missing { path: PathBuf },
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         what: &'static str,
         path: PathBuf,

@@ -1,7 +1,6 @@
 //! `GW_BINDINGS`: which cgroup (by id) is bound to which policy slot.
 
 use std::{
-    io,
     os::fd::{AsFd, OwnedFd},
     path::PathBuf,
 };
@@ -9,7 +8,7 @@ use std::{
 use aya::maps::{Map, MapData};
 use geowall_common::config;
 
-use super::{KernelError, config_map::ConfigMap, sys, sys_err};
+use super::{KernelError, config_map::ConfigMap, map_err, sys, sys_err};
 
 /// The bindings map, opened from its pin.
 pub(crate) struct BindingMap {
@@ -58,26 +57,12 @@ impl BindingMap {
 
     /// Every binding: cgroup id → slot.
     pub(crate) fn all(&self) -> Result<Vec<(u64, u32)>, KernelError> {
-        let map = MapData::from_pin(&self.pin).map_err(|e| KernelError::Sys {
-            what: "opening bindings".into(),
-            source: io::Error::other(e.to_string()),
-        })?;
-        let map =
-            aya::maps::HashMap::<MapData, u64, u32>::try_from(Map::HashMap(map)).map_err(|e| {
-                KernelError::Sys {
-                    what: "reading bindings".into(),
-                    source: io::Error::other(e.to_string()),
-                }
-            })?;
-        let mut out = Vec::new();
-        for item in map.iter() {
-            let (k, v) = item.map_err(|e| KernelError::Sys {
-                what: "reading bindings".into(),
-                source: io::Error::other(e.to_string()),
-            })?;
-            out.push((k, v));
-        }
-        Ok(out)
+        let map = MapData::from_pin(&self.pin).map_err(map_err("opening bindings"))?;
+        let map = aya::maps::HashMap::<MapData, u64, u32>::try_from(Map::HashMap(map))
+            .map_err(map_err("reading bindings"))?;
+        map.iter()
+            .map(|item| item.map_err(map_err("reading bindings")))
+            .collect()
     }
 }
 

@@ -26,6 +26,7 @@ use super::{
     btf,
     config_map::ConfigMap,
     grants::GrantMaps,
+    map_err,
     names::NameMaps,
     pinned::CounterReader,
     programs::{OBJECT, OPTIONAL, PROGRAMS, attach_program, load_program, program_fd},
@@ -91,9 +92,9 @@ impl Kernel {
             source,
         })?;
         let governed_id =
-            crate::host::cgroup::id_of(&opts.governed).map_err(|e| KernelError::Sys {
-                what: format!("governed cgroup {}", opts.governed.display()),
-                source: io::Error::other(e.to_string()),
+            crate::host::cgroup::id_of(&opts.governed).map_err(|source| KernelError::Governed {
+                path: opts.governed.clone(),
+                source,
             })?;
 
         let map_pins: Vec<(&'static str, PathBuf)> =
@@ -116,10 +117,7 @@ impl Kernel {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT).map_err(KernelError::Load)?;
-        let btf = aya::Btf::from_sys_fs().map_err(|e| KernelError::Sys {
-            what: "reading the kernel's BTF (/sys/kernel/btf/vmlinux)".into(),
-            source: io::Error::other(e.to_string()),
-        })?;
+        let btf = aya::Btf::from_sys_fs().map_err(KernelError::Btf)?;
         let mut loaded = Vec::with_capacity(PROGRAMS.len());
         for name in PROGRAMS {
             match load_program(&mut ebpf, name, &btf) {
@@ -205,21 +203,23 @@ impl Kernel {
                 sys::link_update(link.as_fd(), prog_fd.as_fd())
                     .map_err(sys_err(format!("updating link {}", link_path.display())))?;
                 self.links
-                    .push(
-                        PinnedLink::from_pin(&link_path).map_err(|e| KernelError::Pin {
+                    .push(PinnedLink::from_pin(&link_path).map_err(|source| {
+                        KernelError::ReopenLink {
                             what: "reopening link",
                             path: link_path.clone(),
-                            source: io::Error::other(e.to_string()),
-                        })?,
-                    );
+                            source,
+                        }
+                    })?);
                 report.adopted += 1;
             } else {
                 let link = attach_program(&mut self.ebpf, name, &cgroup)?;
-                let pinned = link.pin(&link_path).map_err(|e| KernelError::Pin {
-                    what: "pinning link",
-                    path: link_path.clone(),
-                    source: io::Error::other(e.to_string()),
-                })?;
+                let pinned = link
+                    .pin(&link_path)
+                    .map_err(|source| KernelError::Pinning {
+                        what: "pinning link",
+                        path: link_path.clone(),
+                        source,
+                    })?;
                 self.links.push(pinned);
                 report.attached += 1;
             }
@@ -301,10 +301,10 @@ impl Kernel {
                 }
             }
             let link = attach_program(&mut self.ebpf, name, &cgroup)?;
-            let pinned = link.pin(&path).map_err(|e| KernelError::Pin {
+            let pinned = link.pin(&path).map_err(|source| KernelError::Pinning {
                 what: "pinning link",
                 path: path.clone(),
-                source: io::Error::other(e.to_string()),
+                source,
             })?;
             self.links.push(pinned);
         }
@@ -363,10 +363,10 @@ impl Kernel {
             .ebpf
             .program_mut(name)
             .expect("programs are loaded in open");
-        prog.pin(&path).map_err(|e| KernelError::Pin {
+        prog.pin(&path).map_err(|source| KernelError::Pinning {
             what: "pinning program",
             path: path.clone(),
-            source: io::Error::other(e.to_string()),
+            source,
         })
     }
 
@@ -376,10 +376,7 @@ impl Kernel {
             .ebpf
             .take_map(names::EVENTS)
             .ok_or(KernelError::MissingMap(names::EVENTS))?;
-        RingBuf::try_from(map).map_err(|e| KernelError::Sys {
-            what: "opening the ring buffer".into(),
-            source: io::Error::other(e.to_string()),
-        })
+        RingBuf::try_from(map).map_err(map_err("opening the ring buffer"))
     }
 
     /// Per-policy counters summed over CPUs; the last row is for events that

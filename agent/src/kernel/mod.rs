@@ -23,7 +23,7 @@ mod tables;
 mod view;
 
 pub use error::KernelError;
-pub(crate) use error::sys_err;
+pub(crate) use error::{map_err, sys_err};
 pub use handle::{AttachReport, Kernel, OpenOptions};
 pub use pinned::{CounterReader, PinnedInfo, pinned_info};
 pub use pins::Pins;

@@ -2,12 +2,12 @@
 //! counters, and (for `status` while no agent runs) which programs are
 //! attached and what the tables hold.
 
-use std::{io, os::fd::AsFd};
+use std::os::fd::AsFd;
 
 use aya::maps::{Map, MapData, PerCpuArray};
 use geowall_common::{Counters, MAX_POLICIES, config, counter, names};
 
-use super::{KernelError, Pins, names::read_policy_names, sys};
+use super::{KernelError, Pins, map_err, names::read_policy_names, sys};
 
 /// The pinned per-CPU counters, opened once.
 pub struct CounterReader {
@@ -19,15 +19,11 @@ impl CounterReader {
     /// Opens the counters pinned under `pins`.
     pub fn open(pins: &Pins) -> Result<Self, KernelError> {
         let path = pins.map(names::COUNTERS);
-        let data = MapData::from_pin(&path).map_err(|e| KernelError::Sys {
-            what: format!("opening counters {}", path.display()),
-            source: io::Error::other(e.to_string()),
-        })?;
+        let data = MapData::from_pin(&path)
+            .map_err(map_err(format!("opening counters {}", path.display())))?;
         let id = data.info().map(|i| i.id()).unwrap_or(0);
-        let map = PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(|e| KernelError::Sys {
-            what: format!("reading counters {}", path.display()),
-            source: io::Error::other(e.to_string()),
-        })?;
+        let map = PerCpuArray::try_from(Map::PerCpuArray(data))
+            .map_err(map_err(format!("reading counters {}", path.display())))?;
         Ok(Self { map, id })
     }
 
@@ -36,10 +32,8 @@ impl CounterReader {
     pub fn rows(&self) -> Result<Vec<Counters>, KernelError> {
         (0..=MAX_POLICIES)
             .map(|i| {
-                self.sum(i).map_err(|e| KernelError::Sys {
-                    what: format!("reading counters row {i}"),
-                    source: io::Error::other(e.to_string()),
-                })
+                self.sum(i)
+                    .map_err(map_err(format!("reading counters row {i}")))
             })
             .collect()
     }

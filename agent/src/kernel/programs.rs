@@ -3,7 +3,6 @@
 
 use std::{
     fs::File,
-    io,
     os::fd::{AsFd, OwnedFd},
 };
 
@@ -104,8 +103,5 @@ pub(crate) fn attach_program(
 }
 
 fn link_err(name: &'static str) -> impl Fn(aya::programs::links::LinkError) -> KernelError {
-    move |e| KernelError::Sys {
-        what: format!("link of {name}"),
-        source: io::Error::other(e.to_string()),
-    }
+    move |source| KernelError::Link { name, source }
 }

@@ -294,11 +294,11 @@ fn switch(
     // half. (Without it the old tries are still freed safely: the kernel
     // frees an inner map only after a grace period of its own.)
     if let Err(e) = set_slot(outers[0].0, half, &inner[0], outers[0].1) {
-        tracing::warn!(error = %e, "no grace period after the switch");
+        tracing::warn!(error = %crate::vocab::error::Chain(&e), "no grace period after the switch");
     }
     let old = 1 - half;
     if let Err(e) = grants.clear_region_grants(config, old as u8) {
-        tracing::warn!(error = %e, "the old generation's region grants stay until the next switch");
+        tracing::warn!(error = %crate::vocab::error::Chain(&e), "the old generation's region grants stay until the next switch");
     }
     // 5. Free the old tries, off the critical path. Where that cannot be
     // done they stay until the next switch replaces them.

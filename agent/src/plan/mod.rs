@@ -23,6 +23,7 @@ use crate::{
     host::cgroup::Hierarchy,
     policy::CompiledPolicy,
     regions::{CompiledMap, compile, sources::SourceInfo},
+    vocab::error::Chain,
 };
 pub use map::{MapError, MapPlan, compile_loaded, load_map, load_sources, map_specs};
 
@@ -142,7 +143,7 @@ fn governed(config: &Config, hierarchy: &Hierarchy) -> Result<(PathBuf, u32), Co
     };
     let path = hierarchy
         .resolve(name)
-        .map_err(|e| at(format!("[agent] cgroup = '{name}': {e}")))?;
+        .map_err(|e| at(format!("[agent] cgroup = '{name}': {}", Chain(&e))))?;
     if !path.is_dir() {
         return Err(at(format!(
             "[agent] cgroup = '{name}': cgroup {} does not exist",
@@ -151,6 +152,6 @@ fn governed(config: &Config, hierarchy: &Hierarchy) -> Result<(PathBuf, u32), Co
     }
     let level = hierarchy
         .level(&path)
-        .map_err(|e| at(format!("[agent] cgroup = '{name}': {e}")))?;
+        .map_err(|e| at(format!("[agent] cgroup = '{name}': {}", Chain(&e))))?;
     Ok((path, level))
 }

@@ -6,6 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use thiserror::Error;
 use toml::Spanned;
 
 use crate::{
@@ -13,6 +14,7 @@ use crate::{
     host::cgroup::Hierarchy,
     policy::{CompiledPolicy, CompiledRule, Resolver},
     regions::{Prefix, countries, groups},
+    vocab::error::Chain,
 };
 
 fn valid_policy_name(name: &str) -> bool {
@@ -64,7 +66,7 @@ fn check_groups(config: &Config, resolver: &Resolver<'_>) -> Result<(), ConfigEr
         for m in members.get_ref() {
             resolver
                 .resolve(m.get_ref())
-                .map_err(|e| config.error_at(m.span(), format!("group '{name}': {e}")))?;
+                .map_err(|e| config.error_at(m.span(), format!("group '{name}': {}", Chain(&e))))?;
         }
     }
     Ok(())
@@ -122,7 +124,7 @@ fn resolve_list(
     for token in list {
         let resolved = resolver
             .resolve(token.get_ref())
-            .map_err(|e| def.error_at(token.span(), e))?;
+            .map_err(|e| def.error_at(token.span(), Chain(&e)))?;
         tags.extend(resolved);
     }
     Ok(tags)
@@ -168,7 +170,7 @@ fn compile_policy(
     for cg in &p.cgroups {
         let path = hierarchy
             .resolve_under(governed, cg.get_ref())
-            .map_err(|e| def.error_at(cg.span(), e.to_string()))?;
+            .map_err(|e| def.error_at(cg.span(), Chain(&e)))?;
         if !path.is_dir() {
             return Err(def.error_at(
                 cg.span(),
@@ -228,19 +230,50 @@ fn check_host_enforce(
     hierarchy: &Hierarchy,
     path: &Path,
     mode: Mode,
-) -> Result<(), String> {
+) -> Result<(), PolicyTextError> {
     if path == hierarchy.mount() && mode == Mode::Enforce && !config.file.agent.allow_host_enforce {
-        return Err(
-            "this would enforce on the whole host (the cgroup v2 root): use mode = \"audit\", \
-             or set [agent] allow_host_enforce = true if you really mean it"
-                .into(),
-        );
+        return Err(PolicyTextError::HostEnforce);
     }
     Ok(())
 }
 
+/// What is wrong with a value of a policy (the config error locates it).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+enum PolicyTextError {
+    #[error(
+        "this would enforce on the whole host (the cgroup v2 root): use mode = \"audit\", \
+         or set [agent] allow_host_enforce = true if you really mean it"
+    )]
+    HostEnforce,
+    #[error(
+        "unit '{0}': expected a systemd unit name or glob ending in .service, .scope or \
+         .slice (like \"executor@*.service\")"
+    )]
+    Unit(String),
+    #[error(
+        "rule '{text}': {why}; expected \"CIDR [tcp|udp|any[/PORT[-PORT]]] allow|deny\" \
+         (like \"10.0.0.0/8 tcp/5432 allow\")"
+    )]
+    Rule { text: String, why: RuleProblem },
+    #[error("port 0 matches nothing")]
+    PortZero,
+    #[error("port '{0}': expected a port (5432) or a range (\"8000-8099\")")]
+    Port(String),
+}
+
+/// What is wrong with a rule written as text.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+enum RuleProblem {
+    #[error("wrong number of words")]
+    Words,
+    #[error("'{0}' is not allow or deny")]
+    Action(String),
+    #[error("{0}")]
+    Port(Box<PolicyTextError>),
+}
+
 /// A systemd unit name or glob: `executor@*.service`, `batch.scope`.
-fn check_unit(unit: &str) -> Result<(), String> {
+fn check_unit(unit: &str) -> Result<(), PolicyTextError> {
     const SUFFIXES: [&str; 3] = [".service", ".scope", ".slice"];
     let ok = !unit.is_empty()
         && !unit.contains('/')
@@ -250,10 +283,7 @@ fn check_unit(unit: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "unit '{unit}': expected a systemd unit name or glob ending in .service, .scope or \
-             .slice (like \"executor@*.service\")"
-        ))
+        Err(PolicyTextError::Unit(unit.to_owned()))
     }
 }
 
@@ -285,7 +315,7 @@ pub(super) fn default_policy(
             other.name
         )));
     }
-    check_host_enforce(config, hierarchy, governed, policy.mode).map_err(at)?;
+    check_host_enforce(config, hierarchy, governed, policy.mode).map_err(|e| at(e.to_string()))?;
     Ok(Some(name.clone()))
 }
 
@@ -293,7 +323,9 @@ fn rule(def: &PolicyDef, written: &Spanned<toml::Value>) -> Result<CompiledRule,
     let span = written.span();
     let at = |msg: String| def.error_at(span.clone(), msg);
     let (cidr, proto, port, action) = match written.get_ref() {
-        toml::Value::String(text) => parse_rule_text(text).map_err(at)?,
+        toml::Value::String(text) => {
+            parse_rule_text(text).map_err(|e| def.error_at(span.clone(), e))?
+        }
         value @ toml::Value::Table(_) => {
             let r: RuleConfig = value.clone().try_into().map_err(|e: toml::de::Error| {
                 at(format!(
@@ -303,7 +335,7 @@ fn rule(def: &PolicyDef, written: &Spanned<toml::Value>) -> Result<CompiledRule,
             })?;
             let port = match &r.port {
                 None => None,
-                Some(p) => Some(port_range(p).map_err(at)?),
+                Some(p) => Some(port_range(p).map_err(|e| def.error_at(span.clone(), e))?),
             };
             (r.cidr, r.proto, port, r.action)
         }
@@ -351,23 +383,21 @@ type RuleParts = (String, Option<String>, Option<(u16, u16)>, Action);
 
 /// `CIDR [PROTO[/PORT[-PORT]]] ACTION`: `10.0.0.0/8 tcp/5432 allow`,
 /// `192.0.2.0/24 deny`, `10.9.0.0/16 udp/8000-8099 deny`.
-fn parse_rule_text(text: &str) -> Result<RuleParts, String> {
-    let bad = |why: &str| {
-        format!(
-            "rule '{text}': {why}; expected \"CIDR [tcp|udp|any[/PORT[-PORT]]] allow|deny\" \
-             (like \"10.0.0.0/8 tcp/5432 allow\")"
-        )
+fn parse_rule_text(text: &str) -> Result<RuleParts, PolicyTextError> {
+    let bad = |why: RuleProblem| PolicyTextError::Rule {
+        text: text.to_owned(),
+        why,
     };
     let words: Vec<&str> = text.split_whitespace().collect();
     let (cidr, middle, action) = match words.as_slice() {
         [cidr, action] => (*cidr, None, *action),
         [cidr, middle, action] => (*cidr, Some(*middle), *action),
-        _ => return Err(bad("wrong number of words")),
+        _ => return Err(bad(RuleProblem::Words)),
     };
     let action = match action {
         "allow" => Action::Allow,
         "deny" => Action::Deny,
-        other => return Err(bad(&format!("'{other}' is not allow or deny"))),
+        other => return Err(bad(RuleProblem::Action(other.to_owned()))),
     };
     let (proto, port) = match middle {
         None => (None, None),
@@ -383,7 +413,7 @@ fn parse_rule_text(text: &str) -> Result<RuleParts, String> {
                         Ok(n) => PortSpec::One(n),
                         Err(_) => PortSpec::Range(ports.to_owned()),
                     };
-                    Some(port_range(&spec).map_err(|e| bad(&e))?)
+                    Some(port_range(&spec).map_err(|e| bad(RuleProblem::Port(Box::new(e))))?)
                 }
             };
             (Some(proto.to_owned()), port)
@@ -392,12 +422,12 @@ fn parse_rule_text(text: &str) -> Result<RuleParts, String> {
     Ok((cidr.to_owned(), proto, port, action))
 }
 
-fn port_range(spec: &PortSpec) -> Result<(u16, u16), String> {
+fn port_range(spec: &PortSpec) -> Result<(u16, u16), PolicyTextError> {
     match spec {
-        PortSpec::One(0) => Err("port 0 matches nothing".into()),
+        PortSpec::One(0) => Err(PolicyTextError::PortZero),
         PortSpec::One(p) => Ok((*p, *p)),
         PortSpec::Range(s) => {
-            let bad = || format!("port '{s}': expected a port (5432) or a range (\"8000-8099\")");
+            let bad = || PolicyTextError::Port(s.clone());
             let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
             let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
             let hi: u16 = hi.trim().parse().map_err(|_| bad())?;

@@ -4,24 +4,21 @@
 
 use std::{error::Error, fmt};
 
-/// Displays an error and its causes, `: `-separated (each cause only when
-/// its text is not already part of the message).
+/// Displays an error and its causes, `: `-separated. Every error of geowall
+/// says what failed in its own words and leaves its cause to `source()`;
+/// this is where the two meet.
 #[derive(Clone, Copy)]
 pub struct Chain<'a>(pub &'a (dyn Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = self.0.to_string();
+        write!(f, "{}", self.0)?;
         let mut source = self.0.source();
         while let Some(s) = source {
-            let text = s.to_string();
-            if !out.contains(&text) {
-                out.push_str(": ");
-                out.push_str(&text);
-            }
+            write!(f, ": {s}")?;
             source = s.source();
         }
-        f.write_str(&out)
+        Ok(())
     }
 }
 
@@ -34,4 +31,21 @@ impl fmt::Debug for Chain<'_> {
 /// `err` and its causes as one line (see [`Chain`]).
 pub fn chain(err: &(dyn Error + 'static)) -> String {
     Chain(err).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading {0}")]
+    struct Reading(&'static str, #[source] io::Error);
+
+    #[test]
+    fn an_error_is_followed_by_its_causes() {
+        let e = Reading("/etc/x", io::Error::other("no such file"));
+        assert_eq!(chain(&e), "reading /etc/x: no such file");
+    }
 }

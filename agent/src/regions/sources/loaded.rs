@@ -4,6 +4,8 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
+use thiserror::Error;
+
 use super::spec::{SourceError, Spec};
 use crate::regions::{Family, Layer, Prefix};
 
@@ -136,6 +138,11 @@ impl Loaded {
     }
 }
 
+/// A source with more distinct tags than a tag id can number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("more than 65536 distinct tags in one source")]
+pub struct TooManyTags;
+
 /// Collects a source's networks: interns tags, drops duplicates.
 #[derive(Default)]
 pub struct Builder {
@@ -149,19 +156,18 @@ pub struct Builder {
 
 impl Builder {
     /// Adds `prefix` tagged `tag` (already normalized).
-    pub fn add(&mut self, prefix: Prefix, tag: &str) -> Result<(), String> {
+    pub fn add(&mut self, prefix: Prefix, tag: &str) -> Result<(), TooManyTags> {
         let id = self.intern(tag)?;
         self.push(prefix, id);
         Ok(())
     }
 
     /// The id of tag `tag` (already normalized).
-    pub fn intern(&mut self, tag: &str) -> Result<u16, String> {
+    pub fn intern(&mut self, tag: &str) -> Result<u16, TooManyTags> {
         if let Some(id) = self.ids.get(tag) {
             return Ok(*id);
         }
-        let id = u16::try_from(self.tags.len())
-            .map_err(|_| "more than 65536 distinct tags in one source".to_owned())?;
+        let id = u16::try_from(self.tags.len()).map_err(|_| TooManyTags)?;
         self.tags.push(tag.to_owned());
         self.ids.insert(tag.to_owned(), id);
         Ok(id)

@@ -26,7 +26,8 @@ pub mod geofeed;
 pub mod mmdb;
 
 pub use load::load;
-pub use loaded::{Builder, Hit, Loaded, Net, SourceInfo};
+pub use loaded::{Builder, Hit, Loaded, Net, SourceInfo, TooManyTags};
 pub use spec::{
-    BUILTIN_FILE_NAME, DEFAULT_MAX_SOURCE_BYTES, Kind, SourceError, Spec, read_capped, text,
+    BUILTIN_FILE_NAME, DEFAULT_MAX_SOURCE_BYTES, Kind, SourceError, Spec, SpecArgError,
+    read_capped, text,
 };

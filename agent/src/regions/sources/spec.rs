@@ -89,17 +89,16 @@ impl Spec {
     }
 
     /// `KIND:PATH` (or `builtin`), as `--source` takes it.
-    pub fn parse_arg(arg: &str) -> Result<Spec, String> {
+    pub fn parse_arg(arg: &str) -> Result<Spec, SpecArgError> {
         if arg == "builtin" {
             return Ok(Spec::builtin());
         }
         let (kind, path) = arg
             .split_once(':')
-            .ok_or_else(|| format!("'{arg}': expected KIND:PATH (kinds: {})", Kind::names()))?;
-        let kind = Kind::parse(kind)
-            .ok_or_else(|| format!("unknown map kind '{kind}' (known: {})", Kind::names()))?;
+            .ok_or_else(|| SpecArgError::NoKind(arg.to_owned()))?;
+        let kind = Kind::parse(kind).ok_or_else(|| SpecArgError::UnknownKind(kind.to_owned()))?;
         if path.is_empty() {
-            return Err(format!("'{arg}': the path is empty"));
+            return Err(SpecArgError::NoPath(arg.to_owned()));
         }
         Ok(Spec::new(kind, path))
     }
@@ -113,9 +112,20 @@ impl Spec {
     }
 }
 
+/// A `--source` argument that names no source.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SpecArgError {
+    #[error("'{0}': expected KIND:PATH (kinds: {kinds})", kinds = Kind::names())]
+    NoKind(String),
+    #[error("unknown map kind '{0}' (known: {kinds})", kinds = Kind::names())]
+    UnknownKind(String),
+    #[error("'{0}': the path is empty")]
+    NoPath(String),
+}
+
 #[derive(Debug, Error)]
 pub enum SourceError {
-    #[error("map source {path}: {source}")]
+    #[error("map source {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -149,11 +159,11 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    pub fn parse(path: &Path, at: impl fmt::Display, message: impl Into<String>) -> Self {
+    pub fn parse(path: &Path, at: impl fmt::Display, message: impl fmt::Display) -> Self {
         SourceError::Parse {
             path: path.to_path_buf(),
             at: at.to_string(),
-            message: message.into(),
+            message: message.to_string(),
         }
     }
 
@@ -226,6 +236,7 @@ mod tests {
         assert!(
             Spec::parse_arg("mmdbx:/y")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown map kind")
         );
         assert!(Spec::parse_arg("aws:").is_err());

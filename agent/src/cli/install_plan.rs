@@ -12,8 +12,10 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use super::completions::{self, Shell};
+use anyhow::{Context, Result, anyhow, bail};
 use geowall::config::Mode;
+
+use super::{args::Shell, completions};
 
 /// The config folder and files (never relocated by `--prefix`).
 pub const ETC_DIR: &str = "/etc/geowall";
@@ -119,22 +121,19 @@ pub struct Paths {
 impl Paths {
     /// `prefix` must be absolute and plain (no `..`), without newlines (the
     /// manifest is line-based).
-    pub fn new(prefix: &Path) -> Result<Paths, String> {
+    pub fn new(prefix: &Path) -> Result<Paths> {
         if !prefix.is_absolute() {
-            return Err(format!(
-                "--prefix {} is not an absolute path",
-                prefix.display()
-            ));
+            bail!("--prefix {} is not an absolute path", prefix.display());
         }
         if prefix
             .components()
             .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
             || prefix.as_os_str().as_encoded_bytes().contains(&b'\n')
         {
-            return Err(format!(
+            bail!(
                 "--prefix {} must be a plain absolute path",
                 prefix.display()
-            ));
+            );
         }
         Ok(Paths {
             prefix: prefix.to_path_buf(),
@@ -470,15 +469,15 @@ impl Manifest {
         out
     }
 
-    pub fn parse(text: &str) -> Result<Manifest, String> {
+    pub fn parse(text: &str) -> Result<Manifest> {
         let mut m = Manifest::default();
         let mut lines = text.lines().enumerate();
         match lines.next() {
             Some((_, l)) if l.starts_with("# geowall install manifest v1") => {}
-            _ => return Err("not a geowall install manifest (v1)".into()),
+            _ => bail!("not a geowall install manifest (v1)"),
         }
         for (i, line) in lines {
-            let bad = || format!("line {}: cannot read {line:?}", i + 1);
+            let bad = || anyhow!("line {}: cannot read {line:?}", i + 1);
             let (word, rest) = line.split_once(' ').ok_or_else(bad)?;
             match word {
                 "version" => m.version = rest.to_owned(),
@@ -514,14 +513,14 @@ impl Manifest {
     }
 
     /// The manifest under `root`, if there is one.
-    pub fn read(root: &Path) -> Result<Option<Manifest>, String> {
+    pub fn read(root: &Path) -> Result<Option<Manifest>> {
         let path = rooted(root, Path::new(MANIFEST_PATH));
         match std::fs::read_to_string(&path) {
             Ok(text) => Manifest::parse(&text)
                 .map(Some)
-                .map_err(|e| format!("{}: {e}", path.display())),
+                .with_context(|| path.display().to_string()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
 
