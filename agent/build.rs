@@ -53,7 +53,7 @@ fn list_shipped_policies(manifest_dir: &Path) -> anyhow::Result<()> {
         }
     }
     files.sort();
-    let mut out = String::from("pub const SHIPPED_POLICIES: &[(&str, &str)] = &[\n");
+    let mut out = String::from("pub(crate) const SHIPPED_POLICIES: &[(&str, &str)] = &[\n");
     for path in &files {
         let name = path
             .file_name()

@@ -261,11 +261,11 @@ mod destination_text {
 
     use super::Destination;
 
-    pub fn serialize<S: Serializer>(d: &Destination, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(d: &Destination, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(d)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Destination, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Destination, D::Error> {
         let text = String::deserialize(d)?;
         if text.contains('/') {
             return text

@@ -9,6 +9,14 @@
 //! and the kernel's decisions come back as flow events that become audit
 //! records ([`flows`]).
 
+#![warn(unreachable_pub, unused_crate_dependencies)]
+
+// Cargo gives the package's library and binary one list of dependencies,
+// and `unused_crate_dependencies` checks each crate alone: these are the
+// binary's (the command line), named here so that the library's check can
+// stay on. `main.rs` names the library's own the same way.
+use {anyhow as _, clap as _, clap_complete as _, clap_mangen as _, tracing_subscriber as _};
+
 pub mod approvals;
 pub mod audit;
 pub mod config;

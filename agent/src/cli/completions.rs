@@ -24,7 +24,7 @@ fn generator(shell: Shell) -> clap_complete::Shell {
 }
 
 /// The completion script for `shell`.
-pub fn completion(shell: Shell) -> Vec<u8> {
+pub(super) fn completion(shell: Shell) -> Vec<u8> {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(generator(shell), &mut cmd, "geowall", &mut out);
@@ -33,7 +33,7 @@ pub fn completion(shell: Shell) -> Vec<u8> {
 
 /// One man page: its file name (`geowall-map-lookup.1`) and its roff text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManPage {
+pub(super) struct ManPage {
     pub file_name: String,
     pub text: Vec<u8>,
 }
@@ -41,7 +41,7 @@ pub struct ManPage {
 /// `geowall.1` and one page per (visible) subcommand, nested ones included
 /// (`geowall-map-lookup.1`). No date in them: the same binary always renders
 /// the same bytes, so a repeated install changes nothing.
-pub fn man_pages() -> Vec<ManPage> {
+pub(super) fn man_pages() -> Vec<ManPage> {
     fn walk(cmd: &clap::Command, out: &mut Vec<ManPage>) {
         let man = clap_mangen::Man::new(cmd.clone()).manual("geowall manual");
         let mut text = Vec::new();

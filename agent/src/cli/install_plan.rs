@@ -18,16 +18,16 @@ use geowall::config::Mode;
 use super::{args::Shell, completions};
 
 /// The config folder and files (never relocated by `--prefix`).
-pub const ETC_DIR: &str = "/etc/geowall";
-pub const CONFIG_PATH: &str = "/etc/geowall/geowall.toml";
-pub const POLICY_DIR: &str = "/etc/geowall/policies";
+pub(super) const ETC_DIR: &str = "/etc/geowall";
+pub(super) const CONFIG_PATH: &str = "/etc/geowall/geowall.toml";
+pub(super) const POLICY_DIR: &str = "/etc/geowall/policies";
 /// State: the manifest, and map source files an operator adds.
-pub const STATE_DIR: &str = "/var/lib/geowall";
-pub const MANIFEST_PATH: &str = "/var/lib/geowall/install-manifest";
+pub(super) const STATE_DIR: &str = "/var/lib/geowall";
+pub(super) const MANIFEST_PATH: &str = "/var/lib/geowall/install-manifest";
 /// The audit log's folder (kept by `uninstall` unless `--purge-logs`).
-pub const LOG_DIR: &str = "/var/log/geowall";
+pub(super) const LOG_DIR: &str = "/var/log/geowall";
 
-pub const SERVICE: &str = "geowall.service";
+pub(super) const SERVICE: &str = "geowall.service";
 
 const CONFIG_TEMPLATE: &str = include_str!("../../../config/geowall.install.toml");
 const SERVICE_TEMPLATE: &str = include_str!("../../../packaging/systemd/geowall.service.in");
@@ -56,7 +56,7 @@ raw_sockets = "deny"           # raw and packet sockets bypass the address hooks
 /// What kind of file an entry is: how install treats one already there and
 /// how uninstall removes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     /// geowall's own file (binary, unit, man page): replaced when it
     /// differs, removed by uninstall.
     File,
@@ -67,7 +67,7 @@ pub enum Kind {
 
 /// Where an entry's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(super) enum Source {
     Bytes(Vec<u8>),
     /// A file copied as is (the running binary).
     Copy(PathBuf),
@@ -75,7 +75,7 @@ pub enum Source {
 
 /// One file to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(super) struct Entry {
     /// Absolute path on the target system.
     pub path: PathBuf,
     pub mode: u32,
@@ -86,14 +86,14 @@ pub struct Entry {
 /// A folder install makes, with its mode. Files' parent folders are made
 /// 0755 as needed; these are the ones whose mode matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Folder {
+pub(super) struct Folder {
     pub path: &'static str,
     pub mode: u32,
 }
 
 /// Folders geowall owns. The log folder is 0750: flow records name
 /// processes, users and destinations.
-pub const FOLDERS: [Folder; 4] = [
+pub(super) const FOLDERS: [Folder; 4] = [
     Folder {
         path: POLICY_DIR,
         mode: 0o755,
@@ -114,14 +114,14 @@ pub const FOLDERS: [Folder; 4] = [
 
 /// Where things go for a `--prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Paths {
+pub(super) struct Paths {
     prefix: PathBuf,
 }
 
 impl Paths {
     /// `prefix` must be absolute and plain (no `..`), without newlines (the
     /// manifest is line-based).
-    pub fn new(prefix: &Path) -> Result<Paths> {
+    pub(super) fn new(prefix: &Path) -> Result<Paths> {
         if !prefix.is_absolute() {
             bail!("--prefix {} is not an absolute path", prefix.display());
         }
@@ -140,18 +140,18 @@ impl Paths {
         })
     }
 
-    pub fn prefix(&self) -> &Path {
+    pub(super) fn prefix(&self) -> &Path {
         &self.prefix
     }
 
-    pub fn binary(&self) -> PathBuf {
+    pub(super) fn binary(&self) -> PathBuf {
         self.prefix.join("bin/geowall")
     }
 
     /// systemd reads units from /usr/lib/systemd/system and
     /// /usr/local/lib/systemd/system; any other prefix gets the local
     /// administrator's folder.
-    pub fn unit_dir(&self) -> PathBuf {
+    pub(super) fn unit_dir(&self) -> PathBuf {
         if self.prefix == Path::new("/usr") || self.prefix == Path::new("/usr/local") {
             self.prefix.join("lib/systemd/system")
         } else {
@@ -159,11 +159,11 @@ impl Paths {
         }
     }
 
-    pub fn man_dir(&self) -> PathBuf {
+    pub(super) fn man_dir(&self) -> PathBuf {
         self.prefix.join("share/man/man1")
     }
 
-    pub fn completion(&self, shell: Shell) -> PathBuf {
+    pub(super) fn completion(&self, shell: Shell) -> PathBuf {
         let share = self.prefix.join("share");
         match shell {
             Shell::Bash => share.join("bash-completion/completions/geowall"),
@@ -179,7 +179,7 @@ impl Paths {
 }
 
 /// `path` (absolute, on the target) under `root`.
-pub fn rooted(root: &Path, path: &Path) -> PathBuf {
+pub(super) fn rooted(root: &Path, path: &Path) -> PathBuf {
     let rel = path.strip_prefix("/").unwrap_or(path);
     if rel.as_os_str().is_empty() {
         return root.to_path_buf();
@@ -187,7 +187,7 @@ pub fn rooted(root: &Path, path: &Path) -> PathBuf {
     root.join(rel)
 }
 
-pub fn mode_word(mode: Mode) -> &'static str {
+pub(super) fn mode_word(mode: Mode) -> &'static str {
     match mode {
         Mode::Audit => "audit",
         Mode::Enforce => "enforce",
@@ -197,7 +197,7 @@ pub fn mode_word(mode: Mode) -> &'static str {
 /// Whether this build's config parser reads `[agent] policy_dir` (a folder
 /// of one-policy-per-file TOML files). Until it does, the installed config
 /// defines its policy inline and names the folder in a comment only.
-pub fn config_reads_policy_dir() -> bool {
+pub(super) fn config_reads_policy_dir() -> bool {
     geowall::config::Config::parse(
         Path::new("probe.toml"),
         format!("[agent]\npolicy_dir = \"{POLICY_DIR}\"\n"),
@@ -206,7 +206,7 @@ pub fn config_reads_policy_dir() -> bool {
 }
 
 /// The installed config for `mode`.
-pub fn config_text(mode: Mode, reads_policy_dir: bool) -> String {
+pub(super) fn config_text(mode: Mode, reads_policy_dir: bool) -> String {
     let (policy_dir, policies) = if reads_policy_dir {
         (
             format!(
@@ -237,7 +237,7 @@ pub fn config_text(mode: Mode, reads_policy_dir: bool) -> String {
 
 /// Whether a policy's `allow` or `deny` names a cloud region
 /// (`provider:region`), which only a cloud map source defines.
-pub fn names_cloud_regions(text: &str) -> bool {
+pub(super) fn names_cloud_regions(text: &str) -> bool {
     let Ok(table) = toml::from_str::<toml::Table>(text) else {
         return false;
     };
@@ -252,7 +252,7 @@ pub fn names_cloud_regions(text: &str) -> bool {
 /// A shipped policy file set to `mode`: its `mode = ...` line rewritten,
 /// or one added after its `name = ...` line when it has none (the default
 /// would be enforce).
-pub fn policy_with_mode(text: &str, mode: Mode) -> String {
+pub(super) fn policy_with_mode(text: &str, mode: Mode) -> String {
     let line_for = |indent: &str| format!("{indent}mode = \"{}\"", mode_word(mode));
     let key_of = |line: &str| {
         let t = line.trim_start();
@@ -288,14 +288,14 @@ pub fn policy_with_mode(text: &str, mode: Mode) -> String {
 }
 
 /// The systemd unit for a binary at `binary`.
-pub fn service_text(binary: &Path) -> String {
+pub(super) fn service_text(binary: &Path) -> String {
     let bindir = binary.parent().unwrap_or(Path::new("/"));
     SERVICE_TEMPLATE.replace("@BINDIR@", &bindir.display().to_string())
 }
 
 /// Every file an install writes, in the order it writes them (the binary
 /// last: a failed install leaves no binary pointing at missing files).
-pub fn entries(paths: &Paths, mode: Mode, binary: &Path) -> Vec<Entry> {
+pub(super) fn entries(paths: &Paths, mode: Mode, binary: &Path) -> Vec<Entry> {
     let reads_policy_dir = config_reads_policy_dir();
     let mut out = vec![Entry {
         path: CONFIG_PATH.into(),
@@ -358,7 +358,7 @@ pub fn entries(paths: &Paths, mode: Mode, binary: &Path) -> Vec<Entry> {
 }
 
 /// Lower-case hex SHA-256 of a file's contents; `None` if it does not exist.
-pub fn hash_file(path: &Path) -> io::Result<Option<String>> {
+pub(super) fn hash_file(path: &Path) -> io::Result<Option<String>> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -368,7 +368,7 @@ pub fn hash_file(path: &Path) -> io::Result<Option<String>> {
 }
 
 /// An entry's SHA-256.
-pub fn hash_source(source: &Source) -> io::Result<String> {
+pub(super) fn hash_source(source: &Source) -> io::Result<String> {
     match source {
         Source::Bytes(b) => Ok(geowall::vocab::hex::sha256_hex(b)),
         Source::Copy(p) => hash_file(p)?
@@ -378,7 +378,7 @@ pub fn hash_source(source: &Source) -> io::Result<String> {
 
 /// What a config file on disk is to install.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigState {
+pub(super) enum ConfigState {
     /// Not there: write it.
     Missing,
     /// Already what this install would write.
@@ -391,7 +391,11 @@ pub enum ConfigState {
 
 /// Classifies a config file from its hash on disk, the hash the last
 /// install recorded for it, and the hash of what this install would write.
-pub fn config_state(on_disk: Option<&str>, recorded: Option<&str>, new: &str) -> ConfigState {
+pub(super) fn config_state(
+    on_disk: Option<&str>,
+    recorded: Option<&str>,
+    new: &str,
+) -> ConfigState {
     match on_disk {
         None => ConfigState::Missing,
         Some(h) if h == new => ConfigState::Current,
@@ -401,7 +405,7 @@ pub fn config_state(on_disk: Option<&str>, recorded: Option<&str>, new: &str) ->
 }
 
 /// `path.new`: where a newer config goes beside an edited one.
-pub fn new_path(path: &Path) -> PathBuf {
+pub(super) fn new_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".new");
     PathBuf::from(s)
@@ -423,7 +427,7 @@ pub fn new_path(path: &Path) -> PathBuf {
 /// was there first and is not geowall's), so uninstall can tell an edited
 /// config and keep it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Manifest {
+pub(super) struct Manifest {
     pub version: String,
     pub prefix: PathBuf,
     pub dirs: Vec<PathBuf>,
@@ -431,7 +435,7 @@ pub struct Manifest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestFile {
+pub(super) struct ManifestFile {
     pub path: PathBuf,
     pub mode: u32,
     pub kind: Kind,
@@ -444,7 +448,7 @@ const MANIFEST_HEADER: &str = "# geowall install manifest v1: what `geowall inst
                                and `geowall uninstall` removes. Do not edit.";
 
 impl Manifest {
-    pub fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let mut out = format!(
             "{MANIFEST_HEADER}\nversion {}\nprefix {}\n",
             self.version,
@@ -469,7 +473,7 @@ impl Manifest {
         out
     }
 
-    pub fn parse(text: &str) -> Result<Manifest> {
+    pub(super) fn parse(text: &str) -> Result<Manifest> {
         let mut m = Manifest::default();
         let mut lines = text.lines().enumerate();
         match lines.next() {
@@ -513,7 +517,7 @@ impl Manifest {
     }
 
     /// The manifest under `root`, if there is one.
-    pub fn read(root: &Path) -> Result<Option<Manifest>> {
+    pub(super) fn read(root: &Path) -> Result<Option<Manifest>> {
         let path = rooted(root, Path::new(MANIFEST_PATH));
         match std::fs::read_to_string(&path) {
             Ok(text) => Manifest::parse(&text)
@@ -524,7 +528,7 @@ impl Manifest {
         }
     }
 
-    pub fn file(&self, path: &Path) -> Option<&ManifestFile> {
+    pub(super) fn file(&self, path: &Path) -> Option<&ManifestFile> {
         self.files.iter().find(|f| f.path == path)
     }
 }

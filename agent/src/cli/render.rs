@@ -49,7 +49,7 @@ fn target(rec: &Value) -> String {
 }
 
 /// The destination's tags, comma-separated (`untagged` when none).
-pub fn region_of(rec: &Value) -> String {
+pub(super) fn region_of(rec: &Value) -> String {
     let tags: Vec<&str> = rec["tags"]
         .as_array()
         .map(|t| t.iter().filter_map(Value::as_str).collect())
@@ -62,7 +62,7 @@ pub fn region_of(rec: &Value) -> String {
 }
 
 /// One line for a record.
-pub fn compact(rec: &Value, colour_on: bool) -> String {
+pub(super) fn compact(rec: &Value, colour_on: bool) -> String {
     let (c, r, d) = if colour_on {
         (
             colour(
@@ -167,7 +167,7 @@ pub fn compact(rec: &Value, colour_on: bool) -> String {
 
 /// Counts by policy × verdict × region, and the denied destinations.
 #[derive(Debug, Default)]
-pub struct Summary {
+pub(super) struct Summary {
     records: u64,
     from: Option<String>,
     to: Option<String>,
@@ -193,7 +193,7 @@ struct Dest {
 
 impl Summary {
     /// Counts a record that passed the filter.
-    pub fn add(&mut self, rec: &Value) {
+    pub(super) fn add(&mut self, rec: &Value) {
         self.records += 1;
         let time = s(rec, "time").to_owned();
         if self.from.is_none() {
@@ -242,7 +242,7 @@ impl Summary {
         }
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(super) fn to_json(&self) -> Value {
         json!({
             "records": self.records,
             "from": self.from,
@@ -261,7 +261,7 @@ impl Summary {
     }
 
     /// The summary as a table.
-    pub fn render(&self, colour_on: bool) -> String {
+    pub(super) fn render(&self, colour_on: bool) -> String {
         let mut out = String::new();
         let window = match (&self.from, &self.to) {
             (Some(a), Some(b)) => format!(" from {a} to {b}"),

@@ -31,7 +31,7 @@ use crate::{
 
 /// A denied flow under some policy, as the event reader passes it on.
 #[derive(Debug, Clone)]
-pub struct Denial {
+pub(super) struct Denial {
     pub slot: u32,
     pub cgroup_id: u64,
     pub dst: std::net::IpAddr,
@@ -43,7 +43,7 @@ pub struct Denial {
 }
 
 /// The approvals part of the agent's state.
-pub struct Approvals {
+pub(super) struct Approvals {
     config: ApprovalsConfig,
     store: Store,
     /// Sends webhook notifications (set once the agent runs).
@@ -53,7 +53,7 @@ pub struct Approvals {
 }
 
 /// `[groups]` as written (the plan has checked them).
-pub fn user_groups(config: &Config) -> BTreeMap<String, Vec<String>> {
+pub(super) fn user_groups(config: &Config) -> BTreeMap<String, Vec<String>> {
     config
         .file
         .groups
@@ -66,7 +66,7 @@ pub fn user_groups(config: &Config) -> BTreeMap<String, Vec<String>> {
 }
 
 impl Approvals {
-    pub fn load(config: &Config) -> std::io::Result<Approvals> {
+    pub(super) fn load(config: &Config) -> std::io::Result<Approvals> {
         let store = Store::load(&config.file.approvals.state_dir)?;
         Ok(Approvals {
             config: config.file.approvals.clone(),
@@ -79,7 +79,7 @@ impl Approvals {
     /// The live region grants for tables whose policy slots are `slots`
     /// (a policy-wide grant is scoped to its policy's slot; a grant whose
     /// policy is not there is left out).
-    pub fn region_grant_sets(&self, slots: &BTreeMap<String, u32>) -> RegionGrantSets {
+    pub(super) fn region_grant_sets(&self, slots: &BTreeMap<String, u32>) -> RegionGrantSets {
         let scoped = self.store.grants().filter_map(|g| {
             let scope = match g.cgroup_id {
                 Some(id) => id,
@@ -93,7 +93,7 @@ impl Approvals {
 
 /// Requests and grants live at once at most (pending and approved): beyond,
 /// new requests are refused and denials open none.
-pub const MAX_LIVE: usize = 1024;
+pub(super) const MAX_LIVE: usize = 1024;
 
 fn refused(code: ErrorCode, message: impl Into<String>) -> Refusal {
     Refusal(code, message.into())

@@ -7,25 +7,25 @@ use crate::{control::proto::ErrorCode, vocab::error::chain};
 
 /// Who is asking, as the kernel says (SO_PEERCRED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
+pub(super) struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<u32>,
 }
 
 impl Peer {
-    pub fn json(&self) -> serde_json::Value {
+    pub(super) fn json(&self) -> serde_json::Value {
         json!({"uid": self.uid, "gid": self.gid, "pid": self.pid})
     }
 }
 
 /// A refused request: the code and message the caller gets.
 #[derive(Debug)]
-pub struct Refusal(pub ErrorCode, pub String);
+pub(super) struct Refusal(pub ErrorCode, pub String);
 
 impl Refusal {
     /// A refusal whose message is `error` with its causes.
-    pub fn error(code: ErrorCode, error: &(dyn std::error::Error + 'static)) -> Self {
+    pub(super) fn error(code: ErrorCode, error: &(dyn std::error::Error + 'static)) -> Self {
         Refusal(code, chain(error))
     }
 }

@@ -31,7 +31,7 @@ use crate::{
 const MAX_LINE: usize = 64 * 1024;
 
 /// Fails when a live agent serves the socket at `path`.
-pub fn ensure_free(path: &Path) -> io::Result<()> {
+pub(super) fn ensure_free(path: &Path) -> io::Result<()> {
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
@@ -43,7 +43,7 @@ pub fn ensure_free(path: &Path) -> io::Result<()> {
 
 /// Binds the control socket. A socket file left by an agent that is gone is
 /// replaced; a live agent on it is an error.
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
+pub(super) fn bind(path: &Path) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -60,7 +60,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 
 /// Serves connections until the stop signal, then waits for the open
 /// connections to finish the request in hand (each lets go of the state).
-pub async fn serve(
+pub(super) async fn serve(
     listener: UnixListener,
     state: Arc<Mutex<State>>,
     mut stop: watch::Receiver<Stop>,

@@ -32,7 +32,7 @@ pub(super) struct Jobs {
 const ENDED_JOBS_KEPT: usize = 256;
 
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(super) struct Job {
     pub name: String,
     pub policy: String,
     pub cgroup: PathBuf,

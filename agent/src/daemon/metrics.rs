@@ -53,14 +53,14 @@ use crate::{
 };
 
 /// Binds the endpoint (at start, so that a busy port fails the start).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let l = TcpListener::bind(addr).await?;
     tracing::info!(address = %l.local_addr()?, "metrics at http://{}/metrics", l.local_addr()?);
     Ok(l)
 }
 
 /// What the endpoint reads from.
-pub struct Exporter {
+pub(super) struct Exporter {
     names: Arc<RwLock<NameTable>>,
     flows: Arc<FlowStats>,
     log: Arc<LogStats>,
@@ -90,7 +90,7 @@ struct Snapshot {
 }
 
 impl Exporter {
-    pub fn new(
+    pub(super) fn new(
         names: Arc<RwLock<NameTable>>,
         flows: Arc<FlowStats>,
         log: Arc<LogStats>,
@@ -242,7 +242,7 @@ impl Exporter {
     }
 
     /// The exposition text of one scrape.
-    pub fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(self.snapshot()));
         let mut out = String::new();
@@ -256,7 +256,7 @@ impl Exporter {
 struct Names {
     policies: Vec<Option<String>>,
     regions: Vec<Option<String>>,
-    installed: Option<crate::daemon::Installed>,
+    installed: Option<super::names::Installed>,
 }
 
 fn counters(
@@ -397,7 +397,11 @@ impl Collector for Snapshot {
 }
 
 /// Serves scrapes until told to stop.
-pub async fn serve(listener: TcpListener, exporter: Exporter, mut stop: watch::Receiver<Stop>) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    exporter: Exporter,
+    mut stop: watch::Receiver<Stop>,
+) {
     let exporter = Arc::new(exporter);
     loop {
         tokio::select! {

@@ -22,6 +22,6 @@ mod watchers;
 mod webhook;
 
 pub use error::DaemonError;
-pub use names::{Installed, NameTable};
+use names::NameTable;
 pub use run::{RunOptions, run};
-pub use state::{MapSnapshot, State};
+use state::{MapSnapshot, State};

@@ -37,7 +37,7 @@ use crate::{
 };
 
 /// What map questions need, taken under the lock and answered outside it.
-pub struct MapSnapshot {
+pub(super) struct MapSnapshot {
     pub map: Arc<crate::regions::CompiledMap>,
     pub specs: Vec<crate::regions::sources::Spec>,
     pub sources: Vec<crate::regions::sources::SourceInfo>,
@@ -48,7 +48,7 @@ pub struct MapSnapshot {
     pub kernel_entries: (usize, usize),
 }
 
-pub struct State {
+pub(super) struct State {
     config_path: PathBuf,
     /// `[agent]` as the agent started with it: most of it applies only at
     /// start.
@@ -77,7 +77,7 @@ pub struct State {
 impl State {
     /// Builds the plan, opens the kernel side, installs the tables, binds,
     /// attaches. Returns the state and the flow-event ring buffer.
-    pub fn start(
+    pub(super) fn start(
         config_path: PathBuf,
         audit_only: bool,
         config: Config,
@@ -197,12 +197,12 @@ impl State {
         Ok((state, events))
     }
 
-    pub fn set_stopper(&mut self, tx: watch::Sender<Stop>) {
+    pub(super) fn set_stopper(&mut self, tx: watch::Sender<Stop>) {
         self.stopper = Some(tx);
     }
 
     /// Asks the agent to stop (a `shutdown` request from `peer`).
-    pub fn request_stop(&self, peer: Peer, detach: bool) {
+    pub(super) fn request_stop(&self, peer: Peer, detach: bool) {
         self.cx.record(
             "agent",
             json!({"event": "shutdown_requested", "detach": detach, "by": peer.json()}),
@@ -214,7 +214,7 @@ impl State {
 
     /// `job_start`: a cgroup for a `geowall exec` job, bound to `policy`,
     /// with `pid` (a not-yet-exec'd child of the caller) moved into it.
-    pub fn job_start(
+    pub(super) fn job_start(
         &mut self,
         peer: Peer,
         policy: &str,
@@ -225,22 +225,22 @@ impl State {
     }
 
     /// `job_end`: the job's main process exited.
-    pub fn job_end(&mut self, job: &str) -> Result<(), Refusal> {
+    pub(super) fn job_end(&mut self, job: &str) -> Result<(), Refusal> {
         self.jobs.end(&self.cx, job)
     }
 
     /// Removes the cgroups (and bindings) of jobs that have no process left.
-    pub fn collect_jobs(&mut self) {
+    pub(super) fn collect_jobs(&mut self) {
         self.jobs.collect(&self.cx);
     }
 
     /// Starts the approvals webhook sender (on the agent's runtime).
-    pub fn start_notifier(&mut self) {
+    pub(super) fn start_notifier(&mut self) {
         self.approvals.start_notifier(self.cx.audit_log());
     }
 
     /// `approval_request`: a proactive request.
-    pub fn approval_request(
+    pub(super) fn approval_request(
         &mut self,
         peer: Peer,
         ask: ApprovalAsk,
@@ -250,12 +250,12 @@ impl State {
 
     /// `approvals_list`: every request for root and approvers, their own
     /// for anyone else.
-    pub fn approvals_list(&self, peer: Peer, pending: bool) -> Vec<ApprovalView> {
+    pub(super) fn approvals_list(&self, peer: Peer, pending: bool) -> Vec<ApprovalView> {
         self.approvals.list(peer, pending)
     }
 
     /// `approval_approve`, `approval_deny`, `approval_revoke`.
-    pub fn approval_decide(
+    pub(super) fn approval_decide(
         &mut self,
         peer: Peer,
         id: u32,
@@ -269,12 +269,12 @@ impl State {
 
     /// A denied flow, from the event reader: it opens or joins a request
     /// when its policy is approvable.
-    pub fn denied(&mut self, denial: Denial) {
+    pub(super) fn denied(&mut self, denial: Denial) {
         self.approvals.denied(&self.cx, &self.jobs, denial);
     }
 
     /// Every 2 s: ends the requests and grants that ran out.
-    pub fn expire_approvals(&mut self) {
+    pub(super) fn expire_approvals(&mut self) {
         self.approvals.expire(&self.cx);
     }
 
@@ -325,18 +325,22 @@ impl State {
 
     /// The versions of the source files the tables in force were read
     /// from (or a refused reload last tried), as seen before reading them.
-    pub fn source_stamps(&self) -> &[(PathBuf, Stamp)] {
+    pub(super) fn source_stamps(&self) -> &[(PathBuf, Stamp)] {
         &self.stamps
     }
 
-    pub fn set_source_stamps(&mut self, stamps: Vec<(PathBuf, Stamp)>) {
+    pub(super) fn set_source_stamps(&mut self, stamps: Vec<(PathBuf, Stamp)>) {
         self.stamps = stamps;
     }
 
     /// Re-reads the config and switches tables. An error before the switch
     /// changes nothing; what fails after it (the switch stands) is logged and
     /// recorded with the new tables. `by` names who asked (for the log).
-    pub fn reload(&mut self, why: &str, by: Option<serde_json::Value>) -> Result<u64, DaemonError> {
+    pub(super) fn reload(
+        &mut self,
+        why: &str,
+        by: Option<serde_json::Value>,
+    ) -> Result<u64, DaemonError> {
         let config = Config::load(&self.config_path)?;
         // Stamped before reading: a file rewritten during the load is seen
         // as changed and loaded again.
@@ -551,7 +555,7 @@ impl State {
 
     /// Puts back programs something outside geowall detached, logging and
     /// recording each time it has to.
-    pub fn repair_links(&mut self) {
+    pub(super) fn repair_links(&mut self) {
         self.cx.kernel().heartbeat();
         match self.cx.kernel_mut().repair() {
             Ok(fixed) if fixed.is_empty() => {}
@@ -574,13 +578,13 @@ impl State {
     }
 
     /// Whether a policy binds systemd units (whose cgroups come and go).
-    pub fn has_unit_bindings(&self) -> bool {
+    pub(super) fn has_unit_bindings(&self) -> bool {
         self.cx.plan().policies.iter().any(|p| !p.units.is_empty())
     }
 
     /// Re-computes the bindings of the plan in force (new unit cgroups,
     /// units gone) and writes what changed.
-    pub fn refresh_bindings(&mut self) {
+    pub(super) fn refresh_bindings(&mut self) {
         let wanted = match self.wanted_bindings(self.cx.plan(), self.cx.slots()) {
             Ok(w) => w,
             Err(e) => {
@@ -639,7 +643,7 @@ impl State {
     }
 
     /// The map in force and what answering questions about it needs.
-    pub fn map_snapshot(&self) -> MapSnapshot {
+    pub(super) fn map_snapshot(&self) -> MapSnapshot {
         MapSnapshot {
             map: Arc::clone(&self.cx.plan().map),
             specs: self
@@ -658,7 +662,7 @@ impl State {
     }
 
     /// `policy explain`: the kernel tables' verdict for each target.
-    pub fn explain(
+    pub(super) fn explain(
         &self,
         policy: &str,
         targets: &[crate::tables::explain::Target],
@@ -701,12 +705,12 @@ impl State {
     }
 
     /// Kernel memory of the tries in force (None when it cannot be read).
-    pub fn trie_memlock(&self) -> Option<u64> {
+    pub(super) fn trie_memlock(&self) -> Option<u64> {
         self.cx.kernel().trie_memlock().ok()
     }
 
     /// What a reload answers: the tables now in force.
-    pub fn switched(&self, epoch: u64) -> Switched {
+    pub(super) fn switched(&self, epoch: u64) -> Switched {
         Switched {
             epoch,
             ipv4_ranges: self.cx.plan().map.v4.len(),
@@ -717,7 +721,7 @@ impl State {
     }
 
     /// What `status` answers.
-    pub fn status(&self) -> Result<AgentStatus, DaemonError> {
+    pub(super) fn status(&self) -> Result<AgentStatus, DaemonError> {
         let counters = self.cx.kernel().counters()?;
         let policies = self
             .cx
@@ -793,7 +797,7 @@ impl State {
 
     /// Ends the agent: writes the stop record; with `detach`, removes every
     /// program, pin and empty job cgroup.
-    pub fn finish(mut self, detach: bool) -> Result<(), DaemonError> {
+    pub(super) fn finish(mut self, detach: bool) -> Result<(), DaemonError> {
         self.jobs.collect(&self.cx);
         self.cx.record(
             "agent",

@@ -2,7 +2,7 @@
 
 /// Whether the agent is to stop, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Stop {
+pub(super) enum Stop {
     /// Keep going.
     #[default]
     Running,
@@ -12,7 +12,7 @@ pub enum Stop {
 }
 
 impl Stop {
-    pub fn requested(self) -> bool {
+    pub(super) fn requested(self) -> bool {
         self != Stop::Running
     }
 }

@@ -18,10 +18,10 @@ use crate::host::stamp::{Stamp, stamp};
 /// How often the map sources' files are checked.
 const SOURCE_PERIOD: Duration = Duration::from_secs(2);
 /// How often the subtree is scanned for new unit cgroups.
-pub const UNIT_PERIOD: Duration = Duration::from_millis(250);
+pub(super) const UNIT_PERIOD: Duration = Duration::from_millis(250);
 
 /// Reloads the map when a source file changes.
-pub async fn watch_sources(state: Arc<Mutex<State>>, mut stop: watch::Receiver<Stop>) {
+pub(super) async fn watch_sources(state: Arc<Mutex<State>>, mut stop: watch::Receiver<Stop>) {
     let mut tick = tokio::time::interval(SOURCE_PERIOD);
     // The stamps seen on the previous check, and those the tables in force
     // were built from (or a failed reload tried).
@@ -69,7 +69,7 @@ pub async fn watch_sources(state: Arc<Mutex<State>>, mut stop: watch::Receiver<S
 
 /// Re-scans for unit cgroups every [`UNIT_PERIOD`] while a policy names
 /// units.
-pub async fn watch_units(state: Arc<Mutex<State>>, mut stop: watch::Receiver<Stop>) {
+pub(super) async fn watch_units(state: Arc<Mutex<State>>, mut stop: watch::Receiver<Stop>) {
     let mut tick = tokio::time::interval(UNIT_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -25,11 +25,11 @@ use tokio::{
 };
 
 /// Attempts per notification.
-pub const ATTEMPTS: u32 = 4;
+pub(super) const ATTEMPTS: u32 = 4;
 /// Bound on one attempt (connect, send, read the status line).
-pub const TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause after the first failed attempt; doubled after each.
-pub const BACKOFF: Duration = Duration::from_millis(250);
+pub(super) const BACKOFF: Duration = Duration::from_millis(250);
 /// Notifications queued at most; beyond, new ones are dropped (and logged).
 const QUEUE: usize = 256;
 
@@ -106,7 +106,7 @@ fn failure(
 
 /// What `status` shows of the webhook.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
+pub(super) struct Health {
     /// Notifications given up since the agent started.
     pub failures: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,7 +119,7 @@ type OnFailure = Arc<dyn Fn(&WebhookFailure) + Send + Sync>;
 
 /// The sending side, kept by the agent's state.
 #[derive(Clone)]
-pub struct Notifier {
+pub(super) struct Notifier {
     tx: mpsc::Sender<(WebhookUrl, serde_json::Value)>,
     health: Arc<Mutex<Health>>,
     on_failure: OnFailure,
@@ -134,7 +134,7 @@ impl fmt::Debug for Notifier {
 impl Notifier {
     /// Starts the sending task (on the current tokio runtime); `on_failure`
     /// hears of every notification given up.
-    pub fn start(on_failure: impl Fn(&WebhookFailure) + Send + Sync + 'static) -> Notifier {
+    pub(super) fn start(on_failure: impl Fn(&WebhookFailure) + Send + Sync + 'static) -> Notifier {
         let (tx, mut rx) = mpsc::channel::<(WebhookUrl, serde_json::Value)>(QUEUE);
         let notifier = Notifier {
             tx,
@@ -155,7 +155,7 @@ impl Notifier {
     }
 
     /// Queues a notification; never waits.
-    pub fn send(&self, url: &WebhookUrl, payload: serde_json::Value) {
+    pub(super) fn send(&self, url: &WebhookUrl, payload: serde_json::Value) {
         if let Err(e) = self.tx.try_send((url.clone(), payload)) {
             tracing::error!(webhook = %url, "approvals webhook: queue full, notification dropped");
             let (_, payload) = e.into_inner();
@@ -172,7 +172,7 @@ impl Notifier {
     }
 
     /// Failures so far.
-    pub fn health(&self) -> Health {
+    pub(super) fn health(&self) -> Health {
         self.health.lock().expect("webhook health lock").clone()
     }
 }
