@@ -6,14 +6,14 @@ use std::{
     sync::{Arc, Mutex, RwLock},
 };
 
-use super::NameTable;
+use super::names::NameTable;
 use crate::{audit::AuditLog, host::cgroup::Hierarchy, kernel::Kernel, plan::Plan};
 
 /// What the parts of the state share ([`super::jobs::Jobs`],
 /// [`super::approvals::Approvals`]): the plan and
 /// the kernel in force, the policy slots, the cgroup hierarchy, the audit
 /// log and the names the event reader uses. Changed by
-/// [`super::State`] only.
+/// [`super::state::State`] only.
 pub(super) struct Context {
     hierarchy: Hierarchy,
     plan: Plan,

@@ -12,8 +12,8 @@ use tokio::{
 };
 
 use super::{
-    MapSnapshot, State,
     caller::{Peer, Refusal},
+    state::{MapSnapshot, State},
     stop::Stop,
 };
 use crate::{

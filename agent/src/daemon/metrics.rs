@@ -44,7 +44,7 @@ use tokio::{
     sync::watch,
 };
 
-use super::{NameTable, stop::Stop};
+use super::{names::NameTable, stop::Stop};
 use crate::{
     audit::log::{KINDS, LogStats},
     events::FlowStats,

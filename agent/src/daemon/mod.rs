@@ -22,6 +22,4 @@ mod watchers;
 mod webhook;
 
 pub use error::DaemonError;
-use names::NameTable;
 pub use run::{RunOptions, run};
-use state::{MapSnapshot, State};

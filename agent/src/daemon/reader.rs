@@ -10,7 +10,11 @@ use aya::maps::{MapData, RingBuf};
 use geowall_common::FlowEvent;
 use tokio::{io::unix::AsyncFd, sync::watch};
 
-use super::{NameTable, approvals, names, stop::Stop};
+use super::{
+    approvals,
+    names::{self, NameTable},
+    stop::Stop,
+};
 use crate::{audit::AuditLog, events::Pipeline};
 
 /// Reads flow events until told to stop, then drains what is left.

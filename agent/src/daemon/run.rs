@@ -13,7 +13,12 @@ use tokio::{
 };
 
 use super::{
-    DaemonError, NameTable, State, approvals, control, metrics, names, reader, stop::Stop, watchers,
+    DaemonError, approvals, control, metrics,
+    names::{self, NameTable},
+    reader,
+    state::State,
+    stop::Stop,
+    watchers,
 };
 use crate::{
     audit::{AuditLog, Rotation},

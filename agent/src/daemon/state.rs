@@ -13,12 +13,12 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::{
-    DaemonError, NameTable,
+    DaemonError,
     approvals::{Approvals, Denial},
     caller::{Peer, Refusal},
     context::Context,
     jobs::Jobs,
-    names::Installed,
+    names::{Installed, NameTable},
     stop::Stop,
 };
 use crate::{

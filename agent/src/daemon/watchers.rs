@@ -12,7 +12,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::{Mutex, watch};
 
-use super::{State, stop::Stop};
+use super::{state::State, stop::Stop};
 use crate::host::stamp::{Stamp, stamp};
 
 /// How often the map sources' files are checked.
