@@ -1,18 +1,7 @@
 //! `[audit]`: rotation, masking and the `log_allowed = "first"` window.
 //!
-//! ```toml
-//! [audit]
-//! rotate_size = "64MiB"      # rotate the log when it reaches this size ("0": never)
-//! rotate_age = "1d"          # ...or when its first record is this old ("0": never)
-//! keep = 0                   # rotated files kept (0: all; older ones are deleted)
-//! allowed_window = "1m"      # log_allowed = "first": one record per job, destination
-//!                            # and port in this window, then a count
-//! mask = ['--db-url=\S*://[^:]*:(\S*)@']  # more patterns: the groups (or the whole match) become ***
-//! mask_names = ["pin"]       # more names of credential arguments
-//! mask_defaults = true       # keep the built-in patterns
-//! ```
-//!
-//! Every key applies on reload too.
+//! The keys, commented, are in `config/geowall.example.toml`. Every key
+//! applies on reload too.
 
 use std::time::Duration;
 

@@ -1,30 +1,9 @@
 //! The agent's configuration file (TOML).
 //!
-//! ```toml
-//! [agent]
-//! cgroup = "/"                       # governed subtree, relative to the cgroup v2 mount
-//! bpffs = "/sys/fs/bpf/geowall"      # where programs, links and maps are pinned
-//! audit_log = "/var/log/geowall/audit.jsonl"
-//! socket = "/run/geowall/control.sock"
-//!
-//! [[maps]]
-//! kind = "cidr"
-//! path = "maps/own-networks.cidr"    # relative to this file's folder
-//!
-//! [groups]
-//! nordics = ["DK", "FI", "IS", "NO", "SE"]
-//!
-//! [[policy]]
-//! name = "eu-only"
-//! mode = "enforce"                   # or "audit"
-//! allow = ["EU"]
-//! deny = ["aws:eu-west-1"]
-//! untagged = "deny"
-//! local = "allow"
-//! rules = ["10.0.0.0/8 tcp/5432 allow", { cidr = "10.9.0.0/16", action = "deny" }]
-//! cgroups = ["/batch"]               # relative to the governed subtree
-//! unit = "executor@*.service"
-//! ```
+//! Every key, commented, is in `config/geowall.example.toml`, the one
+//! reference of the config (a test below parses it). `[agent]`, `[[maps]]`,
+//! `[groups]` and `[[policy]]` are read here, `[audit]` as [`AuditConfig`],
+//! the webhook address of `[approvals]` as [`WebhookUrl`].
 //!
 //! Policies may also live one per file in `[agent] policy_dir` (the same
 //! keys as a `[[policy]]` table; the file name is the policy name unless
