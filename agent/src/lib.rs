@@ -1,13 +1,17 @@
 //! geowall: egress enforcement for data residency.
 //!
 //! A kernel eBPF program judges every outbound connection of governed
-//! workloads against a region-tagged IP map; this crate is the agent that
-//! loads the programs and the maps, and the CLI that talks to it.
+//! workloads against a region-tagged IP map; this library is the agent that
+//! loads the programs and the maps (the `geowall` binary adds the command
+//! line that talks to it).
 //!
 //! Data flows one way: map sources ([`regions`]) and policies ([`policy`])
-//! are compiled into a [`plan`], laid out into kernel tables ([`kernel`]),
-//! and the kernel's decisions come back as flow events that become audit
-//! records ([`flows`]).
+//! are compiled into a [`plan`], laid out as the kernel's tables
+//! ([`tables`]) and installed ([`kernel`]); the kernel's decisions come back
+//! as flow events ([`events`]) that become audit records ([`audit`]). The
+//! [`daemon`] runs all of it. The modules form layers that import only
+//! downward, from [`vocab`] and [`host`] up to [`daemon`]:
+//! `docs/ARCHITECTURE.md` lists them, and `cargo xtask lint` checks them.
 
 #![warn(unreachable_pub, unused_crate_dependencies)]
 

@@ -438,10 +438,10 @@ pub(crate) struct TailArgs {
     /// a comma-separated list; `untagged` for none.
     #[arg(long)]
     pub(crate) region: Option<String>,
-    /// Only this job (`name*`: a prefix).
+    /// Only this job (a name, or a glob: `etl*`).
     #[arg(long)]
     pub(crate) job: Option<String>,
-    /// Only this process name (`name*`: a prefix).
+    /// Only this process name (a name, or a glob: `py*`).
     #[arg(long)]
     pub(crate) comm: Option<String>,
     /// Only destinations in this CIDR (or this address).
