@@ -23,7 +23,7 @@ use crate::{
     },
     audit::AuditLog,
     config::{ApprovalsConfig, Config},
-    control::proto::{ApprovalAsk, ErrorCode},
+    control::proto::{ApprovalApprove, ApprovalAsk, ApprovalDeny, ApprovalRevoke, ErrorCode},
     regions::prefix::Prefix,
     tables::grants::{RegionGrantSets, region_entries},
     vocab::clock,
@@ -88,6 +88,48 @@ impl Approvals {
             Some((g, scope))
         });
         crate::tables::grants::region_sets(scoped, clock::unix_ms(), clock::boot_ns())
+    }
+}
+
+/// A decision on request `id`: an approval (for `length`; by default what
+/// was asked), a denial or a revocation, and why.
+pub(super) struct Decide {
+    pub(super) id: u32,
+    pub(super) decision: Decision,
+    pub(super) length: Option<String>,
+    pub(super) reason: Option<String>,
+}
+
+impl From<ApprovalApprove> for Decide {
+    fn from(r: ApprovalApprove) -> Self {
+        Decide {
+            id: r.id,
+            decision: Decision::Approve,
+            length: r.for_,
+            reason: r.reason,
+        }
+    }
+}
+
+impl From<ApprovalDeny> for Decide {
+    fn from(r: ApprovalDeny) -> Self {
+        Decide {
+            id: r.id,
+            decision: Decision::Deny,
+            length: None,
+            reason: r.reason,
+        }
+    }
+}
+
+impl From<ApprovalRevoke> for Decide {
+    fn from(r: ApprovalRevoke) -> Self {
+        Decide {
+            id: r.id,
+            decision: Decision::Revoke,
+            length: None,
+            reason: r.reason,
+        }
     }
 }
 
@@ -433,19 +475,22 @@ impl Approvals {
         &mut self,
         cx: &Context,
         peer: Peer,
-        id: u32,
-        decision: Decision,
-        length: Option<&str>,
-        reason: Option<&str>,
+        d: Decide,
     ) -> Result<ApprovalView, Refusal> {
+        let Decide {
+            id,
+            decision,
+            ref length,
+            ref reason,
+        } = d;
         let op = format!("approval_{}", decision.verb());
-        let checked = self.check_decision(cx, peer, id, decision, length);
+        let checked = self.check_decision(cx, peer, id, decision, length.as_deref());
         let length = checked.map_err(|r| Self::refuse(cx, &op, Some(id), peer, r))?;
         let now = clock::unix_ms();
         let by = Self::person(peer);
         let request = self.store.requests.get_mut(&id).expect("checked above");
         request.decided_by = Some(by.clone());
-        request.decision_reason = reason.map(|r| r.chars().take(1024).collect());
+        request.decision_reason = reason.as_ref().map(|r| r.chars().take(1024).collect());
         let event = match decision {
             Decision::Approve => {
                 request.state = Stage::Approved;

@@ -12,53 +12,21 @@ use crate::{audit::AuditLog, host::cgroup::Hierarchy, kernel::Kernel, plan::Plan
 /// What the parts of the state share ([`super::jobs::Jobs`],
 /// [`super::approvals::Approvals`]): the plan and
 /// the kernel in force, the policy slots, the cgroup hierarchy, the audit
-/// log and the names the event reader uses. Changed by
-/// [`super::state::State`] only.
+/// log and the names the event reader uses. The others read it; only
+/// [`super::state::State`], which owns it, changes it.
 pub(super) struct Context {
-    hierarchy: Hierarchy,
-    plan: Plan,
-    kernel: Kernel,
-    slots: BTreeMap<String, u32>,
-    log: Arc<Mutex<AuditLog>>,
-    names: Arc<RwLock<NameTable>>,
+    pub(super) hierarchy: Hierarchy,
+    pub(super) plan: Plan,
+    pub(super) kernel: Kernel,
+    /// Policy name → slot, of the tables in force.
+    pub(super) slots: BTreeMap<String, u32>,
+    pub(super) log: Arc<Mutex<AuditLog>>,
+    pub(super) names: Arc<RwLock<NameTable>>,
 }
 
 impl Context {
-    pub(super) fn new(
-        hierarchy: Hierarchy,
-        plan: Plan,
-        kernel: Kernel,
-        slots: BTreeMap<String, u32>,
-        log: Arc<Mutex<AuditLog>>,
-        names: Arc<RwLock<NameTable>>,
-    ) -> Self {
-        Self {
-            hierarchy,
-            plan,
-            kernel,
-            slots,
-            log,
-            names,
-        }
-    }
-
-    /// After a table switch: the new plan and its slots are in force.
-    pub(super) fn switch(&mut self, plan: Plan, slots: BTreeMap<String, u32>) {
-        self.plan = plan;
-        self.slots = slots;
-    }
-
     pub(super) fn kernel(&self) -> &Kernel {
         &self.kernel
-    }
-
-    pub(super) fn kernel_mut(&mut self) -> &mut Kernel {
-        &mut self.kernel
-    }
-
-    /// The kernel side, when the agent ends.
-    pub(super) fn into_kernel(self) -> Kernel {
-        self.kernel
     }
 
     pub(super) fn hierarchy(&self) -> &Hierarchy {

@@ -17,7 +17,6 @@ use super::{
     stop::Stop,
 };
 use crate::{
-    approvals::Decision,
     control::proto::{
         self, ApprovalApprove, ApprovalAsk, ApprovalDeny, ApprovalRevoke, ApprovalsList, Call,
         ErrorCode, GetMapStats, GetStatus, JobEnd, JobStart, MapLoad, MapLookup, PolicyExplain,
@@ -192,21 +191,13 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
         Request::ApprovalsList(ApprovalsList { pending }) => {
             reply::<ApprovalsList>(Ok(state.approvals_list(peer, pending)))
         }
-        Request::ApprovalApprove(ApprovalApprove { id, for_, reason }) => {
-            reply::<ApprovalApprove>(state.approval_decide(
-                peer,
-                id,
-                Decision::Approve,
-                for_.as_deref(),
-                reason.as_deref(),
-            ))
+        Request::ApprovalApprove(r) => {
+            reply::<ApprovalApprove>(state.approval_decide(peer, r.into()))
         }
-        Request::ApprovalDeny(ApprovalDeny { id, reason }) => reply::<ApprovalDeny>(
-            state.approval_decide(peer, id, Decision::Deny, None, reason.as_deref()),
-        ),
-        Request::ApprovalRevoke(ApprovalRevoke { id, reason }) => reply::<ApprovalRevoke>(
-            state.approval_decide(peer, id, Decision::Revoke, None, reason.as_deref()),
-        ),
+        Request::ApprovalDeny(r) => reply::<ApprovalDeny>(state.approval_decide(peer, r.into())),
+        Request::ApprovalRevoke(r) => {
+            reply::<ApprovalRevoke>(state.approval_decide(peer, r.into()))
+        }
         Request::Reload(_) | Request::MapLoad(_) | Request::Shutdown(_) => Response::err(
             ErrorCode::PermissionDenied,
             "only root may reload or stop the agent",

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::{
     DaemonError,
-    approvals::{Approvals, Denial},
+    approvals::{Approvals, Decide, Denial},
     caller::{Peer, Refusal},
     context::Context,
     jobs::Jobs,
@@ -22,7 +22,7 @@ use super::{
     stop::Stop,
 };
 use crate::{
-    approvals::{ApprovalView, Decision},
+    approvals::ApprovalView,
     audit::{AuditLog, MapSource, Rotation},
     config::{AgentConfig, Config, OnMapError},
     control::proto::{
@@ -139,7 +139,14 @@ impl State {
             max_source_bytes: config.file.agent.max_source_bytes,
             install_time,
             kernel_entries: (layout.tables.region4.len(), layout.tables.region6.len()),
-            cx: Context::new(hierarchy, plan, kernel, layout.slots, log, names),
+            cx: Context {
+                hierarchy,
+                plan,
+                kernel,
+                slots: layout.slots,
+                log,
+                names,
+            },
             jobs: Jobs::new(jobs_root),
             approvals,
             statics: BTreeMap::new(),
@@ -163,7 +170,7 @@ impl State {
         state.refresh_names()?;
         state.approvals.restore(&state.cx);
         state.publish(epoch, &config);
-        let report = state.cx.kernel_mut().attach()?;
+        let report = state.cx.kernel.attach()?;
         match state.cx.kernel().retire_other_abis() {
             Ok(0) => {}
             Ok(n) => tracing::info!(pins = n, "removed the programs and tables of an older ABI"),
@@ -258,13 +265,9 @@ impl State {
     pub(super) fn approval_decide(
         &mut self,
         peer: Peer,
-        id: u32,
-        decision: Decision,
-        length: Option<&str>,
-        reason: Option<&str>,
+        decision: Decide,
     ) -> Result<ApprovalView, Refusal> {
-        self.approvals
-            .decide(&self.cx, peer, id, decision, length, reason)
+        self.approvals.decide(&self.cx, peer, decision)
     }
 
     /// A denied flow, from the event reader: it opens or joins a request
@@ -378,7 +381,7 @@ impl State {
         )?;
         let bindings = self.wanted_bindings(&plan, &layout.slots)?;
         let region_grants = self.approvals.region_grant_sets(&layout.slots);
-        let epoch = self.cx.kernel_mut().install(&layout, &region_grants)?;
+        let epoch = self.cx.kernel.install(&layout, &region_grants)?;
 
         // The new tables are in force: from here on nothing is refused.
         self.install_time = installing.elapsed();
@@ -392,7 +395,8 @@ impl State {
             install_ms = self.install_time.as_millis() as u64,
             "tables switched"
         );
-        self.cx.switch(plan, layout.slots);
+        self.cx.plan = plan;
+        self.cx.slots = layout.slots;
         self.stamps = stamps;
         let problems: Vec<String> = [
             self.apply_bindings(bindings),
@@ -557,7 +561,7 @@ impl State {
     /// recording each time it has to.
     pub(super) fn repair_links(&mut self) {
         self.cx.kernel().heartbeat();
-        match self.cx.kernel_mut().repair() {
+        match self.cx.kernel.repair() {
             Ok(fixed) if fixed.is_empty() => {}
             Ok(fixed) => {
                 tracing::error!(
@@ -805,7 +809,7 @@ impl State {
         );
         if detach {
             let jobs_root = self.jobs.root().to_path_buf();
-            let removed = self.cx.into_kernel().detach_and_unpin()?;
+            let removed = self.cx.kernel.detach_and_unpin()?;
             let _ = cgroup::remove(&jobs_root);
             tracing::info!(pins = removed, "detached; enforcement ended");
         } else {

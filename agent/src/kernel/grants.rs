@@ -5,8 +5,8 @@
 //!
 //! Region ids belong to a generation of the tables: a table switch writes
 //! the idle generation's region grants before the epoch flips (see
-//! `tables::switch`), and a change of grants between switches rewrites the
-//! active generation's.
+//! `kernel/tables.rs`), and a change of grants between switches rewrites
+//! the active generation's.
 
 use std::{
     collections::{BTreeMap, BTreeSet},

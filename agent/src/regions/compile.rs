@@ -822,19 +822,6 @@ mod tests {
         );
     }
 
-    /// What a source says about an address, one hit per layer.
-    fn source_hits(l: &Loaded, addr: &str) -> Vec<(String, Vec<String>)> {
-        l.lookup(addr.parse().unwrap())
-            .into_iter()
-            .map(|h| {
-                (
-                    h.prefix.to_string(),
-                    h.tags.into_iter().map(str::to_owned).collect(),
-                )
-            })
-            .collect()
-    }
-
     #[test]
     fn a_source_answers_per_layer_as_the_compiler_reads_it() {
         let l = Loaded::from_pairs(&[
@@ -846,17 +833,14 @@ mod tests {
         ]);
         let map = super::compile(std::slice::from_ref(&l)).unwrap();
         let layers = |addr: &str| {
-            let mut tags: Vec<String> = source_hits(&l, addr)
-                .into_iter()
-                .flat_map(|h| h.1)
-                .collect();
+            let mut tags: Vec<String> = l.hits(addr).into_iter().flat_map(|h| h.1).collect();
             tags.sort();
             assert_eq!(
                 tags,
                 map.tagsets[map.lookup(addr.parse().unwrap()).0 as usize],
                 "{addr}"
             );
-            source_hits(&l, addr)
+            l.hits(addr)
         };
         // The country from the /8, the cloud region from the /16 in it.
         assert_eq!(

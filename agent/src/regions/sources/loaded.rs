@@ -123,6 +123,20 @@ pub struct Hit<'a> {
 
 #[cfg(test)]
 impl Loaded {
+    /// What the source says about `addr` (see [`Loaded::lookup`]), as
+    /// (network, tags) text, for tests.
+    pub(crate) fn hits(&self, addr: &str) -> Vec<(String, Vec<String>)> {
+        self.lookup(addr.parse().unwrap())
+            .into_iter()
+            .map(|h| {
+                (
+                    h.prefix.to_string(),
+                    h.tags.into_iter().map(str::to_owned).collect(),
+                )
+            })
+            .collect()
+    }
+
     /// A `cidr` source of `(prefix, tag)` pairs, for tests.
     pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Loaded {
         let mut b = Builder::default();
@@ -250,18 +264,6 @@ mod tests {
     use super::*;
     use crate::regions::sources::Kind;
 
-    fn hits(l: &Loaded, addr: &str) -> Vec<(String, Vec<String>)> {
-        l.lookup(addr.parse().unwrap())
-            .into_iter()
-            .map(|h| {
-                (
-                    h.prefix.to_string(),
-                    h.tags.into_iter().map(str::to_owned).collect(),
-                )
-            })
-            .collect()
-    }
-
     #[test]
     fn a_source_answers_with_its_most_specific_networks() {
         let l = Loaded::from_pairs(&[
@@ -273,7 +275,7 @@ mod tests {
         assert_eq!(l.v4.len(), 3);
         // Both cloud tags of the /16; the country from the /8 around it.
         assert_eq!(
-            hits(&l, "10.1.2.3"),
+            l.hits("10.1.2.3"),
             [
                 ("10.0.0.0/8".into(), vec!["DE".into()]),
                 (
@@ -283,7 +285,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            hits(&l, "10.2.0.1"),
+            l.hits("10.2.0.1"),
             [("10.0.0.0/8".into(), vec!["DE".into()])]
         );
         assert!(l.lookup("11.0.0.1".parse().unwrap()).is_empty());
