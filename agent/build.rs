@@ -1,5 +1,6 @@
 //! Builds the kernel programs (the `geowall-ebpf` crate) for the BPF target
-//! with the nightly toolchain, so `src/kernel/mod.rs` can embed the object.
+//! with the nightly toolchain, so `src/kernel/programs.rs` can embed the
+//! object.
 //!
 //! Doing this here rather than in an xtask step means every plain `cargo
 //! build`, `cargo test` or `cargo clippy` of the agent embeds the current
@@ -53,7 +54,7 @@ fn list_shipped_policies(manifest_dir: &Path) -> anyhow::Result<()> {
         }
     }
     files.sort();
-    let mut out = String::from("pub const SHIPPED_POLICIES: &[(&str, &str)] = &[\n");
+    let mut out = String::from("pub(crate) const SHIPPED_POLICIES: &[(&str, &str)] = &[\n");
     for path in &files {
         let name = path
             .file_name()

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use geowall::{cgroup::Hierarchy, config::Config, plan};
+use geowall::{config::Config, host::cgroup::Hierarchy, plan};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)

@@ -462,7 +462,7 @@ impl Agent {
                 );
             }
             if let Ok(mut c) = geowall::control::Client::connect(&self.socket)
-                && c.call(geowall::control::Request::Status).is_ok()
+                && c.call(geowall::control::proto::GetStatus {}).is_ok()
             {
                 return;
             }
@@ -630,7 +630,7 @@ impl Agent {
     /// line without its newline is still being written: it is left for the
     /// next call.
     pub fn records(&self) -> Vec<Value> {
-        let set = geowall::flows::set::LogSet::new(&self.audit_log);
+        let set = geowall::audit::log_files::LogSet::new(&self.audit_log);
         let mut out = Vec::new();
         for file in set.files().unwrap_or_default() {
             let text = fs::read_to_string(&file).unwrap_or_default();
@@ -645,7 +645,7 @@ impl Agent {
     /// The files of the audit log: rotated ones, oldest first, then the
     /// active one.
     pub fn log_files(&self) -> Vec<PathBuf> {
-        geowall::flows::set::LogSet::new(&self.audit_log)
+        geowall::audit::log_files::LogSet::new(&self.audit_log)
             .files()
             .expect("list the audit log's files")
     }

@@ -24,7 +24,7 @@ const MAP: &str = "\
 ";
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    geowall::util::sha256_hex(bytes)
+    geowall::vocab::hex::sha256_hex(bytes)
 }
 
 /// Waits up to `timeout` for `cond`.
@@ -80,7 +80,7 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
     let probe = std::fs::canonicalize(netprobe_path()).unwrap();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let job_name = job["job"].as_str().unwrap();
-    let now = geowall::flows::time::unix_now_ns();
+    let now = geowall::vocab::clock::unix_now_ns();
 
     for (rec, verdict, hook, proto, dst, dport, tag, prefix) in [
         (
@@ -144,7 +144,7 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
         .into();
         assert_eq!(keys, want, "{rec}");
         assert_eq!(rec["v"], 2);
-        let t = geowall::flows::time::parse_rfc3339(rec["time"].as_str().unwrap()).unwrap();
+        let t = geowall::vocab::clock::parse_rfc3339(rec["time"].as_str().unwrap()).unwrap();
         assert!((now - t).abs() < 60_000_000_000, "{rec}");
         assert!(
             rec["time"].as_str().unwrap().len() == 30,
@@ -163,7 +163,7 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
         assert_eq!(rec["hook"], hook);
         assert_eq!(
             rec["program"],
-            geowall::kernel::unpack_version(geowall_common::PACKED_VERSION)
+            geowall::tables::codes::unpack_version(geowall_common::PACKED_VERSION)
         );
         assert_eq!(rec["pid"], job["pid"], "the job's own process");
         assert_eq!(rec["tid"], job["pid"]);

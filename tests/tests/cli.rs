@@ -158,7 +158,10 @@ fn enforcing_on_the_whole_host_needs_an_explicit_yes() {
 
 #[test]
 fn a_job_end_reported_after_the_agent_collected_the_job_is_not_an_error() {
-    use geowall::control::{Client, ClientError, Request, proto::ErrorCode};
+    use geowall::control::{
+        Client, ClientError,
+        proto::{ErrorCode, JobEnd, JobStart},
+    };
 
     let cg = TestCgroup::new("lateend");
     let agent = AgentSpec::new(&cg)
@@ -169,24 +172,24 @@ fn a_job_end_reported_after_the_agent_collected_the_job_is_not_an_error() {
     let mut child = Command::new("sleep").arg("0.2").spawn().unwrap();
     let mut client = Client::connect(&agent.socket).unwrap();
     let started = client
-        .call(Request::JobStart {
+        .call(JobStart {
             policy: "eu-only".into(),
             job: Some("late".into()),
             pid: child.id(),
         })
         .unwrap();
-    assert_eq!(started["job"], "late");
+    assert_eq!(started.job, "late");
     assert!(child.wait().unwrap().success());
     agent.wait_record("for the collection of the job", |r| {
         r["kind"] == "job" && r["event"] == "end" && r["job"] == "late"
     });
     client
-        .call(Request::JobEnd { job: "late".into() })
+        .call(JobEnd { job: "late".into() })
         .expect("a late end report is accepted");
     assert!(!cg.path().join("geowall.jobs/late").exists());
 
     // A job the agent never started is still an error.
-    match client.call(Request::JobEnd {
+    match client.call(JobEnd {
         job: "never".into(),
     }) {
         Err(ClientError::Remote(body)) => {

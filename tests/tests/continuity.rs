@@ -174,9 +174,9 @@ fn kill_9_under_load_leaves_no_window_and_the_restart_reports_what_was_lost() {
 
 #[test]
 fn an_upgrade_swaps_in_the_new_programs_under_a_connect_loop_with_no_gap() {
-    use geowall::kernel::{
-        sys::{attach_type, cgroup_prog_ids},
-        unpack_version,
+    use geowall::{
+        kernel::sys::{attach_type, cgroup_prog_ids},
+        tables::codes::unpack_version,
     };
     use std::{
         os::fd::AsFd,

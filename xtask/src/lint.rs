@@ -1,5 +1,6 @@
-//! `cargo xtask lint`: rustfmt and clippy on every crate, the eBPF one with
-//! the toolchain and target it is built with.
+//! `cargo xtask lint`: the agent crate's import layers (see `layers`), then
+//! rustfmt and clippy on every crate, the eBPF one with the toolchain and
+//! target it is built with.
 
 use anyhow::Result;
 
@@ -14,6 +15,8 @@ pub fn ebpf_rustflags() -> String {
 }
 
 pub fn run() -> Result<()> {
+    eprintln!("lint: import layers of the agent crate (docs/ARCHITECTURE.md)");
+    crate::layers::run()?;
     eprintln!("lint: rustfmt --check");
     cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))?;
     eprintln!("lint: clippy (host crates)");

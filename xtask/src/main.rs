@@ -4,7 +4,8 @@
 //! - `build`: build the agent (and its embedded kernel programs);
 //! - `run`: the demo: the agent host-wide in audit mode, detached on exit;
 //! - `test`: the whole test suite (lints, unit tests, kernel tests);
-//! - `lint`: rustfmt and clippy for every crate, the eBPF one included;
+//! - `lint`: rustfmt and clippy for every crate, the eBPF one included, and
+//!   the agent's import layers (`layers`);
 //! - `bench`: geowall against no filtering, nftables and ipset;
 //! - `update-default-map`: refresh the embedded country database;
 //! - `dist`: the .deb.
@@ -13,6 +14,7 @@ mod bench;
 mod cmd;
 mod default_map;
 mod dist;
+mod layers;
 mod lint;
 mod packages;
 mod run;
@@ -60,8 +62,12 @@ enum Command {
         /// Only run tests whose name contains this filter.
         filter: Option<String>,
     },
-    /// rustfmt --check and clippy -D warnings on every crate, eBPF included.
+    /// rustfmt --check and clippy -D warnings on every crate, eBPF included,
+    /// and the agent's import layers (see `layers`).
     Lint,
+    /// The agent crate's modules import only from their own layer or below
+    /// (the table in docs/ARCHITECTURE.md), and its files in no cycle.
+    Layers,
     /// Benchmark geowall against no filtering, nftables and iptables + ipset
     /// (in namespaces and a cgroup it creates). Results: target/bench/.
     Bench {
@@ -110,6 +116,7 @@ fn main() -> Result<()> {
             dist::ensure_test_tools()?;
             test::run(!no_lint, filter.as_deref())
         }
+        Command::Layers => layers::run(),
         Command::Lint => {
             setup::run()?;
             lint::run()

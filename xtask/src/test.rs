@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the whole test suite, as CI runs it.
 //!
-//! 1. rustfmt and clippy (all crates, eBPF included), unless --no-lint;
+//! 1. the agent's import layers, rustfmt and clippy (all crates, eBPF
+//!    included), unless --no-lint;
 //! 2. unit tests of the agent, the common crate and xtask;
 //! 3. the kernel integration tests (tests/): real programs attached to
 //!    cgroups the tests create, real sockets, and a second build of the

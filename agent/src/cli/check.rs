@@ -2,18 +2,13 @@
 
 use std::{path::Path, process::ExitCode};
 
-use crate::{cgroup::Hierarchy, config::Config, plan};
+use anyhow::Result;
+use geowall::{config::Config, host::cgroup::Hierarchy, plan};
 
-pub fn check(path: &Path) -> ExitCode {
-    let result = (|| -> Result<plan::Plan, String> {
-        let config = Config::load(path).map_err(|e| e.to_string())?;
-        let hierarchy = Hierarchy::discover().map_err(|e| e.to_string())?;
-        plan::build(&config, &hierarchy).map_err(|e| e.to_string())
-    })();
-    let plan = match result {
-        Ok(p) => p,
-        Err(e) => return super::fail(e),
-    };
+pub(super) fn check(path: &Path) -> Result<ExitCode> {
+    let config = Config::load(path)?;
+    let hierarchy = Hierarchy::discover()?;
+    let plan = plan::build(&config, &hierarchy)?;
     println!("{}: ok", path.display());
     println!("  governed cgroup: {}", plan.governed.display());
     for s in &plan.sources {
@@ -44,5 +39,5 @@ pub fn check(path: &Path) -> ExitCode {
             p.cgroups.len()
         );
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

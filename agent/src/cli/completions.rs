@@ -9,41 +9,31 @@ use std::{
     process::ExitCode,
 };
 
-use clap::{CommandFactory, ValueEnum};
+use anyhow::{Context, Result};
+use clap::CommandFactory;
 
-use super::Cli;
+use super::args::{Cli, Shell};
 
-/// The shells completions are generated for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Shell {
-    Bash,
-    Zsh,
-    Fish,
-}
-
-impl Shell {
-    pub const ALL: [Shell; 3] = [Shell::Bash, Shell::Zsh, Shell::Fish];
-
-    fn generator(self) -> clap_complete::Shell {
-        match self {
-            Shell::Bash => clap_complete::Shell::Bash,
-            Shell::Zsh => clap_complete::Shell::Zsh,
-            Shell::Fish => clap_complete::Shell::Fish,
-        }
+/// clap_complete's name for `shell`.
+fn generator(shell: Shell) -> clap_complete::Shell {
+    match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
     }
 }
 
 /// The completion script for `shell`.
-pub fn completion(shell: Shell) -> Vec<u8> {
+pub(super) fn completion(shell: Shell) -> Vec<u8> {
     let mut cmd = Cli::command();
     let mut out = Vec::new();
-    clap_complete::generate(shell.generator(), &mut cmd, "geowall", &mut out);
+    clap_complete::generate(generator(shell), &mut cmd, "geowall", &mut out);
     out
 }
 
 /// One man page: its file name (`geowall-map-lookup.1`) and its roff text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManPage {
+pub(super) struct ManPage {
     pub file_name: String,
     pub text: Vec<u8>,
 }
@@ -51,7 +41,7 @@ pub struct ManPage {
 /// `geowall.1` and one page per (visible) subcommand, nested ones included
 /// (`geowall-map-lookup.1`). No date in them: the same binary always renders
 /// the same bytes, so a repeated install changes nothing.
-pub fn man_pages() -> Vec<ManPage> {
+pub(super) fn man_pages() -> Vec<ManPage> {
     fn walk(cmd: &clap::Command, out: &mut Vec<ManPage>) {
         let man = clap_mangen::Man::new(cmd.clone()).manual("geowall manual");
         let mut text = Vec::new();
@@ -73,42 +63,35 @@ pub fn man_pages() -> Vec<ManPage> {
     out
 }
 
-pub fn completions(shell: Shell) -> ExitCode {
+pub(super) fn completions(shell: Shell) -> Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
+    stdout
         .write_all(&completion(shell))
         .and_then(|()| stdout.flush())
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => super::fail(format!("writing the completion script: {e}")),
-    }
+        .context("writing the completion script")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `geowall manpage`: the top page on standard output, or every page into
 /// `--dir`.
-pub fn manpage(dir: Option<&Path>) -> ExitCode {
+pub(super) fn manpage(dir: Option<&Path>) -> Result<ExitCode> {
     let pages = man_pages();
     let Some(dir) = dir else {
         let mut stdout = std::io::stdout().lock();
-        return match stdout
+        stdout
             .write_all(&pages[0].text)
             .and_then(|()| stdout.flush())
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => super::fail(format!("writing the man page: {e}")),
-        };
+            .context("writing the man page")?;
+        return Ok(ExitCode::SUCCESS);
     };
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        return super::fail(format!("cannot create {}: {e}", dir.display()));
-    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for page in &pages {
         let path: PathBuf = dir.join(&page.file_name);
-        if let Err(e) = std::fs::write(&path, &page.text) {
-            return super::fail(format!("cannot write {}: {e}", path.display()));
-        }
+        std::fs::write(&path, &page.text)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         println!("{}", path.display());
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -18,12 +18,15 @@ use std::{
     process::ExitCode,
 };
 
-use crate::{
+use anyhow::{Result, anyhow};
+use geowall::{
+    approvals::Stage,
     config::Config,
     control::{
-        Client, Request,
-        proto::{ApprovalAsk, JobStarted},
+        Client,
+        proto::{ApprovalAsk, ApprovalsList, JobEnd, JobStart, JobStarted},
     },
+    vocab::error::Chain,
 };
 
 /// `--wait-for-approval`: the request was denied (or revoked, or lapsed).
@@ -37,25 +40,40 @@ const EXIT_NOT_FOUND: u8 = 127;
 
 /// What `--wait-for-approval` asks for before the job runs.
 #[derive(Debug, Clone)]
-pub struct WaitForApproval {
-    pub timeout: std::time::Duration,
-    pub to: String,
-    pub port: Option<u16>,
-    pub for_: String,
-    pub reason: String,
+pub(super) struct WaitForApproval {
+    pub(super) timeout: std::time::Duration,
+    pub(super) to: String,
+    pub(super) port: Option<u16>,
+    pub(super) for_: String,
+    pub(super) reason: String,
 }
 
-pub fn exec(
+/// geowall could not start the job: the error, with its causes, and the
+/// exit code that says so.
+fn setup_fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("geowall: error: {}", Chain(e));
+    ExitCode::from(EXIT_SETUP)
+}
+
+/// `geowall exec`: its exit code is the command's (or one of its own,
+/// above): errors are reported here, not by the caller.
+pub(super) fn exec(
+    config: &Path,
+    policy: &str,
+    job: Option<&str>,
+    wait: Option<&WaitForApproval>,
+    command: &[OsString],
+) -> Result<ExitCode> {
+    Ok(run_job(config, policy, job, wait, command))
+}
+
+fn run_job(
     config: &Path,
     policy: &str,
     job: Option<&str>,
     wait: Option<&WaitForApproval>,
     command: &[OsString],
 ) -> ExitCode {
-    let setup_fail = |e: &dyn std::fmt::Display| {
-        eprintln!("geowall: error: {e}");
-        ExitCode::from(EXIT_SETUP)
-    };
     let config = match Config::load(config) {
         Ok(c) => c,
         Err(e) => return setup_fail(&e),
@@ -71,24 +89,22 @@ pub fn exec(
         .collect::<Result<_, _>>()
     {
         Ok(v) => v,
-        Err(_) => return setup_fail(&"the command has an argument with a NUL byte"),
+        Err(_) => {
+            return setup_fail(anyhow!("the command has an argument with a NUL byte").as_ref());
+        }
     };
 
     let mut child = match Held::spawn(&argv) {
         Ok(c) => c,
-        Err(e) => return setup_fail(&format!("cannot fork: {e}")),
+        Err(e) => return setup_fail(anyhow::Error::new(e).context("cannot fork").as_ref()),
     };
-    let started = client.call(Request::JobStart {
+    let started = client.call(JobStart {
         policy: policy.to_owned(),
         job: job.map(str::to_owned),
         pid: child.pid as u32,
     });
-    let started: JobStarted = match started.map(serde_json::from_value) {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            child.abandon();
-            return setup_fail(&format!("unexpected answer from the agent: {e}"));
-        }
+    let started: JobStarted = match started {
+        Ok(s) => s,
         Err(e) => {
             child.abandon();
             return setup_fail(&e);
@@ -134,7 +150,11 @@ pub fn exec(
                 EXIT_CANNOT_EXECUTE
             })
         }
-        Outcome::WaitFailed(e) => setup_fail(&format!("waiting for the job: {e}")),
+        Outcome::WaitFailed(e) => setup_fail(
+            anyhow::Error::new(e)
+                .context("waiting for the job")
+                .as_ref(),
+        ),
     }
 }
 
@@ -142,11 +162,11 @@ pub fn exec(
 /// once empty, and would anyway on its next sweep).
 fn end_job(socket: &Path, job: &str) {
     if let Ok(mut c) = Client::connect(socket)
-        && let Err(e) = c.call(Request::JobEnd {
+        && let Err(e) = c.call(JobEnd {
             job: job.to_owned(),
         })
     {
-        tracing::warn!(job = %job, error = %e, "could not report the end of the job");
+        tracing::warn!(job = %job, error = %Chain(&e), "could not report the end of the job");
     }
 }
 
@@ -158,41 +178,45 @@ fn await_approval(
     wait: &WaitForApproval,
 ) -> Result<(), (u8, String)> {
     let filed = client
-        .call(Request::ApprovalRequest(ApprovalAsk {
+        .call(ApprovalAsk {
             policy: None,
             job: Some(job.to_owned()),
             to: wait.to.clone(),
             port: wait.port,
             for_: wait.for_.clone(),
             reason: wait.reason.clone(),
-        }))
-        .map_err(|e| (EXIT_SETUP, format!("cannot file the approval request: {e}")))?;
-    let id = filed["id"].as_u64().unwrap_or(0);
+        })
+        .map_err(|e| {
+            (
+                EXIT_SETUP,
+                format!("cannot file the approval request: {}", Chain(&e)),
+            )
+        })?;
+    let id = filed.id;
     eprintln!(
         "geowall: job {job} waits up to {} for approval of request {id} \
          (`geowall approvals approve {id}`)",
-        crate::flows::settings::Span(wait.timeout)
+        geowall::vocab::units::Span(wait.timeout)
     );
     let deadline = std::time::Instant::now() + wait.timeout;
     loop {
         let list = client
-            .call(Request::ApprovalsList { pending: false })
-            .map_err(|e| (EXIT_SETUP, format!("waiting for approval: {e}")))?;
-        let state = list
-            .as_array()
-            .and_then(|a| a.iter().find(|r| r["id"].as_u64() == Some(id)))
-            .map(|r| (r["state"].as_str().unwrap_or("").to_owned(), r.clone()));
-        match state {
-            Some((s, _)) if s == "approved" => return Ok(()),
-            Some((s, r)) if s != "pending" => {
-                let by = r["decided_by"].as_str().unwrap_or("nobody").to_owned();
-                let why = r["decision_reason"]
-                    .as_str()
+            .call(ApprovalsList { pending: false })
+            .map_err(|e| (EXIT_SETUP, format!("waiting for approval: {}", Chain(&e))))?;
+        match list.into_iter().find(|r| r.id == id) {
+            Some(r) if r.state == Stage::Approved => return Ok(()),
+            Some(r) if r.state != Stage::Pending => {
+                let by = r.decided_by.as_deref().unwrap_or("nobody");
+                let why = r
+                    .decision_reason
                     .map(|w| format!(": {w}"))
                     .unwrap_or_default();
                 return Err((
                     EXIT_DENIED,
-                    format!("approval request {id} was {s} (by {by}){why}"),
+                    format!(
+                        "approval request {id} was {} (by {by}){why}",
+                        r.state.as_str()
+                    ),
                 ));
             }
             None => {
@@ -205,7 +229,7 @@ fn await_approval(
                 EXIT_TIMED_OUT,
                 format!(
                     "nobody approved request {id} within {}",
-                    crate::flows::settings::Span(wait.timeout)
+                    geowall::vocab::units::Span(wait.timeout)
                 ),
             ));
         }

@@ -1,6 +1,6 @@
 //! `geowall install` and `geowall uninstall`.
 //!
-//! Install writes what [`layout::entries`] lists under `--root` (default
+//! Install writes what [`install_plan::entries`] lists under `--root` (default
 //! `/`, or `$DESTDIR`), makes geowall's folders, records everything in
 //! `/var/lib/geowall/install-manifest`, and starts the agent with systemctl
 //! when it installed into the running system and systemd runs it. A config
@@ -19,44 +19,29 @@ use std::{
     process::{Command, ExitCode},
 };
 
-use clap::ValueEnum;
+use anyhow::{Context, Result, bail};
+use geowall::{config::Config, vocab::error::Chain};
 
 use super::{
-    layout::{self, ConfigState, FOLDERS, Kind, Manifest, ManifestFile, Paths, Source, rooted},
+    args::InstallMode,
+    install_plan::{
+        self, ConfigState, FOLDERS, Kind, Manifest, ManifestFile, Paths, Source, rooted,
+    },
     stop::{Ended, end_enforcement},
 };
-use crate::config::{Config, Mode};
 
-/// `--mode` of `geowall install`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InstallMode {
-    /// Judge and record, block nothing (the default for a new install).
-    Audit,
-    /// Block what the policies do not allow.
-    Enforce,
-}
-
-impl From<InstallMode> for Mode {
-    fn from(m: InstallMode) -> Mode {
-        match m {
-            InstallMode::Audit => Mode::Audit,
-            InstallMode::Enforce => Mode::Enforce,
-        }
-    }
-}
-
-pub struct InstallOptions {
-    pub root: PathBuf,
-    pub prefix: PathBuf,
-    pub mode: InstallMode,
+pub(super) struct InstallOptions {
+    pub(super) root: PathBuf,
+    pub(super) prefix: PathBuf,
+    pub(super) mode: InstallMode,
     /// Start (or restart) the service when systemd runs this system.
-    pub start: bool,
+    pub(super) start: bool,
 }
 
-pub struct UninstallOptions {
-    pub root: PathBuf,
-    pub purge_logs: bool,
-    pub purge_config: bool,
+pub(super) struct UninstallOptions {
+    pub(super) root: PathBuf,
+    pub(super) purge_logs: bool,
+    pub(super) purge_config: bool,
 }
 
 /// What happened to one path, for the report.
@@ -70,20 +55,20 @@ fn systemd_runs() -> bool {
 }
 
 /// The root, absolute and canonical (created when missing, for install).
-fn resolve_root(root: &Path, create: bool) -> Result<Option<PathBuf>, String> {
+fn resolve_root(root: &Path, create: bool) -> Result<Option<PathBuf>> {
     if create {
-        fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+        fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
     }
     match fs::canonicalize(root) {
         Ok(p) => Ok(Some(p)),
         Err(e) if e.kind() == io::ErrorKind::NotFound && !create => Ok(None),
-        Err(e) => Err(format!("--root {}: {e}", root.display())),
+        Err(e) => Err(e).with_context(|| format!("--root {}", root.display())),
     }
 }
 
 /// Makes folder `path` (on the target) and any missing parent under
 /// `root`, recording in `created` those this install made.
-fn make_dirs(root: &Path, path: &Path, mode: u32, created: &mut Vec<PathBuf>) -> io::Result<()> {
+fn make_dirs(root: &Path, path: &Path, mode: u32, created: &mut Vec<PathBuf>) -> Result<()> {
     let mut missing = Vec::new();
     let mut p = path.to_path_buf();
     while !rooted(root, &p).exists() {
@@ -94,8 +79,7 @@ fn make_dirs(root: &Path, path: &Path, mode: u32, created: &mut Vec<PathBuf>) ->
     }
     for dir in missing.into_iter().rev() {
         let real = rooted(root, &dir);
-        fs::create_dir(&real)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", real.display())))?;
+        fs::create_dir(&real).with_context(|| real.display().to_string())?;
         let m = if dir == path { mode } else { 0o755 };
         fs::set_permissions(&real, fs::Permissions::from_mode(m))?;
         if !created.contains(&dir) {
@@ -107,7 +91,7 @@ fn make_dirs(root: &Path, path: &Path, mode: u32, created: &mut Vec<PathBuf>) ->
 
 /// Writes `source` to `target` through a temporary file and a rename, so a
 /// reader (or a running binary) never sees half a file.
-fn write_atomic(target: &Path, source: &Source, mode: u32) -> io::Result<()> {
+fn write_atomic(target: &Path, source: &Source, mode: u32) -> Result<()> {
     let dir = target.parent().unwrap_or(Path::new("/"));
     let name = target
         .file_name()
@@ -128,7 +112,7 @@ fn write_atomic(target: &Path, source: &Source, mode: u32) -> io::Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", target.display())))
+    result.with_context(|| target.display().to_string())
 }
 
 fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
@@ -139,48 +123,45 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn remove_file_if_present(path: &Path) -> io::Result<bool> {
+fn remove_file_if_present(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        Err(e) => Err(e).with_context(|| path.display().to_string()),
     }
 }
 
-fn systemctl(args: &[&str]) -> Result<(), String> {
+fn systemctl(args: &[&str]) -> Result<()> {
     println!("  systemctl  {}", args.join(" "));
     let status = Command::new("systemctl")
         .args(args)
         .status()
-        .map_err(|e| format!("cannot run systemctl: {e}"))?;
+        .context("cannot run systemctl")?;
     if !status.success() {
-        return Err(format!("systemctl {} failed ({status})", args.join(" ")));
+        bail!("systemctl {} failed ({status})", args.join(" "));
     }
     Ok(())
 }
 
-pub fn install(opts: &InstallOptions) -> ExitCode {
-    match do_install(opts) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => super::fail(e),
-    }
+pub(super) fn install(opts: &InstallOptions) -> Result<ExitCode> {
+    do_install(opts)?;
+    Ok(ExitCode::SUCCESS)
 }
 
-fn do_install(opts: &InstallOptions) -> Result<(), String> {
+fn do_install(opts: &InstallOptions) -> Result<()> {
     let paths = Paths::new(&opts.prefix)?;
     let root = resolve_root(&opts.root, true)?.expect("created");
     let live = root == Path::new("/");
     let previous = Manifest::read(&root)?.unwrap_or_default();
-    let binary = std::env::current_exe()
-        .map_err(|e| format!("cannot find the running geowall binary: {e}"))?;
-    let entries = layout::entries(&paths, opts.mode.into(), &binary);
+    let binary = std::env::current_exe().context("cannot find the running geowall binary")?;
+    let entries = install_plan::entries(&paths, opts.mode.into(), &binary);
 
     println!(
         "geowall {}: installing into {} (prefix {}, {} mode)",
         geowall_common::VERSION,
         root.display(),
         paths.prefix().display(),
-        layout::mode_word(opts.mode.into())
+        install_plan::mode_word(opts.mode.into())
     );
     let mut manifest = Manifest {
         version: geowall_common::VERSION.into(),
@@ -188,7 +169,6 @@ fn do_install(opts: &InstallOptions) -> Result<(), String> {
         dirs: previous.dirs.clone(),
         files: Vec::new(),
     };
-    let io = |e: io::Error| e.to_string();
     let mut folders = FOLDERS;
     folders.sort_by_key(|f| f.path.len());
     for folder in folders {
@@ -197,26 +177,25 @@ fn do_install(opts: &InstallOptions) -> Result<(), String> {
             Path::new(folder.path),
             folder.mode,
             &mut manifest.dirs,
-        )
-        .map_err(io)?;
+        )?;
     }
     let mut changed = false;
     let mut kept_edited = Vec::new();
     for entry in &entries {
         if let Some(parent) = entry.path.parent() {
-            make_dirs(&root, parent, 0o755, &mut manifest.dirs).map_err(io)?;
+            make_dirs(&root, parent, 0o755, &mut manifest.dirs)?;
         }
         let target = rooted(&root, &entry.path);
-        let new_hash = layout::hash_source(&entry.source)
-            .map_err(|e| format!("reading {}: {e}", entry.path.display()))?;
-        let on_disk = layout::hash_file(&target).map_err(io)?;
+        let new_hash = install_plan::hash_source(&entry.source)
+            .with_context(|| format!("reading {}", entry.path.display()))?;
+        let on_disk = install_plan::hash_file(&target)?;
         match entry.kind {
             Kind::File => {
                 if on_disk.as_deref() == Some(new_hash.as_str()) {
-                    set_mode(&target, entry.mode).map_err(io)?;
+                    set_mode(&target, entry.mode)?;
                     say("unchanged", &entry.path);
                 } else {
-                    write_atomic(&target, &entry.source, entry.mode).map_err(io)?;
+                    write_atomic(&target, &entry.source, entry.mode)?;
                     say(
                         if on_disk.is_some() {
                             "updated"
@@ -236,15 +215,15 @@ fn do_install(opts: &InstallOptions) -> Result<(), String> {
             }
             Kind::Config => {
                 let recorded = previous.file(&entry.path).and_then(|f| f.sha256.as_deref());
-                let state = layout::config_state(on_disk.as_deref(), recorded, &new_hash);
+                let state = install_plan::config_state(on_disk.as_deref(), recorded, &new_hash);
                 let recorded_now = match state {
                     ConfigState::Current => {
-                        set_mode(&target, entry.mode).map_err(io)?;
+                        set_mode(&target, entry.mode)?;
                         say("unchanged", &entry.path);
                         Some(new_hash)
                     }
                     ConfigState::Missing | ConfigState::Unedited => {
-                        write_atomic(&target, &entry.source, entry.mode).map_err(io)?;
+                        write_atomic(&target, &entry.source, entry.mode)?;
                         say(
                             if state == ConfigState::Missing {
                                 "installed"
@@ -257,12 +236,12 @@ fn do_install(opts: &InstallOptions) -> Result<(), String> {
                         Some(new_hash)
                     }
                     ConfigState::Edited => {
-                        let new = layout::new_path(&entry.path);
+                        let new = install_plan::new_path(&entry.path);
                         let new_target = rooted(&root, &new);
-                        if layout::hash_file(&new_target).map_err(io)?.as_deref()
+                        if install_plan::hash_file(&new_target)?.as_deref()
                             != Some(new_hash.as_str())
                         {
-                            write_atomic(&new_target, &entry.source, entry.mode).map_err(io)?;
+                            write_atomic(&new_target, &entry.source, entry.mode)?;
                         }
                         say("kept", &entry.path);
                         say("wrote", &new);
@@ -292,11 +271,11 @@ fn do_install(opts: &InstallOptions) -> Result<(), String> {
             continue;
         }
         let target = rooted(&root, &old.path);
-        let on_disk = layout::hash_file(&target).map_err(io)?;
+        let on_disk = install_plan::hash_file(&target)?;
         let ours = old.kind == Kind::File
             || (on_disk.is_some() && on_disk.as_deref() == old.sha256.as_deref());
         if ours {
-            if remove_file_if_present(&target).map_err(io)? {
+            if remove_file_if_present(&target)? {
                 say("removed", &old.path);
                 changed = true;
             }
@@ -304,15 +283,14 @@ fn do_install(opts: &InstallOptions) -> Result<(), String> {
             say("left", &old.path);
         }
     }
-    let manifest_path = rooted(&root, Path::new(layout::MANIFEST_PATH));
+    let manifest_path = rooted(&root, Path::new(install_plan::MANIFEST_PATH));
     let manifest_text = manifest.render();
     if fs::read_to_string(&manifest_path).ok().as_deref() != Some(manifest_text.as_str()) {
         write_atomic(
             &manifest_path,
             &Source::Bytes(manifest_text.into_bytes()),
             0o644,
-        )
-        .map_err(io)?;
+        )?;
     }
 
     for (kept, new) in &kept_edited {
@@ -323,28 +301,31 @@ fn do_install(opts: &InstallOptions) -> Result<(), String> {
             new.display()
         );
     }
-    let config = Path::new(layout::CONFIG_PATH);
+    let config = Path::new(install_plan::CONFIG_PATH);
     let bin = paths.binary();
     if !live {
         println!(
             "geowall: installed under {}; on the target system, start the agent with \
              `systemctl daemon-reload && systemctl enable --now {}`",
             root.display(),
-            layout::SERVICE
+            install_plan::SERVICE
         );
     } else if !opts.start {
         println!(
             "geowall: installed; not started (--no-start): `systemctl enable --now {}`",
-            layout::SERVICE
+            install_plan::SERVICE
         );
     } else if systemd_runs() {
         systemctl(&["daemon-reload"])?;
-        systemctl(&["enable", layout::SERVICE])?;
+        systemctl(&["enable", install_plan::SERVICE])?;
         // A restart adopts the pinned programs in place: no gap.
-        systemctl(&[if changed { "restart" } else { "start" }, layout::SERVICE])?;
+        systemctl(&[
+            if changed { "restart" } else { "start" },
+            install_plan::SERVICE,
+        ])?;
         println!(
             "geowall: the agent runs ({} mode); see `geowall status`",
-            layout::mode_word(opts.mode.into())
+            install_plan::mode_word(opts.mode.into())
         );
     } else {
         println!(
@@ -357,14 +338,12 @@ fn do_install(opts: &InstallOptions) -> Result<(), String> {
     Ok(())
 }
 
-pub fn uninstall(opts: &UninstallOptions) -> ExitCode {
-    match do_uninstall(opts) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => super::fail(e),
-    }
+pub(super) fn uninstall(opts: &UninstallOptions) -> Result<ExitCode> {
+    do_uninstall(opts)?;
+    Ok(ExitCode::SUCCESS)
 }
 
-fn do_uninstall(opts: &UninstallOptions) -> Result<(), String> {
+fn do_uninstall(opts: &UninstallOptions) -> Result<()> {
     let Some(root) = resolve_root(&opts.root, false)? else {
         println!(
             "geowall: nothing to uninstall: {} does not exist",
@@ -378,7 +357,7 @@ fn do_uninstall(opts: &UninstallOptions) -> Result<(), String> {
             "geowall: nothing to uninstall under {}: no {} (a package manager's install is \
              removed with it, e.g. `apt remove geowall`)",
             root.display(),
-            layout::MANIFEST_PATH
+            install_plan::MANIFEST_PATH
         );
         return Ok(());
     };
@@ -387,22 +366,24 @@ fn do_uninstall(opts: &UninstallOptions) -> Result<(), String> {
         manifest.version,
         root.display()
     );
-    let io = |e: io::Error| e.to_string();
     if live && systemd_runs() {
         // Stops the agent; its pins stay until enforcement is ended below.
-        if let Err(e) = systemctl(&["disable", "--now", layout::SERVICE]) {
-            println!("  warning    {e}");
+        if let Err(e) = systemctl(&["disable", "--now", install_plan::SERVICE]) {
+            println!("  warning    {}", Chain(e.as_ref()));
         }
     }
 
     // End enforcement: the installed config names the agent's socket and
     // pins (host paths, whatever the root).
-    let config_path = rooted(&root, Path::new(layout::CONFIG_PATH));
+    let config_path = rooted(&root, Path::new(install_plan::CONFIG_PATH));
     let config = match Config::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
-            println!("  warning    {e}: ending the enforcement of the default config");
-            Config::parse(&config_path, String::new()).map_err(|e| e.to_string())?
+            println!(
+                "  warning    {}: ending the enforcement of the default config",
+                Chain(&e)
+            );
+            Config::parse(&config_path, String::new())?
         }
     };
     let pins = config.bpffs_path();
@@ -427,7 +408,7 @@ fn do_uninstall(opts: &UninstallOptions) -> Result<(), String> {
         let remove = match f.kind {
             Kind::File => true,
             Kind::Config => {
-                let on_disk = layout::hash_file(&target).map_err(io)?;
+                let on_disk = install_plan::hash_file(&target)?;
                 match on_disk {
                     None => false,
                     Some(h) if Some(h.as_str()) == f.sha256.as_deref() => true,
@@ -439,19 +420,19 @@ fn do_uninstall(opts: &UninstallOptions) -> Result<(), String> {
                 }
             }
         };
-        if remove && remove_file_if_present(&target).map_err(io)? {
+        if remove && remove_file_if_present(&target)? {
             say("removed", &f.path);
         }
     }
-    let log_dir = Path::new(layout::LOG_DIR);
+    let log_dir = Path::new(install_plan::LOG_DIR);
     if opts.purge_logs {
         match fs::remove_dir_all(rooted(&root, log_dir)) {
             Ok(()) => say("purged", log_dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("{}: {e}", log_dir.display())),
+            Err(e) => return Err(e).with_context(|| log_dir.display().to_string()),
         }
     }
-    remove_file_if_present(&rooted(&root, Path::new(layout::MANIFEST_PATH))).map_err(io)?;
+    remove_file_if_present(&rooted(&root, Path::new(install_plan::MANIFEST_PATH)))?;
 
     // Folders the install made and geowall's own, deepest first, where
     // empty.

@@ -8,86 +8,25 @@ use std::{
     time::Duration,
 };
 
-use clap::{Args, Subcommand};
+use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use super::ConfigArg;
-use crate::{
-    config::Config,
-    flows::{
-        set::LogSet,
-        tail::{self, Filter, Follower, Summary},
-        time, verify,
+use super::{
+    args::{LogCommand, TailArgs},
+    render::{self, Summary},
+};
+use geowall::{
+    audit::{
+        filter::{self, Filter},
+        follow::{self, Follower},
+        log_files::LogSet,
+        verify,
     },
+    config::Config,
+    vocab::clock as time,
 };
 
-#[derive(Subcommand, Debug)]
-pub enum LogCommand {
-    /// Show flow records: the newest ones, those since a time, or all that
-    /// come (--follow); filtered, one line each, or raw JSON, or counted
-    /// (--summary).
-    Tail(TailArgs),
-    /// Check the hash chain and the sequence of the log's files; name the
-    /// first line that breaks them. Exits 1 when one does.
-    Verify {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Files to check (default: the config's audit log and the files
-        /// rotated out of it). Checked in the order of their records.
-        files: Vec<PathBuf>,
-        /// Machine-readable report.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Args, Debug)]
-pub struct TailArgs {
-    #[command(flatten)]
-    config: ConfigArg,
-    /// Files to read (default: the config's audit log and the files
-    /// rotated out of it).
-    files: Vec<PathBuf>,
-    /// Only denials (deny and would_deny; lost-event records too).
-    #[arg(long)]
-    denied: bool,
-    /// Keep printing records as they are written (across rotation).
-    #[arg(long, short = 'f')]
-    follow: bool,
-    /// Only records since then: a duration ago (30s, 10m, 2h, 1d) or an RFC
-    /// 3339 time.
-    #[arg(long)]
-    since: Option<String>,
-    /// Show at most the last N matching records (default 20; with --since:
-    /// all).
-    #[arg(long, short = 'n')]
-    lines: Option<usize>,
-    /// Only this policy.
-    #[arg(long)]
-    policy: Option<String>,
-    /// Only destinations tagged with this region, group (EU, EEA) or any of
-    /// a comma-separated list; `untagged` for none.
-    #[arg(long)]
-    region: Option<String>,
-    /// Only this job (`name*`: a prefix).
-    #[arg(long)]
-    job: Option<String>,
-    /// Only this process name (`name*`: a prefix).
-    #[arg(long)]
-    comm: Option<String>,
-    /// Only destinations in this CIDR (or this address).
-    #[arg(long)]
-    dest: Option<String>,
-    /// The raw records (JSON lines), as written.
-    #[arg(long)]
-    json: bool,
-    /// Counts by policy × verdict × region over the records (with --since:
-    /// over that window), the denied destinations, lost events.
-    #[arg(long, conflicts_with_all = ["follow", "lines"])]
-    summary: bool,
-}
-
-pub fn run(cmd: LogCommand) -> ExitCode {
+pub(super) fn run(cmd: LogCommand) -> Result<ExitCode> {
     match cmd {
         LogCommand::Tail(args) => tail_cmd(args),
         LogCommand::Verify {
@@ -99,52 +38,56 @@ pub fn run(cmd: LogCommand) -> ExitCode {
 }
 
 /// The log named by `--config` (when no FILE is given).
-fn config_log(config: &Path) -> Result<LogSet, String> {
-    let c = Config::load(config).map_err(|e| e.to_string())?;
+fn config_log(config: &Path) -> Result<LogSet> {
+    let c = Config::load(config)?;
     let path = c.audit_log_path();
     if path == Path::new("-") {
-        return Err(format!(
+        bail!(
             "{}: [agent] audit_log is '-' (standard output): there are no files to read",
             config.display()
-        ));
+        );
     }
     Ok(LogSet::new(path))
 }
 
 /// The files to read and the log to follow.
-fn sources(config: &Path, files: Vec<PathBuf>) -> Result<(Vec<PathBuf>, Option<LogSet>), String> {
+fn sources(config: &Path, files: Vec<PathBuf>) -> Result<(Vec<PathBuf>, Option<LogSet>)> {
     if files.is_empty() {
         let set = config_log(config)?;
-        let files = set
-            .files()
-            .map_err(|e| format!("{}: {e}", set.active().display()))?;
+        let files = log_files(&set)?;
         return Ok((files, Some(set)));
     }
     for f in &files {
         if !f.is_file() {
-            return Err(format!("{}: no such file", f.display()));
+            bail!("{}: no such file", f.display());
         }
     }
     let ordered = verify::order(&files);
     // The newest file, unless it is a rotated one, is the log to follow.
     let follow = ordered
         .last()
-        .filter(|f| !tail::looks_rotated(f))
+        .filter(|f| !follow::looks_rotated(f))
         .map(LogSet::new);
     Ok((ordered, follow))
 }
 
-fn filter(args: &TailArgs) -> Result<Filter, String> {
+/// The files of the log `set`.
+fn log_files(set: &LogSet) -> Result<Vec<PathBuf>> {
+    set.files()
+        .with_context(|| set.active().display().to_string())
+}
+
+fn filter(args: &TailArgs) -> Result<Filter> {
     let now = time::unix_now_ns();
     Ok(Filter {
         denied: args.denied,
         since_ns: args
             .since
             .as_deref()
-            .map(|s| tail::parse_since(s, now))
+            .map(|s| filter::parse_since(s, now))
             .transpose()?,
         policy: args.policy.clone(),
-        regions: args.region.as_deref().map(tail::region_set),
+        regions: args.region.as_deref().map(filter::region_set),
         job: args.job.clone(),
         comm: args.comm.clone(),
         dest: args
@@ -152,7 +95,7 @@ fn filter(args: &TailArgs) -> Result<Filter, String> {
             .as_deref()
             .map(|d| {
                 d.parse::<ipnetwork::IpNetwork>()
-                    .map_err(|e| format!("--dest '{d}': {e}"))
+                    .with_context(|| format!("--dest '{d}'"))
             })
             .transpose()?,
     })
@@ -175,7 +118,7 @@ impl Printer {
         let r = if self.json {
             writeln!(self.out, "{line}")
         } else {
-            writeln!(self.out, "{}", tail::compact(rec, self.colour))
+            writeln!(self.out, "{}", render::compact(rec, self.colour))
         };
         r.is_ok()
     }
@@ -185,29 +128,20 @@ impl Printer {
     }
 }
 
-fn tail_cmd(args: TailArgs) -> ExitCode {
-    let filter = match filter(&args) {
-        Ok(f) => f,
-        Err(e) => return super::fail(e),
-    };
-    let (files, set) = match sources(&args.config.config, args.files.clone()) {
-        Ok(s) => s,
-        Err(e) => return super::fail(e),
-    };
+fn tail_cmd(args: TailArgs) -> Result<ExitCode> {
+    let filter = filter(&args)?;
+    let (files, set) = sources(&args.config.config, args.files.clone())?;
     let files = match &set {
-        Some(set) => tail::files_since(set, files, filter.since_ns),
+        Some(set) => follow::files_since(set, files, filter.since_ns),
         None => files,
     };
     if args.summary {
         let mut sum = Summary::default();
-        let read = tail::for_each_record(&files, |_, rec| {
+        follow::for_each_record(&files, |_, rec| {
             if filter.matches(rec) {
                 sum.add(rec);
             }
-        });
-        if let Err(e) = read {
-            return super::fail(e);
-        }
+        })?;
         let text = if args.json {
             let mut v = sum.to_json();
             v["files"] = json!(files);
@@ -216,7 +150,7 @@ fn tail_cmd(args: TailArgs) -> ExitCode {
             sum.render(colour_on())
         };
         let _ = std::io::stdout().write_all(text.as_bytes());
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     let mut printer = Printer {
         out: std::io::BufWriter::new(std::io::stdout()),
@@ -231,24 +165,19 @@ fn tail_cmd(args: TailArgs) -> ExitCode {
     };
     if args.follow {
         let Some(set) = set else {
-            return super::fail(
-                "--follow: the newest file given is a rotated one; give the active file (or --config)",
+            bail!(
+                "--follow: the newest file given is a rotated one; give the active file (or --config)"
             );
         };
         return follow(set, limit, &mut printer);
     }
-    match newest(&files, None, limit, &printer.filter) {
-        Ok(records) => {
-            for (line, rec) in &records {
-                if !printer.print(line, rec) {
-                    return ExitCode::SUCCESS;
-                }
-            }
-            printer.flush();
-            ExitCode::SUCCESS
+    for (line, rec) in &newest(&files, None, limit, &printer.filter)? {
+        if !printer.print(line, rec) {
+            return Ok(ExitCode::SUCCESS);
         }
-        Err(e) => super::fail(e),
     }
+    printer.flush();
+    Ok(ExitCode::SUCCESS)
 }
 
 fn colour_on() -> bool {
@@ -262,7 +191,7 @@ fn newest(
     head: Option<&[u8]>,
     limit: Option<usize>,
     filter: &Filter,
-) -> std::io::Result<Vec<(String, Value)>> {
+) -> Result<Vec<(String, Value)>> {
     let mut out: Vec<(String, Value)> = Vec::new();
     let matching = |bytes: &[u8]| -> Vec<(String, Value)> {
         bytes
@@ -283,8 +212,7 @@ fn newest(
         if limit.is_some_and(|n| out.len() >= n) {
             break;
         }
-        let bytes = std::fs::read(f)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
+        let bytes = std::fs::read(f).with_context(|| f.display().to_string())?;
         let mut older = matching(&bytes);
         older.append(&mut out);
         out = older;
@@ -296,31 +224,21 @@ fn newest(
     Ok(out)
 }
 
-fn follow(set: LogSet, limit: Option<usize>, printer: &mut Printer) -> ExitCode {
-    let mut follower = match Follower::open(set.clone()) {
-        Ok(f) => f,
-        Err(e) => return super::fail(format!("{}: {e}", set.active().display())),
-    };
+fn follow(set: LogSet, limit: Option<usize>, printer: &mut Printer) -> Result<ExitCode> {
+    let mut follower =
+        Follower::open(set.clone()).with_context(|| set.active().display().to_string())?;
     // What is there now: the rotated files other than the one followed,
     // then the followed file up to where following starts.
-    let start = (|| {
-        let files = tail::files_except(&set, follower.file_id())?;
-        let head = follower.read_head(follower.offset())?;
-        newest(&files, Some(&head), limit, &printer.filter)
-    })();
-    match start {
-        Ok(records) => {
-            for (line, rec) in &records {
-                if !printer.print(line, rec) {
-                    return ExitCode::SUCCESS;
-                }
-            }
+    let files = follow::files_except(&set, follower.file_id())?;
+    let head = follower.read_head(follower.offset())?;
+    for (line, rec) in &newest(&files, Some(&head), limit, &printer.filter)? {
+        if !printer.print(line, rec) {
+            return Ok(ExitCode::SUCCESS);
         }
-        Err(e) => return super::fail(e),
     }
     loop {
         if !printer.flush() {
-            return ExitCode::SUCCESS;
+            return Ok(ExitCode::SUCCESS);
         }
         let mut open = true;
         let polled = follower.poll(&mut |line| {
@@ -331,35 +249,24 @@ fn follow(set: LogSet, limit: Option<usize>, printer: &mut Printer) -> ExitCode 
                 open = printer.print(&String::from_utf8_lossy(line), &rec);
             }
         });
-        if let Err(e) = polled {
-            return super::fail(format!("{}: {e}", set.active().display()));
-        }
+        polled.with_context(|| set.active().display().to_string())?;
         if !open {
-            return ExitCode::SUCCESS;
+            return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-fn verify_cmd(config: &Path, files: Vec<PathBuf>, as_json: bool) -> ExitCode {
+fn verify_cmd(config: &Path, files: Vec<PathBuf>, as_json: bool) -> Result<ExitCode> {
     let files = if files.is_empty() {
-        match config_log(config).and_then(|set| {
-            set.files()
-                .map_err(|e| format!("{}: {e}", set.active().display()))
-        }) {
-            Ok(f) => f,
-            Err(e) => return super::fail(e),
-        }
+        log_files(&config_log(config)?)?
     } else {
         verify::order(&files)
     };
     if files.is_empty() {
-        return super::fail("no audit log files to check");
+        return Err(anyhow!("no audit log files to check"));
     }
-    let report = match verify::verify(&files) {
-        Ok(r) => r,
-        Err(e) => return super::fail(e),
-    };
+    let report = verify::verify(&files)?;
     if as_json {
         let v = json!({
             "ok": report.problems.is_empty(),
@@ -388,7 +295,7 @@ fn verify_cmd(config: &Path, files: Vec<PathBuf>, as_json: bool) -> ExitCode {
             );
         }
     }
-    match report.problems.first() {
+    Ok(match report.problems.first() {
         None => ExitCode::SUCCESS,
         Some(first) => {
             if !as_json {
@@ -401,5 +308,5 @@ fn verify_cmd(config: &Path, files: Vec<PathBuf>, as_json: bool) -> ExitCode {
             }
             ExitCode::from(1)
         }
-    }
+    })
 }

@@ -2,12 +2,13 @@
 
 use std::{collections::HashMap, net::IpAddr, path::Path, process::ExitCode};
 
-use clap::Subcommand;
-
-use super::{ConfigArg, fail};
-use crate::{
+use anyhow::{Result, anyhow, bail};
+use geowall::{
     config::Config,
-    control::{Client, ClientError, Request},
+    control::{
+        Client, ClientError,
+        proto::{GetMapStats, MapLoad, MapLookup},
+    },
     plan::{self, MapPlan},
     regions::{
         query::{self, Answer, MapStats},
@@ -15,77 +16,9 @@ use crate::{
     },
 };
 
-#[derive(Subcommand, Debug)]
-pub enum MapCommand {
-    /// What the map says about addresses: tags, matched prefix, and which
-    /// source said so. From the running agent's tables, or, with --source,
-    /// straight from the named sources with no agent at all.
-    Lookup {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// A map source, KIND:PATH (mmdb, aws, gcp, azure, geofeed, cidr) or
-        /// `builtin`; repeat for several (later ones win on the country).
-        #[arg(long = "source", value_name = "KIND:PATH")]
-        sources: Vec<String>,
-        /// One JSON array, an object per address.
-        #[arg(long)]
-        json: bool,
-        /// Addresses to look up.
-        #[arg(required = true)]
-        addrs: Vec<String>,
-    },
-    /// Counts: networks per source, prefixes per family before and after
-    /// aggregation, per region, kernel memory, load time.
-    Stats {
-        #[command(flatten)]
-        config: ConfigArg,
-        #[arg(long = "source", value_name = "KIND:PATH")]
-        sources: Vec<String>,
-        #[arg(long)]
-        json: bool,
-        /// Regions listed (by IPv4 addresses; all of them with --json).
-        #[arg(long, default_value_t = 20)]
-        regions: usize,
-    },
-    /// What moves region between two maps, each named as KIND:PATH,
-    /// `builtin`, or a config file (its [[maps]]).
-    Diff {
-        old: String,
-        new: String,
-        #[arg(long)]
-        json: bool,
-        /// Changed prefixes listed per change (all of them with --json).
-        #[arg(long, default_value_t = 10)]
-        limit: usize,
-    },
-    /// Tell the running agent to re-read its map sources and switch tables.
-    Load {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
-    /// Print the map's tagged ranges as the fewest CIDRs, one per line, to
-    /// feed other tools: all of them, or those inside or outside a set of
-    /// regions.
-    Export {
-        #[command(flatten)]
-        config: ConfigArg,
-        #[arg(long = "source", value_name = "KIND:PATH")]
-        sources: Vec<String>,
-        /// Only ranges with none of these regions (countries, groups, cloud
-        /// regions; comma separated), local ranges excluded: "everything a
-        /// policy allowing them would deny".
-        #[arg(long, value_delimiter = ',', conflicts_with = "inside")]
-        outside: Vec<String>,
-        /// Only ranges with one of these regions.
-        #[arg(long, value_delimiter = ',')]
-        inside: Vec<String>,
-        /// 4, 6 or both.
-        #[arg(long, default_value = "both")]
-        family: String,
-    },
-}
+use super::args::MapCommand;
 
-pub fn run(cmd: MapCommand) -> ExitCode {
+pub(super) fn run(cmd: MapCommand) -> Result<ExitCode> {
     let result = match cmd {
         MapCommand::Lookup {
             config,
@@ -114,65 +47,55 @@ pub fn run(cmd: MapCommand) -> ExitCode {
             family,
         } => export(&config.config, &sources, &outside, &inside, &family),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e),
-    }
+    result.map(|()| ExitCode::SUCCESS)
 }
 
-fn parse_specs(args: &[String]) -> Result<Vec<Spec>, String> {
-    args.iter().map(|a| Spec::parse_arg(a)).collect()
+fn parse_specs(args: &[String]) -> Result<Vec<Spec>> {
+    Ok(args
+        .iter()
+        .map(|a| Spec::parse_arg(a))
+        .collect::<Result<_, _>>()?)
 }
 
-fn compile_specs(specs: &[Spec]) -> Result<MapPlan, String> {
-    plan::load_map(specs, DEFAULT_MAX_SOURCE_BYTES).map_err(|e| super::chain(&e))
+fn compile_specs(specs: &[Spec]) -> Result<MapPlan> {
+    Ok(plan::load_map(specs, DEFAULT_MAX_SOURCE_BYTES)?)
 }
 
 /// The map of the config file at `config`.
-fn config_map(config: &Path) -> Result<MapPlan, String> {
-    let c = Config::load(config).map_err(|e| e.to_string())?;
-    plan::config_map(&c).map_err(|e| super::chain(&e))
+fn config_map(config: &Path) -> Result<MapPlan> {
+    let c = Config::load(config)?;
+    Ok(plan::config_map(&c)?)
 }
 
-fn socket_of(config: &Path) -> Result<std::path::PathBuf, String> {
-    let c = Config::load(config).map_err(|e| e.to_string())?;
+fn socket_of(config: &Path) -> Result<std::path::PathBuf> {
+    let c = Config::load(config)?;
     Ok(c.socket_path())
 }
 
-fn lookup(config: &Path, sources: &[String], json: bool, addrs: &[String]) -> Result<(), String> {
+fn lookup(config: &Path, sources: &[String], json: bool, addrs: &[String]) -> Result<()> {
     let parsed: Vec<IpAddr> = addrs
         .iter()
-        .map(|a| a.parse().map_err(|_| format!("'{a}' is not an IP address")))
+        .map(|a| a.parse().map_err(|_| anyhow!("'{a}' is not an IP address")))
         .collect::<Result<_, _>>()?;
     let answers: Vec<Answer> = if sources.is_empty() {
         let mut client = Client::connect(&socket_of(config)?).map_err(|e| match e {
             ClientError::NotRunning(_) | ClientError::Stale(_) => {
-                format!("{e}; or look up straight from sources with --source KIND:PATH")
+                anyhow!("{e}; or look up straight from sources with --source KIND:PATH")
             }
-            e => e.to_string(),
+            e => e.into(),
         })?;
-        let v = client
-            .call(Request::MapLookup {
-                addrs: addrs.to_vec(),
-            })
-            .map_err(|e| e.to_string())?;
-        serde_json::from_value(v).map_err(|e| format!("unexpected answer from the agent: {e}"))?
+        client.call(MapLookup {
+            addrs: addrs.to_vec(),
+        })?
     } else {
         // Each source is read once: the map and the sources' own answers
         // come from the same loaded data.
-        let loaded = plan::load_sources(&parse_specs(sources)?, DEFAULT_MAX_SOURCE_BYTES)
-            .map_err(|e| super::chain(&e))?;
-        let map = plan::compile_loaded(&loaded)
-            .map_err(|e| super::chain(&e))?
-            .map;
-        query::lookup(&map, query::SourceData::Loaded(&loaded), &parsed)
-            .map_err(|e| e.to_string())?
+        let loaded = plan::load_sources(&parse_specs(sources)?, DEFAULT_MAX_SOURCE_BYTES)?;
+        let map = plan::compile_loaded(&loaded)?.map;
+        query::lookup(&map, query::SourceData::Loaded(&loaded), &parsed)?
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&answers).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string_pretty(&answers)?);
         return Ok(());
     }
     for a in &answers {
@@ -210,13 +133,11 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn stats(config: &Path, sources: &[String], json: bool, regions: usize) -> Result<(), String> {
+fn stats(config: &Path, sources: &[String], json: bool, regions: usize) -> Result<()> {
     let (stats, note) = if sources.is_empty() {
         match Client::connect(&socket_of(config)?) {
             Ok(mut c) => {
-                let v = c.call(Request::MapStats).map_err(|e| e.to_string())?;
-                let s: MapStats =
-                    serde_json::from_value(v).map_err(|e| format!("unexpected answer: {e}"))?;
+                let s: MapStats = c.call(GetMapStats {})?;
                 (s, None)
             }
             Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => {
@@ -228,7 +149,7 @@ fn stats(config: &Path, sources: &[String], json: bool, regions: usize) -> Resul
                     ),
                 )
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     } else {
         let p = compile_specs(&parse_specs(sources)?)?;
@@ -238,10 +159,7 @@ fn stats(config: &Path, sources: &[String], json: bool, regions: usize) -> Resul
         )
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string_pretty(&stats)?);
         return Ok(());
     }
     if let Some(n) = note {
@@ -326,7 +244,7 @@ fn stats(config: &Path, sources: &[String], json: bool, regions: usize) -> Resul
 }
 
 /// A map named on the command line: KIND:PATH, `builtin`, or a config file.
-fn named_map(arg: &str) -> Result<MapPlan, String> {
+fn named_map(arg: &str) -> Result<MapPlan> {
     let as_file = Path::new(arg);
     if arg.ends_with(".toml") && as_file.is_file() {
         return config_map(as_file);
@@ -334,14 +252,11 @@ fn named_map(arg: &str) -> Result<MapPlan, String> {
     compile_specs(&[Spec::parse_arg(arg)?])
 }
 
-fn diff(old: &str, new: &str, json: bool, limit: usize) -> Result<(), String> {
+fn diff(old: &str, new: &str, json: bool, limit: usize) -> Result<()> {
     let (a, b) = (named_map(old)?, named_map(new)?);
     let d = query::diff(&a.map, &b.map);
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&d).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string_pretty(&d)?);
         return Ok(());
     }
     if d.moved.is_empty() {
@@ -377,16 +292,16 @@ fn diff(old: &str, new: &str, json: bool, limit: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn load(config: &Path) -> Result<(), String> {
-    let mut client = Client::connect(&socket_of(config)?).map_err(|e| e.to_string())?;
-    let v = client.call(Request::MapLoad).map_err(|e| e.to_string())?;
+fn load(config: &Path) -> Result<()> {
+    let mut client = Client::connect(&socket_of(config)?)?;
+    let v = client.call(MapLoad {})?;
     println!(
         "geowall: map loaded: epoch {}, {} IPv4 and {} IPv6 ranges (compile {} ms, install and switch {} ms)",
-        v["epoch"],
-        thousands(v["ipv4_ranges"].as_u64().unwrap_or(0)),
-        thousands(v["ipv6_ranges"].as_u64().unwrap_or(0)),
-        v["compile_ms"],
-        v["install_ms"]
+        v.epoch,
+        thousands(v.ipv4_ranges as u64),
+        thousands(v.ipv6_ranges as u64),
+        v.compile_ms,
+        v.install_ms
     );
     Ok(())
 }
@@ -397,26 +312,26 @@ fn export(
     outside: &[String],
     inside: &[String],
     family: &str,
-) -> Result<(), String> {
+) -> Result<()> {
     use std::io::Write;
 
-    use crate::regions::Family;
+    use geowall::regions::Family;
 
     let families: &[Family] = match family {
         "4" => &[Family::V4],
         "6" => &[Family::V6],
         "both" => &[Family::V4, Family::V6],
-        other => return Err(format!("--family {other}: expected 4, 6 or both")),
+        other => bail!("--family {other}: expected 4, 6 or both"),
     };
     let plan = if sources.is_empty() {
         config_map(config)?
     } else {
         compile_specs(&parse_specs(sources)?)?
     };
-    let resolve = |tokens: &[String]| -> Result<std::collections::BTreeSet<String>, String> {
+    let resolve = |tokens: &[String]| -> Result<std::collections::BTreeSet<String>> {
         let mut set = std::collections::BTreeSet::new();
         for t in tokens {
-            set.extend(crate::policy::resolve_region(t, Some(&plan.map.tags))?);
+            set.extend(geowall::policy::resolve_region(t, Some(&plan.map.tags))?);
         }
         Ok(set)
     };
@@ -434,11 +349,11 @@ fn export(
         }
     };
     // A closed pipe (`| head`) ends the output quietly.
-    let quiet_pipe = |e: std::io::Error| {
+    let quiet_pipe = |e: std::io::Error| -> Result<()> {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             Ok(())
         } else {
-            Err(e.to_string())
+            Err(e.into())
         }
     };
     let stdout = std::io::stdout();

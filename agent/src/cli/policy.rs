@@ -7,79 +7,27 @@ use std::{
     process::ExitCode,
 };
 
-use clap::Subcommand;
+use anyhow::{Result, anyhow, bail};
 
-use super::{DEFAULT_CONFIG, fail};
-use crate::{
-    cgroup::Hierarchy,
+use super::args::{DEFAULT_CONFIG, PolicyCommand};
+use geowall::{
     config::{Action, Config, load_policy_file},
-    control::{Client, ClientError, Request},
-    kernel::layout,
-    plan::{self, Plan},
-    policy::{
-        CompiledPolicy,
-        explain::{CompiledView, Explanation, PolicyText, Target, explain},
+    control::{
+        Client, ClientError,
+        proto::{PolicyExplain, Reload},
     },
+    host::cgroup::Hierarchy,
+    plan::{self, Plan},
+    policy::CompiledPolicy,
     regions::{TagKind, countries, kind},
+    tables::{
+        explain::{CompiledView, Explanation, PolicyText, Target, explain},
+        layout,
+    },
 };
 
-#[derive(Subcommand, Debug)]
-pub enum PolicyCommand {
-    /// Validate policies and print what each one allows, resolved to
-    /// countries and cloud regions. Without FILES, the config's policies
-    /// (inline and its policy_dir); with FILES, those policy files, checked
-    /// against the config's groups and maps (the built-in map when there is
-    /// no config).
-    Check {
-        /// The agent's config file (default: /etc/geowall/geowall.toml when
-        /// it exists).
-        #[arg(long, short = 'c', env = "GEOWALL_CONFIG")]
-        config: Option<PathBuf>,
-        /// Destinations the jobs' own control plane must reach
-        /// (ADDR[:PORT], tcp): a warning names each policy that would deny
-        /// one.
-        #[arg(long = "must-reach", value_name = "ADDR[:PORT]")]
-        must_reach: Vec<String>,
-        /// Exit with status 1 when there is a warning.
-        #[arg(long)]
-        strict: bool,
-        /// Policy files.
-        files: Vec<PathBuf>,
-    },
-    /// The verdict the kernel gives destinations under a policy, and why:
-    /// which rule or region prefix decided and which map sources tag it.
-    /// Read from the running agent's kernel tables; with no agent, from the
-    /// tables the config compiles to.
-    Explain {
-        #[arg(long, short = 'c', env = "GEOWALL_CONFIG", default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// The policy.
-        #[arg(long, short = 'p')]
-        policy: String,
-        /// tcp or udp.
-        #[arg(long, default_value = "tcp")]
-        proto: String,
-        /// Use the config's compiled tables even when the agent runs.
-        #[arg(long)]
-        offline: bool,
-        /// One JSON object per destination, one per line.
-        #[arg(long)]
-        json: bool,
-        /// Destinations: ADDR, ADDR:PORT, [IPv6]:PORT.
-        #[arg(required = true, value_name = "ADDR[:PORT]")]
-        dests: Vec<String>,
-    },
-    /// Check the config and its policies, then have the running agent switch
-    /// to them in one step (every bound cgroup at once). A config that does
-    /// not check leaves the policies in force untouched.
-    Apply {
-        #[arg(long, short = 'c', env = "GEOWALL_CONFIG", default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
-}
-
-pub fn run(cmd: PolicyCommand) -> ExitCode {
-    let result = match cmd {
+pub(super) fn run(cmd: PolicyCommand) -> Result<ExitCode> {
+    match cmd {
         PolicyCommand::Check {
             config,
             must_reach,
@@ -95,28 +43,22 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
             dests,
         } => explain_cmd(&config, &policy, &proto, offline, json, &dests),
         PolicyCommand::Apply { config } => apply(&config),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => fail(e),
     }
 }
 
 /// The config to check against: the named one, else the default one when
 /// it exists, else an empty one (built-in map, no groups).
-fn context_config(path: Option<&Path>) -> Result<Config, String> {
+fn context_config(path: Option<&Path>) -> Result<Config> {
     match path {
-        Some(p) => Config::load(p).map_err(|e| e.to_string()),
-        None if Path::new(DEFAULT_CONFIG).exists() => {
-            Config::load(Path::new(DEFAULT_CONFIG)).map_err(|e| e.to_string())
-        }
-        None => Config::parse(Path::new("(no config)"), String::new()).map_err(|e| e.to_string()),
+        Some(p) => Ok(Config::load(p)?),
+        None if Path::new(DEFAULT_CONFIG).exists() => Ok(Config::load(Path::new(DEFAULT_CONFIG))?),
+        None => Ok(Config::parse(Path::new("(no config)"), String::new())?),
     }
 }
 
-fn build(config: &Config) -> Result<Plan, String> {
-    let hierarchy = Hierarchy::discover().map_err(|e| e.to_string())?;
-    plan::build(config, &hierarchy).map_err(|e| super::chain(&e))
+fn build(config: &Config) -> Result<Plan> {
+    let hierarchy = Hierarchy::discover()?;
+    Ok(plan::build(config, &hierarchy)?)
 }
 
 fn check(
@@ -124,12 +66,12 @@ fn check(
     files: &[PathBuf],
     must_reach: &[String],
     strict: bool,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let mut config = context_config(config)?;
     if !files.is_empty() {
         config.policies = files
             .iter()
-            .map(|f| load_policy_file(f).map_err(|e| e.to_string()))
+            .map(|f| load_policy_file(f))
             .collect::<Result<_, _>>()?;
         // The files are checked on their own: a default policy of the
         // config may not be among them.
@@ -141,9 +83,9 @@ fn check(
         .collect::<Result<Vec<_>, _>>()?;
     let plan = build(&config)?;
     if plan.policies.is_empty() {
-        return Err(format!("{}: no policies to check", config.path.display()));
+        bail!("{}: no policies to check", config.path.display());
     }
-    let layout = layout::layout(&plan, &[], &[]).map_err(|e| e.to_string())?;
+    let layout = layout::layout(&plan, &[], &[])?;
     let view = CompiledView::new(&layout, &plan.map.tagsets);
     let mut warnings = 0;
     for p in &plan.policies {
@@ -253,7 +195,7 @@ fn print_policy(p: &CompiledPolicy, default: bool) {
 }
 
 /// `ADDR`, `ADDR:PORT` or `[V6]:PORT`; the port defaults to 443.
-fn parse_dest(s: &str, proto: u8) -> Result<Target, String> {
+fn parse_dest(s: &str, proto: u8) -> Result<Target> {
     if let Ok(addr) = s.parse::<IpAddr>() {
         return Ok(Target {
             addr,
@@ -263,7 +205,7 @@ fn parse_dest(s: &str, proto: u8) -> Result<Target, String> {
     }
     let sa: SocketAddr = s
         .parse()
-        .map_err(|_| format!("'{s}': expected ADDR, ADDR:PORT or [IPv6]:PORT"))?;
+        .map_err(|_| anyhow!("'{s}': expected ADDR, ADDR:PORT or [IPv6]:PORT"))?;
     Ok(Target {
         addr: sa.ip(),
         port: sa.port(),
@@ -271,11 +213,11 @@ fn parse_dest(s: &str, proto: u8) -> Result<Target, String> {
     })
 }
 
-fn proto_number(p: &str) -> Result<u8, String> {
+fn proto_number(p: &str) -> Result<u8> {
     match p {
         "tcp" => Ok(6),
         "udp" => Ok(17),
-        other => Err(format!("--proto {other}: expected tcp or udp")),
+        other => bail!("--proto {other}: expected tcp or udp"),
     }
 }
 
@@ -290,13 +232,13 @@ fn explain_cmd(
     offline: bool,
     json: bool,
     dests: &[String],
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let proto = proto_number(proto)?;
     let targets = dests
         .iter()
         .map(|d| parse_dest(d, proto))
         .collect::<Result<Vec<_>, _>>()?;
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config = Config::load(config_path)?;
     let from_agent = if offline {
         None
     } else {
@@ -304,20 +246,16 @@ fn explain_cmd(
             Ok(mut client) => {
                 let mut out = Vec::with_capacity(targets.len());
                 for chunk in targets.chunks(EXPLAIN_BATCH) {
-                    let v = client
-                        .call(Request::PolicyExplain {
-                            policy: policy.to_owned(),
-                            targets: chunk.to_vec(),
-                        })
-                        .map_err(|e| e.to_string())?;
-                    let part: Vec<Explanation> = serde_json::from_value(v)
-                        .map_err(|e| format!("unexpected answer from the agent: {e}"))?;
+                    let part = client.call(PolicyExplain {
+                        policy: policy.to_owned(),
+                        targets: chunk.to_vec(),
+                    })?;
                     out.extend(part);
                 }
                 Some(out)
             }
             Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => None,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     };
     let explained = match from_agent {
@@ -326,7 +264,7 @@ fn explain_cmd(
     };
     for e in &explained {
         if json {
-            println!("{}", serde_json::to_string(e).map_err(|e| e.to_string())?);
+            println!("{}", serde_json::to_string(e)?);
         } else {
             print_explanation(e);
         }
@@ -334,22 +272,18 @@ fn explain_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
-fn explain_offline(
-    config: &Config,
-    policy: &str,
-    targets: &[Target],
-) -> Result<Vec<Explanation>, String> {
+fn explain_offline(config: &Config, policy: &str, targets: &[Target]) -> Result<Vec<Explanation>> {
     let plan = build(config)?;
     let Some(p) = plan.policy(policy) else {
-        let hint = crate::regions::suggest(policy, plan.policies.iter().map(|p| p.name.as_str()))
+        let hint = geowall::regions::suggest(policy, plan.policies.iter().map(|p| p.name.as_str()))
             .map(|s| format!(" (did you mean '{s}'?)"))
             .unwrap_or_default();
-        return Err(format!(
+        bail!(
             "{}: no policy named '{policy}'{hint}",
             config.path.display()
-        ));
+        );
     };
-    let layout = layout::layout(&plan, &[], &[]).map_err(|e| e.to_string())?;
+    let layout = layout::layout(&plan, &[], &[])?;
     let view = CompiledView::new(&layout, &plan.map.tagsets);
     let slot = layout.slots[&p.name];
     let mut out = targets
@@ -359,15 +293,14 @@ fn explain_offline(
     // What each source says, from the sources as the config names them.
     let specs: Vec<_> = plan.sources.iter().map(|s| s.spec.clone()).collect();
     let addrs: Vec<IpAddr> = out.iter().filter_map(|e| e.dst.parse().ok()).collect();
-    let answers = crate::regions::query::lookup(
+    let answers = geowall::regions::query::lookup(
         &plan.map,
-        crate::regions::query::SourceData::Files {
+        geowall::regions::query::SourceData::Files {
             specs: &specs,
             max_bytes: config.file.agent.max_source_bytes,
         },
         &addrs,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     for (e, a) in out.iter_mut().zip(answers) {
         e.sources = a.sources;
     }
@@ -406,17 +339,17 @@ fn print_explanation(e: &Explanation) {
     println!("  tables: {}", e.tables);
 }
 
-fn apply(config_path: &Path) -> Result<ExitCode, String> {
+fn apply(config_path: &Path) -> Result<ExitCode> {
     // Checked here first: a mistake is reported with its place, and the
     // agent is not asked at all.
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config = Config::load(config_path)?;
     let plan = build(&config)?;
-    let mut client = Client::connect(&config.socket_path()).map_err(|e| e.to_string())?;
-    let v = client.call(Request::Reload).map_err(|e| e.to_string())?;
+    let mut client = Client::connect(&config.socket_path())?;
+    let v = client.call(Reload {})?;
     println!(
         "geowall: {} policies in force from epoch {} ({})",
         plan.policies.len(),
-        v["epoch"],
+        v.epoch,
         plan.policies
             .iter()
             .map(|p| format!("{} {}", p.name, format!("{:?}", p.mode).to_lowercase()))

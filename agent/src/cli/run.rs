@@ -2,9 +2,10 @@
 
 use std::{path::Path, process::ExitCode};
 
-use crate::daemon::{self, RunOptions};
+use anyhow::{Context, Result};
+use geowall::daemon::{self, RunOptions};
 
-pub fn run(config: &Path, detach_on_exit: bool, audit_only: bool) -> ExitCode {
+pub(super) fn run(config: &Path, detach_on_exit: bool, audit_only: bool) -> Result<ExitCode> {
     // Map compiles allocate and free hundreds of MB in bursts from several
     // threads; with one malloc arena per thread the freed memory would stay
     // with the process. Two arenas, trimmed after each compile, keep the
@@ -16,21 +17,15 @@ pub fn run(config: &Path, detach_on_exit: bool, audit_only: bool) -> ExitCode {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => return super::fail(format!("cannot start the runtime: {e}")),
-    };
-    let result = runtime.block_on(daemon::run(RunOptions {
+        .context("cannot start the runtime")?;
+    runtime.block_on(daemon::run(RunOptions {
         config: config.to_path_buf(),
         detach_on_exit,
         audit_only,
-    }));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => super::fail(super::chain(&e)),
-    }
+    }))?;
+    Ok(ExitCode::SUCCESS)
 }

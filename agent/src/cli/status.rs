@@ -5,17 +5,18 @@ use std::{path::Path, process::ExitCode};
 use geowall_common::counter;
 use serde_json::json;
 
-use crate::{
+use anyhow::Result;
+use geowall::{
     config::Config,
     control::{
-        Client, ClientError, Request,
-        proto::{Status, WebhookStatus},
+        Client, ClientError,
+        proto::{GetStatus, WebhookStatus},
     },
-    kernel::{Pins, pinned_info, read_counters},
+    kernel::{CounterReader, Pins, pinned_info},
 };
 
 /// The attached programs as the pins describe them.
-fn programs_json(pinned: &crate::kernel::PinnedInfo) -> serde_json::Value {
+fn programs_json(pinned: &geowall::kernel::PinnedInfo) -> serde_json::Value {
     json!({
         "attached": pinned.programs,
         "version": pinned.version,
@@ -25,7 +26,7 @@ fn programs_json(pinned: &crate::kernel::PinnedInfo) -> serde_json::Value {
 
 /// Unix seconds as RFC 3339 (seconds).
 fn when(secs: u64) -> String {
-    let t = crate::flows::time::rfc3339(i128::from(secs) * 1_000_000_000);
+    let t = geowall::vocab::clock::rfc3339(i128::from(secs) * 1_000_000_000);
     // Seconds are precise enough here.
     match t.split_once('.') {
         Some((head, _)) => format!("{head}Z"),
@@ -55,20 +56,14 @@ fn webhook_line(w: &WebhookStatus) -> String {
     }
 }
 
-pub fn status(path: &Path, as_json: bool) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return super::fail(e),
-    };
+pub(super) fn status(path: &Path, as_json: bool) -> Result<ExitCode> {
+    let config = Config::load(path)?;
     let socket = config.socket_path();
     let pins = Pins::new(config.bpffs_path());
-    let running = match Client::connect(&socket).and_then(|mut c| c.call(Request::Status)) {
-        Ok(v) => match serde_json::from_value::<Status>(v) {
-            Ok(s) => Some(s),
-            Err(e) => return super::fail(format!("unexpected status answer: {e}")),
-        },
+    let running = match Client::connect(&socket).and_then(|mut c| c.call(GetStatus {})) {
+        Ok(s) => Some(s),
         Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => None,
-        Err(e) => return super::fail(e),
+        Err(e) => return Err(e.into()),
     };
     let enforcing = pins.has_links();
     let pinned = pinned_info(&pins);
@@ -138,7 +133,7 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
             }
         }
         (None, _) => {
-            let counters = read_counters(&pins).ok();
+            let counters = CounterReader::open(&pins).and_then(|c| c.rows()).ok();
             let totals = counters.as_ref().map(|rows| {
                 let sum = |i: usize| rows.iter().map(|r| r[i]).sum::<u64>();
                 (
@@ -194,5 +189,5 @@ pub fn status(path: &Path, as_json: bool) -> ExitCode {
             }
         }
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,15 +6,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
+use anyhow::{Context, Result, bail};
+use geowall::{
     config::Config,
-    control::{Client, ClientError, Request},
+    control::{
+        Client, ClientError,
+        proto::{GetStatus, Shutdown},
+    },
     kernel::Pins,
 };
 
 /// Whether process `pid` still runs (a zombie has let go of everything).
 fn alive(pid: u32) -> bool {
-    crate::util::proc_stat(pid)
+    geowall::host::proc::stat(pid)
         .and_then(|fields| fields.into_iter().next())
         .is_some_and(|state| state != "Z" && state != "X")
 }
@@ -34,27 +38,20 @@ pub(super) enum Ended {
 /// detach (waiting for it to exit), then detaches every pinned link and
 /// removes every pin that is left. `geowall stop` and `geowall uninstall`
 /// both end enforcement this way.
-pub(super) fn end_enforcement(config: &Config) -> Result<Ended, String> {
+pub(super) fn end_enforcement(config: &Config) -> Result<Ended> {
     let socket = config.socket_path();
     let pins = Pins::new(config.bpffs_path());
 
     let mut stopped_agent = false;
     match Client::connect(&socket) {
         Ok(mut client) => {
-            let pid = client
-                .call(Request::Status)
-                .map(|v| v["pid"].as_u64().unwrap_or(0) as u32)
-                .map_err(|e| e.to_string())?;
-            client
-                .call(Request::Shutdown { detach: true })
-                .map_err(|e| e.to_string())?;
+            let pid = client.call(GetStatus {})?.pid;
+            client.call(Shutdown { detach: true })?;
             // The agent detaches before it exits: wait for the process.
             let deadline = Instant::now() + Duration::from_secs(30);
             while alive(pid) {
                 if Instant::now() > deadline {
-                    return Err(format!(
-                        "the agent (pid {pid}) has not exited 30 s after it was asked to stop"
-                    ));
+                    bail!("the agent (pid {pid}) has not exited 30 s after it was asked to stop");
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -63,14 +60,11 @@ pub(super) fn end_enforcement(config: &Config) -> Result<Ended, String> {
         Err(ClientError::NotRunning(_) | ClientError::Stale(_)) => {
             let _ = std::fs::remove_file(&socket);
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     }
-    let removed = pins.remove_all().map_err(|e| {
-        format!(
-            "cannot remove the pins under {}: {e}",
-            pins.root().display()
-        )
-    })?;
+    let removed = pins
+        .remove_all()
+        .with_context(|| format!("cannot remove the pins under {}", pins.root().display()))?;
     Ok(match (stopped_agent, removed) {
         (true, _) => Ended::Agent,
         (false, 0) => Ended::Nothing,
@@ -78,26 +72,22 @@ pub(super) fn end_enforcement(config: &Config) -> Result<Ended, String> {
     })
 }
 
-pub fn stop(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => return super::fail(e),
-    };
+pub(super) fn stop(path: &Path) -> Result<ExitCode> {
+    let config = Config::load(path)?;
     let pins = Pins::new(config.bpffs_path());
-    match end_enforcement(&config) {
-        Err(e) => return super::fail(e),
-        Ok(Ended::Agent) => println!(
+    match end_enforcement(&config)? {
+        Ended::Agent => println!(
             "geowall: stopped the agent; programs detached, pins under {} removed",
             pins.root().display()
         ),
-        Ok(Ended::Nothing) => println!(
+        Ended::Nothing => println!(
             "geowall: nothing to stop: no agent running and no pins under {}",
             pins.root().display()
         ),
-        Ok(Ended::Pins(n)) => println!(
+        Ended::Pins(n) => println!(
             "geowall: no agent was running; detached its programs and removed {n} pins under {}",
             pins.root().display()
         ),
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use std::{
 
 use thiserror::Error;
 
-use super::proto::{ErrorBody, Request, RequestEnvelope, Response, VERSION};
+use super::proto::{Call, ErrorBody, Request, RequestEnvelope, Response, VERSION};
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -24,16 +24,29 @@ pub enum ClientError {
     Stale(PathBuf),
     #[error("permission denied on the control socket {0}")]
     Permission(PathBuf),
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}")]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("the agent answered something that is not protocol v{VERSION}: {0}")]
-    Protocol(String),
+    #[error("the agent answered something that is not protocol v{VERSION}")]
+    Protocol(#[source] ProtocolError),
     #[error("{}", .0.message)]
     Remote(ErrorBody),
+}
+
+/// How an answer breaks the protocol.
+#[derive(Debug, Error)]
+pub enum ProtocolError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("connection closed without an answer")]
+    Closed,
+    #[error("version {0}")]
+    Version(u32),
+    #[error("error without a body")]
+    NoErrorBody,
 }
 
 pub struct Client {
@@ -70,8 +83,14 @@ impl Client {
         let _ = self.writer.set_read_timeout(timeout);
     }
 
-    /// Sends one request and waits for its response.
-    pub fn call(&mut self, request: Request) -> Result<serde_json::Value, ClientError> {
+    /// Makes call `call` and waits for its result.
+    pub fn call<C: Call>(&mut self, call: C) -> Result<C::Result, ClientError> {
+        let result = self.exchange(call.into())?;
+        serde_json::from_value(result).map_err(|e| ClientError::Protocol(e.into()))
+    }
+
+    /// Sends one request and waits for its response's result.
+    fn exchange(&mut self, request: Request) -> Result<serde_json::Value, ClientError> {
         let io_err = |source| ClientError::Io {
             path: self.path.clone(),
             source,
@@ -80,7 +99,7 @@ impl Client {
             v: VERSION,
             request,
         })
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        .map_err(|e| ClientError::Protocol(e.into()))?;
         line.push(b'\n');
         self.writer.write_all(&line).map_err(io_err)?;
         let mut answer = String::new();
@@ -92,19 +111,17 @@ impl Client {
                 source,
             })?;
         if n == 0 {
-            return Err(ClientError::Protocol(
-                "connection closed without an answer".into(),
-            ));
+            return Err(ClientError::Protocol(ProtocolError::Closed));
         }
         let response: Response =
-            serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.into()))?;
         if response.v != VERSION {
-            return Err(ClientError::Protocol(format!("version {}", response.v)));
+            return Err(ClientError::Protocol(ProtocolError::Version(response.v)));
         }
         match (response.ok, response.error) {
             (true, _) => Ok(response.result.unwrap_or(serde_json::Value::Null)),
             (false, Some(e)) => Err(ClientError::Remote(e)),
-            (false, None) => Err(ClientError::Protocol("error without a body".into())),
+            (false, None) => Err(ClientError::Protocol(ProtocolError::NoErrorBody)),
         }
     }
 }

@@ -2,7 +2,6 @@
 
 pub mod client;
 pub mod proto;
-pub mod server;
 
 pub use client::{Client, ClientError};
 pub use proto::{Request, Response};

@@ -8,82 +8,185 @@
 //! Callers are identified by the kernel (SO_PEERCRED), never by what they
 //! claim in a request.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+pub use crate::approvals::ApprovalView;
+use crate::{
+    regions::query::{Answer, MapStats},
+    tables::explain::{Explanation, Target},
+};
 
 pub const VERSION: u32 = 1;
 
-/// A request, tagged by `op`.
+/// One call of the protocol: its request (`Self`, sent as [`Request`]) and
+/// the result a successful response carries. The client and the server
+/// both go through it, so the two sides cannot disagree on a call's types.
+pub trait Call: Into<Request> {
+    /// The `result` of the response.
+    type Result: Serialize + DeserializeOwned;
+}
+
+/// A request, tagged by `op`: one variant per call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// What is running, loaded and bound.
-    Status,
-    /// Create a job cgroup under `policy`, bind it, and move process `pid`
-    /// (a child of the caller that has not exec'd yet) into it.
-    JobStart {
-        policy: String,
-        #[serde(default)]
-        job: Option<String>,
-        pid: u32,
-    },
-    /// The job's main process has exited: remove its cgroup once it is empty.
-    JobEnd { job: String },
-    /// Re-read the config and switch tables.
-    Reload,
-    /// Re-read the map sources (and the config) and switch tables.
-    MapLoad,
-    /// What the map in force says about addresses, and which sources said so.
-    MapLookup { addrs: Vec<String> },
-    /// Counts of the map in force.
-    MapStats,
-    /// The verdict the kernel's tables give each target under `policy`, and
-    /// why.
-    PolicyExplain {
-        policy: String,
-        targets: Vec<crate::policy::explain::Target>,
-    },
-    /// Stop the agent; `detach` also removes programs and pins.
-    Shutdown {
-        #[serde(default)]
-        detach: bool,
-    },
-    /// File a just-in-time approval request (anyone). Result: the request
-    /// (see [`crate::approvals::Approval::view`]).
+    Status(GetStatus),
+    JobStart(JobStart),
+    JobEnd(JobEnd),
+    Reload(Reload),
+    MapLoad(MapLoad),
+    MapLookup(MapLookup),
+    MapStats(GetMapStats),
+    PolicyExplain(PolicyExplain),
+    Shutdown(Shutdown),
     ApprovalRequest(ApprovalAsk),
-    /// Requests and grants: all of them for root and approvers, the
-    /// caller's own for anyone else; `pending` keeps only pending ones.
-    /// Result: an array of requests.
-    ApprovalsList {
-        #[serde(default)]
-        pending: bool,
-    },
-    /// Approve request `id` (root and approvers; not one's own request
-    /// unless `[approvals] allow_self_approval`): writes the grant into the
-    /// kernel for `for` (default: what the request asked), capped by the
-    /// policy's `max_grant`. Result: the request.
-    ApprovalApprove {
-        id: u32,
-        #[serde(default, rename = "for")]
-        for_: Option<String>,
-        #[serde(default)]
-        reason: Option<String>,
-    },
-    /// Deny pending request `id` (root and approvers). Result: the request.
-    ApprovalDeny {
-        id: u32,
-        #[serde(default)]
-        reason: Option<String>,
-    },
-    /// End the live grant `id` early (root and approvers). Result: the
-    /// request.
-    ApprovalRevoke {
-        id: u32,
-        #[serde(default)]
-        reason: Option<String>,
-    },
+    ApprovalsList(ApprovalsList),
+    ApprovalApprove(ApprovalApprove),
+    ApprovalDeny(ApprovalDeny),
+    ApprovalRevoke(ApprovalRevoke),
 }
 
-/// What an `approval_request` asks for: a scope (`policy`, or the running
+/// Declares each call: its request type, its variant of [`Request`], and
+/// its result type.
+macro_rules! calls {
+    ($($request:ident => $variant:ident: $result:ty;)+) => {
+        $(
+            impl From<$request> for Request {
+                fn from(r: $request) -> Request {
+                    Request::$variant(r)
+                }
+            }
+
+            impl Call for $request {
+                type Result = $result;
+            }
+        )+
+    };
+}
+
+calls! {
+    GetStatus => Status: AgentStatus;
+    JobStart => JobStart: JobStarted;
+    JobEnd => JobEnd: ();
+    Reload => Reload: Switched;
+    MapLoad => MapLoad: Switched;
+    MapLookup => MapLookup: Vec<Answer>;
+    GetMapStats => MapStats: MapStats;
+    PolicyExplain => PolicyExplain: Vec<Explanation>;
+    Shutdown => Shutdown: ();
+    ApprovalAsk => ApprovalRequest: ApprovalView;
+    ApprovalsList => ApprovalsList: Vec<ApprovalView>;
+    ApprovalApprove => ApprovalApprove: ApprovalView;
+    ApprovalDeny => ApprovalDeny: ApprovalView;
+    ApprovalRevoke => ApprovalRevoke: ApprovalView;
+}
+
+/// `status`: what is running, loaded and bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetStatus {}
+
+/// `job_start`: create a job cgroup under `policy`, bind it, and move
+/// process `pid` (a child of the caller that has not exec'd yet) into it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStart {
+    pub policy: String,
+    #[serde(default)]
+    pub job: Option<String>,
+    pub pid: u32,
+}
+
+/// `job_end`: the job's main process has exited: remove its cgroup once it
+/// is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEnd {
+    pub job: String,
+}
+
+/// `reload`: re-read the config and switch tables (root only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reload {}
+
+/// `map_load`: re-read the map sources (and the config) and switch tables
+/// (root only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapLoad {}
+
+/// `map_lookup`: what the map in force says about addresses, and which
+/// sources said so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapLookup {
+    pub addrs: Vec<String>,
+}
+
+/// `map_stats`: counts of the map in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetMapStats {}
+
+/// `policy_explain`: the verdict the kernel's tables give each target under
+/// `policy`, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyExplain {
+    pub policy: String,
+    pub targets: Vec<Target>,
+}
+
+/// `shutdown`: stop the agent; `detach` also removes programs and pins
+/// (root only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shutdown {
+    #[serde(default)]
+    pub detach: bool,
+}
+
+/// `approvals_list`: requests and grants: all of them for root and
+/// approvers, the caller's own for anyone else; `pending` keeps only
+/// pending ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalsList {
+    #[serde(default)]
+    pub pending: bool,
+}
+
+/// `approval_approve`: approve request `id` (root and approvers; not one's
+/// own request unless `[approvals] allow_self_approval`): writes the grant
+/// into the kernel for `for` (default: what the request asked), capped by
+/// the policy's `max_grant`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalApprove {
+    pub id: u32,
+    #[serde(default, rename = "for")]
+    pub for_: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `approval_deny`: deny pending request `id` (root and approvers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalDeny {
+    pub id: u32,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `approval_revoke`: end the live grant `id` early (root and approvers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRevoke {
+    pub id: u32,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Result of `reload` and `map_load`: the tables now in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switched {
+    pub epoch: u64,
+    pub ipv4_ranges: usize,
+    pub ipv6_ranges: usize,
+    pub compile_ms: u64,
+    pub install_ms: u64,
+}
+
+/// `approval_request` (anyone): what a just-in-time request asks for: a scope (`policy`, or the running
 /// `job`), a destination (`to`: an address, a CIDR, or a region as policies
 /// name them — `DE`, `aws:eu-west-1`, `EU`; `port`, absent or 0 = any), a
 /// length (`for`: `"2h"`) and a reason. The protocol stays v1: `to` only
@@ -159,7 +262,12 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn ok(result: impl Serialize) -> Self {
+    /// The answer to call `C`: its result.
+    pub fn result<C: Call>(result: &C::Result) -> Self {
+        Self::ok(result)
+    }
+
+    fn ok(result: impl Serialize) -> Self {
         Self {
             v: VERSION,
             ok: true,
@@ -197,7 +305,7 @@ pub struct JobStarted {
 
 /// Result of `status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Status {
+pub struct AgentStatus {
     pub version: String,
     pub pid: u32,
     pub epoch: u64,
@@ -211,7 +319,7 @@ pub struct Status {
     pub events_dropped: u64,
     /// Live just-in-time grants (as `approvals list --json` shows them).
     #[serde(default)]
-    pub grants: Vec<serde_json::Value>,
+    pub grants: Vec<ApprovalView>,
     /// The approvals webhook, when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookStatus>,
@@ -219,6 +327,23 @@ pub struct Status {
     /// between cgroups is then judged by its callers' policies only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_cgroups_unavailable: Option<String>,
+}
+
+/// A notification given up: after its last failed attempt, or at once
+/// when the queue was full (`attempts` 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookFailure {
+    pub url: String,
+    /// The notification's `event` (`requested`, `approved`, …).
+    pub event: String,
+    /// The request it was about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<u64>,
+    pub attempts: u32,
+    /// What the last attempt ran into.
+    pub error: String,
+    /// When it was given up (RFC 3339).
+    pub time: String,
 }
 
 /// The approvals webhook in `status`.
@@ -229,7 +354,7 @@ pub struct WebhookStatus {
     pub failures: u64,
     /// The last of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<crate::approvals::webhook::Failure>,
+    pub last_failure: Option<WebhookFailure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,11 +403,11 @@ mod tests {
     fn requests_round_trip_with_their_op_tag() {
         let req = RequestEnvelope {
             v: VERSION,
-            request: Request::JobStart {
+            request: Request::JobStart(JobStart {
                 policy: "eu-only".into(),
                 job: Some("etl".into()),
                 pid: 4242,
-            },
+            }),
         };
         let line = serde_json::to_string(&req).unwrap();
         assert_eq!(
@@ -291,7 +416,28 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<RequestEnvelope>(&line).unwrap(), req);
         let shutdown: RequestEnvelope = serde_json::from_str(r#"{"v":1,"op":"shutdown"}"#).unwrap();
-        assert_eq!(shutdown.request, Request::Shutdown { detach: false });
+        assert_eq!(
+            shutdown.request,
+            Request::Shutdown(Shutdown { detach: false })
+        );
+    }
+
+    #[test]
+    fn calls_without_arguments_are_their_op_alone() {
+        let line = |request: Request| {
+            serde_json::to_string(&RequestEnvelope {
+                v: VERSION,
+                request,
+            })
+            .unwrap()
+        };
+        assert_eq!(line(GetStatus {}.into()), r#"{"v":1,"op":"status"}"#);
+        assert_eq!(line(Reload {}.into()), r#"{"v":1,"op":"reload"}"#);
+        assert_eq!(line(GetMapStats {}.into()), r#"{"v":1,"op":"map_stats"}"#);
+        assert_eq!(
+            decode(r#"{"v":1,"op":"map_load","extra":1}"#).unwrap(),
+            Request::MapLoad(MapLoad {})
+        );
     }
 
     #[test]
@@ -315,15 +461,18 @@ mod tests {
             serde_json::from_str(r#"{"v":1,"op":"approval_approve","id":7,"for":"30m"}"#).unwrap();
         assert_eq!(
             approve.request,
-            Request::ApprovalApprove {
+            Request::ApprovalApprove(ApprovalApprove {
                 id: 7,
                 for_: Some("30m".into()),
                 reason: None
-            }
+            })
         );
         let list: RequestEnvelope =
             serde_json::from_str(r#"{"v":1,"op":"approvals_list"}"#).unwrap();
-        assert_eq!(list.request, Request::ApprovalsList { pending: false });
+        assert_eq!(
+            list.request,
+            Request::ApprovalsList(ApprovalsList { pending: false })
+        );
         // An id that is not a number is a bad request, not a crash.
         assert!(
             serde_json::from_str::<RequestEnvelope>(r#"{"v":1,"op":"approval_deny","id":"x"}"#)
@@ -351,7 +500,10 @@ mod tests {
         );
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(code(&deep), ErrorCode::BadRequest);
-        assert_eq!(decode(r#"{"v":1,"op":"status"}"#).unwrap(), Request::Status);
+        assert_eq!(
+            decode(r#"{"v":1,"op":"status"}"#).unwrap(),
+            Request::Status(GetStatus {})
+        );
     }
 
     #[test]

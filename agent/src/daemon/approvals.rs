@@ -3,27 +3,35 @@
 //! kernel's grant tries in step with the store. Every change and every
 //! refusal is written to the audit log (kind `approval`).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use serde_json::json;
 
 use super::{
-    State,
-    jobs::{Peer, Refusal},
+    caller::{Peer, Refusal},
+    context::Context,
+    jobs::Jobs,
 };
 use crate::{
     approvals::{
-        self, Approval, Caller, Decision, Destination, Origin, Person, REACTIVE_GRANT, Stage, Store,
+        self, Approval, ApprovalView, Caller, Decision, Destination, Origin, Person,
+        REACTIVE_GRANT, Stage, Store,
     },
+    audit::AuditLog,
     config::{ApprovalsConfig, Config},
-    control::proto::{ApprovalAsk, ErrorCode},
-    kernel::grants::{RegionGrantSets, region_entries},
+    control::proto::{ApprovalApprove, ApprovalAsk, ApprovalDeny, ApprovalRevoke, ErrorCode},
     regions::prefix::Prefix,
+    tables::grants::{RegionGrantSets, region_entries},
+    vocab::clock,
 };
 
 /// A denied flow under some policy, as the event reader passes it on.
 #[derive(Debug, Clone)]
-pub struct Denial {
+pub(super) struct Denial {
     pub slot: u32,
     pub cgroup_id: u64,
     pub dst: std::net::IpAddr,
@@ -35,17 +43,17 @@ pub struct Denial {
 }
 
 /// The approvals part of the agent's state.
-pub struct Approvals {
-    pub config: ApprovalsConfig,
-    pub store: Store,
+pub(super) struct Approvals {
+    config: ApprovalsConfig,
+    store: Store,
     /// Sends webhook notifications (set once the agent runs).
-    pub notifier: Option<approvals::webhook::Notifier>,
+    notifier: Option<super::webhook::Notifier>,
     /// `[groups]`, for region destinations named by a user group.
     groups: BTreeMap<String, Vec<String>>,
 }
 
 /// `[groups]` as written (the plan has checked them).
-pub fn user_groups(config: &Config) -> BTreeMap<String, Vec<String>> {
+pub(super) fn user_groups(config: &Config) -> BTreeMap<String, Vec<String>> {
     config
         .file
         .groups
@@ -58,7 +66,7 @@ pub fn user_groups(config: &Config) -> BTreeMap<String, Vec<String>> {
 }
 
 impl Approvals {
-    pub fn load(config: &Config) -> std::io::Result<Approvals> {
+    pub(super) fn load(config: &Config) -> std::io::Result<Approvals> {
         let store = Store::load(&config.file.approvals.state_dir)?;
         Ok(Approvals {
             config: config.file.approvals.clone(),
@@ -71,7 +79,7 @@ impl Approvals {
     /// The live region grants for tables whose policy slots are `slots`
     /// (a policy-wide grant is scoped to its policy's slot; a grant whose
     /// policy is not there is left out).
-    pub fn region_grant_sets(&self, slots: &BTreeMap<String, u32>) -> RegionGrantSets {
+    pub(super) fn region_grant_sets(&self, slots: &BTreeMap<String, u32>) -> RegionGrantSets {
         let scoped = self.store.grants().filter_map(|g| {
             let scope = match g.cgroup_id {
                 Some(id) => id,
@@ -79,25 +87,66 @@ impl Approvals {
             };
             Some((g, scope))
         });
-        approvals::region_sets(scoped, approvals::unix_ms(), approvals::boot_ns())
+        crate::tables::grants::region_sets(scoped, clock::unix_ms(), clock::boot_ns())
+    }
+}
+
+/// A decision on request `id`: an approval (for `length`; by default what
+/// was asked), a denial or a revocation, and why.
+pub(super) struct Decide {
+    pub(super) id: u32,
+    pub(super) decision: Decision,
+    pub(super) length: Option<String>,
+    pub(super) reason: Option<String>,
+}
+
+impl From<ApprovalApprove> for Decide {
+    fn from(r: ApprovalApprove) -> Self {
+        Decide {
+            id: r.id,
+            decision: Decision::Approve,
+            length: r.for_,
+            reason: r.reason,
+        }
+    }
+}
+
+impl From<ApprovalDeny> for Decide {
+    fn from(r: ApprovalDeny) -> Self {
+        Decide {
+            id: r.id,
+            decision: Decision::Deny,
+            length: None,
+            reason: r.reason,
+        }
+    }
+}
+
+impl From<ApprovalRevoke> for Decide {
+    fn from(r: ApprovalRevoke) -> Self {
+        Decide {
+            id: r.id,
+            decision: Decision::Revoke,
+            length: None,
+            reason: r.reason,
+        }
     }
 }
 
 /// Requests and grants live at once at most (pending and approved): beyond,
 /// new requests are refused and denials open none.
-pub const MAX_LIVE: usize = 1024;
+pub(super) const MAX_LIVE: usize = 1024;
 
 fn refused(code: ErrorCode, message: impl Into<String>) -> Refusal {
     Refusal(code, message.into())
 }
 
-impl State {
+impl Approvals {
     /// Starts the webhook sender (on the agent's runtime). A notification
     /// given up is a `webhook_failed` record; the sender writes it itself,
     /// so a failing webhook never waits for the agent's lock.
-    pub fn start_notifier(&mut self) {
-        let log = self.audit_log();
-        self.approvals.notifier = Some(approvals::webhook::Notifier::start(move |failure| {
+    pub(super) fn start_notifier(&mut self, log: Arc<Mutex<AuditLog>>) {
+        self.notifier = Some(super::webhook::Notifier::start(move |failure| {
             let mut detail = serde_json::to_value(failure).unwrap_or_default();
             if let Some(fields) = detail.as_object_mut() {
                 // The record has its own time.
@@ -111,13 +160,12 @@ impl State {
     }
 
     /// The webhook, for `status`: its address and what failed.
-    pub fn webhook_status(&self) -> Option<crate::control::proto::WebhookStatus> {
-        let url = self.approvals.config.webhook.as_ref()?;
+    pub(super) fn webhook_status(&self) -> Option<crate::control::proto::WebhookStatus> {
+        let url = self.config.webhook.as_ref()?;
         let health = self
-            .approvals
             .notifier
             .as_ref()
-            .map(approvals::webhook::Notifier::health)
+            .map(super::webhook::Notifier::health)
             .unwrap_or_default();
         Some(crate::control::proto::WebhookStatus {
             url: url.to_string(),
@@ -127,8 +175,8 @@ impl State {
     }
 
     /// Queues a webhook notification of `event` on `request` (never waits).
-    fn notify(&self, event: &str, request: &serde_json::Value, by: Option<&Person>) {
-        if let (Some(url), Some(n)) = (&self.approvals.config.webhook, &self.approvals.notifier) {
+    fn notify(&self, event: &str, request: &ApprovalView, by: Option<&Person>) {
+        if let (Some(url), Some(n)) = (&self.config.webhook, &self.notifier) {
             n.send(
                 url,
                 json!({
@@ -144,7 +192,7 @@ impl State {
     fn caller(&self, peer: Peer) -> Caller {
         Caller {
             uid: peer.uid,
-            approver: crate::users::is_member(peer.uid, &self.approvals.config.group),
+            approver: crate::host::users::is_member(peer.uid, &self.config.group),
         }
     }
 
@@ -153,8 +201,8 @@ impl State {
     }
 
     /// Records a refused approval request and returns the refusal.
-    fn refuse(&self, op: &str, id: Option<u32>, peer: Peer, refusal: Refusal) -> Refusal {
-        self.record(
+    fn refuse(cx: &Context, op: &str, id: Option<u32>, peer: Peer, refusal: Refusal) -> Refusal {
+        cx.record(
             "approval",
             json!({
                 "event": "refused",
@@ -169,18 +217,17 @@ impl State {
     }
 
     fn live_requests(&self) -> usize {
-        self.approvals
-            .store
+        self.store
             .requests
             .values()
             .filter(|r| r.state.live())
             .count()
     }
 
-    fn save_approvals(&self) {
-        if let Err(e) = self.approvals.store.save() {
+    fn save(&self) {
+        if let Err(e) = self.store.save() {
             tracing::error!(
-                dir = %self.approvals.config.state_dir.display(),
+                dir = %self.config.state_dir.display(),
                 error = %e,
                 "cannot save the approvals state"
             );
@@ -191,15 +238,15 @@ impl State {
     /// every entry they need, removes every other.
     /// Returns whether it changed the store (grants of a policy that is
     /// gone end).
-    pub(super) fn sync_grants(&mut self) -> bool {
+    fn sync_grants(&mut self, cx: &Context) -> bool {
         // A policy-wide grant is scoped to its policy's slot as of now; a
         // grant whose policy is gone ends.
         let mut gone = Vec::new();
-        for r in self.approvals.store.requests.values_mut() {
+        for r in self.store.requests.values_mut() {
             if !r.state.live() {
                 continue;
             }
-            match self.slots.get(&r.policy) {
+            match cx.slots().get(&r.policy) {
                 Some(slot) => r.slot = *slot,
                 None => {
                     r.state = Stage::Expired;
@@ -209,32 +256,30 @@ impl State {
         }
         let changed = !gone.is_empty();
         for (id, policy) in gone {
-            self.record(
+            cx.record(
                 "approval",
                 json!({"event": "expired", "id": id, "why": format!("policy '{policy}' is no longer loaded")}),
             );
         }
-        let wanted = self
-            .approvals
-            .store
-            .entries(approvals::unix_ms(), approvals::boot_ns());
+        let wanted =
+            crate::tables::grants::entries(self.store.grants(), clock::unix_ms(), clock::boot_ns());
         let result = (|| {
             for (key, set) in &wanted {
-                self.kernel().write_grant_entry(key, set)?;
+                cx.kernel().write_grant_entry(key, set)?;
             }
-            for key in self.kernel().grant_entries()? {
+            for key in cx.kernel().grant_entries()? {
                 if !wanted.contains_key(&key) {
-                    self.kernel().delete_grant_entry(&key)?;
+                    cx.kernel().delete_grant_entry(&key)?;
                 }
             }
             Ok::<_, crate::kernel::KernelError>(())
         })();
         if let Err(e) = result {
-            tracing::error!(error = %crate::cli::chain(&e), "cannot write the grants to the kernel");
+            tracing::error!(error = %crate::vocab::error::chain(&e), "cannot write the grants to the kernel");
         }
-        self.kernel().set_grant_count(wanted.len());
-        if let Err(e) = self.sync_region_grants() {
-            tracing::error!(error = %crate::cli::chain(&e), "cannot write the region grants to the kernel");
+        cx.kernel().set_grant_count(wanted.len());
+        if let Err(e) = self.sync_region_grants(cx) {
+            tracing::error!(error = %crate::vocab::error::chain(&e), "cannot write the region grants to the kernel");
         }
         changed
     }
@@ -242,13 +287,13 @@ impl State {
     /// Writes the active generation's region grants, numbered as the tables
     /// in force number regions, and removes every other entry (the idle
     /// generation's are written again by the next table switch).
-    fn sync_region_grants(&self) -> Result<(), crate::kernel::KernelError> {
-        let epoch = self.kernel().epoch();
+    fn sync_region_grants(&self, cx: &Context) -> Result<(), crate::kernel::KernelError> {
+        let epoch = cx.kernel().epoch();
         if epoch == 0 {
             return Ok(());
         }
-        let sets = self.approvals.region_grant_sets(&self.slots);
-        let names = self.kernel().region_names()?;
+        let sets = self.region_grant_sets(cx.slots());
+        let names = cx.kernel().region_names()?;
         let ids: BTreeMap<&str, u16> = names
             .iter()
             .enumerate()
@@ -256,31 +301,29 @@ impl State {
             .collect();
         let generation = (epoch & 1) as u8;
         let wanted = region_entries(&sets, &ids, generation);
-        self.kernel()
-            .write_region_grants(generation, &wanted, true)?;
+        cx.kernel().write_region_grants(generation, &wanted, true)?;
         Ok(())
     }
 
     /// At start: re-applies the grants that are still live.
-    pub(super) fn restore_approvals(&mut self) {
-        let expired = self.approvals.store.expire(approvals::unix_ms());
+    pub(super) fn restore(&mut self, cx: &Context) {
+        let expired = self.store.expire(clock::unix_ms());
         for id in &expired {
-            self.record(
+            cx.record(
                 "approval",
                 json!({"event": "expired", "id": id, "why": "ran out while the agent was down"}),
             );
         }
-        let changed = self.sync_grants() || !expired.is_empty();
-        let grants: Vec<u32> = self.approvals.store.grants().map(|g| g.id).collect();
+        let changed = self.sync_grants(cx) || !expired.is_empty();
+        let grants: Vec<u32> = self.store.grants().map(|g| g.id).collect();
         let pending = self
-            .approvals
             .store
             .requests
             .values()
             .filter(|r| r.state == Stage::Pending)
             .count();
         if !grants.is_empty() || pending > 0 {
-            self.record(
+            cx.record(
                 "approval",
                 json!({"event": "restored", "grants": grants, "pending": pending}),
             );
@@ -288,37 +331,39 @@ impl State {
         // Nothing is written where nothing happened: an agent that never
         // sees a request leaves no state behind.
         if changed {
-            self.save_approvals();
+            self.save();
         }
     }
 
     /// Every 2 s: ends what ran out.
-    pub fn expire_approvals(&mut self) {
-        let expired = self.approvals.store.expire(approvals::unix_ms());
+    pub(super) fn expire(&mut self, cx: &Context) {
+        let expired = self.store.expire(clock::unix_ms());
         if expired.is_empty() {
             return;
         }
         for id in &expired {
-            self.record("approval", json!({"event": "expired", "id": id}));
+            cx.record("approval", json!({"event": "expired", "id": id}));
         }
-        self.sync_grants();
-        self.save_approvals();
+        self.sync_grants(cx);
+        self.save();
     }
 
-    fn policy_limits(&self, policy: &str) -> Result<(bool, Duration), Refusal> {
-        self.plan()
+    fn policy_limits(cx: &Context, policy: &str) -> Result<(bool, Duration), Refusal> {
+        cx.plan()
             .policy(policy)
             .map(|p| (p.approvable, p.max_grant))
             .ok_or_else(|| refused(ErrorCode::UnknownPolicy, format!("no policy '{policy}'")))
     }
 
     /// `approval_request`: a proactive request.
-    pub fn approval_request(
+    pub(super) fn request(
         &mut self,
+        cx: &Context,
+        jobs: &Jobs,
         peer: Peer,
         ask: ApprovalAsk,
-    ) -> Result<serde_json::Value, Refusal> {
-        let built = self.build_request(peer, &ask);
+    ) -> Result<ApprovalView, Refusal> {
+        let built = self.build_request(cx, jobs, peer, &ask);
         let built = built.and_then(|r| {
             if self.live_requests() >= MAX_LIVE {
                 return Err(refused(
@@ -328,63 +373,72 @@ impl State {
             }
             Ok(r)
         });
-        let mut request = built.map_err(|r| self.refuse("approval_request", None, peer, r))?;
-        request.id = self.approvals.store.next_id();
+        let mut request = built.map_err(|r| Self::refuse(cx, "approval_request", None, peer, r))?;
+        request.id = self.store.next_id();
         let view = request.view();
         let by = Self::person(peer);
         self.notify("requested", &view, Some(&by));
-        self.record(
+        cx.record(
             "approval",
             json!({"event": "requested", "request": &view, "by": by}),
         );
-        self.approvals.store.requests.insert(request.id, request);
-        self.save_approvals();
+        self.store.requests.insert(request.id, request);
+        self.save();
         Ok(view)
     }
 
-    fn build_request(&self, peer: Peer, ask: &ApprovalAsk) -> Result<Approval, Refusal> {
-        let bad = |m: String| refused(ErrorCode::BadRequest, m);
+    fn build_request(
+        &self,
+        cx: &Context,
+        jobs: &Jobs,
+        peer: Peer,
+        ask: &ApprovalAsk,
+    ) -> Result<Approval, Refusal> {
+        let bad = |m: &str| refused(ErrorCode::BadRequest, m);
+        let invalid =
+            |e: &(dyn std::error::Error + 'static)| Refusal::error(ErrorCode::BadRequest, e);
         let (policy, job, cgroup, cgroup_id) = match (&ask.policy, &ask.job) {
             (Some(_), Some(_)) | (None, None) => {
-                return Err(bad("name either a policy or a job".into()));
+                return Err(bad("name either a policy or a job"));
             }
             (Some(p), None) => (p.clone(), None, None, None),
             (None, Some(j)) => {
-                let job = self.jobs.get(j).ok_or_else(|| {
+                let job = jobs.get(j).ok_or_else(|| {
                     refused(ErrorCode::UnknownJob, format!("no running job '{j}'"))
                 })?;
                 (
                     job.policy.clone(),
                     Some(job.name.clone()),
-                    Some(self.hierarchy().display_name(&job.cgroup)),
+                    Some(cx.hierarchy().display_name(&job.cgroup)),
                     Some(job.cgroup_id),
                 )
             }
         };
-        let (approvable, max) = self.policy_limits(&policy)?;
+        let (approvable, max) = Self::policy_limits(cx, &policy)?;
         if !approvable {
             return Err(refused(
                 ErrorCode::PermissionDenied,
                 format!("policy '{policy}' is not approvable (approvable = false)"),
             ));
         }
-        let map_tags = &self.plan().map.tags;
+        let map_tags = &cx.plan().map.tags;
         let resolver = crate::policy::Resolver {
             map_tags: Some(map_tags),
-            groups: &self.approvals.groups,
+            groups: &self.groups,
         };
-        let (to, regions) = approvals::parse_to(&ask.to, &resolver).map_err(bad)?;
-        let wanted = crate::flows::settings::parse_duration(&ask.for_).map_err(bad)?;
-        let length = approvals::grant_length(None, wanted, max, &policy).map_err(bad)?;
+        let (to, regions) = approvals::parse_to(&ask.to, &resolver).map_err(|e| invalid(&e))?;
+        let wanted = crate::vocab::units::parse_duration(&ask.for_).map_err(|e| invalid(&e))?;
+        let length =
+            approvals::grant_length(None, wanted, max, &policy).map_err(|e| invalid(&e))?;
         if ask.reason.trim().is_empty() {
-            return Err(bad("a request needs a reason".into()));
+            return Err(bad("a request needs a reason"));
         }
-        let now = approvals::unix_ms();
+        let now = clock::unix_ms();
         Ok(Approval {
             id: 0,
             state: Stage::Pending,
             origin: Origin::Proactive,
-            slot: self.slot(&policy).unwrap_or(0),
+            slot: cx.slot(&policy).unwrap_or(0),
             policy,
             job,
             cgroup,
@@ -396,7 +450,7 @@ impl State {
             reason: ask.reason.chars().take(1024).collect(),
             for_secs: length.as_secs(),
             created_ms: now,
-            expires_ms: now + self.approvals.config.request_ttl.0.as_millis() as u64,
+            expires_ms: now + self.config.request_ttl.0.as_millis() as u64,
             denials: 0,
             decided_by: None,
             decision_reason: None,
@@ -405,10 +459,9 @@ impl State {
 
     /// `approvals_list`: approvers and root see every request; anyone else
     /// their own.
-    pub fn approvals_list(&self, peer: Peer, pending: bool) -> Vec<serde_json::Value> {
+    pub(super) fn list(&self, peer: Peer, pending: bool) -> Vec<ApprovalView> {
         let caller = self.caller(peer);
-        self.approvals
-            .store
+        self.store
             .requests
             .values()
             .filter(|r| caller.may_decide() || r.requested_by.uid == peer.uid)
@@ -418,27 +471,26 @@ impl State {
     }
 
     /// `approval_approve`, `approval_deny`, `approval_revoke`.
-    pub fn approval_decide(
+    pub(super) fn decide(
         &mut self,
+        cx: &Context,
         peer: Peer,
-        id: u32,
-        decision: Decision,
-        length: Option<&str>,
-        reason: Option<&str>,
-    ) -> Result<serde_json::Value, Refusal> {
+        d: Decide,
+    ) -> Result<ApprovalView, Refusal> {
+        let Decide {
+            id,
+            decision,
+            ref length,
+            ref reason,
+        } = d;
         let op = format!("approval_{}", decision.verb());
-        let checked = self.check_decision(peer, id, decision, length);
-        let length = checked.map_err(|r| self.refuse(&op, Some(id), peer, r))?;
-        let now = approvals::unix_ms();
+        let checked = self.check_decision(cx, peer, id, decision, length.as_deref());
+        let length = checked.map_err(|r| Self::refuse(cx, &op, Some(id), peer, r))?;
+        let now = clock::unix_ms();
         let by = Self::person(peer);
-        let request = self
-            .approvals
-            .store
-            .requests
-            .get_mut(&id)
-            .expect("checked above");
+        let request = self.store.requests.get_mut(&id).expect("checked above");
         request.decided_by = Some(by.clone());
-        request.decision_reason = reason.map(|r| r.chars().take(1024).collect());
+        request.decision_reason = reason.as_ref().map(|r| r.chars().take(1024).collect());
         let event = match decision {
             Decision::Approve => {
                 request.state = Stage::Approved;
@@ -458,11 +510,11 @@ impl State {
         };
         let view = request.view();
         if decision != Decision::Deny {
-            self.sync_grants();
+            self.sync_grants(cx);
         }
-        self.save_approvals();
+        self.save();
         self.notify(event, &view, Some(&by));
-        self.record(
+        cx.record(
             "approval",
             json!({"event": event, "id": id, "by": by, "request": &view}),
         );
@@ -473,18 +525,19 @@ impl State {
     /// and (for an approval) the grant's length.
     fn check_decision(
         &self,
+        cx: &Context,
         peer: Peer,
         id: u32,
         decision: Decision,
         length: Option<&str>,
     ) -> Result<Duration, Refusal> {
         let caller = self.caller(peer);
-        let config = &self.approvals.config;
-        let Some(request) = self.approvals.store.requests.get(&id) else {
+        let config = &self.config;
+        let Some(request) = self.store.requests.get(&id) else {
             // Outsiders learn nothing about which ids exist.
             if !caller.may_decide() {
                 approvals::authorize(caller, &config.group, decision, &dummy(), true)
-                    .map_err(|m| refused(ErrorCode::PermissionDenied, m))?;
+                    .map_err(|e| Refusal::error(ErrorCode::PermissionDenied, &e))?;
             }
             return Err(refused(
                 ErrorCode::BadRequest,
@@ -498,25 +551,25 @@ impl State {
             request,
             config.allow_self_approval,
         )
-        .map_err(|m| refused(ErrorCode::PermissionDenied, m))?;
+        .map_err(|e| Refusal::error(ErrorCode::PermissionDenied, &e))?;
         if decision != Decision::Approve {
             return Ok(Duration::ZERO);
         }
-        let (_, max) = self.policy_limits(&request.policy)?;
+        let (_, max) = Self::policy_limits(cx, &request.policy)?;
         let wanted = length
-            .map(crate::flows::settings::parse_duration)
+            .map(crate::vocab::units::parse_duration)
             .transpose()
-            .map_err(|m| refused(ErrorCode::BadRequest, m))?;
+            .map_err(|e| Refusal::error(ErrorCode::BadRequest, &e))?;
         let length = approvals::grant_length(
             wanted,
             Duration::from_secs(request.for_secs),
             max,
             &request.policy,
         )
-        .map_err(|m| refused(ErrorCode::BadRequest, m))?;
+        .map_err(|e| Refusal::error(ErrorCode::BadRequest, &e))?;
         let mut candidate = request.clone();
-        candidate.slot = self.slot(&request.policy).unwrap_or(request.slot);
-        if !approvals::fits(self.approvals.store.grants(), &candidate) {
+        candidate.slot = cx.slot(&request.policy).unwrap_or(request.slot);
+        if !crate::tables::grants::fits(self.store.grants(), &candidate) {
             return Err(refused(
                 ErrorCode::BadRequest,
                 format!(
@@ -535,15 +588,15 @@ impl State {
     /// joins the one that is pending. The bound cgroup is the one whose
     /// binding gave the flow its policy (a job's cgroup, a cgroup of the
     /// config): the grant covers every process below it, as the policy does.
-    pub fn denied(&mut self, d: Denial) {
-        let policy = self.slot_name(d.slot);
-        let Ok((true, max)) = self.policy_limits(&policy) else {
+    pub(super) fn denied(&mut self, cx: &Context, jobs: &Jobs, d: Denial) {
+        let policy = cx.slot_name(d.slot);
+        let Ok((true, max)) = Self::policy_limits(cx, &policy) else {
             return;
         };
         let to = Destination::Prefix(Prefix::host(d.dst));
-        let (cgroup_id, cgroup) = self.bound_cgroup(d.cgroup_id, d.cgroup);
+        let (cgroup_id, cgroup) = Self::bound_cgroup(cx, d.cgroup_id, d.cgroup);
         let live = self.live_requests();
-        if let Some(r) = self.approvals.store.requests.values_mut().find(|r| {
+        if let Some(r) = self.store.requests.values_mut().find(|r| {
             r.state == Stage::Pending
                 && r.cgroup_id == Some(cgroup_id)
                 && r.to == to
@@ -558,18 +611,17 @@ impl State {
             tracing::debug!(policy, dst = %d.dst, "approvals: too many live requests, denial not filed");
             return;
         }
-        let job = self
-            .jobs
-            .values()
+        let job = jobs
+            .iter()
             .find(|j| j.cgroup_id == cgroup_id)
-            .map(|j| (j.name.clone(), self.hierarchy().display_name(&j.cgroup)));
+            .map(|j| (j.name.clone(), cx.hierarchy().display_name(&j.cgroup)));
         let cgroup = match &job {
             Some((_, path)) => Some(path.clone()),
             None => cgroup,
         };
-        let now = approvals::unix_ms();
+        let now = clock::unix_ms();
         let request = Approval {
-            id: self.approvals.store.next_id(),
+            id: self.store.next_id(),
             state: Stage::Pending,
             origin: Origin::Reactive,
             policy,
@@ -584,38 +636,38 @@ impl State {
             reason: "denied by policy".into(),
             for_secs: REACTIVE_GRANT.min(max).as_secs(),
             created_ms: now,
-            expires_ms: now + self.approvals.config.request_ttl.0.as_millis() as u64,
+            expires_ms: now + self.config.request_ttl.0.as_millis() as u64,
             denials: 1,
             decided_by: None,
             decision_reason: None,
         };
         let view = request.view();
         self.notify("requested", &view, None);
-        self.record("approval", json!({"event": "requested", "request": view}));
-        self.approvals.store.requests.insert(request.id, request);
-        self.save_approvals();
+        cx.record("approval", json!({"event": "requested", "request": view}));
+        self.store.requests.insert(request.id, request);
+        self.save();
     }
 
     /// The cgroup whose binding governs cgroup `leaf` (named `name`, as flow
     /// records name it): `leaf` itself or its nearest bound ancestor, with
     /// its name. `leaf` when neither is found (the cgroup is gone).
-    fn bound_cgroup(&self, leaf: u64, name: Option<String>) -> (u64, Option<String>) {
-        if matches!(self.kernel().binding(leaf), Ok(Some(_))) {
+    fn bound_cgroup(cx: &Context, leaf: u64, name: Option<String>) -> (u64, Option<String>) {
+        if matches!(cx.kernel().binding(leaf), Ok(Some(_))) {
             return (leaf, name);
         }
         let Some(rel) = name.as_deref().and_then(|n| n.strip_prefix('/')) else {
             return (leaf, name);
         };
-        let mount = self.hierarchy().mount().to_path_buf();
+        let mount = cx.hierarchy().mount().to_path_buf();
         let mut path = mount.join(rel);
         while let Some(parent) = path.parent().map(std::path::Path::to_path_buf) {
             if !parent.starts_with(&mount) || parent == path {
                 break;
             }
-            if let Ok(id) = crate::cgroup::id_of(&parent)
-                && matches!(self.kernel().binding(id), Ok(Some(_)))
+            if let Ok(id) = crate::host::cgroup::id_of(&parent)
+                && matches!(cx.kernel().binding(id), Ok(Some(_)))
             {
-                return (id, Some(self.hierarchy().display_name(&parent)));
+                return (id, Some(cx.hierarchy().display_name(&parent)));
             }
             path = parent;
         }
@@ -623,19 +675,19 @@ impl State {
     }
 
     /// Live grants, for `status`.
-    pub fn grant_status(&self) -> Vec<serde_json::Value> {
-        self.approvals.store.grants().map(Approval::view).collect()
+    pub(super) fn grant_status(&self) -> Vec<ApprovalView> {
+        self.store.grants().map(Approval::view).collect()
     }
 
     /// After a reload: the new `[approvals]` and `[groups]` (the state
     /// folder stays the one the agent started with).
-    pub(super) fn reconfigure_approvals(&mut self, config: &Config) {
+    pub(super) fn reconfigure(&mut self, cx: &Context, config: &Config) {
         let mut approvals = config.file.approvals.clone();
-        approvals.state_dir = self.approvals.config.state_dir.clone();
-        self.approvals.config = approvals;
-        self.approvals.groups = user_groups(config);
-        if self.sync_grants() {
-            self.save_approvals();
+        approvals.state_dir = self.config.state_dir.clone();
+        self.config = approvals;
+        self.groups = user_groups(config);
+        if self.sync_grants(cx) {
+            self.save();
         }
     }
 }

@@ -2,51 +2,41 @@
 //! before the job's first instruction runs and removed once it is empty.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap, VecDeque},
     path::{Path, PathBuf},
 };
 
 use serde_json::json;
 
-use super::{DaemonError, State};
-use crate::{
-    cgroup,
-    control::proto::{ErrorCode, JobStarted},
+use super::{
+    DaemonError,
+    caller::{Peer, Refusal},
+    context::Context,
 };
+use crate::{
+    control::proto::{ErrorCode, JobStarted},
+    host::cgroup,
+};
+
+/// The running jobs, and the names of those that ended lately.
+pub(super) struct Jobs {
+    running: BTreeMap<String, Job>,
+    /// Names of the jobs ended most recently (oldest first), so that the
+    /// end report of a job already collected is not an error.
+    ended: VecDeque<String>,
+    /// The cgroup the job cgroups are made in (`[agent] jobs_cgroup`).
+    root: PathBuf,
+}
 
 /// How many ended job names are remembered for late end reports.
 const ENDED_JOBS_KEPT: usize = 256;
 
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(super) struct Job {
     pub name: String,
     pub policy: String,
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
-}
-
-/// Who is asking, as the kernel says (SO_PEERCRED).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: Option<u32>,
-}
-
-impl Peer {
-    pub fn json(&self) -> serde_json::Value {
-        json!({"uid": self.uid, "gid": self.gid, "pid": self.pid})
-    }
-}
-
-/// A refused request: the code and message the caller gets.
-#[derive(Debug)]
-pub struct Refusal(pub ErrorCode, pub String);
-
-impl From<DaemonError> for Refusal {
-    fn from(e: DaemonError) -> Self {
-        Refusal(ErrorCode::Internal, e.to_string())
-    }
 }
 
 fn sanitize(name: &str) -> String {
@@ -66,22 +56,45 @@ fn sanitize(name: &str) -> String {
 
 /// The parent pid of `pid`, from /proc/PID/stat.
 fn parent_of(pid: u32) -> Option<u32> {
-    crate::util::proc_stat(pid)?.get(1)?.parse().ok()
+    crate::host::proc::stat(pid)?.get(1)?.parse().ok()
 }
 
-impl State {
+impl Jobs {
+    pub(super) fn new(root: PathBuf) -> Self {
+        Self {
+            running: BTreeMap::new(),
+            ended: VecDeque::new(),
+            root,
+        }
+    }
+
+    /// Where the job cgroups are made.
+    pub(super) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The running jobs, by name.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Job> {
+        self.running.values()
+    }
+
+    /// The running job named `name`.
+    pub(super) fn get(&self, name: &str) -> Option<&Job> {
+        self.running.get(name)
+    }
+
     /// The policy that governs the cgroup at `path` (relative to the
     /// hierarchy, `/a/b`): the nearest bound ancestor's.
-    fn policy_of(&self, rel: &str) -> Result<Option<String>, DaemonError> {
-        let mut path = self.hierarchy().resolve(rel)?;
+    fn policy_of(cx: &Context, rel: &str) -> Result<Option<String>, DaemonError> {
+        let mut path = cx.hierarchy().resolve(rel)?;
         loop {
-            if !path.starts_with(self.governed()) {
+            if !path.starts_with(cx.governed()) {
                 return Ok(None);
             }
             if let Ok(id) = cgroup::id_of(&path)
-                && let Some(slot) = self.kernel().binding(id)?
+                && let Some(slot) = cx.kernel().binding(id)?
             {
-                return Ok(Some(self.slot_name(slot)));
+                return Ok(Some(cx.slot_name(slot)));
             }
             if !path.pop() {
                 return Ok(None);
@@ -91,20 +104,16 @@ impl State {
 
     /// `job_start`: creates and binds the job's cgroup and moves `pid` (a
     /// not-yet-exec'd child of the caller) into it.
-    pub fn job_start(
+    pub(super) fn start(
         &mut self,
+        cx: &Context,
         peer: Peer,
         policy: &str,
         job: Option<&str>,
         pid: u32,
     ) -> Result<JobStarted, Refusal> {
-        let Some(slot) = self.slot(policy) else {
-            let known: Vec<&str> = self
-                .plan()
-                .policies
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect();
+        let Some(slot) = cx.slot(policy) else {
+            let known: Vec<&str> = cx.plan().policies.iter().map(|p| p.name.as_str()).collect();
             return Err(Refusal(
                 ErrorCode::UnknownPolicy,
                 format!("no policy '{policy}' (loaded: {})", known.join(", ")),
@@ -123,7 +132,7 @@ impl State {
             ));
         }
         let caller_cgroup = cgroup::of_process(caller).map_err(DaemonError::from)?;
-        if let Some(current) = self.policy_of(&caller_cgroup)?
+        if let Some(current) = Self::policy_of(cx, &caller_cgroup)?
             && current != policy
         {
             return Err(Refusal(
@@ -142,15 +151,15 @@ impl State {
         };
         let mut name = base.clone();
         let mut n = 1;
-        while self.jobs.contains_key(&name) || self.jobs_root.join(&name).exists() {
+        while self.running.contains_key(&name) || self.root.join(&name).exists() {
             n += 1;
             name = format!("{base}-{n}");
         }
-        let path = self.jobs_root.join(&name);
+        let path = self.root.join(&name);
         cgroup::create(&path).map_err(DaemonError::from)?;
         let setup = || -> Result<u64, DaemonError> {
             let id = cgroup::id_of(&path)?;
-            self.kernel().bind(id, slot)?;
+            cx.kernel().bind(id, slot)?;
             cgroup::move_process(&path, pid)?;
             Ok(id)
         };
@@ -158,7 +167,7 @@ impl State {
             Ok(id) => id,
             Err(e) => {
                 if let Ok(id) = cgroup::id_of(&path) {
-                    let _ = self.kernel().unbind(id);
+                    let _ = cx.kernel().unbind(id);
                 }
                 let _ = cgroup::remove(&path);
                 return Err(e.into());
@@ -166,16 +175,16 @@ impl State {
         };
         // Audit mode blocks nothing: its jobs keep raw sockets too (the
         // kernel records them as would-deny).
-        let raw_sockets = self.plan().policy(policy).is_some_and(|p| {
+        let raw_sockets = cx.plan().policy(policy).is_some_and(|p| {
             p.raw_sockets == crate::config::Action::Allow || p.mode == crate::config::Mode::Audit
         });
         let started = JobStarted {
             job: name.clone(),
-            cgroup: self.hierarchy().display_name(&path),
+            cgroup: cx.hierarchy().display_name(&path),
             policy: policy.to_owned(),
             raw_sockets,
         };
-        self.jobs.insert(
+        self.running.insert(
             name.clone(),
             Job {
                 name: name.clone(),
@@ -184,8 +193,9 @@ impl State {
                 cgroup_id: id,
             },
         );
-        self.name_job(&self.jobs[&name]);
-        self.record(
+        let job = &self.running[&name];
+        cx.name_job(&job.name, job.cgroup_id, &job.cgroup);
+        cx.record(
             "job",
             json!({"event": "start", "job": name, "policy": policy, "cgroup": started.cgroup, "pid": pid, "by": peer.json()}),
         );
@@ -195,58 +205,58 @@ impl State {
 
     /// `job_end`: the job's main process exited; its cgroup goes once empty.
     /// The periodic collection may have ended the job first: that is fine.
-    pub fn job_end(&mut self, job: &str) -> Result<(), Refusal> {
-        if !self.jobs.contains_key(job) {
-            if self.ended_jobs.iter().any(|n| n == job) {
+    pub(super) fn end(&mut self, cx: &Context, job: &str) -> Result<(), Refusal> {
+        if !self.running.contains_key(job) {
+            if self.ended.iter().any(|n| n == job) {
                 return Ok(());
             }
             return Err(Refusal(ErrorCode::UnknownJob, format!("no job '{job}'")));
         }
-        self.collect_jobs();
+        self.collect(cx);
         Ok(())
     }
 
     /// Removes the cgroups (and bindings) of jobs that have no process left.
-    pub fn collect_jobs(&mut self) {
+    pub(super) fn collect(&mut self, cx: &Context) {
         let done: Vec<String> = self
-            .jobs
+            .running
             .values()
             .filter(|j| !cgroup::populated(&j.cgroup).unwrap_or(true))
             .map(|j| j.name.clone())
             .collect();
         for name in done {
-            let Some(job) = self.jobs.remove(&name) else {
+            let Some(job) = self.running.remove(&name) else {
                 continue;
             };
-            if let Err(e) = self.kernel().unbind(job.cgroup_id) {
-                tracing::error!(job = %name, error = %e, "cannot unbind the job's cgroup");
+            if let Err(e) = cx.kernel().unbind(job.cgroup_id) {
+                tracing::error!(job = %name, error = %crate::vocab::error::Chain(&e), "cannot unbind the job's cgroup");
             }
             if let Err(e) = cgroup::remove(&job.cgroup) {
-                tracing::warn!(job = %name, error = %e, "cannot remove the job's cgroup");
+                tracing::warn!(job = %name, error = %crate::vocab::error::Chain(&e), "cannot remove the job's cgroup");
             }
-            self.names()
+            cx.names()
                 .write()
                 .expect("names lock")
                 .job_ended(job.cgroup_id);
-            self.record(
+            cx.record(
                 "job",
                 json!({"event": "end", "job": name, "policy": job.policy}),
             );
-            if self.ended_jobs.len() == ENDED_JOBS_KEPT {
-                self.ended_jobs.pop_front();
+            if self.ended.len() == ENDED_JOBS_KEPT {
+                self.ended.pop_front();
             }
-            self.ended_jobs.push_back(name);
+            self.ended.push_back(name);
         }
     }
 
     /// Picks up the job cgroups a previous agent left: populated ones with a
     /// binding keep running under their policy; empty ones are removed.
-    pub(super) fn recover_jobs(&mut self) -> Result<(), DaemonError> {
-        let Ok(entries) = std::fs::read_dir(&self.jobs_root) else {
+    pub(super) fn recover(&mut self, cx: &Context) -> Result<(), DaemonError> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
             return Ok(());
         };
-        let bindings: HashMap<u64, u32> = self.kernel().bindings()?.into_iter().collect();
-        let names = self.kernel().policy_names()?;
+        let bindings: HashMap<u64, u32> = cx.kernel().bindings()?.into_iter().collect();
+        let names = cx.kernel().policy_names()?;
         for entry in entries.flatten() {
             let path: PathBuf = entry.path();
             if !path.is_dir() {
@@ -258,13 +268,13 @@ impl State {
             let policy = bindings
                 .get(&id)
                 .and_then(|s| names.get(*s as usize).cloned().flatten())
-                .filter(|p| self.slot(p).is_some());
+                .filter(|p| cx.slot(p).is_some());
             let populated = cgroup::populated(&path).unwrap_or(true);
             match (policy, populated) {
                 (Some(policy), true) => {
                     let name = file_name(&path);
                     tracing::info!(job = %name, policy = %policy, "recovered a running job");
-                    self.jobs.insert(
+                    self.running.insert(
                         name.clone(),
                         Job {
                             name,
@@ -275,7 +285,7 @@ impl State {
                     );
                 }
                 (_, false) => {
-                    let _ = self.kernel().unbind(id);
+                    let _ = cx.kernel().unbind(id);
                     let _ = cgroup::remove(&path);
                 }
                 (None, true) => tracing::error!(

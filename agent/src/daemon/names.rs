@@ -7,8 +7,9 @@ use std::{
 };
 
 use crate::{
-    cgroup::{Hierarchy, IdResolver},
-    flows::{AuditConfig, MapSource, Resolver},
+    audit::{MapSource, Resolver},
+    config::AuditConfig,
+    host::cgroup::{Hierarchy, IdResolver},
     regions::CompiledMap,
 };
 
@@ -21,7 +22,7 @@ const KEEP_ENDED: Duration = Duration::from_secs(600);
 /// Shared by the agent (which updates it on every table switch and job
 /// change) and the event reader.
 #[derive(Debug, Default, Clone)]
-pub struct NameTable {
+pub(super) struct NameTable {
     pub policies: Vec<Option<String>>,
     pub regions: Vec<Option<String>>,
     /// cgroup id → job name, for job cgroups (kept after the job ends).
@@ -43,7 +44,7 @@ pub struct NameTable {
 
 /// What the last table switch installed.
 #[derive(Debug, Clone)]
-pub struct Installed {
+pub(super) struct Installed {
     pub epoch: u64,
     pub at: SystemTime,
     /// Compile and install time.
@@ -55,20 +56,25 @@ pub struct Installed {
 impl NameTable {
     /// Forgets every map but the newest: called once the ring buffer has
     /// been drained after a switch (no event of an older epoch can come).
-    pub fn forget_old_maps(&mut self) {
+    pub(super) fn forget_old_maps(&mut self) {
         while self.maps.len() > 1 {
             self.maps.pop_front();
         }
     }
 
     /// Whether maps of older epochs are still kept.
-    pub fn has_old_maps(&self) -> bool {
+    pub(super) fn has_old_maps(&self) -> bool {
         self.maps.len() > 1
     }
 
     /// Records the map of table epoch `epoch` and its sources; keeps the
     /// previous one.
-    pub fn map_installed(&mut self, epoch: u64, map: Arc<CompiledMap>, sources: Vec<MapSource>) {
+    pub(super) fn map_installed(
+        &mut self,
+        epoch: u64,
+        map: Arc<CompiledMap>,
+        sources: Vec<MapSource>,
+    ) {
         self.maps.retain(|(e, _, _)| *e != epoch);
         self.maps.push_back((epoch, map, sources.into()));
         while self.maps.len() > 2 {
@@ -78,7 +84,7 @@ impl NameTable {
 
     /// Notes that the job cgroup `id` is gone; its names are forgotten once
     /// [`KEEP_ENDED`] has passed.
-    pub fn job_ended(&mut self, id: u64) {
+    pub(super) fn job_ended(&mut self, id: u64) {
         let now = Instant::now();
         self.ended.push_back((now, id));
         while self
@@ -96,7 +102,7 @@ impl NameTable {
 
 /// The event reader's resolver: the shared table plus the cgroup paths the
 /// reader looked up itself.
-pub struct EventNames<'a> {
+pub(super) struct EventNames<'a> {
     pub table: &'a NameTable,
     pub paths: &'a CgroupPaths,
     pub host: &'a str,
@@ -163,17 +169,17 @@ impl Resolver for EventNames<'_> {
 
 /// Paths of the cgroup ids nobody registered (cgroups the agent did not
 /// make: children of bound cgroups, the host's own), looked up by id.
-pub struct CgroupPaths {
+pub(super) struct CgroupPaths {
     hierarchy: Hierarchy,
     resolver: Option<IdResolver>,
     known: HashMap<u64, String>,
 }
 
 impl CgroupPaths {
-    pub fn new(hierarchy: Hierarchy) -> Self {
+    pub(super) fn new(hierarchy: Hierarchy) -> Self {
         let resolver = IdResolver::open(&hierarchy)
             .inspect_err(
-                |e| tracing::warn!(error = %e, "flow records will name unregistered cgroups by id"),
+                |e| tracing::warn!(error = %crate::vocab::error::Chain(e), "flow records will name unregistered cgroups by id"),
             )
             .ok();
         Self {
@@ -185,7 +191,7 @@ impl CgroupPaths {
 
     /// Looks up the path of cgroup `id` unless `table` or an earlier lookup
     /// knows it. A cgroup that is already gone stays unnamed.
-    pub fn learn(&mut self, id: u64, table: &NameTable) {
+    pub(super) fn learn(&mut self, id: u64, table: &NameTable) {
         if table.cgroups.contains_key(&id) || self.known.contains_key(&id) {
             return;
         }
@@ -200,7 +206,7 @@ impl CgroupPaths {
 }
 
 /// The host's name, for flow records.
-pub fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())

@@ -12,21 +12,35 @@ use geowall_common::{MAX_POLICIES, counter};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{DaemonError, NameTable, jobs::Job, names::Installed, source_watch};
+use super::{
+    DaemonError,
+    approvals::{Approvals, Decide, Denial},
+    caller::{Peer, Refusal},
+    context::Context,
+    jobs::Jobs,
+    names::{Installed, NameTable},
+    stop::Stop,
+};
 use crate::{
-    cgroup::{self, Hierarchy},
+    approvals::ApprovalView,
+    audit::{AuditLog, MapSource, Rotation},
     config::{AgentConfig, Config, OnMapError},
-    control::proto::{JobStatus, PolicyStatus, SourceStatus, Status},
-    flows::{AuditLog, MapSource, Rotation},
-    kernel::{Kernel, OpenOptions, layout},
+    control::proto::{
+        AgentStatus, ApprovalAsk, JobStarted, JobStatus, PolicyStatus, SourceStatus, Switched,
+    },
+    host::cgroup::{self, Hierarchy},
+    host::stamp::{Stamp, stamp},
+    kernel::{Kernel, OpenOptions},
     plan::{self, Plan},
+    regions::sources::{Kind, Spec},
+    tables::layout,
 };
 
 /// What map questions need, taken under the lock and answered outside it.
-pub struct MapSnapshot {
+pub(super) struct MapSnapshot {
     pub map: Arc<crate::regions::CompiledMap>,
     pub specs: Vec<crate::regions::sources::Spec>,
-    pub sources: Vec<crate::plan::SourceInfo>,
+    pub sources: Vec<crate::regions::sources::SourceInfo>,
     pub max_source_bytes: u64,
     pub compile_time: std::time::Duration,
     pub install_time: std::time::Duration,
@@ -34,43 +48,36 @@ pub struct MapSnapshot {
     pub kernel_entries: (usize, usize),
 }
 
-pub struct State {
+pub(super) struct State {
     config_path: PathBuf,
     /// `[agent]` as the agent started with it: most of it applies only at
     /// start.
     started_with: AgentConfig,
     /// Versions of the source files behind the tables in force (or behind
     /// the last refused reload).
-    stamps: Vec<(PathBuf, source_watch::Stamp)>,
+    stamps: Vec<(PathBuf, Stamp)>,
     audit_only: bool,
     max_source_bytes: u64,
     install_time: std::time::Duration,
     kernel_entries: (usize, usize),
-    hierarchy: Hierarchy,
-    plan: Plan,
-    kernel: Kernel,
-    pub(super) slots: BTreeMap<String, u32>,
-    /// Requests and grants (see [`super::approvals`]).
-    pub(super) approvals: super::approvals::Approvals,
+    /// The plan and kernel in force, and what the jobs and approvals share.
+    cx: Context,
+    /// `geowall exec` jobs.
+    jobs: Jobs,
+    /// Requests and grants.
+    approvals: Approvals,
     /// Bindings from the config (cgroups, units, the default policy):
     /// cgroup id → path and what bound it.
     statics: BTreeMap<u64, StaticBinding>,
     /// The bindings last written to the kernel: cgroup id → slot.
     bound: BTreeMap<u64, u32>,
-    pub(super) jobs: BTreeMap<String, Job>,
-    /// Names of the jobs ended most recently (oldest first), so that the
-    /// end report of a job already collected is not an error.
-    pub(super) ended_jobs: std::collections::VecDeque<String>,
-    pub(super) jobs_root: PathBuf,
-    log: Arc<Mutex<AuditLog>>,
-    names: Arc<RwLock<NameTable>>,
-    stopper: Option<watch::Sender<Option<bool>>>,
+    stopper: Option<watch::Sender<Stop>>,
 }
 
 impl State {
     /// Builds the plan, opens the kernel side, installs the tables, binds,
     /// attaches. Returns the state and the flow-event ring buffer.
-    pub fn start(
+    pub(super) fn start(
         config_path: PathBuf,
         audit_only: bool,
         config: Config,
@@ -78,12 +85,12 @@ impl State {
         log: Arc<Mutex<AuditLog>>,
         names: Arc<RwLock<NameTable>>,
     ) -> Result<(State, RingBuf<MapData>), DaemonError> {
-        let stamps = source_watch::stamps(&plan::map_specs(&config)?);
+        let stamps = source_stamps(&plan::map_specs(&config)?);
         let (plan, map_error) = match plan::build(&config, &hierarchy) {
             Ok(plan) => (plan, None),
-            Err(plan::PlanError::Source(e)) => {
+            Err(plan::PlanError::Map(e)) => {
                 let mode = config.file.agent.on_map_error;
-                let error = crate::cli::chain(&e);
+                let error = crate::vocab::error::chain(&e);
                 tracing::error!(%error, on_map_error = ?mode, "a map source cannot be read");
                 let plan = plan::build_without_map(&config, &hierarchy, mode)?;
                 (plan, Some((mode, error)))
@@ -100,11 +107,9 @@ impl State {
             ring_bytes,
         })?;
         let events = kernel.take_events()?;
-        let approvals = super::approvals::Approvals::load(&config).map_err(|source| {
-            DaemonError::ApprovalsState {
-                path: config.file.approvals.state_dir.clone(),
-                source,
-            }
+        let approvals = Approvals::load(&config).map_err(|source| DaemonError::ApprovalsState {
+            path: config.file.approvals.state_dir.clone(),
+            source,
         })?;
         let installing = std::time::Instant::now();
         let layout = layout::layout(&plan, &kernel.region_names()?, &kernel.policy_names()?)?;
@@ -134,22 +139,22 @@ impl State {
             max_source_bytes: config.file.agent.max_source_bytes,
             install_time,
             kernel_entries: (layout.tables.region4.len(), layout.tables.region6.len()),
-            hierarchy,
-            plan,
-            kernel,
-            slots: layout.slots,
+            cx: Context {
+                hierarchy,
+                plan,
+                kernel,
+                slots: layout.slots,
+                log,
+                names,
+            },
+            jobs: Jobs::new(jobs_root),
             approvals,
             statics: BTreeMap::new(),
             bound: BTreeMap::new(),
-            jobs: BTreeMap::new(),
-            ended_jobs: std::collections::VecDeque::new(),
-            jobs_root,
-            log,
-            names,
             stopper: None,
         };
         if let Some((mode, error)) = &map_error {
-            state.record(
+            state.cx.record(
                 "agent",
                 json!({"event": "map_error", "on_map_error": mode, "error": error,
                 "tables": match mode {
@@ -159,23 +164,23 @@ impl State {
                 }}),
             );
         }
-        state.recover_jobs()?;
-        let bindings = state.wanted_bindings(&state.plan, &state.slots)?;
+        state.jobs.recover(&state.cx)?;
+        let bindings = state.wanted_bindings(state.cx.plan(), state.cx.slots())?;
         state.apply_bindings(bindings)?;
         state.refresh_names()?;
-        state.restore_approvals();
+        state.approvals.restore(&state.cx);
         state.publish(epoch, &config);
-        let report = state.kernel.attach()?;
-        match state.kernel.retire_other_abis() {
+        let report = state.cx.kernel.attach()?;
+        match state.cx.kernel().retire_other_abis() {
             Ok(0) => {}
             Ok(n) => tracing::info!(pins = n, "removed the programs and tables of an older ABI"),
             Err(e) => tracing::warn!(error = %e, "could not remove an older ABI's pins"),
         }
         tracing::info!(
-            governed = %state.plan.governed.display(),
-            policies = state.plan.policies.len(),
-            ipv4_ranges = state.plan.map.v4.len(),
-            ipv6_ranges = state.plan.map.v6.len(),
+            governed = %state.cx.plan().governed.display(),
+            policies = state.cx.plan().policies.len(),
+            ipv4_ranges = state.cx.plan().map.v4.len(),
+            ipv6_ranges = state.cx.plan().map.v6.len(),
             ipv4_trie_entries = state.kernel_entries.0,
             ipv6_trie_entries = state.kernel_entries.1,
             attached = report.attached,
@@ -183,78 +188,97 @@ impl State {
             epoch,
             "tables installed, programs attached"
         );
-        state.record(
+        state.cx.record(
             "agent",
             json!({
                 "event": "start",
                 "version": geowall_common::VERSION,
                 "pid": std::process::id(),
-                "governed": state.hierarchy.display_name(&state.plan.governed),
+                "governed": state.cx.hierarchy().display_name(&state.cx.plan().governed),
                 "attached": report.attached,
                 "adopted": report.adopted,
             }),
         );
         state.record_config("start", epoch, None, &[], &[]);
-        crate::util::trim_heap();
+        crate::host::proc::trim_heap();
         Ok((state, events))
     }
 
-    pub fn governed(&self) -> &Path {
-        &self.plan.governed
-    }
-
-    pub fn set_stopper(&mut self, tx: watch::Sender<Option<bool>>) {
+    pub(super) fn set_stopper(&mut self, tx: watch::Sender<Stop>) {
         self.stopper = Some(tx);
     }
 
-    /// Asks the agent to stop (from a `shutdown` request).
-    pub fn request_stop(&self, detach: bool) {
+    /// Asks the agent to stop (a `shutdown` request from `peer`).
+    pub(super) fn request_stop(&self, peer: Peer, detach: bool) {
+        self.cx.record(
+            "agent",
+            json!({"event": "shutdown_requested", "detach": detach, "by": peer.json()}),
+        );
         if let Some(tx) = &self.stopper {
-            let _ = tx.send(Some(detach));
+            let _ = tx.send(Stop::Requested { detach });
         }
     }
 
-    pub(super) fn kernel(&self) -> &Kernel {
-        &self.kernel
+    /// `job_start`: a cgroup for a `geowall exec` job, bound to `policy`,
+    /// with `pid` (a not-yet-exec'd child of the caller) moved into it.
+    pub(super) fn job_start(
+        &mut self,
+        peer: Peer,
+        policy: &str,
+        job: Option<&str>,
+        pid: u32,
+    ) -> Result<JobStarted, Refusal> {
+        self.jobs.start(&self.cx, peer, policy, job, pid)
     }
 
-    pub(super) fn hierarchy(&self) -> &Hierarchy {
-        &self.hierarchy
+    /// `job_end`: the job's main process exited.
+    pub(super) fn job_end(&mut self, job: &str) -> Result<(), Refusal> {
+        self.jobs.end(&self.cx, job)
     }
 
-    pub(super) fn plan(&self) -> &Plan {
-        &self.plan
+    /// Removes the cgroups (and bindings) of jobs that have no process left.
+    pub(super) fn collect_jobs(&mut self) {
+        self.jobs.collect(&self.cx);
     }
 
-    pub(super) fn names(&self) -> &RwLock<NameTable> {
-        &self.names
+    /// Starts the approvals webhook sender (on the agent's runtime).
+    pub(super) fn start_notifier(&mut self) {
+        self.approvals.start_notifier(self.cx.audit_log());
     }
 
-    /// The audit log, for writers outside the lock (the webhook sender).
-    pub(super) fn audit_log(&self) -> Arc<Mutex<crate::flows::AuditLog>> {
-        Arc::clone(&self.log)
+    /// `approval_request`: a proactive request.
+    pub(super) fn approval_request(
+        &mut self,
+        peer: Peer,
+        ask: ApprovalAsk,
+    ) -> Result<ApprovalView, Refusal> {
+        self.approvals.request(&self.cx, &self.jobs, peer, ask)
     }
 
-    pub(super) fn slot(&self, policy: &str) -> Option<u32> {
-        self.slots.get(policy).copied()
+    /// `approvals_list`: every request for root and approvers, their own
+    /// for anyone else.
+    pub(super) fn approvals_list(&self, peer: Peer, pending: bool) -> Vec<ApprovalView> {
+        self.approvals.list(peer, pending)
     }
 
-    /// The name of the policy in `slot` (a slot the tables in force lack
-    /// fails closed in the kernel; it is named by number).
-    pub(super) fn slot_name(&self, slot: u32) -> String {
-        self.slots
-            .iter()
-            .find(|(_, s)| **s == slot)
-            .map(|(name, _)| name.clone())
-            .unwrap_or_else(|| format!("slot {slot}"))
+    /// `approval_approve`, `approval_deny`, `approval_revoke`.
+    pub(super) fn approval_decide(
+        &mut self,
+        peer: Peer,
+        decision: Decide,
+    ) -> Result<ApprovalView, Refusal> {
+        self.approvals.decide(&self.cx, peer, decision)
     }
 
-    /// Writes a non-flow record to the audit log.
-    pub fn record(&self, kind: &str, detail: serde_json::Value) {
-        let mut log = self.log.lock().expect("log lock");
-        if let Err(e) = log.event(kind, detail) {
-            tracing::error!(error = %e, "cannot write the audit log");
-        }
+    /// A denied flow, from the event reader: it opens or joins a request
+    /// when its policy is approvable.
+    pub(super) fn denied(&mut self, denial: Denial) {
+        self.approvals.denied(&self.cx, &self.jobs, denial);
+    }
+
+    /// Every 2 s: ends the requests and grants that ran out.
+    pub(super) fn expire_approvals(&mut self) {
+        self.approvals.expire(&self.cx);
     }
 
     /// Records the tables now in force; `problems` are what went wrong after
@@ -268,16 +292,16 @@ impl State {
         needs_restart: &[&str],
     ) {
         let sources: Vec<_> = self
-            .plan
+            .cx.plan()
             .sources
             .iter()
             .map(|s| json!({"source": s.spec.label(), "sha256": s.sha256, "about": s.about, "networks": s.networks}))
             .collect();
         let policies: Vec<_> = self
-            .plan
+            .cx.plan()
             .policies
             .iter()
-            .map(|p| json!({"name": p.name, "mode": p.mode, "allow": p.allow_written, "slot": self.slots.get(&p.name)}))
+            .map(|p| json!({"name": p.name, "mode": p.mode, "allow": p.allow_written, "slot": self.cx.slots().get(&p.name)}))
             .collect();
         let mut detail = json!({
             "event": why,
@@ -285,8 +309,8 @@ impl State {
             "config": self.config_path,
             "sources": sources,
             "policies": policies,
-            "ipv4_ranges": self.plan.map.v4.len(),
-            "ipv6_ranges": self.plan.map.v6.len(),
+            "ipv4_ranges": self.cx.plan().map.v4.len(),
+            "ipv6_ranges": self.cx.plan().map.v6.len(),
             "ipv4_trie_entries": self.kernel_entries.0,
             "ipv6_trie_entries": self.kernel_entries.1,
         });
@@ -299,39 +323,43 @@ impl State {
         if !needs_restart.is_empty() {
             detail["needs_restart"] = json!(needs_restart);
         }
-        self.record("config", detail);
+        self.cx.record("config", detail);
     }
 
     /// The versions of the source files the tables in force were read
     /// from (or a refused reload last tried), as seen before reading them.
-    pub fn source_stamps(&self) -> &[(PathBuf, source_watch::Stamp)] {
+    pub(super) fn source_stamps(&self) -> &[(PathBuf, Stamp)] {
         &self.stamps
     }
 
-    pub fn set_source_stamps(&mut self, stamps: Vec<(PathBuf, source_watch::Stamp)>) {
+    pub(super) fn set_source_stamps(&mut self, stamps: Vec<(PathBuf, Stamp)>) {
         self.stamps = stamps;
     }
 
     /// Re-reads the config and switches tables. An error before the switch
     /// changes nothing; what fails after it (the switch stands) is logged and
     /// recorded with the new tables. `by` names who asked (for the log).
-    pub fn reload(&mut self, why: &str, by: Option<serde_json::Value>) -> Result<u64, DaemonError> {
+    pub(super) fn reload(
+        &mut self,
+        why: &str,
+        by: Option<serde_json::Value>,
+    ) -> Result<u64, DaemonError> {
         let config = Config::load(&self.config_path)?;
         // Stamped before reading: a file rewritten during the load is seen
         // as changed and loaded again.
-        let stamps = source_watch::stamps(&plan::map_specs(&config)?);
-        let plan = plan::build(&config, &self.hierarchy)?;
+        let stamps = source_stamps(&plan::map_specs(&config)?);
+        let plan = plan::build(&config, self.cx.hierarchy())?;
         check_audit_only(self.audit_only, &plan)?;
-        if plan.governed != self.plan.governed {
+        if plan.governed != self.cx.plan().governed {
             return Err(DaemonError::Refused(format!(
                 "[agent] cgroup changed from {} to {}: restart the agent to govern another subtree",
-                self.plan.governed.display(),
+                self.cx.plan().governed.display(),
                 plan.governed.display()
             )));
         }
         let orphaned: Vec<String> = self
             .jobs
-            .values()
+            .iter()
             .filter(|j| plan.policy(&j.policy).is_none())
             .map(|j| format!("{} ({})", j.name, j.policy))
             .collect();
@@ -348,12 +376,12 @@ impl State {
         let installing = std::time::Instant::now();
         let layout = layout::layout(
             &plan,
-            &self.kernel.region_names()?,
-            &self.kernel.policy_names()?,
+            &self.cx.kernel().region_names()?,
+            &self.cx.kernel().policy_names()?,
         )?;
         let bindings = self.wanted_bindings(&plan, &layout.slots)?;
         let region_grants = self.approvals.region_grant_sets(&layout.slots);
-        let epoch = self.kernel.install(&layout, &region_grants)?;
+        let epoch = self.cx.kernel.install(&layout, &region_grants)?;
 
         // The new tables are in force: from here on nothing is refused.
         self.install_time = installing.elapsed();
@@ -367,8 +395,8 @@ impl State {
             install_ms = self.install_time.as_millis() as u64,
             "tables switched"
         );
-        self.plan = plan;
-        self.slots = layout.slots;
+        self.cx.plan = plan;
+        self.cx.slots = layout.slots;
         self.stamps = stamps;
         let problems: Vec<String> = [
             self.apply_bindings(bindings),
@@ -378,15 +406,15 @@ impl State {
         .into_iter()
         .filter_map(Result::err)
         .map(|e| {
-            let e = crate::cli::chain(&e);
+            let e = crate::vocab::error::chain(&e);
             tracing::error!(epoch, error = %e, "after the table switch");
             e
         })
         .collect();
         self.publish(epoch, &config);
         self.record_config(why, epoch, by, &problems, &needs_restart);
-        self.reconfigure_approvals(&config);
-        crate::util::trim_heap();
+        self.approvals.reconfigure(&self.cx, &config);
+        crate::host::proc::trim_heap();
         Ok(epoch)
     }
 
@@ -395,7 +423,8 @@ impl State {
     /// as `first`, `[audit]`.
     fn publish(&self, epoch: u64, config: &Config) {
         let sources = self
-            .plan
+            .cx
+            .plan()
             .sources
             .iter()
             .map(|s| MapSource {
@@ -404,10 +433,11 @@ impl State {
                 about: s.about.clone(),
             })
             .collect();
-        let mut names = self.names.write().expect("names lock");
-        names.map_installed(epoch, Arc::clone(&self.plan.map), sources);
+        let mut names = self.cx.names().write().expect("names lock");
+        names.map_installed(epoch, Arc::clone(&self.cx.plan().map), sources);
         names.log_first = self
-            .plan
+            .cx
+            .plan()
             .policies
             .iter()
             .filter(|p| p.log_allowed == crate::config::LogAllowed::First)
@@ -419,12 +449,13 @@ impl State {
         names.installed = Some(Installed {
             epoch,
             at: std::time::SystemTime::now(),
-            load_time: self.plan.compile_time + self.install_time,
-            ranges: (self.plan.map.v4.len(), self.plan.map.v6.len()),
+            load_time: self.cx.plan().compile_time + self.install_time,
+            ranges: (self.cx.plan().map.v4.len(), self.cx.plan().map.v6.len()),
             trie_entries: self.kernel_entries,
         });
         drop(names);
-        self.log
+        self.cx
+            .log()
             .lock()
             .expect("log lock")
             .set_rotation(Rotation::from(&config.file.audit));
@@ -478,7 +509,7 @@ impl State {
             .flat_map(|p| p.units.iter().map(move |u| (u.clone(), p.name.as_str())))
             .unzip();
         if !patterns.is_empty() {
-            for (path, i) in super::units::matching_cgroups(&plan.governed, &patterns) {
+            for (path, i) in crate::host::units::matching_cgroups(&plan.governed, &patterns) {
                 // A unit may stop between the scan and here: skip it.
                 let Ok(id) = cgroup::id_of(&path) else {
                     continue;
@@ -489,7 +520,7 @@ impl State {
                 add(&mut wanted, id, slots[owners[i]], &path, owners[i], "unit");
             }
         }
-        for job in self.jobs.values() {
+        for job in self.jobs.iter() {
             if let Some(&slot) = slots.get(&job.policy) {
                 wanted.slots.insert(job.cgroup_id, slot);
             }
@@ -503,22 +534,22 @@ impl State {
             .statics
             .iter()
             .filter(|(id, _)| !self.statics.contains_key(id))
-            .map(|(id, b)| (*id, self.hierarchy.display_name(&b.path)))
+            .map(|(id, b)| (*id, self.cx.hierarchy().display_name(&b.path)))
             .collect();
         self.statics = wanted.statics;
         for (id, slot) in &wanted.slots {
             if self.bound.get(id) != Some(slot) {
-                self.kernel.bind(*id, *slot)?;
+                self.cx.kernel().bind(*id, *slot)?;
             }
         }
-        for (id, _) in self.kernel.bindings()? {
+        for (id, _) in self.cx.kernel().bindings()? {
             if !wanted.slots.contains_key(&id) {
-                self.kernel.unbind(id)?;
+                self.cx.kernel().unbind(id)?;
             }
         }
         self.bound = wanted.slots;
         if !added.is_empty() {
-            let mut names = self.names.write().expect("names lock");
+            let mut names = self.cx.names().write().expect("names lock");
             for (id, name) in added {
                 names.cgroups.insert(id, name);
             }
@@ -528,9 +559,9 @@ impl State {
 
     /// Puts back programs something outside geowall detached, logging and
     /// recording each time it has to.
-    pub fn repair_links(&mut self) {
-        self.kernel.heartbeat();
-        match self.kernel.repair() {
+    pub(super) fn repair_links(&mut self) {
+        self.cx.kernel().heartbeat();
+        match self.cx.kernel.repair() {
             Ok(fixed) if fixed.is_empty() => {}
             Ok(fixed) => {
                 tracing::error!(
@@ -538,30 +569,30 @@ impl State {
                     "geowall's programs were detached from the governed cgroup by something \
                      else: attached again"
                 );
-                self.record(
+                self.cx.record(
                     "agent",
                     json!({"event": "reattached", "programs": fixed,
-                           "governed": self.hierarchy.display_name(&self.plan.governed)}),
+                           "governed": self.cx.hierarchy().display_name(&self.cx.plan().governed)}),
                 );
             }
             Err(e) => {
-                tracing::error!(error = %crate::cli::chain(&e), "cannot re-attach detached programs")
+                tracing::error!(error = %crate::vocab::error::chain(&e), "cannot re-attach detached programs")
             }
         }
     }
 
     /// Whether a policy binds systemd units (whose cgroups come and go).
-    pub fn has_unit_bindings(&self) -> bool {
-        self.plan.policies.iter().any(|p| !p.units.is_empty())
+    pub(super) fn has_unit_bindings(&self) -> bool {
+        self.cx.plan().policies.iter().any(|p| !p.units.is_empty())
     }
 
     /// Re-computes the bindings of the plan in force (new unit cgroups,
     /// units gone) and writes what changed.
-    pub fn refresh_bindings(&mut self) {
-        let wanted = match self.wanted_bindings(&self.plan, &self.slots) {
+    pub(super) fn refresh_bindings(&mut self) {
+        let wanted = match self.wanted_bindings(self.cx.plan(), self.cx.slots()) {
             Ok(w) => w,
             Err(e) => {
-                tracing::debug!(error = %e, "bindings not refreshed");
+                tracing::debug!(error = %crate::vocab::error::Chain(&e), "bindings not refreshed");
                 return;
             }
         };
@@ -570,96 +601,97 @@ impl State {
         }
         for (id, b) in &wanted.statics {
             if !self.statics.contains_key(id) {
-                tracing::info!(cgroup = %self.hierarchy.display_name(&b.path), policy = %b.policy, by = b.by, "cgroup bound");
+                tracing::info!(cgroup = %self.cx.hierarchy().display_name(&b.path), policy = %b.policy, by = b.by, "cgroup bound");
             }
         }
         if let Err(e) = self.apply_bindings(wanted) {
-            tracing::error!(error = %e, "cannot update the bindings");
+            tracing::error!(error = %crate::vocab::error::Chain(&e), "cannot update the bindings");
         }
     }
 
     /// Frees the slots of policies that are gone and no binding names.
     fn free_unused_slots(&mut self) -> Result<(), DaemonError> {
         let bound: HashSet<u32> = self
-            .kernel
+            .cx
+            .kernel()
             .bindings()?
             .into_iter()
             .map(|(_, s)| s)
             .collect();
-        let live: HashSet<u32> = self.slots.values().copied().collect();
-        for (slot, name) in self.kernel.policy_names()?.into_iter().enumerate() {
+        let live: HashSet<u32> = self.cx.slots().values().copied().collect();
+        for (slot, name) in self.cx.kernel().policy_names()?.into_iter().enumerate() {
             let slot = slot as u32;
             if name.is_some() && !live.contains(&slot) && !bound.contains(&slot) {
-                self.kernel.set_policy_name(slot, None)?;
+                self.cx.kernel().set_policy_name(slot, None)?;
             }
         }
         Ok(())
     }
 
     pub(super) fn refresh_names(&self) -> Result<(), DaemonError> {
-        let policies = self.kernel.policy_names()?;
-        let regions = self.kernel.region_names()?;
-        let mut names = self.names.write().expect("names lock");
+        let policies = self.cx.kernel().policy_names()?;
+        let regions = self.cx.kernel().region_names()?;
+        let mut names = self.cx.names().write().expect("names lock");
         names.policies = policies;
         names.regions = regions;
         for (id, b) in &self.statics {
             names
                 .cgroups
-                .insert(*id, self.hierarchy.display_name(&b.path));
+                .insert(*id, self.cx.hierarchy().display_name(&b.path));
         }
         drop(names);
-        for job in self.jobs.values() {
-            self.name_job(job);
+        for job in self.jobs.iter() {
+            self.cx.name_job(&job.name, job.cgroup_id, &job.cgroup);
         }
         Ok(())
     }
 
-    /// Lets flow records name `job` and its cgroup.
-    pub(super) fn name_job(&self, job: &Job) {
-        let mut names = self.names.write().expect("names lock");
-        names.jobs.insert(job.cgroup_id, job.name.clone());
-        names
-            .cgroups
-            .insert(job.cgroup_id, self.hierarchy.display_name(&job.cgroup));
-    }
-
     /// The map in force and what answering questions about it needs.
-    pub fn map_snapshot(&self) -> MapSnapshot {
+    pub(super) fn map_snapshot(&self) -> MapSnapshot {
         MapSnapshot {
-            map: Arc::clone(&self.plan.map),
-            specs: self.plan.sources.iter().map(|s| s.spec.clone()).collect(),
-            sources: self.plan.sources.clone(),
+            map: Arc::clone(&self.cx.plan().map),
+            specs: self
+                .cx
+                .plan()
+                .sources
+                .iter()
+                .map(|s| s.spec.clone())
+                .collect(),
+            sources: self.cx.plan().sources.clone(),
             max_source_bytes: self.max_source_bytes,
-            compile_time: self.plan.compile_time,
+            compile_time: self.cx.plan().compile_time,
             install_time: self.install_time,
             kernel_entries: self.kernel_entries,
         }
     }
 
     /// `policy explain`: the kernel tables' verdict for each target.
-    pub fn explain(
+    pub(super) fn explain(
         &self,
         policy: &str,
-        targets: &[crate::policy::explain::Target],
-    ) -> Result<Vec<crate::policy::explain::Explanation>, super::jobs::Refusal> {
+        targets: &[crate::tables::explain::Target],
+    ) -> Result<Vec<crate::tables::explain::Explanation>, super::caller::Refusal> {
         use crate::control::proto::ErrorCode;
-        use crate::policy::explain::{PolicyText, explain};
-        let refuse = |code: ErrorCode, m: String| super::jobs::Refusal(code, m);
-        let Some(p) = self.plan.policy(policy) else {
-            let hint =
-                crate::regions::suggest(policy, self.plan.policies.iter().map(|p| p.name.as_str()))
-                    .map(|s| format!(" (did you mean '{s}'?)"))
-                    .unwrap_or_default();
+        use crate::tables::explain::{PolicyText, explain};
+        let refuse = |code: ErrorCode, m: String| super::caller::Refusal(code, m);
+        let Some(p) = self.cx.plan().policy(policy) else {
+            let hint = crate::regions::suggest(
+                policy,
+                self.cx.plan().policies.iter().map(|p| p.name.as_str()),
+            )
+            .map(|s| format!(" (did you mean '{s}'?)"))
+            .unwrap_or_default();
             return Err(refuse(
                 ErrorCode::UnknownPolicy,
                 format!("no policy named '{policy}' is loaded{hint}"),
             ));
         };
-        let slot = self.slots[&p.name];
+        let slot = self.cx.slots()[&p.name];
         let view = self
-            .kernel
+            .cx
+            .kernel()
             .view()
-            .map_err(|e| refuse(ErrorCode::Internal, crate::cli::chain(&e)))?;
+            .map_err(|e| refuse(ErrorCode::Internal, crate::vocab::error::chain(&e)))?;
         let text = PolicyText {
             name: &p.name,
             rules: &p.rules,
@@ -670,37 +702,38 @@ impl State {
         targets
             .iter()
             .map(|t| {
-                explain(&view, &self.plan.map, slot, &text, t, &tables)
-                    .map_err(|e| refuse(ErrorCode::Internal, e))
+                explain(&view, &self.cx.plan().map, slot, &text, t, &tables)
+                    .map_err(|e| refuse(ErrorCode::Internal, crate::vocab::error::chain(&e)))
             })
             .collect()
     }
 
     /// Kernel memory of the tries in force (None when it cannot be read).
-    pub fn trie_memlock(&self) -> Option<u64> {
-        self.kernel.trie_memlock().ok()
+    pub(super) fn trie_memlock(&self) -> Option<u64> {
+        self.cx.kernel().trie_memlock().ok()
     }
 
     /// What a reload answers: the tables now in force.
-    pub fn switched(&self, epoch: u64) -> serde_json::Value {
-        json!({
-            "epoch": epoch,
-            "ipv4_ranges": self.plan.map.v4.len(),
-            "ipv6_ranges": self.plan.map.v6.len(),
-            "compile_ms": self.plan.compile_time.as_millis() as u64,
-            "install_ms": self.install_time.as_millis() as u64,
-        })
+    pub(super) fn switched(&self, epoch: u64) -> Switched {
+        Switched {
+            epoch,
+            ipv4_ranges: self.cx.plan().map.v4.len(),
+            ipv6_ranges: self.cx.plan().map.v6.len(),
+            compile_ms: self.cx.plan().compile_time.as_millis() as u64,
+            install_ms: self.install_time.as_millis() as u64,
+        }
     }
 
     /// What `status` answers.
-    pub fn status(&self) -> Result<Status, DaemonError> {
-        let counters = self.kernel.counters()?;
+    pub(super) fn status(&self) -> Result<AgentStatus, DaemonError> {
+        let counters = self.cx.kernel().counters()?;
         let policies = self
-            .plan
+            .cx
+            .plan()
             .policies
             .iter()
             .map(|p| {
-                let slot = self.slots[&p.name];
+                let slot = self.cx.slots()[&p.name];
                 let c = counters.get(slot as usize).copied().unwrap_or_default();
                 PolicyStatus {
                     name: p.name.clone(),
@@ -710,11 +743,11 @@ impl State {
                         .statics
                         .values()
                         .filter(|b| b.policy == p.name)
-                        .map(|b| self.hierarchy.display_name(&b.path))
+                        .map(|b| self.cx.hierarchy().display_name(&b.path))
                         .collect(),
                     units: p.units.clone(),
-                    default: self.plan.default_policy.as_deref() == Some(&p.name),
-                    jobs: self.jobs.values().filter(|j| j.policy == p.name).count(),
+                    default: self.cx.plan().default_policy.as_deref() == Some(&p.name),
+                    jobs: self.jobs.iter().filter(|j| j.policy == p.name).count(),
                     allowed: c[counter::ALLOWED],
                     denied: c[counter::DENIED],
                     would_deny: c[counter::WOULD_DENY],
@@ -726,23 +759,24 @@ impl State {
             .take(MAX_POLICIES as usize + 1)
             .map(|c| c[counter::EVENTS_DROPPED])
             .sum();
-        Ok(Status {
+        Ok(AgentStatus {
             version: geowall_common::VERSION.into(),
             pid: std::process::id(),
-            epoch: self.kernel.epoch(),
-            governed: self.hierarchy.display_name(&self.plan.governed),
+            epoch: self.cx.kernel().epoch(),
+            governed: self.cx.hierarchy().display_name(&self.cx.plan().governed),
             policies,
             jobs: self
                 .jobs
-                .values()
+                .iter()
                 .map(|j| JobStatus {
                     job: j.name.clone(),
                     policy: j.policy.clone(),
-                    cgroup: self.hierarchy.display_name(&j.cgroup),
+                    cgroup: self.cx.hierarchy().display_name(&j.cgroup),
                 })
                 .collect(),
             sources: self
-                .plan
+                .cx
+                .plan()
                 .sources
                 .iter()
                 .map(|s| SourceStatus {
@@ -752,26 +786,30 @@ impl State {
                     networks: s.networks,
                 })
                 .collect(),
-            ipv4_ranges: self.plan.map.v4.len(),
-            ipv6_ranges: self.plan.map.v6.len(),
+            ipv4_ranges: self.cx.plan().map.v4.len(),
+            ipv6_ranges: self.cx.plan().map.v6.len(),
             events_dropped,
-            grants: self.grant_status(),
-            webhook: self.webhook_status(),
-            socket_cgroups_unavailable: self.kernel.socket_cgroups_unavailable().map(String::from),
+            grants: self.approvals.grant_status(),
+            webhook: self.approvals.webhook_status(),
+            socket_cgroups_unavailable: self
+                .cx
+                .kernel()
+                .socket_cgroups_unavailable()
+                .map(String::from),
         })
     }
 
     /// Ends the agent: writes the stop record; with `detach`, removes every
     /// program, pin and empty job cgroup.
-    pub fn finish(mut self, detach: bool) -> Result<(), DaemonError> {
-        self.collect_jobs();
-        self.record(
+    pub(super) fn finish(mut self, detach: bool) -> Result<(), DaemonError> {
+        self.jobs.collect(&self.cx);
+        self.cx.record(
             "agent",
             json!({"event": "stop", "pid": std::process::id(), "detached": detach}),
         );
         if detach {
-            let jobs_root = self.jobs_root.clone();
-            let removed = self.kernel.detach_and_unpin()?;
+            let jobs_root = self.jobs.root().to_path_buf();
+            let removed = self.cx.kernel.detach_and_unpin()?;
             let _ = cgroup::remove(&jobs_root);
             tracing::info!(pins = removed, "detached; enforcement ended");
         } else {
@@ -831,4 +869,13 @@ fn check_audit_only(audit_only: bool, plan: &Plan) -> Result<(), DaemonError> {
         )));
     }
     Ok(())
+}
+
+/// The stamps of the files of `specs` (the built-in map has none).
+fn source_stamps(specs: &[Spec]) -> Vec<(PathBuf, Stamp)> {
+    specs
+        .iter()
+        .filter(|s| s.kind != Kind::Builtin)
+        .map(|s| (s.path.clone(), stamp(&s.path)))
+        .collect()
 }

@@ -1,46 +1,25 @@
-//! The kernel's grant tries: (scope, prefix) → the grants that cover it;
-//! and the region grant map: (generation, scope, region id) → the grants to
-//! that region. The agent computes the entries (see `approvals::entries`
-//! and `approvals::region_sets`) and writes them here; the kernel checks
-//! expiry itself.
+//! Writing the kernel's grant tries, (scope, prefix) → the grants that
+//! cover it, and its region grant map, (generation, scope, region id) →
+//! the grants to that region. What to write is computed in
+//! [`crate::tables::grants`]; the kernel checks expiry itself.
 //!
 //! Region ids belong to a generation of the tables: a table switch writes
 //! the idle generation's region grants before the epoch flips (see
-//! `tables::switch`), and a change of grants between switches rewrites the
-//! active generation's.
+//! `kernel/tables.rs`), and a change of grants between switches rewrites
+//! the active generation's.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    os::fd::AsFd,
+    os::fd::{AsFd, OwnedFd},
 };
 
 use geowall_common::{GrantSet, MAX_REGION_GRANT_ENTRIES, RegionGrantKey, config};
 
-use super::{Kernel, KernelError, sys, sys_err};
-use crate::regions::prefix::{Family, Prefix};
-
-/// One entry's key: the scope (a cgroup id, or
-/// [`geowall_common::GRANT_SCOPE_POLICY`] | slot) and the destination.
-pub type EntryKey = (u64, Prefix);
-
-/// Region grants by (scope, region tag), independent of the tables.
-pub type RegionGrantSets = BTreeMap<(u64, String), GrantSet>;
-
-/// The region grant map's entries for table generation `generation`, whose
-/// region ids are `ids` (tag → id). A tag the tables do not know has no
-/// entry: no destination carries it.
-pub fn region_entries(
-    sets: &RegionGrantSets,
-    ids: &BTreeMap<&str, u16>,
-    generation: u8,
-) -> BTreeMap<RegionGrantKey, GrantSet> {
-    sets.iter()
-        .filter_map(|((scope, tag), set)| {
-            let id = *ids.get(tag.as_str())?;
-            Some((RegionGrantKey::new(*scope, id, generation), *set))
-        })
-        .collect()
-}
+use super::{KernelError, config_map::ConfigMap, sys, sys_err};
+use crate::{
+    regions::prefix::{Family, Prefix},
+    tables::grants::EntryKey,
+};
 
 /// Raw LPM key: prefix length (native order, counting the 64 scope bits),
 /// scope (big endian), address (network order).
@@ -64,45 +43,46 @@ fn parse_key(raw: &[u8]) -> Option<EntryKey> {
     Some((scope, prefix))
 }
 
-fn value_bytes(set: &GrantSet) -> &[u8] {
-    // SAFETY: GrantSet is #[repr(C)] plain data with explicit padding.
-    unsafe {
-        std::slice::from_raw_parts(
-            (set as *const GrantSet).cast::<u8>(),
-            std::mem::size_of::<GrantSet>(),
-        )
-    }
+/// The grant tries and the region grant map, opened from their pins.
+pub(crate) struct GrantMaps {
+    v4: OwnedFd,
+    v6: OwnedFd,
+    region: OwnedFd,
 }
 
-impl Kernel {
+impl GrantMaps {
+    pub(crate) fn new(v4: OwnedFd, v6: OwnedFd, region: OwnedFd) -> Self {
+        Self { v4, v6, region }
+    }
+
     fn grant_map(&self, family: Family) -> std::os::fd::BorrowedFd<'_> {
         match family {
-            Family::V4 => self.maps.grants4.as_fd(),
-            Family::V6 => self.maps.grants6.as_fd(),
+            Family::V4 => self.v4.as_fd(),
+            Family::V6 => self.v6.as_fd(),
         }
     }
 
     /// Writes (or replaces) the entry of `key`.
-    pub fn write_grant_entry(&self, key: &EntryKey, set: &GrantSet) -> Result<(), KernelError> {
+    pub(crate) fn write_entry(&self, key: &EntryKey, set: &GrantSet) -> Result<(), KernelError> {
         let (scope, prefix) = key;
         sys::map_update(
             self.grant_map(prefix.family()),
             &raw_key(*scope, prefix),
-            value_bytes(set),
+            sys::bytes_of(set),
             sys::BPF_ANY,
         )
         .map_err(sys_err(format!("writing grant entry {scope:#x} {prefix}")))
     }
 
     /// Removes the entry of `key` (absent is fine).
-    pub fn delete_grant_entry(&self, key: &EntryKey) -> Result<(), KernelError> {
+    pub(crate) fn delete_entry(&self, key: &EntryKey) -> Result<(), KernelError> {
         let (scope, prefix) = key;
         sys::map_delete(self.grant_map(prefix.family()), &raw_key(*scope, prefix))
             .map_err(sys_err(format!("removing grant entry {scope:#x} {prefix}")))
     }
 
     /// Every entry of both grant tries.
-    pub fn grant_entries(&self) -> Result<BTreeSet<EntryKey>, KernelError> {
+    pub(crate) fn entries(&self) -> Result<BTreeSet<EntryKey>, KernelError> {
         let mut out = BTreeSet::new();
         for (family, width) in [(Family::V4, 4), (Family::V6, 16)] {
             let map = self.grant_map(family);
@@ -124,13 +104,13 @@ impl Kernel {
     }
 
     /// Tells the programs how many grant entries exist (0: skip the lookups).
-    pub fn set_grant_count(&self, entries: usize) {
-        self.config.store(config::GRANTS, entries as u64);
+    pub(crate) fn set_count(config: &ConfigMap, entries: usize) {
+        config.store(config::GRANTS, entries as u64);
     }
 
     /// Every key of the region grant map.
-    pub fn region_grant_keys(&self) -> Result<Vec<RegionGrantKey>, KernelError> {
-        let map = self.maps.region_grants.as_fd();
+    fn region_keys(&self) -> Result<Vec<RegionGrantKey>, KernelError> {
+        let map = self.region.as_fd();
         let mut out = Vec::new();
         let mut prev: Option<[u8; KEY]> = None;
         loop {
@@ -149,19 +129,20 @@ impl Kernel {
     /// Makes generation `generation`'s region grants exactly `wanted` (and,
     /// with `others`, removes every other generation's); sets the count the
     /// programs check. Returns the entries left in the map.
-    pub fn write_region_grants(
+    pub(crate) fn write_region_grants(
         &self,
+        config: &ConfigMap,
         generation: u8,
         wanted: &BTreeMap<RegionGrantKey, GrantSet>,
         others: bool,
     ) -> Result<usize, KernelError> {
-        let map = self.maps.region_grants.as_fd();
-        let existing = self.region_grant_keys()?;
+        let map = self.region.as_fd();
+        let existing = self.region_keys()?;
         // Counted high first: the programs never skip an entry being written.
         let mut left = existing.len() + wanted.len();
-        self.config.store(config::REGION_GRANTS, left as u64);
+        config.store(config::REGION_GRANTS, left as u64);
         for (key, set) in wanted {
-            sys::map_update(map, &key_bytes(key), value_bytes(set), sys::BPF_ANY).map_err(
+            sys::map_update(map, &key_bytes(key), sys::bytes_of(set), sys::BPF_ANY).map_err(
                 sys_err(format!(
                     "writing region grant {:#x} region {} generation {}",
                     key.scope, key.region, key.generation
@@ -179,27 +160,31 @@ impl Kernel {
                 left += 1;
             }
         }
-        self.config.store(config::REGION_GRANTS, left as u64);
+        config.store(config::REGION_GRANTS, left as u64);
         Ok(left)
     }
 
     /// Removes every region grant of generation `generation`; sets the count
     /// the programs check.
-    pub fn clear_region_grants(&self, generation: u8) -> Result<(), KernelError> {
+    pub(crate) fn clear_region_grants(
+        &self,
+        config: &ConfigMap,
+        generation: u8,
+    ) -> Result<(), KernelError> {
         let mut left = 0;
-        for key in self.region_grant_keys()? {
+        for key in self.region_keys()? {
             if key.generation == generation {
                 self.delete_region_grant(&key)?;
             } else {
                 left += 1;
             }
         }
-        self.config.store(config::REGION_GRANTS, left);
+        config.store(config::REGION_GRANTS, left);
         Ok(())
     }
 
     fn delete_region_grant(&self, key: &RegionGrantKey) -> Result<(), KernelError> {
-        sys::map_delete(self.maps.region_grants.as_fd(), &key_bytes(key)).map_err(sys_err(format!(
+        sys::map_delete(self.region.as_fd(), &key_bytes(key)).map_err(sys_err(format!(
             "removing region grant {:#x} region {} generation {}",
             key.scope, key.region, key.generation
         )))
@@ -225,8 +210,6 @@ fn key_of(raw: &[u8; KEY]) -> RegionGrantKey {
 
 #[cfg(test)]
 mod tests {
-    use geowall_common::GRANT_SCOPE_POLICY;
-
     use super::*;
 
     #[test]
@@ -237,40 +220,6 @@ mod tests {
         let abi: [u8; KEY] = unsafe { std::mem::transmute(key) };
         assert_eq!(raw, abi);
         assert_eq!(key_of(&raw), key);
-    }
-
-    #[test]
-    fn region_entries_follow_the_tables_ids() {
-        let mut set = GrantSet::default();
-        set.grants[0].id = 7;
-        let sets: RegionGrantSets = [
-            ((42, "DE".to_owned()), set),
-            ((42, "FR".to_owned()), set),
-            ((GRANT_SCOPE_POLICY | 3, "aws:eu-west-1".to_owned()), set),
-        ]
-        .into_iter()
-        .collect();
-        let ids: BTreeMap<&str, u16> = [("DE", 4), ("aws:eu-west-1", 9), ("US", 5)].into();
-        let e = region_entries(&sets, &ids, 1);
-        // FR is in no table: no entry.
-        assert_eq!(
-            e.keys().copied().collect::<Vec<_>>(),
-            vec![
-                RegionGrantKey::new(42, 4, 1),
-                RegionGrantKey::new(GRANT_SCOPE_POLICY | 3, 9, 1),
-            ]
-        );
-        assert_eq!(e[&RegionGrantKey::new(42, 4, 1)].grants[0].id, 7);
-        // Another generation numbers the regions its own way.
-        let renumbered: BTreeMap<&str, u16> = [("DE", 11), ("FR", 12)].into();
-        let e = region_entries(&sets, &renumbered, 0);
-        assert_eq!(
-            e.keys().copied().collect::<Vec<_>>(),
-            vec![
-                RegionGrantKey::new(42, 11, 0),
-                RegionGrantKey::new(42, 12, 0)
-            ]
-        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The few `bpf(2)` commands aya 0.14 does not expose: creating maps with
-//! our own names, batch updates, link updates, link and cgroup queries, and
-//! run-time statistics.
+//! our own names, batch updates, link updates, and link and cgroup queries.
+//! (Program statistics come from aya: see [`super::stats`].)
 //!
 //! Each command's attribute struct is the prefix of `union bpf_attr` it
 //! uses, zero-padded to the union's size, as the kernel requires.
@@ -24,13 +24,28 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
 const BPF_PROG_QUERY: libc::c_int = 16;
 const BPF_MAP_UPDATE_BATCH: libc::c_int = 26;
 const BPF_LINK_UPDATE: libc::c_int = 29;
-const BPF_ENABLE_STATS: libc::c_int = 32;
 const BPF_LINK_DETACH: libc::c_int = 34;
 
 pub const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 pub const BPF_F_NO_PREALLOC: u32 = 1;
 pub const BPF_ANY: u64 = 0;
-const BPF_STATS_RUN_TIME: u32 = 0;
+
+/// The bytes of a plain-data value as a map holds it. `T` must be one of
+/// the `#[repr(C)]` ABI types of `geowall-common` (or an integer or an
+/// array of them): no padding that is not an explicit field.
+pub(crate) fn bytes_of<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: as documented, `T` is plain data whose every byte is
+    // initialized.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// [`bytes_of`], writable: a map lookup fills the value in place. Every
+/// bit pattern must be a valid `T` (true of the ABI's plain-data types).
+pub(crate) fn bytes_of_mut<T: Copy>(v: &mut T) -> &mut [u8] {
+    // SAFETY: as in `bytes_of`; and any bytes the kernel writes make a
+    // valid `T`.
+    unsafe { std::slice::from_raw_parts_mut((v as *mut T).cast::<u8>(), size_of::<T>()) }
+}
 
 /// Size of `union bpf_attr` we pass: larger than every member we use; the
 /// kernel requires the tail beyond what it knows to be zero.
@@ -311,43 +326,6 @@ pub fn link_prog_id(link: BorrowedFd<'_>) -> io::Result<u32> {
     let mut buf = [0u8; 64];
     obj_info(link, &mut buf)?;
     Ok(u32::from_ne_bytes(buf[8..12].try_into().expect("4 bytes")))
-}
-
-/// A program's id, run count and cumulative run time (the latter two only
-/// while statistics are enabled, see [`enable_run_time_stats`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ProgStats {
-    pub id: u32,
-    pub run_time_ns: u64,
-    pub run_cnt: u64,
-}
-
-/// Reads a program's statistics.
-pub fn prog_stats(prog: BorrowedFd<'_>) -> io::Result<ProgStats> {
-    // struct bpf_prog_info: id at 4, run_time_ns at 192, run_cnt at 200.
-    let mut buf = [0u8; 232];
-    obj_info(prog, &mut buf)?;
-    let u64_at = |o: usize| u64::from_ne_bytes(buf[o..o + 8].try_into().expect("8 bytes"));
-    Ok(ProgStats {
-        id: u32::from_ne_bytes(buf[4..8].try_into().expect("4 bytes")),
-        run_time_ns: u64_at(192),
-        run_cnt: u64_at(200),
-    })
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct EnableStats {
-    stat_type: u32,
-}
-
-/// Turns on run-time statistics for every program until the returned fd is
-/// closed.
-pub fn enable_run_time_stats() -> io::Result<OwnedFd> {
-    let mut attr = Attr::new(EnableStats {
-        stat_type: BPF_STATS_RUN_TIME,
-    });
-    bpf(BPF_ENABLE_STATS, &mut attr).map(fd_result)
 }
 
 #[repr(C)]

@@ -25,16 +25,123 @@ use std::collections::BTreeMap;
 
 use geowall_common::{
     GrantSet, MAX_POLICIES, MAX_TAGSETS, PolicyEntry, RegionGrantKey, RegionValue, RuleKey4,
-    RuleKey6, RuleSet, TagSet, config,
+    RuleKey6, RuleSet, TagSet, config as config_slot,
 };
 
-use super::{Kernel, KernelError, Tables, sys, sys_err};
+use super::{KernelError, config_map::ConfigMap, grants::GrantMaps, sys, sys_err};
+use crate::tables::Tables;
 
-/// Raw bytes of a plain-data value.
-fn bytes_of<T: Copy>(v: &T) -> &[u8] {
-    // SAFETY: `T` is one of the `#[repr(C)]` plain-data ABI types (or an
-    // integer array) whose padding is explicit and initialized.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+/// The switched tables, opened from their pins: the outer arrays of the
+/// tries (one slot per half) and the arrays of policies and tag sets (both
+/// halves back to back).
+pub(crate) struct TableMaps {
+    policies: OwnedFd,
+    tagsets: OwnedFd,
+    region4: OwnedFd,
+    region6: OwnedFd,
+    rules4: OwnedFd,
+    rules6: OwnedFd,
+}
+
+/// The tries of one half: region tries and rule tries, each family (None:
+/// never written).
+pub(crate) struct Tries {
+    pub(crate) region4: Option<OwnedFd>,
+    pub(crate) region6: Option<OwnedFd>,
+    pub(crate) rules4: Option<OwnedFd>,
+    pub(crate) rules6: Option<OwnedFd>,
+}
+
+impl TableMaps {
+    /// The maps named in the order policies, tag sets, region tries (IPv4,
+    /// IPv6), rule tries (IPv4, IPv6).
+    pub(crate) fn new(maps: [OwnedFd; 6]) -> Self {
+        let [policies, tagsets, region4, region6, rules4, rules6] = maps;
+        Self {
+            policies,
+            tagsets,
+            region4,
+            region6,
+            rules4,
+            rules6,
+        }
+    }
+
+    /// Policy slot `slot` of half `half` (an absent policy is all zero).
+    pub(crate) fn policy(&self, half: u32, slot: u32) -> Result<PolicyEntry, KernelError> {
+        let mut entry = PolicyEntry::empty();
+        sys::map_lookup(
+            self.policies.as_fd(),
+            &(half * MAX_POLICIES + slot).to_ne_bytes(),
+            sys::bytes_of_mut(&mut entry),
+        )
+        .map_err(sys_err(format!("reading policy slot {slot}")))?;
+        Ok(entry)
+    }
+
+    /// Tag set `id` of half `half`.
+    pub(crate) fn tag_set(&self, half: u32, id: u16) -> Result<TagSet, KernelError> {
+        let mut set = TagSet::default();
+        sys::map_lookup(
+            self.tagsets.as_fd(),
+            &(half * MAX_TAGSETS + u32::from(id)).to_ne_bytes(),
+            sys::bytes_of_mut(&mut set),
+        )
+        .map_err(sys_err(format!("reading tag set {id}")))?;
+        Ok(set)
+    }
+
+    /// The tries of half `half`.
+    pub(crate) fn tries(&self, half: u32) -> Result<Tries, KernelError> {
+        Ok(Tries {
+            region4: Self::trie(&self.region4, half)?,
+            region6: Self::trie(&self.region6, half)?,
+            rules4: Self::trie(&self.rules4, half)?,
+            rules6: Self::trie(&self.rules6, half)?,
+        })
+    }
+
+    /// The trie in half `half` of the outer array `outer` (None: never
+    /// written).
+    fn trie(outer: &OwnedFd, half: u32) -> Result<Option<OwnedFd>, KernelError> {
+        let mut id = [0u8; 4];
+        if !sys::map_lookup(outer.as_fd(), &half.to_ne_bytes(), &mut id)
+            .map_err(sys_err("reading a trie slot"))?
+        {
+            return Ok(None);
+        }
+        sys::map_fd_by_id(u32::from_ne_bytes(id))
+            .map(Some)
+            .map_err(sys_err("opening a trie"))
+    }
+
+    /// Kernel memory of the tries of half `half`, as the kernel accounts it
+    /// (memlock): region tries and rule tries.
+    pub(crate) fn trie_memlock(&self, half: u32) -> Result<u64, KernelError> {
+        let mut total = 0;
+        for outer in [&self.region4, &self.region6, &self.rules4, &self.rules6] {
+            if let Some(inner) = Self::trie(outer, half)? {
+                total +=
+                    sys::map_memlock(inner.as_fd()).map_err(sys_err("reading a trie's memory"))?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Switches the kernel to `tables`, with the region grants
+    /// `region_grants(generation)` gives for the new generation. Returns the
+    /// new epoch and, unless this was the first switch, a thread freeing the
+    /// old tries (it must end before the next switch writes that half
+    /// again).
+    pub(crate) fn switch(
+        &self,
+        config: &ConfigMap,
+        grants: &GrantMaps,
+        tables: &Tables,
+        region_grants: impl FnOnce(u8) -> BTreeMap<RegionGrantKey, GrantSet>,
+    ) -> Result<(u64, Option<std::thread::JoinHandle<()>>), KernelError> {
+        switch(self, config, grants, tables, region_grants)
+    }
 }
 
 /// Creates an LPM trie holding `entries` (key data, prefix length in bits,
@@ -61,8 +168,8 @@ fn build_trie<K: Copy, V: Copy>(
     let mut values = Vec::with_capacity(entries.len() * value_size);
     for (data, bits, value) in entries {
         keys.extend_from_slice(&bits.to_ne_bytes());
-        keys.extend_from_slice(bytes_of(data));
-        values.extend_from_slice(bytes_of(value));
+        keys.extend_from_slice(sys::bytes_of(data));
+        values.extend_from_slice(sys::bytes_of(value));
     }
     if !entries.is_empty() {
         sys::map_update_batch(fd.as_fd(), &keys, &values, key_size, value_size)
@@ -93,7 +200,7 @@ fn write_half<T: Copy>(
     let mut vals = Vec::with_capacity(per_half as usize * size_of::<T>());
     for (i, v) in values.take(per_half as usize).enumerate() {
         keys.extend_from_slice(&(half * per_half + i as u32).to_ne_bytes());
-        vals.extend_from_slice(bytes_of(&v));
+        vals.extend_from_slice(sys::bytes_of(&v));
     }
     sys::map_update_batch(map, &keys, &vals, 4, size_of::<T>())
         .map_err(sys_err(format!("writing {name} half {half}")))
@@ -115,19 +222,16 @@ fn build_all(tables: &Tables) -> Result<[OwnedFd; 4], KernelError> {
     ])
 }
 
-/// Switches the kernel to `tables`, with the region grants
-/// `region_grants(generation)` gives for the new generation. Returns the new
-/// epoch and, unless this was the first switch, a thread freeing the old
-/// tries (it must end before the next switch writes that half again).
-pub(super) fn switch(
-    kernel: &Kernel,
+fn switch(
+    maps: &TableMaps,
+    config: &ConfigMap,
+    grants: &GrantMaps,
     tables: &Tables,
     region_grants: impl FnOnce(u8) -> BTreeMap<RegionGrantKey, GrantSet>,
 ) -> Result<(u64, Option<std::thread::JoinHandle<()>>), KernelError> {
-    let epoch = kernel.config.load(config::EPOCH);
+    let epoch = config.load(config_slot::EPOCH);
     let next = epoch + 1;
     let half = (next & 1) as u32;
-    let maps = &kernel.maps;
 
     // 1. New tries into the idle half. Each slot update waits for a grace
     // period: the four run side by side.
@@ -176,11 +280,11 @@ pub(super) fn switch(
 
     // Region grants of the idle generation (the old generation's stay: the
     // tables in force still read them).
-    kernel.write_region_grants(half as u8, &region_grants(half as u8), false)?;
+    grants.write_region_grants(config, half as u8, &region_grants(half as u8), false)?;
 
     // 3. The switch. From here on the new tables are in force: nothing may
     // report failure any more, or the caller would believe the old ones are.
-    kernel.config.store(config::EPOCH, next);
+    config.store(config_slot::EPOCH, next);
     if epoch == 0 {
         return Ok((next, None));
     }
@@ -190,11 +294,11 @@ pub(super) fn switch(
     // half. (Without it the old tries are still freed safely: the kernel
     // frees an inner map only after a grace period of its own.)
     if let Err(e) = set_slot(outers[0].0, half, &inner[0], outers[0].1) {
-        tracing::warn!(error = %e, "no grace period after the switch");
+        tracing::warn!(error = %crate::vocab::error::Chain(&e), "no grace period after the switch");
     }
     let old = 1 - half;
-    if let Err(e) = kernel.clear_region_grants(old as u8) {
-        tracing::warn!(error = %e, "the old generation's region grants stay until the next switch");
+    if let Err(e) = grants.clear_region_grants(config, old as u8) {
+        tracing::warn!(error = %crate::vocab::error::Chain(&e), "the old generation's region grants stay until the next switch");
     }
     // 5. Free the old tries, off the critical path. Where that cannot be
     // done they stay until the next switch replaces them.

@@ -24,7 +24,7 @@ use std::{
 use thiserror::Error;
 
 use super::{
-    Family, LOCAL, Prefix, TagKind, kind,
+    Family, LOCAL, Layer, Prefix, TagKind, kind,
     prefix::mask,
     sources::{Loaded, Net},
 };
@@ -350,27 +350,6 @@ struct Input {
     /// Source set → (country, cloud tags), as global tag ids.
     sets: Vec<(Option<u32>, Vec<u32>)>,
     is_local: bool,
-}
-
-/// Which tags of a source an input looks at: a source is two layers,
-/// countries and cloud regions, each answered by its own most specific
-/// network (a country /16 stays the country of the cloud /24 inside it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layer {
-    Countries,
-    Clouds,
-}
-
-impl Layer {
-    /// The layer of a tag: cloud regions are theirs; every other tag
-    /// (countries, `local`) is the countries'.
-    pub fn of(tag: &str) -> Layer {
-        if matches!(kind(tag), Some(TagKind::Cloud { .. })) {
-            Layer::Clouds
-        } else {
-            Layer::Countries
-        }
-    }
 }
 
 fn input_for(
@@ -840,6 +819,46 @@ mod tests {
         assert_eq!(
             (p.to_string(), a.as_str(), b.as_str()),
             ("10.0.0.0/8".into(), "DE", "FR")
+        );
+    }
+
+    #[test]
+    fn a_source_answers_per_layer_as_the_compiler_reads_it() {
+        let l = Loaded::from_pairs(&[
+            ("10.0.0.0/8", "DE"),
+            ("10.1.0.0/16", "aws:x"),
+            ("10.1.2.0/24", "FR"),
+            ("10.1.2.0/24", "aws:y"),
+            ("2001:db8::/32", "aws:z"),
+        ]);
+        let map = super::compile(std::slice::from_ref(&l)).unwrap();
+        let layers = |addr: &str| {
+            let mut tags: Vec<String> = l.hits(addr).into_iter().flat_map(|h| h.1).collect();
+            tags.sort();
+            assert_eq!(
+                tags,
+                map.tagsets[map.lookup(addr.parse().unwrap()).0 as usize],
+                "{addr}"
+            );
+            l.hits(addr)
+        };
+        // The country from the /8, the cloud region from the /16 in it.
+        assert_eq!(
+            layers("10.1.0.1"),
+            [
+                ("10.0.0.0/8".into(), vec!["DE".into()]),
+                ("10.1.0.0/16".into(), vec!["aws:x".into()]),
+            ]
+        );
+        // Both layers from the same network: one hit.
+        assert_eq!(
+            layers("10.1.2.3"),
+            [("10.1.2.0/24".into(), vec!["FR".into(), "aws:y".into()])]
+        );
+        // A cloud region only.
+        assert_eq!(
+            layers("2001:db8::1"),
+            [("2001:db8::/32".into(), vec!["aws:z".into()])]
         );
     }
 }

@@ -17,6 +17,7 @@ pub mod sources;
 
 pub use compile::{CompiledMap, compile};
 pub use prefix::{Family, Prefix};
+use thiserror::Error;
 
 /// The built-in tag of local destinations.
 pub const LOCAL: &str = "local";
@@ -27,6 +28,27 @@ pub enum TagKind<'a> {
     Local,
     Country,
     Cloud { provider: &'a str },
+}
+
+/// Which tags of a source an input looks at: a source is two layers,
+/// countries and cloud regions, each answered by its own most specific
+/// network (a country /16 stays the country of the cloud /24 inside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    Countries,
+    Clouds,
+}
+
+impl Layer {
+    /// The layer of a tag: cloud regions are theirs; every other tag
+    /// (countries, `local`) is the countries'.
+    pub fn of(tag: &str) -> Layer {
+        if matches!(kind(tag), Some(TagKind::Cloud { .. })) {
+            Layer::Clouds
+        } else {
+            Layer::Countries
+        }
+    }
 }
 
 /// Classifies a normalized tag.
@@ -46,9 +68,21 @@ pub fn kind(tag: &str) -> Option<TagKind<'_>> {
     countries::name(tag).map(|_| TagKind::Country)
 }
 
+/// A map source's tag that names no region.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "'{raw}' is not a region tag: expected a country code like DE, a cloud region like \
+     aws:eu-west-1, or local{hint}"
+)]
+pub struct TagError {
+    raw: String,
+    /// ` (did you mean 'DE'?)`, or nothing.
+    hint: String,
+}
+
 /// Normalizes a tag as written in a map source: country codes are matched
 /// case-insensitively (`de` → `DE`); cloud tags keep their case rules.
-pub fn normalize_tag(raw: &str) -> Result<String, String> {
+pub fn normalize_tag(raw: &str) -> Result<String, TagError> {
     let upper = raw.to_ascii_uppercase();
     if raw.len() == 2 && countries::name(&upper).is_some() {
         return Ok(upper);
@@ -59,10 +93,10 @@ pub fn normalize_tag(raw: &str) -> Result<String, String> {
     let hint = suggest(raw, countries::COUNTRIES.iter().map(|(c, _)| *c))
         .map(|s| format!(" (did you mean '{s}'?)"))
         .unwrap_or_default();
-    Err(format!(
-        "'{raw}' is not a region tag: expected a country code like DE, a cloud region like \
-         aws:eu-west-1, or local{hint}"
-    ))
+    Err(TagError {
+        raw: raw.to_owned(),
+        hint,
+    })
 }
 
 /// The closest candidate to `input` by edit distance (case-insensitive),
@@ -124,6 +158,7 @@ mod tests {
             "gcp:europe-west3"
         );
         let err = normalize_tag("DX").unwrap_err();
+        let err = err.to_string();
         assert!(err.contains("'DX' is not a region tag"), "{err}");
         assert!(err.contains("did you mean"), "{err}");
     }

@@ -9,9 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     CompiledMap, Family, Prefix,
     ortc::minimize,
-    sources::{self, Kind, Loaded, SourceError, Spec},
+    sources::{self, Kind, Loaded, SourceError, SourceInfo, Spec},
 };
-use crate::plan::SourceInfo;
 
 /// One source's own answer for an address, for one layer: a source answers
 /// with its most specific network that has a country, and its most specific

@@ -20,12 +20,12 @@ use std::{
     collections::BTreeMap,
     io,
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
-    os::fd::{AsFd, AsRawFd},
+    os::fd::AsRawFd,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use geowall::kernel::sys;
+use geowall::kernel::stats;
 
 fn enter_netns(name: &str) {
     let path = format!("/run/netns/{name}");
@@ -178,15 +178,17 @@ fn main() {
     }
     let target = target.expect("loadgen: --target is required");
     let _stats = (!progs.is_empty())
-        .then(|| sys::enable_run_time_stats().expect("loadgen: BPF_ENABLE_STATS"));
-    let prog_fds: Vec<_> = progs
-        .iter()
-        .map(|p| sys::obj_get(p).unwrap_or_else(|e| panic!("loadgen: open {}: {e}", p.display())))
-        .collect();
-    let before: Vec<_> = prog_fds
-        .iter()
-        .map(|f| sys::prog_stats(f.as_fd()).expect("prog stats"))
-        .collect();
+        .then(|| stats::enable_run_time_stats().expect("loadgen: BPF_ENABLE_STATS"));
+    let prog_stats = || -> Vec<stats::ProgramStats> {
+        progs
+            .iter()
+            .map(|p| {
+                stats::pinned_program_stats(p)
+                    .unwrap_or_else(|e| panic!("loadgen: {}: {e}", p.display()))
+            })
+            .collect()
+    };
+    let before = prog_stats();
     let mut counts = BTreeMap::new();
     let start = Instant::now();
     let until = start + Duration::from_millis(ms);
@@ -198,16 +200,13 @@ fn main() {
         other => panic!("loadgen: unknown mode '{other}'"),
     };
     let secs = start.elapsed().as_secs_f64();
-    let after: Vec<_> = prog_fds
-        .iter()
-        .map(|f| sys::prog_stats(f.as_fd()).expect("prog stats"))
-        .collect();
+    let after = prog_stats();
     let programs: Vec<serde_json::Value> = progs
         .iter()
         .zip(before.iter().zip(&after))
         .map(|(p, (b, a))| {
-            let runs = a.run_cnt - b.run_cnt;
-            let ns = a.run_time_ns - b.run_time_ns;
+            let runs = a.run_count - b.run_count;
+            let ns = (a.run_time - b.run_time).as_nanos();
             serde_json::json!({
                 "prog": p,
                 "runs": runs,

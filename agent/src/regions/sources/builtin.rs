@@ -13,9 +13,6 @@ use serde::Deserialize;
 
 use super::{Kind, Loaded, SourceError, Spec, mmdb};
 
-/// The database's file name.
-pub const FILE_NAME: &str = "geo-whois-asn-country.mmdb";
-
 static COMPRESSED: &[u8] = include_bytes!("../../../data/geo-whois-asn-country.mmdb.zst");
 static PIN: &str = include_str!("../../../data/default-map.toml");
 
@@ -65,7 +62,7 @@ fn decompress(pin: &Pin) -> Result<Vec<u8>, SourceError> {
         .map_err(|e| SourceError::invalid(&path, format!("cannot decompress: {e}")))?
         .read_to_end(&mut out)
         .map_err(|e| SourceError::invalid(&path, format!("cannot decompress: {e}")))?;
-    let sha = crate::util::sha256_hex(&out);
+    let sha = crate::vocab::hex::sha256_hex(&out);
     if sha != pin.sha256 {
         return Err(SourceError::invalid(
             &path,
@@ -90,11 +87,12 @@ pub fn load(spec: &Spec) -> Result<Loaded, SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::regions::sources::BUILTIN_FILE_NAME;
 
     #[test]
     fn the_pin_parses_and_matches_the_embedded_database() {
         let pin = pin();
-        assert_eq!(pin.file, FILE_NAME);
+        assert_eq!(pin.file, BUILTIN_FILE_NAME);
         let bytes = bytes().unwrap();
         assert!(bytes.len() > 5 << 20, "{}", bytes.len());
         // Read as an mmdb source that errors name like the builtin one.

@@ -11,7 +11,9 @@ use crate::regions::normalize_tag;
 
 pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, SourceError> {
     let text = text(bytes, spec)?;
-    let err = |line: usize, message: String| SourceError::parse(&spec.path, line, message);
+    let err = |line: usize, message: &dyn std::fmt::Display| {
+        SourceError::parse(&spec.path, line, message)
+    };
     let mut b = Builder::default();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -23,13 +25,13 @@ pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, Source
         let [cidr, tag] = fields[..] else {
             return Err(err(
                 line,
-                format!("expected 'CIDR TAG' (like '10.0.0.0/8 DE'), found '{content}'"),
+                &format!("expected 'CIDR TAG' (like '10.0.0.0/8 DE'), found '{content}'"),
             ));
         };
         b.records += 1;
-        let prefix = cidr.parse().map_err(|e| err(line, format!("{e}")))?;
-        let tag = normalize_tag(tag).map_err(|e| err(line, e))?;
-        b.add(prefix, &tag).map_err(|e| err(line, e))?;
+        let prefix = cidr.parse().map_err(|e| err(line, &e))?;
+        let tag = normalize_tag(tag).map_err(|e| err(line, &e))?;
+        b.add(prefix, &tag).map_err(|e| err(line, &e))?;
     }
     b.finish(spec, sha256, "CIDR list".into())
 }
@@ -39,13 +41,12 @@ mod tests {
     use super::*;
     use crate::regions::sources::Kind;
 
-    fn parse_str(s: &str) -> Result<Loaded, String> {
+    fn parse_str(s: &str) -> Result<Loaded, SourceError> {
         parse(
             s.as_bytes(),
             &Spec::new(Kind::Cidr, "t.cidr"),
             String::new(),
         )
-        .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -62,17 +63,21 @@ mod tests {
     #[test]
     fn errors_name_the_line_and_the_value() {
         assert_eq!(
-            parse_str("10.0.0.0/8 DE\n10.1.0.0/8 DE\n").unwrap_err(),
+            parse_str("10.0.0.0/8 DE\n10.1.0.0/8 DE\n")
+                .unwrap_err()
+                .to_string(),
             "t.cidr:2: '10.1.0.0/8' has host bits set beyond /8 (did you mean 10.0.0.0/8?)"
         );
         assert!(
             parse_str("10.0.0.0/8\n")
                 .unwrap_err()
+                .to_string()
                 .starts_with("t.cidr:1: expected 'CIDR TAG'")
         );
         assert!(
             parse_str("10.0.0.0/8 QQ\n")
                 .unwrap_err()
+                .to_string()
                 .contains("'QQ' is not a region tag")
         );
         assert!(parse_str("10.0.0.0/8 DE x\n").is_err());
@@ -91,15 +96,23 @@ mod tests {
     #[test]
     fn an_error_page_saved_as_a_list_is_refused() {
         let page = b"<html>\n<head><title>502 Bad Gateway</title></head>\n</html>\n";
-        let err = parse(page, &Spec::new(Kind::Cidr, "ips-v4"), String::new()).unwrap_err();
+        let err = parse(page, &Spec::new(Kind::Cidr, "ips-v4"), String::new())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.to_string().starts_with("ips-v4:1: expected 'CIDR TAG'"),
             "{err}"
         );
-        assert!(parse_str("").unwrap_err().contains("has no network at all"));
+        assert!(
+            parse_str("")
+                .unwrap_err()
+                .to_string()
+                .contains("has no network at all")
+        );
         assert!(
             parse_str("# only comments\n")
                 .unwrap_err()
+                .to_string()
                 .contains("has no network at all")
         );
     }

@@ -68,9 +68,14 @@ struct AzureProperties {
     address_prefixes: Vec<String>,
 }
 
+/// A provider's region name that is no cloud region tag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("region '{0}' is not a region name")]
+struct BadRegion(String);
+
 /// `<provider>:<region>`, with `<provider>:GLOBAL` for an empty or global
 /// region.
-fn tag(provider: &str, region: &str) -> Result<String, String> {
+fn tag(provider: &str, region: &str) -> Result<String, BadRegion> {
     let region = region.trim();
     let t = if region.is_empty() || region.eq_ignore_ascii_case("global") {
         format!("{provider}:GLOBAL")
@@ -79,7 +84,7 @@ fn tag(provider: &str, region: &str) -> Result<String, String> {
     };
     match kind(&t) {
         Some(TagKind::Cloud { .. }) => Ok(t),
-        _ => Err(format!("region '{region}' is not a region name")),
+        _ => Err(BadRegion(region.to_owned())),
     }
 }
 
@@ -141,7 +146,7 @@ fn document<T: serde::de::DeserializeOwned>(bytes: &[u8], spec: &Spec) -> Result
 pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, SourceError> {
     let path = &spec.path;
     let mut b = Builder::default();
-    let add = |b: &mut Builder, at: String, prefix: &str, t: Result<String, String>| {
+    let add = |b: &mut Builder, at: String, prefix: &str, t: Result<String, BadRegion>| {
         b.records += 1;
         let p: Prefix = prefix
             .trim()
@@ -228,8 +233,8 @@ mod tests {
 
     use super::*;
 
-    fn load(kind: Kind, json: &str) -> Result<Loaded, String> {
-        parse(json.as_bytes(), &Spec::new(kind, "f.json"), String::new()).map_err(|e| e.to_string())
+    fn load(kind: Kind, json: &str) -> Result<Loaded, SourceError> {
+        parse(json.as_bytes(), &Spec::new(kind, "f.json"), String::new())
     }
 
     #[test]
@@ -291,7 +296,7 @@ mod tests {
     #[test]
     fn the_wrong_providers_file_is_named() {
         let gcp = r#"{"syncToken":"2","creationTime":"x","prefixes":[{"ipv4Prefix":"34.1.208.0/20","scope":"a"}]}"#;
-        let err = load(Kind::Aws, gcp).unwrap_err();
+        let err = load(Kind::Aws, gcp).unwrap_err().to_string();
         assert!(
             err.starts_with("f.json:1:90: not an AWS ip-ranges.json: missing field `ip_prefix`"),
             "{err}"
@@ -300,11 +305,13 @@ mod tests {
             err.contains("it looks like a Google Cloud cloud.json"),
             "{err}"
         );
-        let err = load(Kind::Azure, "[1, 2").unwrap_err();
+        let err = load(Kind::Azure, "[1, 2").unwrap_err().to_string();
         assert!(err.starts_with("f.json:1:"), "{err}");
         assert!(err.contains("not JSON"), "{err}");
         // The file itself is right: no hint.
-        let err = load(Kind::Gcp, &gcp.replace("\"scope\":\"a\"", "\"scope\":1")).unwrap_err();
+        let err = load(Kind::Gcp, &gcp.replace("\"scope\":\"a\"", "\"scope\":1"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("not a Google Cloud cloud.json: invalid type"),
             "{err}"
@@ -321,7 +328,8 @@ mod tests {
              {\"ip_prefix\":3,\"region\":\"eu-west-1\"}],\n\
              \"ipv6_prefixes\":[]}",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             "f.json:3:14: not an AWS ip-ranges.json: invalid type: integer `3`, expected a string"
@@ -330,7 +338,8 @@ mod tests {
             Kind::Azure,
             "{\"changeNumber\":1,\n\"cloud\":\"Public\",\n\"values\":[{}]}",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("f.json:3:"), "{err}");
         assert!(err.contains("missing field `name`"), "{err}");
     }
@@ -341,7 +350,7 @@ mod tests {
             Kind::Aws,
             r#"{"syncToken":"1","createDate":"d","prefixes":[{"ip_prefix":"3.4.12.5/31","region":"eu-west-1"}],"ipv6_prefixes":[]}"#,
         )
-        .unwrap_err();
+        .unwrap_err().to_string();
         assert!(
             err.starts_with("f.json:prefixes[0].ip_prefix: '3.4.12.5/31' has host bits"),
             "{err}"
@@ -350,7 +359,8 @@ mod tests {
             Kind::Gcp,
             r#"{"syncToken":"1","creationTime":"d","prefixes":[{"scope":"x"}]}"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("exactly one of ipv4Prefix and ipv6Prefix"),
             "{err}"
@@ -359,7 +369,8 @@ mod tests {
             Kind::Gcp,
             r#"{"syncToken":"1","creationTime":"d","prefixes":[]}"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("has no network at all"), "{err}");
     }
 

@@ -7,8 +7,13 @@
 use super::{Builder, Loaded, SourceError, Spec, text};
 use crate::regions::normalize_tag;
 
+/// A CSV line whose quoted field does not end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a quoted field is not closed")]
+struct UnclosedQuote;
+
 /// Splits one CSV line (RFC 4180 quoting) into fields.
-fn fields(line: &str) -> Result<Vec<String>, String> {
+fn fields(line: &str) -> Result<Vec<String>, UnclosedQuote> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = line.chars().peekable();
@@ -36,7 +41,7 @@ fn fields(line: &str) -> Result<Vec<String>, String> {
         }
     }
     if quoted {
-        return Err("a quoted field is not closed".into());
+        return Err(UnclosedQuote);
     }
     out.push(cur);
     Ok(out)
@@ -44,7 +49,9 @@ fn fields(line: &str) -> Result<Vec<String>, String> {
 
 pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, SourceError> {
     let text = text(bytes, spec)?;
-    let err = |line: usize, message: String| SourceError::parse(&spec.path, line, message);
+    let err = |line: usize, message: &dyn std::fmt::Display| {
+        SourceError::parse(&spec.path, line, message)
+    };
     let mut b = Builder::default();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -52,15 +59,15 @@ pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, Source
         if content.is_empty() || content.starts_with('#') {
             continue;
         }
-        let f = fields(content).map_err(|e| err(line, e))?;
+        let f = fields(content).map_err(|e| err(line, &e))?;
         if f.len() < 2 {
             return Err(err(
                 line,
-                format!("expected 'prefix,country,region,city,postal', found '{content}'"),
+                &format!("expected 'prefix,country,region,city,postal', found '{content}'"),
             ));
         }
         b.records += 1;
-        let prefix = f[0].trim().parse().map_err(|e| err(line, format!("{e}")))?;
+        let prefix = f[0].trim().parse().map_err(|e| err(line, &e))?;
         let country = f[1].trim();
         if country.is_empty() {
             b.untagged_records += 1;
@@ -69,11 +76,11 @@ pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, Source
         if country.len() != 2 {
             return Err(err(
                 line,
-                format!("'{country}' is not a two-letter country code"),
+                &format!("'{country}' is not a two-letter country code"),
             ));
         }
-        let tag = normalize_tag(country).map_err(|e| err(line, e))?;
-        b.add(prefix, &tag).map_err(|e| err(line, e))?;
+        let tag = normalize_tag(country).map_err(|e| err(line, &e))?;
+        b.add(prefix, &tag).map_err(|e| err(line, &e))?;
     }
     b.finish(spec, sha256, "RFC 8805 geofeed".into())
 }
@@ -83,13 +90,12 @@ mod tests {
     use super::*;
     use crate::regions::sources::Kind;
 
-    fn parse_str(s: &str) -> Result<Loaded, String> {
+    fn parse_str(s: &str) -> Result<Loaded, SourceError> {
         parse(
             s.as_bytes(),
             &Spec::new(Kind::Geofeed, "feed.csv"),
             String::new(),
         )
-        .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -116,21 +122,25 @@ mod tests {
         assert!(
             parse_str("10.0.0.0/8,DEU,,,\n")
                 .unwrap_err()
+                .to_string()
                 .starts_with("feed.csv:1: 'DEU'")
         );
         assert!(
             parse_str("# x\n10.1.0.0/8,DE,,,\n")
                 .unwrap_err()
+                .to_string()
                 .starts_with("feed.csv:2: '10.1.0.0/8' has host bits")
         );
         assert!(
             parse_str("10.0.0.0/8\n")
                 .unwrap_err()
+                .to_string()
                 .starts_with("feed.csv:1: expected")
         );
         assert!(
             parse_str("\"10.0.0.0/8,DE\n")
                 .unwrap_err()
+                .to_string()
                 .contains("not closed")
         );
     }

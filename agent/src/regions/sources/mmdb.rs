@@ -77,7 +77,7 @@ fn prefix_of(network: ipnetwork::IpNetwork) -> Prefix {
 
 /// A UTC date for a Unix timestamp (`YYYY-MM-DD`).
 fn date(epoch: u64) -> String {
-    crate::flows::time::rfc3339(i128::from(epoch) * 1_000_000_000)[..10].to_owned()
+    crate::vocab::clock::rfc3339(i128::from(epoch) * 1_000_000_000)[..10].to_owned()
 }
 
 pub fn parse(bytes: Vec<u8>, spec: &Spec, sha256: String) -> Result<Loaded, SourceError> {
@@ -235,10 +235,10 @@ mod tests {
             .join(name)
     }
 
-    fn load(name: &str) -> Result<Loaded, String> {
+    fn load(name: &str) -> Result<Loaded, SourceError> {
         let path = data(name);
         let bytes = std::fs::read(&path).unwrap();
-        parse(bytes, &Spec::new(Kind::Mmdb, &path), String::new()).map_err(|e| e.to_string())
+        parse(bytes, &Spec::new(Kind::Mmdb, &path), String::new())
     }
 
     #[test]
@@ -328,13 +328,15 @@ mod tests {
     #[test]
     fn databases_without_countries_are_refused() {
         for name in ["GeoIP2-Anonymous-IP-Test.mmdb", "GeoLite2-ASN-Test.mmdb"] {
-            let err = load(name).unwrap_err();
+            let err = load(name).unwrap_err().to_string();
             assert!(
                 err.contains("no record carries a country code"),
                 "{name}: {err}"
             );
         }
-        let err = load("MaxMind-DB-string-value-entries.mmdb").unwrap_err();
+        let err = load("MaxMind-DB-string-value-entries.mmdb")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("country"), "{err}");
     }
 
@@ -343,7 +345,9 @@ mod tests {
         let good = std::fs::read(data("GeoIP2-Country-Test.mmdb")).unwrap();
         let spec = Spec::new(Kind::Mmdb, "broken.mmdb");
         // Truncated: the metadata at the end is gone.
-        let err = parse(good[..good.len() / 2].to_vec(), &spec, String::new()).unwrap_err();
+        let err = parse(good[..good.len() / 2].to_vec(), &spec, String::new())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.to_string().contains("not a readable MaxMind DB"),
             "{err}"

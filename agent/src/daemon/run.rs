@@ -1,0 +1,248 @@
+//! Running the agent: start-up, the tasks that serve it, and the orderly
+//! stop.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+
+use super::{
+    DaemonError, approvals, control, metrics,
+    names::{self, NameTable},
+    reader,
+    state::State,
+    stop::Stop,
+    watchers,
+};
+use crate::{
+    audit::{AuditLog, Rotation},
+    config::Config,
+    events::{FlowStats, Pipeline},
+    host::cgroup::Hierarchy,
+};
+
+/// Options of `geowall run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// On exit, detach every program and remove every pin (the demo does
+    /// this); by default enforcement outlives the agent.
+    pub detach_on_exit: bool,
+    /// Refuse configs with an enforcing policy (at start and on reload).
+    pub audit_only: bool,
+}
+
+/// Runs the agent until it is told to stop.
+pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    // Handlers first: once the control socket answers, a SIGTERM must stop
+    // the agent cleanly rather than kill it with the default action.
+    let signals = Signals::install().map_err(DaemonError::Signals)?;
+    let config = Config::load(&opts.config)?;
+    let hierarchy = Hierarchy::discover()?;
+    let log_path = config.audit_log_path();
+    let log = AuditLog::open(&log_path, Rotation::from(&config.file.audit)).map_err(|source| {
+        DaemonError::AuditLog {
+            path: log_path.clone(),
+            source,
+        }
+    })?;
+    let log_stats = log.stats();
+    let log = Arc::new(Mutex::new(log));
+    let metrics_listener = match config.metrics_address()? {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let audit = config.file.audit.clone();
+    let bpffs = config.bpffs_path();
+    let socket_path = config.socket_path();
+    let socket_err = |source| DaemonError::Socket {
+        path: socket_path.clone(),
+        source,
+    };
+    // Refuse early when another agent serves this socket; bind only once
+    // the kernel side is up, so a failed start leaves no socket behind.
+    control::ensure_free(&socket_path).map_err(socket_err)?;
+
+    let names = Arc::new(RwLock::new(NameTable::default()));
+    let (mut state, events) = State::start(
+        opts.config.clone(),
+        opts.audit_only,
+        config,
+        hierarchy.clone(),
+        Arc::clone(&log),
+        Arc::clone(&names),
+    )?;
+    let listener = match control::bind(&socket_path) {
+        Ok(l) => l,
+        Err(e) => {
+            // The kernel side is up: leave it as a stop would.
+            let _ = state.finish(opts.detach_on_exit);
+            return Err(socket_err(e));
+        }
+    };
+    tracing::info!(
+        socket = %socket_path.display(),
+        audit_log = %log_path.display(),
+        "control socket and audit log open"
+    );
+    // Under systemd (Type=notify): ready once the socket answers.
+    if let Err(e) = crate::host::notify::sd_notify("READY=1") {
+        tracing::warn!(error = %e, "cannot tell systemd the agent is ready");
+    }
+    let (stop_tx, stop_rx) = watch::channel(Stop::Running);
+    state.set_stopper(stop_tx.clone());
+    state.start_notifier();
+    let state = Arc::new(tokio::sync::Mutex::new(state));
+
+    let flow_stats = Arc::new(FlowStats::default());
+    // Denied flows go to the approvals on a channel of their own: the event
+    // reader never waits for the state lock (a full channel drops the
+    // denial; the next one asks again).
+    let (denials_tx, mut denials_rx) = tokio::sync::mpsc::channel::<approvals::Denial>(1024);
+    let reactive = {
+        let state = Arc::clone(&state);
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    denial = denials_rx.recv() => match denial {
+                        Some(d) => state.lock().await.denied(d),
+                        None => break,
+                    },
+                    _ = stop_rx.changed() => break,
+                }
+            }
+        })
+    };
+    let reader = {
+        let log = Arc::clone(&log);
+        let names = Arc::clone(&names);
+        let stop_rx = stop_rx.clone();
+        let paths = names::CgroupPaths::new(hierarchy.clone());
+        let pipeline = Pipeline::new(&audit, &bpffs, &log_path, Arc::clone(&flow_stats));
+        tokio::spawn(async move {
+            if let Err(e) =
+                reader::read_events(events, log, names, paths, stop_rx, pipeline, denials_tx).await
+            {
+                tracing::error!(error = %e, "flow event reader stopped");
+            }
+        })
+    };
+    let metrics = metrics_listener.map(|listener| {
+        let exporter = metrics::Exporter::new(
+            Arc::clone(&names),
+            Arc::clone(&flow_stats),
+            log_stats,
+            &bpffs,
+        );
+        tokio::spawn(metrics::serve(listener, exporter, stop_rx.clone()))
+    });
+    let server = tokio::spawn(control::serve(
+        listener,
+        Arc::clone(&state),
+        stop_rx.clone(),
+    ));
+    let watcher = tokio::spawn(watchers::watch_sources(Arc::clone(&state), stop_rx.clone()));
+    let unit_watch = tokio::spawn(watchers::watch_units(Arc::clone(&state), stop_rx.clone()));
+    let gc = {
+        let state = Arc::clone(&state);
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let mut s = state.lock().await;
+                        s.collect_jobs();
+                        s.repair_links();
+                        s.expire_approvals();
+                    }
+                    _ = stop_rx.changed() => break,
+                }
+            }
+        })
+    };
+
+    let detach = wait_for_stop(&state, signals, stop_tx, stop_rx, opts.detach_on_exit).await;
+    let _ = server.await;
+    let _ = watcher.await;
+    let _ = gc.await;
+    let _ = unit_watch.await;
+    let _ = reader.await;
+    let _ = reactive.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
+    let state = Arc::try_unwrap(state)
+        .map_err(|_| DaemonError::Refused("agent state still shared at exit".into()))?
+        .into_inner();
+    let finished = state.finish(detach);
+    let _ = std::fs::remove_file(&socket_path);
+    finished
+}
+
+/// The agent's signal streams, installed before anything can reach it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// Waits for SIGINT/SIGTERM (or a `shutdown` request), handling SIGHUP
+/// reloads meanwhile. Returns whether to detach on exit.
+async fn wait_for_stop(
+    state: &Arc<tokio::sync::Mutex<State>>,
+    signals: Signals,
+    stop_tx: watch::Sender<Stop>,
+    mut stop_rx: watch::Receiver<Stop>,
+    detach_on_exit: bool,
+) -> bool {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                let mut s = state.lock().await;
+                match s.reload("SIGHUP", None) {
+                    Ok(epoch) => tracing::info!(epoch, "SIGHUP: config reloaded"),
+                    Err(e) => tracing::error!(error = %crate::vocab::error::Chain(&e), "SIGHUP: reload refused; the tables in force stay in force"),
+                }
+            }
+            changed = stop_rx.changed() => {
+                if changed.is_err() { break; }
+                if let Stop::Requested { detach } = *stop_rx.borrow() {
+                    return detach || detach_on_exit;
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(Stop::Requested {
+        detach: detach_on_exit,
+    });
+    detach_on_exit
+}

@@ -1,0 +1,12 @@
+//! From the kernel's flow events to audit records ([`pipeline`]): the
+//! process behind each ([`process`], its command line masked by [`mask`]),
+//! `log_allowed = "first"` ([`first_allowed`]) and the events the kernel
+//! could not queue ([`lost`]).
+
+pub mod first_allowed;
+pub mod lost;
+pub mod mask;
+pub mod pipeline;
+pub mod process;
+
+pub use pipeline::{FlowStats, Pipeline};
