@@ -305,9 +305,8 @@ pub mod reason {
     /// A DNS query from another network namespace than the agent's: its
     /// forwarder is not reachable there.
     pub const DNS_NETNS: u8 = 10;
-    /// A DNS query over a UDP socket that shares its port
-    /// (`SO_REUSEADDR`, `SO_REUSEPORT`): the forwarder could not tell which
-    /// socket sent it.
+    /// A DNS query the forwarder could not be told about (its entry could
+    /// not be written).
     pub const DNS_SHARED: u8 = 11;
     /// An IPv6 routing header or IPv4 source route set on a socket that
     /// geowall cannot judge hop by hop (too many hops, the obsolete
@@ -990,7 +989,10 @@ pub struct DnsSock {
     pub v4: u8,
     /// The socket's family.
     pub family: u8,
-    pub _pad: [u8; 1],
+    /// 1: the UDP socket may share its port (`SO_REUSEADDR`,
+    /// `SO_REUSEPORT`): the forwarder checks that every socket on the port
+    /// is the same job's before it trusts the attribution.
+    pub shared: u8,
     /// Policy slot of the task that sent the query.
     pub policy: u16,
     /// The task's own cgroup.

@@ -114,11 +114,11 @@ fn answer(ret: i32) -> u64 {
 /// An allowed query to a resolver (port 53) from a governed job whose
 /// policy sends its DNS through the agent: records the resolver and the job
 /// for the socket and answers the forwarder port to rewrite the destination
-/// to. A query the forwarder could not attribute is refused here instead:
-/// from another network namespace (the redirect would land in that
-/// namespace's own loopback), or from a UDP socket that shares its port
-/// (`SO_REUSEADDR`/`SO_REUSEPORT`: the forwarder could not tell which of
-/// the sharers sent it). Out of line: it runs only for port 53.
+/// to. A query from another network namespace is refused here instead (the
+/// redirect would land in that namespace's own loopback). A UDP socket that
+/// may share its port (`SO_REUSEADDR`/`SO_REUSEPORT`: dig sets it) is
+/// marked so: the forwarder then makes sure no other job's socket shares
+/// it. Out of line: it runs only for port 53.
 #[inline(never)]
 pub fn redirect(ctx: &SockAddrContext, dest: &Dest, hook: u8) -> u64 {
     let Some(base) = forwarder() else {
@@ -138,12 +138,11 @@ pub fn redirect(ctx: &SockAddrContext, dest: &Dest, hook: u8) -> u64 {
     let netns = unsafe { bpf_get_netns_cookie(sock) };
     let why = if netns != config_slot(config::NETNS) {
         reason::DNS_NETNS
-    } else if dest.proto == IPPROTO_UDP && shared(ctx) {
-        reason::DNS_SHARED
     } else {
+        let shared = dest.proto == IPPROTO_UDP && shared(ctx);
         // SAFETY: as above.
         let cookie = unsafe { bpf_get_socket_cookie(sock) };
-        match remember(cookie, dest, &actor) {
+        match remember(cookie, dest, &actor, shared) {
             Some(slot) => return REDIRECT | u64::from((base + slot as u16).to_be()),
             None => reason::DNS_SHARED,
         }
@@ -172,7 +171,7 @@ fn refuse(ctx: &SockAddrContext, dest: &Dest, hook: u8, actor: &Governed, flags_
 /// and the entry is built in this CPU's scratch slot: the programs' stack
 /// has no room for it beside the verdict path.
 #[inline(never)]
-fn remember(cookie: u64, dest: &Dest, actor: &Governed) -> Option<u32> {
+fn remember(cookie: u64, dest: &Dest, actor: &Governed, shared: bool) -> Option<u32> {
     let slot = pick_slot(cookie, dest);
     let e = GW_DNSTMP.get_ptr_mut(0)?;
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -185,7 +184,7 @@ fn remember(cookie: u64, dest: &Dest, actor: &Governed) -> Option<u32> {
     e.proto = dest.proto;
     e.v4 = u8::from(dest.v4);
     e.family = dest.family;
-    e._pad = [0; 1];
+    e.shared = u8::from(shared);
     e.policy = actor.slot as u16;
     e.cgroup_id = actor.cgroup_id;
     e.scope = actor.scope;
@@ -257,7 +256,7 @@ fn write6(ctx: &SockAddrContext, words: [u32; 4], port: u32) {
     }
 }
 
-/// Whether the socket shares its port with others.
+/// Whether the socket may share its port with others.
 #[inline(always)]
 fn shared(ctx: &SockAddrContext) -> bool {
     let sock = ctx.sock_addr.cast();

@@ -294,6 +294,29 @@ impl Drop for TestCgroup {
     }
 }
 
+/// A first port of [`geowall_common::DNS_SLOTS`] consecutive ports free for
+/// UDP and TCP on 127.0.0.1 and ::1, unlike any this process chose before.
+pub fn free_dns_ports() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let slots = u32::from(geowall_common::DNS_SLOTS);
+    for _ in 0..200 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = 20_000 + ((std::process::id() * 97 + n * slots) % 30_000) / slots * slots;
+        let base = base as u16;
+        let free = (0..geowall_common::DNS_SLOTS).all(|i| {
+            let p = base + i;
+            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && std::net::UdpSocket::bind(("::1", p)).is_ok()
+                && std::net::TcpListener::bind(("::1", p)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free ports for a DNS forwarder");
+}
+
 /// What an agent is started with.
 pub struct AgentSpec<'a> {
     cgroup: &'a TestCgroup,
@@ -395,6 +418,10 @@ impl Agent {
         for (file, content) in &spec.maps {
             fs::write(dir.path().join(file), content).expect("write map");
             text.push_str(&format!("[[maps]]\nkind = \"cidr\"\npath = \"{file}\"\n\n"));
+        }
+        // Agents of tests that run side by side need forwarders of their own.
+        if !spec.body.contains("[dns]") {
+            text.push_str(&format!("[dns]\nport = {}\n\n", free_dns_ports()));
         }
         text.push_str(&spec.body);
         let config = dir.path().join("geowall.toml");

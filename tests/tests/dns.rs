@@ -56,3 +56,79 @@ fn every_client_resolves_the_test_zone_without_the_agent() {
         );
     }
 }
+
+use geowall_tests::{Agent, AgentSpec, Listener, TestCgroup, outcomes};
+
+const MAP: &str = "127.20.0.0/16 US\n127.30.0.0/16 DE\n";
+
+/// An agent whose `eu-only` policy allows the EU, `api.partner.test` by
+/// name, and denies `denied.test`.
+fn agent_with_names(cg: &TestCgroup, extra: &str) -> Agent {
+    AgentSpec::new(cg)
+        .cidr_map("m.cidr", MAP)
+        .config(&format!(
+            "[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\n\
+             allow_names = [\"api.partner.test\", \"*.chain3.test\", \"chain3.test\"]\n\
+             deny_names = [\"denied.test\"]\nlog_dns = \"all\"\n{extra}"
+        ))
+        .start()
+}
+
+/// `geowall exec --policy eu-only -- CMD` with `resolv` as the job's
+/// resolv.conf.
+fn exec_with_resolv(agent: &Agent, resolv: &std::path::Path, cmd: &[&str]) -> std::process::Output {
+    agent.exec("eu-only", &dns::with_resolv(resolv, None, cmd))
+}
+
+#[test]
+fn a_name_the_policy_allows_opens_its_us_address_and_records_name_it() {
+    let cg = TestCgroup::new("dns-allow");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = agent_with_names(&cg, "");
+    let us = Listener::on("127.20.0.10");
+    let other = Listener::on("127.20.0.13");
+    let probe = geowall_tests::netprobe().display().to_string();
+    // dig through the forwarder, then connect: allowed by name.
+    let out = exec_with_resolv(
+        &agent,
+        &resolv,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "dig +short api.partner.test && {probe} tcp:{} tcp:{}",
+                us.target(),
+                other.target()
+            ),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("127.20.0.10"),
+        "dig answered through the forwarder:\n{stdout}\n{}\nrecords:\n{:#?}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.records()
+    );
+    let probe_lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(probe_lines.len(), 2, "{stdout}");
+    assert!(
+        probe_lines[0].contains("\"ok\""),
+        "allowed by name: {}",
+        probe_lines[0]
+    );
+    assert!(
+        probe_lines[1].contains("EPERM"),
+        "a US address nobody resolved: {}",
+        probe_lines[1]
+    );
+    // The dns record, and the flow record naming the endpoint.
+    let q = agent.wait_record("dns api.partner.test", |r| {
+        r["kind"] == "dns" && r["question"] == "api.partner.test"
+    });
+    assert_eq!(q["verdict"], "allow");
+    assert_eq!(q["answers"][0], "127.20.0.10");
+    let denied = agent.wait_record("deny of 127.20.0.13", |r| r["dst"] == "127.20.0.13");
+    assert!(denied.get("names").is_none(), "{denied}");
+    let _ = outcomes;
+}

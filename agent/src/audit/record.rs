@@ -110,6 +110,22 @@ pub struct FlowRecord<'a> {
     pub dst: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dport: Option<u16>,
+    /// The IPv4 address an IPv6 destination carries (NAT64, 6to4,
+    /// IPv4-compatible), which was judged too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inner: Option<Ipv4Addr>,
+    /// The names the job resolved to the destination (question names and
+    /// CNAME chains, most recent first); absent when it resolved none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+    /// When the latest of those answers came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
+    /// `inbound` for a connection to the job's listener (`dst` is then the
+    /// peer, `dport` the listening port, and the process fields are
+    /// whatever the kernel was running); absent for outbound flows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
     /// `tcp`, `udp`, `icmp`, `raw`, `packet`, or the protocol number.
     pub proto: Cow<'static, str>,
     /// `ipv4`, `ipv6` or `packet`.
@@ -213,6 +229,18 @@ impl Chained for FlowRecord<'_> {
         }
         if let Some(p) = self.dport {
             w.num("dport", p);
+        }
+        if let Some(inner) = self.inner {
+            w.display("inner", inner);
+        }
+        if let Some(names) = &self.names {
+            w.list("names", names, |out, n| escape_into(out, n));
+        }
+        if let Some(r) = &self.resolved {
+            w.str("resolved", r);
+        }
+        if let Some(d) = self.direction {
+            w.str("direction", d);
         }
         w.str("proto", &self.proto);
         w.str("family", &self.family);
@@ -399,6 +427,36 @@ pub trait Resolver {
     fn named_slots(&self) -> Vec<u32> {
         Vec::new()
     }
+    /// What job `scope` resolved to `addr`: its names (most recent first)
+    /// and the boot time of the latest answer.
+    fn resolved(&self, _scope: u64, _addr: IpAddr) -> Option<(Vec<String>, u64)> {
+        None
+    }
+    /// The operator's NAT64 prefixes.
+    fn nat64(&self) -> &[(Ipv6Addr, u8)] {
+        &[]
+    }
+}
+
+/// The IPv4 address an IPv6 address carries: by the well-known rules
+/// (NAT64's own prefixes, 6to4, IPv4-compatible) or an operator prefix.
+pub fn embedded_v4(addr: &Ipv6Addr, nat64: &[(Ipv6Addr, u8)]) -> Option<Ipv4Addr> {
+    let a = addr.octets();
+    if a[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
+        return None;
+    }
+    if let Some(v4) = geowall_common::well_known_v4(&a) {
+        return Some(v4.into());
+    }
+    nat64
+        .iter()
+        .filter(|(p, len)| {
+            let bits = u32::from(*len);
+            bits > 0 && (u128::from(*addr) ^ u128::from(*p)) >> (128 - bits) == 0
+        })
+        .max_by_key(|(_, len)| *len)
+        .and_then(|(_, len)| geowall_common::rfc6052_v4(&a, *len))
+        .map(Ipv4Addr::from)
 }
 
 /// Whether the event is about creating a socket (no destination yet).
@@ -534,6 +592,24 @@ impl<'a> FlowRecord<'a> {
         user: Option<&'a str>,
     ) -> Self {
         let (tags, prefix) = tags_and_prefix(ev, names);
+        let dst = destination(ev);
+        let inner = match dst {
+            Some(IpAddr::V6(v6)) => embedded_v4(&v6, names.nat64()),
+            _ => None,
+        };
+        let inbound = ev.flags & event_flags::INBOUND != 0;
+        let (resolved_names, resolved) = match judged(ev) {
+            Some(addr) if ev.scope != 0 && !inbound => match names.resolved(ev.scope, addr) {
+                Some((n, at)) if !n.is_empty() => {
+                    // The answer's wall time: the event's, less the boot
+                    // time between them.
+                    let at_unix = unix_ns - i128::from(ev.time_ns) + i128::from(at);
+                    (Some(n), Some(crate::vocab::clock::rfc3339(at_unix)))
+                }
+                _ => (None, None),
+            },
+            _ => (None, None),
+        };
         FlowRecord {
             v: SCHEMA_VERSION,
             time: crate::vocab::clock::rfc3339(unix_ns),
@@ -547,8 +623,12 @@ impl<'a> FlowRecord<'a> {
             tags,
             prefix,
             grant_id: (ev.reason == reason::GRANT && ev.grant_id != 0).then_some(ev.grant_id),
-            dst: destination(ev),
+            dst,
             dport: (!is_creation(ev)).then_some(ev.port),
+            inner,
+            names: resolved_names,
+            resolved,
+            direction: inbound.then_some("inbound"),
             proto: proto_name(ev),
             family: family_name(ev.family),
             hook: hook_name(ev.hook),
@@ -656,6 +736,10 @@ mod tests {
             grant_id: None,
             dst: Some("127.0.0.1".parse().unwrap()),
             dport: Some(9999),
+            inner: None,
+            names: Some(vec!["api.partner.test".into(), "edge\"cdn".into()]),
+            resolved: Some("2026-12-05T17:09:17.000000001Z".into()),
+            direction: None,
             proto: Cow::Borrowed("tcp"),
             family: Cow::Borrowed("ipv4"),
             hook: "connect4",

@@ -34,6 +34,35 @@ fn when(secs: u64) -> String {
     }
 }
 
+/// The DNS forwarder as a line of text.
+fn dns_line(d: &geowall::control::proto::DnsStatus) -> String {
+    if !d.enabled {
+        return "dns: off ([dns] enabled = false): governed jobs' queries go to their resolvers \
+                directly, judged as any destination; nothing is learned"
+            .into();
+    }
+    format!(
+        "dns: forwarder on {}:{} and [::1]:{}; {} queries forwarded, {} denied, {} refused, {} failed \
+         ({} upstream failures); {} addresses learned under {} names ({} let go for room){}",
+        d.listen.as_deref().unwrap_or("?"),
+        d.port.unwrap_or(0),
+        d.port.unwrap_or(0),
+        d.forwarded,
+        d.denied,
+        d.refused,
+        d.failed,
+        d.upstream_failures,
+        d.learned,
+        d.names,
+        d.evicted,
+        if d.unattributed > 0 {
+            format!("; {} not redirected by geowall (dropped)", d.unattributed)
+        } else {
+            String::new()
+        }
+    )
+}
+
 /// The approvals webhook as a line of text: its address and its last
 /// failure.
 fn webhook_line(w: &WebhookStatus) -> String {
@@ -120,6 +149,7 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<ExitCode> {
             if let Some(w) = &s.webhook {
                 println!("{}", webhook_line(w));
             }
+            println!("{}", dns_line(&s.dns));
             if let Some(why) = &s.socket_cgroups_unavailable {
                 println!(
                     "sockets passed between cgroups: judged by their callers' policies only ({why})"

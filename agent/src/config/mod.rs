@@ -26,10 +26,12 @@ use thiserror::Error;
 use toml::Spanned;
 
 mod audit;
+pub mod dns;
 mod webhook;
 
 use crate::regions::sources::DEFAULT_MAX_SOURCE_BYTES;
 pub use audit::AuditConfig;
+pub use dns::DnsConfig;
 pub use webhook::{WebhookUrl, WebhookUrlError};
 
 /// An error in a config file, located.
@@ -157,6 +159,9 @@ pub struct ConfigFile {
     /// `[approvals]`: just-in-time grants.
     #[serde(default)]
     pub approvals: ApprovalsConfig,
+    /// `[dns]`: the forwarder governed jobs' queries go through.
+    #[serde(default)]
+    pub dns: DnsConfig,
 }
 
 /// `[approvals]`.
@@ -223,6 +228,10 @@ pub struct AgentConfig {
     /// Address of the Prometheus metrics endpoint (`127.0.0.1:9780`); off
     /// when unset.
     pub metrics: Option<Spanned<String>>,
+    /// The operator's NAT64 prefixes (RFC 6052: /32, /40, /48, /56, /64 or
+    /// /96), besides the well-known `64:ff9b::/96` and `64:ff9b:1::/48`: a
+    /// destination in one is judged by the IPv4 address inside as well.
+    pub nat64: Vec<Spanned<String>>,
 }
 
 impl Default for AgentConfig {
@@ -240,6 +249,7 @@ impl Default for AgentConfig {
             default_policy: None,
             on_map_error: OnMapError::KeepLast,
             metrics: None,
+            nat64: Vec::new(),
         }
     }
 }
@@ -330,6 +340,28 @@ pub struct PolicyConfig {
     /// The longest grant an approval may give under this policy.
     #[serde(default = "default_max_grant")]
     pub max_grant: crate::vocab::units::Span,
+    /// Names (`api.partner.test`, `*.eu-central-1.amazonaws.com`): an
+    /// address the job resolved from one of them is allowed whatever its
+    /// regions, while the answer lives.
+    #[serde(default)]
+    pub allow_names: Vec<Spanned<String>>,
+    /// Names whose queries are answered NXDOMAIN (and recorded).
+    #[serde(default)]
+    pub deny_names: Vec<Spanned<String>>,
+    /// A destination the job did not resolve through the agent is denied
+    /// (local destinations and CIDR rules aside).
+    #[serde(default)]
+    pub resolved_only: bool,
+    /// Which DNS queries become records.
+    #[serde(default)]
+    pub log_dns: LogDns,
+    /// Distinct names a job may query per minute (a DNS tunnel asks many);
+    /// past it, queries are refused and recorded. None: no limit.
+    #[serde(default)]
+    pub max_names_per_minute: Option<u32>,
+    /// Connections to the job's listeners from out-of-region peers.
+    #[serde(default)]
+    pub inbound: Inbound,
 }
 
 fn default_max_grant() -> crate::vocab::units::Span {
@@ -393,6 +425,28 @@ impl Action {
     fn deny() -> Self {
         Action::Deny
     }
+}
+
+/// `log_dns`: which queries of the policy's jobs become `dns` records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogDns {
+    All,
+    /// Refused queries (a denied name, the rate limit) and failed ones.
+    #[default]
+    Denied,
+    None,
+}
+
+/// `inbound`: connections to the policy's listeners.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Inbound {
+    /// Judged by the peer's address like a destination; a denied one is
+    /// dropped and recorded.
+    #[default]
+    Judge,
+    Allow,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -565,7 +619,47 @@ impl Config {
         if let Some(m) = &self.file.agent.metrics {
             self.metrics_addr(m)?;
         }
+        if let Err(e) = self.file.dns.check() {
+            return Err(match e.span {
+                Some(span) => self.error_at(span, e.message),
+                None => self.error(e.message),
+            });
+        }
+        self.nat64_prefixes()?;
         Ok(())
+    }
+
+    /// `[agent] nat64`, parsed: each prefix and its length.
+    pub fn nat64_prefixes(&self) -> Result<Vec<(std::net::Ipv6Addr, u8)>, ConfigError> {
+        let mut out = Vec::new();
+        for p in &self.file.agent.nat64 {
+            let bad =
+                |why: &str| self.error_at(p.span(), format!("nat64: '{}' {why}", p.get_ref()));
+            let (addr, len) = p
+                .get_ref()
+                .split_once('/')
+                .ok_or_else(|| bad("is not a prefix (\"2001:db8:64::/96\")"))?;
+            let addr: std::net::Ipv6Addr =
+                addr.parse().map_err(|_| bad("is not an IPv6 prefix"))?;
+            let len: u8 = len.parse().map_err(|_| bad("has no length"))?;
+            if ![32, 40, 48, 56, 64, 96].contains(&len) {
+                return Err(bad(
+                    "has a length RFC 6052 does not define (32, 40, 48, 56, 64 or 96)",
+                ));
+            }
+            let bits = u128::from(addr);
+            if len < 128 && bits << len != 0 {
+                return Err(bad("has bits set past its length"));
+            }
+            out.push((addr, len));
+        }
+        if out.len() > geowall_common::MAX_NAT64_PREFIXES as usize {
+            return Err(self.error(format!(
+                "[agent] nat64: at most {} prefixes",
+                geowall_common::MAX_NAT64_PREFIXES
+            )));
+        }
+        Ok(out)
     }
 
     fn metrics_addr(&self, m: &Spanned<String>) -> Result<std::net::SocketAddr, ConfigError> {

@@ -327,6 +327,46 @@ pub struct AgentStatus {
     /// between cgroups is then judged by its callers' policies only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_cgroups_unavailable: Option<String>,
+    /// The DNS forwarder.
+    #[serde(default)]
+    pub dns: DnsStatus,
+}
+
+/// The DNS forwarder in `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// Governed jobs' DNS goes through the forwarder (`[dns] enabled`).
+    pub enabled: bool,
+    /// Where it listens (IPv4 address; IPv6: `::1`) and its first port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// (job, address) pairs learned, names they refer to, and pairs let go
+    /// for lack of room.
+    #[serde(default)]
+    pub learned: usize,
+    #[serde(default)]
+    pub names: usize,
+    #[serde(default)]
+    pub evicted: u64,
+    /// Queries forwarded, denied (NXDOMAIN for a denied name), refused
+    /// (the name rate; a shared port), failed (SERVFAIL: no answer).
+    #[serde(default)]
+    pub forwarded: u64,
+    #[serde(default)]
+    pub denied: u64,
+    #[serde(default)]
+    pub refused: u64,
+    #[serde(default)]
+    pub failed: u64,
+    /// Datagrams and connections no redirect vouched for (dropped).
+    #[serde(default)]
+    pub unattributed: u64,
+    #[serde(default)]
+    pub upstream_failures: u64,
+    #[serde(default)]
+    pub malformed: u64,
 }
 
 /// A notification given up: after its last failed attempt, or at once

@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex, RwLock},
 };
 
-use super::names::NameTable;
+use super::{dns::Dns, names::NameTable};
 use crate::{audit::AuditLog, host::cgroup::Hierarchy, kernel::Kernel, plan::Plan};
 
 /// What the parts of the state share ([`super::jobs::Jobs`],
@@ -22,6 +22,8 @@ pub(super) struct Context {
     pub(super) slots: BTreeMap<String, u32>,
     pub(super) log: Arc<Mutex<AuditLog>>,
     pub(super) names: Arc<RwLock<NameTable>>,
+    /// The DNS forwarder's state (`None`: `[dns] enabled = false`).
+    pub(super) dns: Option<Arc<Dns>>,
 }
 
 impl Context {
@@ -40,6 +42,10 @@ impl Context {
     /// The governed cgroup.
     pub(super) fn governed(&self) -> &Path {
         &self.plan.governed
+    }
+
+    pub(super) fn dns(&self) -> Option<&Arc<Dns>> {
+        self.dns.as_ref()
     }
 
     pub(super) fn names(&self) -> &RwLock<NameTable> {

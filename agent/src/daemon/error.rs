@@ -45,6 +45,13 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("DNS forwarder on {address} (ports from {port}) and ::1")]
+    DnsForwarder {
+        address: std::net::Ipv4Addr,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Refused(String),
     #[error("cannot install signal handlers")]

@@ -238,6 +238,10 @@ impl Jobs {
                 .write()
                 .expect("names lock")
                 .job_ended(job.cgroup_id);
+            // What the job resolved goes with it.
+            if let Some(dns) = cx.dns() {
+                dns.forget_scope(job.cgroup_id);
+            }
             cx.record(
                 "job",
                 json!({"event": "end", "job": name, "policy": job.policy}),

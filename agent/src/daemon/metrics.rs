@@ -20,6 +20,13 @@
 //! | `geowall_map_loaded_timestamp_seconds` | | when they were installed |
 //! | `geowall_map_age_seconds` | | how long ago |
 //! | `geowall_table_epoch` | | the table epoch in force |
+//! | `geowall_dns_queries_total` | `verdict` | queries of governed jobs: `allow` (forwarded), `deny` (NXDOMAIN, a denied name), `refused` (the name rate, a shared port), `servfail` (no answer) |
+//! | `geowall_dns_unattributed_total` | | datagrams and connections to the forwarder no redirect vouched for (dropped) |
+//! | `geowall_dns_upstream_failures_total` | | resolvers that did not answer in time |
+//! | `geowall_dns_malformed_answers_total` | | answers that did not parse (passed on, nothing learned) |
+//! | `geowall_dns_forward_seconds` | | histogram of the time from a query's arrival to its answer's |
+//! | `geowall_dns_learned_entries`, `geowall_dns_learned_names` | | (job, address) pairs learned, names they refer to |
+//! | `geowall_dns_names_per_minute` | `job` | distinct names each job asked in the last minute |
 //!
 //! The server is deliberately small: one request per connection, `GET` and
 //! `HEAD` only, a 5 s limit to send the request.
@@ -44,7 +51,11 @@ use tokio::{
     sync::watch,
 };
 
-use super::{names::NameTable, stop::Stop};
+use super::{
+    dns::{Dns, LATENCY_BUCKETS},
+    names::NameTable,
+    stop::Stop,
+};
 use crate::{
     audit::log::{KINDS, LogStats},
     events::FlowStats,
@@ -62,6 +73,7 @@ pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// What the endpoint reads from.
 pub(super) struct Exporter {
     names: Arc<RwLock<NameTable>>,
+    dns: Option<Arc<Dns>>,
     flows: Arc<FlowStats>,
     log: Arc<LogStats>,
     bpffs: PathBuf,
@@ -87,17 +99,36 @@ struct Snapshot {
     loaded_at: Option<f64>,
     age: Option<f64>,
     epoch: Option<i64>,
+    dns: Option<DnsSnapshot>,
+}
+
+/// The forwarder's figures.
+#[derive(Debug, Default)]
+struct DnsSnapshot {
+    queries: Vec<(Labels, u64)>,
+    unattributed: u64,
+    upstream_failures: u64,
+    malformed: u64,
+    /// Cumulative (upper bound, count) pairs, the sum (s) and the count.
+    latency: Vec<(f64, u64)>,
+    latency_sum: f64,
+    latency_count: u64,
+    learned: i64,
+    names: i64,
+    per_job: Vec<(Labels, i64)>,
 }
 
 impl Exporter {
     pub(super) fn new(
         names: Arc<RwLock<NameTable>>,
+        dns: Option<Arc<Dns>>,
         flows: Arc<FlowStats>,
         log: Arc<LogStats>,
         bpffs: &Path,
     ) -> Self {
         Self {
             names,
+            dns,
             flows,
             log,
             bpffs: bpffs.to_path_buf(),
@@ -238,7 +269,55 @@ impl Exporter {
             );
             snap.epoch = Some(i.epoch as i64);
         }
+        snap.dns = self.dns.as_ref().map(|d| self.dns_snapshot(d));
         snap
+    }
+
+    fn dns_snapshot(&self, dns: &Dns) -> DnsSnapshot {
+        let status = dns.status();
+        let stats = &dns.stats;
+        let mut cumulative = 0;
+        let mut latency = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
+        for (i, bound) in LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .enumerate()
+        {
+            cumulative += stats.latency[i].load(Ordering::Relaxed);
+            latency.push((bound, cumulative));
+        }
+        let names = self.names.read().expect("names lock");
+        let per_job = dns
+            .names_per_minute()
+            .into_iter()
+            .map(|(scope, n)| {
+                let job = names
+                    .jobs
+                    .get(&scope)
+                    .or_else(|| names.cgroups.get(&scope))
+                    .cloned()
+                    .unwrap_or_else(|| format!("cgroup#{scope}"));
+                (vec![("job", job)], n as i64)
+            })
+            .collect();
+        DnsSnapshot {
+            queries: vec![
+                (vec![("verdict", "allow".into())], status.forwarded),
+                (vec![("verdict", "deny".into())], status.denied),
+                (vec![("verdict", "refused".into())], status.refused),
+                (vec![("verdict", "servfail".into())], status.failed),
+            ],
+            unattributed: status.unattributed,
+            upstream_failures: status.upstream_failures,
+            malformed: status.malformed,
+            latency_count: cumulative,
+            latency,
+            latency_sum: stats.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            learned: status.learned as i64,
+            names: status.names as i64,
+            per_job,
+        }
     }
 
     /// The exposition text of one scrape.
@@ -285,8 +364,71 @@ fn gauges<V: prometheus_client::encoding::EncodeGaugeValue + Copy>(
     Ok(())
 }
 
+impl DnsSnapshot {
+    fn encode(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let none = Labels::new;
+        counters(
+            enc,
+            "geowall_dns_queries",
+            "DNS queries of governed jobs, by what the forwarder did",
+            &self.queries,
+        )?;
+        counters(
+            enc,
+            "geowall_dns_unattributed",
+            "Datagrams and connections to the forwarder that no redirect vouched for (dropped)",
+            &[(none(), self.unattributed)],
+        )?;
+        counters(
+            enc,
+            "geowall_dns_upstream_failures",
+            "Resolvers that did not answer in time",
+            &[(none(), self.upstream_failures)],
+        )?;
+        counters(
+            enc,
+            "geowall_dns_malformed_answers",
+            "Answers that did not parse (passed on, nothing learned)",
+            &[(none(), self.malformed)],
+        )?;
+        let mut m = enc.encode_descriptor(
+            "geowall_dns_forward_seconds",
+            "Time from a query's arrival at the forwarder to its answer",
+            None,
+            MetricType::Histogram,
+        )?;
+        m.encode_family(&none())?.encode_histogram::<Labels>(
+            self.latency_sum,
+            self.latency_count,
+            &self.latency,
+            None,
+        )?;
+        gauges(
+            enc,
+            "geowall_dns_learned_entries",
+            "(job, address) pairs the jobs resolved",
+            &[(none(), self.learned)],
+        )?;
+        gauges(
+            enc,
+            "geowall_dns_learned_names",
+            "Names those pairs refer to",
+            &[(none(), self.names)],
+        )?;
+        gauges(
+            enc,
+            "geowall_dns_names_per_minute",
+            "Distinct names each job asked in the last minute",
+            &self.per_job,
+        )
+    }
+}
+
 impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(dns) = &self.dns {
+            dns.encode(&mut enc)?;
+        }
         let none = || Labels::new();
         gauges(
             &mut enc,
@@ -515,7 +657,7 @@ mod tests {
         );
         let log = Arc::new(LogStats::default());
         log.records[0].fetch_add(5, Ordering::Relaxed);
-        let exporter = Exporter::new(names, flows, log, Path::new("/nonexistent"));
+        let exporter = Exporter::new(names, None, flows, log, Path::new("/nonexistent"));
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (_tx, rx) = watch::channel(Stop::Running);

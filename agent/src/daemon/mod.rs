@@ -10,6 +10,7 @@ mod approvals;
 mod caller;
 mod context;
 mod control;
+mod dns;
 mod error;
 mod jobs;
 mod metrics;

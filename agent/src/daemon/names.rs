@@ -2,13 +2,15 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    sync::Arc,
+    net::{IpAddr, Ipv6Addr},
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
 use crate::{
     audit::{MapSource, Resolver},
     config::AuditConfig,
+    dns::learned::LearnedTable,
     host::cgroup::{Hierarchy, IdResolver},
     regions::CompiledMap,
 };
@@ -40,6 +42,10 @@ pub(super) struct NameTable {
     pub audit: Arc<AuditConfig>,
     /// The tables in force, for the metrics.
     pub installed: Option<Installed>,
+    /// What each job resolved (`None`: the forwarder is off).
+    pub learned: Option<Arc<Mutex<LearnedTable>>>,
+    /// `[agent] nat64`.
+    pub nat64: Vec<(Ipv6Addr, u8)>,
 }
 
 /// What the last table switch installed.
@@ -164,6 +170,16 @@ impl Resolver for EventNames<'_> {
 
     fn host(&self) -> &str {
         self.host
+    }
+
+    fn resolved(&self, scope: u64, addr: IpAddr) -> Option<(Vec<String>, u64)> {
+        let learned = self.table.learned.as_ref()?.lock().expect("learned lock");
+        let (names, at) = learned.names_of(scope, addr)?;
+        Some((names.into_iter().map(str::to_owned).collect(), at))
+    }
+
+    fn nat64(&self) -> &[(Ipv6Addr, u8)] {
+        &self.table.nat64
     }
 }
 

@@ -13,7 +13,9 @@ use tokio::{
 };
 
 use super::{
-    DaemonError, approvals, control, metrics,
+    DaemonError, approvals, control,
+    dns::Forwarder,
+    metrics,
     names::{self, NameTable},
     reader,
     state::State,
@@ -102,6 +104,32 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     state.set_stopper(stop_tx.clone());
     state.start_notifier();
+    // The DNS forwarder: bound before redirection is turned on, so no
+    // governed query is sent to a port nobody listens on.
+    let dns = state.dns();
+    let forwarder = match dns.clone() {
+        Some(dns) => match Forwarder::bind(dns.listen.0, dns.listen.1).await {
+            Ok(f) => {
+                let task = tokio::spawn(f.serve(Arc::clone(&dns), stop_rx.clone()));
+                state.enable_dns();
+                tracing::info!(
+                    address = %dns.listen.0,
+                    port = dns.listen.1,
+                    "DNS forwarder listening; governed jobs' queries go through it"
+                );
+                Some(task)
+            }
+            Err(e) => {
+                let _ = state.finish(opts.detach_on_exit);
+                return Err(DaemonError::DnsForwarder {
+                    address: dns.listen.0,
+                    port: dns.listen.1,
+                    source: e,
+                });
+            }
+        },
+        None => None,
+    };
     let state = Arc::new(tokio::sync::Mutex::new(state));
 
     let flow_stats = Arc::new(FlowStats::default());
@@ -141,6 +169,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let metrics = metrics_listener.map(|listener| {
         let exporter = metrics::Exporter::new(
             Arc::clone(&names),
+            dns.clone(),
             Arc::clone(&flow_stats),
             log_stats,
             &bpffs,
@@ -182,6 +211,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let _ = reactive.await;
     if let Some(m) = metrics {
         let _ = m.await;
+    }
+    if let Some(f) = forwarder {
+        let _ = f.await;
     }
     let state = Arc::try_unwrap(state)
         .map_err(|_| DaemonError::Refused("agent state still shared at exit".into()))?

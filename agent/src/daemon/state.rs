@@ -17,6 +17,7 @@ use super::{
     approvals::{Approvals, Decide, Denial},
     caller::{Peer, Refusal},
     context::Context,
+    dns::Dns,
     jobs::Jobs,
     names::{Installed, NameTable},
     stop::Stop,
@@ -53,6 +54,9 @@ pub(super) struct State {
     /// `[agent]` as the agent started with it: most of it applies only at
     /// start.
     started_with: AgentConfig,
+    /// `[dns]` as the agent started with it (`enabled`, `listen`, `port`
+    /// and `max_learned` apply at start only).
+    started_dns: crate::config::DnsConfig,
     /// Versions of the source files behind the tables in force (or behind
     /// the last refused reload).
     stamps: Vec<(PathBuf, Stamp)>,
@@ -105,7 +109,41 @@ impl State {
             governed: plan.governed.clone(),
             governed_level: plan.governed_level,
             ring_bytes,
+            // Above what the agent keeps: its own eviction chooses, never
+            // the kernel's.
+            learned_entries: config
+                .file
+                .dns
+                .max_learned
+                .saturating_add(config.file.dns.max_learned / 4),
         })?;
+        kernel.set_nat64(&config.nat64_prefixes()?)?;
+        let dns = if config.file.dns.enabled {
+            let listen = (
+                config
+                    .file
+                    .dns
+                    .listen_addr()
+                    .map_err(|e| DaemonError::Refused(e.message))?,
+                config
+                    .file
+                    .dns
+                    .first_port()
+                    .map_err(|e| DaemonError::Refused(e.message))?,
+            );
+            Some(Dns::new(
+                kernel.dns_maps(),
+                &config.file.dns,
+                Arc::clone(&log),
+                Arc::clone(&names),
+                listen,
+            ))
+        } else {
+            // Off: queries go where they were sent, judged as any
+            // destination (the pins may say otherwise from the last run).
+            kernel.set_dns(None);
+            None
+        };
         let events = kernel.take_events()?;
         let approvals = Approvals::load(&config).map_err(|source| DaemonError::ApprovalsState {
             path: config.file.approvals.state_dir.clone(),
@@ -128,12 +166,16 @@ impl State {
                 );
                 kept
             }
-            _ => kernel.install(&layout, &approvals.region_grant_sets(&layout.slots))?,
+            _ => {
+                let allow = names_allow(dns.as_deref(), &plan, &layout.slots);
+                kernel.install(&layout, &approvals.region_grant_sets(&layout.slots), &allow)?
+            }
         };
         let install_time = installing.elapsed();
         let mut state = State {
             config_path,
             started_with: config.file.agent.clone(),
+            started_dns: config.file.dns.clone(),
             stamps,
             audit_only,
             max_source_bytes: config.file.agent.max_source_bytes,
@@ -146,6 +188,7 @@ impl State {
                 slots: layout.slots,
                 log,
                 names,
+                dns,
             },
             jobs: Jobs::new(jobs_root),
             approvals,
@@ -170,6 +213,7 @@ impl State {
         state.refresh_names()?;
         state.approvals.restore(&state.cx);
         state.publish(epoch, &config);
+        state.publish_dns(epoch, &config);
         let report = state.cx.kernel.attach()?;
         match state.cx.kernel().retire_other_abis() {
             Ok(0) => {}
@@ -369,7 +413,8 @@ impl State {
                 orphaned.join(", ")
             )));
         }
-        let needs_restart = restart_only_changes(&self.started_with, &config.file.agent);
+        let mut needs_restart = restart_only_changes(&self.started_with, &config.file.agent);
+        needs_restart.extend(dns_restart_changes(&self.started_dns, &config.file.dns));
         for key in &needs_restart {
             tracing::warn!("[agent] {key} changed: it takes effect when the agent restarts");
         }
@@ -381,7 +426,8 @@ impl State {
         )?;
         let bindings = self.wanted_bindings(&plan, &layout.slots)?;
         let region_grants = self.approvals.region_grant_sets(&layout.slots);
-        let epoch = self.cx.kernel.install(&layout, &region_grants)?;
+        let allow = names_allow(self.cx.dns().map(Arc::as_ref), &plan, &layout.slots);
+        let epoch = self.cx.kernel.install(&layout, &region_grants, &allow)?;
 
         // The new tables are in force: from here on nothing is refused.
         self.install_time = installing.elapsed();
@@ -412,6 +458,10 @@ impl State {
         })
         .collect();
         self.publish(epoch, &config);
+        self.publish_dns(epoch, &config);
+        if let Err(e) = self.cx.kernel().set_nat64(&config.nat64_prefixes()?) {
+            tracing::error!(error = %crate::vocab::error::Chain(&e), "cannot write the NAT64 prefixes");
+        }
         self.record_config(why, epoch, by, &problems, &needs_restart);
         self.approvals.reconfigure(&self.cx, &config);
         crate::host::proc::trim_heap();
@@ -446,6 +496,8 @@ impl State {
         if *names.audit != config.file.audit {
             names.audit = Arc::new(config.file.audit.clone());
         }
+        names.learned = self.cx.dns().map(|d| d.learned());
+        names.nat64 = config.nat64_prefixes().unwrap_or_default();
         names.installed = Some(Installed {
             epoch,
             at: std::time::SystemTime::now(),
@@ -459,6 +511,50 @@ impl State {
             .lock()
             .expect("log lock")
             .set_rotation(Rotation::from(&config.file.audit));
+    }
+
+    /// Tells the DNS forwarder what the tables of `epoch` say: each slot's
+    /// names policy, the TTL bounds and timeout of `[dns]`.
+    fn publish_dns(&self, epoch: u64, config: &Config) {
+        let Some(dns) = self.cx.dns() else {
+            return;
+        };
+        let slots = self
+            .cx
+            .plan()
+            .policies
+            .iter()
+            .filter_map(|p| {
+                self.cx.slot(&p.name).map(|s| {
+                    (
+                        s,
+                        Arc::new(super::dns::SlotPolicy {
+                            name: p.name.clone(),
+                            names: p.names.clone(),
+                        }),
+                    )
+                })
+            })
+            .collect();
+        let view = super::dns::View {
+            generation: (epoch & 1) as u8,
+            slots,
+            lifetimes: super::dns::lifetimes(&config.file.dns),
+            timeout: config.file.dns.timeout.0,
+        };
+        dns.set_view(view, &policies_by_slot(self.cx.plan(), self.cx.slots()));
+    }
+
+    /// Turns DNS redirection on once the forwarder listens.
+    pub(super) fn enable_dns(&self) {
+        if let Some(dns) = self.cx.dns() {
+            self.cx.kernel().set_dns(Some(dns.listen));
+        }
+    }
+
+    /// The forwarder's state, for its tasks.
+    pub(super) fn dns(&self) -> Option<Arc<Dns>> {
+        self.cx.dns().cloned()
     }
 
     /// The kernel bindings `plan` wants: its static cgroups (which must
@@ -796,6 +892,7 @@ impl State {
                 .kernel()
                 .socket_cgroups_unavailable()
                 .map(String::from),
+            dns: self.cx.dns().map(|d| d.status()).unwrap_or_default(),
         })
     }
 
@@ -854,6 +951,46 @@ fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static st
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
     .collect()
+}
+
+/// `[dns]` keys that changed and apply only at start.
+fn dns_restart_changes(
+    old: &crate::config::DnsConfig,
+    new: &crate::config::DnsConfig,
+) -> Vec<&'static str> {
+    [
+        ("dns.enabled", old.enabled != new.enabled),
+        ("dns.listen", old.listen.get_ref() != new.listen.get_ref()),
+        ("dns.port", old.port.get_ref() != new.port.get_ref()),
+        ("dns.max_learned", old.max_learned != new.max_learned),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+/// The (name, slot) pairs the new tables' generation must hold: the names
+/// learned so far that each policy's `allow_names` matches.
+fn names_allow(
+    dns: Option<&Dns>,
+    plan: &Plan,
+    slots: &BTreeMap<String, u32>,
+) -> std::collections::BTreeSet<(u32, u16)> {
+    let Some(dns) = dns else {
+        return Default::default();
+    };
+    dns.name_allow_for(&policies_by_slot(plan, slots))
+}
+
+/// Each policy's names policy, by slot.
+fn policies_by_slot<'p>(
+    plan: &'p Plan,
+    slots: &BTreeMap<String, u32>,
+) -> BTreeMap<u32, &'p crate::policy::NamesPolicy> {
+    plan.policies
+        .iter()
+        .filter_map(|p| slots.get(&p.name).map(|s| (*s, &p.names)))
+        .collect()
 }
 
 /// With `--audit-only`, no policy may enforce.

@@ -19,7 +19,12 @@ use std::{
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 1;
+/// `NLM_F_ROOT | NLM_F_MATCH`.
+const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+const INET_DIAG_BC_S_EQ: u8 = 11;
 const NLMSG_HDRLEN: usize = 16;
 /// `struct inet_diag_req_v2`.
 const REQ_LEN: usize = 56;
@@ -112,6 +117,83 @@ impl SockDiag {
                 Reply::None => return Ok(None),
                 // An answer to an earlier request that timed out: skip it.
                 Reply::Stale => continue,
+            }
+        }
+    }
+}
+
+impl SockDiag {
+    /// The cookies of every UDP socket of `family` bound to local port
+    /// `port` (any address): a port shared through `SO_REUSEADDR` or
+    /// `SO_REUSEPORT` has several. A dump filtered in the kernel by port.
+    pub fn udp_port_sharers(&mut self, family: u8, port: u16) -> io::Result<Vec<u64>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        // The filter: local port == `port` → accept (jump to the end),
+        // else reject (jump past it). The port sits in the next op's `no`.
+        let mut bc = Vec::with_capacity(8);
+        bc.extend_from_slice(&[INET_DIAG_BC_S_EQ, 8]);
+        bc.extend_from_slice(&12u16.to_ne_bytes());
+        bc.extend_from_slice(&[0, 0]);
+        bc.extend_from_slice(&port.to_ne_bytes());
+        let attr_len = 4 + bc.len();
+        let len = NLMSG_HDRLEN + REQ_LEN + attr_len;
+        let mut m = Vec::with_capacity(len);
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.push(family);
+        m.push(libc::IPPROTO_UDP as u8);
+        m.push(0);
+        m.push(0);
+        m.extend_from_slice(&u32::MAX.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 48]);
+        m.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+        m.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        m.extend_from_slice(&bc);
+        // SAFETY: `m` is a complete message.
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), m.as_ptr().cast(), m.len(), 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut cookies = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            // SAFETY: `buf` is writable for its length.
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut at = 0usize;
+            let b = &buf[..n as usize];
+            while let (Some(len), Some(kind), Some(got_seq)) =
+                (u32_at(b, at), u16_at(b, at + 4), u32_at(b, at + 8))
+            {
+                let len = len as usize;
+                if len < NLMSG_HDRLEN || at + len > b.len() {
+                    return Err(bad("truncated dump"));
+                }
+                if got_seq == seq {
+                    match kind {
+                        NLMSG_DONE => return Ok(cookies),
+                        NLMSG_ERROR => {
+                            let errno = u32_at(b, at + NLMSG_HDRLEN).unwrap_or(0) as i32;
+                            return Err(io::Error::from_raw_os_error(-errno));
+                        }
+                        SOCK_DIAG_BY_FAMILY => {
+                            let id = at + NLMSG_HDRLEN + 4;
+                            cookies.push(
+                                u64::from(u32_at(b, id + 40).unwrap_or(0))
+                                    | u64::from(u32_at(b, id + 44).unwrap_or(0)) << 32,
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                at += (len + 3) & !3;
             }
         }
     }
@@ -302,6 +384,62 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn lists_the_udp_sockets_sharing_a_port() {
+        use std::os::fd::FromRawFd;
+        let shared = || {
+            // SAFETY: a new socket, owned by the UdpSocket below.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+            let one = 1i32;
+            // SAFETY: a 4-byte option.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEPORT,
+                    (&raw const one).cast(),
+                    4,
+                )
+            };
+            // SAFETY: `fd` is ours.
+            unsafe { UdpSocket::from_raw_fd(fd) }
+        };
+        let a = shared();
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let bind = |s: &UdpSocket| {
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: port.to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: a valid sockaddr_in.
+            let rc = unsafe {
+                libc::bind(
+                    s.as_raw_fd(),
+                    (&raw const addr).cast(),
+                    size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        };
+        bind(&a);
+        let mut diag = SockDiag::new().unwrap();
+        let one = diag.udp_port_sharers(libc::AF_INET as u8, port).unwrap();
+        assert_eq!(one, [cookie_of(&a)]);
+        let b = shared();
+        bind(&b);
+        let mut two = diag.udp_port_sharers(libc::AF_INET as u8, port).unwrap();
+        two.sort_unstable();
+        let mut want = vec![cookie_of(&a), cookie_of(&b)];
+        want.sort_unstable();
+        assert_eq!(two, want);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use geowall_common::{
 };
 
 use super::{
-    KernelError, KernelView, Pins,
+    DnsMaps, KernelError, KernelView, Pins,
     bindings::BindingMap,
     btf,
     config_map::ConfigMap,
@@ -29,7 +29,7 @@ use super::{
     map_err,
     names::NameMaps,
     pinned::CounterReader,
-    programs::{OBJECT, OPTIONAL, PROGRAMS, attach_program, load_program, program_fd},
+    programs::{Attached, OBJECT, OPTIONAL, PROGRAMS, attach_program, load_program, program_fd},
     sys, sys_err,
     tables::TableMaps,
 };
@@ -49,6 +49,8 @@ pub struct OpenOptions {
     pub governed_level: u32,
     /// Ring buffer size in bytes (used when the map is created).
     pub ring_bytes: u32,
+    /// Entries of the learned map (used when the map is created).
+    pub learned_entries: u32,
 }
 
 /// The kernel programs, loaded. Maps are pinned as soon as they are created
@@ -63,6 +65,7 @@ pub struct Kernel {
     config: ConfigMap,
     tables: TableMaps,
     names: NameMaps,
+    dns: DnsMaps,
     grants: GrantMaps,
     bindings: BindingMap,
     governed: PathBuf,
@@ -113,6 +116,7 @@ impl Kernel {
         let mut loader = EbpfLoader::new();
         loader.override_global(KERNEL_OFFSETS_GLOBAL, &offsets, true);
         loader.map_max_entries(names::EVENTS, opts.ring_bytes);
+        loader.map_max_entries(names::LEARNED, opts.learned_entries);
         for (name, path) in &map_pins {
             loader.map_pin_path(name, path.as_path());
         }
@@ -156,6 +160,7 @@ impl Kernel {
         let bindings = BindingMap::new(open(names::BINDINGS)?, pins.map(names::BINDINGS));
         let config = ConfigMap::open(&open(names::CONFIG)?)?;
         config.store(config::ROOT_LEVEL, u64::from(opts.governed_level));
+        let dns = DnsMaps::open(&pins)?;
         Ok(Kernel {
             pins,
             loaded,
@@ -164,6 +169,7 @@ impl Kernel {
             config,
             tables,
             names: name_maps,
+            dns,
             grants,
             bindings,
             governed: opts.governed.clone(),
@@ -213,14 +219,7 @@ impl Kernel {
                 report.adopted += 1;
             } else {
                 let link = attach_program(&mut self.ebpf, name, &cgroup)?;
-                let pinned = link
-                    .pin(&link_path)
-                    .map_err(|source| KernelError::Pinning {
-                        what: "pinning link",
-                        path: link_path.clone(),
-                        source,
-                    })?;
-                self.links.push(pinned);
+                self.links.push(pin_link(link, &link_path)?);
                 report.attached += 1;
             }
             self.pin_program(name)?;
@@ -301,12 +300,7 @@ impl Kernel {
                 }
             }
             let link = attach_program(&mut self.ebpf, name, &cgroup)?;
-            let pinned = link.pin(&path).map_err(|source| KernelError::Pinning {
-                what: "pinning link",
-                path: path.clone(),
-                source,
-            })?;
-            self.links.push(pinned);
+            self.links.push(pin_link(link, &path)?);
         }
         Ok(broken)
     }
@@ -428,6 +422,7 @@ impl Kernel {
         &mut self,
         layout: &Layout,
         region_grants: &RegionGrantSets,
+        name_allow: &BTreeSet<(u32, u16)>,
     ) -> Result<u64, KernelError> {
         self.names.record(layout)?;
         // The idle half may still be being freed by the last switch.
@@ -439,13 +434,59 @@ impl Kernel {
             .iter()
             .map(|(id, name)| (name.as_str(), *id))
             .collect();
-        let (epoch, cleanup) =
-            self.tables
-                .switch(&self.config, &self.grants, &layout.tables, |generation| {
-                    region_entries(region_grants, &ids, generation)
-                })?;
+        let dns = &self.dns;
+        let (epoch, cleanup) = self.tables.switch(
+            &self.config,
+            &self.grants,
+            &layout.tables,
+            |generation| region_entries(region_grants, &ids, generation),
+            |generation| dns.set_name_allow(generation, name_allow),
+        )?;
         self.cleanup = cleanup;
         Ok(epoch)
+    }
+
+    /// The DNS maps, for the forwarder.
+    pub fn dns_maps(&self) -> DnsMaps {
+        self.dns.clone()
+    }
+
+    /// Tells the programs where the forwarder listens (`None`: redirection
+    /// off), and the network namespace it serves.
+    pub fn set_dns(&self, forwarder: Option<(std::net::Ipv4Addr, u16)>) {
+        match forwarder {
+            Some((addr, port)) => {
+                // As `user_ip4` holds it: the address's bytes in memory order.
+                let ip = u32::from_ne_bytes(addr.octets());
+                self.config.store(config::DNS_ADDR4, u64::from(ip));
+                self.config.store(config::NETNS, own_netns_cookie());
+                self.config
+                    .store(config::DNS, geowall_common::dns_config::encode(port));
+            }
+            None => self.config.store(config::DNS, 0),
+        }
+    }
+
+    /// Where the programs redirect DNS, as set (`None`: off).
+    pub fn dns_forwarder(&self) -> Option<(std::net::Ipv4Addr, u16)> {
+        let v = self.config.load(config::DNS);
+        if v & geowall_common::dns_config::ON == 0 {
+            return None;
+        }
+        let ip = self.config.load(config::DNS_ADDR4) as u32;
+        Some((
+            std::net::Ipv4Addr::from(ip.to_ne_bytes()),
+            (v & geowall_common::dns_config::PORT_MASK) as u16,
+        ))
+    }
+
+    /// Makes the operator's NAT64 prefixes exactly `prefixes`.
+    pub fn set_nat64(&self, prefixes: &[(std::net::Ipv6Addr, u8)]) -> Result<(), KernelError> {
+        // Stop the lookups first, fill, then say how many.
+        self.config.store(config::NAT64, 0);
+        self.dns.set_nat64(prefixes)?;
+        self.config.store(config::NAT64, prefixes.len() as u64);
+        Ok(())
     }
 
     /// A read-only view of the tables in force, for `policy explain`.
@@ -502,5 +543,49 @@ impl Kernel {
         })?;
         drop(self);
         Ok(removed)
+    }
+}
+
+/// Pins a new link at `path`.
+fn pin_link(link: Attached, path: &Path) -> Result<PinnedLink, KernelError> {
+    match link {
+        Attached::Link(link) => link.pin(path).map_err(|source| KernelError::Pinning {
+            what: "pinning link",
+            path: path.to_path_buf(),
+            source,
+        }),
+        Attached::Raw(fd) => {
+            sys::obj_pin(fd.as_fd(), path)
+                .map_err(sys_err(format!("pinning link {}", path.display())))?;
+            PinnedLink::from_pin(path).map_err(|source| KernelError::ReopenLink {
+                what: "reopening link",
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    }
+}
+
+/// The cookie of this process's network namespace (`SO_NETNS_COOKIE`, Linux
+/// 5.14+; 0 when unknown: then no socket matches, and DNS of governed jobs
+/// is refused rather than redirected to another namespace's loopback).
+fn own_netns_cookie() -> u64 {
+    // SAFETY: a plain socket, closed below; getsockopt writes 8 bytes.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return 0;
+        }
+        let mut cookie = 0u64;
+        let mut len = 8u32;
+        let rc = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        );
+        libc::close(fd);
+        if rc == 0 { cookie } else { 0 }
     }
 }

@@ -10,6 +10,7 @@
 mod bindings;
 pub mod btf;
 mod config_map;
+mod dns;
 mod error;
 mod grants;
 mod handle;
@@ -22,6 +23,7 @@ pub mod sys;
 mod tables;
 mod view;
 
+pub use dns::DnsMaps;
 pub use error::KernelError;
 pub(crate) use error::{map_err, sys_err};
 pub use handle::{AttachReport, Kernel, OpenOptions};

@@ -8,20 +8,31 @@ use std::{
 
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, links::FdLink},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+        CgroupSockopt, links::FdLink,
+    },
 };
 use geowall_common::names;
 
-use super::{KernelError, sys_err};
+use super::{KernelError, sys, sys_err};
 
 /// The compiled kernel programs, embedded at build time (see build.rs).
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/geowall-ebpf"));
 
-/// The programs, their attach kind, in the order they are attached.
-pub const PROGRAMS: [&str; 6] = [
+/// The programs, in the order they are attached: those that translate
+/// DNS replies back before those that redirect queries, so no reply of a
+/// redirected query is ever seen untranslated.
+pub const PROGRAMS: [&str; 12] = [
     names::PROG_SOCK_CREATE,
     names::PROG_SOCK_POST,
+    names::PROG_SETSOCKOPT,
+    names::PROG_INGRESS,
+    names::PROG_RECVMSG4,
+    names::PROG_RECVMSG6,
+    names::PROG_GETPEERNAME4,
+    names::PROG_GETPEERNAME6,
     names::PROG_CONNECT4,
     names::PROG_CONNECT6,
     names::PROG_SENDMSG4,
@@ -48,6 +59,8 @@ pub(crate) fn load_program(
     let result = match prog {
         aya::programs::Program::CgroupSockAddr(p) => p.load(),
         aya::programs::Program::CgroupSock(p) => p.load(),
+        aya::programs::Program::CgroupSockopt(p) => p.load(),
+        aya::programs::Program::CgroupSkb(p) => p.load(),
         aya::programs::Program::LsmCgroup(p) => p.load(LSM_HOOK, btf),
         _ => Err(aya::programs::ProgramError::UnexpectedProgramType),
     };
@@ -70,11 +83,17 @@ pub(crate) fn program_fd(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd, Ker
 /// Creates a cgroup link. Link attachments are always multi-attach (the
 /// kernel rejects the BPF_F_ALLOW_MULTI flag on link creation and implies
 /// it): other tools' programs on the same cgroup keep running.
+/// A new link: aya's, or one created directly (to pin by path).
+pub(crate) enum Attached {
+    Link(FdLink),
+    Raw(OwnedFd),
+}
+
 pub(crate) fn attach_program(
     ebpf: &mut Ebpf,
     name: &'static str,
     cgroup: &File,
-) -> Result<FdLink, KernelError> {
+) -> Result<Attached, KernelError> {
     let err = |source| KernelError::Program { name, source };
     let prog = ebpf.program_mut(name).ok_or(KernelError::Program {
         name,
@@ -85,18 +104,45 @@ pub(crate) fn attach_program(
             let p: &mut CgroupSockAddr = p;
             let id = p.attach(cgroup, CgroupAttachMode::Single).map_err(err)?;
             let link = p.take_link(id).map_err(err)?;
-            FdLink::try_from(link).map_err(link_err(name))
+            FdLink::try_from(link)
+                .map(Attached::Link)
+                .map_err(link_err(name))
         }
         aya::programs::Program::CgroupSock(p) => {
             let p: &mut CgroupSock = p;
             let id = p.attach(cgroup, CgroupAttachMode::Single).map_err(err)?;
             let link = p.take_link(id).map_err(err)?;
-            FdLink::try_from(link).map_err(link_err(name))
+            FdLink::try_from(link)
+                .map(Attached::Link)
+                .map_err(link_err(name))
+        }
+        aya::programs::Program::CgroupSockopt(p) => {
+            // aya 0.14 gives no owned link for a sockopt program: the
+            // link is created directly.
+            let p: &mut CgroupSockopt = p;
+            let prog = p.fd().map_err(err)?;
+            let fd = sys::link_create(prog.as_fd(), cgroup.as_fd(), sys::ATTACH_CGROUP_SETSOCKOPT)
+                .map_err(sys_err(format!("attaching {name}")))?;
+            Ok(Attached::Raw(fd))
+        }
+        aya::programs::Program::CgroupSkb(p) => {
+            let p: &mut CgroupSkb = p;
+            let id = p
+                .attach(
+                    cgroup,
+                    CgroupSkbAttachType::Ingress,
+                    CgroupAttachMode::Single,
+                )
+                .map_err(err)?;
+            let link = p.take_link(id).map_err(err)?;
+            FdLink::try_from(link)
+                .map(Attached::Link)
+                .map_err(link_err(name))
         }
         aya::programs::Program::LsmCgroup(p) => {
             let id = p.attach(cgroup).map_err(err)?;
             let link = p.take_link(id).map_err(err)?;
-            Ok(FdLink::from(link))
+            Ok(Attached::Link(FdLink::from(link)))
         }
         _ => Err(err(aya::programs::ProgramError::UnexpectedProgramType)),
     }

@@ -18,7 +18,9 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
+const BPF_OBJ_PIN: libc::c_int = 6;
 const BPF_OBJ_GET: libc::c_int = 7;
+const BPF_LINK_CREATE: libc::c_int = 28;
 const BPF_MAP_GET_FD_BY_ID: libc::c_int = 14;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
 const BPF_PROG_QUERY: libc::c_int = 16;
@@ -252,6 +254,46 @@ struct ObjGet {
     pathname: u64,
     bpf_fd: u32,
     file_flags: u32,
+}
+
+/// Pins object `fd` at `path` (on bpffs).
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut attr = Attr::new(ObjGet {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd() as u32,
+        file_flags: 0,
+    });
+    bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LinkCreate {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// `BPF_CGROUP_SETSOCKOPT`.
+pub const ATTACH_CGROUP_SETSOCKOPT: u32 = 22;
+
+/// Links program `prog` to `target` (a cgroup) at `attach_type` (aya 0.14
+/// cannot hand out an owned link for some program kinds).
+pub fn link_create(
+    prog: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new(LinkCreate {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_fd: target.as_raw_fd() as u32,
+        attach_type,
+        flags: 0,
+    });
+    bpf(BPF_LINK_CREATE, &mut attr).map(fd_result)
 }
 
 /// Opens a pinned object.

@@ -139,8 +139,9 @@ impl TableMaps {
         grants: &GrantMaps,
         tables: &Tables,
         region_grants: impl FnOnce(u8) -> BTreeMap<RegionGrantKey, GrantSet>,
+        before_flip: impl FnOnce(u8) -> Result<(), KernelError>,
     ) -> Result<(u64, Option<std::thread::JoinHandle<()>>), KernelError> {
-        switch(self, config, grants, tables, region_grants)
+        switch(self, config, grants, tables, region_grants, before_flip)
     }
 }
 
@@ -228,6 +229,7 @@ fn switch(
     grants: &GrantMaps,
     tables: &Tables,
     region_grants: impl FnOnce(u8) -> BTreeMap<RegionGrantKey, GrantSet>,
+    before_flip: impl FnOnce(u8) -> Result<(), KernelError>,
 ) -> Result<(u64, Option<std::thread::JoinHandle<()>>), KernelError> {
     let epoch = config.load(config_slot::EPOCH);
     let next = epoch + 1;
@@ -281,6 +283,8 @@ fn switch(
     // Region grants of the idle generation (the old generation's stay: the
     // tables in force still read them).
     grants.write_region_grants(config, half as u8, &region_grants(half as u8), false)?;
+    // What else belongs to the idle generation (the names policies allow).
+    before_flip(half as u8)?;
 
     // 3. The switch. From here on the new tables are in force: nothing may
     // report failure any more, or the caller would believe the old ones are.

@@ -56,6 +56,8 @@ pub struct Plan {
     pub policies: Vec<CompiledPolicy>,
     /// `[agent] default_policy`: bound to the governed cgroup.
     pub default_policy: Option<String>,
+    /// `[dns] enabled`: governed jobs' DNS goes through the forwarder.
+    pub dns: bool,
 }
 
 impl Plan {
@@ -96,6 +98,7 @@ pub fn build(config: &Config, hierarchy: &Hierarchy) -> Result<Plan, PlanError> 
         compile_time,
         policies,
         default_policy,
+        dns: config.file.dns.enabled,
     })
 }
 
@@ -132,6 +135,7 @@ pub fn build_without_map(
         compile_time: started.elapsed(),
         policies,
         default_policy,
+        dns: config.file.dns.enabled,
     })
 }
 

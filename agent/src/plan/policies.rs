@@ -11,8 +11,9 @@ use toml::Spanned;
 
 use crate::{
     config::{Action, Config, ConfigError, Mode, PolicyDef, PortSpec, RuleConfig},
+    dns::NamePattern,
     host::cgroup::Hierarchy,
-    policy::{CompiledPolicy, CompiledRule, Resolver},
+    policy::{CompiledPolicy, CompiledRule, NamesPolicy, Resolver},
     regions::{Prefix, countries, groups},
     vocab::error::Chain,
 };
@@ -201,6 +202,7 @@ fn compile_policy(
             units.push(unit.to_owned());
         }
     }
+    let names = names(config, def)?;
     Ok(CompiledPolicy {
         name: name.to_owned(),
         place: def.place(),
@@ -220,6 +222,51 @@ fn compile_policy(
         ping: p.ping,
         approvable: p.approvable,
         max_grant: p.max_grant.0,
+        names,
+        inbound: p.inbound,
+    })
+}
+
+/// The policy's keys about names, checked: patterns parse (located), and
+/// they need the forwarder.
+fn names(config: &Config, def: &PolicyDef) -> Result<NamesPolicy, ConfigError> {
+    let p = &def.body;
+    let patterns = |list: &[Spanned<String>]| {
+        list.iter()
+            .map(|n| {
+                NamePattern::parse(n.get_ref()).map_err(|e| def.error_at(n.span(), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let allow = patterns(&p.allow_names)?;
+    let deny = patterns(&p.deny_names)?;
+    if !config.file.dns.enabled {
+        let needs = if !allow.is_empty() {
+            Some("allow_names")
+        } else if !deny.is_empty() {
+            Some("deny_names")
+        } else if p.resolved_only {
+            Some("resolved_only")
+        } else {
+            None
+        };
+        if let Some(key) = needs {
+            return Err(def.error(format!(
+                "{key} needs the DNS forwarder, and [dns] enabled = false"
+            )));
+        }
+    }
+    if p.max_names_per_minute == Some(0) {
+        return Err(def.error(
+            "max_names_per_minute = 0 would refuse every query: leave it out for no limit",
+        ));
+    }
+    Ok(NamesPolicy {
+        allow,
+        deny,
+        resolved_only: p.resolved_only,
+        log_dns: p.log_dns,
+        max_names_per_minute: p.max_names_per_minute,
     })
 }
 

@@ -8,7 +8,8 @@ use std::{
 use thiserror::Error;
 
 use crate::{
-    config::{Action, LogAllowed, Mode},
+    config::{Action, Inbound, LogAllowed, LogDns, Mode},
+    dns::NamePattern,
     regions::{LOCAL, Prefix, countries, groups, suggest},
     vocab::glob::glob_match,
 };
@@ -42,6 +43,37 @@ pub struct CompiledPolicy {
     pub approvable: bool,
     /// The longest grant an approval may give.
     pub max_grant: std::time::Duration,
+    /// What the policy says about names.
+    pub names: NamesPolicy,
+    /// Connections to the policy's listeners.
+    pub inbound: Inbound,
+}
+
+/// A policy's keys about names (DNS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamesPolicy {
+    /// `allow_names`: an address the job resolved from one of these is
+    /// allowed whatever its regions.
+    pub allow: Vec<NamePattern>,
+    /// `deny_names`: queries for these are answered NXDOMAIN.
+    pub deny: Vec<NamePattern>,
+    /// `resolved_only`: what the job did not resolve is denied.
+    pub resolved_only: bool,
+    pub log_dns: LogDns,
+    /// Distinct names per minute a job may query (None: no limit).
+    pub max_names_per_minute: Option<u32>,
+}
+
+impl NamesPolicy {
+    /// Whether `name` (canonical) is allowed by `allow_names`.
+    pub fn allows(&self, name: &str) -> bool {
+        self.allow.iter().any(|p| p.matches(name))
+    }
+
+    /// Whether `name` (canonical) is denied by `deny_names`.
+    pub fn denies(&self, name: &str) -> bool {
+        self.deny.iter().any(|p| p.matches(name))
+    }
 }
 
 /// A CIDR rule.
@@ -366,6 +398,8 @@ mod tests {
             ping: Action::Deny,
             approvable: false,
             max_grant: std::time::Duration::from_secs(4 * 3600),
+            names: NamesPolicy::default(),
+            inbound: Inbound::Judge,
         }
     }
 

@@ -22,6 +22,11 @@ pub fn reason_name(r: u8) -> &'static str {
         reason::LOCAL => "local",
         reason::SOCKET_TYPE => "socket_type",
         reason::NO_TABLE => "no_table",
+        reason::NAME => "name",
+        reason::UNRESOLVED => "unresolved",
+        reason::DNS_NETNS => "dns_netns",
+        reason::DNS_SHARED => "dns_shared",
+        reason::SOURCE_ROUTE => "source_route",
         _ => "unknown",
     }
 }
@@ -34,6 +39,8 @@ pub fn hook_name(h: u8) -> &'static str {
         hook::SENDMSG6 => "sendmsg6",
         hook::SOCK_CREATE => "sock_create",
         hook::SOCK_POST_CREATE => "socket_post_create",
+        hook::SETSOCKOPT => "setsockopt",
+        hook::INGRESS => "ingress",
         _ => "unknown",
     }
 }

@@ -12,7 +12,7 @@ use geowall_common::{
 use thiserror::Error;
 
 use crate::{
-    config::{Action, LogAllowed, Mode},
+    config::{Action, Inbound, LogAllowed, Mode},
     plan::Plan,
     policy::CompiledPolicy,
     regions::{Family, LOCAL, Prefix, ortc::minimize},
@@ -128,7 +128,7 @@ pub fn layout(
         let slot = slot_of[&policy.name];
         tables
             .policies
-            .insert(slot, policy_entry(policy, &map.tagsets));
+            .insert(slot, policy_entry(policy, &map.tagsets, plan.dns));
         rules(policy, slot, &mut tables)?;
     }
     Ok(Layout {
@@ -201,7 +201,7 @@ fn policy_slots(
     Ok(out)
 }
 
-fn policy_entry(policy: &CompiledPolicy, tagsets: &[Vec<String>]) -> PolicyEntry {
+fn policy_entry(policy: &CompiledPolicy, tagsets: &[Vec<String>], dns: bool) -> PolicyEntry {
     let mut entry = PolicyEntry::empty();
     entry.flags = policy_flags::PRESENT;
     if policy.mode == Mode::Audit {
@@ -220,6 +220,19 @@ fn policy_entry(policy: &CompiledPolicy, tagsets: &[Vec<String>]) -> PolicyEntry
     }
     if policy.ping == Action::Allow {
         entry.flags |= policy_flags::ALLOW_PING;
+    }
+    // Names need the forwarder (the plan refuses them without it).
+    if dns {
+        entry.flags |= policy_flags::DNS;
+        if !policy.names.allow.is_empty() {
+            entry.flags |= policy_flags::ALLOW_NAMES;
+        }
+        if policy.names.resolved_only {
+            entry.flags |= policy_flags::RESOLVED_ONLY;
+        }
+    }
+    if policy.inbound == Inbound::Judge {
+        entry.flags |= policy_flags::INBOUND;
     }
     for (id, tags) in tagsets.iter().enumerate() {
         if policy.allows(tags) {

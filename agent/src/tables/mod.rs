@@ -9,5 +9,6 @@ pub mod codes;
 pub mod explain;
 pub mod grants;
 pub mod layout;
+pub mod names;
 
 pub use layout::{Layout, LayoutError, Tables, layout};
