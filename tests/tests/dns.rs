@@ -130,5 +130,269 @@ fn a_name_the_policy_allows_opens_its_us_address_and_records_name_it() {
     assert_eq!(q["answers"][0], "127.20.0.10");
     let denied = agent.wait_record("deny of 127.20.0.13", |r| r["dst"] == "127.20.0.13");
     assert!(denied.get("names").is_none(), "{denied}");
-    let _ = outcomes;
+}
+
+/// `netprobe OPS…` as a job under eu-only with `resolv`, its outcomes.
+fn probe(agent: &Agent, resolv: &std::path::Path, ops: &[&str]) -> Vec<String> {
+    let probe = geowall_tests::netprobe().display().to_string();
+    let mut cmd = vec![probe.as_str()];
+    cmd.extend_from_slice(ops);
+    outcomes(&exec_with_resolv(agent, resolv, &cmd))
+}
+
+#[test]
+fn a_cname_chain_is_learned_whole_and_named_in_the_flow_record() {
+    let cg = TestCgroup::new("dns-chain");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = agent_with_names(&cg, "log_allowed = \"all\"\n");
+    let target = Listener::on("127.20.0.12");
+    // chain1 → chain2 → chain3 (US): allowed through chain3.test.
+    let port = target.addr.port();
+    let out = probe(&agent, &resolv, &[&format!("resolve:chain1.test:{port}")]);
+    assert_eq!(out, ["ok"]);
+    let flow = agent.wait_record("allow of chain3's address", |r| {
+        r["dst"] == "127.20.0.12" && r["verdict"] == "allow"
+    });
+    assert_eq!(flow["reason"], "name", "{flow}");
+    assert_eq!(
+        flow["names"],
+        serde_json::json!(["chain1.test", "chain2.test", "chain3.test"]),
+        "{flow}"
+    );
+    assert!(flow["resolved"].is_string(), "{flow}");
+}
+
+#[test]
+fn a_denied_name_gets_nxdomain_and_a_record() {
+    let cg = TestCgroup::new("dns-deny");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = agent_with_names(&cg, "");
+    let out = exec_with_resolv(&agent, &resolv, &["dig", "denied.test"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("status: NXDOMAIN"), "{text}");
+    let r = agent.wait_record("dns deny", |r| {
+        r["kind"] == "dns" && r["question"] == "denied.test"
+    });
+    assert_eq!(r["verdict"], "deny");
+    assert_eq!(r["reason"], "deny_names");
+    assert_eq!(r["rcode"], "NXDOMAIN");
+    // The same name asked directly of the server exists: the forwarder
+    // answered, not the server.
+    assert_eq!(
+        dns::query_a(server.addr, "denied.test").as_deref(),
+        Some("127.30.0.11")
+    );
+}
+
+#[test]
+fn resolved_only_denies_what_the_job_did_not_resolve() {
+    let cg = TestCgroup::new("dns-ronly");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = agent_with_names(&cg, "resolved_only = true\n");
+    let de = Listener::on("127.30.0.10");
+    let port = de.addr.port();
+    // A DE address the region allows, hard-coded: refused.
+    assert_eq!(
+        probe(&agent, &resolv, &[&format!("tcp:{}", de.target())]),
+        ["EPERM"]
+    );
+    let r = agent.wait_record("unresolved", |r| r["reason"] == "unresolved");
+    assert_eq!(r["dst"], "127.30.0.10");
+    // Resolved through the agent: allowed.
+    assert_eq!(
+        probe(
+            &agent,
+            &resolv,
+            &[&format!("resolve:eu.partner.test:{port}")]
+        ),
+        ["ok"]
+    );
+    // Glue of the additional section is never learned.
+    let mx = Listener::on("127.20.0.15");
+    let out = exec_with_resolv(
+        &agent,
+        &resolv,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "dig +short mail.test MX && {} tcp:{}",
+                geowall_tests::netprobe().display(),
+                mx.target()
+            ),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("mx.test"), "{text}");
+    assert!(
+        text.contains("EPERM"),
+        "glue must not open mx.test's address: {text}"
+    );
+}
+
+#[test]
+fn two_jobs_do_not_share_what_each_resolved() {
+    let cg = TestCgroup::new("dns-two");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = agent_with_names(&cg, "");
+    let us = Listener::on("127.20.0.10");
+    let port = us.addr.port();
+    assert_eq!(
+        probe(
+            &agent,
+            &resolv,
+            &[&format!("resolve:api.partner.test:{port}")]
+        ),
+        ["ok"]
+    );
+    // Another job, same address, never resolved it: the region decides.
+    assert_eq!(
+        probe(&agent, &resolv, &[&format!("tcp:{}", us.target())]),
+        ["EPERM"]
+    );
+}
+
+#[test]
+fn an_expired_answer_closes_the_address_after_the_grace_but_not_a_connection() {
+    let cg = TestCgroup::new("dns-ttl");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("m.cidr", MAP)
+        .config(&format!(
+            "[dns]\nport = {}\nmin_ttl = 1\ngrace = 1\n\n             [[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nallow_names = [\"short.test\"]\n",
+            geowall_tests::free_dns_ports()
+        ))
+        .start();
+    let us = Listener::on("127.20.0.14");
+    let port = us.addr.port();
+    let t = us.target();
+    // Resolve, connect, hold that connection past expiry and write; then a
+    // new connect after expiry is refused.
+    let out = probe(
+        &agent,
+        &resolv,
+        &[
+            &format!("resolve:short.test:{port}"),
+            &format!("holdtcp:{t}:3500"),
+            &format!("tcp:{t}"),
+        ],
+    );
+    assert_eq!(out, ["ok", "ok", "EPERM"], "TTL 1 s + 1 s grace");
+}
+
+#[test]
+fn a_shared_address_lists_every_name_the_job_resolved() {
+    let cg = TestCgroup::new("dns-shared");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("m.cidr", MAP)
+        .config("[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nallow_names = [\"shared1.test\"]\nlog_allowed = \"all\"\n")
+        .start();
+    let us = Listener::on("127.20.0.13");
+    let port = us.addr.port();
+    let out = probe(
+        &agent,
+        &resolv,
+        &[
+            &format!("resolve:shared2.test:{port}"),
+            &format!("resolve:shared1.test:{port}"),
+        ],
+    );
+    assert_eq!(
+        out,
+        ["EPERM", "ok"],
+        "shared2 alone does not open it; shared1 does"
+    );
+    let flow = agent.wait_record("allow by shared1", |r| {
+        r["dst"] == "127.20.0.13" && r["verdict"] == "allow"
+    });
+    assert_eq!(
+        flow["names"],
+        serde_json::json!(["shared1.test", "shared2.test"]),
+        "{flow}"
+    );
+}
+
+#[test]
+fn truncated_answers_go_over_tcp_and_dig_tcp_and_server_work() {
+    let cg = TestCgroup::new("dns-tcp");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("m.cidr", MAP)
+        .config("[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nallow_names = [\"big.test\", \"api.partner.test\"]\nlog_dns = \"all\"\n")
+        .start();
+    let server_arg = format!("@{}", server.addr);
+    for cmd in [
+        vec!["dig", "+short", "big.test"],
+        vec!["dig", "+short", "+tcp", "api.partner.test"],
+        vec!["dig", "+short", server_arg.as_str(), "api.partner.test"],
+    ] {
+        let out = exec_with_resolv(&agent, &resolv, &cmd);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("127.20."),
+            "{cmd:?}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The truncated answer came over UDP, then the whole one over TCP.
+    let records = agent.records();
+    let big: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "dns" && r["question"] == "big.test")
+        .collect();
+    assert!(
+        big.iter()
+            .any(|r| r["proto"] == "udp" && r["truncated"] == true),
+        "{big:?}"
+    );
+    let tcp = big
+        .iter()
+        .find(|r| r["proto"] == "tcp")
+        .expect("a TCP query");
+    assert_eq!(tcp["answers"].as_array().map(Vec::len), Some(100));
+    // Whichever of the 100 addresses the resolver library picks, the name
+    // opens it (nothing listens there: refused by the host, not by
+    // geowall).
+    let out = probe(&agent, &resolv, &["resolve:big.test:9"]);
+    assert_eq!(out, ["ECONNREFUSED"], "allowed by name");
+}
+
+#[test]
+fn a_silent_resolver_gets_servfail_on_the_record() {
+    let cg = TestCgroup::new("dns-silent");
+    let silent = dns::Silent::start();
+    let dir = geowall_tests::TempDir::new("resolv");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver {}\noptions timeout:5 attempts:1\n", silent.addr),
+    )
+    .unwrap();
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("m.cidr", MAP)
+        .config(&format!(
+            "[dns]\nport = {}\ntimeout = 1\n\n[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\n",
+            geowall_tests::free_dns_ports()
+        ))
+        .start();
+    let out = exec_with_resolv(
+        &agent,
+        &resolv,
+        &["dig", "+tries=1", "+time=5", "api.partner.test"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("status: SERVFAIL"), "{text}");
+    let r = agent.wait_record("servfail", |r| {
+        r["kind"] == "dns" && r["verdict"] == "servfail"
+    });
+    assert_eq!(r["rcode"], "SERVFAIL");
+    assert!(agent.status()["status"]["dns"]["upstream_failures"].as_u64() >= Some(1));
 }

@@ -240,7 +240,7 @@ impl Jobs {
                 .job_ended(job.cgroup_id);
             // What the job resolved goes with it.
             if let Some(dns) = cx.dns() {
-                dns.forget_scope(job.cgroup_id);
+                dns.job_ended(job.cgroup_id);
             }
             cx.record(
                 "job",

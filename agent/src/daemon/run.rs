@@ -195,6 +195,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
                         s.collect_jobs();
                         s.repair_links();
                         s.expire_approvals();
+                        if let Some(dns) = s.dns() {
+                            dns.collect();
+                        }
                     }
                     _ = stop_rx.changed() => break,
                 }

@@ -26,6 +26,11 @@
 //!   tcploop:ADDR:PORT:MS   connect() again and again for MS milliseconds,
 //!                          at most one attempt per 100 µs
 //!   sleep:MS               sleep MS milliseconds (a workload that lives on)
+//!   resolve:NAME:PORT      getaddrinfo (glibc) NAME, then connect() TCP to
+//!                          its first address
+//!   resolveloop:NAME:PORT:N  resolve, then connect, N times over
+//!   holdtcp:ADDR:PORT:MS   connect(), keep the connection MS milliseconds,
+//!                          then write to it
 //! ```
 //! ADDR is an IPv4 address or a bracketed IPv6 one (`[::1]`). With
 //! `--cgroup` the probe first moves itself into that cgroup; with `--netns`
@@ -455,6 +460,24 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(rest.parse().expect("sleep:MS")));
                 json(kind, "", "ok".into())
             }
+            "resolve" => json(kind, rest, resolve_connect(rest)),
+            "resolveloop" => {
+                let (target, n) = rest.rsplit_once(':').expect("resolveloop:NAME:PORT:N");
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                for _ in 0..n.parse::<u64>().expect("N") {
+                    *counts.entry(resolve_connect(target)).or_default() += 1;
+                }
+                serde_json::json!({"op": kind, "target": target, "counts": counts}).to_string()
+            }
+            "holdtcp" => {
+                let (target, ms) = rest.rsplit_once(':').expect("holdtcp:ADDR:PORT:MS");
+                let result = TcpStream::connect(parse_target(target)).and_then(|mut s| {
+                    use std::io::Write;
+                    std::thread::sleep(Duration::from_millis(ms.parse().expect("MS")));
+                    s.write_all(b"still here\n")
+                });
+                json(kind, target, outcome(result))
+            }
             other => panic!("netprobe: unknown operation '{other}'"),
         };
         println!("{line}");
@@ -463,4 +486,19 @@ fn main() {
 
 fn json(op: &str, target: &str, result: String) -> String {
     serde_json::json!({"op": op, "target": target, "result": result}).to_string()
+}
+
+/// Resolves `NAME:PORT` with the system's resolver and connects to the
+/// first IPv4 address (else the first address): `ok`, the errno's name,
+/// or `resolve:WHY`.
+fn resolve_connect(target: &str) -> String {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = match target.to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => return format!("resolve:{e}"),
+    };
+    let Some(addr) = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()) else {
+        return "resolve:no address".into();
+    };
+    outcome(tcp(addr))
 }

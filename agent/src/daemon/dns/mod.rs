@@ -18,7 +18,7 @@ mod forward;
 mod rate;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         Arc, Mutex, RwLock,
@@ -160,7 +160,12 @@ pub(super) struct Dns {
     rate: Mutex<rate::Rates>,
     /// Where it listens: the IPv4 address and the first port.
     pub(super) listen: (Ipv4Addr, u16),
+    /// Jobs that ended, and when.
+    ended: Mutex<VecDeque<(Instant, u64)>>,
 }
+
+/// How long what an ended job resolved is kept.
+const FORGET_AFTER: Duration = Duration::from_secs(60);
 
 impl Dns {
     /// The forwarder's state over the kernel's maps, with what they held
@@ -209,6 +214,7 @@ impl Dns {
             diag: Mutex::new(Vec::new()),
             rate: Mutex::new(rate::Rates::default()),
             listen,
+            ended: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -274,15 +280,36 @@ impl Dns {
         Arc::clone(&self.view.read().expect("view lock"))
     }
 
-    /// Forgets what job `scope` resolved (its cgroup is gone).
-    pub(super) fn forget_scope(&self, scope: u64) {
-        let mut t = self.learned.lock().expect("learned lock");
-        let changes = t.forget_scope(scope);
-        if let Err(e) = self.maps.apply(&changes) {
-            tracing::warn!(error = %crate::vocab::error::Chain(&e), "cannot forget an ended job's names");
+    /// Notes that job `scope` ended (its cgroup is gone): what it resolved
+    /// is forgotten a minute later, once the records of its last
+    /// connections, still on their way through the event pipeline, have
+    /// named them.
+    pub(super) fn job_ended(&self, scope: u64) {
+        self.ended
+            .lock()
+            .expect("ended lock")
+            .push_back((Instant::now(), scope));
+    }
+
+    /// Forgets what the jobs that ended a minute ago resolved.
+    pub(super) fn collect(&self) {
+        let now = Instant::now();
+        let mut ended = self.ended.lock().expect("ended lock");
+        while ended
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) >= FORGET_AFTER)
+        {
+            let Some((_, scope)) = ended.pop_front() else {
+                break;
+            };
+            let mut t = self.learned.lock().expect("learned lock");
+            let changes = t.forget_scope(scope);
+            if let Err(e) = self.maps.apply(&changes) {
+                tracing::warn!(error = %crate::vocab::error::Chain(&e), "cannot forget an ended job's names");
+            }
+            drop(t);
+            self.rate.lock().expect("rate lock").forget(scope);
         }
-        drop(t);
-        self.rate.lock().expect("rate lock").forget(scope);
     }
 
     /// The entry of the socket at `peer` that sent to our socket at
