@@ -38,12 +38,12 @@ pub fn unique_loopback() -> IpAddr {
 ///   section only;
 /// - `big.test`: 100 addresses, too large for UDP (truncated: TCP);
 /// - `v6.test AAAA ::1`; `nx.test` does not exist.
-pub fn test_zone(ns: IpAddr) -> String {
+pub fn test_zone(_ns: IpAddr) -> String {
     let mut z = format!(
         "$ORIGIN test.\n$TTL 60\n\
          @ SOA ns.test. admin.test. 1 3600 600 86400 60\n\
          @ NS ns.test.\n\
-         ns A {ns}\n\
+         ns A 127.53.0.53\n\
          api.partner A 127.20.0.10\n\
          eu.partner A 127.30.0.10\n\
          denied A 127.30.0.11\n\
@@ -88,7 +88,7 @@ impl DnsServer {
              username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  zonelistfile: \"{d}/zone.list\"\n  \
              database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
              xfrdir: \"{d}\"\n  logfile: \"{d}/nsd.log\"\n  server-count: 1\n  tcp-count: 64\n  \
-             verbosity: 1\n  hide-version: yes\n\
+             verbosity: 1\n  hide-version: yes\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n\
              remote-control:\n  control-enable: no\n\
              zone:\n  name: \"test.\"\n  zonefile: \"test.zone\"\n",
             v6 = if addr.is_ipv6() { "yes" } else { "no" },
@@ -158,6 +158,14 @@ impl Drop for DnsServer {
             }
         }
     }
+}
+
+/// Serialises the tests that serve on `[::1]:53` (there is one such
+/// address): held while the server runs.
+pub fn ipv6_server_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A "resolver" on `addr:53` that reads every query and answers none.

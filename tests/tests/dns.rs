@@ -396,3 +396,352 @@ fn a_silent_resolver_gets_servfail_on_the_record() {
     assert_eq!(r["rcode"], "SERVFAIL");
     assert!(agent.status()["status"]["dns"]["upstream_failures"].as_u64() >= Some(1));
 }
+
+/// A tiny HTTP server on `ip` answering every request with 200.
+fn http_server(ip: &str) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("http listen");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        }
+    });
+    addr
+}
+
+#[test]
+fn every_client_resolves_through_the_agent_and_the_name_opens_the_address() {
+    let cg = TestCgroup::new("dns-clients");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = agent_with_names(&cg, "");
+    let musl = dns::musl_resolver().display().to_string();
+    let go = dns::go_resolver().display().to_string();
+    let node_resolve = dns::node_resolver("resolve");
+    let node_lookup = dns::node_resolver("lookup");
+    let java = dns::java_resolver();
+    let mut clients: Vec<(&str, Vec<String>)> = vec![
+        ("musl", vec![musl.clone()]),
+        ("go", vec!["env".into(), "GODEBUG=netdns=go".into(), go]),
+        ("node c-ares", node_resolve),
+        ("node getaddrinfo", node_lookup),
+        ("java", java),
+    ];
+    for (what, argv) in clients.iter_mut() {
+        argv.push("api.partner.test".into());
+        argv.push("denied.test".into());
+        let cmd: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = exec_with_resolv(&agent, &resolv, &cmd);
+        let answers = dns::answers(&out.stdout);
+        assert_eq!(
+            answers.len(),
+            2,
+            "{what}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            answers[0].1 && answers[0].2.contains("127.20.0.10"),
+            "{what}: {answers:?}"
+        );
+        assert!(
+            !answers[1].1,
+            "{what}: denied.test must not resolve: {answers:?}"
+        );
+    }
+    // glibc: getent, python and curl, name to connection.
+    let web = http_server("127.20.0.10");
+    let url = format!("http://api.partner.test:{}/", web.port());
+    let out = exec_with_resolv(&agent, &resolv, &["getent", "ahosts", "api.partner.test"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("127.20.0.10"));
+    let py = format!(
+        "import socket; s = socket.create_connection(('api.partner.test', {})); print('connected')",
+        web.port()
+    );
+    let out = exec_with_resolv(&agent, &resolv, &["python3", "-c", &py]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("connected"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = exec_with_resolv(&agent, &resolv, &["curl", "-sS", "--max-time", "5", &url]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // musl's own connect after its own resolution.
+    let out = exec_with_resolv(
+        &agent,
+        &resolv,
+        &[
+            &musl,
+            "--connect",
+            &web.port().to_string(),
+            "api.partner.test",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("connect ok"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn an_unprivileged_job_resolves_through_the_agent_too() {
+    let cg = TestCgroup::new("dns-nobody");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = agent_with_names(&cg, "");
+    let web = http_server("127.20.0.10");
+    let url = format!("http://api.partner.test:{}/", web.port());
+    let cmd = dns::with_resolv(
+        &resolv,
+        Some(65534),
+        &["curl", "-sS", "--max-time", "5", &url],
+    );
+    let out = agent.exec("eu-only", &cmd);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q = agent.wait_record("the query", |r| {
+        r["kind"] == "dns" && r["question"] == "api.partner.test"
+    });
+    assert_eq!(q["uid"], 65534);
+}
+
+#[test]
+fn queries_over_ipv6_go_through_the_agent() {
+    let cg = TestCgroup::new("dns-v6");
+    let _guard = dns::ipv6_server_lock();
+    let server = DnsServer::serve(
+        "::1".parse().unwrap(),
+        &dns::test_zone("::1".parse().unwrap()),
+    );
+    let resolv = server.resolv_conf();
+    let agent = agent_with_names(&cg, "");
+    let musl = dns::musl_resolver().display().to_string();
+    for cmd in [
+        vec!["dig", "+short", "api.partner.test"],
+        vec!["dig", "+short", "+tcp", "v6.test", "AAAA"],
+        vec![musl.as_str(), "api.partner.test"],
+    ] {
+        let out = exec_with_resolv(&agent, &resolv, &cmd);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("127.20.0.10") || text.contains("::1"),
+            "{cmd:?}: {text}"
+        );
+    }
+    let q = agent.wait_record("a query over IPv6", |r| {
+        r["kind"] == "dns" && r["question"] == "v6.test"
+    });
+    assert_eq!(q["resolver"], "[::1]:53");
+    assert_eq!(q["proto"], "tcp");
+}
+
+#[test]
+fn resolve_then_connect_never_races_the_kernel_entry() {
+    let cg = TestCgroup::new("dns-race");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("m.cidr", MAP)
+        .config(&format!(
+            "[dns]\nport = {}\nmin_ttl = 1\ngrace = 0\n\n             [[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nallow_names = [\"short.test\"]\nlog_dns = \"all\"\n",
+            geowall_tests::free_dns_ports()
+        ))
+        .start();
+    let us = Listener::on("127.20.0.14");
+    let n = if std::env::var_os("CI").is_some() {
+        10_000
+    } else {
+        2_000
+    };
+    let probe = geowall_tests::netprobe().display().to_string();
+    let out = exec_with_resolv(
+        &agent,
+        &resolv,
+        &[
+            &probe,
+            &format!("resolveloop:short.test:{}:{n}", us.addr.port()),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    if v["counts"] != serde_json::json!({"ok": n}) {
+        let odd: Vec<String> = agent
+            .records()
+            .into_iter()
+            .filter(|r| (r["kind"] == "dns" && r["verdict"] != "allow") || r["verdict"] == "deny")
+            .map(|r| r.to_string())
+            .collect();
+        panic!(
+            "{}\n{}\nstatus: {}",
+            v["counts"],
+            odd.join("\n"),
+            agent.status()["status"]["dns"]
+        );
+    }
+}
+
+#[test]
+fn a_job_past_its_name_rate_is_refused_and_recorded() {
+    let cg = TestCgroup::new("dns-rate");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = agent_with_names(&cg, "max_names_per_minute = 5\n");
+    let names: Vec<String> = (0..8).map(|i| format!("t{i}.tunnel.test")).collect();
+    let mut cmd = vec!["dig", "+short", "+tries=1"];
+    cmd.extend(names.iter().map(String::as_str));
+    let _ = exec_with_resolv(&agent, &resolv, &cmd);
+    let refused = agent.wait_records("refused queries", 3, |r| {
+        r["kind"] == "dns" && r["verdict"] == "refused"
+    });
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["reason"] == "max_names_per_minute" && r["rcode"] == "REFUSED")
+    );
+    let metrics_status = agent.status();
+    assert_eq!(metrics_status["status"]["dns"]["refused"], 3);
+}
+
+#[test]
+fn a_job_in_another_network_namespace_is_refused_dns_clearly() {
+    let cg = TestCgroup::new("dns-netns");
+    let server = DnsServer::start();
+    let agent = agent_with_names(&cg, "");
+    // In a namespace of its own, the job's query to a resolver: refused at
+    // connect with a record (a redirect to loopback would land in the
+    // namespace's own).
+    let out = agent.exec_probe(
+        "eu-only",
+        &["--netns", &format!("udpconn:{}:53", server.addr)],
+    );
+    assert_eq!(outcomes(&out), ["EPERM"]);
+    let r = agent.wait_record("dns_netns", |r| r["reason"] == "dns_netns");
+    assert_eq!(r["verdict"], "deny");
+}
+
+#[test]
+fn malformed_answers_are_passed_on_unlearned_and_recorded() {
+    use std::net::UdpSocket;
+    let cg = TestCgroup::new("dns-malformed");
+    // A resolver that answers every query with damaged bytes: a
+    // compression loop, a pointer out of range, counts that lie, a cut.
+    let addr = dns::unique_loopback();
+    let sock = UdpSocket::bind((addr, 53)).expect("bind");
+    let replies: Vec<Vec<u8>> = vec![
+        // Header claiming one answer, with a self-pointing name.
+        vec![
+            0, 0, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1, 0xc0, 19, 0, 1, 0, 1,
+            0, 0, 0, 10, 0, 4, 127, 20, 0, 9,
+        ],
+        // A pointer far past the end.
+        vec![
+            0, 0, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1, 0xc3, 0xff, 0, 1, 0,
+            1, 0, 0, 0, 10, 0, 4, 127, 20, 0, 9,
+        ],
+        // Counts that promise 50 answers.
+        vec![
+            0, 0, 0x81, 0x80, 0, 1, 0, 50, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1,
+        ],
+        // Cut inside the header.
+        vec![0, 0, 0x81],
+    ];
+    let responder = sock.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let mut i = 0usize;
+        while let Ok((_, from)) = responder.recv_from(&mut buf) {
+            let mut reply = replies[i % replies.len()].clone();
+            // Keep the query's ID so the forwarder takes it as the answer.
+            if reply.len() >= 2 {
+                reply[0] = buf[0];
+                reply[1] = buf[1];
+            }
+            let _ = responder.send_to(&reply, from);
+            i += 1;
+        }
+    });
+    let dir = geowall_tests::TempDir::new("resolv");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver {addr}\noptions timeout:1 attempts:1\n"),
+    )
+    .unwrap();
+    let agent = agent_with_names(&cg, "resolved_only = true\n");
+    for _ in 0..4 {
+        let _ = exec_with_resolv(&agent, &resolv, &["dig", "+tries=1", "+time=2", "a"]);
+    }
+    // The agent lives on, recorded each, and learned nothing (127.20.0.9
+    // stays unresolved).
+    let recs = agent.wait_records("malformed answers", 3, |r| {
+        r["kind"] == "dns" && r["reason"] == "malformed"
+    });
+    assert!(recs.iter().all(|r| r["error"].is_string()), "{recs:?}");
+    assert!(agent.status()["status"]["dns"]["malformed"].as_u64() >= Some(3));
+    let probe = geowall_tests::netprobe().display().to_string();
+    let out = exec_with_resolv(&agent, &resolv, &[&probe, "tcp:127.20.0.9:9"]);
+    assert_eq!(outcomes(&out), ["EPERM"]);
+    drop(sock);
+}
+
+#[test]
+fn names_survive_an_agent_restart() {
+    let cg = TestCgroup::new("dns-restart");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let mut agent = AgentSpec::new(&cg)
+        .cidr_map("m.cidr", MAP)
+        .config(&format!(
+            "[dns]\nport = {}\n\n[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\n             allow_names = [\"api.partner.test\"]\nlog_allowed = \"all\"\ncgroups = [\"/job\"]\n",
+            geowall_tests::free_dns_ports()
+        ))
+        .child_cgroups(&["job"])
+        .keep_pins()
+        .start();
+    let job = cg.path().join("job");
+    let us = Listener::on("127.20.0.10");
+    // Resolve inside the bound cgroup (not an exec job: it outlives the
+    // agent).
+    let probe = geowall_tests::netprobe().display().to_string();
+    let cmd = dns::with_resolv(
+        &resolv,
+        None,
+        &[
+            &probe,
+            "--cgroup",
+            &job.display().to_string(),
+            &format!("resolve:api.partner.test:{}", us.addr.port()),
+        ],
+    );
+    let out = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap();
+    assert_eq!(outcomes(&out), ["ok"]);
+    assert!(agent.terminate().success());
+    // With the agent down the kernel still allows it by name...
+    let out = geowall_tests::run_probe(Some(&job), &[format!("tcp:{}", us.target())]);
+    assert_eq!(outcomes(&out), ["ok"]);
+    // ...and once it is back, the record names it.
+    agent.restart();
+    let out = geowall_tests::run_probe(Some(&job), &[format!("tcp:{}", us.target())]);
+    assert_eq!(outcomes(&out), ["ok"]);
+    let flow = agent.wait_record("named after the restart", |r| {
+        r["dst"] == "127.20.0.10" && r["names"].is_array()
+    });
+    assert_eq!(flow["names"][0], "api.partner.test");
+}
