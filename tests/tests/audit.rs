@@ -66,7 +66,10 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
     let tcp = format!("tcp:{}", us.target());
     // The probe lives on a little after its connections, as a real job
     // would: the agent reads its command line from /proc.
-    let out = agent.exec_probe("eu-only", &[tcp.as_str(), "udp:127.30.0.1:53", "sleep:500"]);
+    let out = agent.exec_probe(
+        "eu-only",
+        &[tcp.as_str(), "udp:127.30.0.1:9053", "sleep:500"],
+    );
     assert_eq!(outcomes(&out), ["EPERM", "ok", "ok"]);
 
     let job = agent.wait_record("for the job's start", |r| {
@@ -172,7 +175,7 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
         assert_eq!(
             rec["cmdline"].as_str().unwrap(),
             format!(
-                "{} {tcp} udp:127.30.0.1:53 sleep:500",
+                "{} {tcp} udp:127.30.0.1:9053 sleep:500",
                 netprobe_path().display()
             )
         );
@@ -222,7 +225,7 @@ fn an_allow_answered_from_the_verdict_cache_is_recorded_like_the_first() {
         .start();
     let de = Listener::on("127.30.0.1");
     let tcp = format!("tcp:{}", de.target());
-    let three = ["127.30.0.1:53"; 3].join(",");
+    let three = ["127.30.0.1:9053"; 3].join(",");
     // Three datagrams from one socket (the second and third are answered
     // by the cache keyed by the socket), two connects from two sockets (the
     // second answered by the cache keyed by the socket's cgroup).
@@ -598,13 +601,13 @@ fn log_allowed_first_records_the_first_connection_and_counts_the_rest() {
         .config("[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nlog_allowed = \"first\"\n")
         .config("[audit]\nallowed_window = \"1s\"\n")
         .start();
-    let ten = ["127.30.0.1:53"; 10].join(",");
+    let ten = ["127.30.0.1:9053"; 10].join(",");
     let out = agent.exec_probe(
         "eu-only",
         &[
             format!("udpmulti:{ten}"),
             "udp:127.30.0.1:54".into(),
-            "udp:127.20.0.1:53".into(),
+            "udp:127.20.0.1:9053".into(),
         ],
     );
     assert_eq!(outcomes(&out), [vec!["ok"; 11], vec!["EPERM"]].concat());
@@ -618,11 +621,11 @@ fn log_allowed_first_records_the_first_connection_and_counts_the_rest() {
         .collect();
     // One record per destination and port; the nine repeats counted.
     assert_eq!(allowed.len(), 2, "{allowed:?}");
-    let first = allowed.iter().find(|r| r["dport"] == 53).unwrap();
+    let first = allowed.iter().find(|r| r["dport"] == 9053).unwrap();
     assert_eq!(counted["count"], 9);
     assert_eq!(counted["first_seq"], first["seq"]);
     assert_eq!(counted["dst"], "127.30.0.1");
-    assert_eq!(counted["dport"], 53);
+    assert_eq!(counted["dport"], 9053);
     assert_eq!(counted["policy"], "eu-only");
     assert_eq!(counted["job"], first["job"]);
     assert!(recs.iter().any(is_deny), "denials are always recorded");

@@ -745,3 +745,142 @@ fn names_survive_an_agent_restart() {
     });
     assert_eq!(flow["names"][0], "api.partner.test");
 }
+
+#[test]
+fn the_log_and_explain_speak_in_names() {
+    let cg = TestCgroup::new("dns-log");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("m.cidr", MAP)
+        .config(&format!(
+            "[dns]\nport = {}\nupstream = [\"{}\"]\n\n\
+             [[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\n\
+             allow_names = [\"api.partner.test\", \"chain3.test\"]\ndeny_names = [\"denied.test\"]\n\
+             log_dns = \"all\"\nlog_allowed = \"all\"\n",
+            geowall_tests::free_dns_ports(),
+            server.addr
+        ))
+        .start();
+    let api = Listener::on("127.20.0.10");
+    let shared = Listener::on("127.20.0.13");
+    let out = probe(
+        &agent,
+        &resolv,
+        &[
+            &format!("resolve:api.partner.test:{}", api.addr.port()),
+            &format!("resolve:shared1.test:{}", shared.addr.port()),
+        ],
+    );
+    assert_eq!(out, ["ok", "EPERM"]);
+    agent.wait_record("the denial", |r| r["dst"] == "127.20.0.13");
+    // --name: the flows to what the job resolved from the name, and its
+    // queries for it; nothing else.
+    let tail = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut cli = vec!["log", "tail", "--json", "-n", "100"];
+        cli.extend_from_slice(args);
+        let out = agent.cli(&cli);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let api_recs = tail(&["--name", "api.partner.test"]);
+    assert!(
+        api_recs
+            .iter()
+            .any(|r| r["kind"].is_null() && r["dst"] == "127.20.0.10"),
+        "{api_recs:#?}"
+    );
+    assert!(api_recs.iter().any(|r| r["kind"] == "dns"), "{api_recs:#?}");
+    assert!(
+        api_recs
+            .iter()
+            .all(|r| r["dst"] != "127.20.0.13" && (r["kind"].is_null() || r["kind"] == "dns")),
+        "{api_recs:#?}"
+    );
+    let under = tail(&["--name", "*.test", "--denied"]);
+    assert!(
+        !under.is_empty() && under.iter().all(|r| r["dst"] == "127.20.0.13"),
+        "{under:#?}"
+    );
+    // The compact line names the endpoint before its address.
+    let out = agent.cli(&["log", "tail", "--denied", "-n", "5"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "→ shared1.test 127.20.0.13:{}/tcp US",
+            shared.addr.port()
+        )),
+        "{text}"
+    );
+    // The summary counts by name.
+    let sum = agent.cli_json(&["log", "tail", "--summary", "--json"]);
+    let names: Vec<(&str, &str)> = sum["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["verdict"].as_str().unwrap()))
+        .collect();
+    assert!(names.contains(&("api.partner.test", "allow")), "{sum}");
+    assert!(names.contains(&("shared1.test", "deny")), "{sum}");
+    // explain NAME: resolved through [dns] upstream, each address judged
+    // as a job that resolved it would be.
+    let explain = |dest: &str| -> Vec<serde_json::Value> {
+        let out = agent.cli(&["policy", "explain", "--json", "--policy", "eu-only", dest]);
+        assert!(
+            out.status.success(),
+            "{dest}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let e = &explain("api.partner.test:8080")[0];
+    assert_eq!(
+        (&e["dst"], &e["port"], &e["verdict"], &e["reason"]),
+        (
+            &"127.20.0.10".into(),
+            &8080.into(),
+            &"allow".into(),
+            &"name".into()
+        ),
+        "{e}"
+    );
+    assert_eq!(e["names"], serde_json::json!(["api.partner.test"]));
+    let e = &explain("chain1.test")[0];
+    assert_eq!(e["verdict"], "allow", "{e}");
+    assert_eq!(
+        e["names"],
+        serde_json::json!(["chain1.test", "chain2.test", "chain3.test"])
+    );
+    let e = &explain("denied.test")[0];
+    assert_eq!(
+        (&e["verdict"], &e["reason"]),
+        (&"deny".into(), &"deny_names".into()),
+        "{e}"
+    );
+    let e = &explain("eu.partner.test")[0];
+    assert_eq!(
+        (&e["verdict"], &e["reason"]),
+        (&"allow".into(), &"region".into()),
+        "{e}"
+    );
+    let big = explain("big.test");
+    assert_eq!(big.len(), 100, "every address of the name");
+    assert!(big.iter().all(|e| e["verdict"] == "deny"));
+    let out = agent.cli(&["policy", "explain", "--policy", "eu-only", "nowhere.test"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nowhere.test: NXDOMAIN"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -107,15 +107,15 @@ fn tcp_ipv6_is_judged_by_ipv6_prefixes() {
 fn udp_sendto_is_judged_per_datagram_over_ipv4_and_ipv6() {
     let cg = TestCgroup::new("udp");
     let agent = eu_agent(&cg);
-    let out = agent.exec_probe("eu-only", &["udp:127.20.0.1:53", "udp:127.30.0.1:53"]);
+    let out = agent.exec_probe("eu-only", &["udp:127.20.0.1:9053", "udp:127.30.0.1:9053"]);
     assert_eq!(outcomes(&out), ["EPERM", "ok"]);
     // One socket, datagrams to both, in both orders: each is judged on its
     // own, whatever the socket sent before.
     let out = agent.exec_probe(
         "eu-only",
         &[
-            "udpmulti:127.20.0.1:53,127.30.0.1:53",
-            "udpmulti:127.30.0.1:53,127.20.0.1:53",
+            "udpmulti:127.20.0.1:9053,127.30.0.1:9053",
+            "udpmulti:127.30.0.1:9053,127.20.0.1:9053",
         ],
     );
     assert_eq!(outcomes(&out), ["EPERM", "ok", "ok", "EPERM"]);
@@ -123,10 +123,10 @@ fn udp_sendto_is_judged_per_datagram_over_ipv4_and_ipv6() {
         "eu-only",
         &[
             "--netns",
-            "udp:[2001:4860::8888]:53",
-            "udp:[2a02:2e0::3]:53",
-            "udpmulti:[2001:4860::8888]:53,[2a02:2e0::3]:53",
-            "udpmulti:[2a02:2e0::3]:53,[2001:4860::8888]:53",
+            "udp:[2001:4860::8888]:9053",
+            "udp:[2a02:2e0::3]:9053",
+            "udpmulti:[2001:4860::8888]:9053,[2a02:2e0::3]:9053",
+            "udpmulti:[2a02:2e0::3]:9053,[2001:4860::8888]:9053",
         ],
     );
     assert_eq!(
@@ -145,7 +145,7 @@ fn udp_sendto_is_judged_per_datagram_over_ipv4_and_ipv6() {
     });
     assert_eq!(rec["dst"], "127.20.0.1");
     assert_eq!(rec["proto"], "udp");
-    assert_eq!(rec["dport"], 53);
+    assert_eq!(rec["dport"], 9053);
     let rec = agent.wait_record("for the denied IPv6 datagram", |r| {
         r["verdict"] == "deny" && r["hook"] == "sendmsg6"
     });
@@ -153,7 +153,7 @@ fn udp_sendto_is_judged_per_datagram_over_ipv4_and_ipv6() {
     assert_eq!(rec["prefix"], "2001:4860::/32");
     assert_eq!(rec["family"], "ipv6");
     assert_eq!(rec["proto"], "udp");
-    assert_eq!(rec["dport"], 53);
+    assert_eq!(rec["dport"], 9053);
     // Three US datagrams over each family, each refused on its own.
     let denied = |hook: &str| {
         agent
@@ -172,12 +172,16 @@ fn connected_udp_is_judged_at_connect() {
     let agent = eu_agent(&cg);
     let out = agent.exec_probe(
         "eu-only",
-        &["udpconn:127.20.0.1:53", "udpconn:127.30.0.1:53"],
+        &["udpconn:127.20.0.1:9053", "udpconn:127.30.0.1:9053"],
     );
     assert_eq!(outcomes(&out), ["EPERM", "ok"]);
     let out = agent.exec_probe(
         "eu-only",
-        &["--netns", "udpconn:[2001:4860::1]:53", "udpconn:8.8.8.8:53"],
+        &[
+            "--netns",
+            "udpconn:[2001:4860::1]:9053",
+            "udpconn:8.8.8.8:9053",
+        ],
     );
     assert_eq!(outcomes(&out), ["EPERM", "EPERM"]);
 }
@@ -194,9 +198,9 @@ fn an_ipv4_mapped_ipv6_destination_is_judged_as_ipv4() {
         &[
             &format!("tcp:{}", mapped(&us)),
             &format!("tcp:{}", mapped(&de)),
-            "udp:[::ffff:127.20.0.1]:53",
-            "udp:[::ffff:127.30.0.1]:53",
-            "udpconn:[::ffff:127.20.0.1]:53",
+            "udp:[::ffff:127.20.0.1]:9053",
+            "udp:[::ffff:127.30.0.1]:9053",
+            "udpconn:[::ffff:127.20.0.1]:9053",
         ],
     );
     assert_eq!(outcomes(&out), ["EPERM", "ok", "EPERM", "ok", "EPERM"]);
@@ -285,7 +289,11 @@ allow = ["EU"]
     let us = Listener::on("127.20.0.1");
     let out = agent.exec_probe(
         "eu-audit",
-        &[&format!("tcp:{}", us.target()), "udp:127.20.0.1:53", "raw4"],
+        &[
+            &format!("tcp:{}", us.target()),
+            "udp:127.20.0.1:9053",
+            "raw4",
+        ],
     );
     // Audit mode blocks nothing, raw sockets included: the job keeps
     // CAP_NET_RAW and the kernel only records what it would refuse.
@@ -375,7 +383,7 @@ untagged = "allow"
 "#,
         )
         .start();
-    let ops = ["--netns", "tcp:192.0.2.1:443", "udp:[2001:db8::1]:53"];
+    let ops = ["--netns", "tcp:192.0.2.1:443", "udp:[2001:db8::1]:9053"];
     assert_eq!(
         outcomes(&agent.exec_probe("strict", &ops)),
         ["EPERM", "EPERM"]
@@ -414,7 +422,7 @@ local = "deny"
     let ns = [
         "--netns",
         "tcp:10.1.2.3:443",
-        "udp:[fd00::1]:53",
+        "udp:[fd00::1]:9053",
         "udp:224.0.0.251:5353",
     ];
     assert_eq!(
@@ -750,7 +758,7 @@ allow = ["FR"]
         .start();
     let dir = TempDir::new("udpcache");
     let (go_a, go_b) = (dir.path().join("a"), dir.path().join("b"));
-    let (de, us) = ("127.30.0.1:53", "127.20.0.1:53");
+    let (de, us) = ("127.30.0.1:9053", "127.20.0.1:9053");
     // One socket all along: three datagrams to DE under eu-only; then (the
     // tables changed: eu-only allows the US only) DE again and US twice;
     // then (the binding moved to fr-only) US again.

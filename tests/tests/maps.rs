@@ -50,7 +50,7 @@ fn the_embedded_world_map_judges_real_public_addresses() {
             "tcp:193.99.144.80:443",
             "tcp:[2001:4860::8888]:443",
             "tcp:[2a02:2e0::1]:443",
-            "udp:8.8.8.8:53",
+            "udp:8.8.8.8:9053",
         ],
     );
     assert_eq!(

@@ -1,6 +1,6 @@
 //! Which records to show: `geowall log tail`'s filters (`--denied`,
-//! `--since`, `--policy`, `--region`, `--job`, `--comm`, `--dest`), read
-//! against records as written.
+//! `--since`, `--policy`, `--region`, `--job`, `--comm`, `--dest`,
+//! `--name`), read against records as written.
 
 use std::net::IpAddr;
 
@@ -8,7 +8,10 @@ use ipnetwork::IpNetwork;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::vocab::{clock as time, glob::glob_match};
+use crate::{
+    dns::pattern::NamePattern,
+    vocab::{clock as time, glob::glob_match},
+};
 
 /// Which records to show.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +29,9 @@ pub struct Filter {
     /// A process name (`name*` matches a prefix).
     pub comm: Option<String>,
     pub dest: Option<IpNetwork>,
+    /// A name the job resolved the destination from (a flow), or asked
+    /// for (a `dns` record): exact or `*.suffix`.
+    pub name: Option<NamePattern>,
 }
 
 /// Region tags for `--region`: a tag, a group (`EU`, `EEA`), or several,
@@ -82,9 +88,48 @@ impl Filter {
             || self.job.is_some()
             || self.comm.is_some()
             || self.dest.is_some()
+            || self.name.is_some()
+    }
+
+    /// Whether one of `rec`'s names (a flow's `names`, a query's
+    /// `question` and `names`) matches `--name`.
+    fn name_matches(&self, rec: &Value) -> bool {
+        let Some(pattern) = &self.name else {
+            return true;
+        };
+        let canonical = |n: &str| n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase();
+        let names = rec["names"].as_array().into_iter().flatten();
+        names
+            .chain(std::iter::once(&rec["question"]))
+            .filter_map(Value::as_str)
+            .any(|n| pattern.matches(&canonical(n)))
+    }
+
+    /// A `dns` record under `--name`: shown when the name matches and the
+    /// other filters that apply to a query (`--denied`, `--policy`,
+    /// `--job`, `--comm`) do.
+    fn query_matches(&self, rec: &Value) -> bool {
+        if self.name.is_none() || self.regions.is_some() || self.dest.is_some() {
+            return false;
+        }
+        let glob = |want: &Option<String>, key: &str| {
+            want.as_ref()
+                .is_none_or(|w| rec[key].as_str().is_some_and(|v| glob_match(w, v)))
+        };
+        (!self.denied || rec["verdict"].as_str().is_some_and(|v| v != "allow"))
+            && self
+                .policy
+                .as_ref()
+                .is_none_or(|p| rec["policy"].as_str() == Some(p.as_str()))
+            && glob(&self.job, "job")
+            && glob(&self.comm, "comm")
+            && self.name_matches(rec)
     }
 
     fn flow_matches(&self, rec: &Value) -> bool {
+        if !self.name_matches(rec) {
+            return false;
+        }
         if let Some(p) = &self.policy
             && rec["policy"].as_str() != Some(p.as_str())
         {
@@ -140,6 +185,7 @@ impl Filter {
                 .as_ref()
                 .is_none_or(|p| rec["policy"].is_null() || rec["policy"].as_str() == Some(p)),
             Some("allowed") => !self.denied && self.flow_matches(rec),
+            Some("dns") if self.name.is_some() => self.query_matches(rec),
             Some(_) => !self.about_flows(),
         }
     }
@@ -206,5 +252,40 @@ mod tests {
             Ok(1_000_000_000_000 - 600_000_000_000)
         );
         assert!(parse_since("yesterday", 0).is_err());
+    }
+
+    #[test]
+    fn names() {
+        let mut named = flow("deny", "eu", "127.20.0.1", &["US"]);
+        named["names"] = json!(["api.partner.test", "edge.cdn.test"]);
+        let bare = flow("deny", "eu", "127.20.0.2", &["US"]);
+        let query = json!({"v": 2, "time": "2026-11-01T12:00:00Z", "seq": 4, "kind": "dns",
+                           "verdict": "deny", "policy": "eu", "job": "etl-1", "comm": "dig",
+                           "question": "Tunnel.Partner.test.", "qtype": "A"});
+        let agent = json!({"v": 2, "time": "2026-11-01T12:00:00Z", "seq": 3, "kind": "agent", "event": "start"});
+        let by = |p: &str| Filter {
+            name: Some(NamePattern::parse(p).unwrap()),
+            ..Filter::default()
+        };
+        assert!(by("api.partner.test").matches(&named));
+        assert!(by("*.cdn.test").matches(&named), "a name of the chain");
+        assert!(!by("*.partner.test").matches(&bare), "never resolved");
+        assert!(!by("partner.test").matches(&named), "exact means exact");
+        assert!(
+            by("*.partner.test").matches(&query),
+            "a query's question, any case"
+        );
+        assert!(!by("*.partner.test").matches(&agent));
+        let denied_other_job = Filter {
+            denied: true,
+            job: Some("web*".into()),
+            ..by("*.partner.test")
+        };
+        assert!(!denied_other_job.matches(&query));
+        let in_us = Filter {
+            regions: Some(region_set("US")),
+            ..by("*.partner.test")
+        };
+        assert!(in_us.matches(&named) && !in_us.matches(&query));
     }
 }

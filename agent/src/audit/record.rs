@@ -438,27 +438,6 @@ pub trait Resolver {
     }
 }
 
-/// The IPv4 address an IPv6 address carries: by the well-known rules
-/// (NAT64's own prefixes, 6to4, IPv4-compatible) or an operator prefix.
-pub fn embedded_v4(addr: &Ipv6Addr, nat64: &[(Ipv6Addr, u8)]) -> Option<Ipv4Addr> {
-    let a = addr.octets();
-    if a[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] {
-        return None;
-    }
-    if let Some(v4) = geowall_common::well_known_v4(&a) {
-        return Some(v4.into());
-    }
-    nat64
-        .iter()
-        .filter(|(p, len)| {
-            let bits = u32::from(*len);
-            bits > 0 && (u128::from(*addr) ^ u128::from(*p)) >> (128 - bits) == 0
-        })
-        .max_by_key(|(_, len)| *len)
-        .and_then(|(_, len)| geowall_common::rfc6052_v4(&a, *len))
-        .map(Ipv4Addr::from)
-}
-
 /// Whether the event is about creating a socket (no destination yet).
 fn is_creation(ev: &FlowEvent) -> bool {
     matches!(ev.hook, hook::SOCK_CREATE | hook::SOCK_POST_CREATE)
@@ -594,7 +573,7 @@ impl<'a> FlowRecord<'a> {
         let (tags, prefix) = tags_and_prefix(ev, names);
         let dst = destination(ev);
         let inner = match dst {
-            Some(IpAddr::V6(v6)) => embedded_v4(&v6, names.nat64()),
+            Some(IpAddr::V6(v6)) => crate::regions::embedded::v4_of(&v6, names.nat64()),
             _ => None,
         };
         let inbound = ev.flags & event_flags::INBOUND != 0;

@@ -348,9 +348,9 @@ pub(crate) enum PolicyCommand {
         #[arg(long, short = 'c', env = "GEOWALL_CONFIG")]
         config: Option<PathBuf>,
         /// Destinations the jobs' own control plane must reach
-        /// (ADDR[:PORT], tcp): a warning names each policy that would deny
-        /// one.
-        #[arg(long = "must-reach", value_name = "ADDR[:PORT]")]
+        /// (ADDR[:PORT] or NAME[:PORT], tcp): a warning names each policy
+        /// that would deny one.
+        #[arg(long = "must-reach", value_name = "ADDR[:PORT]|NAME[:PORT]")]
         must_reach: Vec<String>,
         /// Exit with status 1 when there is a warning.
         #[arg(long)]
@@ -377,8 +377,11 @@ pub(crate) enum PolicyCommand {
         /// One JSON object per destination, one per line.
         #[arg(long)]
         json: bool,
-        /// Destinations: ADDR, ADDR:PORT, [IPv6]:PORT.
-        #[arg(required = true, value_name = "ADDR[:PORT]")]
+        /// Destinations: ADDR, ADDR:PORT, [IPv6]:PORT, or NAME[:PORT]: the
+        /// name is resolved through `[dns] upstream` (else the host's
+        /// /etc/resolv.conf) and each address explained as a job that
+        /// resolved it would be judged (allow_names, deny_names).
+        #[arg(required = true, value_name = "ADDR[:PORT]|NAME[:PORT]")]
         dests: Vec<String>,
     },
     /// Check the config and its policies, then have the running agent switch
@@ -447,11 +450,16 @@ pub(crate) struct TailArgs {
     /// Only destinations in this CIDR (or this address).
     #[arg(long)]
     pub(crate) dest: Option<String>,
+    /// Only destinations the job resolved from this name, and its queries
+    /// for it: `api.partner.eu` exactly, or `*.partner.eu` for the names
+    /// below it.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
     /// The raw records (JSON lines), as written.
     #[arg(long)]
     pub(crate) json: bool,
     /// Counts by policy × verdict × region over the records (with --since:
-    /// over that window), the denied destinations, lost events.
+    /// over that window), by name, the denied destinations, lost events.
     #[arg(long, conflicts_with_all = ["follow", "lines"])]
     pub(crate) summary: bool,
 }

@@ -23,6 +23,7 @@ use geowall::{
         verify,
     },
     config::Config,
+    dns::pattern::NamePattern,
     vocab::clock as time,
 };
 
@@ -97,6 +98,11 @@ fn filter(args: &TailArgs) -> Result<Filter> {
                 d.parse::<ipnetwork::IpNetwork>()
                     .with_context(|| format!("--dest '{d}'"))
             })
+            .transpose()?,
+        name: args
+            .name
+            .as_deref()
+            .map(|n| NamePattern::parse(n).context("--name"))
             .transpose()?,
     })
 }

@@ -2,7 +2,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -16,9 +16,10 @@ use geowall::{
         Client, ClientError,
         proto::{PolicyExplain, Reload},
     },
+    dns::{NamePattern, resolve::resolve},
     host::cgroup::Hierarchy,
     plan::{self, Plan},
-    policy::CompiledPolicy,
+    policy::{CompiledPolicy, NamesPolicy},
     regions::{TagKind, countries, kind},
     tables::{
         explain::{CompiledView, Explanation, PolicyText, Target, explain},
@@ -77,10 +78,12 @@ fn check(
         // config may not be among them.
         config.file.agent.default_policy = None;
     }
-    let targets = must_reach
+    let dests = must_reach
         .iter()
         .map(|d| parse_dest(d, 6))
         .collect::<Result<Vec<_>, _>>()?;
+    let targets = targets(&config, dests, 6)?;
+    let nat64 = config.nat64_prefixes()?;
     let plan = build(&config)?;
     if plan.policies.is_empty() {
         bail!("{}: no policies to check", config.path.display());
@@ -92,7 +95,7 @@ fn check(
         print_policy(p, plan.default_policy.as_deref() == Some(&p.name));
         let slot = layout.slots[&p.name];
         for t in &targets {
-            let e = explain(&view, &plan.map, slot, &text_of(p), t, "compiled")?;
+            let e = explain(&view, &plan.map, slot, &text_of(p, &nat64), t, "compiled")?;
             if e.verdict != "allow" {
                 warnings += 1;
                 eprintln!(
@@ -123,12 +126,14 @@ fn check(
     })
 }
 
-fn text_of(p: &CompiledPolicy) -> PolicyText<'_> {
+fn text_of<'a>(p: &'a CompiledPolicy, nat64: &'a [(Ipv6Addr, u8)]) -> PolicyText<'a> {
     PolicyText {
         name: &p.name,
         rules: &p.rules,
         allowed: &p.allowed,
         denied: &p.denied,
+        names: &p.names,
+        nat64,
     }
 }
 
@@ -184,6 +189,7 @@ fn print_policy(p: &CompiledPolicy, default: bool) {
     for r in &p.rules {
         println!("  rule: {}", r.text);
     }
+    print_names(&p.names);
     let mut bound: Vec<String> = p.cgroups.iter().map(|c| c.display().to_string()).collect();
     bound.extend(p.units.iter().map(|u| format!("unit {u}")));
     if default {
@@ -194,23 +200,116 @@ fn print_policy(p: &CompiledPolicy, default: bool) {
     }
 }
 
-/// `ADDR`, `ADDR:PORT` or `[V6]:PORT`; the port defaults to 443.
-fn parse_dest(s: &str, proto: u8) -> Result<Target> {
-    if let Ok(addr) = s.parse::<IpAddr>() {
-        return Ok(Target {
-            addr,
-            port: 443,
-            proto,
-        });
+/// What a policy does with names, as `policy check` prints it.
+fn print_names(n: &NamesPolicy) {
+    let list = |p: &[NamePattern]| {
+        p.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !n.allow.is_empty() {
+        println!(
+            "  names allowed (whatever their regions, while the job's answer is live): {}",
+            list(&n.allow)
+        );
     }
-    let sa: SocketAddr = s
-        .parse()
-        .map_err(|_| anyhow!("'{s}': expected ADDR, ADDR:PORT or [IPv6]:PORT"))?;
-    Ok(Target {
-        addr: sa.ip(),
-        port: sa.port(),
-        proto,
+    if !n.deny.is_empty() {
+        println!("  names denied (NXDOMAIN): {}", list(&n.deny));
+    }
+    if n.resolved_only {
+        println!(
+            "  resolved only: an address the job did not resolve through the agent is refused"
+        );
+    }
+    if let Some(max) = n.max_names_per_minute {
+        println!("  at most {max} distinct names per minute per job");
+    }
+}
+
+/// A destination as written: `ADDR`, `ADDR:PORT`, `[V6]:PORT`, or a name
+/// (`NAME`, `NAME:PORT`), to be resolved. The port defaults to 443.
+enum Dest {
+    Addr(Target),
+    Name { name: String, port: u16 },
+}
+
+fn parse_dest(s: &str, proto: u8) -> Result<Dest> {
+    let target = |addr, port| {
+        Dest::Addr(Target {
+            addr,
+            port,
+            proto,
+            names: Vec::new(),
+        })
+    };
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        return Ok(target(addr, 443));
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(target(sa.ip(), sa.port()));
+    }
+    let (name, port) = match s.rsplit_once(':') {
+        Some((name, port)) => {
+            let port = port.parse::<u16>().map_err(|_| {
+                anyhow!("'{s}': expected ADDR, ADDR:PORT, [IPv6]:PORT, NAME or NAME:PORT")
+            })?;
+            (name, port)
+        }
+        None => (s, 443),
+    };
+    let pattern = NamePattern::parse(name).map_err(|e| {
+        anyhow!("'{s}': expected ADDR, ADDR:PORT, [IPv6]:PORT, NAME or NAME:PORT ({e})")
+    })?;
+    if !pattern.is_exact() {
+        bail!("'{s}': a name to resolve, not a pattern");
+    }
+    Ok(Dest::Name {
+        name: pattern.to_string(),
+        port,
     })
+}
+
+/// The resolvers `policy explain NAME` asks: `[dns] upstream`, else the
+/// host's /etc/resolv.conf.
+fn resolvers(config: &Config) -> Result<Vec<SocketAddr>> {
+    let upstream = config
+        .file
+        .dns
+        .upstreams()
+        .map_err(|e| anyhow!("{}: {}", config.path.display(), e.message))?;
+    if !upstream.is_empty() {
+        return Ok(upstream);
+    }
+    let text = std::fs::read_to_string("/etc/resolv.conf")
+        .map_err(|e| anyhow!("/etc/resolv.conf: {e} (set [dns] upstream)"))?;
+    Ok(geowall::config::dns::resolv_conf_nameservers(&text))
+}
+
+/// The targets of `dests`, names resolved (each address a target carrying
+/// the chain that led to it).
+fn targets(config: &Config, dests: Vec<Dest>, proto: u8) -> Result<Vec<Target>> {
+    let mut out = Vec::new();
+    let mut servers = None;
+    for d in dests {
+        match d {
+            Dest::Addr(t) => out.push(t),
+            Dest::Name { name, port } => {
+                let servers = match &servers {
+                    Some(s) => s,
+                    None => servers.insert(resolvers(config)?),
+                };
+                let r = resolve(&name, servers, config.file.dns.timeout.0)?;
+                out.extend(r.addresses.iter().map(|&addr| Target {
+                    addr,
+                    port,
+                    proto,
+                    names: r.chain.clone(),
+                }));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn proto_number(p: &str) -> Result<u8> {
@@ -234,11 +333,12 @@ fn explain_cmd(
     dests: &[String],
 ) -> Result<ExitCode> {
     let proto = proto_number(proto)?;
-    let targets = dests
+    let dests = dests
         .iter()
         .map(|d| parse_dest(d, proto))
         .collect::<Result<Vec<_>, _>>()?;
     let config = Config::load(config_path)?;
+    let targets = targets(&config, dests, proto)?;
     let from_agent = if offline {
         None
     } else {
@@ -286,9 +386,10 @@ fn explain_offline(config: &Config, policy: &str, targets: &[Target]) -> Result<
     let layout = layout::layout(&plan, &[], &[])?;
     let view = CompiledView::new(&layout, &plan.map.tagsets);
     let slot = layout.slots[&p.name];
+    let nat64 = config.nat64_prefixes()?;
     let mut out = targets
         .iter()
-        .map(|t| explain(&view, &plan.map, slot, &text_of(p), t, "compiled"))
+        .map(|t| explain(&view, &plan.map, slot, &text_of(p, &nat64), t, "compiled"))
         .collect::<Result<Vec<_>, _>>()?;
     // What each source says, from the sources as the config names them.
     let specs: Vec<_> = plan.sources.iter().map(|s| s.spec.clone()).collect();
@@ -308,10 +409,21 @@ fn explain_offline(config: &Config, policy: &str, targets: &[Target]) -> Result<
 }
 
 fn print_explanation(e: &Explanation) {
+    let name = match e.names.as_slice() {
+        [] => String::new(),
+        [one] => format!("{one} "),
+        [first, .., last] => format!("{first} (→ {last}) "),
+    };
     println!(
-        "{}:{}/{} under {}: {}",
+        "{name}{}:{}/{} under {}: {}",
         e.dst, e.port, e.proto, e.policy, e.verdict
     );
+    if e.names.len() > 1 {
+        println!("  names: {}", e.names.join(" → "));
+    }
+    if let Some(inner) = &e.inner {
+        println!("  carries IPv4 {inner} (judged too; the stricter verdict stands)");
+    }
     println!("  why: {} (reason: {})", e.why, e.reason);
     if let Some(r) = &e.rule {
         println!("  rule: {r}");
@@ -365,11 +477,22 @@ mod tests {
 
     #[test]
     fn destinations() {
-        let t = parse_dest("192.0.2.1", 6).unwrap();
-        assert_eq!((t.port, t.proto), (443, 6));
-        assert_eq!(parse_dest("192.0.2.1:5432", 17).unwrap().port, 5432);
-        assert_eq!(parse_dest("[2001:db8::1]:53", 17).unwrap().port, 53);
-        assert_eq!(parse_dest("2001:db8::1", 6).unwrap().port, 443);
-        assert!(parse_dest("example.com:80", 6).is_err());
+        let addr = |s: &str, proto| match parse_dest(s, proto).unwrap() {
+            Dest::Addr(t) => (t.port, t.proto),
+            Dest::Name { name, .. } => panic!("{s}: read as the name {name}"),
+        };
+        assert_eq!(addr("192.0.2.1", 6), (443, 6));
+        assert_eq!(addr("192.0.2.1:5432", 17), (5432, 17));
+        assert_eq!(addr("[2001:db8::1]:53", 17).0, 53);
+        assert_eq!(addr("2001:db8::1", 6).0, 443);
+        let name = |s: &str| match parse_dest(s, 6).unwrap() {
+            Dest::Name { name, port } => (name, port),
+            Dest::Addr(t) => panic!("{s}: read as the address {}", t.addr),
+        };
+        assert_eq!(name("API.example.com:80"), ("api.example.com".into(), 80));
+        assert_eq!(name("example.com."), ("example.com".into(), 443));
+        assert!(parse_dest("*.example.com", 6).is_err(), "a pattern");
+        assert!(parse_dest("example.com:http", 6).is_err());
+        assert!(parse_dest("exa mple.com", 6).is_err());
     }
 }

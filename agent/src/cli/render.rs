@@ -48,6 +48,32 @@ fn target(rec: &Value) -> String {
     }
 }
 
+/// The name the job resolved the destination from (the most recent), and
+/// how many more it resolved to the same address: `api.partner.test`,
+/// `api.partner.test (+2)`.
+fn name_of(rec: &Value) -> Option<String> {
+    let names = rec["names"].as_array()?;
+    let first = names.first()?.as_str()?;
+    Some(match names.len() {
+        1 => first.to_owned(),
+        n => format!("{first} (+{})", n - 1),
+    })
+}
+
+/// The destination as a line shows it: the name first when the job
+/// resolved it (`api.partner.test 127.20.0.1:443/tcp`), the address
+/// inside a NAT64/6to4 address after it.
+fn destination(rec: &Value) -> String {
+    let mut out = match name_of(rec) {
+        Some(name) => format!("{name} {}", target(rec)),
+        None => target(rec),
+    };
+    if let Some(inner) = rec["inner"].as_str() {
+        out.push_str(&format!(" (inner {inner})"));
+    }
+    out
+}
+
 /// The destination's tags, comma-separated (`untagged` when none).
 pub(super) fn region_of(rec: &Value) -> String {
     let tags: Vec<&str> = rec["tags"]
@@ -80,12 +106,17 @@ pub(super) fn compact(rec: &Value, colour_on: bool) -> String {
     let time = short_time(rec);
     let Some(kind) = rec["kind"].as_str() else {
         let verdict = s(rec, "verdict");
+        let arrow = if rec["direction"] == "inbound" {
+            "←"
+        } else {
+            "→"
+        };
         let mut line = format!(
-            "{d}{time}{r} {c}{verdict:<10}{r} {} {}[{}] → {} {} ({}",
+            "{d}{time}{r} {c}{verdict:<10}{r} {} {}[{}] {arrow} {} {} ({}",
             s(rec, "policy"),
             s(rec, "comm"),
             rec["pid"],
-            target(rec),
+            destination(rec),
             region_of(rec),
             s(rec, "reason"),
         );
@@ -148,6 +179,7 @@ pub(super) fn compact(rec: &Value, colour_on: bool) -> String {
             s(rec, "job"),
             s(rec, "policy")
         ),
+        "dns" => query_line(rec),
         "log" => format!(
             "{}: continues {} (seq {})",
             s(rec, "event"),
@@ -165,6 +197,42 @@ pub(super) fn compact(rec: &Value, colour_on: bool) -> String {
     format!("{d}{time}{r} {c}{kind:<10}{r} {what}")
 }
 
+/// A `dns` record: `deny eu-only dig[42] tunnel.test A → NXDOMAIN
+/// (deny_names) job=etl-1`.
+fn query_line(rec: &Value) -> String {
+    let answers: Vec<&str> = rec["answers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut line = format!(
+        "{} {} {}[{}] {} {} via {} →",
+        s(rec, "verdict"),
+        s(rec, "policy"),
+        s(rec, "comm"),
+        rec["pid"],
+        rec["question"].as_str().unwrap_or("(no question)"),
+        s(rec, "qtype"),
+        s(rec, "resolver"),
+    );
+    if !answers.is_empty() {
+        line.push(' ');
+        line.push_str(&answers.join(", "));
+    }
+    if let Some(rcode) = rec["rcode"].as_str() {
+        line.push_str(&format!(" {rcode}"));
+    }
+    if let Some(why) = rec["reason"].as_str() {
+        line.push_str(&format!(" ({why})"));
+    }
+    if let Some(e) = rec["error"].as_str() {
+        line.push_str(&format!(" error: {e}"));
+    }
+    if let Some(j) = rec["job"].as_str() {
+        line.push_str(&format!(" job={j}"));
+    }
+    line
+}
+
 /// Counts by policy × verdict × region, and the denied destinations.
 #[derive(Debug, Default)]
 pub(super) struct Summary {
@@ -173,7 +241,16 @@ pub(super) struct Summary {
     to: Option<String>,
     rows: BTreeMap<(String, String, String), Row>,
     dests: BTreeMap<(String, String, String, String), Dest>,
+    /// Flows by (policy, verdict, name the job resolved the destination
+    /// from): flows to addresses it never resolved are not here.
+    names: BTreeMap<(String, String, String), NameRow>,
     lost: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+struct NameRow {
+    flows: u64,
+    addresses: BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -189,6 +266,7 @@ struct Row {
 struct Dest {
     flows: u64,
     comms: BTreeSet<String>,
+    names: BTreeSet<String>,
 }
 
 impl Summary {
@@ -230,6 +308,15 @@ impl Summary {
             row.first = time.clone();
         }
         row.last = time;
+        let name = rec["names"][0].as_str();
+        if let Some(name) = name {
+            let n = self
+                .names
+                .entry((policy.clone(), verdict.clone(), name.to_owned()))
+                .or_default();
+            n.flows += flows;
+            n.addresses.insert(s(rec, "dst").to_owned());
+        }
         if verdict != "allow" {
             let d = self
                 .dests
@@ -239,6 +326,7 @@ impl Summary {
             if let Some(c) = rec["comm"].as_str() {
                 d.comms.insert(c.to_owned());
             }
+            d.names.extend(name.map(str::to_owned));
         }
     }
 
@@ -254,7 +342,11 @@ impl Summary {
             })).collect::<Vec<_>>(),
             "denied_destinations": self.dests.iter().map(|((policy, verdict, target, region), d)| json!({
                 "policy": policy, "verdict": verdict, "destination": target, "region": region,
-                "flows": d.flows, "comms": d.comms,
+                "flows": d.flows, "comms": d.comms, "names": d.names,
+            })).collect::<Vec<_>>(),
+            "names": self.names.iter().map(|((policy, verdict, name), n)| json!({
+                "policy": policy, "verdict": verdict, "name": name, "flows": n.flows,
+                "addresses": n.addresses,
             })).collect::<Vec<_>>(),
             "lost": self.lost,
         })
@@ -325,6 +417,12 @@ impl Summary {
             let mut dests: Vec<_> = self.dests.iter().collect();
             dests.sort_by(|a, b| b.1.flows.cmp(&a.1.flows).then(a.0.cmp(b.0)));
             for ((policy, verdict, target, region), d) in dests.iter().take(20) {
+                let names = d.names.iter().cloned().collect::<Vec<_>>().join(",");
+                let target = if names.is_empty() {
+                    target.clone()
+                } else {
+                    format!("{names} {target}")
+                };
                 out.push_str(&format!(
                     "  {policy}  {verdict}  {target}  {region}  {} flows  {}\n",
                     d.flows,
@@ -333,6 +431,21 @@ impl Summary {
             }
             if dests.len() > 20 {
                 out.push_str(&format!("  … and {} more\n", dests.len() - 20));
+            }
+        }
+        if !self.names.is_empty() {
+            out.push_str("\nby name (destinations the jobs resolved):\n");
+            let mut names: Vec<_> = self.names.iter().collect();
+            names.sort_by(|a, b| b.1.flows.cmp(&a.1.flows).then(a.0.cmp(b.0)));
+            for ((policy, verdict, name), n) in names.iter().take(20) {
+                out.push_str(&format!(
+                    "  {policy}  {verdict}  {name}  {} flows  {} address(es)\n",
+                    n.flows,
+                    n.addresses.len()
+                ));
+            }
+            if names.len() > 20 {
+                out.push_str(&format!("  … and {} more\n", names.len() - 20));
             }
         }
         if !self.lost.is_empty() {
@@ -367,6 +480,20 @@ mod tests {
             "2026-11-01T12:00:00.123Z deny       eu curl[42] → 127.20.0.1:443/tcp US (region 127.20.0.0/16) job=etl-1 user=root"
         );
         assert!(compact(&us, true).contains("\x1b[1;31mdeny"));
+        let mut named = us.clone();
+        named["names"] = json!(["api.partner.test", "edge.cdn.test"]);
+        assert!(
+            compact(&named, false)
+                .contains("curl[42] → api.partner.test (+1) 127.20.0.1:443/tcp US"),
+            "the name before the address"
+        );
+        let query = json!({"time": "2026-11-01T12:00:00.000000000Z", "kind": "dns", "verdict": "deny",
+                           "policy": "eu", "comm": "dig", "pid": 7, "question": "tunnel.test", "qtype": "A",
+                           "resolver": "127.0.0.53:53", "rcode": "NXDOMAIN", "reason": "deny_names", "job": "etl-1"});
+        assert_eq!(
+            compact(&query, false),
+            "2026-11-01T12:00:00.000Z dns        deny eu dig[7] tunnel.test A via 127.0.0.53:53 → NXDOMAIN (deny_names) job=etl-1"
+        );
         let v6 = flow("allow", "::1", "[]");
         assert!(compact(&v6, false).contains("[::1]:443/tcp untagged"));
         let lost = json!({"time": "2026-11-01T12:00:00.000000000Z", "kind": "lost", "policy": "eu", "count": 3, "reason": "ring buffer full"});
@@ -405,5 +532,32 @@ mod tests {
         assert!(text.contains("POLICY"), "{text}");
         assert!(text.contains("would_deny"), "{text}");
         assert!(text.contains("lower bounds"), "{text}");
+    }
+
+    #[test]
+    fn the_summary_counts_by_name() {
+        let mut sum = Summary::default();
+        for dst in ["127.20.0.1", "127.20.0.2", "127.20.0.1"] {
+            let mut r = flow("deny", dst, r#"["US"]"#);
+            r["names"] = json!(["api.partner.test"]);
+            sum.add(&r);
+        }
+        sum.add(&flow("deny", "127.20.0.9", r#"["US"]"#));
+        let j = sum.to_json();
+        assert_eq!(
+            j["names"],
+            json!([{"policy": "eu", "verdict": "deny", "name": "api.partner.test", "flows": 3,
+                    "addresses": ["127.20.0.1", "127.20.0.2"]}]),
+            "an address never resolved has no name row"
+        );
+        assert_eq!(
+            j["denied_destinations"][0]["names"],
+            json!(["api.partner.test"])
+        );
+        let text = sum.render(false);
+        assert!(
+            text.contains("eu  deny  api.partner.test  3 flows  2 address(es)"),
+            "{text}"
+        );
     }
 }

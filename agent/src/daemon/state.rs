@@ -788,11 +788,14 @@ impl State {
             .kernel()
             .view()
             .map_err(|e| refuse(ErrorCode::Internal, crate::vocab::error::chain(&e)))?;
+        let nat64 = self.cx.names().read().expect("names lock").nat64.clone();
         let text = PolicyText {
             name: &p.name,
             rules: &p.rules,
             allowed: &p.allowed,
             denied: &p.denied,
+            names: &p.names,
+            nat64: &nat64,
         };
         let tables = format!("kernel (epoch {})", view.epoch);
         targets

@@ -9,6 +9,7 @@
 
 pub mod compile;
 pub mod countries;
+pub mod embedded;
 pub mod groups;
 pub mod ortc;
 pub mod prefix;

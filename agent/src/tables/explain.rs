@@ -9,14 +9,19 @@
 //! ([`RuleSet::decide`], [`PolicyEntry::region_decision`] in
 //! `geowall-common`), in the programs' order.
 
-use std::{collections::HashMap, convert::Infallible, net::IpAddr};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::{IpAddr, Ipv6Addr},
+};
 
 use geowall_common::{Decision, PolicyEntry, RegionValue, RuleSet, policy_flags, reason, verdict};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::{
-    regions::{CompiledMap, Prefix, query::canonical},
+    policy::NamesPolicy,
+    regions::{CompiledMap, Prefix, embedded, query::canonical},
     tables::{
         Layout,
         codes::{reason_name, verdict_name},
@@ -24,12 +29,17 @@ use crate::{
 };
 
 /// A destination to explain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     pub addr: IpAddr,
     pub port: u16,
     /// IP protocol number (6 TCP, 17 UDP).
     pub proto: u8,
+    /// The names a job would have resolved the address from (the question
+    /// first, then the CNAME chain); empty: an address the job did not
+    /// resolve.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 /// The kernel's verdict for one destination under one policy.
@@ -62,6 +72,14 @@ pub struct Explanation {
     /// `kernel` (the running agent's tables) or `compiled` (built from the
     /// config here).
     pub tables: String,
+    /// The names the address was resolved from, as asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// The IPv4 address inside an IPv6 destination (NAT64, 6to4,
+    /// IPv4-compatible), judged too; `tags` and `prefix` are its own when
+    /// its verdict is the stricter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner: Option<String>,
 }
 
 /// Read access to one generation of the switched tables.
@@ -93,6 +111,43 @@ pub struct PolicyText<'a> {
     pub rules: &'a [crate::policy::CompiledRule],
     pub allowed: &'a std::collections::BTreeSet<String>,
     pub denied: &'a std::collections::BTreeSet<String>,
+    /// `allow_names`, `deny_names`, `resolved_only`.
+    pub names: &'a NamesPolicy,
+    /// The agent's NAT64 prefixes (`[agent] nat64`).
+    pub nat64: &'a [(Ipv6Addr, u8)],
+}
+
+/// How a policy's names change a decision, as the programs apply them
+/// (after the region, never over a rule or a local destination).
+enum ByName {
+    /// The decision stands.
+    Stands,
+    /// `deny_names` matches the chain: the query is answered NXDOMAIN.
+    Denied(String),
+    /// `allow_names` matches the chain (while the answer is live).
+    Allowed(String),
+    /// `resolved_only`, and no name: refused.
+    Unresolved,
+}
+
+fn by_name(d: &Decision, names: &[String], policy: &NamesPolicy) -> ByName {
+    if d.reason == reason::RULE || d.reason == reason::LOCAL {
+        return ByName::Stands;
+    }
+    if let Some(n) = names.iter().find(|n| policy.denies(n)) {
+        return ByName::Denied(n.clone());
+    }
+    if names.is_empty() {
+        return if policy.resolved_only {
+            ByName::Unresolved
+        } else {
+            ByName::Stands
+        };
+    }
+    match names.iter().find(|n| policy.allows(n)) {
+        Some(n) if !d.allowed => ByName::Allowed(n.clone()),
+        _ => ByName::Stands,
+    }
 }
 
 /// Judges `target` under policy `slot` as the kernel programs do.
@@ -128,8 +183,39 @@ pub fn explain<V: TableView + ?Sized>(
             .first_match(target.proto, target.port)
             .map(|r| r.index as usize);
     }
-    let region = view.region(&bytes, v4).map_err(ExplainError::Tables)?;
-    let decision = decision.unwrap_or_else(|| entry.region_decision(region));
+    let mut region = view.region(&bytes, v4).map_err(ExplainError::Tables)?;
+    // An IPv6 address carrying an IPv4 one: the inner address's region is
+    // judged too, and the stricter verdict stands.
+    let inner = match addr {
+        IpAddr::V6(a) => embedded::v4_of(&a, policy.nat64),
+        IpAddr::V4(_) => None,
+    };
+    let mut inner_decided = false;
+    if decision.is_none()
+        && let Some(v4addr) = inner
+        && entry.region_decision(region).allowed
+    {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&v4addr.octets());
+        let inner_region = view.region(&b, true).map_err(ExplainError::Tables)?;
+        if !entry.region_decision(inner_region).allowed {
+            region = inner_region;
+            inner_decided = true;
+        }
+    }
+    let mut decision = decision.unwrap_or_else(|| entry.region_decision(region));
+    let by = by_name(&decision, &target.names, policy.names);
+    match &by {
+        ByName::Allowed(_) => {
+            decision.allowed = true;
+            decision.reason = reason::NAME;
+        }
+        ByName::Unresolved | ByName::Denied(_) => {
+            decision.allowed = false;
+            decision.reason = reason::UNRESOLVED;
+        }
+        ByName::Stands => {}
+    }
     let tagset = match region {
         Some(v) => v.tagset,
         None => geowall_common::TAGSET_UNTAGGED,
@@ -146,20 +232,44 @@ pub fn explain<V: TableView + ?Sized>(
             IpAddr::V6(a) => Prefix::v6(a, decision.plen),
         })
         .map(|p| p.to_string());
+    let judged = match inner {
+        Some(v4addr) if inner_decided => IpAddr::V4(v4addr),
+        _ => addr,
+    };
     let prefix = if decision.reason == reason::RULE {
         entry.clone()
     } else {
-        let (label, range) = map.lookup(addr);
+        let (label, range) = map.lookup(judged);
         (label != 0).then(|| range.to_string())
     };
     let rule = rule_index
         .filter(|_| decision.reason == reason::RULE)
         .and_then(|i| policy.rules.get(i))
         .map(|r| r.text.clone());
-    let why = why(&decision, &tags, rule.as_deref(), policy);
+    let mut why = match &by {
+        ByName::Allowed(n) => format!(
+            "'{n}' is in allow_names: allowed while the job's answer for it is live (by region: {})",
+            region_why(false, &tags, policy)
+        ),
+        ByName::Denied(n) => format!(
+            "'{n}' is in deny_names: a job's query for it is answered NXDOMAIN and the address never reaches it"
+        ),
+        ByName::Unresolved => {
+            "resolved_only: an address the job did not resolve through the agent is refused"
+                .to_owned()
+        }
+        ByName::Stands => why(&decision, &tags, rule.as_deref(), policy),
+    };
+    if inner_decided && let Some(v4addr) = inner {
+        why = format!("the IPv4 address inside it, {v4addr}: {why}");
+    }
+    let reason = match by {
+        ByName::Denied(_) => "deny_names",
+        _ => reason_name(decision.reason),
+    };
     Ok(Explanation {
         verdict: verdict_name(code).to_owned(),
-        reason: reason_name(decision.reason).to_owned(),
+        reason: reason.to_owned(),
         tags,
         prefix,
         entry,
@@ -171,6 +281,8 @@ pub fn explain<V: TableView + ?Sized>(
         proto: proto_name(target.proto),
         sources: Vec::new(),
         tables: tables.to_owned(),
+        names: target.names.clone(),
+        inner: inner.map(|a| a.to_string()),
     })
 }
 
@@ -190,25 +302,31 @@ fn why(d: &Decision, tags: &[String], rule: Option<&str>, policy: &PolicyText<'_
         reason::UNTAGGED => {
             format!("no map source tags it: the policy's `untagged` setting {verb} it")
         }
-        _ => {
-            let carved: Vec<&str> = tags
-                .iter()
-                .filter(|t| policy.denied.contains(*t))
-                .map(String::as_str)
-                .collect();
-            let allowed: Vec<&str> = tags
-                .iter()
-                .filter(|t| policy.allowed.contains(*t))
-                .map(String::as_str)
-                .collect();
-            if d.allowed {
-                format!("{} is in the allow-set", allowed.join(", "))
-            } else if !carved.is_empty() {
-                format!("{} is carved out by `deny`", carved.join(", "))
-            } else {
-                format!("{} is not in the allow-set", tags.join(", "))
-            }
-        }
+        _ => region_why(d.allowed, tags, policy),
+    }
+}
+
+/// What the regions say: `DE is in the allow-set`, `US is not in the
+/// allow-set`.
+fn region_why(allowed: bool, tags: &[String], policy: &PolicyText<'_>) -> String {
+    let carved: Vec<&str> = tags
+        .iter()
+        .filter(|t| policy.denied.contains(*t))
+        .map(String::as_str)
+        .collect();
+    let in_set: Vec<&str> = tags
+        .iter()
+        .filter(|t| policy.allowed.contains(*t))
+        .map(String::as_str)
+        .collect();
+    if tags.is_empty() {
+        "untagged".to_owned()
+    } else if allowed {
+        format!("{} is in the allow-set", in_set.join(", "))
+    } else if !carved.is_empty() {
+        format!("{} is carved out by `deny`", carved.join(", "))
+    } else {
+        format!("{} is not in the allow-set", tags.join(", "))
     }
 }
 
