@@ -39,7 +39,7 @@ pub fn unique_loopback() -> IpAddr {
 /// - `big.test`: 100 addresses, too large for UDP (truncated: TCP);
 /// - `v6.test AAAA ::1`; `nx.test` does not exist.
 pub fn test_zone(_ns: IpAddr) -> String {
-    let mut z = format!(
+    let mut z = String::from(
         "$ORIGIN test.\n$TTL 60\n\
          @ SOA ns.test. admin.test. 1 3600 600 86400 60\n\
          @ NS ns.test.\n\
