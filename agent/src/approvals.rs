@@ -6,7 +6,10 @@
 //! `geowall exec` job, or the bound cgroup a denied flow came from: the
 //! grant covers its sub-cgroups) or a whole policy; the destination is a
 //! prefix or a region (a country, a cloud region, a group: the region tags
-//! it stands for when it is requested) and a port (0: any). An approved
+//! it stands for when it is requested) or a name (`api.partner.test`,
+//! `*.partner.test`: the addresses the scope's jobs resolve from it through
+//! the agent, each written as a host grant before the answer reaches the
+//! job) and a port (0: any). An approved
 //! request is a grant with the same id; the kernel checks its expiry against
 //! the boot clock, so a grant ends on time whether or not the agent runs.
 //!
@@ -15,8 +18,9 @@
 //! written to the kernel.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -27,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::{
+    dns::pattern::NamePattern,
     policy::{ResolveError, Resolver},
     regions::prefix::{Prefix, PrefixError},
     vocab::{error::Chain, units::Span},
@@ -41,6 +46,10 @@ pub const REACTIVE_GRANT: Duration = Duration::from_secs(3600);
 /// Region tags one grant may stand for (the widest built-in group,
 /// `Africa`, has 58).
 pub const MAX_GRANT_REGIONS: usize = 64;
+/// Addresses one name grant opens at most (a CDN name rotates through a
+/// few dozen; beyond this the job's further addresses stay denied and the
+/// agent says so).
+pub const MAX_NAME_GRANT_ADDRESSES: usize = 256;
 
 /// What a grant lets through.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,13 +60,24 @@ pub enum Destination {
     /// region as named (`DE`, `aws:eu-west-1`, `EU`). The tags it stands for
     /// are [`Approval::regions`].
     Region(String),
+    /// The addresses the scope's jobs resolve from a name (exact or
+    /// `*.suffix`, matched against the question and the CNAME chain); those
+    /// resolved so far are [`Approval::resolved`].
+    Name(NamePattern),
 }
 
 impl Destination {
     pub fn prefix(&self) -> Option<&Prefix> {
         match self {
             Destination::Prefix(p) => Some(p),
-            Destination::Region(_) => None,
+            Destination::Region(_) | Destination::Name(_) => None,
+        }
+    }
+
+    pub fn name(&self) -> Option<&NamePattern> {
+        match self {
+            Destination::Name(n) => Some(n),
+            _ => None,
         }
     }
 }
@@ -67,6 +87,7 @@ impl std::fmt::Display for Destination {
         match self {
             Destination::Prefix(p) => p.fmt(f),
             Destination::Region(name) => f.write_str(name),
+            Destination::Name(n) => n.fmt(f),
         }
     }
 }
@@ -164,6 +185,10 @@ pub struct Approval {
     /// approver saw).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
+    /// A name destination: the addresses resolved from it in the grant's
+    /// scope while it lives (each a host grant in the kernel).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub resolved: BTreeSet<IpAddr>,
     /// Destination port; 0 = any.
     pub port: u16,
     pub requested_by: Person,
@@ -185,6 +210,62 @@ pub struct Approval {
 }
 
 impl Approval {
+    /// The address ranges the grant opens: its prefix, or the addresses
+    /// resolved from its name.
+    pub fn prefixes(&self) -> Vec<Prefix> {
+        match &self.to {
+            Destination::Prefix(p) => vec![*p],
+            Destination::Name(_) => self.resolved.iter().map(|a| Prefix::host(*a)).collect(),
+            Destination::Region(_) => Vec::new(),
+        }
+    }
+
+    /// Whether a job of bound cgroup `scope` under policy slot `slot` is
+    /// covered (a grant to one cgroup covers the jobs bound there; a
+    /// policy-wide one, every job of the policy).
+    pub fn covers(&self, scope: u64, slot: u32) -> bool {
+        match self.cgroup_id {
+            Some(id) => id == scope,
+            None => self.slot == slot,
+        }
+    }
+
+    /// A name grant that covers `scope` (under `slot`) and matches one of
+    /// `chain`: takes the addresses it has not seen (up to
+    /// [`MAX_NAME_GRANT_ADDRESSES`]). Answers those it took, and whether
+    /// some did not fit.
+    pub fn take_resolved(
+        &mut self,
+        scope: u64,
+        slot: u32,
+        chain: &[String],
+        addresses: &[IpAddr],
+    ) -> (Vec<IpAddr>, bool) {
+        let Destination::Name(pattern) = &self.to else {
+            return (Vec::new(), false);
+        };
+        if self.state != Stage::Approved
+            || !self.covers(scope, slot)
+            || !chain.iter().any(|n| pattern.matches(n))
+        {
+            return (Vec::new(), false);
+        }
+        let mut taken = Vec::new();
+        let mut full = false;
+        for a in addresses {
+            if self.resolved.contains(a) {
+                continue;
+            }
+            if self.resolved.len() >= MAX_NAME_GRANT_ADDRESSES {
+                full = true;
+                break;
+            }
+            self.resolved.insert(*a);
+            taken.push(*a);
+        }
+        (taken, full)
+    }
+
     /// The grant scope in the kernel's terms.
     pub fn scope(&self) -> u64 {
         match self.cgroup_id {
@@ -204,6 +285,7 @@ impl Approval {
             cgroup: self.cgroup.clone(),
             to: self.to.to_string(),
             regions: self.regions.clone(),
+            addresses: self.resolved.iter().map(ToString::to_string).collect(),
             port: self.port,
             requested_by: self.requested_by.label(),
             requested_by_uid: self.requested_by.uid,
@@ -237,6 +319,9 @@ pub struct ApprovalView {
     /// A region destination's tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
+    /// A name destination: the addresses resolved from it so far.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// 0: any.
     pub port: u16,
     /// The requester's user name (`uid N` without one).
@@ -254,8 +339,9 @@ pub struct ApprovalView {
     pub decision_reason: Option<String>,
 }
 
-/// A destination as its text: a prefix (`10.0.0.0/8`) or a region's name
-/// (which never parses as a prefix).
+/// A destination as its text: a prefix (`10.0.0.0/8`), a name
+/// (`api.partner.test`, `*.partner.test`: it has a dot and no `/` or `:`)
+/// or a region's name (no dot).
 mod destination_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -271,6 +357,11 @@ mod destination_text {
             return text
                 .parse()
                 .map(Destination::Prefix)
+                .map_err(serde::de::Error::custom);
+        }
+        if super::looks_like_name(&text) {
+            return crate::dns::pattern::NamePattern::parse(&text)
+                .map(Destination::Name)
                 .map_err(serde::de::Error::custom);
         }
         Ok(Destination::Region(text))
@@ -495,6 +586,13 @@ impl Store {
             .values()
             .filter(|r| r.state == Stage::Approved)
     }
+
+    /// The live grants, to change.
+    pub fn grants_mut(&mut self) -> impl Iterator<Item = &mut Approval> {
+        self.requests
+            .values_mut()
+            .filter(|r| r.state == Stage::Approved)
+    }
 }
 
 /// A `--to` that names no destination.
@@ -506,18 +604,31 @@ pub enum DestinationError {
         #[source]
         source: PrefixError,
     },
-    #[error("--to: name an address, a CIDR or a region")]
+    #[error("--to: name an address, a CIDR, a host name or a region")]
     Empty,
+    #[error("--to {to}")]
+    Name {
+        to: String,
+        #[source]
+        source: crate::dns::pattern::PatternError,
+    },
     /// Not a region either: what resolving it said comes before what a
     /// destination is.
-    #[error("--to {to}: {} (a destination is an address, a CIDR or a region)", Chain(.cause))]
+    #[error("--to {to}: {} (a destination is an address, a CIDR, a host name or a region)", Chain(.cause))]
     Unresolved { to: String, cause: ResolveError },
     #[error("--to {to}: stands for {count} regions; a grant may name at most {MAX_GRANT_REGIONS}")]
     TooManyRegions { to: String, count: usize },
 }
 
-/// Parses a `--to` destination: an address (a host prefix), a CIDR, or a
-/// region as policies name them — a country code (`DE`), a cloud region
+/// Whether `to` is written as a name: a dot, and neither `/` (a CIDR) nor
+/// `:` (a cloud region, an IPv6 address). No region or group is named with
+/// a dot.
+fn looks_like_name(to: &str) -> bool {
+    to.contains('.') && !to.contains('/') && !to.contains(':')
+}
+
+/// Parses a `--to` destination: an address (a host prefix), a CIDR, a name
+/// (`api.partner.test`, `*.partner.test`), or a region as policies name them — a country code (`DE`), a cloud region
 /// (`aws:eu-west-1`, or a glob over the map's: `aws:eu-*`), a built-in or
 /// `[groups]` group (`EU`) — resolved by `resolver` into the region tags it
 /// stands for.
@@ -540,6 +651,13 @@ pub fn parse_to(
     }
     if to.is_empty() {
         return Err(DestinationError::Empty);
+    }
+    if looks_like_name(to) {
+        let pattern = NamePattern::parse(to).map_err(|source| DestinationError::Name {
+            to: to.to_owned(),
+            source,
+        })?;
+        return Ok((Destination::Name(pattern), Vec::new()));
     }
     let mut tags = resolver
         .resolve(to)
@@ -607,6 +725,7 @@ pub(crate) mod fixtures {
             slot: 2,
             to,
             regions,
+            resolved: BTreeSet::new(),
             port: 0,
             requested_by: Person {
                 uid,
@@ -746,7 +865,10 @@ mod tests {
         // Unknown names say what was meant, and what a destination is.
         let e = parse("Germany").unwrap_err().to_string();
         assert!(e.contains("did you mean 'DE'"), "{e}");
-        assert!(e.contains("an address, a CIDR or a region"), "{e}");
+        assert!(
+            e.contains("an address, a CIDR, a host name or a region"),
+            "{e}"
+        );
         let e = parse("aws:eu-west-9").unwrap_err().to_string();
         assert!(e.contains("did you mean 'aws:eu-west-1'"), "{e}");
         assert!(
@@ -756,6 +878,54 @@ mod tests {
                 .contains("unknown region")
         );
         assert!(parse("local").unwrap_err().to_string().contains("local"));
+        // A host name, exact or below a suffix.
+        let (to, tags) = parse("API.partner.test.").unwrap();
+        assert_eq!(to.to_string(), "api.partner.test");
+        assert!(to.name().is_some() && tags.is_empty());
+        assert_eq!(
+            parse("*.partner.test").unwrap().0.to_string(),
+            "*.partner.test"
+        );
+        let e = Chain(&parse("api..test").unwrap_err()).to_string();
+        assert!(
+            e.contains("--to api..test") && e.contains("empty label"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_name_grant_takes_the_addresses_its_jobs_resolve() {
+        let mut g = request(7, "*.partner.test", 1000);
+        g.state = Stage::Approved;
+        g.cgroup_id = Some(42);
+        let a: IpAddr = "127.20.0.10".parse().unwrap();
+        let b: IpAddr = "::1".parse().unwrap();
+        let chain = ["x.partner.test".to_owned(), "edge.cdn.test".to_owned()];
+        // Another job, another name: nothing.
+        let none: Vec<IpAddr> = Vec::new();
+        assert_eq!(g.take_resolved(43, 0, &chain, &[a]).0, none);
+        assert_eq!(
+            g.take_resolved(42, 0, &["cdn.test".to_owned()], &[a]).0,
+            none
+        );
+        assert_eq!(g.take_resolved(42, 0, &chain, &[a, b]).0, [a, b]);
+        // Once.
+        assert_eq!(g.take_resolved(42, 0, &chain, &[a]).0, none);
+        assert_eq!(g.prefixes().len(), 2);
+        // Bounded.
+        let many: Vec<IpAddr> = (0..300u32)
+            .map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)))
+            .collect();
+        let (taken, full) = g.take_resolved(42, 0, &chain, &many);
+        assert_eq!(taken.len(), MAX_NAME_GRANT_ADDRESSES - 2);
+        assert!(full);
+        // A pending request opens nothing.
+        let mut p = request(8, "api.partner.test", 1000);
+        p.cgroup_id = Some(42);
+        assert_eq!(
+            p.take_resolved(42, 0, &["api.partner.test".into()], &[a]).0,
+            none
+        );
     }
 
     #[test]
@@ -771,5 +941,11 @@ mod tests {
         assert_eq!(serde_json::from_str::<Approval>(&text).unwrap(), p);
         assert_eq!(r.view().regions.len(), 27);
         assert_eq!(r.view().to, "EU");
+        let mut n = request(7, "*.partner.test", 1000);
+        n.resolved.insert("127.20.0.10".parse().unwrap());
+        let text = serde_json::to_string(&n).unwrap();
+        assert!(text.contains(r#""to":"*.partner.test""#), "{text}");
+        assert_eq!(serde_json::from_str::<Approval>(&text).unwrap(), n);
+        assert_eq!(n.view().addresses, ["127.20.0.10"]);
     }
 }

@@ -55,7 +55,7 @@ pub fn test_zone(_ns: IpAddr) -> String {
          short 1 A 127.20.0.14\n\
          mail MX 10 mx.test.\n\
          mx A 127.20.0.15\n\
-         v6 AAAA ::1\n"
+         v6 AAAA ::1\n",
     );
     for i in 1..=100 {
         z.push_str(&format!("big A 127.20.1.{i}\n"));

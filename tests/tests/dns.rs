@@ -884,3 +884,173 @@ fn the_log_and_explain_speak_in_names() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An agent whose `eu-only` policy is approvable and allows no names.
+fn approvable_agent(cg: &TestCgroup, state: &geowall_tests::TempDir) -> Agent {
+    AgentSpec::new(cg)
+        .cidr_map("m.cidr", MAP)
+        .config(&format!(
+            "[approvals]\nstate_dir = \"{}\"\n\n[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\napprovable = true\n",
+            state.path().display()
+        ))
+        .start()
+}
+
+/// The first request `pred` accepts, waited for (5 s).
+fn wait_request(agent: &Agent, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let list = agent.cli_json(&["approvals", "list", "--json"]);
+        if let Some(r) = list.as_array().unwrap().iter().find(|r| pred(r)) {
+            return r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no such request: {list}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_grant_to_a_name_opens_what_the_job_resolves_from_it() {
+    let cg = TestCgroup::new("dns-grant");
+    let state = geowall_tests::TempDir::new("dns-grant-state");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = approvable_agent(&cg, &state);
+    let api = Listener::on("127.20.0.10");
+    let other = Listener::on("127.20.0.13");
+    let probe = geowall_tests::netprobe().display().to_string();
+    let job_cmd = dns::with_resolv(
+        &resolv,
+        None,
+        &[
+            &probe,
+            &format!("resolve:api.partner.test:{}", api.addr.port()),
+            &format!("resolve:shared1.test:{}", other.addr.port()),
+        ],
+    );
+    let job = geowall_tests::geowall_cmd("exec", &agent.config)
+        .args(["--policy", "eu-only", "--wait-for-approval", "30s"])
+        .args([
+            "--to",
+            "api.partner.test",
+            "--for",
+            "5m",
+            "--reason",
+            "partner sync",
+            "--",
+        ])
+        .args(&job_cmd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start geowall exec");
+    let request = wait_request(&agent, |r| {
+        r["state"] == "pending" && r["to"] == "api.partner.test"
+    });
+    assert!(request["job"].is_string(), "{request}");
+    let id = request["id"].as_u64().unwrap().to_string();
+    let out = agent.cli(&["approvals", "approve", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = job.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The name's address is opened by the grant; another US name is not.
+    assert_eq!(outcomes(&out), ["ok", "EPERM"]);
+    let flow = agent.wait_record("the granted flow", |r| {
+        r["dst"] == "127.20.0.10" && r["verdict"] == "allow"
+    });
+    assert_eq!(flow["reason"], "grant", "{flow}");
+    assert_eq!(flow["grant_id"].to_string(), id, "{flow}");
+    assert_eq!(flow["names"], serde_json::json!(["api.partner.test"]));
+    let opened = agent.wait_record("what the grant opened", |r| {
+        r["kind"] == "approval" && r["event"] == "opened"
+    });
+    assert_eq!(
+        opened["addresses"],
+        serde_json::json!(["127.20.0.10"]),
+        "{opened}"
+    );
+    assert_eq!(opened["to"], "api.partner.test");
+    // The list shows the name and what it opened.
+    let granted = wait_request(&agent, |r| {
+        r["id"] == id.parse::<u64>().unwrap() && !r["addresses"].is_null()
+    });
+    assert_eq!(
+        granted["addresses"],
+        serde_json::json!(["127.20.0.10"]),
+        "{granted}"
+    );
+    let text = String::from_utf8_lossy(&agent.cli(&["approvals", "list"]).stdout).into_owned();
+    assert!(text.contains("api.partner.test (127.20.0.10)"), "{text}");
+    // Another job, outside the grant's scope, is still refused.
+    let again = outcomes(&exec_with_resolv(
+        &agent,
+        &resolv,
+        &[
+            &probe,
+            &format!("resolve:api.partner.test:{}", api.addr.port()),
+        ],
+    ));
+    assert_eq!(again, ["EPERM"]);
+}
+
+#[test]
+fn a_denied_address_the_job_resolved_asks_for_its_name() {
+    let cg = TestCgroup::new("dns-react");
+    let state = geowall_tests::TempDir::new("dns-react-state");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let agent = approvable_agent(&cg, &state);
+    let api = Listener::on("127.20.0.10");
+    let flag = state.path().join("go");
+    let probe = geowall_tests::netprobe().display().to_string();
+    // Resolve and connect (denied), wait for the approval, connect again
+    // without resolving again.
+    let script = format!(
+        "{probe} resolve:api.partner.test:{port}; while [ ! -e {flag} ]; do sleep 0.05; done; {probe} tcp:127.20.0.10:{port}",
+        port = api.addr.port(),
+        flag = flag.display()
+    );
+    let job_cmd = dns::with_resolv(&resolv, None, &["sh", "-c", &script]);
+    let job = geowall_tests::geowall_cmd("exec", &agent.config)
+        .args(["--policy", "eu-only", "--"])
+        .args(&job_cmd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start geowall exec");
+    let request = wait_request(&agent, |r| {
+        r["state"] == "pending" && r["origin"] == "reactive"
+    });
+    assert_eq!(request["to"], "api.partner.test", "{request}");
+    assert_eq!(
+        request["addresses"],
+        serde_json::json!(["127.20.0.10"]),
+        "{request}"
+    );
+    let id = request["id"].as_u64().unwrap().to_string();
+    let out = agent.cli(&["approvals", "approve", &id, "--for", "5m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&flag, "").unwrap();
+    let out = job.wait_with_output().unwrap();
+    assert_eq!(
+        outcomes(&out),
+        ["EPERM", "ok"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -32,12 +32,18 @@ fn line(r: &ApprovalView) -> String {
         0 => String::new(),
         p => format!(" port {p}"),
     };
+    // A name: the addresses resolved from it so far.
+    let to = match r.addresses.as_slice() {
+        [] => r.to.clone(),
+        [one] => format!("{} ({one})", r.to),
+        [first, rest @ ..] => format!("{} ({first} and {} more)", r.to, rest.len()),
+    };
     format!(
         "{:>5}  {:<8}  {} -> {}{}  for {}  by {}  until {}  ({})",
         r.id,
         r.state.as_str(),
         scope,
-        r.to,
+        to,
         port,
         r.for_,
         r.requested_by,

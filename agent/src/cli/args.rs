@@ -86,8 +86,9 @@ pub(crate) enum Command {
         /// it. Exit 123 when denied, 124 when nobody answers in time.
         #[arg(long, value_parser = geowall::vocab::units::parse_duration, requires = "to")]
         wait_for_approval: Option<std::time::Duration>,
-        /// With --wait-for-approval: the destination (an address, a CIDR or
-        /// a region: DE, aws:eu-west-1, EU).
+        /// With --wait-for-approval: the destination (an address, a CIDR, a
+        /// host name: api.partner.eu or *.partner.eu, or a region: DE,
+        /// aws:eu-west-1, EU).
         #[arg(long, requires = "wait_for_approval")]
         to: Option<String>,
         /// With --wait-for-approval: only this destination port.
@@ -205,9 +206,11 @@ pub(crate) enum ApprovalsCommand {
         /// Only this running `geowall exec` job.
         #[arg(long)]
         job: Option<String>,
-        /// The destination: an address, a CIDR, or a region as policies name
-        /// them: a country (DE), a cloud region (aws:eu-west-1, aws:eu-*), a
-        /// group (EU, or one of [groups]).
+        /// The destination: an address, a CIDR, a host name
+        /// (api.partner.eu, or *.partner.eu for the names below it: the
+        /// addresses the jobs resolve from it through the agent), or a
+        /// region as policies name them: a country (DE), a cloud region
+        /// (aws:eu-west-1, aws:eu-*), a group (EU, or one of [groups]).
         #[arg(long)]
         to: String,
         /// Only this destination port (default: any).

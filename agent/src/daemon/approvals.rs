@@ -40,6 +40,9 @@ pub(super) struct Denial {
     pub pid: u32,
     /// The cgroup's path, as the flow record names it.
     pub cgroup: Option<String>,
+    /// The name the job resolved the address from (the most recent), if
+    /// it resolved it through the agent.
+    pub name: Option<String>,
 }
 
 /// The approvals part of the agent's state.
@@ -254,30 +257,18 @@ impl Approvals {
                 }
             }
         }
-        let changed = !gone.is_empty();
+        // Addresses names opened since the last turn come back into the
+        // store (and its file).
+        let changed = !gone.is_empty() || cx.grants().dirty();
         for (id, policy) in gone {
             cx.record(
                 "approval",
                 json!({"event": "expired", "id": id, "why": format!("policy '{policy}' is no longer loaded")}),
             );
         }
-        let wanted =
-            crate::tables::grants::entries(self.store.grants(), clock::unix_ms(), clock::boot_ns());
-        let result = (|| {
-            for (key, set) in &wanted {
-                cx.kernel().write_grant_entry(key, set)?;
-            }
-            for key in cx.kernel().grant_entries()? {
-                if !wanted.contains_key(&key) {
-                    cx.kernel().delete_grant_entry(&key)?;
-                }
-            }
-            Ok::<_, crate::kernel::KernelError>(())
-        })();
-        if let Err(e) = result {
+        if let Err(e) = cx.grants().sync(self.store.grants_mut()) {
             tracing::error!(error = %crate::vocab::error::chain(&e), "cannot write the grants to the kernel");
         }
-        cx.kernel().set_grant_count(wanted.len());
         if let Err(e) = self.sync_region_grants(cx) {
             tracing::error!(error = %crate::vocab::error::chain(&e), "cannot write the region grants to the kernel");
         }
@@ -335,10 +326,14 @@ impl Approvals {
         }
     }
 
-    /// Every 2 s: ends what ran out.
+    /// Every 2 s: ends what ran out, and keeps what names opened.
     pub(super) fn expire(&mut self, cx: &Context) {
         let expired = self.store.expire(clock::unix_ms());
         if expired.is_empty() {
+            if cx.grants().dirty() {
+                self.sync_grants(cx);
+                self.save();
+            }
             return;
         }
         for id in &expired {
@@ -427,6 +422,11 @@ impl Approvals {
             groups: &self.groups,
         };
         let (to, regions) = approvals::parse_to(&ask.to, &resolver).map_err(|e| invalid(&e))?;
+        if to.name().is_some() && cx.dns().is_none() {
+            return Err(bad(
+                "a grant to a name needs the agent's DNS forwarder, which is off ([dns] enabled = false)",
+            ));
+        }
         let wanted = crate::vocab::units::parse_duration(&ask.for_).map_err(|e| invalid(&e))?;
         let length =
             approvals::grant_length(None, wanted, max, &policy).map_err(|e| invalid(&e))?;
@@ -445,6 +445,7 @@ impl Approvals {
             cgroup_id,
             to,
             regions,
+            resolved: Default::default(),
             port: ask.port.unwrap_or(0),
             requested_by: Self::person(peer),
             reason: ask.reason.chars().take(1024).collect(),
@@ -508,10 +509,13 @@ impl Approvals {
                 "revoked"
             }
         };
-        let view = request.view();
         if decision != Decision::Deny {
             self.sync_grants(cx);
         }
+        if decision == Decision::Approve {
+            self.open_learned(cx, id);
+        }
+        let view = self.store.requests[&id].view();
         self.save();
         self.notify(event, &view, Some(&by));
         cx.record(
@@ -519,6 +523,35 @@ impl Approvals {
             json!({"event": event, "id": id, "by": by, "request": &view}),
         );
         Ok(view)
+    }
+
+    /// A name grant just approved opens what its jobs resolved from the
+    /// name before (and still hold live): a job that resolved, was denied,
+    /// and asked, connects again without resolving again.
+    fn open_learned(&mut self, cx: &Context, id: u32) {
+        let Some(grant) = self.store.requests.get(&id) else {
+            return;
+        };
+        let (Some(pattern), Some(dns)) = (grant.to.name().cloned(), cx.dns()) else {
+            return;
+        };
+        let found = {
+            let table = dns.learned();
+            let table = table.lock().expect("learned lock");
+            table.live_named(clock::boot_ns(), |n| pattern.matches(n))
+        };
+        for (scope, addr, names) in found {
+            // The policy a scope's jobs run under: its binding's.
+            let Ok(Some(slot)) = cx.kernel().binding(scope) else {
+                continue;
+            };
+            if let Err(e) = cx.grants().resolved(scope, slot, &names, &[addr]) {
+                tracing::error!(error = %crate::vocab::error::chain(&e), "cannot open a name grant's addresses in the kernel");
+                return;
+            }
+        }
+        // Into the store now (and so into `approvals list`).
+        self.sync_grants(cx);
     }
 
     /// Who may decide, whether the request is in a state to be decided,
@@ -593,7 +626,18 @@ impl Approvals {
         let Ok((true, max)) = Self::policy_limits(cx, &policy) else {
             return;
         };
-        let to = Destination::Prefix(Prefix::host(d.dst));
+        // An address the job resolved is asked for by the name it used
+        // (the approver sees the endpoint; the grant follows the name's
+        // addresses); any other, as itself.
+        let name = d
+            .name
+            .as_deref()
+            .filter(|_| cx.dns().is_some())
+            .and_then(|n| crate::dns::NamePattern::parse(n).ok());
+        let (to, resolved) = match name {
+            Some(n) => (Destination::Name(n), [d.dst].into()),
+            None => (Destination::Prefix(Prefix::host(d.dst)), Default::default()),
+        };
         let (cgroup_id, cgroup) = Self::bound_cgroup(cx, d.cgroup_id, d.cgroup);
         let live = self.live_requests();
         if let Some(r) = self.store.requests.values_mut().find(|r| {
@@ -603,6 +647,9 @@ impl Approvals {
                 && r.port == d.port
         }) {
             r.denials += 1;
+            if r.resolved.len() < crate::approvals::MAX_NAME_GRANT_ADDRESSES {
+                r.resolved.extend(resolved);
+            }
             return;
         }
         if live >= MAX_LIVE {
@@ -631,6 +678,7 @@ impl Approvals {
             slot: d.slot,
             to,
             regions: Vec::new(),
+            resolved,
             port: d.port,
             requested_by: Person::new(d.uid, Some(d.pid)),
             reason: "denied by policy".into(),
@@ -706,6 +754,7 @@ fn dummy() -> Approval {
         slot: 0,
         to: Destination::Prefix(Prefix::host(std::net::IpAddr::from([0, 0, 0, 0]))),
         regions: Vec::new(),
+        resolved: Default::default(),
         port: 0,
         requested_by: Person {
             uid: u32::MAX,

@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex, RwLock},
 };
 
-use super::{dns::Dns, names::NameTable};
+use super::{dns::Dns, grants::GrantBook, names::NameTable};
 use crate::{audit::AuditLog, host::cgroup::Hierarchy, kernel::Kernel, plan::Plan};
 
 /// What the parts of the state share ([`super::jobs::Jobs`],
@@ -24,6 +24,8 @@ pub(super) struct Context {
     pub(super) names: Arc<RwLock<NameTable>>,
     /// The DNS forwarder's state (`None`: `[dns] enabled = false`).
     pub(super) dns: Option<Arc<Dns>>,
+    /// The grants in force and the grant tries (shared with the forwarder).
+    pub(super) grants: Arc<GrantBook>,
 }
 
 impl Context {
@@ -46,6 +48,10 @@ impl Context {
 
     pub(super) fn dns(&self) -> Option<&Arc<Dns>> {
         self.dns.as_ref()
+    }
+
+    pub(super) fn grants(&self) -> &GrantBook {
+        &self.grants
     }
 
     pub(super) fn names(&self) -> &RwLock<NameTable> {

@@ -163,6 +163,10 @@ impl Reader<'_> {
                     uid: ev.uid,
                     pid: ev.tgid,
                     cgroup: resolver.cgroup(ev.cgroup_id).map(str::to_owned),
+                    name: (ev.scope != 0)
+                        .then(|| resolver.resolved(ev.scope, dst))
+                        .flatten()
+                        .and_then(|(names, _)| names.into_iter().next()),
                 });
             }
         }

@@ -18,6 +18,7 @@ use super::{
     caller::{Peer, Refusal},
     context::Context,
     dns::Dns,
+    grants::GrantBook,
     jobs::Jobs,
     names::{Installed, NameTable},
     stop::Stop,
@@ -118,6 +119,7 @@ impl State {
                 .saturating_add(config.file.dns.max_learned / 4),
         })?;
         kernel.set_nat64(&config.nat64_prefixes()?)?;
+        let grants = Arc::new(GrantBook::new(kernel.grant_writer()));
         let dns = if config.file.dns.enabled {
             let listen = (
                 config
@@ -137,6 +139,7 @@ impl State {
                 Arc::clone(&log),
                 Arc::clone(&names),
                 listen,
+                Arc::clone(&grants),
             ))
         } else {
             // Off: queries go where they were sent, judged as any
@@ -189,6 +192,7 @@ impl State {
                 log,
                 names,
                 dns,
+                grants,
             },
             jobs: Jobs::new(jobs_root),
             approvals,

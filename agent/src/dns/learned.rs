@@ -181,6 +181,34 @@ impl LearnedTable {
         Some((names, entry.resolved_ns))
     }
 
+    /// Every live resolution at `now` one of whose live names `wanted`
+    /// accepts: (scope, address, its live names).
+    pub fn live_named(
+        &self,
+        now: u64,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<(u64, IpAddr, Vec<String>)> {
+        let mut out = Vec::new();
+        for ((scope, bytes), entry) in &self.entries {
+            let names: Vec<String> = entry
+                .names
+                .iter()
+                .filter(|v| v.until_ns > now)
+                .filter_map(|v| self.name(v.id))
+                .map(str::to_owned)
+                .collect();
+            if names.iter().any(|n| wanted(n)) {
+                let v6 = std::net::Ipv6Addr::from(*bytes);
+                let addr = match v6.to_ipv4_mapped() {
+                    Some(v4) => IpAddr::V4(v4),
+                    None => IpAddr::V6(v6),
+                };
+                out.push((*scope, addr, names));
+            }
+        }
+        out
+    }
+
     /// Whether job `scope` has a live resolution of `addr` at `now`.
     pub fn live(&self, scope: u64, addr: IpAddr, now: u64) -> bool {
         self.entries

@@ -231,3 +231,46 @@ mod tests {
         }
     }
 }
+
+/// The grant tries and the programs' count of their entries, for the two
+/// writers of grants: the approvals (which decide them) and the DNS
+/// forwarder (which opens the addresses a name grant's jobs resolve, before
+/// the answer reaches the job). They take turns under a lock of their own.
+#[derive(Clone)]
+pub struct GrantWriter {
+    maps: std::sync::Arc<GrantMaps>,
+    config: std::sync::Arc<ConfigMap>,
+}
+
+impl std::fmt::Debug for GrantWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GrantWriter")
+    }
+}
+
+impl GrantWriter {
+    pub(crate) fn new(maps: std::sync::Arc<GrantMaps>, config: std::sync::Arc<ConfigMap>) -> Self {
+        Self { maps, config }
+    }
+
+    /// Writes (or replaces) the grant trie entry of `key`.
+    pub fn write_entry(&self, key: &EntryKey, set: &GrantSet) -> Result<(), KernelError> {
+        self.maps.write_entry(key, set)
+    }
+
+    /// Removes the grant trie entry of `key` (absent is fine).
+    pub fn delete_entry(&self, key: &EntryKey) -> Result<(), KernelError> {
+        self.maps.delete_entry(key)
+    }
+
+    /// Every entry of both grant tries.
+    pub fn entries(&self) -> Result<BTreeSet<EntryKey>, KernelError> {
+        self.maps.entries()
+    }
+
+    /// Tells the programs how many grant entries exist (0: skip the
+    /// lookups).
+    pub fn set_count(&self, entries: usize) {
+        GrantMaps::set_count(&self.config, entries);
+    }
+}

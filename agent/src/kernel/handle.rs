@@ -9,6 +9,7 @@ use std::{
     io,
     os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use aya::{
@@ -25,7 +26,7 @@ use super::{
     bindings::BindingMap,
     btf,
     config_map::ConfigMap,
-    grants::GrantMaps,
+    grants::{GrantMaps, GrantWriter},
     map_err,
     names::NameMaps,
     pinned::CounterReader,
@@ -35,7 +36,7 @@ use super::{
 };
 use crate::tables::{
     Layout,
-    grants::{EntryKey, RegionGrantSets, region_entries},
+    grants::{RegionGrantSets, region_entries},
 };
 
 /// How to open the kernel side.
@@ -62,11 +63,11 @@ pub struct Kernel {
     /// Why the programs cannot read a socket's cgroup, if they cannot.
     no_socket_cgroups: Option<String>,
     ebpf: Ebpf,
-    config: ConfigMap,
+    config: Arc<ConfigMap>,
     tables: TableMaps,
     names: NameMaps,
     dns: DnsMaps,
-    grants: GrantMaps,
+    grants: Arc<GrantMaps>,
     bindings: BindingMap,
     governed: PathBuf,
     governed_id: u64,
@@ -152,13 +153,13 @@ impl Kernel {
             open(names::RULES6)?,
         ]);
         let name_maps = NameMaps::new(open(names::REGION_NAMES)?, open(names::POLICY_NAMES)?);
-        let grants = GrantMaps::new(
+        let grants = Arc::new(GrantMaps::new(
             open(names::GRANTS4)?,
             open(names::GRANTS6)?,
             open(names::REGION_GRANTS)?,
-        );
+        ));
         let bindings = BindingMap::new(open(names::BINDINGS)?, pins.map(names::BINDINGS));
-        let config = ConfigMap::open(&open(names::CONFIG)?)?;
+        let config = Arc::new(ConfigMap::open(&open(names::CONFIG)?)?);
         config.store(config::ROOT_LEVEL, u64::from(opts.governed_level));
         let dns = DnsMaps::open(&pins)?;
         Ok(Kernel {
@@ -500,24 +501,9 @@ impl Kernel {
         self.tables.trie_memlock((self.epoch() & 1) as u32)
     }
 
-    /// Writes (or replaces) the grant trie entry of `key`.
-    pub fn write_grant_entry(&self, key: &EntryKey, set: &GrantSet) -> Result<(), KernelError> {
-        self.grants.write_entry(key, set)
-    }
-
-    /// Removes the grant trie entry of `key` (absent is fine).
-    pub fn delete_grant_entry(&self, key: &EntryKey) -> Result<(), KernelError> {
-        self.grants.delete_entry(key)
-    }
-
-    /// Every entry of both grant tries.
-    pub fn grant_entries(&self) -> Result<BTreeSet<EntryKey>, KernelError> {
-        self.grants.entries()
-    }
-
-    /// Tells the programs how many grant entries exist (0: skip the lookups).
-    pub fn set_grant_count(&self, entries: usize) {
-        GrantMaps::set_count(&self.config, entries);
+    /// The grant tries, for the writers of grants.
+    pub fn grant_writer(&self) -> GrantWriter {
+        GrantWriter::new(Arc::clone(&self.grants), Arc::clone(&self.config))
     }
 
     /// Makes generation `generation`'s region grants exactly `wanted` (and,

@@ -26,6 +26,7 @@ mod view;
 pub use dns::DnsMaps;
 pub use error::KernelError;
 pub(crate) use error::{map_err, sys_err};
+pub use grants::GrantWriter;
 pub use handle::{AttachReport, Kernel, OpenOptions};
 pub use pinned::{CounterReader, PinnedInfo, pinned_info};
 pub use pins::Pins;

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use geowall_common::{Grant, GrantSet, MAX_GRANTS_PER_PREFIX, RegionGrantKey};
 
-use crate::{approvals::Approval, regions::Prefix};
+use crate::{
+    approvals::{Approval, Destination},
+    regions::Prefix,
+};
 
 /// One entry's key: the scope (a cgroup id, or
 /// [`geowall_common::GRANT_SCOPE_POLICY`] | slot) and the destination.
@@ -32,19 +35,20 @@ pub fn region_entries(
         .collect()
 }
 
-/// The grant trie entries for `grants` (those to a prefix): one per
-/// (scope, prefix) granted, holding every grant of that scope whose prefix
-/// contains it (the trie returns only the most specific entry, so a wider
-/// grant is repeated in the narrower entries).
+/// The grant trie entries for `grants` (those to a prefix, and the
+/// addresses resolved from a name grant's name): one per (scope, prefix)
+/// granted, holding every grant of that scope whose prefix contains it
+/// (the trie returns only the most specific entry, so a wider grant is
+/// repeated in the narrower entries).
 pub fn entries<'a>(
     grants: impl Iterator<Item = &'a Approval>,
     now_ms: u64,
     now_boot_ns: u64,
 ) -> BTreeMap<EntryKey, GrantSet> {
-    let grants: Vec<(&Approval, &Prefix)> = grants
-        .filter_map(|g| g.to.prefix().map(|p| (g, p)))
+    let grants: Vec<(&Approval, Prefix)> = grants
+        .flat_map(|g| g.prefixes().into_iter().map(move |p| (g, p)))
         .collect();
-    let keys: BTreeSet<EntryKey> = grants.iter().map(|(g, p)| (g.scope(), **p)).collect();
+    let keys: BTreeSet<EntryKey> = grants.iter().map(|(g, p)| (g.scope(), *p)).collect();
     let mut out = BTreeMap::new();
     for (scope, prefix) in keys {
         let covering = grants
@@ -117,13 +121,13 @@ fn grant_set(grants: impl Iterator<Item = Grant>) -> GrantSet {
 pub fn fits<'a>(live: impl Iterator<Item = &'a Approval>, candidate: &Approval) -> bool {
     let mut all: Vec<&Approval> = live.filter(|g| g.scope() == candidate.scope()).collect();
     all.push(candidate);
-    let prefixes: Vec<&Prefix> = all.iter().filter_map(|g| g.to.prefix()).collect();
+    let prefixes: Vec<Prefix> = all.iter().flat_map(|g| g.prefixes()).collect();
     let prefixes_fit = prefixes.iter().all(|entry| {
         prefixes.iter().filter(|p| p.contains(entry)).count() <= MAX_GRANTS_PER_PREFIX
     });
     let regions_fit = candidate.regions.iter().all(|tag| {
         all.iter()
-            .filter(|g| g.to.prefix().is_none() && g.regions.contains(tag))
+            .filter(|g| matches!(g.to, Destination::Region(_)) && g.regions.contains(tag))
             .count()
             <= MAX_GRANTS_PER_PREFIX
     });

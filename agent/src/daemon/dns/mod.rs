@@ -32,7 +32,7 @@ use serde_json::json;
 
 pub(super) use forward::Forwarder;
 
-use super::names::NameTable;
+use super::{grants::GrantBook, names::NameTable};
 use crate::{
     audit::AuditLog,
     config::{DnsConfig, LogDns},
@@ -162,6 +162,8 @@ pub(super) struct Dns {
     pub(super) listen: (Ipv4Addr, u16),
     /// Jobs that ended, and when.
     ended: Mutex<VecDeque<(Instant, u64)>>,
+    /// The grants in force: name grants open what their jobs resolve.
+    grants: Arc<GrantBook>,
 }
 
 /// How long what an ended job resolved is kept.
@@ -176,6 +178,7 @@ impl Dns {
         log: Arc<Mutex<AuditLog>>,
         names: Arc<RwLock<NameTable>>,
         listen: (Ipv4Addr, u16),
+        grants: Arc<GrantBook>,
     ) -> Arc<Dns> {
         let capacity = config.max_learned as usize;
         let table = match (maps.names(), maps.learned()) {
@@ -215,6 +218,7 @@ impl Dns {
             rate: Mutex::new(rate::Rates::default()),
             listen,
             ended: Mutex::new(VecDeque::new()),
+            grants,
         })
     }
 
@@ -489,7 +493,46 @@ impl Dns {
         if let Err(e) = written {
             tracing::error!(error = %crate::vocab::error::Chain(&e), "cannot write what a job resolved into the kernel");
         }
+        self.open_granted(origin, &parsed);
         (answer, Learned::Answer(parsed))
+    }
+
+    /// Opens the answer's addresses for the name grants that cover the job
+    /// and match its chain (before the answer is passed on), and records
+    /// what each opened.
+    fn open_granted(&self, origin: &Origin, parsed: &Answer) {
+        let addrs: Vec<IpAddr> = parsed.addresses.iter().map(|a| a.addr).collect();
+        let e = &origin.entry;
+        let opened = match self
+            .grants
+            .resolved(e.scope, u32::from(e.policy), &parsed.chain, &addrs)
+        {
+            Ok(o) => o,
+            Err(err) => {
+                tracing::error!(error = %crate::vocab::error::Chain(&err), "cannot open a name grant's addresses in the kernel");
+                return;
+            }
+        };
+        for o in opened {
+            let mut detail = json!({
+                "event": "opened",
+                "id": o.id,
+                "to": o.to,
+                "addresses": o.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "names": parsed.chain,
+                "cgroup_id": e.scope,
+            });
+            if o.full {
+                detail["full"] = json!(format!(
+                    "the grant opens at most {} addresses: the job's further ones stay denied",
+                    crate::approvals::MAX_NAME_GRANT_ADDRESSES
+                ));
+            }
+            let mut log = self.log.lock().expect("log lock");
+            if let Err(err) = log.event("approval", detail) {
+                tracing::error!(error = %err, "cannot write the audit log");
+            }
+        }
     }
 
     /// Writes the `dns` record of a query, as the job's policy's `log_dns`
