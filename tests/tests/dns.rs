@@ -1054,3 +1054,66 @@ fn a_denied_address_the_job_resolved_asks_for_its_name() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_upgrade_keeps_governed_dns_down_less_than_a_second() {
+    let next = geowall_tests::geowall_next();
+    let cg = TestCgroup::new("dns-upgrade");
+    let server = DnsServer::start();
+    let resolv = server.resolv_conf();
+    let mut agent = AgentSpec::new(&cg)
+        .cidr_map("m.cidr", MAP)
+        .config(
+            "[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nallow_names = [\"api.partner.test\"]\n\
+             cgroups = [\"/job\"]\n",
+        )
+        .child_cgroups(&["job"])
+        .keep_pins()
+        .start();
+    let api = Listener::on("127.20.0.10");
+    let job = cg.path().join("job");
+    let probe = geowall_tests::netprobe().display().to_string();
+    let loop_ms = 20_000u64;
+    let argv = dns::with_resolv(
+        &resolv,
+        None,
+        &[
+            &probe,
+            "--cgroup",
+            &job.display().to_string(),
+            &format!("resolvefor:api.partner.test:{}:{loop_ms}", api.addr.port()),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let looping = std::thread::spawn(move || {
+        std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .output()
+            .expect("run the loop")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // A package upgrade: the old agent stops, the new binary starts.
+    assert!(agent.terminate().success());
+    agent.upgrade_to(&next);
+    assert!(
+        started.elapsed() + std::time::Duration::from_millis(1000)
+            < std::time::Duration::from_millis(loop_ms),
+        "the upgrade took longer than the loop ran"
+    );
+    let out = looping.join().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let longest = v["longest_failure_ms"].as_u64().unwrap();
+    eprintln!("governed DNS during the upgrade: {v}");
+    assert!(
+        longest < 1000,
+        "resolve-then-connect failed for {longest} ms: {v}"
+    );
+    assert!(v["counts"]["ok"].as_u64().unwrap() > 100, "{v}");
+    // The forwarder served from the pins before the programs loaded.
+    assert!(
+        agent.stderr().contains("serving again from the pins"),
+        "{}",
+        agent.stderr()
+    );
+}

@@ -40,6 +40,38 @@ pub struct RunOptions {
     pub audit_only: bool,
 }
 
+/// The forwarder of the pins (see [`super::dns::Dns::from_pins`]), bound
+/// and serving: its state, the grants it shares, its task. `None` when
+/// there is nothing to serve from, or its ports cannot be bound (the
+/// forwarder then starts with the programs, and says why if it fails).
+async fn early_forwarder(
+    config: &Config,
+    log: &Arc<Mutex<AuditLog>>,
+    names: &Arc<RwLock<NameTable>>,
+    stop: &watch::Receiver<Stop>,
+) -> Option<(
+    Arc<super::dns::Dns>,
+    Arc<super::grants::GrantBook>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let (dns, grants) = super::dns::Dns::from_pins(config, Arc::clone(log), Arc::clone(names))?;
+    match Forwarder::bind(dns.listen.0, dns.listen.1).await {
+        Ok(f) => {
+            let task = tokio::spawn(f.serve(Arc::clone(&dns), stop.clone()));
+            tracing::info!(
+                address = %dns.listen.0,
+                port = dns.listen.1,
+                "DNS forwarder serving again from the pins while the programs load"
+            );
+            Some((dns, grants, task))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the DNS forwarder cannot bind before the programs load");
+            None
+        }
+    }
+}
+
 /// Runs the agent until it is told to stop.
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     // Handlers first: once the control socket answers, a SIGTERM must stop
@@ -76,6 +108,16 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     control::ensure_free(&socket_path).map_err(socket_err)?;
 
     let names = Arc::new(RwLock::new(NameTable::default()));
+    let (stop_tx, stop_rx) = watch::channel(Stop::Running);
+    // A restart or upgrade: the pinned programs go on redirecting governed
+    // jobs' DNS while this run's programs load and verify (seconds). The
+    // forwarder serves again at once, from the pins, so the jobs' DNS is
+    // down only between the last agent's exit and this line.
+    let early = early_forwarder(&config, &log, &names, &stop_rx).await;
+    let (early_dns, early_task) = match early {
+        Some((dns, grants, task)) => (Some((dns, grants)), Some(task)),
+        None => (None, None),
+    };
     let (mut state, events) = State::start(
         opts.config.clone(),
         opts.audit_only,
@@ -83,6 +125,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         hierarchy.clone(),
         Arc::clone(&log),
         Arc::clone(&names),
+        early_dns,
     )?;
     let listener = match control::bind(&socket_path) {
         Ok(l) => l,
@@ -101,13 +144,16 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     if let Err(e) = crate::host::notify::sd_notify("READY=1") {
         tracing::warn!(error = %e, "cannot tell systemd the agent is ready");
     }
-    let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     state.set_stopper(stop_tx.clone());
     state.start_notifier();
     // The DNS forwarder: bound before redirection is turned on, so no
     // governed query is sent to a port nobody listens on.
     let dns = state.dns();
     let forwarder = match dns.clone() {
+        Some(_) if early_task.is_some() => {
+            state.enable_dns();
+            early_task
+        }
         Some(dns) => match Forwarder::bind(dns.listen.0, dns.listen.1).await {
             Ok(f) => {
                 let task = tokio::spawn(f.serve(Arc::clone(&dns), stop_rx.clone()));

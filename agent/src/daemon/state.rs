@@ -89,6 +89,7 @@ impl State {
         hierarchy: Hierarchy,
         log: Arc<Mutex<AuditLog>>,
         names: Arc<RwLock<NameTable>>,
+        early_dns: Option<(Arc<Dns>, Arc<GrantBook>)>,
     ) -> Result<(State, RingBuf<MapData>), DaemonError> {
         let stamps = source_stamps(&plan::map_specs(&config)?);
         let (plan, map_error) = match plan::build(&config, &hierarchy) {
@@ -119,33 +120,14 @@ impl State {
                 .saturating_add(config.file.dns.max_learned / 4),
         })?;
         kernel.set_nat64(&config.nat64_prefixes()?)?;
-        let grants = Arc::new(GrantBook::new(kernel.grant_writer()));
-        let dns = if config.file.dns.enabled {
-            let listen = (
-                config
-                    .file
-                    .dns
-                    .listen_addr()
-                    .map_err(|e| DaemonError::Refused(e.message))?,
-                config
-                    .file
-                    .dns
-                    .first_port()
-                    .map_err(|e| DaemonError::Refused(e.message))?,
-            );
-            Some(Dns::new(
-                kernel.dns_maps(),
-                &config.file.dns,
-                Arc::clone(&log),
-                Arc::clone(&names),
-                listen,
-                Arc::clone(&grants),
-            ))
-        } else {
-            // Off: queries go where they were sent, judged as any
-            // destination (the pins may say otherwise from the last run).
-            kernel.set_dns(None);
-            None
+        // The forwarder may already serve, from the pins (see run).
+        let (dns, grants) = match early_dns {
+            Some((dns, grants)) => (Some(dns), grants),
+            None => {
+                let grants = Arc::new(GrantBook::new(kernel.grant_writer()));
+                let dns = Self::new_dns(&config, &kernel, &log, &names, &grants)?;
+                (dns, grants)
+            }
         };
         let events = kernel.take_events()?;
         let approvals = Approvals::load(&config).map_err(|source| DaemonError::ApprovalsState {
@@ -287,6 +269,44 @@ impl State {
     /// Removes the cgroups (and bindings) of jobs that have no process left.
     pub(super) fn collect_jobs(&mut self) {
         self.jobs.collect(&self.cx);
+    }
+
+    /// The forwarder's state over the kernel's maps (`None`: `[dns]` off,
+    /// and redirection turned off in the kernel).
+    fn new_dns(
+        config: &Config,
+        kernel: &Kernel,
+        log: &Arc<Mutex<AuditLog>>,
+        names: &Arc<RwLock<NameTable>>,
+        grants: &Arc<GrantBook>,
+    ) -> Result<Option<Arc<Dns>>, DaemonError> {
+        Ok(if config.file.dns.enabled {
+            let listen = (
+                config
+                    .file
+                    .dns
+                    .listen_addr()
+                    .map_err(|e| DaemonError::Refused(e.message))?,
+                config
+                    .file
+                    .dns
+                    .first_port()
+                    .map_err(|e| DaemonError::Refused(e.message))?,
+            );
+            Some(Dns::new(
+                kernel.dns_maps(),
+                &config.file.dns,
+                Arc::clone(log),
+                Arc::clone(names),
+                listen,
+                Arc::clone(grants),
+            ))
+        } else {
+            // Off: queries go where they were sent, judged as any
+            // destination (the pins may say otherwise from the last run).
+            kernel.set_dns(None);
+            None
+        })
     }
 
     /// Starts the approvals webhook sender (on the agent's runtime).

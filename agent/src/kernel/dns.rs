@@ -45,13 +45,7 @@ impl DnsMaps {
     /// Opens the pinned maps under `pins` (the kernel side created them);
     /// an error when one is missing.
     pub fn open(pins: &Pins) -> Result<DnsMaps, KernelError> {
-        let open = |name: &'static str| {
-            sys::obj_get(&pins.map(name)).map_err(|source| KernelError::Pin {
-                what: "opening pinned map",
-                path: pins.map(name),
-                source,
-            })
-        };
+        let open = |name| open_pinned(pins, name);
         Ok(DnsMaps {
             fds: Arc::new(Fds {
                 socks: open(names::DNS_SOCKS)?,
@@ -243,4 +237,53 @@ fn keys<K: Copy + Default>(map: std::os::fd::BorrowedFd<'_>) -> Result<Vec<K>, K
         prev = Some(next);
     }
     Ok(out)
+}
+
+/// The pinned map `name` under `pins`.
+pub(super) fn open_pinned(pins: &Pins, name: &'static str) -> Result<OwnedFd, KernelError> {
+    sys::obj_get(&pins.map(name)).map_err(|source| KernelError::Pin {
+        what: "opening pinned map",
+        path: pins.map(name),
+        source,
+    })
+}
+
+/// What the DNS forwarder needs of a previous run's pins to serve again
+/// before this run's programs are loaded and verified (seconds on a busy
+/// host): the maps it writes, the grant tries, the generation of the
+/// tables in force, and their policies by slot. Only pins of this build's
+/// ABI are read: after an upgrade that changes it, the forwarder starts
+/// with the programs.
+pub struct PinnedDns {
+    pub maps: DnsMaps,
+    pub grants: super::GrantWriter,
+    /// The table generation in force.
+    pub generation: u8,
+    /// Policy names by slot.
+    pub policies: Vec<Option<String>>,
+    /// Whether the pinned programs redirect DNS (a run with `[dns]` on).
+    pub redirecting: bool,
+}
+
+impl PinnedDns {
+    pub fn open(pins: &Pins) -> Result<PinnedDns, KernelError> {
+        let config = super::config_map::ConfigMap::open(&open_pinned(pins, names::CONFIG)?)?;
+        let grants = super::grants::GrantMaps::new(
+            open_pinned(pins, names::GRANTS4)?,
+            open_pinned(pins, names::GRANTS6)?,
+            open_pinned(pins, names::REGION_GRANTS)?,
+        );
+        let policies =
+            super::names::read_policy_names(open_pinned(pins, names::POLICY_NAMES)?.as_fd())?;
+        let generation = (config.load(geowall_common::config::EPOCH) & 1) as u8;
+        let redirecting =
+            config.load(geowall_common::config::DNS) & geowall_common::dns_config::ON != 0;
+        Ok(PinnedDns {
+            maps: DnsMaps::open(pins)?,
+            grants: super::GrantWriter::new(Arc::new(grants), Arc::new(config)),
+            generation,
+            policies,
+            redirecting,
+        })
+    }
 }

@@ -23,7 +23,7 @@ pub mod sys;
 mod tables;
 mod view;
 
-pub use dns::DnsMaps;
+pub use dns::{DnsMaps, PinnedDns};
 pub use error::KernelError;
 pub(crate) use error::{map_err, sys_err};
 pub use grants::GrantWriter;

@@ -26,6 +26,7 @@ use crate::{
     vocab::error::Chain,
 };
 pub use map::{MapError, MapPlan, compile_loaded, load_map, load_sources, map_specs};
+pub use policies::names_policies;
 
 #[derive(Debug, Error)]
 pub enum PlanError {

@@ -227,6 +227,19 @@ fn compile_policy(
     })
 }
 
+/// The names keys of each policy of `config` whose keys check, by policy
+/// name: what the DNS forwarder applies at start, while the programs load
+/// and before the policies are compiled in full (a policy whose keys do
+/// not check fails that compilation, and the forwarder applies none of its
+/// names meanwhile).
+pub fn names_policies(config: &Config) -> BTreeMap<String, NamesPolicy> {
+    config
+        .policies
+        .iter()
+        .filter_map(|def| Some((def.name.clone(), names(config, def).ok()?)))
+        .collect()
+}
+
 /// The policy's keys about names, checked: patterns parse (located), and
 /// they need the forwarder.
 fn names(config: &Config, def: &PolicyDef) -> Result<NamesPolicy, ConfigError> {

@@ -29,6 +29,9 @@
 //!   resolve:NAME:PORT      getaddrinfo (glibc) NAME, then connect() TCP to
 //!                          its first address
 //!   resolveloop:NAME:PORT:N  resolve, then connect, N times over
+//!   resolvefor:NAME:PORT:MS  resolve, then connect, again and again for MS
+//!                          milliseconds (at most once per ms): the counts,
+//!                          and the longest stretch of failures in ms
 //!   holdtcp:ADDR:PORT:MS   connect(), keep the connection MS milliseconds,
 //!                          then write to it
 //! ```
@@ -468,6 +471,31 @@ fn main() {
                     *counts.entry(resolve_connect(target)).or_default() += 1;
                 }
                 serde_json::json!({"op": kind, "target": target, "counts": counts}).to_string()
+            }
+            "resolvefor" => {
+                let (target, ms) = rest.rsplit_once(':').expect("resolvefor:NAME:PORT:MS");
+                let end = Instant::now() + Duration::from_millis(ms.parse().expect("MS"));
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                let (mut failing_since, mut longest) = (None::<Instant>, Duration::ZERO);
+                while Instant::now() < end {
+                    let started = Instant::now();
+                    let result = resolve_connect(target);
+                    if result == "ok" {
+                        if let Some(since) = failing_since.take() {
+                            longest = longest.max(started - since);
+                        }
+                    } else {
+                        failing_since.get_or_insert(started);
+                    }
+                    *counts.entry(result).or_default() += 1;
+                    std::thread::sleep(Duration::from_millis(1).saturating_sub(started.elapsed()));
+                }
+                if let Some(since) = failing_since {
+                    longest = longest.max(since.elapsed());
+                }
+                serde_json::json!({"op": kind, "target": target, "counts": counts,
+                                   "longest_failure_ms": longest.as_millis() as u64})
+                .to_string()
             }
             "holdtcp" => {
                 let (target, ms) = rest.rsplit_once(':').expect("holdtcp:ADDR:PORT:MS");

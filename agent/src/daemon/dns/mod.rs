@@ -222,6 +222,81 @@ impl Dns {
         })
     }
 
+    /// The forwarder of a previous run's pins, to serve again at once,
+    /// before this run's programs load (seconds): the maps and grant tries
+    /// as pinned, the policies' names as `config` says them under the
+    /// slots the tables in force give them. `None` when there are no pins
+    /// of this build's ABI, or they do not redirect DNS.
+    pub(super) fn from_pins(
+        config: &crate::config::Config,
+        log: Arc<Mutex<AuditLog>>,
+        names: Arc<RwLock<NameTable>>,
+    ) -> Option<(Arc<Dns>, Arc<GrantBook>)> {
+        if !config.file.dns.enabled {
+            return None;
+        }
+        let pins = crate::kernel::Pins::new(config.bpffs_path());
+        let pinned = match crate::kernel::PinnedDns::open(&pins) {
+            Ok(p) if p.redirecting => p,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::debug!(error = %crate::vocab::error::Chain(&e), "no pinned DNS maps: the forwarder starts with the programs");
+                return None;
+            }
+        };
+        let listen = (
+            config.file.dns.listen_addr().ok()?,
+            config.file.dns.first_port().ok()?,
+        );
+        let grants = Arc::new(GrantBook::new(pinned.grants));
+        // The live grants as the last run left them, so a name grant goes
+        // on opening what its jobs resolve (the approvals take over, and
+        // record what ran out meanwhile, once the agent is up).
+        if let Ok(mut store) = crate::approvals::Store::load(&config.file.approvals.state_dir) {
+            store.expire(crate::vocab::clock::unix_ms());
+            if let Err(e) = grants.sync(store.grants_mut()) {
+                tracing::warn!(error = %crate::vocab::error::Chain(&e), "cannot write the grants kept from before");
+            }
+        }
+        let dns = Dns::new(
+            pinned.maps,
+            &config.file.dns,
+            log,
+            names,
+            listen,
+            Arc::clone(&grants),
+        );
+        let by_name = crate::plan::names_policies(config);
+        let slots: HashMap<u32, Arc<SlotPolicy>> = pinned
+            .policies
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, name)| {
+                let name = name.as_ref()?;
+                let names = by_name.get(name)?.clone();
+                Some((
+                    slot as u32,
+                    Arc::new(SlotPolicy {
+                        name: name.clone(),
+                        names,
+                    }),
+                ))
+            })
+            .collect();
+        let allow: BTreeMap<u32, &NamesPolicy> =
+            slots.iter().map(|(s, p)| (*s, &p.names)).collect();
+        dns.set_view(
+            View {
+                generation: pinned.generation,
+                slots: slots.clone(),
+                lifetimes: lifetimes(&config.file.dns),
+                timeout: config.file.dns.timeout.0,
+            },
+            &allow,
+        );
+        Some((dns, grants))
+    }
+
     /// What the event pipeline reads names from.
     pub(super) fn learned(&self) -> Arc<Mutex<LearnedTable>> {
         Arc::clone(&self.learned)
