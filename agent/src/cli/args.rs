@@ -105,6 +105,12 @@ pub(crate) enum Command {
             requires = "wait_for_approval"
         )]
         reason: String,
+        /// Let the command inherit every descriptor geowall was given (by
+        /// default only stdin, stdout and stderr). A socket made outside
+        /// the job is judged under its maker's cgroup, not the job's
+        /// policy.
+        #[arg(long)]
+        keep_fds: bool,
         /// The command and its arguments.
         #[arg(required = true, last = true)]
         command: Vec<OsString>,

@@ -6,6 +6,13 @@
 //! rights, and it checks that the child really is ours). Only then is the
 //! child released to `exec`.
 //!
+//! The command inherits stdin, stdout and stderr and no other descriptor
+//! (`--keep-fds` keeps them all): a socket made outside the job is judged
+//! under its maker's cgroup, not the job's policy. And it can never take a
+//! descriptor from another process with `pidfd_getfd(2)` (a seccomp filter
+//! it inherits and cannot remove): a socket taken from a process outside
+//! the governed subtree would be judged under that process's cgroup.
+//!
 //! With `--wait-for-approval`, the held child's job files a proactive
 //! approval request scoped to the job, and is released only once an approver
 //! approves it (exit 123 when it is denied, 124 when nobody answers in time:
@@ -48,6 +55,13 @@ pub(super) struct WaitForApproval {
     pub(super) reason: String,
 }
 
+/// How the command runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct JobOptions {
+    /// Let the command inherit every descriptor, not only 0, 1 and 2.
+    pub(super) keep_fds: bool,
+}
+
 /// geowall could not start the job: the error, with its causes, and the
 /// exit code that says so.
 fn setup_fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
@@ -62,9 +76,10 @@ pub(super) fn exec(
     policy: &str,
     job: Option<&str>,
     wait: Option<&WaitForApproval>,
+    options: JobOptions,
     command: &[OsString],
 ) -> Result<ExitCode> {
-    Ok(run_job(config, policy, job, wait, command))
+    Ok(run_job(config, policy, job, wait, options, command))
 }
 
 fn run_job(
@@ -72,6 +87,7 @@ fn run_job(
     policy: &str,
     job: Option<&str>,
     wait: Option<&WaitForApproval>,
+    options: JobOptions,
     command: &[OsString],
 ) -> ExitCode {
     let config = match Config::load(config) {
@@ -94,7 +110,7 @@ fn run_job(
         }
     };
 
-    let mut child = match Held::spawn(&argv) {
+    let mut child = match Held::spawn(&argv, options.keep_fds) {
         Ok(c) => c,
         Err(e) => return setup_fail(anyhow::Error::new(e).context("cannot fork").as_ref()),
     };
@@ -237,6 +253,75 @@ fn await_approval(
     }
 }
 
+/// Closes every descriptor from 3 up but `keep` (the exec-error pipe,
+/// close-on-exec). Async-signal-safe.
+fn close_inherited(keep: libc::c_int) {
+    let keep = keep as libc::c_uint;
+    // SAFETY: close_range(2) and close(2) on our own descriptor table.
+    unsafe {
+        let ranges = [(3, keep.saturating_sub(1)), (keep + 1, libc::c_uint::MAX)];
+        for (first, last) in ranges {
+            if first > last {
+                continue;
+            }
+            if libc::syscall(libc::SYS_close_range, first, last, 0) != 0 {
+                // Before Linux 5.9: one by one, as far as the limit goes.
+                let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(1024, 65536) as libc::c_uint;
+                for fd in first..=last.min(max) {
+                    libc::close(fd as libc::c_int);
+                }
+            }
+        }
+    }
+}
+
+/// `pidfd_getfd(2)`: the same number on every architecture (the unified
+/// table from 424 on); x32 sets bit 30.
+const NR_PIDFD_GETFD: u32 = 438;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// Installs a seccomp filter that answers `pidfd_getfd(2)` with EPERM, for
+/// this process and everything it runs (a filter cannot be removed). Root
+/// installs it as it is; anyone else must first give up gaining
+/// privileges (`no_new_privs`: set-user-ID programs no longer elevate).
+/// Async-signal-safe; false if it could not be installed.
+fn block_fd_theft() -> bool {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const ALLOW: u32 = 0x7fff_0000;
+    const ERRNO: u32 = 0x0005_0000;
+    let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let filter = [
+        // The syscall number (offset 0 of seccomp_data).
+        insn(LD_W_ABS, 0, 0, 0),
+        insn(JEQ_K, 2, 0, NR_PIDFD_GETFD),
+        insn(JEQ_K, 1, 0, NR_PIDFD_GETFD | X32_SYSCALL_BIT),
+        insn(RET_K, 0, 0, ALLOW),
+        insn(RET_K, 0, 0, ERRNO | libc::EPERM as u32),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl with a valid filter program that outlives the call.
+    unsafe {
+        let install = || {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &raw const prog,
+                0,
+                0,
+            ) == 0
+        };
+        if install() {
+            return true;
+        }
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && install()
+    }
+}
+
 const RELEASE: u8 = 1;
 const RELEASE_WITHOUT_NET_RAW: u8 = 2;
 const CAP_NET_RAW: u32 = 13;
@@ -321,7 +406,7 @@ fn pipe() -> std::io::Result<[libc::c_int; 2]> {
 }
 
 impl Held {
-    fn spawn(argv: &[CString]) -> std::io::Result<Held> {
+    fn spawn(argv: &[CString], keep_fds: bool) -> std::io::Result<Held> {
         let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         ptrs.push(std::ptr::null());
         let [go_r, go_w] = pipe()?;
@@ -343,6 +428,12 @@ impl Held {
                     libc::_exit(i32::from(EXIT_SETUP));
                 }
                 if b == RELEASE_WITHOUT_NET_RAW && !drop_cap_net_raw() {
+                    libc::_exit(i32::from(EXIT_SETUP));
+                }
+                if !keep_fds {
+                    close_inherited(err_w);
+                }
+                if !block_fd_theft() {
                     libc::_exit(i32::from(EXIT_SETUP));
                 }
                 libc::execvp(ptrs[0], ptrs.as_ptr());

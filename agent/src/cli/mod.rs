@@ -87,6 +87,7 @@ fn run(command: Command) -> Result<ExitCode> {
             port,
             for_,
             reason,
+            keep_fds,
             command,
         } => {
             let wait = wait_for_approval.map(|timeout| exec::WaitForApproval {
@@ -101,6 +102,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 &policy,
                 job.as_deref(),
                 wait.as_ref(),
+                exec::JobOptions { keep_fds },
                 &command,
             )
         }

@@ -34,11 +34,30 @@
 //!                          and the longest stretch of failures in ms
 //!   holdtcp:ADDR:PORT:MS   connect(), keep the connection MS milliseconds,
 //!                          then write to it
+//!   protowalk:4|6          socket() of every type and protocol; which exist
+//!   udplite:ADDR:PORT      a UDP-Lite socket: socket, connect, send
+//!   rthdr:HOP|ADDR:PORT    IPV6_RTHDR (segment routing through HOP) set,
+//!                          then sendto ADDR
+//!   rthdrcmsg:HOP|ADDR:PORT, rthdr2292:HOP|ADDR:PORT  the routing header as
+//!                          ancillary data of the sendmsg
+//!   ipopts:HOP|ADDR:PORT   IP_OPTIONS (loose source route through HOP),
+//!                          then sendto ADDR
+//!   udptos:ADDR:PORT       connect a UDP socket, send with a TOS cmsg
+//!   listen:ADDR:PORT:MS    listen MS milliseconds; the peers accepted
+//!   mptcp:ADDR:PORT        connect() an MPTCP socket
+//!   usefd:N:ADDR:PORT      connect() inherited descriptor N
+//!   holdsock:4|6:MS        hold a TCP socket MS ms (prints pid and fd first)
+//!   pidfdgetfd:PID:FD:ADDR:PORT  take FD of PID (pidfd_getfd), connect() it
+//!   packetsend             a packet socket sends a frame on every interface
 //! ```
+//! With `--netns-at NAME` the probe enters the named network namespace
+//! /run/netns/NAME (one the test made).
 //! ADDR is an IPv4 address or a bracketed IPv6 one (`[::1]`). With
 //! `--cgroup` the probe first moves itself into that cgroup; with `--netns`
 //! it enters a fresh network namespace with only `lo`, up: nothing it sends
 //! can leave the host. Arguments after `--` are ignored (a workload's own).
+
+mod bypass;
 
 use std::{
     collections::BTreeMap,
@@ -60,6 +79,10 @@ fn errno_name(e: &io::Error) -> String {
         Some(libc::EAFNOSUPPORT) => "EAFNOSUPPORT".into(),
         Some(libc::EADDRNOTAVAIL) => "EADDRNOTAVAIL".into(),
         Some(libc::ETIMEDOUT) => "ETIMEDOUT".into(),
+        Some(libc::EINVAL) => "EINVAL".into(),
+        Some(libc::EBADF) => "EBADF".into(),
+        Some(libc::EPROTONOSUPPORT) => "EPROTONOSUPPORT".into(),
+        Some(libc::ESOCKTNOSUPPORT) => "ESOCKTNOSUPPORT".into(),
         Some(n) => format!("errno{n}"),
         None => e.to_string(),
     }
@@ -303,6 +326,16 @@ fn move_to_cgroup(dir: &str) {
         .unwrap_or_else(|e| panic!("netprobe: cannot join cgroup {dir}: {e}"));
 }
 
+/// Enters the network namespace /run/netns/`name` (a test made it).
+fn enter_named_netns(name: &str) {
+    let path = format!("/run/netns/{name}");
+    let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("netprobe: {path}: {e}"));
+    // SAFETY: setns(2) of our own (single-threaded) process.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        panic!("netprobe: setns {path}: {}", io::Error::last_os_error());
+    }
+}
+
 /// Enters a fresh network namespace whose only interface, `lo`, is up: no
 /// route leads off the host.
 fn enter_netns() {
@@ -349,6 +382,7 @@ fn main() {
             // would-be secrets there): ignored.
             "--" => break,
             "--netns" => netns = true,
+            "--netns-at" => enter_named_netns(&args.next().expect("--netns-at NAME")),
             _ => ops.push(a),
         }
     }
@@ -464,6 +498,46 @@ fn main() {
                 json(kind, "", "ok".into())
             }
             "resolve" => json(kind, rest, resolve_connect(rest)),
+            "protowalk" => bypass::protowalk(rest).to_string(),
+            "udplite" => json(kind, rest, bypass::udplite(&parse_target(rest))),
+            "rthdr" | "rthdrcmsg" | "rthdr2292" | "ipopts" => {
+                let (hop, target) = rest.split_once('|').expect("OP:HOP|ADDR:PORT");
+                let (hop, addr) = (parse_target(&format!("{hop}:0")), parse_target(target));
+                let result = match kind {
+                    "rthdr" => bypass::rthdr_opt(&hop, &addr),
+                    "rthdrcmsg" => bypass::rthdr_cmsg(&hop, &addr, false),
+                    "rthdr2292" => bypass::rthdr_cmsg(&hop, &addr, true),
+                    _ => bypass::ip_options(&hop, &addr),
+                };
+                json(kind, target, result)
+            }
+            "udptos" => json(kind, rest, bypass::udp_connected_cmsg(&parse_target(rest))),
+            "mptcp" => json(kind, rest, bypass::mptcp(&parse_target(rest))),
+            "usefd" => {
+                let (fd, target) = rest.split_once(':').expect("usefd:N:ADDR:PORT");
+                let fd = fd.parse().expect("usefd: N");
+                json(kind, target, bypass::use_fd(fd, &parse_target(target)))
+            }
+            "holdsock" => {
+                let (fam, ms) = rest.split_once(':').expect("holdsock:4|6:MS");
+                bypass::hold_socket(fam, ms.parse().expect("MS")).to_string()
+            }
+            "pidfdgetfd" => {
+                let mut parts = rest.splitn(3, ':');
+                let pid = parts.next().and_then(|p| p.parse().ok()).expect("PID");
+                let fd = parts.next().and_then(|f| f.parse().ok()).expect("FD");
+                let target = parts.next().expect("ADDR:PORT");
+                json(
+                    kind,
+                    target,
+                    bypass::steal_fd(pid, fd, &parse_target(target)),
+                )
+            }
+            "packetsend" => bypass::packet_send().to_string(),
+            "listen" => {
+                let (target, ms) = rest.rsplit_once(':').expect("listen:ADDR:PORT:MS");
+                bypass::listen(&parse_target(target), ms.parse().expect("MS")).to_string()
+            }
             "resolveloop" => {
                 let (target, n) = rest.rsplit_once(':').expect("resolveloop:NAME:PORT:N");
                 let mut counts: BTreeMap<String, u64> = BTreeMap::new();

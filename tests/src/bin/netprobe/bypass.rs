@@ -1,0 +1,361 @@
+//! The operations of the bypass tests: every inet protocol a job can ask
+//! for, UDP-Lite, source routes (IPv6 routing headers, IPv4 options), a
+//! connected UDP send with ancillary data, and a listener for inbound
+//! connections.
+
+use std::{
+    io,
+    net::{SocketAddr, TcpListener},
+    os::fd::{AsRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use super::{connect_fd, domain_of, errno_name, sockaddr, socket};
+
+const IPPROTO_UDPLITE: i32 = 136;
+const IPPROTO_MPTCP: i32 = 262;
+/// `IPV6_RTHDR` (setsockopt and cmsg) and the obsolete RFC 2292 cmsg.
+const IPV6_RTHDR: i32 = 57;
+const IPV6_2292RTHDR: i32 = 5;
+
+/// Every (type, protocol) of family `fam` (4 or 6) that `socket(2)`
+/// creates: stream, datagram, seqpacket and raw sockets, protocols 0 to
+/// 255 and MPTCP. Answers the created ones (`stream/6`) and why the others
+/// failed, counted.
+pub(super) fn protowalk(fam: &str) -> serde_json::Value {
+    let domain = if fam == "6" {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    let mut created = Vec::new();
+    let mut refused: std::collections::BTreeMap<String, u32> = Default::default();
+    for (tname, ty) in [
+        ("stream", libc::SOCK_STREAM),
+        ("dgram", libc::SOCK_DGRAM),
+        ("seqpacket", libc::SOCK_SEQPACKET),
+        ("raw", libc::SOCK_RAW),
+    ] {
+        for proto in (0..=255).chain([IPPROTO_MPTCP]) {
+            match socket(domain, ty, proto) {
+                Ok(_) => created.push(format!("{tname}/{proto}")),
+                Err(e) => *refused.entry(errno_name(&e)).or_default() += 1,
+            }
+        }
+    }
+    serde_json::json!({"op": "protowalk", "target": fam, "created": created, "refused": refused})
+}
+
+/// A step's outcome: `ok`, or `STEP:ERRNO` for the step that failed.
+fn steps(r: Result<(), (&str, io::Error)>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err((step, e)) => format!("{step}:{}", errno_name(&e)),
+    }
+}
+
+fn send(fd: &OwnedFd) -> io::Result<()> {
+    let payload = b"geowall";
+    // SAFETY: send(2) on our own socket with a valid buffer.
+    let n = unsafe { libc::send(fd.as_raw_fd(), payload.as_ptr().cast(), payload.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// UDP-Lite: socket, connect, send (the send a connected socket makes
+/// runs no address hook).
+pub(super) fn udplite(addr: &SocketAddr) -> String {
+    steps((|| {
+        let fd = socket(domain_of(addr), libc::SOCK_DGRAM, IPPROTO_UDPLITE)
+            .map_err(|e| ("socket", e))?;
+        connect_fd(&fd, addr).map_err(|e| ("connect", e))?;
+        send(&fd).map_err(|e| ("send", e))
+    })())
+}
+
+/// A segment routing header (type 4) whose first hop is `hop` and whose
+/// final segment is `last` (segments are listed last first).
+fn srh(hop: &std::net::Ipv6Addr, last: &std::net::Ipv6Addr) -> Vec<u8> {
+    // next header, header length (8-octet units after the first 8), type,
+    // segments left, last entry, flags, tag.
+    let mut h = vec![0, 4, 4, 1, 1, 0, 0, 0];
+    h.extend_from_slice(&last.octets());
+    h.extend_from_slice(&hop.octets());
+    h
+}
+
+fn setsockopt(fd: &OwnedFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    // SAFETY: setsockopt(2) on our own socket with a valid buffer.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            value.as_ptr().cast(),
+            value.len() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn v6(addr: &SocketAddr) -> std::net::Ipv6Addr {
+    match addr {
+        SocketAddr::V6(a) => *a.ip(),
+        SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
+    }
+}
+
+/// An IPv6 UDP socket with a routing header through `hop` set
+/// (`IPV6_RTHDR`), then a datagram to `addr`.
+pub(super) fn rthdr_opt(hop: &SocketAddr, addr: &SocketAddr) -> String {
+    steps((|| {
+        let fd = socket(libc::AF_INET6, libc::SOCK_DGRAM, 0).map_err(|e| ("socket", e))?;
+        setsockopt(
+            &fd,
+            libc::IPPROTO_IPV6,
+            IPV6_RTHDR,
+            &srh(&v6(hop), &v6(addr)),
+        )
+        .map_err(|e| ("setsockopt", e))?;
+        sendmsg(&fd, addr, None).map_err(|e| ("send", e))
+    })())
+}
+
+/// A datagram to `addr` carrying a routing header through `hop` as
+/// ancillary data (`IPV6_RTHDR`, or the RFC 2292 form with `old`).
+pub(super) fn rthdr_cmsg(hop: &SocketAddr, addr: &SocketAddr, old: bool) -> String {
+    let name = if old { IPV6_2292RTHDR } else { IPV6_RTHDR };
+    steps((|| {
+        let fd = socket(libc::AF_INET6, libc::SOCK_DGRAM, 0).map_err(|e| ("socket", e))?;
+        let data = srh(&v6(hop), &v6(addr));
+        sendmsg(&fd, addr, Some((libc::IPPROTO_IPV6, name, &data))).map_err(|e| ("send", e))
+    })())
+}
+
+/// An IPv4 UDP socket with a loose source route through `hop`
+/// (`IP_OPTIONS`), then a datagram to `addr`.
+pub(super) fn ip_options(hop: &SocketAddr, addr: &SocketAddr) -> String {
+    let SocketAddr::V4(h) = hop else {
+        return "bad:hop".into();
+    };
+    // LSRR: type 131, length 7, pointer 4, one address; then end of list.
+    let mut opt = vec![131, 7, 4];
+    opt.extend_from_slice(&h.ip().octets());
+    opt.push(0);
+    steps((|| {
+        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0).map_err(|e| ("socket", e))?;
+        setsockopt(&fd, libc::IPPROTO_IP, libc::IP_OPTIONS, &opt).map_err(|e| ("setsockopt", e))?;
+        sendmsg(&fd, addr, None).map_err(|e| ("send", e))
+    })())
+}
+
+/// A UDP socket connected to `addr` sends with a traffic class cmsg
+/// (`IP_TOS` / `IPV6_TCLASS`): the kernel hands the hook no address, so it
+/// judges the socket's peer.
+pub(super) fn udp_connected_cmsg(addr: &SocketAddr) -> String {
+    let (level, name) = if addr.is_ipv4() {
+        (libc::IPPROTO_IP, libc::IP_TOS)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+    };
+    steps((|| {
+        let fd = socket(domain_of(addr), libc::SOCK_DGRAM, 0).map_err(|e| ("socket", e))?;
+        connect_fd(&fd, addr).map_err(|e| ("connect", e))?;
+        let tos = 0x10i32.to_ne_bytes();
+        sendmsg_to(&fd, None, Some((level, name, &tos))).map_err(|e| ("send", e))
+    })())
+}
+
+fn sendmsg(fd: &OwnedFd, addr: &SocketAddr, cmsg: Option<(i32, i32, &[u8])>) -> io::Result<()> {
+    sendmsg_to(fd, Some(addr), cmsg)
+}
+
+/// sendmsg(2) of one small datagram to `addr` (none: the connected peer)
+/// with at most one control message.
+fn sendmsg_to(
+    fd: &OwnedFd,
+    addr: Option<&SocketAddr>,
+    cmsg: Option<(i32, i32, &[u8])>,
+) -> io::Result<()> {
+    let mut payload = *b"geowall";
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    let mut sa = addr.map(sockaddr);
+    // SAFETY: a zeroed msghdr is valid; every buffer outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    if let Some((storage, len)) = sa.as_mut() {
+        msg.msg_name = (storage as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = *len;
+    }
+    let mut control: Vec<u8> = Vec::new();
+    if let Some((level, name, data)) = cmsg {
+        // SAFETY: CMSG_SPACE of the data's length.
+        let space = unsafe { libc::CMSG_SPACE(data.len() as u32) } as usize;
+        control = vec![0u8; space];
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: the control buffer has room for one cmsg of this length.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&raw const msg);
+            (*c).cmsg_level = level;
+            (*c).cmsg_type = name;
+            (*c).cmsg_len = libc::CMSG_LEN(data.len() as u32) as usize;
+            std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(c), data.len());
+        }
+    }
+    // SAFETY: a valid descriptor and msghdr.
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &raw const msg, 0) };
+    drop(control);
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Listens on `addr` for `ms` milliseconds; answers how many connections
+/// it accepted (each gets a line of data back).
+pub(super) fn listen(addr: &SocketAddr, ms: u64) -> serde_json::Value {
+    use std::io::Write;
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => return serde_json::json!({"op": "listen", "result": errno_name(&e)}),
+    };
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let until = Instant::now() + Duration::from_millis(ms);
+    let mut peers = Vec::new();
+    while Instant::now() < until {
+        match listener.accept() {
+            Ok((mut s, peer)) => {
+                let _ = s.write_all(b"data\n");
+                peers.push(peer.ip().to_string());
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    serde_json::json!({"op": "listen", "target": addr.to_string(), "result": "ok", "accepted": peers})
+}
+
+/// Connects descriptor `fd` (inherited from whoever started the probe) to
+/// `addr`.
+pub(super) fn use_fd(fd: i32, addr: &SocketAddr) -> String {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl(F_GETFD) only asks whether the descriptor exists.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return format!("fd:{}", errno_name(&io::Error::last_os_error()));
+    }
+    // SAFETY: the descriptor exists and this probe owns it from here on.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    steps(connect_fd(&owned, addr).map_err(|e| ("connect", e)))
+}
+
+/// Takes descriptor `fd` of process `pid` (`pidfd_open` + `pidfd_getfd`)
+/// and connects it to `addr`.
+pub(super) fn steal_fd(pid: i32, fd: i32, addr: &SocketAddr) -> String {
+    use std::os::fd::FromRawFd;
+    steps((|| {
+        // SAFETY: the raw syscalls with plain integer arguments.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if pidfd < 0 {
+            return Err(("pidfd_open", io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh descriptor we own.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+        // SAFETY: as above.
+        let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        if got < 0 {
+            return Err(("pidfd_getfd", io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh descriptor we own.
+        let sock = unsafe { OwnedFd::from_raw_fd(got as i32) };
+        connect_fd(&sock, addr).map_err(|e| ("connect", e))
+    })())
+}
+
+/// A TCP socket of family `fam` held for `ms` milliseconds; prints its
+/// descriptor and this process's pid first (for `pidfdgetfd`).
+pub(super) fn hold_socket(fam: &str, ms: u64) -> serde_json::Value {
+    let domain = if fam == "6" {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    match socket(domain, libc::SOCK_STREAM, 0) {
+        Ok(fd) => {
+            println!(
+                "{}",
+                serde_json::json!({"op": "holdsock", "pid": std::process::id(), "fd": fd.as_raw_fd()})
+            );
+            std::thread::sleep(Duration::from_millis(ms));
+            serde_json::json!({"op": "holdsock", "result": "ok"})
+        }
+        Err(e) => serde_json::json!({"op": "holdsock", "result": errno_name(&e)}),
+    }
+}
+
+/// A packet socket sends a broadcast frame out of every interface it can
+/// see: answers the interfaces it sent on.
+pub(super) fn packet_send() -> serde_json::Value {
+    let fd = match socket(libc::AF_PACKET, libc::SOCK_RAW, 0) {
+        Ok(fd) => fd,
+        Err(e) => return serde_json::json!({"op": "packetsend", "result": errno_name(&e)}),
+    };
+    let mut sent = Vec::new();
+    // SAFETY: if_nameindex returns an array ended by a zero index, freed
+    // below.
+    unsafe {
+        let list = libc::if_nameindex();
+        let mut at = list;
+        while !at.is_null() && (*at).if_index != 0 {
+            let name = std::ffi::CStr::from_ptr((*at).if_name)
+                .to_string_lossy()
+                .into_owned();
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = (*at).if_index as i32;
+            sll.sll_halen = 6;
+            sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+            // Ethernet: broadcast destination, zero source, a local
+            // experimental ethertype (0x88b5), a short payload.
+            let mut frame = [0u8; 64];
+            frame[..6].copy_from_slice(&[0xff; 6]);
+            frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+            frame[14..21].copy_from_slice(b"geowall");
+            let n = libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            );
+            if n >= 0 {
+                sent.push(name);
+            }
+            at = at.add(1);
+        }
+        if !list.is_null() {
+            libc::if_freenameindex(list);
+        }
+    }
+    serde_json::json!({"op": "packetsend", "result": "ok", "sent_on": sent})
+}
+
+/// An MPTCP socket connects to `addr`.
+pub(super) fn mptcp(addr: &SocketAddr) -> String {
+    steps((|| {
+        let fd =
+            socket(domain_of(addr), libc::SOCK_STREAM, IPPROTO_MPTCP).map_err(|e| ("socket", e))?;
+        connect_fd(&fd, addr).map_err(|e| ("connect", e))
+    })())
+}
