@@ -558,7 +558,9 @@ pub struct FlowEvent {
     pub policy: u16,
     /// [`event_flags`].
     pub flags: u8,
-    pub _pad: u8,
+    /// A socket's creation: its type (`SOCK_STREAM` 1, `SOCK_DGRAM` 2,
+    /// `SOCK_RAW` 3); 0 for every other event.
+    pub sock_type: u8,
     /// Id of the just-in-time grant that allowed the flow
     /// ([`reason::GRANT`]); 0 otherwise.
     pub grant_id: u32,

@@ -16,4 +16,7 @@ pub struct Dest {
     pub v4: bool,
     /// [`geowall_common::event_flags`].
     pub flags: u8,
+    /// A socket being created: its type (`SOCK_STREAM`, `SOCK_DGRAM`,
+    /// `SOCK_RAW`); 0 otherwise.
+    pub sock_type: u8,
 }

@@ -154,7 +154,7 @@ pub fn emit(
         (*ev).hook = hook;
         (*ev).policy = actor.slot as u16;
         (*ev).flags = dest.flags | actor.flags;
-        (*ev)._pad = 0;
+        (*ev).sock_type = dest.sock_type;
         (*ev).grant_id = outcome.grant;
         (*ev).tags = tags(actor.generation(), outcome.tagset);
         (*ev)._pad3 = 0;

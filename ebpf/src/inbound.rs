@@ -88,6 +88,7 @@ fn judge_listener(ctx: &SkBuffContext) -> i32 {
         family: fam,
         v4,
         flags: event_flags::INBOUND,
+        sock_type: 0,
     };
     verdict::judge_inbound(skb.cast(), &dest, bound)
 }

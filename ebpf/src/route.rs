@@ -95,6 +95,7 @@ fn routing_header(ctx: &SockoptContext, policy: u64) -> i32 {
             family: family::INET6,
             v4: false,
             flags: 0,
+            sock_type: 0,
         };
         let denied = verdict::hop_decision(policy, &dest);
         if denied != 0 {
@@ -133,6 +134,7 @@ fn refuse(_ctx: &SockoptContext, fam: u8, why: u8) -> i32 {
         family: fam,
         v4: fam == family::INET,
         flags: 0,
+        sock_type: 0,
     };
     verdict::refuse_task(&dest, hook::SETSOCKOPT, why)
 }

@@ -72,6 +72,7 @@ pub fn judge_addr4(ctx: &SockAddrContext, hook: u8) -> i32 {
         family: family::INET,
         v4: true,
         flags: 0,
+        sock_type: 0,
     };
     let out = judge_sock_addr(ctx, &dest, hook);
     if out & dns::REDIRECT != 0 {
@@ -160,6 +161,7 @@ pub fn judge_addr6(ctx: &SockAddrContext, hook: u8) -> i32 {
         family: family::INET6,
         v4: mapped,
         flags: if mapped { event_flags::V4_MAPPED } else { 0 },
+        sock_type: 0,
     };
     let out = judge_sock_addr(ctx, &dest, hook);
     if out & dns::REDIRECT != 0 {
@@ -196,7 +198,7 @@ pub fn judge_create(ctx: &SockContext) -> i32 {
     verdict::judge_socket(
         ctx.sock.cast(),
         fam as u8,
-        proto as u8,
+        ((ty as u16 & 0xff) << 8) | (proto as u16 & 0xff),
         hook::SOCK_CREATE,
         allow_flag,
     )

@@ -288,12 +288,14 @@ impl Eval {
 }
 
 /// Judges the creation of a socket that would bypass the address hooks
-/// (raw, packet, XDP, ping): refused unless the policy has `allow_flag`.
+/// (raw, packet, XDP, ping, protocols geowall does not judge): refused
+/// unless the policy has `allow_flag`. `kind` is the socket's type (high
+/// byte) and protocol (low byte), as the record names them.
 #[inline(always)]
 pub fn judge_socket(
     sock: *mut core::ffi::c_void,
     family: u8,
-    proto: u8,
+    kind: u16,
     hook: u8,
     allow_flag: u32,
 ) -> i32 {
@@ -303,10 +305,11 @@ pub fn judge_socket(
     let dest = Dest {
         addr: [0; 16],
         port: 0,
-        proto,
+        proto: kind as u8,
         family,
         v4: false,
         flags: 0,
+        sock_type: (kind >> 8) as u8,
     };
     let actor = Governed {
         epoch,

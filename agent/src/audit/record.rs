@@ -450,9 +450,23 @@ fn proto_name(ev: &FlowEvent) -> Cow<'static, str> {
         _ => {}
     }
     if is_creation(ev) {
-        return match i32::from(ev.proto) {
-            libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6 => "icmp".into(),
-            _ => "raw".into(),
+        // The socket's type says raw or not (programs before it was carried
+        // say 0: a refused creation was a raw or a ping socket then).
+        let icmp = matches!(
+            i32::from(ev.proto),
+            libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6
+        );
+        if ev.sock_type == 0 {
+            return if icmp { "icmp" } else { "raw" }.into();
+        }
+        return match (i32::from(ev.sock_type), i32::from(ev.proto)) {
+            (libc::SOCK_RAW, _) => "raw".into(),
+            (_, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => "icmp".into(),
+            (_, libc::IPPROTO_UDPLITE) => "udplite".into(),
+            (_, libc::IPPROTO_SCTP) => "sctp".into(),
+            (_, libc::IPPROTO_TCP) => "tcp".into(),
+            (_, libc::IPPROTO_UDP) => "udp".into(),
+            (_, p) => p.to_string().into(),
         };
     }
     match i32::from(ev.proto) {
@@ -525,7 +539,23 @@ fn tags_and_prefix<'a>(
         .flatten();
         return (kernel_tags(ev, names), prefix);
     };
-    let (label, range) = map.lookup(addr);
+    let (mut label, mut range) = map.lookup(addr);
+    // An IPv6 address carrying an IPv4 one is judged by both; the kernel's
+    // tags say which decided.
+    if matches!(ev.reason, reason::REGION | reason::LOCAL)
+        && let IpAddr::V6(v6) = addr
+        && let Some(v4) = crate::regions::embedded::v4_of(&v6, names.nat64())
+    {
+        let (inner_label, inner_range) = map.lookup(IpAddr::V4(v4));
+        let kernel = kernel_tags(ev, names);
+        let inner_tags = &map.tagsets[inner_label as usize];
+        if inner_label != label
+            && !kernel.is_empty()
+            && kernel.iter().all(|t| inner_tags.iter().any(|i| i == t))
+        {
+            (label, range) = (inner_label, inner_range);
+        }
+    }
     let tags = map.tagsets[label as usize]
         .iter()
         .map(|t| Cow::Borrowed(t.as_str()))

@@ -1,0 +1,517 @@
+//! The paths out that a job might try beyond connect and sendto, each tried
+//! from inside `geowall exec` as root and as an unprivileged user (uid
+//! 65534), IPv4 and IPv6: every inet protocol the kernel creates, UDP-Lite,
+//! source routes (IPv6 routing headers, IPv4 options), addresses that carry
+//! an IPv4 address inside IPv6, a connected UDP send with ancillary data,
+//! descriptors the job did not create, inbound connections, and packet
+//! sockets in a user namespace of the job's own.
+//!
+//! Destinations are loopback addresses a test map tags, addresses in
+//! network namespaces the test made, or real public addresses probed from
+//! a fresh namespace with only `lo` (allowed → no route, denied → EPERM).
+
+use std::{
+    collections::BTreeSet,
+    os::unix::process::CommandExt,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use geowall_tests::{Agent, AgentSpec, Listener, TestCgroup, netprobe, outcomes};
+use serde_json::Value;
+
+const MAP: &str = "\
+127.20.0.0/16 US
+127.30.0.0/16 DE
+::1/128 DE
+# a ULA no route leads to, as a US hop
+fd00:dead::/32 US
+# the unspecified addresses: a hook handed no address must not judge them
+0.0.0.0/8 US
+::/128 US
+# the peers of the inbound test, in namespaces the test makes
+203.0.113.0/24 US
+198.51.100.0/24 DE
+";
+
+const EU_ONLY: &str = "[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\n";
+
+fn agent(cg: &TestCgroup, extra: &str) -> Agent {
+    AgentSpec::new(cg)
+        .cidr_map("test.cidr", MAP)
+        .config(&format!("{EU_ONLY}{extra}"))
+        .start()
+}
+
+/// Who runs the probe inside the job.
+#[derive(Debug, Clone, Copy)]
+enum As {
+    Root,
+    Nobody,
+}
+
+/// `netprobe OPS…` as a job of `policy`, as `who`; one JSON value per line.
+fn probe_as(agent: &Agent, policy: &str, who: As, ops: &[&str]) -> Vec<Value> {
+    let probe = netprobe().display().to_string();
+    let mut cmd: Vec<String> = Vec::new();
+    if let As::Nobody = who {
+        cmd.extend(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ]
+            .map(String::from),
+        );
+    }
+    cmd.push(probe);
+    cmd.extend(ops.iter().map(|s| (*s).to_owned()));
+    let out = agent.exec(policy, &cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} as {who:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn results(values: &[Value]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v["result"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[test]
+fn every_inet_protocol_a_job_can_create_is_judged_on_every_path_or_refused() {
+    let cg = TestCgroup::new("protowalk");
+    let agent = agent(&cg, "");
+    // What the address hooks judge on every path: TCP, MPTCP (its subflows
+    // connect as TCP), UDP. Raw and ping sockets: the policy says no.
+    let judged: BTreeSet<&str> = ["stream/0", "stream/6", "stream/262", "dgram/0", "dgram/17"]
+        .into_iter()
+        .collect();
+    for who in [As::Root, As::Nobody] {
+        for fam in ["4", "6"] {
+            let walk = &probe_as(&agent, "eu-only", who, &[&format!("protowalk:{fam}")])[0];
+            let created: BTreeSet<&str> = walk["created"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert!(
+                created.is_subset(&judged),
+                "{who:?} IPv{fam}: created beyond what is judged: {:?}",
+                created.difference(&judged).collect::<Vec<_>>()
+            );
+            for must in ["stream/6", "dgram/17"] {
+                assert!(created.contains(must), "{who:?} IPv{fam}: {must}: {walk}");
+            }
+        }
+    }
+    // MPTCP's connect is judged (as its TCP subflow's).
+    let us = Listener::on("127.20.0.1");
+    let out = probe_as(
+        &agent,
+        "eu-only",
+        As::Nobody,
+        &[&format!("mptcp:{}", us.target())],
+    );
+    assert_eq!(results(&out), ["connect:EPERM"]);
+}
+
+#[test]
+fn udp_lite_is_refused_at_creation_and_recorded() {
+    let cg = TestCgroup::new("udplite");
+    let agent = agent(&cg, "");
+    for who in [As::Root, As::Nobody] {
+        let out = probe_as(
+            &agent,
+            "eu-only",
+            who,
+            &[
+                "udplite:127.20.0.1:9",
+                "udplite:127.30.0.1:9",
+                "udplite:[::1]:9",
+            ],
+        );
+        assert_eq!(
+            results(&out),
+            ["socket:EPERM"; 3],
+            "{who:?}: refused whatever the destination"
+        );
+    }
+    let rec = agent.wait_record("the UDP-Lite refusal", |r| r["proto"] == "udplite");
+    assert_eq!(rec["verdict"], "deny");
+    assert_eq!(rec["hook"], "sock_create");
+    assert_eq!(rec["reason"], "socket_type");
+}
+
+#[test]
+fn source_routes_are_refused_unless_every_hop_is_allowed() {
+    let cg = TestCgroup::new("srcroute");
+    let agent = agent(&cg, "");
+    for who in [As::Root, As::Nobody] {
+        let out = probe_as(
+            &agent,
+            "eu-only",
+            who,
+            &[
+                // A segment routing header through a US hop, to an allowed
+                // final address: refused at setsockopt.
+                "rthdr:[fd00:dead::1]|[::1]:9",
+                // Every hop allowed: it goes.
+                "rthdr:[::1]|[::1]:9",
+                // As ancillary data: this kernel accepts no routing header
+                // type a job could use there (type 2 needs Mobile IPv6).
+                "rthdrcmsg:[fd00:dead::1]|[::1]:9",
+                "rthdr2292:[fd00:dead::1]|[::1]:9",
+            ],
+        );
+        let r = results(&out);
+        assert_eq!(r[0], "setsockopt:EPERM", "{who:?}: {out:?}");
+        assert_eq!(r[1], "ok", "{who:?}: {out:?}");
+        assert!(
+            r[2] != "ok" && r[3] != "ok",
+            "{who:?}: a routing header in a cmsg went out: {out:?}"
+        );
+    }
+    let hop = agent.wait_record("the refused hop", |r| r["hook"] == "setsockopt");
+    assert_eq!(hop["verdict"], "deny");
+    assert_eq!(hop["dst"], "fd00:dead::1");
+    assert_eq!(hop["tags"], serde_json::json!(["US"]));
+    // IPv4 options: any source route is refused (root; the kernel itself
+    // refuses them to others).
+    let out = probe_as(
+        &agent,
+        "eu-only",
+        As::Root,
+        &["ipopts:127.30.0.2|127.30.0.1:9"],
+    );
+    assert_eq!(results(&out), ["setsockopt:EPERM"]);
+    let rec = agent.wait_record("the IP options refusal", |r| {
+        r["hook"] == "setsockopt" && r["reason"] == "source_route"
+    });
+    assert_eq!(rec["verdict"], "deny");
+}
+
+#[test]
+fn ipv6_addresses_carrying_ipv4_are_judged_by_the_address_inside() {
+    let cg = TestCgroup::new("nat64");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .agent_keys("nat64 = [\"2001:db8:64::/96\"]")
+        .config("[[policy]]\nname = \"eu-open\"\nallow = [\"EU\"]\nuntagged = \"allow\"\n")
+        .start();
+    // From a namespace with only lo: allowed → no route, denied → EPERM.
+    let out = agent.exec_probe(
+        "eu-open",
+        &[
+            "--netns",
+            // NAT64 well-known prefix: 127.20.0.1 (US), 127.30.0.1 (DE).
+            "tcp:[64:ff9b::7f14:1]:443",
+            "tcp:[64:ff9b::7f1e:1]:443",
+            // 6to4 and IPv4-compatible forms of 127.20.0.1.
+            "tcp:[2002:7f14:1::1]:443",
+            "tcp:[::7f14:1]:443",
+            // The operator's prefix, and the same bits outside it.
+            "tcp:[2001:db8:64::7f14:1]:443",
+            "tcp:[2001:db8:65::7f14:1]:443",
+            "udp:[64:ff9b::7f14:1]:443",
+        ],
+    );
+    assert_eq!(
+        outcomes(&out),
+        [
+            "EPERM",
+            "ENETUNREACH",
+            "EPERM",
+            "EPERM",
+            "EPERM",
+            "ENETUNREACH",
+            "EPERM"
+        ]
+    );
+    let rec = agent.wait_record("the NAT64 denial", |r| r["dst"] == "64:ff9b::7f14:1");
+    assert_eq!(rec["inner"], "127.20.0.1", "{rec}");
+    assert_eq!(rec["tags"], serde_json::json!(["US"]), "{rec}");
+    assert_eq!(
+        rec["prefix"], "127.20.0.0/16",
+        "the inner address's range: {rec}"
+    );
+    // explain agrees, and says why.
+    let e = agent.cli_json(&[
+        "policy",
+        "explain",
+        "--json",
+        "--policy",
+        "eu-open",
+        "64:ff9b::7f14:1",
+    ]);
+    assert_eq!(e["verdict"], "deny", "{e}");
+    assert_eq!(e["inner"], "127.20.0.1", "{e}");
+    assert!(e["why"].as_str().unwrap().contains("inside"), "{e}");
+}
+
+#[test]
+fn a_connected_udp_send_with_ancillary_data_is_judged_by_its_peer() {
+    // The kernel hands the sendmsg hook no address for it (the socket's
+    // peer is meant): judged as 0.0.0.0 or ::, which this map tags US, it
+    // would be refused.
+    let cg = TestCgroup::new("udptos");
+    let agent = agent(&cg, "");
+    for who in [As::Root, As::Nobody] {
+        let out = probe_as(
+            &agent,
+            "eu-only",
+            who,
+            &[
+                "udptos:127.30.0.1:9",
+                "udptos:[::1]:9",
+                "udptos:127.20.0.1:9",
+            ],
+        );
+        assert_eq!(results(&out), ["ok", "ok", "connect:EPERM"], "{who:?}");
+    }
+}
+
+/// Two network namespaces joined by a veth pair, removed on drop: the job
+/// listens in `a` (203.0.113.1, 198.51.100.1), peers connect from `b`
+/// (203.0.113.2 US, 198.51.100.2 DE).
+struct Pair {
+    a: String,
+    b: String,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let tag = std::process::id();
+        let pair = Pair {
+            a: format!("gwt{tag}a"),
+            b: format!("gwt{tag}b"),
+        };
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &pair.a]);
+        ip(&["netns", "add", &pair.b]);
+        ip(&[
+            "-n", &pair.a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns",
+            &pair.b,
+        ]);
+        for (ns, dev, host) in [(&pair.a, "va", "1"), (&pair.b, "vb", "2")] {
+            for net in ["203.0.113", "198.51.100"] {
+                ip(&[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{net}.{host}/24"),
+                    "dev",
+                    dev,
+                ]);
+            }
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// The job listens in `pair.a` for 4 s while peers in `pair.b` connect to
+/// both addresses: what the peers saw, and whom the job accepted.
+fn inbound(agent: &Agent, policy: &str, pair: &Pair, port: u16) -> (Vec<String>, Value) {
+    let probe = netprobe().display().to_string();
+    let listen = format!("listen:0.0.0.0:{port}:4000");
+    let cmd = [probe.as_str(), "--netns-at", &pair.a, &listen];
+    let job = geowall_tests::geowall_cmd("exec", &agent.config)
+        .args(["--policy", policy, "--"])
+        .args(cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the listening job");
+    std::thread::sleep(Duration::from_millis(800));
+    let peers = Command::new(&probe)
+        .args([
+            "--netns-at",
+            &pair.b,
+            &format!("tcp:203.0.113.1:{port}"),
+            &format!("tcp:198.51.100.1:{port}"),
+        ])
+        .output()
+        .expect("run the peers");
+    let out = job.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listened: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (outcomes(&peers), listened)
+}
+
+#[test]
+fn inbound_connections_are_judged_by_the_peer_address() {
+    let cg = TestCgroup::new("inbound");
+    let agent = agent(
+        &cg,
+        "\n[[policy]]\nname = \"eu-open-in\"\nallow = [\"EU\"]\ninbound = \"allow\"\n",
+    );
+    let pair = Pair::new();
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let (peers, listened) = inbound(&agent, "eu-only", &pair, port);
+    assert_ne!(peers[0], "ok", "the US peer got in: {peers:?}");
+    assert_eq!(peers[1], "ok", "the DE peer: {peers:?}");
+    assert_eq!(listened["accepted"], serde_json::json!(["198.51.100.2"]));
+    let rec = agent.wait_record("the inbound denial", |r| r["hook"] == "ingress");
+    assert_eq!(rec["verdict"], "deny");
+    assert_eq!(rec["direction"], "inbound");
+    assert_eq!(
+        rec["dst"], "203.0.113.2",
+        "the peer, as the record's address"
+    );
+    assert_eq!(rec["tags"], serde_json::json!(["US"]));
+    // inbound = "allow": not judged.
+    let (peers, listened) = inbound(&agent, "eu-open-in", &pair, port + 1);
+    assert_eq!(peers, ["ok", "ok"]);
+    assert_eq!(
+        listened["accepted"].as_array().map(Vec::len),
+        Some(2),
+        "{listened}"
+    );
+}
+
+#[test]
+fn descriptors_from_outside_the_job_are_closed_or_cannot_be_taken() {
+    use std::io::BufRead;
+    let cg = TestCgroup::new("fds");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(&format!(
+            "{EU_ONLY}\n[[policy]]\nname = \"confined\"\nallow = [\"EU\"]\ncgroups = [\"/confined\"]\n"
+        ))
+        .child_cgroups(&["confined"])
+        .start();
+    let us = Listener::on("127.20.0.1");
+    let target = us.target();
+    // A socket made here (outside the governed subtree), given to the job
+    // as descriptor 5.
+    let sock = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    let spawn = |keep: bool| {
+        let mut cmd = geowall_tests::geowall_cmd("exec", &agent.config);
+        cmd.args(["--policy", "eu-only"]);
+        if keep {
+            cmd.arg("--keep-fds");
+        }
+        cmd.arg("--")
+            .arg(netprobe())
+            .arg(format!("usefd:5:{target}"));
+        // SAFETY: dup2 between fork and exec, on descriptors we own.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, 5) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.output().unwrap()
+    };
+    assert_eq!(outcomes(&spawn(false)), ["fd:EBADF"], "closed by default");
+    // Kept on request: the socket is the caller's, judged (here: not at
+    // all) under its maker's cgroup. The README says so.
+    let kept = outcomes(&spawn(true));
+    assert_ne!(kept, ["fd:EBADF"], "--keep-fds keeps it");
+
+    // A socket held by a process outside the governed subtree, taken with
+    // pidfd_getfd: refused to every `geowall exec` job (a seccomp filter).
+    let mut holder = Command::new(netprobe())
+        .arg("holdsock:4:10000")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let held: Value = serde_json::from_str(&first).unwrap();
+    let steal = format!("pidfdgetfd:{}:{}:{target}", held["pid"], held["fd"]);
+    for who in [As::Root, As::Nobody] {
+        let out = probe_as(&agent, "eu-only", who, &[&steal]);
+        assert_eq!(results(&out), ["pidfd_getfd:EPERM"], "{who:?}");
+    }
+    // A cgroup bound by the config runs what its owner starts there, with
+    // no geowall exec in between: there a root process can take the socket
+    // (without BPF LSM, this stays open; the README says so, and status).
+    let confined = cg.path().join("confined");
+    let out = Command::new(netprobe())
+        .arg("--cgroup")
+        .arg(&confined)
+        .arg(&steal)
+        .output()
+        .unwrap();
+    assert_eq!(outcomes(&out), ["ok"], "as the README states");
+    // SAFETY: kill(2) of the holder we started.
+    unsafe { libc::kill(holder.id() as i32, libc::SIGTERM) };
+    let _ = holder.wait();
+}
+
+#[test]
+fn a_packet_socket_in_a_user_namespace_of_the_job_reaches_only_its_own_lo() {
+    let cg = TestCgroup::new("userns");
+    let agent = agent(&cg, "");
+    let probe = netprobe().display().to_string();
+    for who in [As::Root, As::Nobody] {
+        let mut cmd: Vec<&str> = Vec::new();
+        if let As::Nobody = who {
+            cmd.extend([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ]);
+        }
+        cmd.extend([
+            "unshare",
+            "-Urn",
+            "sh",
+            "-c",
+            "ip link set lo up; exec \"$0\" packetsend",
+            &probe,
+        ]);
+        let out = agent.exec("eu-only", &cmd);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{who:?}: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        // It regains CAP_NET_RAW in its namespace and opens the socket;
+        // the namespace has lo and nothing else.
+        assert_eq!(v["result"], "ok", "{who:?}: {v}");
+        assert_eq!(v["sent_on"], serde_json::json!(["lo"]), "{who:?}: {v}");
+    }
+}
