@@ -431,7 +431,13 @@ fn descriptors_from_outside_the_job_are_closed_or_cannot_be_taken() {
         // SAFETY: dup2 between fork and exec, on descriptors we own.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(raw, 5) < 0 {
+                // dup2 onto itself would leave close-on-exec set.
+                let ok = if raw == 5 {
+                    libc::fcntl(5, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(raw, 5) == 5
+                };
+                if !ok {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -473,6 +479,12 @@ fn descriptors_from_outside_the_job_are_closed_or_cannot_be_taken() {
         .output()
         .unwrap();
     assert_eq!(outcomes(&out), ["ok"], "as the README states");
+    let status = agent.status();
+    let open = status["status"]["open_paths"].to_string();
+    assert!(
+        open.contains("pidfd_getfd"),
+        "status says what stays open: {open}"
+    );
     // SAFETY: kill(2) of the holder we started.
     unsafe { libc::kill(holder.id() as i32, libc::SIGTERM) };
     let _ = holder.wait();

@@ -150,6 +150,9 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<ExitCode> {
                 println!("{}", webhook_line(w));
             }
             println!("{}", dns_line(&s.dns));
+            for path in &s.open_paths {
+                println!("open: {path}");
+            }
             if let Some(why) = &s.socket_cgroups_unavailable {
                 println!(
                     "sockets passed between cgroups: judged by their callers' policies only ({why})"

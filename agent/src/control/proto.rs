@@ -330,6 +330,11 @@ pub struct AgentStatus {
     /// The DNS forwarder.
     #[serde(default)]
     pub dns: DnsStatus,
+    /// Paths out of the governed subtree that no program on this host
+    /// judges, and what closes them instead (the README's threat model
+    /// says more).
+    #[serde(default)]
+    pub open_paths: Vec<String>,
 }
 
 /// The DNS forwarder in `status`.

@@ -920,6 +920,7 @@ impl State {
                 .socket_cgroups_unavailable()
                 .map(String::from),
             dns: self.cx.dns().map(|d| d.status()).unwrap_or_default(),
+            open_paths: open_paths(self.cx.kernel().lsm_loaded()),
         })
     }
 
@@ -978,6 +979,27 @@ fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static st
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
     .collect()
+}
+
+/// What stays open on this host (see the README's threat model): sockets
+/// made outside the governed subtree run none of its programs; without BPF
+/// LSM, packet and XDP sockets are judged by no program either.
+fn open_paths(lsm: bool) -> Vec<String> {
+    let mut open = vec![
+        "sockets made outside the governed subtree and used inside it (inherited, received over a \
+         UNIX socket, taken with pidfd_getfd) run none of its programs: `geowall exec` closes \
+         inherited descriptors and refuses pidfd_getfd; elsewhere, govern / with a default policy"
+            .to_owned(),
+    ];
+    if !lsm {
+        open.push(
+            "packet and XDP sockets (BPF LSM unavailable): refused to `geowall exec` jobs by \
+             dropping CAP_NET_RAW; a process in a cgroup bound by the config that holds \
+             CAP_NET_RAW can open them"
+                .to_owned(),
+        );
+    }
+    open
 }
 
 /// `[dns]` keys that changed and apply only at start.

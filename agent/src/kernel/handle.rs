@@ -187,6 +187,12 @@ impl Kernel {
         self.no_socket_cgroups.as_deref()
     }
 
+    /// Whether the BPF LSM program loaded (the kernel may refuse LSM
+    /// programs: then packet and XDP sockets are judged by no program).
+    pub fn lsm_loaded(&self) -> bool {
+        self.loaded.contains(&names::PROG_SOCK_POST)
+    }
+
     /// The table epoch in force (0: no tables installed yet).
     pub fn epoch(&self) -> u64 {
         self.config.load(config::EPOCH)
