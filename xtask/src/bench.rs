@@ -16,6 +16,10 @@
 //! too). After each G-all sample the bench waits until its records are on
 //! disk and the agent is idle, so the next variant does not pay for G-all's
 //! writeback. Results also go to `target/bench/*.json`.
+//!
+//! Last comes the DNS phase ([`crate::bench_dns`]): the forwarder's latency
+//! and throughput, and the connect path and memory with 100,000 names
+//! learned.
 
 use std::{
     collections::BTreeMap,
@@ -28,34 +32,37 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::cmd;
+use crate::{bench_dns, cmd};
 
 const VARIANTS: [&str; 5] = ["A", "B", "C", "G", "G-all"];
-const TCP_TARGET: &str = "127.0.0.1:7171";
+pub(super) const TCP_TARGET: &str = "127.0.0.1:7171";
 const UDP_TARGET: &str = "127.0.0.1:7172";
 
 /// Timing of a run.
-struct Plan {
-    reps: usize,
-    ms: u64,
+pub(super) struct Plan {
+    pub(super) reps: usize,
+    pub(super) ms: u64,
     decoy_reps: usize,
     scale_reps: usize,
     pipeline_ms: u64,
+    /// DNS: repetitions and length of each latency and throughput sample.
+    pub(super) dns_reps: usize,
+    pub(super) dns_ms: u64,
 }
 
 fn release_bin(name: &str) -> PathBuf {
     cmd::target_dir().join("release").join(name)
 }
 
-fn run_ok(c: &mut Command) -> Result<()> {
+pub(super) fn run_ok(c: &mut Command) -> Result<()> {
     cmd::run(c.stdout(Stdio::null()))
 }
 
 /// A network namespace with only `lo`, up; deleted on drop.
-struct Netns(String);
+pub(super) struct Netns(String);
 
 impl Netns {
-    fn new(name: &str) -> Result<Self> {
+    pub(super) fn new(name: &str) -> Result<Self> {
         let _ = Command::new("ip")
             .args(["netns", "del", name])
             .stderr(Stdio::null())
@@ -66,7 +73,7 @@ impl Netns {
         Ok(ns)
     }
 
-    fn exec(&self, program: &str) -> Command {
+    pub(super) fn exec(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.0, program]);
         c
@@ -115,7 +122,7 @@ impl Drop for Cgroup {
 }
 
 /// A running agent, stopped and detached on drop.
-struct Agent {
+pub(super) struct Agent {
     child: Option<Child>,
     config: PathBuf,
 }
@@ -163,16 +170,16 @@ impl Agent {
         c
     }
 
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
-    fn status(&self) -> Result<Value> {
+    pub(super) fn status(&self) -> Result<Value> {
         let out = self.geowall(&["status", "--json"]).output()?;
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
-    fn map_load(&self) -> Result<(f64, Value)> {
+    pub(super) fn map_load(&self) -> Result<(f64, Value)> {
         let t = Instant::now();
         let out = self.geowall(&["map", "load"]).output()?;
         if !out.status.success() {
@@ -200,7 +207,6 @@ impl Drop for Agent {
     }
 }
 
-/// `Slab:` of /proc/meminfo, KiB.
 /// The kB figure of line `key` (`Slab:`, `VmRSS:`) of a /proc file; 0 when
 /// absent.
 fn kib_field(path: &str, key: &str) -> u64 {
@@ -214,16 +220,17 @@ fn kib_field(path: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn slab_kib() -> u64 {
+/// `Slab:` of /proc/meminfo, KiB.
+pub(super) fn slab_kib() -> u64 {
     kib_field("/proc/meminfo", "Slab:")
 }
 
 /// An unmeasured load after [`settle`], before the next measured sample.
-const WARM_UP_MS: u64 = 500;
+pub(super) const WARM_UP_MS: u64 = 500;
 
 /// The CPU every load runs on (the agent and the kernel's other work have
 /// the rest).
-const LOAD_CPU: &str = "0";
+pub(super) const LOAD_CPU: &str = "0";
 
 /// Runs the load generator; returns its JSON report.
 fn loadgen(
@@ -234,10 +241,25 @@ fn loadgen(
     ms: u64,
     progs: &[PathBuf],
 ) -> Result<Value> {
+    loadgen_with(Some(netns), cgroup, mode, target, ms, progs, &[])
+}
+
+/// [`loadgen`] in `netns` or (`None`) this process's network namespace,
+/// with more of loadgen's arguments.
+pub(super) fn loadgen_with(
+    netns: Option<&Netns>,
+    cgroup: Option<&Path>,
+    mode: &str,
+    target: &str,
+    ms: u64,
+    progs: &[PathBuf],
+    extra: &[String],
+) -> Result<Value> {
     let mut c = Command::new(release_bin("loadgen"));
+    if let Some(ns) = netns {
+        c.args(["--netns", &ns.0]);
+    }
     c.args([
-        "--netns",
-        &netns.0,
         // One CPU for the load and its acceptor/receiver: see loadgen's
         // `--cpu`.
         "--cpu",
@@ -255,6 +277,7 @@ fn loadgen(
     for p in progs {
         c.arg("--prog").arg(p);
     }
+    c.args(extra);
     let out = c.output().context("running loadgen")?;
     if !out.status.success() {
         bail!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -262,7 +285,7 @@ fn loadgen(
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(super) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         return 0.0;
@@ -276,7 +299,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Median, min, max of samples.
-fn summary(samples: &[f64]) -> Value {
+pub(super) fn summary(samples: &[f64]) -> Value {
     let mut s = samples.to_vec();
     let m = median(&mut s);
     json!({"median": m, "min": s.first(), "max": s.last(), "samples": samples})
@@ -286,7 +309,7 @@ fn summary(samples: &[f64]) -> Value {
 /// and `base[i]` were measured seconds apart): the median of the per-pair
 /// ratios and of the per-pair nanoseconds added, with the ratio of the two
 /// medians beside them.
-fn paired(samples: &[f64], base: &[f64]) -> Value {
+pub(super) fn paired(samples: &[f64], base: &[f64]) -> Value {
     let pairs = || {
         samples
             .iter()
@@ -306,25 +329,35 @@ fn paired(samples: &[f64], base: &[f64]) -> Value {
     })
 }
 
+/// The baselines' tools, and the DNS server the DNS phase forwards to:
+/// installed when missing, else the run stops and says which.
 fn ensure_tools() -> Result<()> {
     let missing: Vec<&str> = [
         ("nft", "nftables"),
         ("ipset", "ipset"),
         ("iptables-legacy", "iptables"),
+        ("nsd", "nsd"),
     ]
     .into_iter()
     .filter(|(bin, _)| {
-        !Command::new("which")
-            .arg(bin)
-            .output()
-            .is_ok_and(|o| o.status.success())
+        // nsd lives in /usr/sbin, which a user's PATH under sudo -E may lack.
+        !["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(bin).exists())
+            && !Command::new("which")
+                .arg(bin)
+                .output()
+                .is_ok_and(|o| o.status.success())
     })
     .map(|(_, pkg)| pkg)
     .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("bench: installing {} (the baselines)", missing.join(", "));
+    eprintln!(
+        "bench: installing {} (the baselines, the DNS phase's server)",
+        missing.join(", ")
+    );
     let ok = Command::new("apt-get")
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing)
@@ -334,7 +367,7 @@ fn ensure_tools() -> Result<()> {
         .is_ok_and(|s| s.success());
     if !ok {
         bail!(
-            "the baselines need {}: install them (apt-get install {})",
+            "the bench needs {} (the baselines, the DNS phase's server): install them (apt-get install {})",
             missing.join(", "),
             missing.join(" ")
         );
@@ -394,7 +427,7 @@ fn timed(c: &mut Command) -> Result<f64> {
 /// Waits until G-all's records are on disk and the agent is idle, so the
 /// variant measured next does not share the machine with their writeback:
 /// `sync`, then until the agent's CPU time stops growing (at most 5 s).
-fn settle(agent: &Agent) {
+pub(super) fn settle(agent: &Agent) {
     let _ = Command::new("sync").status();
     let mut last = proc_cpu_ticks(agent.pid());
     for _ in 0..50 {
@@ -407,7 +440,7 @@ fn settle(agent: &Agent) {
     }
 }
 
-fn proc_cpu_ticks(pid: u32) -> u64 {
+pub(super) fn proc_cpu_ticks(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -418,7 +451,7 @@ fn proc_cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn proc_rss_kib(pid: u32) -> u64 {
+pub(super) fn proc_rss_kib(pid: u32) -> u64 {
     kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
@@ -468,6 +501,8 @@ pub fn run(quick: bool) -> Result<()> {
             decoy_reps: 2,
             scale_reps: 2,
             pipeline_ms: 2000,
+            dns_reps: 3,
+            dns_ms: 2000,
         }
     } else {
         Plan {
@@ -476,6 +511,8 @@ pub fn run(quick: bool) -> Result<()> {
             decoy_reps: 5,
             scale_reps: 5,
             pipeline_ms: 5000,
+            dns_reps: 10,
+            dns_ms: 5000,
         }
     };
     let started = Instant::now();
@@ -607,13 +644,16 @@ pub fn run(quick: bool) -> Result<()> {
     // the last four rotated files, as an operator's retention would (the
     // run neither fills the disk nor leaves the page cache full of them).
     // The ring buffer is the default size: what an operator gets.
-    let write_config = |maps: &str| -> Result<()> {
+    // The DNS forwarder is on (the default) on ports of the bench's own;
+    // `names` adds keys to eu-only (the DNS phase's `allow_names`).
+    let dns_port = bench_dns::free_ports()?;
+    let write_config = |maps: &str, names: &str| -> Result<()> {
         fs::write(
             &config,
             format!(
                 "[agent]\ncgroup = \"{cg_rel}\"\nbpffs = \"/sys/fs/bpf/geowall-bench-{tag}\"\naudit_log = \"{}\"\nsocket = \"{}\"\n\n\
-                 [audit]\nkeep = 4\n\n{maps}\n\
-                 [[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nlog_allowed = \"none\"\ncgroups = [\"/g\"]\n\n\
+                 [audit]\nkeep = 4\n\n[dns]\nport = {dns_port}\n\n{maps}\n\
+                 [[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\nlog_allowed = \"none\"\ncgroups = [\"/g\"]\n{names}\n\
                  [[policy]]\nname = \"eu-only-all\"\nallow = [\"EU\"]\nlog_allowed = \"all\"\ncgroups = [\"/gall\"]\n",
                 work.join("audit.jsonl").display(),
                 work.join("control.sock").display()
@@ -621,7 +661,7 @@ pub fn run(quick: bool) -> Result<()> {
         )?;
         Ok(())
     };
-    write_config("")?;
+    write_config("", "")?;
     let slab0 = slab_kib();
     let agent = Agent::start(&config)?;
     let geowall_kib = slab_kib().saturating_sub(slab0);
@@ -790,6 +830,7 @@ pub fn run(quick: bool) -> Result<()> {
     )?;
     write_config(
         "[[maps]]\nkind = \"builtin\"\n\n[[maps]]\nkind = \"cidr\"\npath = \"decoys.cidr\"\n",
+        "",
     )?;
     agent.map_load()?;
     run_ok(ns["B"].exec("nft").args([
@@ -824,7 +865,7 @@ pub fn run(quick: bool) -> Result<()> {
     let mut scaling = serde_json::Map::new();
     for (label, n) in [("1k", 1000usize), ("100k", 100_000), ("full", usize::MAX)] {
         if n == usize::MAX {
-            write_config("")?;
+            write_config("", "")?;
         } else {
             fs::write(
                 work.join("scale.cidr"),
@@ -834,7 +875,7 @@ pub fn run(quick: bool) -> Result<()> {
                     .map(|p| format!("{p} US\n"))
                     .collect::<String>(),
             )?;
-            write_config("[[maps]]\nkind = \"cidr\"\npath = \"scale.cidr\"\n")?;
+            write_config("[[maps]]\nkind = \"cidr\"\npath = \"scale.cidr\"\n", "")?;
         }
         let (_, stats) = agent.map_load()?;
         // Each G sample is paired with an A sample taken just before it.
@@ -895,6 +936,35 @@ pub fn run(quick: bool) -> Result<()> {
             "agent_rss_kib": proc_rss_kib(agent.pid()),
         }),
     );
+
+    // DNS: the forwarder's latency and throughput, 100,000 learned names.
+    // A failure here still leaves the figures above written.
+    settle(&agent);
+    let dns = bench_dns::run(&bench_dns::Ctx {
+        agent: &agent,
+        ns_a: &ns["A"],
+        ns_g: &ns["G"],
+        governed: &cg.0.join("g"),
+        free: &free.0.join("a"),
+        pins: PathBuf::from(format!(
+            "/sys/fs/bpf/geowall-bench-{tag}/abi-{}",
+            geowall_common::ABI_VERSION
+        )),
+        tag,
+        plan: &plan,
+        write_config: &write_config,
+    });
+    let dns_failed = match dns {
+        Ok(v) => {
+            results.insert("dns".into(), v);
+            None
+        }
+        Err(e) => {
+            eprintln!("bench: the DNS phase failed: {e:#}");
+            results.insert("dns".into(), json!({"error": format!("{e:#}")}));
+            Some(e)
+        }
+    };
     drop(agent);
     results.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
 
@@ -909,6 +979,9 @@ pub fn run(quick: bool) -> Result<()> {
         serde_json::to_string_pretty(&results)?,
     )?;
     eprintln!("bench: results in {}", file.display());
+    if let Some(e) = dns_failed {
+        return Err(e.context("the DNS phase"));
+    }
     Ok(())
 }
 
@@ -1016,6 +1089,7 @@ fn print_table(r: &Value) {
         f(&ep["log_bytes_per_record"]),
         ep["agent_rss_kib"]
     );
+    bench_dns::print(r);
     println!("\ntotal {:.0} s", f(&r["seconds"]));
 }
 

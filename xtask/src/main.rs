@@ -11,6 +11,7 @@
 //! - `dist`: the .deb.
 
 mod bench;
+mod bench_dns;
 mod cmd;
 mod default_map;
 mod dist;
