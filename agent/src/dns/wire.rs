@@ -221,7 +221,11 @@ pub fn error_reply(query: &[u8], rcode: u8) -> Option<Vec<u8>> {
     out[3] = 0x80 | (out[3] & 0x10) | (rcode & 0x0f);
     // One question, no records.
     out[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    Some(out)
+    // A question whose name points into the header (a compression pointer
+    // below offset 12) reads differently once the header is rewritten:
+    // such a query gets no reply rather than a malformed one.
+    let back = question(&out).ok()?;
+    (back.id == q.id && back.name == q.name && back.qtype == q.qtype).then_some(out)
 }
 
 fn message(bytes: &[u8]) -> Result<&Message<[u8]>, WireError> {
@@ -277,6 +281,16 @@ mod tests {
         r.extend_from_slice(&(data.len() as u16).to_be_bytes());
         r.extend_from_slice(data);
         r
+    }
+
+    #[test]
+    fn a_question_pointing_into_the_header_gets_no_reply() {
+        // Found by the fuzzer: the name is a pointer to offset 0.
+        let mut q = vec![18, 129, 114, 4, 116, 101, 115, 116, 0, 0, 1, 0, 1, 48, 192, 0, 0, 0];
+        q.extend_from_slice(&[0; 16]);
+        if question(&q).is_ok() {
+            assert_eq!(error_reply(&q, rcode::REFUSED), None);
+        }
     }
 
     fn query(id: u16, qname: &str, qtype: u16) -> Vec<u8> {
