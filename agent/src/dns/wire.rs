@@ -286,7 +286,9 @@ mod tests {
     #[test]
     fn a_question_pointing_into_the_header_gets_no_reply() {
         // Found by the fuzzer: the name is a pointer to offset 0.
-        let mut q = vec![18, 129, 114, 4, 116, 101, 115, 116, 0, 0, 1, 0, 1, 48, 192, 0, 0, 0];
+        let mut q = vec![
+            18, 129, 114, 4, 116, 101, 115, 116, 0, 0, 1, 0, 1, 48, 192, 0, 0, 0,
+        ];
         q.extend_from_slice(&[0; 16]);
         if question(&q).is_ok() {
             assert_eq!(error_reply(&q, rcode::REFUSED), None);
