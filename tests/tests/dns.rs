@@ -683,7 +683,11 @@ fn malformed_answers_are_passed_on_unlearned_and_recorded() {
     .unwrap();
     let agent = agent_with_names(&cg, "resolved_only = true\n");
     for _ in 0..4 {
-        let _ = exec_with_resolv(&agent, &resolv, &["dig", "+tries=1", "+time=2", "a"]);
+        let _ = exec_with_resolv(
+            &agent,
+            &resolv,
+            &["dig", "+tries=1", "+time=2", "-q", "a", "-t", "A"],
+        );
     }
     // The agent lives on, recorded each, and learned nothing (127.20.0.9
     // stays unresolved).

@@ -182,7 +182,7 @@ async fn answer(
     }
     let timeout = dns.view().timeout;
     let got = match origin.proto {
-        Proto::Udp => ask_udp(origin.resolver(), query, timeout).await,
+        Proto::Udp => dns.upstreams.ask(origin.resolver(), query, timeout).await,
         Proto::Tcp => Err(std::io::Error::other("not a UDP query")),
     };
     match got {
@@ -217,38 +217,6 @@ async fn answer(
                     Some(e.to_string()),
                 ),
             )
-        }
-    }
-}
-
-/// Asks `resolver` over UDP from a fresh socket (a new source port per
-/// query) and waits for the answer with the query's ID.
-async fn ask_udp(
-    resolver: SocketAddr,
-    query: &[u8],
-    timeout: Duration,
-) -> std::io::Result<Vec<u8>> {
-    let any: SocketAddr = if resolver.is_ipv4() {
-        "0.0.0.0:0".parse().expect("address")
-    } else {
-        "[::]:0".parse().expect("address")
-    };
-    let sock = UdpSocket::bind(any).await?;
-    sock.connect(resolver).await?;
-    sock.send(query).await?;
-    let id = query.get(..2).map(|b| [b[0], b[1]]);
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer from the resolver")
-            })??;
-        // An answer to this query (a stray datagram is not).
-        if n >= 12 && Some([buf[0], buf[1]]) == id && buf[2] & 0x80 != 0 {
-            buf.truncate(n);
-            return Ok(buf);
         }
     }
 }

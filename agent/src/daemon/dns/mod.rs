@@ -16,6 +16,7 @@
 
 mod forward;
 mod rate;
+mod upstream;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -164,6 +165,8 @@ pub(super) struct Dns {
     ended: Mutex<VecDeque<(Instant, u64)>>,
     /// The grants in force: name grants open what their jobs resolve.
     grants: Arc<GrantBook>,
+    /// Sockets toward the resolvers.
+    upstreams: upstream::Upstreams,
 }
 
 /// How long what an ended job resolved is kept.
@@ -219,6 +222,7 @@ impl Dns {
             listen,
             ended: Mutex::new(VecDeque::new()),
             grants,
+            upstreams: upstream::Upstreams::default(),
         })
     }
 
