@@ -582,6 +582,11 @@ fn evaluate_into(q: &Eval, dest: &Dest, out: &mut Judged) {
 /// line: the keys stay off the verdict path's frame.
 #[inline(never)]
 fn by_names(q: &Eval, dest: &Dest, flags: u32, decision: &mut Decision) -> u8 {
+    // `allow_names` alone only opens what the region denied: an allowed
+    // destination (most connects) needs no lookup.
+    if decision.allowed && flags & policy_flags::RESOLVED_ONLY == 0 {
+        return decision.reason;
+    }
     // What the job resolved is kept under the cgroup whose binding gave it
     // its policy.
     let key = LearnedKey::new(q.scopes.bound, &dest.addr, dest.v4);
