@@ -40,6 +40,18 @@ fn target(rec: &Value) -> String {
     if dst.is_empty() {
         return format!("{proto} socket");
     }
+    // A routing option refused at setsockopt: its first hop, where known.
+    if rec["hook"] == "setsockopt" {
+        let option = if dst.contains(':') {
+            "IPV6_RTHDR"
+        } else {
+            "IP_OPTIONS"
+        };
+        return match dst {
+            "0.0.0.0" | "::" => format!("{option} source route"),
+            hop => format!("{option} via {hop}"),
+        };
+    }
     let port = rec["dport"].as_u64().unwrap_or(0);
     if dst.contains(':') {
         format!("[{dst}]:{port}/{proto}")
@@ -494,6 +506,12 @@ mod tests {
             compact(&query, false),
             "2026-11-01T12:00:00.000Z dns        deny eu dig[7] tunnel.test A via 127.0.0.53:53 → NXDOMAIN (deny_names) job=etl-1"
         );
+        let mut rthdr = flow("deny", "fd00:dead::1", r#"["US"]"#);
+        rthdr["hook"] = json!("setsockopt");
+        assert!(compact(&rthdr, false).contains("curl[42] → IPV6_RTHDR via fd00:dead::1 US"));
+        let mut ipopts = flow("deny", "0.0.0.0", "[]");
+        ipopts["hook"] = json!("setsockopt");
+        assert!(compact(&ipopts, false).contains("curl[42] → IP_OPTIONS source route untagged"));
         let v6 = flow("allow", "::1", "[]");
         assert!(compact(&v6, false).contains("[::1]:443/tcp untagged"));
         let lost = json!({"time": "2026-11-01T12:00:00.000000000Z", "kind": "lost", "policy": "eu", "count": 3, "reason": "ring buffer full"});
