@@ -427,7 +427,8 @@ pub(crate) struct TailArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArg,
     /// Files to read (default: the config's audit log and the files
-    /// rotated out of it).
+    /// rotated out of it). `-` reads records from standard input as they
+    /// come, until it ends (an agent whose `audit_log` is `-`, piped in).
     pub(crate) files: Vec<PathBuf>,
     /// Only denials (deny and would_deny; lost-event records too).
     #[arg(long)]
