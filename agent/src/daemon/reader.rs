@@ -13,6 +13,7 @@ use tokio::{io::unix::AsyncFd, sync::watch};
 use super::{
     approvals,
     names::{self, NameTable},
+    refusals::Board,
     stop::Stop,
 };
 use crate::{audit::AuditLog, events::Pipeline};
@@ -26,6 +27,7 @@ pub(super) async fn read_events(
     mut stop_rx: watch::Receiver<Stop>,
     mut pipeline: Pipeline,
     denials: tokio::sync::mpsc::Sender<approvals::Denial>,
+    refusals: Arc<Board>,
 ) -> std::io::Result<()> {
     let host = names::hostname();
     // SAFETY: the ring buffer owns its fd, which stays open as long as the
@@ -41,6 +43,7 @@ pub(super) async fn read_events(
         host: &host,
         pipeline: &mut pipeline,
         denials: &denials,
+        refusals: &refusals,
     };
     loop {
         tokio::select! {
@@ -121,6 +124,8 @@ struct Reader<'a> {
     pipeline: &'a mut Pipeline,
     /// Where denied connections go (the reactive approvals path).
     denials: &'a tokio::sync::mpsc::Sender<approvals::Denial>,
+    /// Where refused flows go for the jobs' `geowall exec` to tell.
+    refusals: &'a Board,
 }
 
 impl Reader<'_> {
@@ -134,6 +139,7 @@ impl Reader<'_> {
         self.pipeline.configure(&table.audit);
         for _ in 0..BATCH {
             let Some(item) = ring.next() else {
+                self.refusals.drained();
                 return Drained::Empty;
             };
             if item.len() < std::mem::size_of::<FlowEvent>() {
@@ -150,7 +156,9 @@ impl Reader<'_> {
                 paths: self.paths,
                 host: self.host,
             };
-            self.pipeline.event(&ev, &resolver, &mut log);
+            if let Some(refused) = self.pipeline.event(&ev, &resolver, &mut log) {
+                self.refusals.post(refused);
+            }
             if ev.verdict == geowall_common::verdict::DENY
                 && let Some(dst) = crate::audit::record::judged(&ev)
             {
