@@ -84,6 +84,44 @@ fn a_job_refused_twice_reads_one_line_that_names_the_way_to_ask() {
         )],
         "exactly one line for the destination refused twice:\n{text}"
     );
+    eprintln!("geowall exec's standard error:\n{text}");
+}
+
+/// On a terminal the job keeps it (a pipe would change what `isatty` says);
+/// the line is written whole, once.
+#[test]
+fn a_job_on_a_terminal_keeps_it_and_reads_the_line() {
+    let cg = TestCgroup::new("refusal-tty");
+    let agent = agent(&cg);
+    let us = Listener::on("127.20.0.1");
+    let job = format!(
+        "test -t 2 && echo stderr-is-a-terminal; {} tcp:{} >/dev/null; exit 4",
+        netprobe().display(),
+        us.target()
+    );
+    let inner = format!(
+        "{} exec --config {} --policy eu-only --job tty -- sh -c '{job}'",
+        geowall_tests::geowall().display(),
+        agent.config.display()
+    );
+    // script(1) runs it on a pseudo-terminal and copies what it shows.
+    let out = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script(1) from util-linux");
+    let shown = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert_eq!(out.status.code(), Some(4), "{shown}");
+    assert!(shown.contains("stderr-is-a-terminal"), "{shown}");
+    let lines = refusal_lines(&shown);
+    assert_eq!(lines.len(), 1, "{shown}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "geowall: {} (US) refused by policy eu-only",
+            us.target()
+        )),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -195,6 +233,23 @@ fn exit_codes_are_the_jobs_own() {
             usize::from(flags.is_empty()),
             "{flags:?}: {}",
             stderr(&out)
+        );
+    }
+    // What telling costs a refused job's run (printed, not asserted: a
+    // figure, not a timed test).
+    let to_us = format!("tcp:{}", us.target());
+    for flags in [&["--quiet"][..], &[][..]] {
+        let mut ms: Vec<u128> = (0..5)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                exec(&agent, flags, "timed", &[probe.to_str().unwrap(), &to_us]);
+                start.elapsed().as_millis()
+            })
+            .collect();
+        ms.sort_unstable();
+        eprintln!(
+            "geowall exec {flags:?} of a refused connect: median {} ms",
+            ms[2]
         );
     }
     let out = exec(&agent, &[], "signalled", &["sh", "-c", "kill -TERM $$"]);

@@ -81,6 +81,14 @@ pub(super) async fn read_events(
                 reader.tick();
                 reader.flush();
             }
+            // A job's `geowall exec` waits for its last refusals.
+            _ = refusals.poked() => {
+                for _ in 0..TICK_BATCHES {
+                    if reader.drain(fd.get_mut()) != Drained::More {
+                        break;
+                    }
+                }
+            }
             _ = stop_rx.changed() => {
                 loop {
                     match reader.drain(fd.get_mut()) {

@@ -69,6 +69,8 @@ pub(super) struct Board {
     posted: watch::Sender<u64>,
     /// Bumped each time the event reader found the ring buffer empty.
     drained: watch::Sender<u64>,
+    /// Asks the event reader to read the ring buffer now.
+    poke: tokio::sync::Notify,
 }
 
 impl Default for Board {
@@ -77,6 +79,7 @@ impl Default for Board {
             queues: Mutex::new(BTreeMap::new()),
             posted: watch::Sender::new(0),
             drained: watch::Sender::new(0),
+            poke: tokio::sync::Notify::new(),
         }
     }
 }
@@ -109,6 +112,12 @@ impl Board {
     /// queued before is posted).
     pub(super) fn drained(&self) {
         self.drained.send_modify(|n| *n += 1);
+    }
+
+    /// For the event reader: when a settling poll wants the ring buffer
+    /// read now.
+    pub(super) async fn poked(&self) {
+        self.poke.notified().await;
     }
 
     /// The follower of job `target.job` (checked by the caller): starts
@@ -156,13 +165,18 @@ impl Board {
         settle: bool,
     ) -> RefusalsSince {
         if settle {
+            // Two drains that end after the call: the first may have begun
+            // before it, the second began after. The reader is poked for
+            // each (else it reads on its next tick).
             let mut drained = self.drained.subscribe();
             let start = *drained.borrow_and_update();
-            // The drain under way may have begun before the call: the one
-            // after it began after.
-            let _ =
-                tokio::time::timeout(SETTLE, drained.wait_for(|n| *n >= start.saturating_add(2)))
-                    .await;
+            let _ = tokio::time::timeout(SETTLE, async {
+                for n in 1..=2 {
+                    self.poke.notify_one();
+                    let _ = drained.wait_for(|d| *d >= start.saturating_add(n)).await;
+                }
+            })
+            .await;
         }
         let deadline = tokio::time::Instant::now() + wait;
         let mut posted = self.posted.subscribe();
