@@ -27,7 +27,7 @@ use std::{
 
 use anyhow::{Result, anyhow};
 
-use super::refusal_lines;
+use super::refusal_lines::{self, pipe};
 use geowall::{
     approvals::Stage,
     config::Config,
@@ -469,15 +469,6 @@ enum Outcome {
     Exited(u8),
     ExecFailed(i32),
     WaitFailed(std::io::Error),
-}
-
-pub(super) fn pipe() -> std::io::Result<[libc::c_int; 2]> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid out-parameter for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(fds)
 }
 
 impl Held {

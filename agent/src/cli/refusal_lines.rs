@@ -179,6 +179,16 @@ fn destination(r: &RefusalEntry) -> String {
     }
 }
 
+/// A pipe, both ends close-on-exec.
+pub(super) fn pipe() -> std::io::Result<[libc::c_int; 2]> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid out-parameter for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fds)
+}
+
 /// What `exec` sets up before the fork.
 pub(super) struct Prepared {
     /// The pipe the job gets as its standard error (read end, write end);
@@ -212,7 +222,7 @@ pub(super) fn prepare() -> std::io::Result<Prepared> {
             with_stdout: false,
         });
     }
-    let [r, w] = super::exec::pipe()?;
+    let [r, w] = pipe()?;
     // SAFETY: both are fresh descriptors of ours.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) };
     // SAFETY: fcntl on our own descriptor.
@@ -259,11 +269,10 @@ impl Follower {
         })?;
         let cursor = Arc::new(AtomicU64::new(first.next));
         let inbox = Arc::new(Mutex::new(Inbox::default()));
-        let [wake_r, wake_w] =
-            super::exec::pipe().map_err(|source| geowall::control::ClientError::Io {
-                path: socket.clone(),
-                source,
-            })?;
+        let [wake_r, wake_w] = pipe().map_err(|source| geowall::control::ClientError::Io {
+            path: socket.clone(),
+            source,
+        })?;
         // SAFETY: fresh descriptors of ours.
         let (wake_r, wake_w) =
             unsafe { (OwnedFd::from_raw_fd(wake_r), OwnedFd::from_raw_fd(wake_w)) };

@@ -18,6 +18,15 @@ use super::{
 };
 use crate::{audit::AuditLog, events::Pipeline};
 
+/// Where the reader hands refused flows, besides the audit log.
+pub(super) struct Outlets {
+    /// The reactive approvals (a full channel drops the denial; the next
+    /// one asks again).
+    pub denials: tokio::sync::mpsc::Sender<approvals::Denial>,
+    /// The refusals the jobs' `geowall exec` tells.
+    pub refusals: Arc<Board>,
+}
+
 /// Reads flow events until told to stop, then drains what is left.
 pub(super) async fn read_events(
     ring: RingBuf<MapData>,
@@ -26,9 +35,9 @@ pub(super) async fn read_events(
     mut paths: names::CgroupPaths,
     mut stop_rx: watch::Receiver<Stop>,
     mut pipeline: Pipeline,
-    denials: tokio::sync::mpsc::Sender<approvals::Denial>,
-    refusals: Arc<Board>,
+    outlets: Outlets,
 ) -> std::io::Result<()> {
+    let Outlets { denials, refusals } = outlets;
     let host = names::hostname();
     // SAFETY: the ring buffer owns its fd, which stays open as long as the
     // AsyncFd that owns the ring buffer.

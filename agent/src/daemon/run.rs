@@ -207,7 +207,16 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         let pipeline = Pipeline::new(&audit, &bpffs, &log_path, Arc::clone(&flow_stats));
         tokio::spawn(async move {
             if let Err(e) = reader::read_events(
-                events, log, names, paths, stop_rx, pipeline, denials_tx, refusals,
+                events,
+                log,
+                names,
+                paths,
+                stop_rx,
+                pipeline,
+                reader::Outlets {
+                    denials: denials_tx,
+                    refusals,
+                },
             )
             .await
             {
