@@ -330,3 +330,32 @@ exit 5
         told.len()
     );
 }
+
+/// A destination the job reached by a name it resolved through the agent
+/// is told by that name (and its address), and the request asks for the
+/// name.
+#[test]
+fn a_resolved_name_is_told_by_its_name() {
+    use geowall_tests::dns::{self, DnsServer};
+    let cg = TestCgroup::new("refusal-name");
+    let server = DnsServer::start();
+    let agent = agent(&cg);
+    let us = Listener::on("127.20.0.13");
+    let port = us.addr.port();
+    let probe = netprobe().display().to_string();
+    let resolve = format!("resolve:shared1.test:{port}");
+    let cmd = dns::with_resolv(&server.resolv_conf(), None, &[&probe, &resolve]);
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let out = exec(&agent, &[], "named", &cmd);
+    assert_eq!(outcomes(&out), ["EPERM"], "{}", stderr(&out));
+    let text = stderr(&out);
+    assert_eq!(
+        refusal_lines(&text),
+        [format!(
+            "geowall: shared1.test:{port} (127.20.0.13, US) refused by policy eu-only — request \
+             access: geowall approvals request --to shared1.test:{port} --job named --for 1h \
+             --reason '…'"
+        )],
+        "{text}"
+    );
+}
