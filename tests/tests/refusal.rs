@@ -359,3 +359,36 @@ fn a_resolved_name_is_told_by_its_name() {
         "{text}"
     );
 }
+
+/// `2>&1`: standard output and standard error were one file, so the job
+/// gets the one pipe as both, and its output keeps its order around the
+/// refusal line.
+#[test]
+fn one_file_for_both_stays_one_pipe_in_order() {
+    let cg = TestCgroup::new("refusal-2to1");
+    let agent = agent(&cg);
+    let us = Listener::on("127.20.0.1");
+    let job = format!(
+        "readlink /proc/self/fd/1 /proc/self/fd/2; echo before; {} tcp:{} >/dev/null; \
+         sleep 0.5; echo after",
+        netprobe().display(),
+        us.target()
+    );
+    let outer = format!(
+        "{} exec --config {} --policy eu-only --job both -- sh -c '{job}' 2>&1",
+        geowall_tests::geowall().display(),
+        agent.config.display()
+    );
+    let out = Command::new("sh").args(["-c", &outer]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(
+        lines[0].starts_with("pipe:") && lines[0] == lines[1],
+        "{text}"
+    );
+    assert_eq!(lines[2], "before", "{text}");
+    assert!(lines[3].starts_with("geowall: 127.20.0.1:"), "{text}");
+    assert_eq!(lines[4], "after", "{text}");
+}
