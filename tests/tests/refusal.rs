@@ -127,7 +127,11 @@ fn a_job_on_a_terminal_keeps_it_and_reads_the_line() {
 #[test]
 fn the_printed_request_asks_for_the_destination_and_port_of_a_running_job() {
     let cg = TestCgroup::new("refusal-ask");
-    let agent = agent(&cg);
+    // A policy that grants at most 20 minutes: the request asks for that.
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(&POLICY.replace("max_grant = \"1h\"", "max_grant = \"20m\""))
+        .start();
     let us = Listener::on("127.20.0.1");
     let probe = netprobe();
     let to_us = format!("tcp:{}", us.target());
@@ -161,6 +165,7 @@ fn the_printed_request_asks_for_the_destination_and_port_of_a_running_job() {
         .split(' ')
         .collect();
     assert_eq!(args[..2], ["approvals", "request"], "{line}");
+    assert!(command.contains(" --for 20m "), "{line}");
     let asked = geowall_cmd("approvals request", &agent.config)
         .args(&args[2..])
         .args(["--reason", "the job needs it", "--json"])

@@ -157,8 +157,9 @@ impl Teller {
         if r.approvable {
             format!(
                 "geowall: {dest} ({about}) refused by policy {policy} — request access: \
-                 geowall approvals request --to {dest} --job {} --for 1h --reason '…'",
-                self.job
+                 geowall approvals request --to {dest} --job {} --for {} --reason '…'",
+                self.job,
+                r.grant_for.as_deref().unwrap_or("1h")
             )
         } else {
             format!(
@@ -606,6 +607,7 @@ mod tests {
                 record: 0,
             },
             approvable,
+            grant_for: approvable.then(|| "1h".to_owned()),
         }
     }
 

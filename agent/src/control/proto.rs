@@ -250,6 +250,10 @@ pub struct RefusalEntry {
     pub refused: Refused,
     /// Whether the policy takes approval requests (`approvable`).
     pub approvable: bool,
+    /// How long a request should ask for ("1h", or the policy's
+    /// `max_grant` when shorter), when it takes requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_for: Option<String>,
 }
 
 /// The envelope around a request.

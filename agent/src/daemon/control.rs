@@ -188,7 +188,14 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
             if !found.refusals.is_empty() {
                 let state = state.lock().await;
                 for r in &mut found.refusals {
-                    r.approvable = state.approvable(&r.refused.policy);
+                    let max = state.approvable(&r.refused.policy);
+                    r.approvable = max.is_some();
+                    // The printed request asks for an hour, or less when
+                    // the policy grants less.
+                    r.grant_for = max.map(|m| {
+                        crate::vocab::units::Span(m.min(std::time::Duration::from_secs(3600)))
+                            .to_string()
+                    });
                 }
             }
             return Response::result::<JobRefusals>(&found);

@@ -214,6 +214,7 @@ impl Board {
                 seq: *n,
                 refused: r.clone(),
                 approvable: false,
+                grant_for: None,
             })
             .collect();
         RefusalsSince {

@@ -305,9 +305,14 @@ impl State {
         Ok(target)
     }
 
-    /// Whether policy `policy` takes approval requests.
-    pub(super) fn approvable(&self, policy: &str) -> bool {
-        self.cx.plan().policy(policy).is_some_and(|p| p.approvable)
+    /// How long a grant policy `policy` gives at most, if it takes
+    /// approval requests.
+    pub(super) fn approvable(&self, policy: &str) -> Option<std::time::Duration> {
+        self.cx
+            .plan()
+            .policy(policy)
+            .filter(|p| p.approvable)
+            .map(|p| p.max_grant)
     }
 
     /// Removes the cgroups (and bindings) of jobs that have no process left.
