@@ -346,16 +346,32 @@ impl Follower {
 }
 
 /// Writes all of `bytes` to `fd` (one `write(2)` unless the kernel takes
-/// less); false once it cannot.
+/// less); false once it cannot (a closed pipe, a full disk).
 fn write_all(fd: RawFd, mut bytes: &[u8]) -> bool {
     while !bytes.is_empty() {
         // SAFETY: writes from a valid buffer to a descriptor of ours.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
         if n < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Standard error left non-blocking by whoever made it: wait
+                // until it takes more.
+                Some(libc::EAGAIN) => {
+                    let mut p = libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: poll on one valid pollfd.
+                    if unsafe { libc::poll(&mut p, 1, -1) } < 0
+                        && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+                    {
+                        return false;
+                    }
+                    continue;
+                }
+                _ => return false,
             }
-            return false;
         }
         bytes = &bytes[n as usize..];
     }
