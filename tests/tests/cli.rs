@@ -199,3 +199,57 @@ fn a_job_end_reported_after_the_agent_collected_the_job_is_not_an_error() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// `geowall log tail -` (what `cargo xtask run` pipes the agent's records
+/// through) prints each record on standard input as the same compact line
+/// `geowall log tail` prints from the files, and passes any other line on.
+#[test]
+fn log_tail_reads_records_from_standard_input() {
+    use std::io::Write;
+    let cg = TestCgroup::new("tailstdin");
+    let agent = AgentSpec::new(&cg)
+        .cidr_map("t.cidr", "127.20.0.0/16 US\n")
+        .config("[[policy]]\nname = \"eu-only\"\nallow = [\"EU\"]\n")
+        .start();
+    let probe = geowall_tests::netprobe();
+    let out = agent.exec("eu-only", &[probe.to_str().unwrap(), "tcp:127.20.0.1:9"]);
+    assert!(out.status.success());
+    agent.wait_record("for the denial", |r| r["verdict"] == "deny");
+    let from_files = agent.cli(&["log", "tail", "-n", "1000"]);
+    assert!(from_files.status.success());
+    let mut input = std::fs::read(&agent.audit_log).unwrap();
+    input.extend_from_slice(b"not a record\n");
+    let mut tail = Command::new(geowall_tests::geowall())
+        .args(["log", "tail", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tail.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = tail.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let expected = format!(
+        "{}not a record\n",
+        String::from_utf8_lossy(&from_files.stdout)
+    );
+    assert_eq!(printed, expected);
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.contains("deny") && l.contains("→ 127.20.0.1:9/tcp US")),
+        "{printed}"
+    );
+    assert!(
+        !printed.lines().any(|l| l.starts_with('{')),
+        "no raw record: {printed}"
+    );
+    // -n and --follow make no sense on a stream: said so.
+    let out = Command::new(geowall_tests::geowall())
+        .args(["log", "tail", "-", "-n", "3"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("standard input"));
+}

@@ -14,6 +14,32 @@ use geowall::{
 
 use super::args::ApprovalsCommand;
 
+/// `--to` as written, with a port when it ends in one: `203.0.113.5:443`,
+/// `[2001:db8::5]:443`, `api.partner.eu:443` (what `geowall exec` prints
+/// after a refusal). A region (`aws:eu-west-1`) or a bare IPv6 address
+/// has none. A port given both ways must agree with `--port`.
+fn with_port(to: &str, port: Option<u16>) -> Result<(String, Option<u16>)> {
+    let split = if let Some(rest) = to.strip_prefix('[') {
+        rest.split_once("]:")
+    } else {
+        to.rsplit_once(':')
+            .filter(|(head, tail)| !head.contains(':') && !tail.is_empty())
+            .filter(|(_, tail)| tail.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let Some((host, written)) = split else {
+        return Ok((to.to_owned(), port));
+    };
+    let written: u16 = written
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--to {to}: '{written}' is not a port (1-65535)"))?;
+    match port {
+        Some(p) if p != written => Err(anyhow::anyhow!(
+            "--to {to} says port {written}, --port says {p}"
+        )),
+        _ => Ok((host.to_owned(), Some(written))),
+    }
+}
+
 /// Makes one call to the agent of `config`.
 pub(super) fn call<C: Call>(config: &Path, call: C) -> Result<C::Result> {
     let config = Config::load(config)?;
@@ -106,19 +132,22 @@ pub(super) fn run(command: ApprovalsCommand) -> Result<ExitCode> {
             for_,
             reason,
             json,
-        } => decided(
-            &config.config,
-            "requested",
-            ApprovalAsk {
-                policy,
-                job,
-                to,
-                port,
-                for_,
-                reason,
-            },
-            json,
-        ),
+        } => {
+            let (to, port) = with_port(&to, port)?;
+            decided(
+                &config.config,
+                "requested",
+                ApprovalAsk {
+                    policy,
+                    job,
+                    to,
+                    port,
+                    for_,
+                    reason,
+                },
+                json,
+            )
+        }
         ApprovalsCommand::List {
             config,
             pending,
@@ -146,4 +175,43 @@ pub(super) fn run(command: ApprovalsCommand) -> Result<ExitCode> {
         ),
     };
     done.map(|()| ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_destination_may_carry_its_port() {
+        let t = |to: &str, port| with_port(to, port).map_err(|e| e.to_string());
+        assert_eq!(
+            t("203.0.113.5:443", None),
+            Ok(("203.0.113.5".into(), Some(443)))
+        );
+        assert_eq!(
+            t("[2001:db8::5]:443", None),
+            Ok(("2001:db8::5".into(), Some(443)))
+        );
+        assert_eq!(
+            t("api.partner.eu:8443", Some(8443)),
+            Ok(("api.partner.eu".into(), Some(8443)))
+        );
+        assert_eq!(
+            t("*.partner.eu:443", None),
+            Ok(("*.partner.eu".into(), Some(443)))
+        );
+        for as_is in ["aws:eu-west-1", "2001:db8::5", "10.0.0.0/8", "DE", "EU"] {
+            assert_eq!(t(as_is, Some(80)), Ok((as_is.into(), Some(80))), "{as_is}");
+        }
+        assert!(
+            t("203.0.113.5:99999", None)
+                .unwrap_err()
+                .contains("not a port")
+        );
+        assert!(
+            t("203.0.113.5:443", Some(80))
+                .unwrap_err()
+                .contains("--port says 80")
+        );
+    }
 }

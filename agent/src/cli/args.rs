@@ -23,7 +23,8 @@ pub(crate) struct Cli {
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
-    /// Only errors.
+    /// Only errors; `geowall exec` tells the job nothing of its refused
+    /// connections.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub(crate) quiet: bool,
     /// Log format on standard error.
@@ -71,7 +72,9 @@ pub(crate) enum Command {
         config: ConfigArg,
     },
     /// Run a command as a job under a policy, in a cgroup of its own that the
-    /// running agent creates; exits with the command's status.
+    /// running agent creates; exits with the command's status. Each refused
+    /// destination is told on the job's standard error, one line (at most 5
+    /// a second; --quiet: none).
     Exec {
         #[command(flatten)]
         config: ConfigArg,
@@ -216,7 +219,9 @@ pub(crate) enum ApprovalsCommand {
         /// (api.partner.eu, or *.partner.eu for the names below it: the
         /// addresses the jobs resolve from it through the agent), or a
         /// region as policies name them: a country (DE), a cloud region
-        /// (aws:eu-west-1, aws:eu-*), a group (EU, or one of [groups]).
+        /// (aws:eu-west-1, aws:eu-*), a group (EU, or one of [groups]). An
+        /// address or name may end in its port: 203.0.113.5:443,
+        /// [2001:db8::5]:443, api.partner.eu:443.
         #[arg(long)]
         to: String,
         /// Only this destination port (default: any).
@@ -427,7 +432,8 @@ pub(crate) struct TailArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArg,
     /// Files to read (default: the config's audit log and the files
-    /// rotated out of it).
+    /// rotated out of it). `-` reads records from standard input as they
+    /// come, until it ends (an agent whose `audit_log` is `-`, piped in).
     pub(crate) files: Vec<PathBuf>,
     /// Only denials (deny and would_deny; lost-event records too).
     #[arg(long)]

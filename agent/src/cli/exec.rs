@@ -20,12 +20,14 @@
 
 use std::{
     ffi::{CString, OsString},
-    os::unix::ffi::OsStrExt,
+    os::{fd::AsRawFd, unix::ffi::OsStrExt},
     path::Path,
     process::ExitCode,
 };
 
 use anyhow::{Result, anyhow};
+
+use super::refusal_lines::{self, pipe};
 use geowall::{
     approvals::Stage,
     config::Config,
@@ -60,6 +62,9 @@ pub(super) struct WaitForApproval {
 pub(super) struct JobOptions {
     /// Let the command inherit every descriptor, not only 0, 1 and 2.
     pub(super) keep_fds: bool,
+    /// Tell the job nothing of its refused connections (and leave its
+    /// standard error as it is).
+    pub(super) quiet: bool,
 }
 
 /// geowall could not start the job: the error, with its causes, and the
@@ -110,7 +115,24 @@ fn run_job(
         }
     };
 
-    let mut child = match Held::spawn(&argv, options.keep_fds) {
+    let prepared = if options.quiet {
+        None
+    } else {
+        match refusal_lines::prepare() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                return setup_fail(
+                    anyhow::Error::new(e)
+                        .context("cannot make the pipe for the job's standard error")
+                        .as_ref(),
+                );
+            }
+        }
+    };
+    let redirect = prepared
+        .as_ref()
+        .and_then(|p| p.pipe.as_ref().map(|(_, w)| (w.as_raw_fd(), p.with_stdout)));
+    let mut child = match Held::spawn(&argv, options.keep_fds, redirect) {
         Ok(c) => c,
         Err(e) => return setup_fail(anyhow::Error::new(e).context("cannot fork").as_ref()),
     };
@@ -141,6 +163,32 @@ fn run_job(
     }
     drop(client);
 
+    // The job's refusals, followed from before it runs. An agent that
+    // cannot (an older one) leaves the job's standard error as it is.
+    let follower = match &prepared {
+        Some(_) => match refusal_lines::Follower::start(socket.clone(), &started.job) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::debug!(job = %started.job, error = %Chain(&e), "refusals are not followed");
+                None
+            }
+        },
+        None => None,
+    };
+    let job_stderr = match (follower.is_some(), prepared) {
+        (
+            true,
+            Some(refusal_lines::Prepared {
+                pipe: Some((r, w)), ..
+            }),
+        ) => {
+            drop(w);
+            child.redirect_stderr();
+            Some(r)
+        }
+        _ => None,
+    };
+
     if !started.raw_sockets {
         child.drop_net_raw();
     }
@@ -150,7 +198,29 @@ fn run_job(
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
-    let outcome = child.release();
+    let outcome = match follower {
+        Some(follower) => {
+            let relay = refusal_lines::Relay::new(job_stderr, Some(follower), &started.job);
+            child.release_with(|pid, pidfd| {
+                relay.run(pidfd, || {
+                    // Whether the child exited, leaving it to be reaped by
+                    // `release_with` (WNOWAIT).
+                    // SAFETY: waitid on our own child with a valid siginfo.
+                    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                    unsafe {
+                        libc::waitid(
+                            libc::P_PID,
+                            pid as libc::id_t,
+                            &mut info,
+                            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                        ) == 0
+                            && info.si_pid() != 0
+                    }
+                })
+            })
+        }
+        None => child.release(),
+    };
 
     end_job(&socket, &started.job);
 
@@ -324,6 +394,9 @@ fn block_fd_theft() -> bool {
 
 const RELEASE: u8 = 1;
 const RELEASE_WITHOUT_NET_RAW: u8 = 2;
+/// Or'ed into the release byte: take the pipe as standard error (and as
+/// standard output, when it was set up so).
+const REDIRECT_STDERR: u8 = 0x10;
 const CAP_NET_RAW: u32 = 13;
 
 /// Drops CAP_NET_RAW from the calling process for good: from the bounding
@@ -386,6 +459,8 @@ struct Held {
     go: libc::c_int,
     /// Whether to drop CAP_NET_RAW before `exec`.
     drop_net_raw: bool,
+    /// Whether to give the job the relay's pipe as standard error.
+    redirect_stderr: bool,
     /// Read end: the child's errno if `exec` failed; EOF once it succeeded.
     exec_err: libc::c_int,
 }
@@ -396,17 +471,14 @@ enum Outcome {
     WaitFailed(std::io::Error),
 }
 
-fn pipe() -> std::io::Result<[libc::c_int; 2]> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid out-parameter for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(fds)
-}
-
 impl Held {
-    fn spawn(argv: &[CString], keep_fds: bool) -> std::io::Result<Held> {
+    /// Forks the child, held. `redirect`: the write end of the pipe it
+    /// may take as standard error, and whether as standard output too.
+    fn spawn(
+        argv: &[CString],
+        keep_fds: bool,
+        redirect: Option<(libc::c_int, bool)>,
+    ) -> std::io::Result<Held> {
         let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         ptrs.push(std::ptr::null());
         let [go_r, go_w] = pipe()?;
@@ -427,9 +499,18 @@ impl Held {
                 if n != 1 {
                     libc::_exit(i32::from(EXIT_SETUP));
                 }
-                if b == RELEASE_WITHOUT_NET_RAW && !drop_cap_net_raw() {
+                if b & REDIRECT_STDERR != 0
+                    && let Some((w, with_stdout)) = redirect
+                    && (libc::dup2(w, 2) != 2 || (with_stdout && libc::dup2(w, 1) != 1))
+                {
                     libc::_exit(i32::from(EXIT_SETUP));
                 }
+                if b & !REDIRECT_STDERR == RELEASE_WITHOUT_NET_RAW && !drop_cap_net_raw() {
+                    libc::_exit(i32::from(EXIT_SETUP));
+                }
+                // Rust ignores SIGPIPE in geowall; the command gets the
+                // default back, as from a shell.
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
                 if !keep_fds {
                     close_inherited(err_w);
                 }
@@ -451,6 +532,7 @@ impl Held {
             pid,
             go: go_w,
             drop_net_raw: false,
+            redirect_stderr: false,
             exec_err: err_r,
         })
     }
@@ -458,6 +540,12 @@ impl Held {
     /// Have the child drop CAP_NET_RAW before it runs the command.
     fn drop_net_raw(&mut self) {
         self.drop_net_raw = true;
+    }
+
+    /// Have the child take the pipe given to [`Held::spawn`] as its
+    /// standard error.
+    fn redirect_stderr(&mut self) {
+        self.redirect_stderr = true;
     }
 
     /// The job could not be set up: the child exits without running.
@@ -473,18 +561,40 @@ impl Held {
 
     /// Lets the child `exec` and waits for it.
     fn release(self) -> Outcome {
+        self.release_with(|_, _| {})
+    }
+
+    /// Lets the child `exec`, runs `meanwhile` (with the child's pid and a
+    /// pidfd, readable once it exited, where the kernel has them) when it
+    /// did, then waits for it.
+    fn release_with(
+        self,
+        meanwhile: impl FnOnce(libc::pid_t, Option<&std::os::fd::OwnedFd>),
+    ) -> Outcome {
         // SAFETY: our own descriptors and child; buffers are valid.
         unsafe {
-            let go = if self.drop_net_raw {
+            let mut go = if self.drop_net_raw {
                 RELEASE_WITHOUT_NET_RAW
             } else {
                 RELEASE
             };
+            if self.redirect_stderr {
+                go |= REDIRECT_STDERR;
+            }
             libc::write(self.go, (&raw const go).cast(), 1);
             libc::close(self.go);
             let mut errno = 0i32;
             let n = libc::read(self.exec_err, (&raw mut errno).cast(), 4);
             libc::close(self.exec_err);
+            if n != 4 {
+                let pidfd = libc::syscall(libc::SYS_pidfd_open, self.pid, 0);
+                let pidfd = (pidfd >= 0).then(|| {
+                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(
+                        pidfd as libc::c_int,
+                    )
+                });
+                meanwhile(self.pid, pidfd.as_ref());
+            }
             let mut status = 0;
             loop {
                 let r = libc::waitpid(self.pid, &mut status, 0);

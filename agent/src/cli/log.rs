@@ -136,6 +136,12 @@ impl Printer {
 
 fn tail_cmd(args: TailArgs) -> Result<ExitCode> {
     let filter = filter(&args)?;
+    if args.files.iter().any(|f| f == Path::new("-")) {
+        if args.files.len() > 1 {
+            bail!("`-` (standard input) cannot be read with other files");
+        }
+        return tail_stdin(&args, filter);
+    }
     let (files, set) = sources(&args.config.config, args.files.clone())?;
     let files = match &set {
         Some(set) => follow::files_since(set, files, filter.since_ns),
@@ -181,6 +187,65 @@ fn tail_cmd(args: TailArgs) -> Result<ExitCode> {
         if !printer.print(line, rec) {
             return Ok(ExitCode::SUCCESS);
         }
+    }
+    printer.flush();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `geowall log tail -`: the records on standard input, each printed as
+/// it arrives (the demo pipes the agent's `audit_log = "-"` through it).
+/// A line that is no record passes through unchanged; `--summary` counts
+/// until the input ends.
+fn tail_stdin(args: &TailArgs, filter: Filter) -> Result<ExitCode> {
+    use std::io::BufRead;
+    if args.follow {
+        bail!("--follow: standard input is read as it comes anyway; leave --follow out");
+    }
+    if args.lines.is_some() {
+        bail!("-n: standard input has no end to count back from; leave -n out");
+    }
+    let mut sum = args.summary.then(Summary::default);
+    let mut printer = Printer {
+        out: std::io::BufWriter::new(std::io::stdout()),
+        json: args.json,
+        colour: !args.json && colour_on(),
+        filter,
+    };
+    let mut input = std::io::stdin().lock();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input
+            .read_until(b'\n', &mut line)
+            .context("standard input")?
+            == 0
+        {
+            break;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        let open = match (serde_json::from_str::<Value>(text), &mut sum) {
+            (Ok(rec), Some(sum)) => {
+                if printer.filter.matches(&rec) {
+                    sum.add(&rec);
+                }
+                true
+            }
+            (Ok(rec), None) => printer.print(text, &rec) && printer.flush(),
+            (Err(_), Some(_)) => true,
+            (Err(_), None) => writeln!(printer.out, "{text}").is_ok() && printer.flush(),
+        };
+        if !open {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    if let Some(sum) = sum {
+        let text = if args.json {
+            format!("{}\n", sum.to_json())
+        } else {
+            sum.render(colour_on())
+        };
+        let _ = std::io::stdout().write_all(text.as_bytes());
     }
     printer.flush();
     Ok(ExitCode::SUCCESS)

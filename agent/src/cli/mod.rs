@@ -23,6 +23,7 @@ mod install_plan;
 mod log;
 mod map;
 mod policy;
+mod refusal_lines;
 mod render;
 mod run;
 mod status;
@@ -60,7 +61,7 @@ fn init_logging(cli: &Cli) {
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    match run(cli.command) {
+    match run(cli.command, cli.quiet) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("geowall: error: {}", Chain(err.as_ref()));
@@ -70,7 +71,7 @@ pub(crate) fn main() -> ExitCode {
 }
 
 /// What the subcommand says: its exit code, or the error that ends it.
-fn run(command: Command) -> Result<ExitCode> {
+fn run(command: Command, quiet: bool) -> Result<ExitCode> {
     match command {
         Command::Run {
             config,
@@ -102,7 +103,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 &policy,
                 job.as_deref(),
                 wait.as_ref(),
-                exec::JobOptions { keep_fds },
+                exec::JobOptions { keep_fds, quiet },
                 &command,
             )
         }

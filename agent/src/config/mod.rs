@@ -900,4 +900,16 @@ mod shipped {
             assert!(!c.file.policy.is_empty(), "{name}");
         }
     }
+
+    /// `cargo xtask run` governs the host's root cgroup: its config must
+    /// block nothing (the agent's `--audit-only` would refuse it anyway).
+    #[test]
+    fn the_demo_config_is_audit_only() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo.toml");
+        let c = Config::load(&path).unwrap();
+        assert!(!c.file.agent.allow_host_enforce);
+        for p in &c.policies {
+            assert_eq!(p.body.mode, Mode::Audit, "{}", p.name);
+        }
+    }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use crate::approvals::ApprovalView;
 use crate::{
+    events::Refused,
     regions::query::{Answer, MapStats},
     tables::explain::{Explanation, Target},
 };
@@ -44,6 +45,7 @@ pub enum Request {
     ApprovalApprove(ApprovalApprove),
     ApprovalDeny(ApprovalDeny),
     ApprovalRevoke(ApprovalRevoke),
+    JobRefusals(JobRefusals),
 }
 
 /// Declares each call: its request type, its variant of [`Request`], and
@@ -79,6 +81,7 @@ calls! {
     ApprovalApprove => ApprovalApprove: ApprovalView;
     ApprovalDeny => ApprovalDeny: ApprovalView;
     ApprovalRevoke => ApprovalRevoke: ApprovalView;
+    JobRefusals => JobRefusals: RefusalsSince;
 }
 
 /// `status`: what is running, loaded and bound.
@@ -203,6 +206,54 @@ pub struct ApprovalAsk {
     #[serde(rename = "for")]
     pub for_: String,
     pub reason: String,
+}
+
+/// `job_refusals` (root and whoever started the job): the connections the
+/// kernel refused job `job` (its cgroup and those below it), numbered from
+/// 1, those above `after`. The first call starts following the job (make
+/// it before the job runs: nothing earlier is kept). The answer comes at
+/// once when there are some, else when one comes or after `wait_ms` (at
+/// most 1,000: a long poll). `settle` first waits until the agent has read
+/// every event the kernel had queued (the job's last refusals, once it
+/// ended). The protocol stays v1: a new call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRefusals {
+    pub job: String,
+    #[serde(default)]
+    pub after: u64,
+    #[serde(default)]
+    pub wait_ms: u32,
+    #[serde(default)]
+    pub settle: bool,
+}
+
+/// Longest `wait_ms` of `job_refusals` (a stopping agent answers within it).
+pub const MAX_REFUSALS_WAIT_MS: u32 = 1000;
+
+/// Result of `job_refusals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalsSince {
+    pub refusals: Vec<RefusalEntry>,
+    /// What to pass as `after` next.
+    pub next: u64,
+    /// Refusals dropped (the agent keeps 1,024 per job between polls) after
+    /// `after`, not in `refusals`.
+    pub missed: u64,
+}
+
+/// One refusal of `job_refusals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalEntry {
+    /// Its number in the job's sequence.
+    pub seq: u64,
+    #[serde(flatten)]
+    pub refused: Refused,
+    /// Whether the policy takes approval requests (`approvable`).
+    pub approvable: bool,
+    /// How long a request should ask for ("1h", or the policy's
+    /// `max_grant` when shorter), when it takes requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_for: Option<String>,
 }
 
 /// The envelope around a request.

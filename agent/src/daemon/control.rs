@@ -19,8 +19,8 @@ use super::{
 use crate::{
     control::proto::{
         self, ApprovalApprove, ApprovalAsk, ApprovalDeny, ApprovalRevoke, ApprovalsList, Call,
-        ErrorCode, GetMapStats, GetStatus, JobEnd, JobStart, MapLoad, MapLookup, PolicyExplain,
-        Reload, Request, Response, Shutdown, Switched,
+        ErrorCode, GetMapStats, GetStatus, JobEnd, JobRefusals, JobStart, MAX_REFUSALS_WAIT_MS,
+        MapLoad, MapLookup, PolicyExplain, Reload, Request, Response, Shutdown, Switched,
     },
     regions::query,
     vocab::error::chain,
@@ -167,11 +167,47 @@ async fn answer(line: &str, peer: Peer, state: &Mutex<State>) -> Response {
             })
             .await;
         }
+        // A long poll: it waits outside the lock.
+        Request::JobRefusals(JobRefusals {
+            job,
+            after,
+            wait_ms,
+            settle,
+        }) => {
+            let (board, followed) = {
+                let state = state.lock().await;
+                (state.refusals(), state.follow_refusals(peer, &job))
+            };
+            let followed = match followed {
+                Ok(f) => f,
+                Err(Refusal(code, message)) => return Response::err(code, message),
+            };
+            let wait =
+                std::time::Duration::from_millis(u64::from(wait_ms.min(MAX_REFUSALS_WAIT_MS)));
+            let mut found = board.since(&followed.job, after, wait, settle).await;
+            if !found.refusals.is_empty() {
+                let state = state.lock().await;
+                for r in &mut found.refusals {
+                    let max = state.approvable(&r.refused.policy);
+                    r.approvable = max.is_some();
+                    // The printed request asks for an hour, or less when
+                    // the policy grants less.
+                    r.grant_for = max.map(|m| {
+                        crate::vocab::units::Span(m.min(std::time::Duration::from_secs(3600)))
+                            .to_string()
+                    });
+                }
+            }
+            return Response::result::<JobRefusals>(&found);
+        }
         _ => {}
     }
     let mut state = state.lock().await;
     match request {
-        Request::MapLookup(_) | Request::MapStats(_) | Request::PolicyExplain(_) => {
+        Request::MapLookup(_)
+        | Request::MapStats(_)
+        | Request::PolicyExplain(_)
+        | Request::JobRefusals(_) => {
             unreachable!("answered above")
         }
         Request::Status(GetStatus {}) => reply::<GetStatus>(state.status().map_err(Refusal::from)),

@@ -37,6 +37,9 @@ pub(super) struct Job {
     pub policy: String,
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
+    /// The uid that started it (unknown for a job a previous agent
+    /// started).
+    pub owner: Option<u32>,
 }
 
 fn sanitize(name: &str) -> String {
@@ -191,6 +194,7 @@ impl Jobs {
                 policy: policy.to_owned(),
                 cgroup: path,
                 cgroup_id: id,
+                owner: Some(peer.uid),
             },
         );
         let job = &self.running[&name];
@@ -285,6 +289,7 @@ impl Jobs {
                             policy,
                             cgroup: path,
                             cgroup_id: id,
+                            owner: None,
                         },
                     );
                 }

@@ -17,6 +17,7 @@ mod jobs;
 mod metrics;
 mod names;
 mod reader;
+mod refusals;
 mod run;
 mod state;
 mod stop;

@@ -13,9 +13,19 @@ use tokio::{io::unix::AsyncFd, sync::watch};
 use super::{
     approvals,
     names::{self, NameTable},
+    refusals::Board,
     stop::Stop,
 };
 use crate::{audit::AuditLog, events::Pipeline};
+
+/// Where the reader hands refused flows, besides the audit log.
+pub(super) struct Outlets {
+    /// The reactive approvals (a full channel drops the denial; the next
+    /// one asks again).
+    pub denials: tokio::sync::mpsc::Sender<approvals::Denial>,
+    /// The refusals the jobs' `geowall exec` tells.
+    pub refusals: Arc<Board>,
+}
 
 /// Reads flow events until told to stop, then drains what is left.
 pub(super) async fn read_events(
@@ -25,8 +35,9 @@ pub(super) async fn read_events(
     mut paths: names::CgroupPaths,
     mut stop_rx: watch::Receiver<Stop>,
     mut pipeline: Pipeline,
-    denials: tokio::sync::mpsc::Sender<approvals::Denial>,
+    outlets: Outlets,
 ) -> std::io::Result<()> {
+    let Outlets { denials, refusals } = outlets;
     let host = names::hostname();
     // SAFETY: the ring buffer owns its fd, which stays open as long as the
     // AsyncFd that owns the ring buffer.
@@ -41,6 +52,7 @@ pub(super) async fn read_events(
         host: &host,
         pipeline: &mut pipeline,
         denials: &denials,
+        refusals: &refusals,
     };
     loop {
         tokio::select! {
@@ -77,6 +89,14 @@ pub(super) async fn read_events(
                 }
                 reader.tick();
                 reader.flush();
+            }
+            // A job's `geowall exec` waits for its last refusals.
+            _ = refusals.poked() => {
+                for _ in 0..TICK_BATCHES {
+                    if reader.drain(fd.get_mut()) != Drained::More {
+                        break;
+                    }
+                }
             }
             _ = stop_rx.changed() => {
                 loop {
@@ -121,6 +141,8 @@ struct Reader<'a> {
     pipeline: &'a mut Pipeline,
     /// Where denied connections go (the reactive approvals path).
     denials: &'a tokio::sync::mpsc::Sender<approvals::Denial>,
+    /// Where refused flows go for the jobs' `geowall exec` to tell.
+    refusals: &'a Board,
 }
 
 impl Reader<'_> {
@@ -134,6 +156,7 @@ impl Reader<'_> {
         self.pipeline.configure(&table.audit);
         for _ in 0..BATCH {
             let Some(item) = ring.next() else {
+                self.refusals.drained();
                 return Drained::Empty;
             };
             if item.len() < std::mem::size_of::<FlowEvent>() {
@@ -150,7 +173,9 @@ impl Reader<'_> {
                 paths: self.paths,
                 host: self.host,
             };
-            self.pipeline.event(&ev, &resolver, &mut log);
+            if let Some(refused) = self.pipeline.event(&ev, &resolver, &mut log) {
+                self.refusals.post(refused);
+            }
             if ev.verdict == geowall_common::verdict::DENY
                 && let Some(dst) = crate::audit::record::judged(&ev)
             {

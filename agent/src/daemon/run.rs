@@ -176,6 +176,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         },
         None => None,
     };
+    let refusals = state.refusals();
     let state = Arc::new(tokio::sync::Mutex::new(state));
 
     let flow_stats = Arc::new(FlowStats::default());
@@ -205,8 +206,19 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         let paths = names::CgroupPaths::new(hierarchy.clone());
         let pipeline = Pipeline::new(&audit, &bpffs, &log_path, Arc::clone(&flow_stats));
         tokio::spawn(async move {
-            if let Err(e) =
-                reader::read_events(events, log, names, paths, stop_rx, pipeline, denials_tx).await
+            if let Err(e) = reader::read_events(
+                events,
+                log,
+                names,
+                paths,
+                stop_rx,
+                pipeline,
+                reader::Outlets {
+                    denials: denials_tx,
+                    refusals,
+                },
+            )
+            .await
             {
                 tracing::error!(error = %e, "flow event reader stopped");
             }

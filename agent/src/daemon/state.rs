@@ -21,6 +21,7 @@ use super::{
     grants::GrantBook,
     jobs::Jobs,
     names::{Installed, NameTable},
+    refusals::{Board, Followed},
     stop::Stop,
 };
 use crate::{
@@ -77,6 +78,8 @@ pub(super) struct State {
     /// The bindings last written to the kernel: cgroup id → slot.
     bound: BTreeMap<u64, u32>,
     stopper: Option<watch::Sender<Stop>>,
+    /// The refusals `geowall exec` tells its jobs (the event reader posts).
+    refusals: Arc<Board>,
 }
 
 impl State {
@@ -181,6 +184,7 @@ impl State {
             statics: BTreeMap::new(),
             bound: BTreeMap::new(),
             stopper: None,
+            refusals: Arc::new(Board::default()),
         };
         if let Some((mode, error)) = &map_error {
             state.cx.record(
@@ -264,6 +268,51 @@ impl State {
     /// `job_end`: the job's main process exited.
     pub(super) fn job_end(&mut self, job: &str) -> Result<(), Refusal> {
         self.jobs.end(&self.cx, job)
+    }
+
+    /// The refusals board (the event reader posts to it).
+    pub(super) fn refusals(&self) -> Arc<Board> {
+        Arc::clone(&self.refusals)
+    }
+
+    /// `job_refusals`: job `job`, if `peer` may follow its refusals (root,
+    /// or the uid that started it); a job that ended is still found while
+    /// its refusals are kept.
+    pub(super) fn follow_refusals(&self, peer: Peer, job: &str) -> Result<Followed, Refusal> {
+        let target = match self.jobs.get(job) {
+            Some(j) => Followed {
+                job: j.name.clone(),
+                cgroup: self.cx.hierarchy().display_name(&j.cgroup),
+                cgroup_id: j.cgroup_id,
+                owner: j.owner,
+            },
+            None => self.refusals.followed(job).ok_or_else(|| {
+                Refusal(
+                    crate::control::proto::ErrorCode::UnknownJob,
+                    format!("no job '{job}'"),
+                )
+            })?,
+        };
+        if peer.uid != 0 && target.owner != Some(peer.uid) {
+            return Err(Refusal(
+                crate::control::proto::ErrorCode::PermissionDenied,
+                format!(
+                    "job '{job}' was started by another user: only they and root follow its refusals"
+                ),
+            ));
+        }
+        self.refusals.follow(target.clone());
+        Ok(target)
+    }
+
+    /// How long a grant policy `policy` gives at most, if it takes
+    /// approval requests.
+    pub(super) fn approvable(&self, policy: &str) -> Option<std::time::Duration> {
+        self.cx
+            .plan()
+            .policy(policy)
+            .filter(|p| p.approvable)
+            .map(|p| p.max_grant)
     }
 
     /// Removes the cgroups (and bindings) of jobs that have no process left.

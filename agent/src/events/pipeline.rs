@@ -20,6 +20,7 @@ use super::{
     lost::LostTracker,
     mask::Masker,
     process::ProcessCache,
+    refused::Refused,
 };
 use crate::{
     audit::{
@@ -103,8 +104,14 @@ impl Pipeline {
         self.settings = Some(Arc::clone(audit));
     }
 
-    /// Records one decision.
-    pub fn event(&mut self, ev: &FlowEvent, names: &dyn Resolver, log: &mut AuditLog) {
+    /// Records one decision; a refused outbound flow is returned as well,
+    /// for the job to be told.
+    pub fn event(
+        &mut self,
+        ev: &FlowEvent,
+        names: &dyn Resolver,
+        log: &mut AuditLog,
+    ) -> Option<Refused> {
         let key = StatKey {
             slot: ev.policy,
             verdict: ev.verdict,
@@ -128,7 +135,7 @@ impl Pipeline {
                 .observe(k, Instant::now(), || time::rfc3339(unix_ns))
         {
             self.stats.repeats.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
         let process = self.procs.lookup(ev.tgid, ev.pid, &ev.comm, ev.time_ns);
         let user = self.procs.user(ev.uid);
@@ -152,6 +159,7 @@ impl Pipeline {
             }
             Err(e) => tracing::error!(error = %e, "cannot write the audit log"),
         }
+        Refused::of(&record)
     }
 
     /// The periodic work (the agent calls it every 100 ms): closes `first`

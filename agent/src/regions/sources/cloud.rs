@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use super::{Builder, Kind, Loaded, SourceError, Spec};
-use crate::regions::{Prefix, TagKind, kind};
+use crate::regions::{Family, Prefix, TagKind, kind};
 
 #[derive(Deserialize)]
 struct Aws {
@@ -73,6 +73,9 @@ struct AzureProperties {
 #[error("region '{0}' is not a region name")]
 struct BadRegion(String);
 
+/// Azure's tag for prefixes of no region.
+const GLOBAL: &str = "azure:GLOBAL";
+
 /// `<provider>:<region>`, with `<provider>:GLOBAL` for an empty or global
 /// region.
 fn tag(provider: &str, region: &str) -> Result<String, BadRegion> {
@@ -86,6 +89,50 @@ fn tag(provider: &str, region: &str) -> Result<String, BadRegion> {
         Some(TagKind::Cloud { .. }) => Ok(t),
         _ => Err(BadRegion(region.to_owned())),
     }
+}
+
+/// Azure lists a prefix under its region (`AzureCloud.uksouth`) and parts
+/// of it again under services without a region (`AzureFrontDoor.Frontend`,
+/// region ""). Within a source the most specific network answers, so such a
+/// part would say only `azure:GLOBAL` and lose the region its address is
+/// in. A regional listing is never refined away: every network listed
+/// (`listed`: prefix, tag id, whether the tag names a region) gets the
+/// region of each regional listing that contains it, as extra (prefix, tag)
+/// pairs (duplicates are dropped by the builder). Where two regions list
+/// the same address, it keeps both.
+fn regions_around(listed: &[(Prefix, u16, bool)]) -> Vec<(Prefix, u16)> {
+    use std::collections::{HashMap, HashSet};
+    let mut regional: HashMap<Prefix, Vec<u16>> = HashMap::new();
+    let mut lengths: [HashSet<u8>; 2] = Default::default();
+    let slot = |f: Family| usize::from(f == Family::V6);
+    for &(p, id, is_regional) in listed {
+        if is_regional {
+            regional.entry(p).or_default().push(id);
+            lengths[slot(p.family())].insert(p.len());
+        }
+    }
+    // The lengths regional listings use, longest first: a network looks
+    // for its containing listings only there.
+    let lengths: [Vec<u8>; 2] = lengths.map(|l| {
+        let mut v: Vec<u8> = l.into_iter().collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v
+    });
+    let mut out = Vec::new();
+    for &(p, _, _) in listed {
+        for &len in &lengths[slot(p.family())] {
+            if len >= p.len() {
+                // The same length is the same network: its own listings
+                // already carry the tags.
+                continue;
+            }
+            let around = Prefix::new(p.family(), p.bits(), len);
+            if let Some(ids) = regional.get(&around) {
+                out.extend(ids.iter().map(|&id| (p, id)));
+            }
+        }
+    }
+    out
 }
 
 /// Which provider's file a JSON document looks like, for a helpful error.
@@ -207,16 +254,20 @@ pub fn parse(bytes: &[u8], spec: &Spec, sha256: String) -> Result<Loaded, Source
         }
         _ => {
             let doc: Azure = document(bytes, spec)?;
+            let mut listed: Vec<(Prefix, u16, bool)> = Vec::new();
             for (i, v) in doc.values.iter().enumerate() {
                 let t = tag("azure", &v.properties.region);
                 for (j, p) in v.properties.address_prefixes.iter().enumerate() {
-                    add(
-                        &mut b,
-                        format!("values[{i}] ({}).addressPrefixes[{j}]", v.name),
-                        p,
-                        t.clone(),
-                    )?;
+                    let at = format!("values[{i}] ({}).addressPrefixes[{j}]", v.name);
+                    add(&mut b, at.clone(), p, t.clone())?;
+                    if let (Ok(prefix), Ok(t)) = (p.trim().parse::<Prefix>(), &t) {
+                        let id = b.intern(t).map_err(|e| SourceError::parse(path, &at, e))?;
+                        listed.push((prefix, id, t != GLOBAL));
+                    }
                 }
+            }
+            for (prefix, id) in regions_around(&listed) {
+                b.push(prefix, id);
             }
             format!(
                 "Azure service tags, cloud {}, changeNumber {}",
@@ -375,7 +426,8 @@ mod tests {
     }
 
     /// Counts per region straight from the JSON, the way the provider
-    /// publishes them: distinct prefixes per region.
+    /// publishes them: distinct prefixes per region (for Azure, with the
+    /// networks inside a region's listings: see [`regions_around`]).
     fn file_counts(kind: Kind, v: &serde_json::Value) -> HashMap<String, usize> {
         let mut sets: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
         let mut put = |region: &str, prefix: &str| {
@@ -405,10 +457,29 @@ mod tests {
                 }
             }
             _ => {
+                // Each prefix listed counts for its own region and for the
+                // region of every regional listing around it.
+                let mut listed: Vec<(Prefix, String)> = Vec::new();
                 for val in v["values"].as_array().unwrap() {
                     let region = val["properties"]["region"].as_str().unwrap();
                     for p in val["properties"]["addressPrefixes"].as_array().unwrap() {
                         put(region, p.as_str().unwrap());
+                        listed.push((p.as_str().unwrap().parse().unwrap(), region.to_owned()));
+                    }
+                }
+                let regional: HashMap<Prefix, Vec<&str>> = listed
+                    .iter()
+                    .filter(|(_, r)| !r.is_empty())
+                    .fold(HashMap::new(), |mut m, (p, r)| {
+                        m.entry(*p).or_default().push(r.as_str());
+                        m
+                    });
+                for (p, _) in &listed {
+                    for len in 0..p.len() {
+                        let around = Prefix::new(p.family(), p.bits(), len);
+                        for r in regional.get(&around).into_iter().flatten() {
+                            put(r, &p.to_string());
+                        }
                     }
                 }
             }
@@ -422,6 +493,127 @@ mod tests {
             Kind::Gcp => "gcp",
             _ => "azure",
         }
+    }
+
+    /// The regional listings of an Azure file, as (prefix, tag), straight
+    /// from the JSON.
+    fn azure_regional(v: &serde_json::Value) -> Vec<(Prefix, String)> {
+        let mut out = Vec::new();
+        for val in v["values"].as_array().unwrap() {
+            let t = tag("azure", val["properties"]["region"].as_str().unwrap()).unwrap();
+            if t == "azure:GLOBAL" {
+                continue;
+            }
+            for p in val["properties"]["addressPrefixes"].as_array().unwrap() {
+                out.push((p.as_str().unwrap().parse().unwrap(), t.clone()));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The regional listings (of `regional`) with an address that the map
+    /// compiled from `loaded` alone does not tag with the listing's region:
+    /// every range of the map inside the prefix is checked.
+    fn losing_their_region(loaded: &Loaded, regional: &[(Prefix, String)]) -> Vec<String> {
+        let map = crate::regions::compile::compile(std::slice::from_ref(loaded)).unwrap();
+        let mut lost = Vec::new();
+        for (p, t) in regional {
+            let fam = map.family(p.family());
+            let mut i = fam.index_of(p.bits());
+            loop {
+                let tags = &map.tagsets[fam.labels[i] as usize];
+                if !tags.contains(t) {
+                    let at = if fam.starts[i] <= p.bits() {
+                        " first"
+                    } else {
+                        ""
+                    };
+                    lost.push(format!("{p} {t}{at} : {tags:?}"));
+                    break;
+                }
+                let end = fam.end_of(i, p.family());
+                if end >= p.last_bits() {
+                    break;
+                }
+                i += 1;
+            }
+        }
+        lost
+    }
+
+    #[test]
+    fn an_azure_regional_listing_keeps_its_region_under_a_narrower_global_one() {
+        const FILE: &str = r#"{"changeNumber":1,"cloud":"Public","values":[
+                {"name":"AzureCloud.uksouth","id":"x","properties":{"region":"uksouth","addressPrefixes":["172.187.64.0/18","2603:1020:700::/40"]}},
+                {"name":"AzureCloud.ukwest","id":"x","properties":{"region":"ukwest","addressPrefixes":["51.0.0.0/16","172.187.64.0/18"]}},
+                {"name":"AzureFrontDoor.Frontend","id":"x","properties":{"region":"","addressPrefixes":["172.187.65.0/24","2603:1020:700:1::/64","4.0.0.0/8"]}},
+                {"name":"Storage.UKSouth","id":"x","properties":{"region":"uksouth","addressPrefixes":["172.187.66.0/24"]}},
+                {"name":"AzureCloud","id":"x","properties":{"region":"","addressPrefixes":["172.187.0.0/16"]}}]}"#;
+        let azure = load(Kind::Azure, FILE).unwrap();
+        let tags = |addr: &str| {
+            let hits = azure.hits(addr);
+            assert_eq!(hits.len(), 1, "{addr}: {hits:?}");
+            let (prefix, mut tags) = hits.into_iter().next().unwrap();
+            tags.sort();
+            format!("{prefix} {}", tags.join(" "))
+        };
+        // The narrower global listing adds its tag; both regions stay.
+        assert_eq!(
+            tags("172.187.65.1"),
+            "172.187.65.0/24 azure:GLOBAL azure:uksouth azure:ukwest"
+        );
+        assert_eq!(
+            tags("2603:1020:700:1::5"),
+            "2603:1020:700:1::/64 azure:GLOBAL azure:uksouth"
+        );
+        // A regional listing inside a regional one: the same region once.
+        assert_eq!(
+            tags("172.187.66.1"),
+            "172.187.66.0/24 azure:uksouth azure:ukwest"
+        );
+        // Where no region lists an address, global it stays; the wider
+        // global listing does not spread over the regional ones.
+        assert_eq!(tags("4.1.2.3"), "4.0.0.0/8 azure:GLOBAL");
+        assert_eq!(tags("172.187.1.1"), "172.187.0.0/16 azure:GLOBAL");
+        assert_eq!(
+            tags("172.187.64.1"),
+            "172.187.64.0/18 azure:uksouth azure:ukwest"
+        );
+        let json: serde_json::Value = serde_json::from_str(FILE).unwrap();
+        assert!(losing_their_region(&azure, &azure_regional(&json)).is_empty());
+    }
+
+    #[test]
+    fn the_real_azure_file_keeps_every_regional_listings_region() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/cloud/azure-ServiceTags_Public.2024-06-25.json");
+        let Ok(bytes) = std::fs::read(&path) else {
+            eprintln!(
+                "NOTE: {} is absent: the real Azure file was not checked",
+                path.display()
+            );
+            return;
+        };
+        let loaded = parse(&bytes, &Spec::new(Kind::Azure, &path), String::new()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let regional = azure_regional(&json);
+        let lost = losing_their_region(&loaded, &regional);
+        let at_first = lost.iter().filter(|l| l.contains(" first ")).count();
+        eprintln!(
+            "azure: {} of {} regional listings lose their region in part \
+             ({at_first} at their first address)",
+            lost.len(),
+            regional.len()
+        );
+        assert!(regional.len() > 30_000, "{}", regional.len());
+        assert!(
+            lost.is_empty(),
+            "{} lose their region, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
     }
 
     #[test]
