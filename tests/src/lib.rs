@@ -419,6 +419,14 @@ impl Agent {
             fs::write(dir.path().join(file), content).expect("write map");
             text.push_str(&format!("[[maps]]\nkind = \"cidr\"\npath = \"{file}\"\n\n"));
         }
+        // Each agent keeps its approvals in its own folder (never the
+        // host's, nor another test's).
+        if !spec.body.contains("[approvals]") {
+            text.push_str(&format!(
+                "[approvals]\nstate_dir = \"{}\"\n\n",
+                dir.path().join("approvals").display()
+            ));
+        }
         // Agents of tests that run side by side need forwarders of their own.
         if !spec.body.contains("[dns]") {
             text.push_str(&format!("[dns]\nport = {}\n\n", free_dns_ports()));
