@@ -519,7 +519,7 @@ fn log_verify_finds_each_kind_of_tampering_at_its_line() {
                 .set_len(len - 20)
                 .unwrap();
         },
-        format!("{}:{n_last}: cut off", name(last)),
+        format!("{}:{n_last}: torn tail", name(last)),
     );
     // A whole file missing from the middle of the set.
     let mut gap = copy_set(&files, &work.path().join("gap"));

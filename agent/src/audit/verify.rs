@@ -481,7 +481,7 @@ impl Checker {
         // it but this line. When the line after this one chains to it,
         // this one is intact and the first line was changed (unless seqs
         // are missing in between: records removed).
-        if self.p1_first && !p1_seq.is_some_and(|s| seq > s + 1) {
+        if self.p1_first && p1_seq.is_none_or(|s| seq <= s + 1) {
             let next_chains_here = next
                 .and_then(|n| n.parsed.as_ref())
                 .is_some_and(|(ns, np)| np == cur.hash.as_str() && *ns == seq + 1);
