@@ -102,7 +102,7 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
             "sendmsg4",
             "udp",
             "127.30.0.1",
-            53,
+            9053,
             "DE",
             "127.30.0.0/16",
         ),
