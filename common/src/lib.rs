@@ -271,6 +271,12 @@ pub mod config {
     /// Operator NAT64 prefixes in [`super::names::NAT64`] (0: only the
     /// well-known ones: the trie is not looked up).
     pub const NAT64: u32 = 11;
+    /// Non-zero while the audit log cannot be written and `[audit]
+    /// on_write_failure = "deny"`: a governed job's new connections are
+    /// refused ([`super::reason::AUDIT`]). Read only on the verdict's slow
+    /// path: the agent raises [`BINDINGS_GEN`] after each change, so no
+    /// cached allow outlives it.
+    pub const AUDIT_DENY: u32 = 12;
     /// Number of slots.
     pub const SLOTS: u32 = 16;
 }
@@ -313,6 +319,10 @@ pub mod reason {
     /// `IPV6_2292PKTOPTIONS`). A hop the policy denies is recorded with
     /// the hop's own reason.
     pub const SOURCE_ROUTE: u8 = 12;
+    /// The audit log cannot be written and `[audit] on_write_failure =
+    /// "deny"`: a governed job's connection is refused before anything
+    /// else is looked up (fail closed: nothing goes unrecorded).
+    pub const AUDIT: u8 = 13;
 }
 
 /// Which hook decided, as recorded in [`FlowEvent::hook`].
@@ -386,6 +396,10 @@ pub mod counter {
     pub const EVENTS_DROPPED: usize = 3;
     /// A verdict failed closed because a table was missing.
     pub const NO_TABLE: usize = 4;
+    /// A connection refused because the audit log could not be written
+    /// (`on_write_failure = "deny"`; audit-mode policies only count
+    /// `WOULD_DENY`).
+    pub const AUDIT_REFUSED: usize = 5;
     /// Number of counters in a row.
     pub const COUNT: usize = 8;
 }

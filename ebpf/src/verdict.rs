@@ -134,6 +134,9 @@ pub fn judge(ctx: &SockAddrContext, dest: &Dest, hook: u8, by: SockKey) -> i32 {
         sock_cg.id
     };
     let key = CacheKey::new(dest, epoch, bindings_gen, cgroup_id, sock_key);
+    // The agent raises the bindings generation whenever the audit switch
+    // ([`config::AUDIT_DENY`]) changes: a cached allow predates no switch,
+    // so a hit costs nothing more.
     if answered_from_cache(sock, dest, hook, &key) {
         return PROCEED;
     }
@@ -165,6 +168,16 @@ pub fn judge(ctx: &SockAddrContext, dest: &Dest, hook: u8, by: SockKey) -> i32 {
     if first == NO_SLOT {
         cache::store(&key, dest, UNGOVERNED_SLOT, &no_table().decision, 0);
         return PROCEED;
+    }
+    if config_slot(config::AUDIT_DENY) != 0 {
+        let actor = Governed {
+            epoch,
+            cgroup_id,
+            scope: q.scopes.bound,
+            slot: first,
+            flags: first_flags,
+        };
+        return refuse_unaudited(sock, dest, hook, &actor);
     }
     let (mut slot, mut flags) = (first, first_flags);
     let (mut judged, mut severity) = q.evaluate(first, dest);
@@ -380,6 +393,16 @@ pub fn judge_inbound(sock: *mut core::ffi::c_void, dest: &Dest, bound: policy::B
     if epoch == 0 {
         return PROCEED;
     }
+    if config_slot(config::AUDIT_DENY) != 0 {
+        let actor = Governed {
+            epoch,
+            cgroup_id: bound.cgroup,
+            scope: bound.cgroup,
+            slot: bound.slot,
+            flags: 0,
+        };
+        return refuse_unaudited(sock, dest, geowall_common::hook::INGRESS, &actor);
+    }
     let q = Eval {
         gen_: (epoch & 1) as u32,
         slot: bound.slot,
@@ -496,6 +519,27 @@ pub fn refuse_task(dest: &Dest, hook: u8, why: u8) -> i32 {
         hook,
         &actor,
         flags | u32::from(why) << 24,
+    )
+}
+
+/// Refuses a governed job's connection because the audit log cannot be
+/// written and the operator chose to fail closed (`[audit]
+/// on_write_failure = "deny"`): recorded (if the agent can) with reason
+/// `audit` and counted; audit mode records "would deny" and lets it
+/// through. Out of line: the verdict path's frame stays as it was.
+#[inline(never)]
+fn refuse_unaudited(sock: *mut core::ffi::c_void, dest: &Dest, hook: u8, actor: &Governed) -> i32 {
+    let flags =
+        policy_entry(actor.generation(), actor.slot).map_or(policy_flags::PRESENT, |p| p.flags);
+    if flags & policy_flags::AUDIT == 0 {
+        events::count(actor.slot, counter::AUDIT_REFUSED);
+    }
+    refuse(
+        sock,
+        dest,
+        hook,
+        actor,
+        flags | u32::from(reason::AUDIT) << 24,
     )
 }
 

@@ -325,6 +325,7 @@ pub struct AgentSpec<'a> {
     agent_extra: String,
     detach_on_exit: bool,
     launcher: Vec<OsString>,
+    audit_log: Option<PathBuf>,
 }
 
 impl<'a> AgentSpec<'a> {
@@ -336,7 +337,15 @@ impl<'a> AgentSpec<'a> {
             agent_extra: String::new(),
             detach_on_exit: true,
             launcher: Vec::new(),
+            audit_log: None,
         }
+    }
+
+    /// Write the audit log at `path` (a folder the test made: a small
+    /// filesystem) instead of in the agent's temporary folder.
+    pub fn audit_log(mut self, path: &Path) -> Self {
+        self.audit_log = Some(path.to_path_buf());
+        self
     }
 
     /// Start the agent as `ARGV… run --config …` instead of with the
@@ -406,7 +415,10 @@ impl Agent {
         let dir = TempDir::new("agent");
         let bpffs = PathBuf::from("/sys/fs/bpf").join(unique("pins"));
         let socket = dir.path().join("control.sock");
-        let audit_log = dir.path().join("audit.jsonl");
+        let audit_log = spec
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| dir.path().join("audit.jsonl"));
         let mut text = format!(
             "[agent]\ncgroup = \"{}\"\nbpffs = \"{}\"\naudit_log = \"{}\"\nsocket = \"{}\"\n{}\n",
             spec.cgroup.rel(),

@@ -102,7 +102,7 @@ fn a_denied_tcp_connect_and_an_allowed_udp_send_carry_every_field() {
             "sendmsg4",
             "udp",
             "127.30.0.1",
-            53,
+            9053,
             "DE",
             "127.30.0.0/16",
         ),
@@ -519,7 +519,7 @@ fn log_verify_finds_each_kind_of_tampering_at_its_line() {
                 .set_len(len - 20)
                 .unwrap();
         },
-        format!("{}:{n_last}: cut off", name(last)),
+        format!("{}:{n_last}: torn tail", name(last)),
     );
     // A whole file missing from the middle of the set.
     let mut gap = copy_set(&files, &work.path().join("gap"));

@@ -118,8 +118,14 @@ pub struct Tail {
 
 /// Reads the end of `path` backwards until a whole line is found.
 pub fn tail(path: &Path) -> io::Result<Tail> {
+    let len = std::fs::metadata(path)?.len();
+    tail_before(path, len)
+}
+
+/// [`tail`] of the first `len` bytes of `path`.
+pub fn tail_before(path: &Path, len: u64) -> io::Result<Tail> {
     let mut f = File::open(path)?;
-    let len = f.metadata()?.len();
+    let len = len.min(f.metadata()?.len());
     let mut chunk = 64 * 1024u64;
     loop {
         let start = len.saturating_sub(chunk);
@@ -155,6 +161,15 @@ pub fn tail(path: &Path) -> io::Result<Tail> {
             None => chunk *= 4,
         }
     }
+}
+
+/// Bytes `start..end` of `path`.
+pub fn read_range(path: &Path, start: u64, end: u64) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity(end.saturating_sub(start) as usize);
+    f.take(end.saturating_sub(start)).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// The first line of `path` (without its newline), if it has a whole one.

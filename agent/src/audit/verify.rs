@@ -7,7 +7,25 @@
 //! tell what happened: a record that does not match what the next one
 //! chained to was changed; a record the next one skips was inserted; a jump
 //! in `seq` means records were removed (or moved: the line where a reordered
-//! record stands); a last line without its newline was cut off.
+//! record stands). A record that begins the log (its `prev` is 64 zeros)
+//! must have `seq` 1; the first line of a set that starts later is checked
+//! against the line after it.
+//!
+//! **Declared gaps** are reported, not counted as problems (the exit status
+//! stays 0): `lost` records (events the kernel dropped, records the agent
+//! could not write: their count and reason), `write_failed` records (a time
+//! when the log could not be written), and torn tails. A torn tail is the
+//! end of a file after its last whole record: a record cut short (no end of
+//! line, or a last line that is no record) by a write that failed half-way
+//! or a crash during one. The agent never appends to one: it closes the
+//! file and starts a new one, which either begins with the same record
+//! written whole (the torn bytes are its beginning: after a failed write)
+//! or whose first record declares the torn tail by file, offset, length
+//! and SHA-256 (at start, after a crash). Either explains the torn tail,
+//! and the chain goes on from the last whole record before it. A torn tail
+//! nothing explains — at the end of the log (the agent has not yet been
+//! able to close the file, or is down), or before a file that does not
+//! declare it — is a problem: it may also be a truncation.
 //!
 //! The newest record of a log is sealed only by the record that follows
 //! it: a change to the very last line cannot be told from the file alone
@@ -53,24 +71,85 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// Things worth knowing that are not problems (where the chain starts).
     pub notes: Vec<String>,
+    /// Declared gaps: torn tails the agent explained, `lost` and
+    /// `write_failed` records (at most 50 listed).
+    pub gaps: Vec<Problem>,
+    /// Records declared lost, by reason (`ring buffer full`,
+    /// `audit_write: No space left on device`).
+    pub lost: std::collections::BTreeMap<String, u64>,
+    /// Torn tails explained.
+    pub torn_tails: u64,
 }
 
 /// A line as read.
 struct Line {
     file: usize,
     no: u64,
+    /// Where it begins in its file, and its length with its newline.
+    offset: u64,
+    len: u64,
     hash: Prev,
     terminated: bool,
     /// `seq` and `prev`, when the line is a record.
     parsed: Option<(u64, String)>,
+    /// What the record declares.
+    declares: Option<Box<Declared>>,
+    /// A line that may be a torn tail (no end of line, or no record): its
+    /// bytes, as written.
+    raw: Option<Vec<u8>>,
+    /// The first line of a file that begins with the bytes of the torn
+    /// tail before it: the record cut short, written whole.
+    completes_torn: bool,
 }
 
-fn parse(bytes: &[u8]) -> Option<(u64, String)> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    let seq = v.get("seq")?.as_u64()?;
-    let prev = v.get("prev")?.as_str()?;
-    (v.get("v").is_some() && v.get("time").is_some() && prev.len() == 64)
-        .then(|| (seq, prev.to_owned()))
+/// What a record declares about gaps.
+#[derive(Default)]
+struct Declared {
+    /// `torn_tail`: file, offset, bytes, sha256.
+    torn: Option<(String, u64, u64, String)>,
+    /// A `lost` record: its count and reason.
+    lost: Option<(u64, String)>,
+    /// A `write_failed` record: since, until, error.
+    write_failed: Option<(String, String, String)>,
+}
+
+fn parse(bytes: &[u8]) -> (Option<(u64, String)>, Option<Box<Declared>>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return (None, None);
+    };
+    let parsed = (|| {
+        let seq = v.get("seq")?.as_u64()?;
+        let prev = v.get("prev")?.as_str()?;
+        (v.get("v").is_some() && v.get("time").is_some() && prev.len() == 64)
+            .then(|| (seq, prev.to_owned()))
+    })();
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    let declares = match v.get("kind").and_then(|k| k.as_str()) {
+        Some("lost") => Some(Declared {
+            lost: Some((v["count"].as_u64().unwrap_or(0), text(&v["reason"]))),
+            ..Declared::default()
+        }),
+        Some("log" | "agent") => {
+            let t = &v["torn_tail"];
+            let torn = t.is_object().then(|| {
+                (
+                    text(&t["file"]),
+                    t["offset"].as_u64().unwrap_or(u64::MAX),
+                    t["bytes"].as_u64().unwrap_or(u64::MAX),
+                    text(&t["sha256"]),
+                )
+            });
+            let write_failed = (v["event"] == "write_failed")
+                .then(|| (text(&v["since"]), text(&v["until"]), text(&v["error"])));
+            (torn.is_some() || write_failed.is_some()).then(|| Declared {
+                torn,
+                write_failed,
+                ..Declared::default()
+            })
+        }
+        _ => None,
+    };
+    (parsed, declares.map(Box::new))
 }
 
 /// Orders files the way they were written: by the `seq` of their first
@@ -104,6 +183,7 @@ pub fn verify(files: &[PathBuf]) -> io::Result<Report> {
             BufReader::with_capacity(1 << 20, File::open(path).map_err(|e| named(path, e))?);
         let mut buf = Vec::with_capacity(1024);
         let mut no = 0;
+        let mut offset = 0;
         loop {
             buf.clear();
             if r.read_until(b'\n', &mut buf).map_err(|e| named(path, e))? == 0 {
@@ -116,13 +196,25 @@ pub fn verify(files: &[PathBuf]) -> io::Result<Report> {
             } else {
                 &buf[..]
             };
+            let (parsed, declares) = parse(bytes);
+            let completes_torn = no == 1
+                && pending
+                    .as_ref()
+                    .and_then(|p| p.raw.as_deref())
+                    .is_some_and(|torn| !torn.ends_with(b"\n") && buf.starts_with(torn));
             let line = Line {
                 file: fi,
                 no,
+                offset,
+                len: buf.len() as u64,
                 hash: Prev::of(bytes),
                 terminated,
-                parsed: parse(bytes),
+                raw: (!terminated || parsed.is_none()).then(|| buf.clone()),
+                parsed,
+                declares,
+                completes_torn,
             };
+            offset += buf.len() as u64;
             if let Some(cur) = pending.replace(line) {
                 checker.check(cur, pending.as_ref(), files, &mut report);
             }
@@ -147,11 +239,156 @@ struct Checker {
     /// The previous line's own `prev` was found changed: the next line
     /// chained to its original, which is unknown.
     lenient: bool,
+    /// The previous line is where the check starts (nothing before it
+    /// vouches for it).
+    p1_first: bool,
+}
+
+/// `n` with its noun, singular or plural.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+impl Checker {
+    /// Whether `cur`, the last line of its file, is a torn tail: it has
+    /// no end of line, or is no record. When the next file explains it,
+    /// it is a declared gap; otherwise a problem. Either way the chain
+    /// goes on from the last whole record before it (true: `cur` is done).
+    fn torn_tail(
+        &mut self,
+        cur: &Line,
+        next: Option<&Line>,
+        files: &[PathBuf],
+        report: &mut Report,
+    ) -> bool {
+        if next.is_some_and(|n| n.file == cur.file) {
+            return false;
+        }
+        let Some(raw) = cur.raw.as_deref() else {
+            return false;
+        };
+        let name = |f: usize| {
+            files[f]
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let what = format!(
+            "torn tail: {} at offset {} after the last whole record{}",
+            count(cur.len, "byte", "bytes"),
+            cur.offset,
+            if cur.terminated {
+                " (a line that is no record)"
+            } else {
+                " (no end of line): a record cut short"
+            },
+        );
+        let declared = next.and_then(|n| {
+            let (file, offset, bytes, sha) = n.declares.as_ref()?.torn.as_ref()?;
+            (*file == name(cur.file)
+                && *offset == cur.offset
+                && *bytes == cur.len
+                && *sha == crate::vocab::hex::sha256_hex(raw))
+            .then_some(n)
+        });
+        let here = (files[cur.file].clone(), cur.no);
+        if let Some(n) = next.filter(|n| n.completes_torn) {
+            report.torn_tails += 1;
+            push(
+                &mut report.gaps,
+                here,
+                format!(
+                    "{what}, by a write that failed half-way; the agent closed the file and wrote the record whole at {}:{}",
+                    files[n.file].display(),
+                    n.no
+                ),
+            );
+            return true;
+        }
+        if let Some(n) = declared {
+            report.torn_tails += 1;
+            push(
+                &mut report.gaps,
+                here,
+                format!(
+                    "{what}; declared by {}:{} (seq {}): the agent closed the file after it (a crash or a failed write cut it short)",
+                    files[n.file].display(),
+                    n.no,
+                    n.parsed.as_ref().map_or("?".into(), |(s, _)| s.to_string())
+                ),
+            );
+            return true;
+        }
+        if cur.terminated && cur.parsed.is_some() {
+            return false;
+        }
+        if cur.terminated && next.is_some() {
+            // A line that is no record, not declared: the usual check
+            // (edited or inserted).
+            return false;
+        }
+        let why = match next {
+            None => {
+                "not declared yet — a write failed (a full disk) or the agent crashed, and it has not closed the file since (it does once it can write again, or at its next start); or the file was truncated"
+            }
+            Some(_) => {
+                "the next file neither declares it nor begins with the record whole: the file that did is missing, or the file was truncated"
+            }
+        };
+        push(&mut report.problems, here, format!("{what}; {why}"));
+        true
+    }
+}
+
+fn push(list: &mut Vec<Problem>, (file, line): (PathBuf, u64), message: String) {
+    if list.len() < MAX_PROBLEMS {
+        list.push(Problem {
+            file,
+            line,
+            message,
+        });
+    }
 }
 
 impl Checker {
     fn check(&mut self, cur: Line, next: Option<&Line>, files: &[PathBuf], report: &mut Report) {
         let loc = |file: usize, line: u64| (files[file].clone(), line);
+        let advance = |this: &mut Checker, seq: Option<u64>, lenient: bool| {
+            this.p2 = this.p1.as_ref().map(|(_, h, s)| (*h, *s));
+            this.p1_first = this.p1.is_none();
+            this.p1 = Some(((cur.file, cur.no), cur.hash, seq));
+            this.lenient = lenient;
+        };
+        if self.torn_tail(&cur, next, files, report) {
+            return;
+        }
+        if let Some(d) = &cur.declares {
+            let here = loc(cur.file, cur.no);
+            let seq = cur
+                .parsed
+                .as_ref()
+                .map_or("?".into(), |(s, _)| s.to_string());
+            if let Some((n, reason)) = &d.lost {
+                *report.lost.entry(reason.clone()).or_default() += n;
+                push(
+                    &mut report.gaps,
+                    here.clone(),
+                    format!(
+                        "seq {seq}: {} declared lost ({reason})",
+                        count(*n, "record", "records")
+                    ),
+                );
+            }
+            if let Some((since, until, error)) = &d.write_failed {
+                push(
+                    &mut report.gaps,
+                    here,
+                    format!(
+                        "seq {seq}: the log could not be written from {since} to {until} ({error}); what was held in memory was written after"
+                    ),
+                );
+            }
+        }
         let mut problem = |(file, line): (PathBuf, u64), message: String| {
             if report.problems.len() < MAX_PROBLEMS {
                 report.problems.push(Problem {
@@ -161,17 +398,6 @@ impl Checker {
                 });
             }
         };
-        let advance = |this: &mut Checker, seq: Option<u64>, lenient: bool| {
-            this.p2 = this.p1.as_ref().map(|(_, h, s)| (*h, *s));
-            this.p1 = Some(((cur.file, cur.no), cur.hash, seq));
-            this.lenient = lenient;
-        };
-        if !cur.terminated {
-            problem(
-                loc(cur.file, cur.no),
-                "cut off: the last record has no end of line (the file was truncated)".into(),
-            );
-        }
         let Some((seq, prev)) = cur.parsed.clone() else {
             if cur.terminated {
                 problem(
@@ -186,6 +412,18 @@ impl Checker {
         report.first_seq.get_or_insert(seq);
         report.last_seq = Some(seq);
         let Some((p1_loc, p1_hash, p1_seq)) = self.p1 else {
+            if prev == GENESIS.as_str() && seq != 1 {
+                // A log begins at seq 1: this line was changed. The next
+                // line is checked against the seq it must have had.
+                problem(
+                    loc(cur.file, cur.no),
+                    format!(
+                        "seq {seq} begins the log (its prev is the genesis hash), which begins at seq 1: its seq was changed after it was written"
+                    ),
+                );
+                advance(self, Some(1), true);
+                return;
+            }
             report.notes.push(if prev == GENESIS.as_str() {
                 format!(
                     "{}:{}: the log begins (seq {seq})",
@@ -238,6 +476,30 @@ impl Checker {
             );
             advance(self, Some(seq), false);
             return;
+        }
+        // The line before is where the check starts: nothing vouches for
+        // it but this line. When the line after this one chains to it,
+        // this one is intact and the first line was changed (unless seqs
+        // are missing in between: records removed).
+        if self.p1_first && p1_seq.is_none_or(|s| seq <= s + 1) {
+            let next_chains_here = next
+                .and_then(|n| n.parsed.as_ref())
+                .is_some_and(|(ns, np)| np == cur.hash.as_str() && *ns == seq + 1);
+            if next_chains_here || next.is_none() {
+                problem(
+                    loc(p1_loc.0, p1_loc.1),
+                    if seq_ok {
+                        "changed after it was written: the next record's prev does not match it"
+                            .into()
+                    } else {
+                        format!(
+                            "changed after it was written: the next record's prev does not match it, nor does its seq {p1_seq_text} precede the next record's seq {seq}"
+                        )
+                    },
+                );
+                advance(self, Some(seq), false);
+                return;
+            }
         }
         match p1_seq {
             Some(s) if seq > s + 1 => problem(
@@ -385,12 +647,59 @@ mod tests {
         fs::write(&path, text).unwrap();
         let (line, msg) = first_problem(&path);
         assert_eq!(line, 10, "{msg}");
-        assert!(msg.contains("cut off"), "{msg}");
+        assert!(msg.contains("torn tail"), "{msg}");
+        assert!(!msg.contains("changed"), "{msg}");
         // Not JSON any more.
         let mut l = lines.clone();
         l[1].insert(0, 'x');
         write(&path, &l, true);
         assert_eq!(first_problem(&path).0, 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_edit_of_the_first_line_is_found_at_the_first_line() {
+        let dir = std::env::temp_dir().join(format!("geowall-verify-l1-{}", std::process::id()));
+        let (path, lines) = make(&dir, 10);
+        // The seq of the record that begins the log, up and down.
+        for edited in ["\"seq\":5,", "\"seq\":0,", "\"seq\":2,"] {
+            let mut l = lines.clone();
+            l[0] = l[0].replacen("\"seq\":1,", edited, 1);
+            assert_ne!(l[0], lines[0]);
+            write(&path, &l, true);
+            let r = verify(std::slice::from_ref(&path)).unwrap();
+            assert_eq!(r.problems.len(), 1, "{edited}: {r:?}");
+            assert_eq!(r.problems[0].line, 1, "{edited}: {r:?}");
+            assert!(
+                r.problems[0].message.contains("its seq was changed"),
+                "{r:?}"
+            );
+        }
+        // Its payload.
+        let mut l = lines.clone();
+        l[0] = l[0].replace("\"n\":0", "\"n\":9");
+        write(&path, &l, true);
+        let r = verify(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(r.problems.len(), 1, "{r:?}");
+        assert_eq!(r.problems[0].line, 1, "{r:?}");
+        assert!(r.problems[0].message.contains("changed"), "{r:?}");
+        // A set that starts later (older files deleted): its first line's
+        // seq raised.
+        let l: Vec<String> = lines[3..].to_vec();
+        write(&path, &l, true);
+        assert!(
+            verify(std::slice::from_ref(&path))
+                .unwrap()
+                .problems
+                .is_empty()
+        );
+        let mut e = l.clone();
+        e[0] = e[0].replacen("\"seq\":4,", "\"seq\":40,", 1);
+        write(&path, &e, true);
+        let r = verify(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(r.problems.len(), 1, "{r:?}");
+        assert_eq!(r.problems[0].line, 1, "{r:?}");
+        assert!(r.problems[0].message.contains("changed"), "{r:?}");
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -347,22 +347,40 @@ fn verify_cmd(config: &Path, files: Vec<PathBuf>, as_json: bool) -> Result<ExitC
             "last_seq": report.last_seq,
             "problems": report.problems.iter().map(|p| json!({"file": p.file, "line": p.line, "message": p.message})).collect::<Vec<_>>(),
             "notes": report.notes,
+            "gaps": report.gaps.iter().map(|p| json!({"file": p.file, "line": p.line, "message": p.message})).collect::<Vec<_>>(),
+            "torn_tails": report.torn_tails,
+            "lost": report.lost,
         });
         println!("{v}");
     } else {
         for n in &report.notes {
             println!("note: {n}");
         }
+        for g in &report.gaps {
+            println!("warning: {g}");
+        }
         for p in &report.problems {
             println!("{p}");
         }
         if report.problems.is_empty() {
+            let mut declared = Vec::new();
+            if report.torn_tails > 0 {
+                declared.push(format!("{} torn tail(s)", report.torn_tails));
+            }
+            for (reason, n) in &report.lost {
+                declared.push(format!("{n} record(s) lost ({reason})"));
+            }
             println!(
-                "ok: {} file(s), {} records (seq {}–{}): the chain is intact",
+                "ok: {} file(s), {} records (seq {}–{}): the chain is intact{}",
                 report.files.len(),
                 report.records,
                 report.first_seq.map_or("-".into(), |s| s.to_string()),
                 report.last_seq.map_or("-".into(), |s| s.to_string()),
+                if declared.is_empty() {
+                    String::new()
+                } else {
+                    format!("; declared gaps: {}", declared.join(", "))
+                }
             );
         }
     }

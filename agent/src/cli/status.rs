@@ -10,7 +10,7 @@ use geowall::{
     config::Config,
     control::{
         Client, ClientError,
-        proto::{GetStatus, WebhookStatus},
+        proto::{AuditStatus, GetStatus, WebhookStatus},
     },
     kernel::{CounterReader, Pins, pinned_info},
 };
@@ -85,6 +85,46 @@ fn webhook_line(w: &WebhookStatus) -> String {
     }
 }
 
+/// The audit log as a line of text: writable or not, since when, why,
+/// what it holds and lost, and what `on_write_failure` does meanwhile.
+fn audit_line(a: &AuditStatus) -> String {
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    if a.writable {
+        let mut line = format!(
+            "audit log {}: writable (on_write_failure = {})",
+            a.log, a.on_write_failure
+        );
+        if a.write_errors > 0 {
+            line.push_str(&format!(
+                "; {} since start, {} lost",
+                plural(a.write_errors, "failed write", "failed writes"),
+                plural(a.lost, "record", "records")
+            ));
+            if let (Some(e), Some(t)) = (&a.last_error, &a.last_error_time) {
+                line.push_str(&format!(" (the last at {t}: {e})"));
+            }
+        }
+        return line;
+    }
+    let then = match a.on_write_failure.as_str() {
+        "deny" => format!(
+            "on_write_failure = deny: governed jobs' new connections are REFUSED ({} refused so far)",
+            a.refused
+        ),
+        _ => "on_write_failure = continue: enforcement goes on; decisions are held, then lost"
+            .to_owned(),
+    };
+    format!(
+        "audit log {}: CANNOT BE WRITTEN since {}: {}; {} held in memory, {} lost, {}; {then}",
+        a.log,
+        a.failing_since.as_deref().unwrap_or("?"),
+        a.last_error.as_deref().unwrap_or("?"),
+        plural(a.held, "record", "records"),
+        plural(a.lost_now, "record", "records"),
+        plural(a.write_errors, "failed write", "failed writes"),
+    )
+}
+
 pub(super) fn status(path: &Path, as_json: bool) -> Result<ExitCode> {
     let config = Config::load(path)?;
     let socket = config.socket_path();
@@ -121,14 +161,20 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<ExitCode> {
             for src in &s.sources {
                 println!("  map {} ({} networks)", src.source, src.networks);
             }
+            println!("{}", audit_line(&s.audit));
             for p in &s.policies {
                 println!(
-                    "policy {} ({}{}): {} allowed, {} denied, {} would deny; {} job{}",
+                    "policy {} ({}{}): {} allowed, {} denied{}, {} would deny; {} job{}",
                     p.name,
                     p.mode,
                     if p.default { ", host default" } else { "" },
                     p.allowed,
                     p.denied,
+                    if p.audit_refused > 0 {
+                        format!(" ({} for the audit log)", p.audit_refused)
+                    } else {
+                        String::new()
+                    },
                     p.would_deny,
                     p.jobs,
                     if p.jobs == 1 { "" } else { "s" }

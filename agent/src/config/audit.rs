@@ -1,4 +1,5 @@
-//! `[audit]`: rotation, masking and the `log_allowed = "first"` window.
+//! `[audit]`: rotation, masking, the `log_allowed = "first"` window, and
+//! what to do when the log cannot be written.
 //!
 //! The keys, commented, are in `config/geowall.example.toml`. Every key
 //! applies on reload too.
@@ -29,6 +30,33 @@ pub struct AuditConfig {
     pub mask_names: Vec<String>,
     /// Whether the built-in masking patterns apply.
     pub mask_defaults: bool,
+    /// While the log cannot be written (a full disk): go on (`continue`,
+    /// the default) or refuse governed jobs' new connections (`deny`).
+    pub on_write_failure: OnWriteFailure,
+}
+
+/// `[audit] on_write_failure`, like auditd's `disk_full_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnWriteFailure {
+    /// Enforcement goes on; records are held in memory, then counted as
+    /// lost, and the failure is declared in the log once it can be
+    /// written. A full audit disk does not cut a host's traffic (auditd's
+    /// default, `SUSPEND`, keeps the system running too).
+    #[default]
+    Continue,
+    /// Fail closed: governed jobs' new connections are refused (`EPERM`,
+    /// reason `audit`) until the log can be written again.
+    Deny,
+}
+
+impl OnWriteFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnWriteFailure::Continue => "continue",
+            OnWriteFailure::Deny => "deny",
+        }
+    }
 }
 
 impl Default for AuditConfig {
@@ -41,6 +69,7 @@ impl Default for AuditConfig {
             mask: Vec::new(),
             mask_names: Vec::new(),
             mask_defaults: true,
+            on_write_failure: OnWriteFailure::Continue,
         }
     }
 }
@@ -67,5 +96,17 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("invalid size"), "{err}");
+        assert_eq!(f.audit.on_write_failure, OnWriteFailure::Continue);
+        let f: F = toml::from_str("[audit]\non_write_failure = \"deny\"\n").unwrap();
+        assert_eq!(f.audit.on_write_failure, OnWriteFailure::Deny);
+        let err = toml::from_str::<F>("[audit]\non_write_failure = \"halt\"\n")
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(
+            text.contains("halt") && text.contains("continue") && text.contains("deny"),
+            "{text}"
+        );
+        assert!(text.contains("line 2"), "{text}");
     }
 }

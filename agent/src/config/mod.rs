@@ -30,7 +30,7 @@ pub mod dns;
 mod webhook;
 
 use crate::regions::sources::DEFAULT_MAX_SOURCE_BYTES;
-pub use audit::AuditConfig;
+pub use audit::{AuditConfig, OnWriteFailure};
 pub use dns::DnsConfig;
 pub use webhook::{WebhookUrl, WebhookUrlError};
 

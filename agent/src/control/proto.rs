@@ -386,6 +386,50 @@ pub struct AgentStatus {
     /// says more).
     #[serde(default)]
     pub open_paths: Vec<String>,
+    /// The audit log: whether it can be written.
+    #[serde(default)]
+    pub audit: AuditStatus,
+}
+
+/// The audit log in `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditStatus {
+    /// `[agent] audit_log`.
+    pub log: String,
+    /// The last write worked.
+    pub writable: bool,
+    /// Since when it cannot be written (RFC 3339), while it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
+    /// The last failed write: its error and when (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_time: Option<String>,
+    /// Failed writes since the agent started.
+    #[serde(default)]
+    pub write_errors: u64,
+    /// Records held in memory, waiting for the log to be writable.
+    #[serde(default)]
+    pub held: u64,
+    /// Records the agent could neither write nor hold, since it started
+    /// (each declared in a `lost` record once the log can be written), and
+    /// since the current failure began.
+    #[serde(default)]
+    pub lost: u64,
+    #[serde(default)]
+    pub lost_now: u64,
+    /// `[audit] on_write_failure`: `continue` or `deny`.
+    #[serde(default)]
+    pub on_write_failure: String,
+    /// Governed jobs' new connections are being refused (`deny`, and the
+    /// log cannot be written).
+    #[serde(default)]
+    pub refusing: bool,
+    /// Connections refused because the log could not be written (the
+    /// kernel's count, all policies).
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// The DNS forwarder in `status`.
@@ -473,6 +517,9 @@ pub struct PolicyStatus {
     pub allowed: u64,
     pub denied: u64,
     pub would_deny: u64,
+    /// Of `denied`: refused because the audit log could not be written.
+    #[serde(default)]
+    pub audit_refused: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

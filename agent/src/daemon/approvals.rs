@@ -156,7 +156,9 @@ impl Approvals {
                 fields.remove("time");
             }
             let mut log = log.lock().expect("log lock");
-            if let Err(e) = log.event("webhook_failed", detail) {
+            if let Err(e) = log.event("webhook_failed", detail)
+                && !crate::audit::log::is_lost(&e)
+            {
                 tracing::error!(error = %e, "cannot write the audit log");
             }
         }));

@@ -89,7 +89,9 @@ impl Context {
     /// Writes a non-flow record to the audit log.
     pub(super) fn record(&self, kind: &str, detail: serde_json::Value) {
         let mut log = self.log.lock().expect("log lock");
-        if let Err(e) = log.event(kind, detail) {
+        if let Err(e) = log.event(kind, detail)
+            && !crate::audit::log::is_lost(&e)
+        {
             tracing::error!(error = %e, "cannot write the audit log");
         }
     }

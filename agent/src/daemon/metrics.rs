@@ -14,6 +14,12 @@
 //! | `geowall_audit_bytes_total` | | bytes written |
 //! | `geowall_audit_write_errors_total` | | failed writes |
 //! | `geowall_audit_rotations_total` | | rotations |
+//! | `geowall_audit_writable` | | 1 while the audit log can be written, 0 while it cannot |
+//! | `geowall_audit_failing_since_seconds` | | Unix time since which it cannot be written (0 while it can) |
+//! | `geowall_audit_records_held` | | records held in memory, waiting for the log |
+//! | `geowall_audit_records_lost_total` | | records neither written nor held (declared in `lost` records) |
+//! | `geowall_audit_refusing` | | 1 while governed jobs' new connections are refused for it (`on_write_failure = "deny"`) |
+//! | `geowall_audit_refused_total` | `policy` | connections refused because the log could not be written |
 //! | `geowall_map_prefixes` | `family` | kernel trie entries in force |
 //! | `geowall_map_ranges` | `family` | tagged ranges of the map in force |
 //! | `geowall_map_load_seconds` | | compile + install time of the tables in force |
@@ -52,6 +58,7 @@ use tokio::{
 };
 
 use super::{
+    audit_gate::AuditGate,
     dns::{Dns, LATENCY_BUCKETS},
     names::NameTable,
     stop::Stop,
@@ -78,6 +85,7 @@ pub(super) struct Exporter {
     log: Arc<LogStats>,
     bpffs: PathBuf,
     counters: Mutex<Option<CounterReader>>,
+    gate: Option<Arc<AuditGate>>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -93,6 +101,12 @@ struct Snapshot {
     bytes: u64,
     write_errors: u64,
     rotations: u64,
+    writable: bool,
+    failing_since: f64,
+    held: u64,
+    records_lost: u64,
+    refusing: bool,
+    refused: Vec<(Labels, u64)>,
     prefixes: Vec<(Labels, i64)>,
     ranges: Vec<(Labels, i64)>,
     load_seconds: Option<f64>,
@@ -133,7 +147,14 @@ impl Exporter {
             log,
             bpffs: bpffs.to_path_buf(),
             counters: Mutex::new(None),
+            gate: None,
         }
+    }
+
+    /// Shows whether `[audit] on_write_failure` refuses connections now.
+    pub(super) fn with_audit_gate(mut self, gate: Arc<AuditGate>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -187,6 +208,10 @@ impl Exporter {
                                 row[idx],
                             ));
                         }
+                    }
+                    if slot < MAX_POLICIES || row[counter::AUDIT_REFUSED] > 0 {
+                        snap.refused
+                            .push((vec![("policy", policy(slot))], row[counter::AUDIT_REFUSED]));
                     }
                     if slot < MAX_POLICIES || row[counter::EVENTS_DROPPED] > 0 {
                         snap.lost
@@ -249,6 +274,12 @@ impl Exporter {
         snap.bytes = self.log.bytes.load(Ordering::Relaxed);
         snap.write_errors = self.log.write_errors.load(Ordering::Relaxed);
         snap.rotations = self.log.rotations.load(Ordering::Relaxed);
+        let health = self.log.health();
+        snap.writable = health.failing_since.is_none();
+        snap.failing_since = health.failing_since.map_or(0.0, |ns| ns as f64 / 1e9);
+        snap.held = health.held;
+        snap.records_lost = self.log.lost.load(Ordering::Relaxed);
+        snap.refusing = self.gate.as_ref().is_some_and(|g| g.refusing());
         if let Some(i) = &names.installed {
             snap.prefixes = vec![
                 (vec![("family", "ipv4".into())], i.trie_entries.0 as i64),
@@ -490,6 +521,42 @@ impl Collector for Snapshot {
             "Audit log rotations",
             &[(none(), self.rotations)],
         )?;
+        gauges(
+            &mut enc,
+            "geowall_audit_writable",
+            "1 while the audit log can be written, 0 while writes fail",
+            &[(none(), i64::from(self.writable))],
+        )?;
+        gauges(
+            &mut enc,
+            "geowall_audit_failing_since_seconds",
+            "Unix time since which the audit log cannot be written (0 while it can)",
+            &[(none(), self.failing_since)],
+        )?;
+        gauges(
+            &mut enc,
+            "geowall_audit_records_held",
+            "Records held in memory while the audit log cannot be written",
+            &[(none(), self.held as i64)],
+        )?;
+        counters(
+            &mut enc,
+            "geowall_audit_records_lost",
+            "Records neither written nor held while the audit log could not be written (declared in 'lost' records once it can)",
+            &[(none(), self.records_lost)],
+        )?;
+        gauges(
+            &mut enc,
+            "geowall_audit_refusing",
+            "1 while governed jobs' new connections are refused because the audit log cannot be written (on_write_failure = deny)",
+            &[(none(), i64::from(self.refusing))],
+        )?;
+        counters(
+            &mut enc,
+            "geowall_audit_refused",
+            "Connections refused because the audit log could not be written, counted in the kernel",
+            &self.refused,
+        )?;
         if self.epoch.is_some() {
             gauges(
                 &mut enc,
@@ -685,6 +752,15 @@ mod tests {
         );
         assert!(
             body.contains("geowall_audit_records_total{kind=\"flow\"} 5"),
+            "{body}"
+        );
+        assert!(body.contains("\ngeowall_audit_writable 1\n"), "{body}");
+        assert!(
+            body.contains("\ngeowall_audit_failing_since_seconds 0.0\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("\ngeowall_audit_records_lost_total 0\n"),
             "{body}"
         );
         assert!(body.trim_end().ends_with("# EOF"), "{body}");

@@ -7,6 +7,7 @@
 //! config; a bad config is reported and the tables in force stay in force.
 
 mod approvals;
+mod audit_gate;
 mod caller;
 mod context;
 mod control;

@@ -65,8 +65,6 @@ pub(super) async fn read_events(
                         guard.clear_ready();
                         reader.forget_old_maps();
                     }
-                    // The disk is behind: the tick writes and drains.
-                    Drained::Backlogged => guard.clear_ready(),
                     Drained::More => {
                         drop(guard);
                         tokio::task::yield_now().await;
@@ -74,8 +72,8 @@ pub(super) async fn read_events(
                 }
             }
             _ = tick.tick() => {
-                // Also catches up where a wake-up was missed or the log was
-                // backlogged; a quiet ring after a switch lets the old map go.
+                // Also catches up where a wake-up was missed; a quiet ring
+                // after a switch lets the old map go.
                 reader.flush();
                 for _ in 0..TICK_BATCHES {
                     match reader.drain(fd.get_mut()) {
@@ -84,7 +82,6 @@ pub(super) async fn read_events(
                             break;
                         }
                         Drained::More => {}
-                        Drained::Backlogged => break,
                     }
                 }
                 reader.tick();
@@ -103,7 +100,6 @@ pub(super) async fn read_events(
                     match reader.drain(fd.get_mut()) {
                         Drained::Empty => break,
                         Drained::More => {}
-                        Drained::Backlogged => reader.log.lock().expect("log lock").flush()?,
                     }
                 }
                 reader.finish();
@@ -128,8 +124,6 @@ enum Drained {
     Empty,
     /// A batch was handled; more may wait.
     More,
-    /// Nothing taken: the log cannot write fast enough.
-    Backlogged,
 }
 
 /// The event reader: the pipeline and what it needs.
@@ -149,10 +143,10 @@ impl Reader<'_> {
     /// Turns up to [`BATCH`] events into records.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Drained {
         let table = self.names.read().expect("names lock");
+        // A log that cannot be written holds records, then counts them as
+        // lost: the ring is drained either way, so the kernel does not drop
+        // events for a reason that is not its own.
         let mut log = self.log.lock().expect("log lock");
-        if log.backlogged() {
-            return Drained::Backlogged;
-        }
         self.pipeline.configure(&table.audit);
         for _ in 0..BATCH {
             let Some(item) = ring.next() else {

@@ -177,6 +177,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         None => None,
     };
     let refusals = state.refusals();
+    let audit_gate = state.audit_gate();
     let state = Arc::new(tokio::sync::Mutex::new(state));
 
     let flow_stats = Arc::new(FlowStats::default());
@@ -231,7 +232,8 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             Arc::clone(&flow_stats),
             log_stats,
             &bpffs,
-        );
+        )
+        .with_audit_gate(audit_gate);
         tokio::spawn(metrics::serve(listener, exporter, stop_rx.clone()))
     });
     let server = tokio::spawn(control::serve(

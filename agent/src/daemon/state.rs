@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::{
     DaemonError,
     approvals::{Approvals, Decide, Denial},
+    audit_gate::AuditGate,
     caller::{Peer, Refusal},
     context::Context,
     dns::Dns,
@@ -29,7 +30,8 @@ use crate::{
     audit::{AuditLog, MapSource, Rotation},
     config::{AgentConfig, Config, OnMapError},
     control::proto::{
-        AgentStatus, ApprovalAsk, JobStarted, JobStatus, PolicyStatus, SourceStatus, Switched,
+        AgentStatus, ApprovalAsk, AuditStatus, JobStarted, JobStatus, PolicyStatus, SourceStatus,
+        Switched,
     },
     host::cgroup::{self, Hierarchy},
     host::stamp::{Stamp, stamp},
@@ -80,6 +82,10 @@ pub(super) struct State {
     stopper: Option<watch::Sender<Stop>>,
     /// The refusals `geowall exec` tells its jobs (the event reader posts).
     refusals: Arc<Board>,
+    /// `[audit] on_write_failure`, kept in the programs' switch.
+    audit_gate: Arc<AuditGate>,
+    /// `[agent] audit_log`, resolved.
+    log_path: PathBuf,
 }
 
 impl State {
@@ -160,6 +166,16 @@ impl State {
             }
         };
         let install_time = installing.elapsed();
+        let audit_gate = Arc::new(AuditGate::new(
+            kernel.audit_switch(),
+            config.file.audit.on_write_failure,
+        ));
+        {
+            let gate = Arc::clone(&audit_gate);
+            log.lock()
+                .expect("log lock")
+                .set_health_hook(Box::new(move |ok| gate.set_writable(ok)));
+        }
         let mut state = State {
             config_path,
             started_with: config.file.agent.clone(),
@@ -185,6 +201,8 @@ impl State {
             bound: BTreeMap::new(),
             stopper: None,
             refusals: Arc::new(Board::default()),
+            audit_gate,
+            log_path: config.audit_log_path(),
         };
         if let Some((mode, error)) = &map_error {
             state.cx.record(
@@ -584,6 +602,7 @@ impl State {
             .lock()
             .expect("log lock")
             .set_rotation(Rotation::from(&config.file.audit));
+        self.audit_gate.set_mode(config.file.audit.on_write_failure);
     }
 
     /// Tells the DNS forwarder what the tables of `epoch` say: each slot's
@@ -923,6 +942,7 @@ impl State {
                     allowed: c[counter::ALLOWED],
                     denied: c[counter::DENIED],
                     would_deny: c[counter::WOULD_DENY],
+                    audit_refused: c[counter::AUDIT_REFUSED],
                 }
             })
             .collect();
@@ -970,7 +990,40 @@ impl State {
                 .map(String::from),
             dns: self.cx.dns().map(|d| d.status()).unwrap_or_default(),
             open_paths: open_paths(self.cx.kernel().lsm_loaded()),
+            audit: self.audit_status(&counters),
         })
+    }
+
+    /// The audit log in `status`.
+    fn audit_status(&self, counters: &[geowall_common::Counters]) -> AuditStatus {
+        let stats = self.cx.log().lock().expect("log lock").stats();
+        let health = stats.health();
+        let when = |ns: i128| crate::vocab::clock::rfc3339(ns);
+        AuditStatus {
+            log: self.log_path.display().to_string(),
+            writable: health.failing_since.is_none(),
+            failing_since: health.failing_since.map(when),
+            last_error_time: health.last_error.as_ref().map(|(t, _)| when(*t)),
+            last_error: health.last_error.map(|(_, e)| e),
+            write_errors: stats
+                .write_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+            held: health.held,
+            lost: stats.lost.load(std::sync::atomic::Ordering::Relaxed),
+            lost_now: health.lost_now,
+            on_write_failure: self.audit_gate.mode().as_str().into(),
+            refusing: self.audit_gate.refusing(),
+            refused: counters
+                .iter()
+                .take(MAX_POLICIES as usize + 1)
+                .map(|c| c[counter::AUDIT_REFUSED])
+                .sum(),
+        }
+    }
+
+    /// `[audit] on_write_failure`, for the metrics.
+    pub(super) fn audit_gate(&self) -> Arc<AuditGate> {
+        Arc::clone(&self.audit_gate)
     }
 
     /// Ends the agent: writes the stop record; with `detach`, removes every

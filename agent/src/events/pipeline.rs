@@ -157,6 +157,7 @@ impl Pipeline {
                     self.first.recorded(&k, seq, about);
                 }
             }
+            Err(e) if crate::audit::log::is_lost(&e) => {}
             Err(e) => tracing::error!(error = %e, "cannot write the audit log"),
         }
         Refused::of(&record)
@@ -183,7 +184,9 @@ impl Pipeline {
 
     fn write_allowed(&mut self, closed: Vec<serde_json::Value>, log: &mut AuditLog) {
         for detail in closed {
-            if let Err(e) = log.append(&mut EventRecord::new("allowed", detail)) {
+            if let Err(e) = log.append(&mut EventRecord::new("allowed", detail))
+                && !crate::audit::log::is_lost(&e)
+            {
                 tracing::error!(error = %e, "cannot write the audit log");
             }
         }
@@ -211,7 +214,9 @@ impl Pipeline {
                 "total": d.total,
                 "reason": "ring buffer full",
             });
-            if let Err(e) = log.append(&mut EventRecord::new("lost", detail)) {
+            if let Err(e) = log.append(&mut EventRecord::new("lost", detail))
+                && !crate::audit::log::is_lost(&e)
+            {
                 tracing::error!(error = %e, "cannot write the audit log");
             }
             *lost.entry(d.slot).or_default() += d.count;

@@ -71,6 +71,5 @@ impl BindingMap {
 /// write, so a program that reads the new generation also sees the new
 /// binding).
 fn changed(config: &ConfigMap) {
-    let next = config.load(config::BINDINGS_GEN).wrapping_add(1);
-    config.store(config::BINDINGS_GEN, next);
+    config.bump(config::BINDINGS_GEN);
 }

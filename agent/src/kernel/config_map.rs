@@ -64,6 +64,11 @@ impl ConfigMap {
     pub(crate) fn store(&self, slot: u32, value: u64) {
         self.slot(slot).store(value, Ordering::Release);
     }
+
+    /// Adds one to `slot` (atomically: two writers never raise it once).
+    pub(crate) fn bump(&self, slot: u32) {
+        self.slot(slot).fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 impl Drop for ConfigMap {

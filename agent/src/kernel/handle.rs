@@ -86,6 +86,25 @@ pub struct AttachReport {
     pub adopted: usize,
 }
 
+/// `GW_CONFIG[AUDIT_DENY]`: on while the audit log cannot be written and
+/// `[audit] on_write_failure = "deny"`. Each change raises the bindings
+/// generation, which keys the programs' verdict caches: no allow cached
+/// before a change answers after it.
+#[derive(Clone)]
+pub struct AuditSwitch {
+    config: Arc<ConfigMap>,
+}
+
+impl AuditSwitch {
+    pub fn set(&self, on: bool) {
+        let value = u64::from(on);
+        if self.config.load(config::AUDIT_DENY) != value {
+            self.config.store(config::AUDIT_DENY, value);
+            self.config.bump(config::BINDINGS_GEN);
+        }
+    }
+}
+
 impl Kernel {
     /// Loads the programs and opens (or creates and pins) the maps. Nothing
     /// is attached yet: see [`Kernel::attach`].
@@ -505,6 +524,19 @@ impl Kernel {
     /// (memlock): region tries and rule tries.
     pub fn trie_memlock(&self) -> Result<u64, KernelError> {
         self.tables.trie_memlock((self.epoch() & 1) as u32)
+    }
+
+    /// The switch that makes the programs refuse governed jobs' new
+    /// connections while the audit log cannot be written.
+    pub fn audit_switch(&self) -> AuditSwitch {
+        AuditSwitch {
+            config: Arc::clone(&self.config),
+        }
+    }
+
+    /// Whether the audit switch is on (see [`AuditSwitch`]).
+    pub fn audit_deny(&self) -> bool {
+        self.config.load(config::AUDIT_DENY) != 0
     }
 
     /// The grant tries, for the writers of grants.

@@ -27,7 +27,7 @@ pub use dns::{DnsMaps, PinnedDns};
 pub use error::KernelError;
 pub(crate) use error::{map_err, sys_err};
 pub use grants::GrantWriter;
-pub use handle::{AttachReport, Kernel, OpenOptions};
+pub use handle::{AttachReport, AuditSwitch, Kernel, OpenOptions};
 pub use pinned::{CounterReader, PinnedInfo, pinned_info};
 pub use pins::Pins;
 pub use programs::PROGRAMS;

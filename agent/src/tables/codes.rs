@@ -27,6 +27,7 @@ pub fn reason_name(r: u8) -> &'static str {
         reason::DNS_NETNS => "dns_netns",
         reason::DNS_SHARED => "dns_shared",
         reason::SOURCE_ROUTE => "source_route",
+        reason::AUDIT => "audit",
         _ => "unknown",
     }
 }

@@ -608,7 +608,9 @@ impl Dns {
                 ));
             }
             let mut log = self.log.lock().expect("log lock");
-            if let Err(err) = log.event("approval", detail) {
+            if let Err(err) = log.event("approval", detail)
+                && !crate::audit::log::is_lost(&err)
+            {
                 tracing::error!(error = %err, "cannot write the audit log");
             }
         }
@@ -681,7 +683,9 @@ impl Dns {
             detail["error"] = json!(err);
         }
         let mut log = self.log.lock().expect("log lock");
-        if let Err(e) = log.event("dns", detail) {
+        if let Err(e) = log.event("dns", detail)
+            && !crate::audit::log::is_lost(&e)
+        {
             tracing::error!(error = %e, "cannot write the audit log");
         }
     }
