@@ -9,6 +9,10 @@ use anyhow::{Result, bail};
 
 use crate::cmd;
 
+/// What building the agent needs besides Rust: the etcd client crate
+/// compiles etcd's protobuf definitions with `protoc` in its build script.
+pub const BUILD: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
+
 /// What the tests run: the DNS server (nsd, authoritative for the test
 /// zones), dig, a musl toolchain for a statically linked musl resolver, Go
 /// for Go's own resolver, etcd for the fleet tests. glibc's resolver,

@@ -361,6 +361,12 @@ impl AuditLog {
         self.seq
     }
 
+    /// The chain's head: the last record's `seq` and the SHA-256 of its
+    /// line (what the next record's `prev` will be).
+    pub fn head(&self) -> (u64, String) {
+        (self.seq, self.prev.as_str().to_owned())
+    }
+
     /// Whether so much is waiting for the disk that no more events should
     /// be taken.
     pub fn backlogged(&self) -> bool {

@@ -21,8 +21,19 @@ pub(super) fn call<C: Call>(config: &Path, call: C) -> Result<C::Result> {
     Ok(client.call(call)?)
 }
 
+/// A request id of this host (a number).
+fn local_id(id: &str) -> Result<u32> {
+    id.parse().map_err(|_| {
+        if id.contains('/') {
+            anyhow::anyhow!("'{id}' is a fleet id (NODE/ID): add --fleet")
+        } else {
+            anyhow::anyhow!("'{id}' is not a request id (a number)")
+        }
+    })
+}
+
 /// One request as a line of text.
-fn line(r: &ApprovalView) -> String {
+pub(super) fn line(r: &ApprovalView) -> String {
     let scope = match (&r.job, &r.cgroup) {
         (Some(job), _) => format!("job {job}"),
         (_, Some(cg)) => format!("cgroup {cg}"),
@@ -59,7 +70,7 @@ pub(super) fn grant_line(g: &ApprovalView) -> String {
 
 /// Prints JSON the way the agent's answers have always printed: one line,
 /// keys in alphabetical order.
-fn print_json(value: &impl serde::Serialize) -> Result<()> {
+pub(super) fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let value = serde_json::to_value(value)?;
     println!("{value}");
     Ok(())
@@ -123,25 +134,75 @@ pub(super) fn run(command: ApprovalsCommand) -> Result<ExitCode> {
             config,
             pending,
             json,
+            fleet: true,
+        } => super::fleet::list_requests(&config.config, pending, json),
+        ApprovalsCommand::List {
+            config,
+            pending,
+            json,
+            fleet: false,
         } => list(&config.config, pending, json),
         ApprovalsCommand::Approve {
             config,
             id,
+            fleet: true,
+            for_,
+            reason,
+        } => super::fleet::decide(&config.config, &id, "approve", for_.as_deref(), reason),
+        ApprovalsCommand::Approve {
+            config,
+            id,
+            fleet: false,
             for_,
             reason,
         } => decided(
             &config.config,
             "approved",
-            ApprovalApprove { id, for_, reason },
+            ApprovalApprove {
+                id: local_id(&id)?,
+                for_,
+                reason,
+            },
             false,
         ),
-        ApprovalsCommand::Deny { config, id, reason } => {
-            decided(&config.config, "denied", ApprovalDeny { id, reason }, false)
-        }
-        ApprovalsCommand::Revoke { config, id, reason } => decided(
+        ApprovalsCommand::Deny {
+            config,
+            id,
+            fleet: true,
+            reason,
+        } => super::fleet::decide(&config.config, &id, "deny", None, reason),
+        ApprovalsCommand::Deny {
+            config,
+            id,
+            fleet: false,
+            reason,
+        } => decided(
+            &config.config,
+            "denied",
+            ApprovalDeny {
+                id: local_id(&id)?,
+                reason,
+            },
+            false,
+        ),
+        ApprovalsCommand::Revoke {
+            config,
+            id,
+            fleet: true,
+            reason,
+        } => super::fleet::decide(&config.config, &id, "revoke", None, reason),
+        ApprovalsCommand::Revoke {
+            config,
+            id,
+            fleet: false,
+            reason,
+        } => decided(
             &config.config,
             "revoked",
-            ApprovalRevoke { id, reason },
+            ApprovalRevoke {
+                id: local_id(&id)?,
+                reason,
+            },
             false,
         ),
     };
