@@ -7,7 +7,7 @@ use std::time::Duration;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use thiserror::Error;
 
-use crate::config::FleetConfig;
+use crate::{config::FleetConfig, vocab::clock};
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -133,13 +133,36 @@ pub async fn connect(config: &FleetConfig) -> Result<Client, FleetError> {
         }
         options = options.with_tls(tls);
     }
+    // One member at a time, from a different one each time: a member that
+    // is down is passed over (a balanced channel over all of them fails
+    // when it picks a dead one), and a session that loses its member
+    // starts again on another.
     let endpoints = config.endpoints();
-    Client::connect(&endpoints, Some(options))
-        .await
-        .map_err(|e| FleetError::from_etcd(format!("connecting to {}", endpoints.join(",")), e))
-        .map_err(|e| match e {
-            // Connecting is where an unreachable cluster shows first.
-            FleetError::Other { what, message } => FleetError::Unreachable { what, message },
-            other => other,
-        })
+    let start = (clock::unix_ms() as usize) % endpoints.len().max(1);
+    let mut last = None;
+    for i in 0..endpoints.len() {
+        let endpoint = &endpoints[(start + i) % endpoints.len()];
+        match Client::connect([endpoint], Some(options.clone())).await {
+            Ok(client) => return Ok(client),
+            Err(e) => {
+                let e = FleetError::from_etcd(format!("connecting to {endpoint}"), e);
+                // A refusal (bad credentials) is the cluster's answer: no
+                // other member will say otherwise.
+                if matches!(e, FleetError::Refused { .. }) {
+                    return Err(e);
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(match last {
+        Some(FleetError::Other { what, message }) | Some(FleetError::Unreachable { what, message }) => {
+            FleetError::Unreachable {
+                what: format!("{what}, the last of {}", endpoints.len()),
+                message,
+            }
+        }
+        Some(other) => other,
+        None => FleetError::Invalid("[fleet] etcd names no endpoint".into()),
+    })
 }
