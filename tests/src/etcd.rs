@@ -45,6 +45,8 @@ pub struct EtcdCluster {
     dir: TempDir,
     members: Vec<Member>,
     token: String,
+    /// Authentication is on (etcdctl then runs as root).
+    auth: bool,
 }
 
 impl EtcdCluster {
@@ -65,6 +67,7 @@ impl EtcdCluster {
             token: format!("geowall-test-{}", std::process::id()),
             dir,
             members,
+            auth: false,
         };
         for i in 0..3 {
             cluster.start_member(i);
@@ -72,6 +75,7 @@ impl EtcdCluster {
         cluster.wait_healthy();
         cluster.ctl_ok(&["user", "add", &format!("root:{ROOT_PASSWORD}")], false);
         cluster.ctl_ok(&["auth", "enable"], false);
+        cluster.auth = true;
         cluster
     }
 
@@ -107,7 +111,7 @@ impl EtcdCluster {
             .arg(format!("--initial-cluster={initial}"))
             .arg(format!("--initial-cluster-token={}", self.token))
             .arg(format!("--initial-cluster-state={state}"))
-            .args(["--heartbeat-interval=50", "--election-timeout=500"])
+            .args(["--heartbeat-interval=100", "--election-timeout=1000"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -172,9 +176,13 @@ impl EtcdCluster {
 
     /// `etcdctl ARGS…` against the live members (as root once `auth`).
     pub fn ctl(&self, args: &[&str], auth: bool) -> Output {
+        self.ctl_at(&self.live_endpoints(), args, auth)
+    }
+
+    fn ctl_at(&self, endpoints: &str, args: &[&str], auth: bool) -> Output {
         let mut cmd = Command::new("etcdctl");
         cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.live_endpoints()))
+            .arg(format!("--endpoints={endpoints}"))
             .arg("--command-timeout=5s");
         if auth {
             cmd.arg(format!("--user=root:{ROOT_PASSWORD}"));
@@ -199,15 +207,26 @@ impl EtcdCluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Waits (up to 30 s) until a write through every live member works.
+    /// Waits (up to 30 s) until a linearizable read through every live
+    /// member works.
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = self.ctl(&["endpoint", "health"], false);
-            let ok = out.status.success();
-            if ok {
-                return;
+            let mut out = None;
+            for m in self.members.iter().filter(|m| m.child.is_some()) {
+                let o = self.ctl_at(
+                    &format!("http://127.0.0.1:{}", m.client),
+                    &["get", "/geowall-test-health"],
+                    self.auth,
+                );
+                if !o.status.success() {
+                    out = Some(o);
+                    break;
+                }
             }
+            let Some(out) = out else {
+                return;
+            };
             assert!(
                 Instant::now() < deadline,
                 "etcd not healthy after 30 s: {}{}\n{}",

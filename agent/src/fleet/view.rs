@@ -21,13 +21,10 @@ pub struct NodeRow {
     pub flags: Vec<String>,
 }
 
-/// The map data of a host: its sources' hashes, sorted.
+/// The map data of a host: its sources' hashes, sorted (where a host
+/// keeps a file is its own business).
 fn map_print(s: &NodeStatus) -> Vec<String> {
-    let mut v: Vec<String> = s
-        .sources
-        .iter()
-        .map(|x| format!("{}={}", x.source, x.sha256))
-        .collect();
+    let mut v: Vec<String> = s.sources.iter().map(|x| x.sha256.clone()).collect();
     v.sort();
     v
 }
