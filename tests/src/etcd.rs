@@ -104,10 +104,19 @@ impl EtcdCluster {
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&data)
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{}", m.client))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{}", m.client))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{}",
+                m.client
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{}",
+                m.client
+            ))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", m.peer))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", m.peer))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+                m.peer
+            ))
             .arg(format!("--initial-cluster={initial}"))
             .arg(format!("--initial-cluster-token={}", self.token))
             .arg(format!("--initial-cluster-state={state}"))

@@ -140,8 +140,10 @@ fn has_policy(link: &Value, entry: &str) -> bool {
 
 fn fleet_policy_names(link: &Value, name: &str) -> bool {
     link["policies"].as_array().is_some_and(|ps| {
-        ps.iter()
-            .any(|p| p.as_str().is_some_and(|p| p.starts_with(&format!("{name}@"))))
+        ps.iter().any(|p| {
+            p.as_str()
+                .is_some_and(|p| p.starts_with(&format!("{name}@")))
+        })
     })
 }
 
@@ -170,7 +172,9 @@ fn fleet_policies_reach_both_hosts_broken_ones_are_refused_and_outlive_etcd() {
         .config(&fleet.section("host-b", &state_b))
         .start();
     for h in [&a, &b] {
-        wait_link(h, "connected", Duration::from_secs(15), |l| l["connected"] == true);
+        wait_link(h, "connected", Duration::from_secs(15), |l| {
+            l["connected"] == true
+        });
     }
 
     // Put once: both hosts enforce it, and how long that took.
@@ -178,7 +182,10 @@ fn fleet_policies_reach_both_hosts_broken_ones_are_refused_and_outlive_etcd() {
     // clock starts once it has written it.)
     let eu = write(tmp.path(), "eu.toml", "allow = [\"DE\"]\n");
     let checking = Instant::now();
-    gw_ok(&fleet.root, &["fleet", "policy", "put", eu.to_str().unwrap()]);
+    gw_ok(
+        &fleet.root,
+        &["fleet", "policy", "put", eu.to_str().unwrap()],
+    );
     let put_at = Instant::now();
     let mut pending = vec![("A", &a), ("B", &b)];
     let mut reached = Vec::new();
@@ -190,7 +197,10 @@ fn fleet_policies_reach_both_hosts_broken_ones_are_refused_and_outlive_etcd() {
             }
             !done
         });
-        assert!(put_at.elapsed() < Duration::from_secs(10), "not everywhere: {reached:?}");
+        assert!(
+            put_at.elapsed() < Duration::from_secs(10),
+            "not everywhere: {reached:?}"
+        );
     }
     println!(
         "propagation: `fleet policy put` took {:?} (check + write); in force on {}",
@@ -206,9 +216,20 @@ fn fleet_policies_reach_both_hosts_broken_ones_are_refused_and_outlive_etcd() {
     assert!(applied["revision"].as_i64().unwrap() > 0, "{applied}");
 
     // A broken policy is refused by put: nothing is written.
-    let broken = write(tmp.path(), "eu2.toml", "name = \"eu\"\nallow = [\"Narnia\"]\n");
-    let out = gw(&fleet.root, &["fleet", "policy", "put", broken.to_str().unwrap()]);
-    assert!(!out.status.success(), "a broken policy was put: {}", stdout(&out));
+    let broken = write(
+        tmp.path(),
+        "eu2.toml",
+        "name = \"eu\"\nallow = [\"Narnia\"]\n",
+    );
+    let out = gw(
+        &fleet.root,
+        &["fleet", "policy", "put", broken.to_str().unwrap()],
+    );
+    assert!(
+        !out.status.success(),
+        "a broken policy was put: {}",
+        stdout(&out)
+    );
     assert!(
         stderr(&out).contains("nothing was written") && stderr(&out).contains("Narnia"),
         "{}",
@@ -242,8 +263,8 @@ fn fleet_policies_reach_both_hosts_broken_ones_are_refused_and_outlive_etcd() {
         dests.assert_eu(h, "eu");
     }
     // fleet status: both alive, and both flagged: their eu is not the fleet's.
-    let st: Value = serde_json::from_str(&gw_ok(&fleet.alice, &["fleet", "status", "--json"]))
-        .expect("json");
+    let st: Value =
+        serde_json::from_str(&gw_ok(&fleet.alice, &["fleet", "status", "--json"])).expect("json");
     let nodes = st["nodes"].as_array().expect("nodes");
     assert_eq!(nodes.len(), 2, "{st}");
     for n in nodes {
@@ -261,7 +282,10 @@ fn fleet_policies_reach_both_hosts_broken_ones_are_refused_and_outlive_etcd() {
     // A name in both a file and the fleet: refused on A, naming both
     // places; B, which has no such file policy, applies it.
     let local = write(tmp.path(), "local.toml", "allow = [\"DE\"]\n");
-    gw_ok(&fleet.root, &["fleet", "policy", "put", local.to_str().unwrap()]);
+    gw_ok(
+        &fleet.root,
+        &["fleet", "policy", "put", local.to_str().unwrap()],
+    );
     wait_link(&b, "local applied on B", Duration::from_secs(10), |l| {
         fleet_policy_names(l, "local")
     });
@@ -281,7 +305,10 @@ fn fleet_policies_reach_both_hosts_broken_ones_are_refused_and_outlive_etcd() {
         let link = wait_link(h, "unreachable", Duration::from_secs(20), |l| {
             l["connected"] == false && !l["unreachable"].is_null()
         });
-        assert!(has_policy(&link, &format!("eu@{}", applied["revision"])), "{link}");
+        assert!(
+            has_policy(&link, &format!("eu@{}", applied["revision"])),
+            "{link}"
+        );
         dests.assert_eu(h, "eu");
         h.wait_record("fleet unreachable", |r| {
             r["kind"] == "fleet" && r["event"] == "unreachable"
@@ -289,7 +316,11 @@ fn fleet_policies_reach_both_hosts_broken_ones_are_refused_and_outlive_etcd() {
     }
     let out = gw(&fleet.alice, &["fleet", "status"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("etcd is unreachable"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("etcd is unreachable"),
+        "{}",
+        stderr(&out)
+    );
 
     // A restarted while etcd is down: it starts with the fleet policy it
     // last applied.
@@ -307,8 +338,8 @@ fn fleet_policies_reach_both_hosts_broken_ones_are_refused_and_outlive_etcd() {
             l["connected"] == true
         });
     }
-    let st: Value = serde_json::from_str(&gw_ok(&fleet.alice, &["fleet", "status", "--json"]))
-        .expect("json");
+    let st: Value =
+        serde_json::from_str(&gw_ok(&fleet.alice, &["fleet", "status", "--json"])).expect("json");
     assert!(
         st["nodes"]
             .as_array()
@@ -348,7 +379,9 @@ fn an_approval_through_the_fleet_opens_the_requesting_host_only() {
         ))
         .start();
     for h in [&a, &b] {
-        wait_link(h, "connected", Duration::from_secs(15), |l| l["connected"] == true);
+        wait_link(h, "connected", Duration::from_secs(15), |l| {
+            l["connected"] == true
+        });
     }
     let us = Listener::on("127.20.0.1");
     let target = format!("tcp:{}", us.target());
@@ -378,7 +411,10 @@ fn an_approval_through_the_fleet_opens_the_requesting_host_only() {
     );
 
     // bob is no approver: etcd refuses, and nothing changes.
-    let out = gw(&fleet.bob, &["approvals", "approve", &id, "--fleet", "--for", "5s"]);
+    let out = gw(
+        &fleet.bob,
+        &["approvals", "approve", &id, "--fleet", "--for", "5s"],
+    );
     assert!(!out.status.success(), "bob approved: {}", stdout(&out));
     assert!(
         stderr(&out).contains("etcd refused") && stderr(&out).contains("permission denied"),
@@ -391,7 +427,16 @@ fn an_approval_through_the_fleet_opens_the_requesting_host_only() {
     let started = Instant::now();
     let out = gw_ok(
         &fleet.alice,
-        &["approvals", "approve", &id, "--fleet", "--for", "5s", "--reason", "vendor call"],
+        &[
+            "approvals",
+            "approve",
+            &id,
+            "--fleet",
+            "--for",
+            "5s",
+            "--reason",
+            "vendor call",
+        ],
     );
     let confirmed = started.elapsed();
     assert!(out.contains("applied on host-a"), "{out}");
@@ -405,7 +450,13 @@ fn an_approval_through_the_fleet_opens_the_requesting_host_only() {
         r["kind"] == "approval" && r["event"] == "approved"
     });
     assert_eq!(rec["by"]["etcd_user"], "alice", "{rec}");
-    assert!(rec["fleet"]["key"].as_str().unwrap().starts_with("/geowall/grants/alice/host-a/"), "{rec}");
+    assert!(
+        rec["fleet"]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("/geowall/grants/alice/host-a/"),
+        "{rec}"
+    );
     assert!(
         !b.records()
             .iter()
@@ -419,7 +470,11 @@ fn an_approval_through_the_fleet_opens_the_requesting_host_only() {
     let loop_b = geowall_tests::connect_loop(&work_b, &us.target(), 1500);
     let out = gw(&fleet.alice, &["approvals", "approve", &id, "--fleet"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("etcd is unreachable"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("etcd is unreachable"),
+        "{}",
+        stderr(&out)
+    );
     let counts = loop_b.join().expect("loop");
     assert_eq!(counts.keys().collect::<Vec<_>>(), ["EPERM"], "{counts:?}");
     while started.elapsed() < Duration::from_millis(5600) {
@@ -455,7 +510,10 @@ fn an_approval_through_the_fleet_opens_the_requesting_host_only() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "the request made while etcd was away never appeared");
+        assert!(
+            Instant::now() < deadline,
+            "the request made while etcd was away never appeared"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -469,11 +527,18 @@ fn one_member_down_changes_nothing() {
         .cidr_map("test.cidr", MAP)
         .config(&fleet.section("host-a", &tmp.path().join("a")))
         .start();
-    wait_link(&a, "connected", Duration::from_secs(15), |l| l["connected"] == true);
+    wait_link(&a, "connected", Duration::from_secs(15), |l| {
+        l["connected"] == true
+    });
     fleet.cluster.kill_member(0);
     let eu = write(tmp.path(), "eu.toml", "allow = [\"DE\"]\n");
-    gw_ok(&fleet.root, &["fleet", "policy", "put", eu.to_str().unwrap()]);
-    wait_link(&a, "eu applied", Duration::from_secs(20), |l| fleet_policy_names(l, "eu"));
+    gw_ok(
+        &fleet.root,
+        &["fleet", "policy", "put", eu.to_str().unwrap()],
+    );
+    wait_link(&a, "eu applied", Duration::from_secs(20), |l| {
+        fleet_policy_names(l, "eu")
+    });
     UsDe::new().assert_eu(&a, "eu");
     let st = gw_ok(&fleet.alice, &["fleet", "status", "--json"]);
     assert!(st.contains("\"alive\":true"), "{st}");

@@ -32,40 +32,9 @@ fn local_id(id: &str) -> Result<u32> {
     })
 }
 
-/// One request as a line of text.
-pub(super) fn line(r: &ApprovalView) -> String {
-    let scope = match (&r.job, &r.cgroup) {
-        (Some(job), _) => format!("job {job}"),
-        (_, Some(cg)) => format!("cgroup {cg}"),
-        _ => format!("policy {}", r.policy),
-    };
-    let port = match r.port {
-        0 => String::new(),
-        p => format!(" port {p}"),
-    };
-    // A name: the addresses resolved from it so far.
-    let to = match r.addresses.as_slice() {
-        [] => r.to.clone(),
-        [one] => format!("{} ({one})", r.to),
-        [first, rest @ ..] => format!("{} ({first} and {} more)", r.to, rest.len()),
-    };
-    format!(
-        "{:>5}  {:<8}  {} -> {}{}  for {}  by {}  until {}  ({})",
-        r.id,
-        r.state.as_str(),
-        scope,
-        to,
-        port,
-        r.for_,
-        r.requested_by,
-        r.expires,
-        r.reason,
-    )
-}
-
 /// A live grant as a line of `geowall status`.
 pub(super) fn grant_line(g: &ApprovalView) -> String {
-    format!("grant {}", line(g).trim_start())
+    format!("grant {}", super::render::approval_line(g).trim_start())
 }
 
 /// Prints JSON the way the agent's answers have always printed: one line,
@@ -87,7 +56,10 @@ fn decided<C: Call<Result = ApprovalView>>(
     if json {
         print_json(&view)
     } else {
-        println!("{verb}: {}", line(&view).trim_start());
+        println!(
+            "{verb}: {}",
+            super::render::approval_line(&view).trim_start()
+        );
         Ok(())
     }
 }
@@ -101,7 +73,7 @@ fn list(config: &Path, pending: bool, json: bool) -> Result<()> {
         println!("no approval requests");
     }
     for r in &views {
-        println!("{}", line(r));
+        println!("{}", super::render::approval_line(r));
     }
     Ok(())
 }

@@ -117,15 +117,27 @@ fn status(path: &Path, json_out: bool) -> Result<ExitCode> {
         Ok(r) => r,
         Err(e) => {
             // What this host's agent knows, when one runs.
-            if let Ok(s) = super::approvals::call(path, geowall::control::proto::GetStatus {})
+            let agent = Config::load(path).ok().and_then(|c| {
+                let mut client = geowall::control::Client::connect(&c.socket_path()).ok()?;
+                client.call(geowall::control::proto::GetStatus {}).ok()
+            });
+            if let Some(s) = agent
                 && let Some(f) = s.fleet
             {
                 eprintln!(
                     "geowall: this host ({}) has been {} since {}; it enforces the fleet policies it last applied: {}",
                     f.node,
-                    if f.connected { "connected" } else { "cut off from etcd" },
+                    if f.connected {
+                        "connected"
+                    } else {
+                        "cut off from etcd"
+                    },
                     f.since.unwrap_or_default(),
-                    if f.policies.is_empty() { "none".into() } else { f.policies.join(", ") }
+                    if f.policies.is_empty() {
+                        "none".into()
+                    } else {
+                        f.policies.join(", ")
+                    }
                 );
             }
             return Err(e);
@@ -210,9 +222,17 @@ fn status(path: &Path, json_out: bool) -> Result<ExitCode> {
                     row.node,
                     s.version,
                     s.programs,
-                    if s.enforcing { "enforcing" } else { "not enforcing" },
+                    if s.enforcing {
+                        "enforcing"
+                    } else {
+                        "not enforcing"
+                    },
                     s.epoch,
-                    if policies.is_empty() { "none".into() } else { policies.join(", ") },
+                    if policies.is_empty() {
+                        "none".into()
+                    } else {
+                        policies.join(", ")
+                    },
                     s.audit_seq,
                     &s.audit_head[..s.audit_head.len().min(12)],
                     s.lost_events,
@@ -241,18 +261,20 @@ fn status(path: &Path, json_out: bool) -> Result<ExitCode> {
 fn policy(command: FleetPolicyCommand) -> Result<()> {
     match command {
         FleetPolicyCommand::Put { config, files } => put(&config.config, &files),
-        FleetPolicyCommand::Get { config, name } => with_etcd(&config.config, async |c, _, keys| {
-            let resp = c
-                .get(keys.policy(&name), None)
-                .await
-                .map_err(etcd("reading the policy"))?;
-            let kv = resp
-                .kvs()
-                .first()
-                .ok_or_else(|| anyhow!("no fleet policy '{name}' ({})", keys.policy(&name)))?;
-            print!("{}", String::from_utf8_lossy(kv.value()));
-            Ok(())
-        }),
+        FleetPolicyCommand::Get { config, name } => {
+            with_etcd(&config.config, async |c, _, keys| {
+                let resp = c
+                    .get(keys.policy(&name), None)
+                    .await
+                    .map_err(etcd("reading the policy"))?;
+                let kv = resp
+                    .kvs()
+                    .first()
+                    .ok_or_else(|| anyhow!("no fleet policy '{name}' ({})", keys.policy(&name)))?;
+                print!("{}", String::from_utf8_lossy(kv.value()));
+                Ok(())
+            })
+        }
         FleetPolicyCommand::Rm { config, name } => with_etcd(&config.config, async |c, _, keys| {
             let resp = c
                 .delete(keys.policy(&name), None)
@@ -268,28 +290,37 @@ fn policy(command: FleetPolicyCommand) -> Result<()> {
             );
             Ok(())
         }),
-        FleetPolicyCommand::List { config, json } => with_etcd(&config.config, async |c, _, keys| {
-            let (_, all) = read_all(c, &keys.policies()).await?;
-            let list: Vec<_> = all
-                .iter()
-                .map(|(k, r, v)| {
-                    json!({"name": keys.policy_name(k).unwrap_or(k), "revision": r,
+        FleetPolicyCommand::List { config, json } => {
+            with_etcd(&config.config, async |c, _, keys| {
+                let (_, all) = read_all(c, &keys.policies()).await?;
+                let list: Vec<_> = all
+                    .iter()
+                    .map(|(k, r, v)| {
+                        json!({"name": keys.policy_name(k).unwrap_or(k), "revision": r,
                            "sha256": geowall::vocab::hex::sha256_hex(v)})
-                })
-                .collect();
-            if json {
-                println!("{}", serde_json::Value::Array(list));
-            } else if list.is_empty() {
-                println!("no fleet policies");
-            } else {
-                for p in list {
-                    println!("{}@{}  sha256 {}", p["name"].as_str().unwrap_or(""), p["revision"], p["sha256"].as_str().unwrap_or(""));
+                    })
+                    .collect();
+                if json {
+                    println!("{}", serde_json::Value::Array(list));
+                } else if list.is_empty() {
+                    println!("no fleet policies");
+                } else {
+                    for p in list {
+                        println!(
+                            "{}@{}  sha256 {}",
+                            p["name"].as_str().unwrap_or(""),
+                            p["revision"],
+                            p["sha256"].as_str().unwrap_or("")
+                        );
+                    }
                 }
-            }
-            Ok(())
-        }),
+                Ok(())
+            })
+        }
         FleetPolicyCommand::History { config, name, json } => {
-            with_etcd(&config.config, async |c, _, keys| history(c, keys, &name, json).await)
+            with_etcd(&config.config, async |c, _, keys| {
+                history(c, keys, &name, json).await
+            })
         }
     }
 }
@@ -302,7 +333,11 @@ fn put(path: &Path, files: &[PathBuf]) -> Result<()> {
     for f in files {
         let def = load_policy_file(f)?;
         if !valid_segment(&def.name) {
-            bail!("{}: policy name '{}' cannot be a key segment", f.display(), def.name);
+            bail!(
+                "{}: policy name '{}' cannot be a key segment",
+                f.display(),
+                def.name
+            );
         }
         defs.push((f.clone(), def));
     }
@@ -322,7 +357,8 @@ fn put(path: &Path, files: &[PathBuf]) -> Result<()> {
     config.policies.clear();
     with_etcd(path, async |c, _, keys| {
         for (file, def) in &defs {
-            let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
             let key = keys.policy(&def.name);
             let resp = c
                 .put(key.as_bytes(), text, None)
@@ -359,7 +395,9 @@ async fn history(c: &mut Client, keys: &Keys, name: &str, json_out: bool) -> Res
         };
         let Some(kv) = resp.kvs().first() else {
             if at.is_none() {
-                out.push(json!({"deleted": true, "revision": resp.header().map_or(0, |h| h.revision())}));
+                out.push(
+                    json!({"deleted": true, "revision": resp.header().map_or(0, |h| h.revision())}),
+                );
             }
             break;
         };
@@ -372,7 +410,9 @@ async fn history(c: &mut Client, keys: &Keys, name: &str, json_out: bool) -> Res
     }
     if out.iter().all(|v| v.get("sha256").is_none()) && at.is_none() {
         // Deleted now: go back through the key's last life.
-        bail!("no fleet policy '{name}' ({key}) now: `geowall fleet policy history` follows a policy that exists");
+        bail!(
+            "no fleet policy '{name}' ({key}) now: `geowall fleet policy history` follows a policy that exists"
+        );
     }
     if json_out {
         println!("{}", serde_json::Value::Array(out));
@@ -384,7 +424,9 @@ async fn history(c: &mut Client, keys: &Keys, name: &str, json_out: bool) -> Res
         } else {
             println!(
                 "revision {}  version {}  sha256 {}",
-                v["revision"], v["version"], v["sha256"].as_str().unwrap_or("")
+                v["revision"],
+                v["version"],
+                v["sha256"].as_str().unwrap_or("")
             );
         }
     }
@@ -441,7 +483,9 @@ fn init(path: &Path) -> Result<()> {
                 Err(e) if exists(&e) => println!("role {role}: exists"),
                 Err(e) => {
                     return Err(FleetError::from_etcd(format!("creating role {role}"), e)
-                        .with_hint(" (fleet init runs as etcd's root user: [fleet] user = \"root\")")
+                        .with_hint(
+                            " (fleet init runs as etcd's root user: [fleet] user = \"root\")",
+                        )
                         .into());
                 }
             }
@@ -485,19 +529,22 @@ fn user_add(path: &Path, name: &str, role: FleetRole, password_file: Option<&Pat
     with_etcd(path, async |c, _, keys| {
         let added = match &password {
             Some(p) => c.user_add(name, p.clone(), None).await,
-            None => c.user_add(name, "", Some(UserAddOptions::new().with_no_pwd())).await,
+            None => {
+                c.user_add(name, "", Some(UserAddOptions::new().with_no_pwd()))
+                    .await
+            }
         };
         match added {
             Ok(_) => println!("user {name}: created"),
             Err(e) if exists(&e) => println!("user {name}: exists"),
             Err(e) => return Err(etcd(format!("creating user {name}"))(e)),
         }
-        c.user_grant_role(name, base)
-            .await
-            .map_err(|e| {
-                anyhow::Error::from(FleetError::from_etcd(format!("giving {name} the role {base}"), e)
-                    .with_hint(" (run `geowall fleet init` first)"))
-            })?;
+        c.user_grant_role(name, base).await.map_err(|e| {
+            anyhow::Error::from(
+                FleetError::from_etcd(format!("giving {name} the role {base}"), e)
+                    .with_hint(" (run `geowall fleet init` first)"),
+            )
+        })?;
         println!("user {name}: role {base}");
         let own = own_permissions(keys, role, name);
         if !own.is_empty() {
@@ -562,14 +609,18 @@ pub(super) fn list_requests(path: &Path, pending: bool, json_out: bool) -> Resul
         println!("no approval requests in the fleet");
     }
     for r in &rows {
-        let l = super::approvals::line(&r.request);
+        let l = super::render::approval_line(&r.request);
         let l = l.trim_start();
         let (_, rest) = l.split_once(' ').unwrap_or(("", l));
         let applied = match &r.fleet {
             Some(c) => format!("  [{} by {} at {}]", c.state, c.by, c.time),
             None => String::new(),
         };
-        println!("{:>12}  {}{applied}", format!("{}/{}", r.node, r.request.id), rest.trim_start());
+        println!(
+            "{:>12}  {}{applied}",
+            format!("{}/{}", r.node, r.request.id),
+            rest.trim_start()
+        );
     }
     Ok(())
 }
@@ -583,8 +634,11 @@ pub(super) fn decide(
     for_: Option<&str>,
     reason: Option<String>,
 ) -> Result<()> {
-    let (node, id) = parse_fleet_id(id)
-        .ok_or_else(|| anyhow!("'{id}': with --fleet, name the request NODE/ID (as `approvals list --fleet` shows it)"))?;
+    let (node, id) = parse_fleet_id(id).ok_or_else(|| {
+        anyhow!(
+            "'{id}': with --fleet, name the request NODE/ID (as `approvals list --fleet` shows it)"
+        )
+    })?;
     let wanted = for_.map(parse_duration).transpose()?;
     let started = Instant::now();
     with_etcd(path, async |c, fleet, keys| {
@@ -596,11 +650,16 @@ pub(super) fn decide(
             .get(request_key.as_bytes(), None)
             .await
             .map_err(etcd(format!("reading {request_key}")))?;
-        let kv = resp.kvs().first().ok_or_else(|| {
-            anyhow!("no request {node}/{id} in the fleet ({request_key})")
-        })?;
+        let kv = resp
+            .kvs()
+            .first()
+            .ok_or_else(|| anyhow!("no request {node}/{id} in the fleet ({request_key})"))?;
         let request: RequestValue = parse_json(&request_key, kv.mod_revision(), kv.value())?;
-        let expected = if decision == "revoke" { Stage::Approved } else { Stage::Pending };
+        let expected = if decision == "revoke" {
+            Stage::Approved
+        } else {
+            Stage::Pending
+        };
         if request.request.state != expected {
             bail!(
                 "request {node}/{id} is {}, not {}: nothing to {decision}",
@@ -611,12 +670,17 @@ pub(super) fn decide(
         let now = clock::unix_ms();
         let (ttl, expires_ms) = if decision == "approve" {
             let length = wanted.unwrap_or(Duration::from_secs(
-                parse_duration(&request.request.for_).map(|d| d.as_secs()).unwrap_or(3600),
+                parse_duration(&request.request.for_)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(3600),
             ));
             if length.is_zero() {
                 bail!("a grant must last longer than 0s");
             }
-            (length.as_secs().max(1) as i64, Some(now + length.as_millis() as u64))
+            (
+                length.as_secs().max(1) as i64,
+                Some(now + length.as_millis() as u64),
+            )
         } else {
             (DECISION_KEEP, None)
         };
@@ -660,13 +724,20 @@ pub(super) fn decide(
                 .await
                 .map_err(etcd(format!("reading {request_key}")))?;
             if let Some(kv) = resp.kvs().first()
-                && let Ok(r) = parse_json::<RequestValue>(&request_key, kv.mod_revision(), kv.value())
-                && let Some(conf) = r.fleet.filter(|c| c.key == grant_key && c.revision == revision)
+                && let Ok(r) =
+                    parse_json::<RequestValue>(&request_key, kv.mod_revision(), kv.value())
+                && let Some(conf) = r
+                    .fleet
+                    .filter(|c| c.key == grant_key && c.revision == revision)
             {
                 if conf.state == "applied" {
                     println!(
                         "{}: {node}/{id} by etcd user {user}; written at revision {revision} in {} ms, applied on {node} at {} ({} ms after the command started)",
-                        match decision { "approve" => "approved", "deny" => "denied", _ => "revoked" },
+                        match decision {
+                            "approve" => "approved",
+                            "deny" => "denied",
+                            _ => "revoked",
+                        },
                         written.as_millis(),
                         conf.time,
                         started.elapsed().as_millis(),
@@ -685,7 +756,11 @@ pub(super) fn decide(
                 println!(
                     "written to {grant_key} (revision {revision}); {node} has not confirmed within {}s: it applies the decision when it next reaches etcd{}",
                     CONFIRM_WAIT.as_secs(),
-                    if decision == "approve" { ", unless the grant has ended by then" } else { "" }
+                    if decision == "approve" {
+                        ", unless the grant has ended by then"
+                    } else {
+                        ""
+                    }
                 );
                 return Ok(());
             }

@@ -460,6 +460,37 @@ impl Summary {
     }
 }
 
+/// One request as a line of text.
+pub(super) fn approval_line(r: &geowall::approvals::ApprovalView) -> String {
+    let scope = match (&r.job, &r.cgroup) {
+        (Some(job), _) => format!("job {job}"),
+        (_, Some(cg)) => format!("cgroup {cg}"),
+        _ => format!("policy {}", r.policy),
+    };
+    let port = match r.port {
+        0 => String::new(),
+        p => format!(" port {p}"),
+    };
+    // A name: the addresses resolved from it so far.
+    let to = match r.addresses.as_slice() {
+        [] => r.to.clone(),
+        [one] => format!("{} ({one})", r.to),
+        [first, rest @ ..] => format!("{} ({first} and {} more)", r.to, rest.len()),
+    };
+    format!(
+        "{:>5}  {:<8}  {} -> {}{}  for {}  by {}  until {}  ({})",
+        r.id,
+        r.state.as_str(),
+        scope,
+        to,
+        port,
+        r.for_,
+        r.requested_by,
+        r.expires,
+        r.reason,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,10 +111,7 @@ impl FleetConfig {
             );
         }
         if self.password_file.is_some() && self.user.is_none() {
-            return bad(
-                None,
-                "[fleet] password_file needs user = \"…\"".into(),
-            );
+            return bad(None, "[fleet] password_file needs user = \"…\"".into());
         }
         if let Some(node) = &self.node
             && !crate::fleet::keys::valid_segment(node)

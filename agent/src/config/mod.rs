@@ -748,7 +748,11 @@ pub fn load_policy_file(path: &Path) -> Result<PolicyDef, ConfigError> {
 /// Parses one policy's text as the contents of `path` (a file, or where a
 /// fleet policy came from: `etcd /geowall/policies/eu-only@42`); its name
 /// is `default_name` unless `name` says otherwise.
-pub fn parse_policy(path: &Path, text: String, default_name: &str) -> Result<PolicyDef, ConfigError> {
+pub fn parse_policy(
+    path: &Path,
+    text: String,
+    default_name: &str,
+) -> Result<PolicyDef, ConfigError> {
     let source = Arc::new(SourceText {
         path: path.to_path_buf(),
         text,

@@ -497,7 +497,15 @@ impl Approvals {
         let op = format!("approval_{}", decision.verb());
         let checked = self.check_decision(cx, peer, id, decision, length.as_deref());
         let length = checked.map_err(|r| Self::refuse(cx, &op, Some(id), peer, r))?;
-        Ok(self.commit(cx, id, decision, length, reason.as_deref(), Self::person(peer), None))
+        Ok(self.commit(
+            cx,
+            id,
+            decision,
+            length,
+            reason.as_deref(),
+            Self::person(peer),
+            None,
+        ))
     }
 
     /// A decision from the fleet: `by` is the approver as etcd
@@ -505,6 +513,7 @@ impl Approvals {
     /// must be in a state to take it, and an approval's length (`length`:
     /// what is left of the grant) within its policy's `max_grant`. `fleet`
     /// (the decision's key and revision) goes into the audit record.
+    #[expect(clippy::too_many_arguments, reason = "one decision's parts")]
     pub(super) fn decide_fleet(
         &mut self,
         cx: &Context,
@@ -516,11 +525,9 @@ impl Approvals {
         fleet: serde_json::Value,
     ) -> Result<ApprovalView, Refusal> {
         let checked = (|| {
-            let request = self
-                .store
-                .requests
-                .get(&id)
-                .ok_or_else(|| refused(ErrorCode::BadRequest, format!("no approval request {id}")))?;
+            let request = self.store.requests.get(&id).ok_or_else(|| {
+                refused(ErrorCode::BadRequest, format!("no approval request {id}"))
+            })?;
             // The stage rules only: etcd's roles authorized the approver.
             let root = Caller {
                 uid: 0,
@@ -534,9 +541,14 @@ impl Approvals {
             let (_, max) = Self::policy_limits(cx, &request.policy)?;
             // A grant whose lease ran a little ahead of its length is not
             // refused for the rounding: at most max_grant.
-            approvals::grant_length(Some(length), length, max + Duration::from_secs(1), &request.policy)
-                .map(|l| l.min(max))
-                .map_err(|e| Refusal::error(ErrorCode::BadRequest, &e))
+            approvals::grant_length(
+                Some(length),
+                length,
+                max + Duration::from_secs(1),
+                &request.policy,
+            )
+            .map(|l| l.min(max))
+            .map_err(|e| Refusal::error(ErrorCode::BadRequest, &e))
         })();
         let length = checked.inspect_err(|r| {
             cx.record(

@@ -87,6 +87,7 @@ pub(super) struct State {
 impl State {
     /// Builds the plan, opens the kernel side, installs the tables, binds,
     /// attaches. Returns the state and the flow-event ring buffer.
+    #[expect(clippy::too_many_arguments, reason = "what the agent starts from")]
     pub(super) fn start(
         config_path: PathBuf,
         audit_only: bool,

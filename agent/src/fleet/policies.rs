@@ -152,7 +152,10 @@ mod tests {
         let s = set(&[("eu", "name = \"us\"\nallow = [\"US\"]\n", 8)]);
         let e = s.defs(&keys).unwrap_err().to_string();
         assert!(e.starts_with("etcd /geowall/policies/eu@8:1:"), "{e}");
-        assert!(e.contains("the key names policy 'eu', the text 'us'"), "{e}");
+        assert!(
+            e.contains("the key names policy 'eu', the text 'us'"),
+            "{e}"
+        );
         let s = set(&[("eu", "allow = [\"EU\"\n", 9)]);
         let e = s.defs(&keys).unwrap_err().to_string();
         assert!(e.starts_with("etcd /geowall/policies/eu@9:"), "{e}");
@@ -162,10 +165,7 @@ mod tests {
     fn changes_are_per_name() {
         let a = set(&[("x", "1", 1), ("y", "2", 2)]);
         let b = set(&[("x", "1", 1), ("y", "3", 5), ("z", "4", 6)]);
-        assert_eq!(
-            a.changed(&b).into_iter().collect::<Vec<_>>(),
-            ["y", "z"]
-        );
+        assert_eq!(a.changed(&b).into_iter().collect::<Vec<_>>(), ["y", "z"]);
         let c = a.with_from(&b, "z");
         assert_eq!(c.policies.len(), 3);
         let d = b.with_from(&a, "z");

@@ -173,10 +173,16 @@ mod tests {
             Some(5)
         );
         let e = DecisionValue::parse("k", 3, br#"{"decision":"approve","time":"t"}"#).unwrap_err();
-        assert_eq!(e.to_string(), "k (revision 3): an approval needs expires_ms");
+        assert_eq!(
+            e.to_string(),
+            "k (revision 3): an approval needs expires_ms"
+        );
         let e = DecisionValue::parse("k", 4, br#"{"decision":"allow","time":"t"}"#).unwrap_err();
         assert!(e.to_string().contains("unknown decision 'allow'"), "{e}");
         let e = DecisionValue::parse("/g/grants/a/b/1", 9, b"not json").unwrap_err();
-        assert!(e.to_string().starts_with("/g/grants/a/b/1 (revision 9): "), "{e}");
+        assert!(
+            e.to_string().starts_with("/g/grants/a/b/1 (revision 9): "),
+            "{e}"
+        );
     }
 }

@@ -156,12 +156,11 @@ pub async fn connect(config: &FleetConfig) -> Result<Client, FleetError> {
         }
     }
     Err(match last {
-        Some(FleetError::Other { what, message }) | Some(FleetError::Unreachable { what, message }) => {
-            FleetError::Unreachable {
-                what: format!("{what}, the last of {}", endpoints.len()),
-                message,
-            }
-        }
+        Some(FleetError::Other { what, message })
+        | Some(FleetError::Unreachable { what, message }) => FleetError::Unreachable {
+            what: format!("{what}, the last of {}", endpoints.len()),
+            message,
+        },
         Some(other) => other,
         None => FleetError::Invalid("[fleet] etcd names no endpoint".into()),
     })

@@ -118,7 +118,8 @@ impl Sync {
         let message = chain(e);
         let mut s = self.state.lock().await;
         let Some(here) = s.fleet_mut() else { return };
-        let was = here.link.connected || here.link.unreachable.as_deref() == Some("not connected yet");
+        let was =
+            here.link.connected || here.link.unreachable.as_deref() == Some("not connected yet");
         here.link.connected = false;
         if was {
             here.link.since_ms = clock::unix_ms();
@@ -402,7 +403,9 @@ impl Sync {
                 continue;
             }
             let revision = kv.mod_revision();
-            let Some(here) = s.fleet_mut() else { return false };
+            let Some(here) = s.fleet_mut() else {
+                return false;
+            };
             if here.applied.decisions.get(&key) == Some(&revision) {
                 continue;
             }
@@ -600,7 +603,12 @@ fn refused(s: &mut State, keys: &Keys, target: &FleetPolicies, name: &str, error
         return;
     }
     here.refused.insert(key.clone(), message);
-    tracing::error!(key, revision, error, "fleet: policy refused on this host; the one in force stays");
+    tracing::error!(
+        key,
+        revision,
+        error,
+        "fleet: policy refused on this host; the one in force stays"
+    );
     s.record(
         "fleet",
         json!({"event": "policy_refused", "key": key, "revision": revision, "error": error}),
@@ -629,9 +637,9 @@ fn decide(s: &mut State, key: &str, revision: i64, user: &str, id: u32, value: &
         why: None,
     };
     let fleet = json!({"key": key, "revision": revision});
-    let length = d
-        .expires_ms
-        .map_or(Duration::ZERO, |e| Duration::from_millis(e.saturating_sub(now)));
+    let length = d.expires_ms.map_or(Duration::ZERO, |e| {
+        Duration::from_millis(e.saturating_sub(now))
+    });
     let outcome = if decision == Decision::Approve && length < Duration::from_secs(1) {
         let why = "the grant ended before it reached this host: not applied".to_owned();
         s.record(
