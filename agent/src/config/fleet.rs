@@ -141,3 +141,63 @@ impl FleetConfig {
         self.etcd.iter().map(|e| e.get_ref().clone()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("/etc/geowall/geowall.toml"), text.into())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_example_block_parses_uncommented() {
+        let example = include_str!("../../../config/geowall.example.toml");
+        let block = example
+            .split("# [fleet]\n")
+            .nth(1)
+            .expect("a [fleet] block in the example");
+        let text: String = std::iter::once("[fleet]\n".to_owned())
+            .chain(
+                block
+                    .lines()
+                    .map(|l| format!("{}\n", l.trim_start_matches("# "))),
+            )
+            .collect();
+        let c = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let f = c.file.fleet.expect("fleet");
+        assert_eq!(f.endpoints().len(), 3);
+        assert_eq!(f.node_name(), "host-a");
+        assert_eq!(f.prefix, "/geowall");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_place() {
+        let no_ep = parse("[fleet]\nnode = \"a\"\n").unwrap_err();
+        assert!(
+            no_ep.contains("[fleet] etcd: name at least one endpoint"),
+            "{no_ep}"
+        );
+        let bad_ep = parse("[fleet]\netcd = [\"127.0.0.1:2379\"]\n").unwrap_err();
+        assert!(
+            bad_ep.starts_with("/etc/geowall/geowall.toml:2:")
+                && bad_ep.contains("'127.0.0.1:2379' is not an http:// or https:// host:port"),
+            "{bad_ep}"
+        );
+        let tls = parse("[fleet]\netcd = [\"https://e:2379\"]\n").unwrap_err();
+        assert!(tls.contains("name the CA certificate"), "{tls}");
+        let prefix =
+            parse("[fleet]\netcd = [\"http://e:2379\"]\nprefix = \"geowall/\"\n").unwrap_err();
+        assert!(prefix.contains("a key prefix starts with '/'"), "{prefix}");
+        let pair = parse("[fleet]\netcd = [\"http://e:2379\"]\ncert = \"c.pem\"\n").unwrap_err();
+        assert!(pair.contains("cert and key go together"), "{pair}");
+        let node = parse("[fleet]\netcd = [\"http://e:2379\"]\nnode = \"a/b\"\n").unwrap_err();
+        assert!(node.contains("node = \"a/b\""), "{node}");
+        let unknown = parse("[fleet]\netcd = [\"http://e:2379\"]\nendpoints = []\n").unwrap_err();
+        assert!(unknown.contains("unknown field `endpoints`"), "{unknown}");
+        assert!(parse("").unwrap().file.fleet.is_none());
+    }
+}
