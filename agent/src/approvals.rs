@@ -124,6 +124,8 @@ impl Stage {
 /// A person (or process) as the kernel identified them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
+    /// [`Person::NO_UID`] (left out when written) for a fleet approver.
+    #[serde(default = "Person::no_uid", skip_serializing_if = "Person::is_no_uid")]
     pub uid: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -139,6 +141,14 @@ pub struct Person {
 impl Person {
     /// The uid of a person no local credential names (a fleet approver).
     pub const NO_UID: u32 = u32::MAX;
+
+    fn no_uid() -> u32 {
+        Self::NO_UID
+    }
+
+    fn is_no_uid(uid: &u32) -> bool {
+        *uid == Self::NO_UID
+    }
 
     pub fn new(uid: u32, pid: Option<u32>) -> Self {
         Self {

@@ -360,7 +360,7 @@ fn an_approval_through_the_fleet_opens_the_requesting_host_only() {
             state.display()
         )
     };
-    let a = AgentSpec::new(&cg_a)
+    let mut a = AgentSpec::new(&cg_a)
         .cidr_map("test.cidr", MAP)
         .child_cgroups(&["work"])
         .config(&format!(
@@ -516,6 +516,61 @@ fn an_approval_through_the_fleet_opens_the_requesting_host_only() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let out = gw_ok(
+        &fleet.alice,
+        &[
+            "approvals",
+            "deny",
+            "host-a/2",
+            "--fleet",
+            "--reason",
+            "not this one",
+        ],
+    );
+    assert!(out.contains("denied: host-a/2 by etcd user alice"), "{out}");
+    let mine: Value = a.cli_json(&["approvals", "list", "--json"]);
+    let two = mine
+        .as_array()
+        .and_then(|l| l.iter().find(|r| r["id"] == 2))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(two["state"], "denied", "{mine}");
+    assert_eq!(two["decided_by"], "etcd:alice", "{two}");
+
+    // A grant that ends before its host reads it is never applied.
+    let third = Listener::on("127.20.0.3");
+    let third_target = format!("tcp:{}", third.target());
+    assert_eq!(
+        outcomes(&run_probe(Some(&work_a), &[&third_target])),
+        ["EPERM"]
+    );
+    wait_link(&a, "request 3 published", Duration::from_secs(10), |l| {
+        l["unpublished"] == 0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(a.terminate().success());
+    let out = gw_ok(
+        &fleet.alice,
+        &["approvals", "approve", "host-a/3", "--fleet", "--for", "2s"],
+    );
+    assert!(out.contains("has not confirmed"), "{out}");
+    a.restart();
+    wait_link(
+        &a,
+        "connected after the restart",
+        Duration::from_secs(30),
+        |l| l["connected"] == true,
+    );
+    let mine: Value = a.cli_json(&["approvals", "list", "--json"]);
+    assert!(
+        mine.as_array()
+            .is_some_and(|l| l.iter().any(|r| r["id"] == 3 && r["state"] == "pending")),
+        "{mine}"
+    );
+    assert_eq!(
+        outcomes(&run_probe(Some(&work_a), &[&third_target])),
+        ["EPERM"]
+    );
 }
 
 #[test]
