@@ -597,4 +597,43 @@ fn one_member_down_changes_nothing() {
     UsDe::new().assert_eu(&a, "eu");
     let st = gw_ok(&fleet.alice, &["fleet", "status", "--json"]);
     assert!(st.contains("\"alive\":true"), "{st}");
+
+    // A value that does not parse is refused with its key and revision;
+    // nothing else stops.
+    fleet
+        .cluster
+        .root_ctl(&["put", "/geowall/grants/alice/host-a/9", "not json"]);
+    let link = wait_link(
+        &a,
+        "the bad decision refused",
+        Duration::from_secs(10),
+        |l| {
+            l["refused"]
+                .to_string()
+                .contains("/geowall/grants/alice/host-a/9 (revision ")
+        },
+    );
+    assert_eq!(link["connected"], true, "{link}");
+    a.wait_record("value_refused", |r| {
+        r["kind"] == "fleet"
+            && r["event"] == "value_refused"
+            && r["key"] == "/geowall/grants/alice/host-a/9"
+            && r["revision"].as_i64().is_some()
+    });
+
+    // A host that stops renewing its lease is flagged, not forgotten.
+    let mut a = a;
+    assert!(a.terminate().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st: Value = serde_json::from_str(&gw_ok(&fleet.alice, &["fleet", "status", "--json"]))
+            .expect("json");
+        let node = &st["nodes"][0];
+        if node["alive"] == false {
+            assert!(node["flags"].to_string().contains("lease lapsed"), "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lease never lapsed: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -105,12 +105,6 @@ fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, FleetErro
     })
 }
 
-/// The etcd user `config` authenticates as (with a certificate and no
-/// user: none named).
-pub fn user(config: &FleetConfig) -> Option<&str> {
-    config.user.as_deref()
-}
-
 /// Connects to etcd as `config` says.
 pub async fn connect(config: &FleetConfig) -> Result<Client, FleetError> {
     let mut options = ConnectOptions::new()
