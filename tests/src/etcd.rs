@@ -47,13 +47,135 @@ pub struct EtcdCluster {
     token: String,
     /// Authentication is on (etcdctl then runs as root).
     auth: bool,
+    /// Clients speak TLS and authenticate by certificate.
+    tls: Option<Tls>,
+}
+
+/// A CA of the test's own (openssl), its server certificate for
+/// 127.0.0.1, and client certificates named by their common name.
+pub struct Tls {
+    dir: PathBuf,
+    pub ca: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Tls {
+    fn new(dir: &Path) -> Tls {
+        let dir = dir.join("tls");
+        fs::create_dir_all(&dir).expect("tls dir");
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=geowall-test-ca",
+            ],
+        );
+        let tls = Tls {
+            ca: dir.join("ca.pem"),
+            dir,
+        };
+        tls.issue(
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth",
+        );
+        tls
+    }
+
+    /// Issues `NAME.pem` and `NAME.key` with extensions `ext`.
+    fn issue(&self, name: &str, ext: &str) -> (PathBuf, PathBuf) {
+        let ext_file = self.dir.join(format!("{name}.ext"));
+        fs::write(&ext_file, ext).expect("write ext");
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "1",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+        (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        )
+    }
+
+    /// A client certificate and key whose common name is `user`.
+    pub fn client(&self, user: &str) -> (PathBuf, PathBuf) {
+        let pem = self.dir.join(format!("{user}.pem"));
+        if pem.exists() {
+            return (pem, self.dir.join(format!("{user}.key")));
+        }
+        self.issue(user, "extendedKeyUsage=clientAuth")
+    }
 }
 
 impl EtcdCluster {
     /// Starts three members and waits for the cluster to answer; turns
     /// authentication on with a root user ([`ROOT_PASSWORD`]).
     pub fn start() -> EtcdCluster {
+        Self::start_with(false)
+    }
+
+    /// [`EtcdCluster::start`] with TLS for clients, who authenticate by
+    /// certificate (its common name is the user; root's is `root`).
+    pub fn start_tls() -> EtcdCluster {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> EtcdCluster {
         let dir = TempDir::new("etcd");
+        let tls = tls.then(|| Tls::new(dir.path()));
         let ports = free_ports(6);
         let members = (0..3)
             .map(|i| Member {
@@ -68,11 +190,15 @@ impl EtcdCluster {
             dir,
             members,
             auth: false,
+            tls,
         };
         for i in 0..3 {
             cluster.start_member(i);
         }
         cluster.wait_healthy();
+        if let Some(tls) = &cluster.tls {
+            tls.client("root");
+        }
         cluster.ctl_ok(&["user", "add", &format!("root:{ROOT_PASSWORD}")], false);
         cluster.ctl_ok(&["auth", "enable"], false);
         cluster.auth = true;
@@ -99,17 +225,31 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.path().join(format!("{}.log", m.name)))
             .expect("etcd log");
-        let child = Command::new("etcd")
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut cmd = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            cmd.arg(format!(
+                "--cert-file={}",
+                tls.dir.join("server.pem").display()
+            ))
+            .arg(format!(
+                "--key-file={}",
+                tls.dir.join("server.key").display()
+            ))
+            .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+            .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&data)
             .arg(format!(
-                "--listen-client-urls=http://127.0.0.1:{}",
+                "--listen-client-urls={scheme}://127.0.0.1:{}",
                 m.client
             ))
             .arg(format!(
-                "--advertise-client-urls=http://127.0.0.1:{}",
+                "--advertise-client-urls={scheme}://127.0.0.1:{}",
                 m.client
             ))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", m.peer))
@@ -158,8 +298,17 @@ impl EtcdCluster {
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client))
             .collect()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The TLS material, for a cluster started with [`EtcdCluster::start_tls`].
+    pub fn tls(&self) -> &Tls {
+        self.tls.as_ref().expect("a TLS cluster")
     }
 
     /// `["http://…", …]`, TOML.
@@ -178,7 +327,7 @@ impl EtcdCluster {
         self.members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -193,7 +342,12 @@ impl EtcdCluster {
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoints}"))
             .arg("--command-timeout=5s");
-        if auth {
+        if let Some(tls) = &self.tls {
+            let (cert, key) = tls.client("root");
+            cmd.arg(format!("--cacert={}", tls.ca.display()))
+                .arg(format!("--cert={}", cert.display()))
+                .arg(format!("--key={}", key.display()));
+        } else if auth {
             cmd.arg(format!("--user=root:{ROOT_PASSWORD}"));
         }
         cmd.args(args).output().expect("run etcdctl")
@@ -224,7 +378,7 @@ impl EtcdCluster {
             let mut out = None;
             for m in self.members.iter().filter(|m| m.child.is_some()) {
                 let o = self.ctl_at(
-                    &format!("http://127.0.0.1:{}", m.client),
+                    &format!("{}://127.0.0.1:{}", self.scheme(), m.client),
                     &["get", "/geowall-test-health"],
                     self.auth,
                 );

@@ -637,3 +637,73 @@ fn one_member_down_changes_nothing() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn hosts_and_approvers_authenticate_by_client_certificate() {
+    let cluster = EtcdCluster::start_tls();
+    let tmp = TempDir::new("fleet-tls");
+    let section = |user: &str, node: bool| {
+        let (cert, key) = cluster.tls().client(user);
+        format!(
+            "[fleet]\netcd = {}\nuser = \"{user}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{}state_dir = \"{}\"\nlease = \"3s\"\n",
+            cluster.endpoints_toml(),
+            cluster.tls().ca.display(),
+            cert.display(),
+            key.display(),
+            if node {
+                format!("node = \"{user}\"\n")
+            } else {
+                String::new()
+            },
+            tmp.path().join(user).display()
+        )
+    };
+    let config = |user: &str| {
+        let p = tmp.path().join(format!("{user}.toml"));
+        std::fs::write(&p, section(user, false)).expect("write config");
+        p
+    };
+    let root = config("root");
+    gw_ok(&root, &["fleet", "init"]);
+    gw_ok(&root, &["fleet", "user", "add", "host-a", "--role", "node"]);
+    gw_ok(
+        &root,
+        &["fleet", "user", "add", "alice", "--role", "approver"],
+    );
+    let alice = config("alice");
+
+    let cg = TestCgroup::new("host-a");
+    let a = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .child_cgroups(&["work"])
+        .config(&format!(
+            "[approvals]\nstate_dir = \"{}\"\n\n[[policy]]\nname = \"work\"\nallow = [\"EU\"]\ncgroups = [\"/work\"]\napprovable = true\n\n{}",
+            tmp.path().join("approvals").display(),
+            section("host-a", true)
+        ))
+        .start();
+    wait_link(&a, "connected over TLS", Duration::from_secs(15), |l| {
+        l["connected"] == true
+    });
+    let us = Listener::on("127.20.0.1");
+    let target = format!("tcp:{}", us.target());
+    let work = cg.path().join("work");
+    assert_eq!(outcomes(&run_probe(Some(&work), &[&target])), ["EPERM"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw_ok(&alice, &["approvals", "list", "--fleet", "--pending"]).contains("host-a/1") {
+        assert!(Instant::now() < deadline, "no request over TLS");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = gw_ok(
+        &alice,
+        &["approvals", "approve", "host-a/1", "--fleet", "--for", "1m"],
+    );
+    assert!(out.contains("applied on host-a"), "{out}");
+    assert_eq!(outcomes(&run_probe(Some(&work), &[&target])), ["ok"]);
+    let rec = a.wait_record("the approval by alice's certificate", |r| {
+        r["kind"] == "approval" && r["event"] == "approved"
+    });
+    assert_eq!(rec["by"]["etcd_user"], "alice", "{rec}");
+    let st = gw_ok(&alice, &["fleet", "status", "--json"]);
+    assert!(st.contains("\"alive\":true"), "{st}");
+}

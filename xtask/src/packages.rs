@@ -28,6 +28,7 @@ pub const TEST: &[(&str, &str)] = &[
     ("node", "nodejs"),
     ("java", "default-jre-headless"),
     ("curl", "curl"),
+    ("openssl", "openssl"),
 ];
 
 /// Packages missing among `wanted` (program → package): a program not on
