@@ -6,15 +6,16 @@
 # stopped, and everything it makes removed, when it exits.
 #
 #   tests/fleet-demo.sh            the transcript
-#   tests/fleet-demo.sh measure    + the agents' CPU and RSS over 60 s idle,
+#   tests/fleet-demo.sh measure    the agents' CPU and RSS over 60 s idle,
 #                                  with and without [fleet]
 #
 # Run as root from the workspace after `cargo build -p geowall -p
-# geowall-tests --bins`. Traffic goes to 127.20.0.1 only.
+# geowall-tests --bins` (GEOWALL_BIN names another geowall, e.g. a release
+# build). Traffic goes to 127.20.0.1 only.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-GW=$ROOT/target/debug/geowall
+GW=${GEOWALL_BIN:-$ROOT/target/debug/geowall}
 PROBE=$ROOT/target/debug/netprobe
 MODE=${1:-transcript}
 CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)

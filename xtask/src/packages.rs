@@ -15,7 +15,8 @@ pub const BUILD: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
 
 /// What the tests run: the DNS server (nsd, authoritative for the test
 /// zones), dig, a musl toolchain for a statically linked musl resolver, Go
-/// for Go's own resolver, etcd for the fleet tests. glibc's resolver,
+/// for Go's own resolver, etcd for the fleet tests (openssl makes their TLS
+/// certificates). glibc's resolver,
 /// Node (c-ares) and Java come with the machine; missing ones are
 /// installed too.
 pub const TEST: &[(&str, &str)] = &[

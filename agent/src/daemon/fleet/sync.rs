@@ -491,6 +491,7 @@ impl Sync {
         }
         if let Some(here) = self.state.lock().await.fleet_mut() {
             here.unpublished = 0;
+            here.confirmations.retain(|id, _| views.contains_key(id));
         }
         Ok(())
     }
@@ -571,6 +572,9 @@ fn apply_target(s: &mut State, keys: &Keys, target: &FleetPolicies, why: &str) {
     }
     if let Some(here) = s.fleet_mut() {
         here.applied.revision = target.revision;
+        // What was refused of the state kept on disk at start is
+        // superseded: each policy now stands or is refused on its own.
+        here.refused.remove(&keys.policies());
         here.save();
     }
 }
