@@ -163,13 +163,18 @@ fn fleet_policies_reach_both_hosts_broken_ones_are_refused_and_outlive_etcd() {
         .cidr_map("test.cidr", MAP)
         .keep_pins()
         .config(&format!(
-            "[[policy]]\nname = \"local\"\nallow = [\"US\"]\n\n{}",
+            "[approvals]\nstate_dir = \"{}\"\n\n[[policy]]\nname = \"local\"\nallow = [\"US\"]\n\n{}",
+            state_a.join("approvals").display(),
             fleet.section("host-a", &state_a)
         ))
         .start();
     let b = AgentSpec::new(&cg_b)
         .cidr_map("test.cidr", MAP)
-        .config(&fleet.section("host-b", &state_b))
+        .config(&format!(
+            "[approvals]\nstate_dir = \"{}\"\n\n{}",
+            state_b.join("approvals").display(),
+            fleet.section("host-b", &state_b)
+        ))
         .start();
     for h in [&a, &b] {
         wait_link(h, "connected", Duration::from_secs(15), |l| {
@@ -298,6 +303,22 @@ fn fleet_policies_reach_both_hosts_broken_ones_are_refused_and_outlive_etcd() {
         "{why}"
     );
     assert!(why.contains(&a.config.display().to_string()), "{why}");
+    // Removed from the fleet: B lets it go, A's refusal goes with it.
+    gw_ok(&fleet.root, &["fleet", "policy", "rm", "local"]);
+    wait_link(&b, "local removed on B", Duration::from_secs(10), |l| {
+        !fleet_policy_names(l, "local")
+    });
+    b.wait_record("policy_removed", |r| {
+        r["kind"] == "fleet"
+            && r["event"] == "policy_removed"
+            && r["key"] == "/geowall/policies/local"
+    });
+    wait_link(
+        &a,
+        "the refusal of local cleared",
+        Duration::from_secs(10),
+        |l| !l["refused"].to_string().contains("/geowall/policies/local"),
+    );
 
     // etcd gone: the hosts keep enforcing, and say so.
     fleet.cluster.stop_all();
@@ -580,7 +601,11 @@ fn one_member_down_changes_nothing() {
     let cg = TestCgroup::new("host-a");
     let a = AgentSpec::new(&cg)
         .cidr_map("test.cidr", MAP)
-        .config(&fleet.section("host-a", &tmp.path().join("a")))
+        .config(&format!(
+            "[approvals]\nstate_dir = \"{}\"\n\n{}",
+            tmp.path().join("approvals").display(),
+            fleet.section("host-a", &tmp.path().join("a"))
+        ))
         .start();
     wait_link(&a, "connected", Duration::from_secs(15), |l| {
         l["connected"] == true
@@ -706,4 +731,12 @@ fn hosts_and_approvers_authenticate_by_client_certificate() {
     assert_eq!(rec["by"]["etcd_user"], "alice", "{rec}");
     let st = gw_ok(&alice, &["fleet", "status", "--json"]);
     assert!(st.contains("\"alive\":true"), "{st}");
+
+    // Revoked through the fleet: closed again at once.
+    let out = gw_ok(&alice, &["approvals", "revoke", "host-a/1", "--fleet"]);
+    assert!(
+        out.contains("revoked: host-a/1 by etcd user alice"),
+        "{out}"
+    );
+    assert_eq!(outcomes(&run_probe(Some(&work), &[&target])), ["EPERM"]);
 }
