@@ -124,24 +124,56 @@ impl Stage {
 /// A person (or process) as the kernel identified them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
+    /// [`Person::NO_UID`] (left out when written) for a fleet approver.
+    #[serde(default = "Person::no_uid", skip_serializing_if = "Person::is_no_uid")]
     pub uid: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// A decision from the fleet: the etcd user who wrote it, as etcd
+    /// authenticated them (user name or certificate common name); `uid` is
+    /// then [`Person::NO_UID`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_user: Option<String>,
 }
 
 impl Person {
+    /// The uid of a person no local credential names (a fleet approver).
+    pub const NO_UID: u32 = u32::MAX;
+
+    fn no_uid() -> u32 {
+        Self::NO_UID
+    }
+
+    fn is_no_uid(uid: &u32) -> bool {
+        *uid == Self::NO_UID
+    }
+
     pub fn new(uid: u32, pid: Option<u32>) -> Self {
         Self {
             uid,
             user: crate::host::users::user_name(uid),
             pid,
+            etcd_user: None,
         }
     }
 
-    /// The user name, or `uid N`.
+    /// An approver of the fleet, as etcd authenticated them.
+    pub fn etcd(user: &str) -> Self {
+        Self {
+            uid: Self::NO_UID,
+            user: None,
+            pid: None,
+            etcd_user: Some(user.to_owned()),
+        }
+    }
+
+    /// The user name, `etcd:NAME` for a fleet approver, or `uid N`.
     pub fn label(&self) -> String {
+        if let Some(u) = &self.etcd_user {
+            return format!("etcd:{u}");
+        }
         self.user
             .clone()
             .unwrap_or_else(|| format!("uid {}", self.uid))
@@ -207,6 +239,9 @@ pub struct Approval {
     pub decided_by: Option<Person>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_reason: Option<String>,
+    /// When the decision was taken (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_ms: Option<u64>,
 }
 
 impl Approval {
@@ -296,6 +331,7 @@ impl Approval {
             denials: self.denials,
             decided_by: self.decided_by.as_ref().map(Person::label),
             decision_reason: self.decision_reason.clone(),
+            decided: self.decided_ms.map(rfc3339_ms),
         }
     }
 }
@@ -337,6 +373,9 @@ pub struct ApprovalView {
     pub denials: u64,
     pub decided_by: Option<String>,
     pub decision_reason: Option<String>,
+    /// RFC 3339, when the decision was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided: Option<String>,
 }
 
 /// A destination as its text: a prefix (`10.0.0.0/8`), a name
@@ -731,6 +770,7 @@ pub(crate) mod fixtures {
                 uid,
                 user: None,
                 pid: None,
+                etcd_user: None,
             },
             reason: "r".into(),
             for_secs: 60,
@@ -739,6 +779,7 @@ pub(crate) mod fixtures {
             denials: 0,
             decided_by: None,
             decision_reason: None,
+            decided_ms: None,
         }
     }
 }

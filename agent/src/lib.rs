@@ -28,6 +28,7 @@ pub mod control;
 pub mod daemon;
 pub mod dns;
 pub mod events;
+pub mod fleet;
 pub mod host;
 pub mod kernel;
 pub mod plan;

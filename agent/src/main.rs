@@ -8,7 +8,7 @@
 // see the note in `lib.rs`.
 use {
     aya as _, domain as _, itoa as _, maxminddb as _, prometheus_client as _, regex_lite as _,
-    ruzstd as _, sha2 as _, thiserror as _,
+    ruzstd as _, sha2 as _, thiserror as _, tonic as _,
 };
 
 mod cli;

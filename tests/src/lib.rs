@@ -22,6 +22,7 @@ use std::{
 use serde_json::Value;
 
 pub mod dns;
+pub mod etcd;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

@@ -9,9 +9,14 @@ use anyhow::{Result, bail};
 
 use crate::cmd;
 
+/// What building the agent needs besides Rust: the etcd client crate
+/// compiles etcd's protobuf definitions with `protoc` in its build script.
+pub const BUILD: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
+
 /// What the tests run: the DNS server (nsd, authoritative for the test
 /// zones), dig, a musl toolchain for a statically linked musl resolver, Go
-/// for Go's own resolver, etcd for the fleet tests. glibc's resolver,
+/// for Go's own resolver, etcd for the fleet tests (openssl makes their TLS
+/// certificates). glibc's resolver,
 /// Node (c-ares) and Java come with the machine; missing ones are
 /// installed too.
 pub const TEST: &[(&str, &str)] = &[
@@ -24,6 +29,7 @@ pub const TEST: &[(&str, &str)] = &[
     ("node", "nodejs"),
     ("java", "default-jre-headless"),
     ("curl", "curl"),
+    ("openssl", "openssl"),
 ];
 
 /// Packages missing among `wanted` (program → package): a program not on

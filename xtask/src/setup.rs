@@ -32,6 +32,7 @@ pub fn run() -> Result<()> {
     ensure_nightly(&rustup)?;
     ensure_rust_src(&rustup)?;
     ensure_bpf_linker()?;
+    crate::packages::ensure(crate::packages::BUILD, "building the agent")?;
     Ok(())
 }
 

@@ -577,6 +577,12 @@ impl AuditLog {
         self.seq
     }
 
+    /// The chain's head: the last record's `seq` and the SHA-256 of its
+    /// line (what the next record's `prev` will be).
+    pub fn head(&self) -> (u64, String) {
+        (self.seq, self.prev.as_str().to_owned())
+    }
+
     /// Appends one record (one line), giving it its `seq` and `prev`;
     /// returns the `seq`. While the log cannot be written the record is
     /// held in memory; once 16 MiB are held it is counted as lost instead

@@ -47,45 +47,25 @@ pub(super) fn call<C: Call>(config: &Path, call: C) -> Result<C::Result> {
     Ok(client.call(call)?)
 }
 
-/// One request as a line of text.
-fn line(r: &ApprovalView) -> String {
-    let scope = match (&r.job, &r.cgroup) {
-        (Some(job), _) => format!("job {job}"),
-        (_, Some(cg)) => format!("cgroup {cg}"),
-        _ => format!("policy {}", r.policy),
-    };
-    let port = match r.port {
-        0 => String::new(),
-        p => format!(" port {p}"),
-    };
-    // A name: the addresses resolved from it so far.
-    let to = match r.addresses.as_slice() {
-        [] => r.to.clone(),
-        [one] => format!("{} ({one})", r.to),
-        [first, rest @ ..] => format!("{} ({first} and {} more)", r.to, rest.len()),
-    };
-    format!(
-        "{:>5}  {:<8}  {} -> {}{}  for {}  by {}  until {}  ({})",
-        r.id,
-        r.state.as_str(),
-        scope,
-        to,
-        port,
-        r.for_,
-        r.requested_by,
-        r.expires,
-        r.reason,
-    )
+/// A request id of this host (a number).
+fn local_id(id: &str) -> Result<u32> {
+    id.parse().map_err(|_| {
+        if id.contains('/') {
+            anyhow::anyhow!("'{id}' is a fleet id (NODE/ID): add --fleet")
+        } else {
+            anyhow::anyhow!("'{id}' is not a request id (a number)")
+        }
+    })
 }
 
 /// A live grant as a line of `geowall status`.
 pub(super) fn grant_line(g: &ApprovalView) -> String {
-    format!("grant {}", line(g).trim_start())
+    format!("grant {}", super::render::approval_line(g).trim_start())
 }
 
 /// Prints JSON the way the agent's answers have always printed: one line,
 /// keys in alphabetical order.
-fn print_json(value: &impl serde::Serialize) -> Result<()> {
+pub(super) fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let value = serde_json::to_value(value)?;
     println!("{value}");
     Ok(())
@@ -102,7 +82,10 @@ fn decided<C: Call<Result = ApprovalView>>(
     if json {
         print_json(&view)
     } else {
-        println!("{verb}: {}", line(&view).trim_start());
+        println!(
+            "{verb}: {}",
+            super::render::approval_line(&view).trim_start()
+        );
         Ok(())
     }
 }
@@ -116,7 +99,7 @@ fn list(config: &Path, pending: bool, json: bool) -> Result<()> {
         println!("no approval requests");
     }
     for r in &views {
-        println!("{}", line(r));
+        println!("{}", super::render::approval_line(r));
     }
     Ok(())
 }
@@ -152,25 +135,75 @@ pub(super) fn run(command: ApprovalsCommand) -> Result<ExitCode> {
             config,
             pending,
             json,
+            fleet: true,
+        } => super::fleet::list_requests(&config.config, pending, json),
+        ApprovalsCommand::List {
+            config,
+            pending,
+            json,
+            fleet: false,
         } => list(&config.config, pending, json),
         ApprovalsCommand::Approve {
             config,
             id,
+            fleet: true,
+            for_,
+            reason,
+        } => super::fleet::decide(&config.config, &id, "approve", for_.as_deref(), reason),
+        ApprovalsCommand::Approve {
+            config,
+            id,
+            fleet: false,
             for_,
             reason,
         } => decided(
             &config.config,
             "approved",
-            ApprovalApprove { id, for_, reason },
+            ApprovalApprove {
+                id: local_id(&id)?,
+                for_,
+                reason,
+            },
             false,
         ),
-        ApprovalsCommand::Deny { config, id, reason } => {
-            decided(&config.config, "denied", ApprovalDeny { id, reason }, false)
-        }
-        ApprovalsCommand::Revoke { config, id, reason } => decided(
+        ApprovalsCommand::Deny {
+            config,
+            id,
+            fleet: true,
+            reason,
+        } => super::fleet::decide(&config.config, &id, "deny", None, reason),
+        ApprovalsCommand::Deny {
+            config,
+            id,
+            fleet: false,
+            reason,
+        } => decided(
+            &config.config,
+            "denied",
+            ApprovalDeny {
+                id: local_id(&id)?,
+                reason,
+            },
+            false,
+        ),
+        ApprovalsCommand::Revoke {
+            config,
+            id,
+            fleet: true,
+            reason,
+        } => super::fleet::decide(&config.config, &id, "revoke", None, reason),
+        ApprovalsCommand::Revoke {
+            config,
+            id,
+            fleet: false,
+            reason,
+        } => decided(
             &config.config,
             "revoked",
-            ApprovalRevoke { id, reason },
+            ApprovalRevoke {
+                id: local_id(&id)?,
+                reason,
+            },
             false,
         ),
     };

@@ -200,6 +200,115 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ApprovalsCommand,
     },
+    /// The fleet ([fleet] in the config): every host's status, the fleet's
+    /// policies, the etcd roles.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FleetCommand {
+    /// Every host of the fleet: alive or not, version, enforcing, the
+    /// policies in force, the audit log's chain head, the last error; and
+    /// what sets a host apart (a lapsed lease, a policy whose hash differs
+    /// from the fleet's, map data that differs from the majority's).
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object: {"prefix", "revision", "policies", "nodes": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The fleet's policies (PREFIX/policies/NAME): put, get, rm, list,
+    /// history.
+    Policy {
+        #[command(subcommand)]
+        command: FleetPolicyCommand,
+    },
+    /// Create the etcd roles geowall-node, geowall-approver and
+    /// geowall-admin (as etcd's root user; run once per fleet).
+    Init {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// etcd users of the fleet.
+    User {
+        #[command(subcommand)]
+        command: FleetUserCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FleetPolicyCommand {
+    /// Check policy files (as `policy check` does, cgroups aside: they are
+    /// each host's) and write each to the fleet; a file that does not
+    /// check is not written, nor any after it.
+    Put {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print a fleet policy's text.
+    Get {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
+    },
+    /// Remove a policy from the fleet (each host refuses the removal while
+    /// a job runs under it).
+    Rm {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
+    },
+    /// The fleet's policies with their revisions.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A fleet policy's versions, newest first, as etcd keeps them (back to
+    /// the last compaction).
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What an etcd user of the fleet may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FleetRole {
+    /// A host (the user's name is the node's): reads policies and
+    /// decisions, writes its own requests and status.
+    Node,
+    /// Reads the whole fleet, writes decisions under its own name.
+    Approver,
+    /// Reads the whole fleet, writes policies.
+    Admin,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FleetUserCommand {
+    /// Create an etcd user (if it does not exist) and give it a role of
+    /// the fleet (as etcd's root user).
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
+        #[arg(long, value_enum)]
+        role: FleetRole,
+        /// A file holding the new user's password (its first line);
+        /// without one the user authenticates by client certificate only.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -248,12 +357,20 @@ pub(crate) enum ApprovalsCommand {
         /// "port", "requested_by", "reason", "expires", …}.
         #[arg(long)]
         json: bool,
+        /// Every host's requests, from the fleet's etcd (ids are NODE/ID).
+        #[arg(long)]
+        fleet: bool,
     },
     /// Approve a pending request: the grant is written into the kernel.
     Approve {
         #[command(flatten)]
         config: ConfigArg,
-        id: u32,
+        /// The request: its id, or with --fleet NODE/ID.
+        id: String,
+        /// Write the decision to the fleet's etcd (as [fleet] user), for
+        /// the host that made the request; wait for it to confirm.
+        #[arg(long)]
+        fleet: bool,
         /// How long the grant lasts (default: what was asked), at most the
         /// policy's max_grant.
         #[arg(long = "for")]
@@ -265,7 +382,11 @@ pub(crate) enum ApprovalsCommand {
     Deny {
         #[command(flatten)]
         config: ConfigArg,
-        id: u32,
+        /// The request: its id, or with --fleet NODE/ID.
+        id: String,
+        /// Through the fleet's etcd (see approve --fleet).
+        #[arg(long)]
+        fleet: bool,
         #[arg(long)]
         reason: Option<String>,
     },
@@ -273,7 +394,11 @@ pub(crate) enum ApprovalsCommand {
     Revoke {
         #[command(flatten)]
         config: ConfigArg,
-        id: u32,
+        /// The grant: its id, or with --fleet NODE/ID.
+        id: String,
+        /// Through the fleet's etcd (see approve --fleet).
+        #[arg(long)]
+        fleet: bool,
         #[arg(long)]
         reason: Option<String>,
     },

@@ -18,6 +18,7 @@ mod args;
 mod check;
 mod completions;
 mod exec;
+mod fleet;
 mod install;
 mod install_plan;
 mod log;
@@ -136,5 +137,6 @@ fn run(command: Command, quiet: bool) -> Result<ExitCode> {
         Command::Completions { shell } => completions::completions(shell),
         Command::Manpage { dir } => completions::manpage(dir.as_deref()),
         Command::Log { command } => log::run(command),
+        Command::Fleet { command } => fleet::run(command),
     }
 }

@@ -192,6 +192,8 @@ pub(super) fn compact(rec: &Value, colour_on: bool) -> String {
             s(rec, "policy")
         ),
         "dns" => query_line(rec),
+        "approval" => approval_record(rec),
+        "fleet" => fleet_record(rec),
         "log" => format!(
             "{}: continues {} (seq {})",
             s(rec, "event"),
@@ -470,6 +472,101 @@ impl Summary {
         }
         out
     }
+}
+
+/// Who an `approval` record names: an etcd user, a user name, a uid.
+fn person(v: &Value) -> Option<String> {
+    if let Some(u) = v["etcd_user"].as_str() {
+        return Some(format!("etcd:{u}"));
+    }
+    if let Some(u) = v["user"].as_str() {
+        return Some(u.to_owned());
+    }
+    v["uid"].as_u64().map(|u| format!("uid {u}"))
+}
+
+/// An `approval` record: `approved 3 eu-only -> 10.1.2.3/32:443 by etcd:alice (fleet /geowall/grants/alice/host-a/3@7) — why`.
+fn approval_record(rec: &Value) -> String {
+    let r = &rec["request"];
+    let id = rec["id"].as_u64().or_else(|| r["id"].as_u64());
+    let mut t = s(rec, "event").to_owned();
+    if let Some(id) = id {
+        t.push_str(&format!(" {id}"));
+    }
+    if r.is_object() {
+        t.push_str(&format!(" {} -> {}", s(r, "policy"), s(r, "to")));
+        if let Some(p) = r["port"].as_u64().filter(|p| *p != 0) {
+            t.push_str(&format!(":{p}"));
+        }
+    }
+    if let Some(by) = person(&rec["by"]) {
+        t.push_str(&format!(" by {by}"));
+    }
+    if rec["fleet"].is_object() {
+        t.push_str(&format!(
+            " (fleet {}@{})",
+            s(&rec["fleet"], "key"),
+            rec["fleet"]["revision"]
+        ));
+    }
+    if let Some(why) = rec["why"].as_str() {
+        t.push_str(&format!(": {why}"));
+    }
+    if let Some(reason) = r["decision_reason"].as_str() {
+        t.push_str(&format!(" — {reason}"));
+    }
+    t
+}
+
+/// A `fleet` record: the link to etcd, a policy applied or refused.
+fn fleet_record(rec: &Value) -> String {
+    let at = || format!("{}@{}", s(rec, "key"), rec["revision"]);
+    match s(rec, "event") {
+        "connected" => format!(
+            "connected to etcd as {} (revision {})",
+            s(rec, "node"),
+            rec["revision"]
+        ),
+        "unreachable" => format!("etcd unreachable: {}", s(rec, "error")),
+        "resync" => format!("reading the fleet afresh: {}", s(rec, "why")),
+        "policy_applied" => format!("{} applied (epoch {})", at(), rec["epoch"]),
+        "policy_removed" => format!("{} removed (epoch {})", at(), rec["epoch"]),
+        "policy_refused" | "value_refused" => {
+            format!("{} refused: {}", at(), s(rec, "error"))
+        }
+        e => format!("{e} {}", s(rec, "key")),
+    }
+}
+
+/// One request as a line of text.
+pub(super) fn approval_line(r: &geowall::approvals::ApprovalView) -> String {
+    let scope = match (&r.job, &r.cgroup) {
+        (Some(job), _) => format!("job {job}"),
+        (_, Some(cg)) => format!("cgroup {cg}"),
+        _ => format!("policy {}", r.policy),
+    };
+    let port = match r.port {
+        0 => String::new(),
+        p => format!(" port {p}"),
+    };
+    // A name: the addresses resolved from it so far.
+    let to = match r.addresses.as_slice() {
+        [] => r.to.clone(),
+        [one] => format!("{} ({one})", r.to),
+        [first, rest @ ..] => format!("{} ({first} and {} more)", r.to, rest.len()),
+    };
+    format!(
+        "{:>5}  {:<8}  {} -> {}{}  for {}  by {}  until {}  ({})",
+        r.id,
+        r.state.as_str(),
+        scope,
+        to,
+        port,
+        r.for_,
+        r.requested_by,
+        r.expires,
+        r.reason,
+    )
 }
 
 #[cfg(test)]

@@ -63,6 +63,36 @@ fn dns_line(d: &geowall::control::proto::DnsStatus) -> String {
     )
 }
 
+/// The fleet link as a line of text.
+fn fleet_line(f: &geowall::control::proto::FleetLinkStatus) -> String {
+    let link = if f.connected {
+        format!("connected since {}", f.since.as_deref().unwrap_or("?"))
+    } else {
+        format!(
+            "etcd unreachable since {} ({}); enforcing the fleet state last applied",
+            f.since.as_deref().unwrap_or("?"),
+            f.unreachable.as_deref().unwrap_or("?")
+        )
+    };
+    format!(
+        "fleet: node {} under {} at {}: {link}; revision {}; fleet policies: {}{}",
+        f.node,
+        f.prefix,
+        f.endpoints.join(","),
+        f.revision,
+        if f.policies.is_empty() {
+            "none".to_owned()
+        } else {
+            f.policies.join(", ")
+        },
+        if f.unpublished > 0 {
+            format!("; {} request(s) not yet published", f.unpublished)
+        } else {
+            String::new()
+        }
+    )
+}
+
 /// The approvals webhook as a line of text: its address and its last
 /// failure.
 fn webhook_line(w: &WebhookStatus) -> String {
@@ -196,6 +226,12 @@ pub(super) fn status(path: &Path, as_json: bool) -> Result<ExitCode> {
                 println!("{}", webhook_line(w));
             }
             println!("{}", dns_line(&s.dns));
+            if let Some(f) = &s.fleet {
+                println!("{}", fleet_line(f));
+                for r in &f.refused {
+                    println!("fleet: refused {r}");
+                }
+            }
             for path in &s.open_paths {
                 println!("open: {path}");
             }

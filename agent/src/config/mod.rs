@@ -27,11 +27,13 @@ use toml::Spanned;
 
 mod audit;
 pub mod dns;
+pub mod fleet;
 mod webhook;
 
 use crate::regions::sources::DEFAULT_MAX_SOURCE_BYTES;
 pub use audit::{AuditConfig, OnWriteFailure};
 pub use dns::DnsConfig;
+pub use fleet::FleetConfig;
 pub use webhook::{WebhookUrl, WebhookUrlError};
 
 /// An error in a config file, located.
@@ -162,6 +164,10 @@ pub struct ConfigFile {
     /// `[dns]`: the forwarder governed jobs' queries go through.
     #[serde(default)]
     pub dns: DnsConfig,
+    /// `[fleet]`: the etcd cluster this host shares policies, approvals
+    /// and its status through (absent: the host runs alone).
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
 }
 
 /// `[approvals]`.
@@ -626,6 +632,14 @@ impl Config {
             });
         }
         self.nat64_prefixes()?;
+        if let Some(fleet) = &self.file.fleet
+            && let Err(e) = fleet.check()
+        {
+            return Err(match e.span {
+                Some(span) => self.error_at(span, e.message),
+                None => self.error(e.message),
+            });
+        }
         Ok(())
     }
 
@@ -724,19 +738,29 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 /// file's name (without `.toml`) is the policy's name unless `name` says
 /// otherwise.
 pub fn load_policy_file(path: &Path) -> Result<PolicyDef, ConfigError> {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse_policy(path, read(path)?, &stem)
+}
+
+/// Parses one policy's text as the contents of `path` (a file, or where a
+/// fleet policy came from: `etcd /geowall/policies/eu-only@42`); its name
+/// is `default_name` unless `name` says otherwise.
+pub fn parse_policy(
+    path: &Path,
+    text: String,
+    default_name: &str,
+) -> Result<PolicyDef, ConfigError> {
     let source = Arc::new(SourceText {
         path: path.to_path_buf(),
-        text: read(path)?,
+        text,
     });
     let body: PolicyConfig = parse_toml(&source)?;
     let (name, name_span) = match &body.name {
         Some(n) => (n.get_ref().clone(), Some(n.span())),
-        None => (
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            None,
-        ),
+        None => (default_name.to_owned(), None),
     };
     Ok(PolicyDef {
         name,

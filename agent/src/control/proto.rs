@@ -389,6 +389,9 @@ pub struct AgentStatus {
     /// The audit log: whether it can be written.
     #[serde(default)]
     pub audit: AuditStatus,
+    /// The fleet link (`[fleet]`; absent: the host runs alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetLinkStatus>,
 }
 
 /// The audit log in `status`.
@@ -430,6 +433,29 @@ pub struct AuditStatus {
     /// kernel's count, all policies).
     #[serde(default)]
     pub refused: u64,
+}
+
+/// The host's link to its fleet, in `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetLinkStatus {
+    pub node: String,
+    pub prefix: String,
+    pub endpoints: Vec<String>,
+    /// Whether etcd answers now.
+    pub connected: bool,
+    /// RFC 3339: since when it answers (or not).
+    pub since: Option<String>,
+    /// Why etcd cannot be reached, while it cannot.
+    pub unreachable: Option<String>,
+    /// The etcd revision the fleet state applied here was read at.
+    pub revision: i64,
+    /// The fleet policies in force here: `NAME@REVISION`.
+    pub policies: Vec<String>,
+    /// Fleet values this host refused (their key, revision and why); the
+    /// previous state stays in force.
+    pub refused: Vec<String>,
+    /// Requests not yet written to etcd (opened while it was away).
+    pub unpublished: usize,
 }
 
 /// The DNS forwarder in `status`.

@@ -53,6 +53,8 @@ pub(super) struct Approvals {
     notifier: Option<super::webhook::Notifier>,
     /// `[groups]`, for region destinations named by a user group.
     groups: BTreeMap<String, Vec<String>>,
+    /// Counts changes to the store (the fleet sync publishes on each).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// `[groups]` as written (the plan has checked them).
@@ -76,7 +78,13 @@ impl Approvals {
             store,
             notifier: None,
             groups: user_groups(config),
+            changes: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Tells of each change to the requests and grants.
+    pub(super) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The live region grants for tables whose policy slots are `slots`
@@ -230,6 +238,7 @@ impl Approvals {
     }
 
     fn save(&self) {
+        self.changes.send_modify(|n| *n += 1);
         if let Err(e) = self.store.save() {
             tracing::error!(
                 dir = %self.config.state_dir.display(),
@@ -457,6 +466,7 @@ impl Approvals {
             denials: 0,
             decided_by: None,
             decision_reason: None,
+            decided_ms: None,
         })
     }
 
@@ -489,11 +499,94 @@ impl Approvals {
         let op = format!("approval_{}", decision.verb());
         let checked = self.check_decision(cx, peer, id, decision, length.as_deref());
         let length = checked.map_err(|r| Self::refuse(cx, &op, Some(id), peer, r))?;
+        Ok(self.commit(
+            cx,
+            id,
+            decision,
+            length,
+            reason.as_deref(),
+            Self::person(peer),
+            None,
+        ))
+    }
+
+    /// A decision from the fleet: `by` is the approver as etcd
+    /// authenticated them (etcd's roles said who may decide); the request
+    /// must be in a state to take it, and an approval's length (`length`:
+    /// what is left of the grant) within its policy's `max_grant`. `fleet`
+    /// (the decision's key and revision) goes into the audit record.
+    #[expect(clippy::too_many_arguments, reason = "one decision's parts")]
+    pub(super) fn decide_fleet(
+        &mut self,
+        cx: &Context,
+        id: u32,
+        decision: Decision,
+        length: Duration,
+        reason: Option<&str>,
+        by: Person,
+        fleet: serde_json::Value,
+    ) -> Result<ApprovalView, Refusal> {
+        let checked = (|| {
+            let request = self.store.requests.get(&id).ok_or_else(|| {
+                refused(ErrorCode::BadRequest, format!("no approval request {id}"))
+            })?;
+            // The stage rules only: etcd's roles authorized the approver.
+            let root = Caller {
+                uid: 0,
+                approver: true,
+            };
+            approvals::authorize(root, &self.config.group, decision, request, true)
+                .map_err(|e| Refusal::error(ErrorCode::PermissionDenied, &e))?;
+            if decision != Decision::Approve {
+                return Ok(Duration::ZERO);
+            }
+            let (_, max) = Self::policy_limits(cx, &request.policy)?;
+            // A grant whose lease ran a little ahead of its length is not
+            // refused for the rounding: at most max_grant.
+            approvals::grant_length(
+                Some(length),
+                length,
+                max + Duration::from_secs(1),
+                &request.policy,
+            )
+            .map(|l| l.min(max))
+            .map_err(|e| Refusal::error(ErrorCode::BadRequest, &e))
+        })();
+        let length = checked.inspect_err(|r| {
+            cx.record(
+                "approval",
+                json!({
+                    "event": "refused",
+                    "op": format!("approval_{}", decision.verb()),
+                    "id": id,
+                    "by": &by,
+                    "code": r.0,
+                    "why": r.1,
+                    "fleet": &fleet,
+                }),
+            );
+        })?;
+        Ok(self.commit(cx, id, decision, length, reason, by, Some(fleet)))
+    }
+
+    /// Takes a checked decision: the store, the kernel, the audit log, the
+    /// webhook.
+    #[expect(clippy::too_many_arguments, reason = "one decision's parts")]
+    fn commit(
+        &mut self,
+        cx: &Context,
+        id: u32,
+        decision: Decision,
+        length: Duration,
+        reason: Option<&str>,
+        by: Person,
+        fleet: Option<serde_json::Value>,
+    ) -> ApprovalView {
         let now = clock::unix_ms();
-        let by = Self::person(peer);
         let request = self.store.requests.get_mut(&id).expect("checked above");
         request.decided_by = Some(by.clone());
-        request.decision_reason = reason.as_ref().map(|r| r.chars().take(1024).collect());
+        request.decided_ms = Some(now);
+        request.decision_reason = reason.map(|r| r.chars().take(1024).collect());
         let event = match decision {
             Decision::Approve => {
                 request.state = Stage::Approved;
@@ -520,11 +613,21 @@ impl Approvals {
         let view = self.store.requests[&id].view();
         self.save();
         self.notify(event, &view, Some(&by));
-        cx.record(
-            "approval",
-            json!({"event": event, "id": id, "by": by, "request": &view}),
-        );
-        Ok(view)
+        let mut detail = json!({"event": event, "id": id, "by": by, "request": &view});
+        if let Some(f) = fleet {
+            detail["fleet"] = f;
+        }
+        cx.record("approval", detail);
+        view
+    }
+
+    /// Every request, as the fleet sees it (`P/requests/NODE/ID`).
+    pub(super) fn all_views(&self) -> BTreeMap<u32, ApprovalView> {
+        self.store
+            .requests
+            .iter()
+            .map(|(id, r)| (*id, r.view()))
+            .collect()
     }
 
     /// A name grant just approved opens what its jobs resolved from the
@@ -690,6 +793,7 @@ impl Approvals {
             denials: 1,
             decided_by: None,
             decision_reason: None,
+            decided_ms: None,
         };
         let view = request.view();
         self.notify("requested", &view, None);
@@ -762,6 +866,7 @@ fn dummy() -> Approval {
             uid: u32::MAX,
             user: None,
             pid: None,
+            etcd_user: None,
         },
         reason: String::new(),
         for_secs: 0,
@@ -770,5 +875,6 @@ fn dummy() -> Approval {
         denials: 0,
         decided_by: None,
         decision_reason: None,
+        decided_ms: None,
     }
 }

@@ -13,6 +13,7 @@ mod context;
 mod control;
 mod dns;
 mod error;
+pub mod fleet;
 mod grants;
 mod jobs;
 mod metrics;

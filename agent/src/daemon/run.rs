@@ -118,15 +118,42 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         Some((dns, grants, task)) => (Some((dns, grants)), Some(task)),
         None => (None, None),
     };
-    let (mut state, events) = State::start(
-        opts.config.clone(),
-        opts.audit_only,
-        config,
-        hierarchy.clone(),
-        Arc::clone(&log),
-        Arc::clone(&names),
-        early_dns,
-    )?;
+    // The fleet policies this host last applied (kept on its disk): it
+    // starts with them whether or not etcd answers.
+    let fleet = config.file.fleet.as_ref().map(super::fleet::Here::load);
+    let start = |fleet: Option<super::fleet::Here>, early_dns| {
+        State::start(
+            opts.config.clone(),
+            opts.audit_only,
+            config.clone(),
+            hierarchy.clone(),
+            Arc::clone(&log),
+            Arc::clone(&names),
+            early_dns,
+            fleet,
+        )
+    };
+    let cached = fleet
+        .as_ref()
+        .is_some_and(|f| !f.applied.policies.is_empty());
+    let (mut state, events) = match start(fleet.clone(), early_dns.clone()) {
+        Err(e @ (DaemonError::Config(_) | DaemonError::Plan(_))) if cached => {
+            // The kept fleet policies do not check on this host any more (a
+            // cgroup they bind is gone): start with the config's own; the
+            // fleet's are tried again once etcd answers.
+            let error = crate::vocab::error::chain(&e);
+            tracing::error!(%error, "the fleet policies kept on disk are refused: starting without them");
+            let mut fleet = fleet.expect("cached");
+            fleet.refused.insert(
+                fleet.keys.policies(),
+                format!("the fleet policies kept on disk were refused at start: {error}"),
+            );
+            fleet.applied.policies.clear();
+            fleet.applied.revision = 0;
+            start(Some(fleet), early_dns)?
+        }
+        other => other?,
+    };
     let listener = match control::bind(&socket_path) {
         Ok(l) => l,
         Err(e) => {
@@ -243,6 +270,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     ));
     let watcher = tokio::spawn(watchers::watch_sources(Arc::clone(&state), stop_rx.clone()));
     let unit_watch = tokio::spawn(watchers::watch_units(Arc::clone(&state), stop_rx.clone()));
+    let fleet_sync = tokio::spawn(super::fleet::run(Arc::clone(&state), stop_rx.clone()));
     let gc = {
         let state = Arc::clone(&state);
         let mut stop_rx = stop_rx.clone();
@@ -270,6 +298,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let _ = watcher.await;
     let _ = gc.await;
     let _ = unit_watch.await;
+    let _ = fleet_sync.await;
     let _ = reader.await;
     let _ = reactive.await;
     if let Some(m) = metrics {

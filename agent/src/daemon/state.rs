@@ -19,6 +19,7 @@ use super::{
     caller::{Peer, Refusal},
     context::Context,
     dns::Dns,
+    fleet::Here,
     grants::GrantBook,
     jobs::Jobs,
     names::{Installed, NameTable},
@@ -86,11 +87,16 @@ pub(super) struct State {
     audit_gate: Arc<AuditGate>,
     /// `[agent] audit_log`, resolved.
     log_path: PathBuf,
+    /// The fleet (`[fleet]`; `None`: the host runs alone).
+    fleet: Option<Here>,
+    /// Policy name → SHA-256 of the text it is written in.
+    policy_hashes: BTreeMap<String, String>,
 }
 
 impl State {
     /// Builds the plan, opens the kernel side, installs the tables, binds,
     /// attaches. Returns the state and the flow-event ring buffer.
+    #[expect(clippy::too_many_arguments, reason = "what the agent starts from")]
     pub(super) fn start(
         config_path: PathBuf,
         audit_only: bool,
@@ -99,7 +105,10 @@ impl State {
         log: Arc<Mutex<AuditLog>>,
         names: Arc<RwLock<NameTable>>,
         early_dns: Option<(Arc<Dns>, Arc<GrantBook>)>,
+        fleet: Option<Here>,
     ) -> Result<(State, RingBuf<MapData>), DaemonError> {
+        let mut config = config;
+        add_fleet(&mut config, fleet.as_ref())?;
         let stamps = source_stamps(&plan::map_specs(&config)?);
         let (plan, map_error) = match plan::build(&config, &hierarchy) {
             Ok(plan) => (plan, None),
@@ -203,6 +212,8 @@ impl State {
             refusals: Arc::new(Board::default()),
             audit_gate,
             log_path: config.audit_log_path(),
+            fleet,
+            policy_hashes: policy_hashes(&config),
         };
         if let Some((mode, error)) = &map_error {
             state.cx.record(
@@ -479,7 +490,8 @@ impl State {
         why: &str,
         by: Option<serde_json::Value>,
     ) -> Result<u64, DaemonError> {
-        let config = Config::load(&self.config_path)?;
+        let mut config = Config::load(&self.config_path)?;
+        add_fleet(&mut config, self.fleet.as_ref())?;
         // Stamped before reading: a file rewritten during the load is seen
         // as changed and loaded again.
         let stamps = source_stamps(&plan::map_specs(&config)?);
@@ -535,6 +547,7 @@ impl State {
         self.cx.plan = plan;
         self.cx.slots = layout.slots;
         self.stamps = stamps;
+        self.policy_hashes = policy_hashes(&config);
         let problems: Vec<String> = [
             self.apply_bindings(bindings),
             self.free_unused_slots(),
@@ -991,6 +1004,129 @@ impl State {
             dns: self.cx.dns().map(|d| d.status()).unwrap_or_default(),
             open_paths: open_paths(self.cx.kernel().lsm_loaded()),
             audit: self.audit_status(&counters),
+            fleet: self.fleet.as_ref().map(Here::status),
+        })
+    }
+
+    /// The fleet part of the state (`None`: no `[fleet]`).
+    pub(super) fn fleet(&self) -> Option<&Here> {
+        self.fleet.as_ref()
+    }
+
+    pub(super) fn fleet_mut(&mut self) -> Option<&mut Here> {
+        self.fleet.as_mut()
+    }
+
+    /// Switches to the fleet policies of `candidate` through the reload
+    /// path (the config file's policies and the fleet's, checked together,
+    /// then one table switch). Refused: the fleet policies in force stay.
+    pub(super) fn fleet_apply(
+        &mut self,
+        candidate: &crate::fleet::FleetPolicies,
+        why: &str,
+        by: serde_json::Value,
+    ) -> Result<u64, DaemonError> {
+        let Some(here) = self.fleet.as_mut() else {
+            return Err(DaemonError::Refused("no [fleet] in the config".into()));
+        };
+        let old = std::mem::replace(&mut here.applied.policies, candidate.policies.clone());
+        match self.reload(why, Some(by)) {
+            Ok(epoch) => Ok(epoch),
+            Err(e) => {
+                if let Some(here) = self.fleet.as_mut() {
+                    here.applied.policies = old;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The requests, as the fleet sees them.
+    pub(super) fn approval_views(&self) -> BTreeMap<u32, crate::approvals::ApprovalView> {
+        self.approvals.all_views()
+    }
+
+    /// Tells of each change to the requests and grants.
+    pub(super) fn approvals_changes(&self) -> watch::Receiver<u64> {
+        self.approvals.subscribe()
+    }
+
+    /// A decision from the fleet (see [`super::approvals::Approvals::decide_fleet`]).
+    pub(super) fn fleet_decide(
+        &mut self,
+        id: u32,
+        decision: crate::approvals::Decision,
+        length: std::time::Duration,
+        reason: Option<&str>,
+        by: crate::approvals::Person,
+        fleet: serde_json::Value,
+    ) -> Result<crate::approvals::ApprovalView, Refusal> {
+        self.approvals
+            .decide_fleet(&self.cx, id, decision, length, reason, by, fleet)
+    }
+
+    /// Writes a non-flow record to the audit log.
+    pub(super) fn record(&self, kind: &str, detail: serde_json::Value) {
+        self.cx.record(kind, detail);
+    }
+
+    /// This host's status for the fleet (`P/nodes/NODE`).
+    pub(super) fn node_status(&self) -> Result<crate::fleet::values::NodeStatus, DaemonError> {
+        use crate::fleet::values::{NodePolicy, NodeSource, NodeStatus};
+        let status = self.status()?;
+        let here = self.fleet.as_ref();
+        let pinned = crate::kernel::pinned_info(self.cx.kernel().pins());
+        let (audit_seq, audit_head) = self.cx.log().lock().expect("log lock").head();
+        let policies = self
+            .cx
+            .plan()
+            .policies
+            .iter()
+            .map(|p| {
+                let fleet = here.and_then(|h| h.applied.policies.get(&p.name));
+                NodePolicy {
+                    name: p.name.clone(),
+                    origin: if fleet.is_some() { "fleet" } else { "file" }.into(),
+                    sha256: match fleet {
+                        Some(f) => f.sha256(),
+                        None => self.policy_hashes.get(&p.name).cloned().unwrap_or_default(),
+                    },
+                    revision: fleet.map(|f| f.revision),
+                }
+            })
+            .collect();
+        Ok(NodeStatus {
+            node: here.map(|h| h.node.clone()).unwrap_or_default(),
+            version: status.version.clone(),
+            programs: pinned.version.unwrap_or_else(|| status.version.clone()),
+            enforcing: !pinned.programs.is_empty()
+                && self
+                    .cx
+                    .plan()
+                    .policies
+                    .iter()
+                    .any(|p| p.mode == crate::config::Mode::Enforce),
+            time: crate::approvals::rfc3339_ms(crate::vocab::clock::unix_ms()),
+            epoch: status.epoch,
+            policies,
+            sources: status
+                .sources
+                .iter()
+                .map(|s| NodeSource {
+                    source: s.source.clone(),
+                    sha256: s.sha256.clone(),
+                })
+                .collect(),
+            counters: status
+                .policies
+                .iter()
+                .map(|p| (p.name.clone(), [p.allowed, p.denied, p.would_deny]))
+                .collect(),
+            lost_events: status.events_dropped,
+            audit_seq,
+            audit_head,
+            fleet_revision: here.map_or(0, |h| h.applied.revision),
+            last_error: here.and_then(Here::last_error),
         })
     }
 
@@ -1165,5 +1301,29 @@ fn source_stamps(specs: &[Spec]) -> Vec<(PathBuf, Stamp)> {
         .iter()
         .filter(|s| s.kind != Kind::Builtin)
         .map(|s| (s.path.clone(), stamp(&s.path)))
+        .collect()
+}
+
+/// Adds the fleet policies in force to `config`'s own (a name defined in
+/// both is refused by the plan, naming both places).
+fn add_fleet(config: &mut Config, fleet: Option<&Here>) -> Result<(), DaemonError> {
+    if let Some(here) = fleet {
+        config.policies.extend(here.applied.defs(&here.keys)?);
+    }
+    Ok(())
+}
+
+/// Policy name → SHA-256 of the text it is written in (a policy file's, a
+/// fleet value's, the config file's for an inline `[[policy]]`).
+fn policy_hashes(config: &Config) -> BTreeMap<String, String> {
+    config
+        .policies
+        .iter()
+        .map(|d| {
+            (
+                d.name.clone(),
+                crate::vocab::hex::sha256_hex(d.source.text.as_bytes()),
+            )
+        })
         .collect()
 }

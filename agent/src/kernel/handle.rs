@@ -208,6 +208,11 @@ impl Kernel {
 
     /// Whether the BPF LSM program loaded (the kernel may refuse LSM
     /// programs: then packet and XDP sockets are judged by no program).
+    /// The pins of this kernel side.
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+
     pub fn lsm_loaded(&self) -> bool {
         self.loaded.contains(&names::PROG_SOCK_POST)
     }
