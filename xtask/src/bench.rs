@@ -754,7 +754,11 @@ pub fn run(quick: bool) -> Result<()> {
         prog(geowall_common::names::PROG_CONNECT4),
         prog(geowall_common::names::PROG_SOCK_CREATE),
     ];
-    let send_progs = vec![prog(geowall_common::names::PROG_SENDMSG4)];
+    // A datagram to a governed receiver runs the ingress program too.
+    let send_progs = vec![
+        prog(geowall_common::names::PROG_SENDMSG4),
+        prog(geowall_common::names::PROG_INGRESS),
+    ];
     let mut run_time = serde_json::Map::new();
     for (label, mode, target, progs, names) in [
         // The same destination again and again: the verdict cache answers.
@@ -792,7 +796,7 @@ pub fn run(quick: bool) -> Result<()> {
             "udp",
             UDP_TARGET,
             &send_progs,
-            &["sendmsg4"][..],
+            &["sendmsg4", "ingress"][..],
         ),
     ] {
         let mut per_prog: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
