@@ -3,8 +3,9 @@
 //! connection to a listener of a governed socket is judged by the peer's
 //! address under the policy of the listener's cgroup (`inbound =
 //! "judge"`); a denied one is dropped (the peer sees no answer) and
-//! recorded. Loopback and local peers follow the policy's `local` setting
-//! like any destination.
+//! recorded. A loopback peer is this host and passes unjudged;
+//! other local peers follow the policy's `local` setting like any
+//! destination.
 //!
 //! `cgroup_skb/ingress` runs for every packet to a governed socket: all
 //! but those to a listening TCP socket leave after two loads. UDP is not
@@ -48,8 +49,9 @@ pub fn judge_ingress(ctx: &SkBuffContext) -> i32 {
     judge_listener(ctx)
 }
 
-/// A packet to a listening TCP socket (a connection's SYN). Out of line:
-/// every other packet pays only the check above.
+/// A packet to a listening TCP socket (a connection's SYN, or the ACK that
+/// completes it). Out of line: every other packet pays only the check
+/// above.
 #[inline(never)]
 fn judge_listener(ctx: &SkBuffContext) -> i32 {
     let skb = ctx.skb.skb;
@@ -81,6 +83,10 @@ fn judge_listener(ctx: &SkBuffContext) -> i32 {
     } else {
         return PROCEED;
     };
+    // A peer on loopback is this host: always allowed, unjudged.
+    if loopback(&addr, v4) {
+        return PROCEED;
+    }
     let dest = Dest {
         addr,
         port: local_port as u16,
@@ -91,6 +97,16 @@ fn judge_listener(ctx: &SkBuffContext) -> i32 {
         sock_type: 0,
     };
     verdict::judge_inbound(skb.cast(), &dest, bound)
+}
+
+/// 127.0.0.0/8 or ::1.
+#[inline(always)]
+fn loopback(addr: &[u8; 16], v4: bool) -> bool {
+    if v4 {
+        addr[0] == 127
+    } else {
+        addr[..15].iter().all(|b| *b == 0) && addr[15] == 1
+    }
 }
 
 /// The binding that governs the listener's cgroup: its own, else its

@@ -527,3 +527,48 @@ fn a_packet_socket_in_a_user_namespace_of_the_job_reaches_only_its_own_lo() {
         assert_eq!(v["sent_on"], serde_json::json!(["lo"]), "{who:?}: {v}");
     }
 }
+
+#[test]
+fn options_geowall_does_not_judge_keep_their_values() {
+    // The setsockopt program hands every option it does not judge back to
+    // the kernel as the caller wrote it (`optlen = 0`): each must still
+    // take effect, for root and for an unprivileged job.
+    let cg = TestCgroup::new("sockopts");
+    let agent = agent(&cg, "");
+    let script = "import socket\n\
+        s = socket.socket()\n\
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)\n\
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, bytes([1, 0, 0, 0, 5, 0, 0, 0]))\n\
+        u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+        u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 7)\n\
+        print(s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),\n\
+              s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),\n\
+              s.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8).hex(),\n\
+              u.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS))\n";
+    for nobody in [false, true] {
+        let mut cmd: Vec<&str> = Vec::new();
+        if nobody {
+            cmd.extend([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ]);
+        }
+        cmd.extend(["/usr/bin/python3", "-c", script]);
+        let out = agent.exec("eu-only", &cmd);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // SO_RCVBUF reads back doubled (the kernel's bookkeeping).
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "131072 1 0100000005000000 7",
+            "as nobody: {nobody}"
+        );
+    }
+}
