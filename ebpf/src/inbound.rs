@@ -3,7 +3,7 @@
 //! connection to a listener of a governed socket is judged by the peer's
 //! address under the policy of the listener's cgroup (`inbound =
 //! "judge"`); a denied one is dropped (the peer sees no answer) and
-//! recorded. A loopback peer is this host and passes unjudged;
+//! recorded. A loopback peer is this host and passes before any lookup;
 //! other local peers follow the policy's `local` setting like any
 //! destination.
 //!
@@ -55,6 +55,11 @@ pub fn judge_ingress(ctx: &SkBuffContext) -> i32 {
 #[inline(never)]
 fn judge_listener(ctx: &SkBuffContext) -> i32 {
     let skb = ctx.skb.skb;
+    // A peer on loopback is this host: always allowed, before any lookup
+    // (the SYN and the ACK of every local connection come here).
+    if from_loopback(ctx) {
+        return PROCEED;
+    }
     let Some(bound) = listener_policy(ctx) else {
         return PROCEED;
     };
@@ -83,10 +88,6 @@ fn judge_listener(ctx: &SkBuffContext) -> i32 {
     } else {
         return PROCEED;
     };
-    // A peer on loopback is this host: always allowed, unjudged.
-    if loopback(&addr, v4) {
-        return PROCEED;
-    }
     let dest = Dest {
         addr,
         port: local_port as u16,
@@ -99,13 +100,21 @@ fn judge_listener(ctx: &SkBuffContext) -> i32 {
     verdict::judge_inbound(skb.cast(), &dest, bound)
 }
 
-/// 127.0.0.0/8 or ::1.
-#[inline(always)]
-fn loopback(addr: &[u8; 16], v4: bool) -> bool {
-    if v4 {
-        addr[0] == 127
+/// Whether the packet's source is 127.0.0.0/8 or ::1. Out of line, so its
+/// loads take no room on the verdict path's stack.
+#[inline(never)]
+fn from_loopback(ctx: &SkBuffContext) -> bool {
+    // SAFETY: as in `judge_ingress`.
+    let proto = unsafe { (&raw const (*ctx.skb.skb).protocol).read_volatile() };
+    if proto == ETH_P_IP {
+        ctx.load::<u8>(12).is_ok_and(|b| b == 127)
+    } else if proto == ETH_P_IPV6 {
+        match (ctx.load::<u64>(8), ctx.load::<u64>(16)) {
+            (Ok(hi), Ok(lo)) => hi == 0 && lo == 1u64.to_be(),
+            _ => false,
+        }
     } else {
-        addr[..15].iter().all(|b| *b == 0) && addr[15] == 1
+        false
     }
 }
 
