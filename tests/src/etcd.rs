@@ -16,13 +16,15 @@ use crate::TempDir;
 pub const ROOT_PASSWORD: &str = "root-test-password";
 
 /// Two free loopback ports per member, away from the ports other tests
-/// take (the DNS tests': 9053 and 20000–59999).
+/// take (the DNS tests': 9053 and 20000–32000) and above the kernel's
+/// ephemeral range (to 60999 by default), where no automatic bind takes a
+/// port between its check and etcd's bind.
 fn free_ports(n: usize) -> Vec<u16> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let mut out = Vec::new();
     for _ in 0..2000 {
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 60_000 + ((std::process::id() * 131 + k * 7) % 5_000) as u16;
+        let port = 61_000 + ((std::process::id() * 131 + k * 7) % 4_500) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && !out.contains(&port) {
             out.push(port);
             if out.len() == n {

@@ -296,13 +296,18 @@ impl Drop for TestCgroup {
 }
 
 /// A first port of [`geowall_common::DNS_SLOTS`] consecutive ports free for
-/// UDP and TCP on 127.0.0.1 and ::1, unlike any this process chose before.
+/// UDP and TCP on 127.0.0.1 and ::1, unlike any this process chose before,
+/// between 20000 and 32000.
 pub fn free_dns_ports() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let slots = u32::from(geowall_common::DNS_SLOTS);
     for _ in 0..200 {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let base = 20_000 + ((std::process::id() * 97 + n * slots) % 30_000) / slots * slots;
+        // Below the kernel's ephemeral range (32768 up, by default): a
+        // port free now cannot be taken by some socket's automatic bind
+        // (the forwarder's own sockets toward resolvers, a client's) before
+        // the agent binds it.
+        let base = 20_000 + ((std::process::id() * 97 + n * slots) % 12_000) / slots * slots;
         let base = base as u16;
         let free = (0..geowall_common::DNS_SLOTS).all(|i| {
             let p = base + i;
