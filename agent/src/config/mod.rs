@@ -926,12 +926,15 @@ mod shipped {
     }
 
     /// `cargo xtask run` governs the host's root cgroup: its config must
-    /// block nothing (the agent's `--audit-only` would refuse it anyway).
+    /// block nothing (the agent's `--audit-only` would refuse it anyway)
+    /// and redirect nobody's DNS.
     #[test]
     fn the_demo_config_is_audit_only() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo.toml");
         let c = Config::load(&path).unwrap();
         assert!(!c.file.agent.allow_host_enforce);
+        // Nor does it redirect the host's DNS through the forwarder.
+        assert!(!c.file.dns.enabled);
         for p in &c.policies {
             assert_eq!(p.body.mode, Mode::Audit, "{}", p.name);
         }
