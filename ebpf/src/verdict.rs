@@ -463,14 +463,13 @@ fn pack_decision(d: &Decision) -> u64 {
     1 << 40 | u64::from(d.reason) | u64::from(d.plen) << 8 | u64::from(d.tagset) << 16
 }
 
-/// Records the refusal of a source route at hop `dest`, which its policy
-/// denied with `packed` ([`hop_decision`]); audit mode records "would
-/// deny" and lets it through.
-#[inline(never)]
-pub fn refuse_hop(dest: &Dest, hook: u8, packed: u64) -> i32 {
-    let Some((epoch, cgroup_id, Some(bound))) = current() else {
-        return PROCEED;
-    };
+/// The calling task as the actor of a refusal, and its policy's flags
+/// (an enforcing policy's when its entry cannot be read: a governed task
+/// is refused, not waved through). `None`: no policy governs the task.
+#[inline(always)]
+fn refusing_actor() -> Option<(Governed, u32)> {
+    let (epoch, cgroup_id, bound) = current()?;
+    let bound = bound?;
     let actor = Governed {
         epoch,
         cgroup_id,
@@ -480,6 +479,17 @@ pub fn refuse_hop(dest: &Dest, hook: u8, packed: u64) -> i32 {
     };
     let flags =
         policy_entry(actor.generation(), bound.slot).map_or(policy_flags::PRESENT, |p| p.flags);
+    Some((actor, flags))
+}
+
+/// Records the refusal of a source route at hop `dest`, which its policy
+/// denied with `packed` ([`hop_decision`]); audit mode records "would
+/// deny" and lets it through.
+#[inline(never)]
+pub fn refuse_hop(dest: &Dest, hook: u8, packed: u64) -> i32 {
+    let Some((actor, flags)) = refusing_actor() else {
+        return PROCEED;
+    };
     let judged = Judged {
         flags,
         grant: 0,
@@ -501,18 +511,9 @@ pub fn refuse_hop(dest: &Dest, hook: u8, packed: u64) -> i32 {
 /// task: proceed.
 #[inline(never)]
 pub fn refuse_task(dest: &Dest, hook: u8, why: u8) -> i32 {
-    let Some((epoch, cgroup_id, Some(bound))) = current() else {
+    let Some((actor, flags)) = refusing_actor() else {
         return PROCEED;
     };
-    let actor = Governed {
-        epoch,
-        cgroup_id,
-        scope: bound.cgroup,
-        slot: bound.slot,
-        flags: 0,
-    };
-    let flags =
-        policy_entry(actor.generation(), bound.slot).map_or(policy_flags::PRESENT, |p| p.flags);
     refuse(
         core::ptr::null_mut(),
         dest,

@@ -19,7 +19,7 @@ use tokio::{
 use super::{Attribution, Check, Dns, Learned, Origin, Outcome};
 use crate::{
     daemon::stop::Stop,
-    dns::wire::{self, rcode},
+    dns::wire::{self, Answer, rcode},
     host::sockdiag::Proto,
 };
 
@@ -155,50 +155,90 @@ async fn answer(
     query: &[u8],
     started: Instant,
 ) -> (Option<Vec<u8>>, Outcome) {
-    let outcome = |verdict, why, rcode, answer, error| Outcome {
+    if let Some(done) = answered_here(dns, origin, query, started) {
+        return done;
+    }
+    let got = dns
+        .upstreams
+        .ask(origin.resolver(), query, dns.view().timeout)
+        .await;
+    settle(dns, origin, query, got, started)
+}
+
+/// What happened to a query, `took` since `started`.
+fn outcome(
+    started: Instant,
+    verdict: &'static str,
+    why: Option<&'static str>,
+    rcode: Option<u8>,
+    answer: Option<Answer>,
+    error: Option<String>,
+) -> Outcome {
+    Outcome {
         verdict,
         why,
         rcode,
         answer,
         error,
         took: started.elapsed(),
-    };
+    }
+}
+
+/// A query the job's policy answers without the resolver (a denied name,
+/// the name rate) or drops (no question): its reply and outcome. `None`:
+/// forward it.
+fn answered_here(
+    dns: &Dns,
+    origin: &Origin,
+    query: &[u8],
+    started: Instant,
+) -> Option<(Option<Vec<u8>>, Outcome)> {
     match dns.check(origin, query) {
-        Check::Forward => {}
+        Check::Forward => None,
         Check::Answer {
             reply,
             verdict,
             why,
         } => {
             let code = reply.get(3).map(|b| b & 0x0f);
-            return (Some(reply), outcome(verdict, Some(why), code, None, None));
+            Some((
+                Some(reply),
+                outcome(started, verdict, Some(why), code, None, None),
+            ))
         }
-        Check::Drop => {
-            return (
-                None,
-                outcome("refused", Some("no_question"), None, None, None),
-            );
-        }
+        Check::Drop => Some((
+            None,
+            outcome(started, "refused", Some("no_question"), None, None, None),
+        )),
     }
-    let timeout = dns.view().timeout;
-    let got = match origin.proto {
-        Proto::Udp => dns.upstreams.ask(origin.resolver(), query, timeout).await,
-        Proto::Tcp => Err(std::io::Error::other("not a UDP query")),
-    };
+}
+
+/// The reply to a forwarded query and its outcome, from what the resolver
+/// answered (learned, then passed on) or its failure (SERVFAIL).
+fn settle(
+    dns: &Dns,
+    origin: &Origin,
+    query: &[u8],
+    got: std::io::Result<Vec<u8>>,
+    started: Instant,
+) -> (Option<Vec<u8>>, Outcome) {
     match got {
         Ok(bytes) => {
             let (reply, learned) = dns.learn(origin, query, bytes);
             let code = reply.get(3).map(|b| b & 0x0f);
             let o = match learned {
-                Learned::Answer(a) => outcome("allow", None, code, Some(a), None),
+                Learned::Answer(a) => outcome(started, "allow", None, code, Some(a), None),
                 Learned::Denied(n, a) => outcome(
+                    started,
                     "deny",
                     Some("deny_names"),
                     code,
                     Some(a),
                     Some(format!("the answer's CNAME chain reaches {n}")),
                 ),
-                Learned::Malformed(e) => outcome("allow", Some("malformed"), code, None, Some(e)),
+                Learned::Malformed(e) => {
+                    outcome(started, "allow", Some("malformed"), code, None, Some(e))
+                }
             };
             (Some(reply), o)
         }
@@ -206,10 +246,10 @@ async fn answer(
             dns.stats
                 .upstream_failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let reply = wire::error_reply(query, rcode::SERVFAIL);
             (
-                reply,
+                wire::error_reply(query, rcode::SERVFAIL),
                 outcome(
+                    started,
                     "servfail",
                     Some("upstream"),
                     Some(rcode::SERVFAIL),
@@ -261,64 +301,15 @@ async fn tcp_connection(dns: &Dns, mut client: TcpStream) {
             _ => return,
         };
         let started = Instant::now();
-        let outcome = |verdict, why, rcode, answer, error| Outcome {
-            verdict,
-            why,
-            rcode,
-            answer,
-            error,
-            took: started.elapsed(),
-        };
-        let (reply, o) = match dns.check(&origin, &query) {
-            Check::Answer {
-                reply,
-                verdict,
-                why,
-            } => {
-                let code = reply.get(3).map(|b| b & 0x0f);
-                (Some(reply), outcome(verdict, Some(why), code, None, None))
-            }
-            Check::Drop => (
-                None,
-                outcome("refused", Some("no_question"), None, None, None),
-            ),
-            Check::Forward => {
-                match ask_tcp(&mut upstream, origin.resolver(), &query, timeout).await {
-                    Ok(bytes) => {
-                        let (reply, learned) = dns.learn(&origin, &query, bytes);
-                        let code = reply.get(3).map(|b| b & 0x0f);
-                        let o = match learned {
-                            Learned::Answer(a) => outcome("allow", None, code, Some(a), None),
-                            Learned::Denied(n, a) => outcome(
-                                "deny",
-                                Some("deny_names"),
-                                code,
-                                Some(a),
-                                Some(format!("the answer's CNAME chain reaches {n}")),
-                            ),
-                            Learned::Malformed(e) => {
-                                outcome("allow", Some("malformed"), code, None, Some(e))
-                            }
-                        };
-                        (Some(reply), o)
-                    }
-                    Err(e) => {
-                        upstream = None;
-                        dns.stats
-                            .upstream_failures
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        (
-                            wire::error_reply(&query, rcode::SERVFAIL),
-                            outcome(
-                                "servfail",
-                                Some("upstream"),
-                                Some(rcode::SERVFAIL),
-                                None,
-                                Some(e.to_string()),
-                            ),
-                        )
-                    }
+        let (reply, o) = match answered_here(dns, &origin, &query, started) {
+            Some(done) => done,
+            None => {
+                let got = ask_tcp(&mut upstream, origin.resolver(), &query, timeout).await;
+                if got.is_err() {
+                    // A new connection for the next query.
+                    upstream = None;
                 }
+                settle(dns, &origin, &query, got, started)
             }
         };
         dns.finish(&origin, &query, &o);
