@@ -371,35 +371,81 @@ fn inbound(agent: &Agent, policy: &str, pair: &Pair, port: u16) -> (Vec<String>,
     (outcomes(&peers), listened)
 }
 
+/// Programs attached to the test's governed cgroup for inbound packets.
+fn ingress_programs(cg: &TestCgroup) -> usize {
+    use geowall::kernel::sys::{attach_type, cgroup_prog_ids};
+    use std::os::fd::AsFd;
+    let dir = std::fs::File::open(cg.path()).unwrap();
+    cgroup_prog_ids(dir.as_fd(), attach_type::CGROUP_INET_INGRESS)
+        .unwrap()
+        .len()
+}
+
+fn reload(agent: &Agent) {
+    let out = agent.cli(&["map", "load"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const JUDGE_IN: &str =
+    "\n[[policy]]\nname = \"eu-judge-in\"\nallow = [\"EU\"]\ninbound = \"judge\"\n";
+
 #[test]
 fn inbound_connections_are_judged_by_the_peer_address() {
     let cg = TestCgroup::new("inbound");
-    let agent = agent(
-        &cg,
-        "\n[[policy]]\nname = \"eu-open-in\"\nallow = [\"EU\"]\ninbound = \"allow\"\n",
-    );
+    // No policy judges inbound connections (the default): the inbound
+    // program is not attached, and status says what stays open.
+    let agent = agent(&cg, "");
     let pair = Pair::new();
     let port = 20_000 + (std::process::id() % 20_000) as u16;
+    assert_eq!(ingress_programs(&cg), 0, "attached with no policy judging");
+    assert!(!agent.bpffs.join("links/gw_ingress").exists());
+    let open = agent.status()["status"]["open_paths"].to_string();
+    assert!(open.contains("inbound = \\\"judge\\\""), "{open}");
     let (peers, listened) = inbound(&agent, "eu-only", &pair, port);
+    assert_eq!(peers, ["ok", "ok"], "not judged by default");
+    assert_eq!(
+        listened["accepted"].as_array().map(Vec::len),
+        Some(2),
+        "{listened}"
+    );
+
+    // A policy that judges them, by reload: the program is attached.
+    agent.rewrite_config(|c| format!("{c}{JUDGE_IN}"));
+    reload(&agent);
+    assert_eq!(ingress_programs(&cg), 1, "{}", agent.stderr());
+    let open = agent.status()["status"]["open_paths"].to_string();
+    assert!(!open.contains("inbound"), "{open}");
+    let (peers, listened) = inbound(&agent, "eu-judge-in", &pair, port + 1);
     assert_ne!(peers[0], "ok", "the US peer got in: {peers:?}");
     assert_eq!(peers[1], "ok", "the DE peer: {peers:?}");
     assert_eq!(listened["accepted"], serde_json::json!(["198.51.100.2"]));
     let rec = agent.wait_record("the inbound denial", |r| r["hook"] == "ingress");
     assert_eq!(rec["verdict"], "deny");
+    assert_eq!(rec["policy"], "eu-judge-in");
     assert_eq!(rec["direction"], "inbound");
     assert_eq!(
         rec["dst"], "203.0.113.2",
         "the peer, as the record's address"
     );
     assert_eq!(rec["tags"], serde_json::json!(["US"]));
-    // inbound = "allow": not judged.
-    let (peers, listened) = inbound(&agent, "eu-open-in", &pair, port + 1);
+    // A policy that does not judge them, while another does: not judged.
+    let (peers, listened) = inbound(&agent, "eu-only", &pair, port + 2);
     assert_eq!(peers, ["ok", "ok"]);
     assert_eq!(
         listened["accepted"].as_array().map(Vec::len),
         Some(2),
         "{listened}"
     );
+
+    // The judging policy removed: the program is detached again.
+    agent.rewrite_config(|c| c.replace(JUDGE_IN, ""));
+    reload(&agent);
+    assert_eq!(ingress_programs(&cg), 0, "{}", agent.stderr());
+    assert!(!agent.bpffs.join("links/gw_ingress").exists());
 }
 
 #[test]

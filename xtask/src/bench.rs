@@ -741,6 +741,35 @@ pub fn run(quick: bool) -> Result<()> {
     results.insert("tcp_connect".into(), report(&rates, "tcp"));
     results.insert("udp_sendto".into(), report(&rates, "udp"));
 
+    // The same with `inbound = "judge"`: the inbound program is attached
+    // and runs for every packet a governed socket receives (here the
+    // acceptor's and the receiver's too). It stays on for the program run
+    // times below; the next phase's config turns it off again.
+    eprintln!("bench: G with inbound = \"judge\"");
+    write_config("", "inbound = \"judge\"\n")?;
+    agent.map_load()?;
+    let mut inbound_rates: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    for _ in 0..plan.reps {
+        for v in ["A", "G"] {
+            let (n, c) = place(v);
+            for (mode, target) in [("tcp", TCP_TARGET), ("udp", UDP_TARGET)] {
+                let r = loadgen(n, c.as_deref(), mode, target, plan.ms, &[])?;
+                inbound_rates
+                    .entry((v, mode))
+                    .or_default()
+                    .push(r["rate"].as_f64().unwrap_or(0.0));
+            }
+        }
+    }
+    results.insert(
+        "tcp_connect_inbound_judged".into(),
+        report(&inbound_rates, "tcp"),
+    );
+    results.insert(
+        "udp_sendto_inbound_judged".into(),
+        report(&inbound_rates, "udp"),
+    );
+
     // Program run time on real destinations, from a namespace with no route
     // (and on loopback), per program of the path: connect4 and the
     // sock_create that ran for the same socket; sendmsg4 for datagrams.
@@ -1002,6 +1031,14 @@ fn print_table(r: &Value) {
         (
             "TCP connect+close, worst-case depth (decoys)",
             "tcp_connect_worst_case",
+        ),
+        (
+            "TCP connect+close, inbound = \"judge\" (the inbound program attached)",
+            "tcp_connect_inbound_judged",
+        ),
+        (
+            "UDP sendto, inbound = \"judge\"",
+            "udp_sendto_inbound_judged",
         ),
     ] {
         println!("\n{title}:");

@@ -233,7 +233,8 @@ impl State {
         state.approvals.restore(&state.cx);
         state.publish(epoch, &config);
         state.publish_dns(epoch, &config);
-        let report = state.cx.kernel.attach()?;
+        let inbound = state.cx.plan().judges_inbound();
+        let report = state.cx.kernel.attach(inbound)?;
         match state.cx.kernel().retire_other_abis() {
             Ok(0) => {}
             Ok(n) => tracing::info!(pins = n, "removed the programs and tables of an older ABI"),
@@ -552,6 +553,7 @@ impl State {
             self.apply_bindings(bindings),
             self.free_unused_slots(),
             self.refresh_names(),
+            self.set_inbound(),
         ]
         .into_iter()
         .filter_map(Result::err)
@@ -754,6 +756,24 @@ impl State {
             for (id, name) in added {
                 names.cgroups.insert(id, name);
             }
+        }
+        Ok(())
+    }
+
+    /// Attaches the inbound program when some policy now judges inbound
+    /// connections, detaches it when none does.
+    fn set_inbound(&mut self) -> Result<(), DaemonError> {
+        let judged = self.cx.plan().judges_inbound();
+        if self.cx.kernel.set_inbound(judged)? {
+            tracing::info!(
+                judged,
+                "inbound connections: {}",
+                if judged {
+                    "judged (the inbound program is attached)"
+                } else {
+                    "no policy judges them (the inbound program is detached)"
+                }
+            );
         }
         Ok(())
     }
@@ -1002,7 +1022,10 @@ impl State {
                 .socket_cgroups_unavailable()
                 .map(String::from),
             dns: self.cx.dns().map(|d| d.status()).unwrap_or_default(),
-            open_paths: open_paths(self.cx.kernel().lsm_loaded()),
+            open_paths: open_paths(
+                self.cx.kernel().lsm_loaded(),
+                self.cx.kernel().inbound_attached(),
+            ),
             audit: self.audit_status(&counters),
             fleet: self.fleet.as_ref().map(Here::status),
         })
@@ -1222,13 +1245,20 @@ fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static st
 /// What stays open on this host (see the README's threat model): sockets
 /// made outside the governed subtree run none of its programs; without BPF
 /// LSM, packet and XDP sockets are judged by no program either.
-fn open_paths(lsm: bool) -> Vec<String> {
+fn open_paths(lsm: bool, inbound: bool) -> Vec<String> {
     let mut open = vec![
         "sockets made outside the governed subtree and used inside it (inherited, received over a \
          UNIX socket, taken with pidfd_getfd) run none of its programs: `geowall exec` closes \
          inherited descriptors and refuses pidfd_getfd; elsewhere, govern / with a default policy"
             .to_owned(),
     ];
+    if !inbound {
+        open.push(
+            "connections to a job's listener: no policy sets inbound = \"judge\", so a peer \
+             anywhere may connect to a governed job that listens and read what it sends back"
+                .to_owned(),
+        );
+    }
     if !lsm {
         open.push(
             "packet and XDP sockets (BPF LSM unavailable): refused to `geowall exec` jobs by \

@@ -71,7 +71,12 @@ pub struct Kernel {
     bindings: BindingMap,
     governed: PathBuf,
     governed_id: u64,
-    links: Vec<PinnedLink>,
+    /// The links this agent holds, by program.
+    links: Vec<(&'static str, PinnedLink)>,
+    /// Whether the inbound program is wanted on the governed cgroup: only
+    /// while some policy judges inbound connections (it runs for every
+    /// packet a governed socket receives).
+    inbound: bool,
     /// Frees the tries the last switch replaced.
     cleanup: Option<std::thread::JoinHandle<()>>,
 }
@@ -195,6 +200,7 @@ impl Kernel {
             governed: opts.governed.clone(),
             governed_id,
             links: Vec::new(),
+            inbound: false,
             cleanup: None,
         })
     }
@@ -225,32 +231,32 @@ impl Kernel {
     /// Attaches every program to the governed cgroup, or, where a pinned
     /// link to that cgroup exists, swaps the newly loaded program into it in
     /// one step (no moment with no program, none with two). Pins the
-    /// programs and new links.
-    pub fn attach(&mut self) -> Result<AttachReport, KernelError> {
-        let cgroup = File::open(&self.governed).map_err(|source| KernelError::Pin {
-            what: "opening cgroup",
-            path: self.governed.clone(),
-            source,
-        })?;
+    /// programs and new links. The inbound program is attached only with
+    /// `inbound` (some policy judges inbound connections); without it, a
+    /// link of an earlier agent's inbound program is detached.
+    pub fn attach(&mut self, inbound: bool) -> Result<AttachReport, KernelError> {
+        let cgroup = self.open_governed()?;
+        self.inbound = inbound;
         let mut report = AttachReport::default();
         for name in self.loaded.clone() {
             let link_path = self.pins.link(name);
             let prog_fd = program_fd(&self.ebpf, name)?;
-            if let Some(link) = self.adoptable_link(&link_path)? {
+            if !self.wanted(name) {
+                self.detach_pinned(name)?;
+            } else if let Some(link) = self.adoptable_link(&link_path)? {
                 sys::link_update(link.as_fd(), prog_fd.as_fd())
                     .map_err(sys_err(format!("updating link {}", link_path.display())))?;
-                self.links
-                    .push(PinnedLink::from_pin(&link_path).map_err(|source| {
-                        KernelError::ReopenLink {
-                            what: "reopening link",
-                            path: link_path.clone(),
-                            source,
-                        }
-                    })?);
+                let pinned =
+                    PinnedLink::from_pin(&link_path).map_err(|source| KernelError::ReopenLink {
+                        what: "reopening link",
+                        path: link_path.clone(),
+                        source,
+                    })?;
+                self.links.push((name, pinned));
                 report.adopted += 1;
             } else {
                 let link = attach_program(&mut self.ebpf, name, &cgroup)?;
-                self.links.push(pin_link(link, &link_path)?);
+                self.links.push((name, pin_link(link, &link_path)?));
                 report.attached += 1;
             }
             self.pin_program(name)?;
@@ -263,6 +269,73 @@ impl Kernel {
         }
         self.heartbeat();
         Ok(report)
+    }
+
+    /// Attaches or detaches the inbound program as the policies in force
+    /// now need it. Returns whether anything changed.
+    pub fn set_inbound(&mut self, inbound: bool) -> Result<bool, KernelError> {
+        if inbound == self.inbound || !self.loaded.contains(&names::PROG_INGRESS) {
+            self.inbound = inbound;
+            return Ok(false);
+        }
+        self.inbound = inbound;
+        let name = names::PROG_INGRESS;
+        if inbound {
+            // A link pinned there is none of ours (ours was detached with
+            // its pin): it goes before ours is pinned in its place.
+            self.detach_pinned(name)?;
+            let cgroup = self.open_governed()?;
+            let link = attach_program(&mut self.ebpf, name, &cgroup)?;
+            self.links
+                .push((name, pin_link(link, &self.pins.link(name))?));
+        } else {
+            self.detach_pinned(name)?;
+        }
+        Ok(true)
+    }
+
+    /// Whether the inbound program is attached (some policy in force judges
+    /// inbound connections).
+    pub fn inbound_attached(&self) -> bool {
+        self.inbound && self.loaded.contains(&names::PROG_INGRESS)
+    }
+
+    /// Whether `name` belongs on the governed cgroup now.
+    fn wanted(&self, name: &str) -> bool {
+        name != names::PROG_INGRESS || self.inbound
+    }
+
+    fn open_governed(&self) -> Result<File, KernelError> {
+        File::open(&self.governed).map_err(|source| KernelError::Pin {
+            what: "opening cgroup",
+            path: self.governed.clone(),
+            source,
+        })
+    }
+
+    /// Detaches `name`'s link (this agent's or a pinned one of an earlier
+    /// agent) and removes its pin; nothing to do when there is none.
+    fn detach_pinned(&mut self, name: &'static str) -> Result<(), KernelError> {
+        self.links.retain(|(n, _)| *n != name);
+        let path = self.pins.link(name);
+        let fd = match sys::obj_get(&path) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(KernelError::Pin {
+                    what: "opening pinned link",
+                    path,
+                    source,
+                });
+            }
+        };
+        sys::link_detach(fd.as_fd())
+            .map_err(sys_err(format!("detaching link {}", path.display())))?;
+        std::fs::remove_file(&path).map_err(|source| KernelError::Pin {
+            what: "removing a detached link",
+            path,
+            source,
+        })
     }
 
     /// Once the links run this agent's programs: removes what agents of
@@ -286,6 +359,9 @@ impl Kernel {
     pub fn repair(&mut self) -> Result<Vec<&'static str>, KernelError> {
         let mut broken = Vec::new();
         for name in self.loaded.clone() {
+            if !self.wanted(name) {
+                continue;
+            }
             let path = self.pins.link(name);
             let ours = self
                 .ebpf
@@ -308,11 +384,7 @@ impl Kernel {
         if broken.is_empty() {
             return Ok(broken);
         }
-        let cgroup = File::open(&self.governed).map_err(|source| KernelError::Pin {
-            what: "opening cgroup",
-            path: self.governed.clone(),
-            source,
-        })?;
+        let cgroup = self.open_governed()?;
         for name in &broken {
             let path = self.pins.link(name);
             if let Ok(fd) = sys::obj_get(&path) {
@@ -330,8 +402,9 @@ impl Kernel {
                     });
                 }
             }
+            self.links.retain(|(n, _)| n != name);
             let link = attach_program(&mut self.ebpf, name, &cgroup)?;
-            self.links.push(pin_link(link, &path)?);
+            self.links.push((name, pin_link(link, &path)?));
         }
         Ok(broken)
     }

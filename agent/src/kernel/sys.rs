@@ -436,6 +436,7 @@ pub fn cgroup_prog_ids(cgroup: BorrowedFd<'_>, attach_type: u32) -> io::Result<V
 
 /// Attach types geowall uses (enum bpf_attach_type).
 pub mod attach_type {
+    pub const CGROUP_INET_INGRESS: u32 = 0;
     pub const CGROUP_INET_SOCK_CREATE: u32 = 2;
     pub const CGROUP_INET4_CONNECT: u32 = 10;
     pub const CGROUP_INET6_CONNECT: u32 = 11;

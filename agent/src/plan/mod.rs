@@ -65,6 +65,14 @@ impl Plan {
     pub fn policy(&self, name: &str) -> Option<&CompiledPolicy> {
         self.policies.iter().find(|p| p.name == name)
     }
+
+    /// Whether some policy judges connections to its jobs' listeners
+    /// (`inbound = "judge"`): only then does the inbound program run.
+    pub fn judges_inbound(&self) -> bool {
+        self.policies
+            .iter()
+            .any(|p| p.inbound == crate::config::Inbound::Judge)
+    }
 }
 
 /// Builds the plan for `config` on this host's cgroup hierarchy.

@@ -399,7 +399,7 @@ mod tests {
             approvable: false,
             max_grant: std::time::Duration::from_secs(4 * 3600),
             names: NamesPolicy::default(),
-            inbound: Inbound::Judge,
+            inbound: Inbound::default(),
         }
     }
 
