@@ -448,6 +448,60 @@ fn inbound_connections_are_judged_by_the_peer_address() {
     assert!(!agent.bpffs.join("links/gw_ingress").exists());
 }
 
+/// The families a `geowall exec` job may create sockets of: UNIX, IPv4,
+/// IPv6, netlink, packet (which needs CAP_NET_RAW, dropped) and AF_ALG.
+const JOB_FAMILIES: [i64; 6] = [1, 2, 10, 16, 17, 38];
+
+#[test]
+fn families_no_program_judges_and_io_uring_are_refused_to_exec_jobs() {
+    let cg = TestCgroup::new("families");
+    let agent = agent(&cg, "");
+    // Outside any job (this test process's own, ungoverned): what the
+    // kernel lets root create here (vsock on a VM with a vsock device).
+    let out = geowall_tests::run_probe(None, &["--netns", "familywalk", "iouring"]);
+    let outside: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let created = |v: &Value| -> BTreeSet<i64> {
+        v["created"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_i64().unwrap())
+            .collect()
+    };
+    let beyond: BTreeSet<i64> = created(&outside[0])
+        .into_iter()
+        .filter(|f| !JOB_FAMILIES.contains(f))
+        .collect();
+    eprintln!(
+        "families root creates outside a job, beyond the job's: {beyond:?}; io_uring outside: {}",
+        outside[1]["result"]
+    );
+    for who in [As::Root, As::Nobody] {
+        let v = probe_as(&agent, "eu-only", who, &["familywalk", "iouring"]);
+        let inside = created(&v[0]);
+        assert!(
+            inside.iter().all(|f| JOB_FAMILIES.contains(f)),
+            "{who:?} created {inside:?}"
+        );
+        // Refused by the filter whether or not this kernel has them:
+        // vsock, TIPC, RDS, SMC, Bluetooth, CAN, XDP, and every family
+        // root could create outside.
+        for fam in beyond.iter().copied().chain([40, 30, 21, 43, 31, 29, 44]) {
+            assert_eq!(
+                v[0]["failed"][fam.to_string()],
+                "EPERM",
+                "{who:?}, family {fam}: {}",
+                v[0]
+            );
+        }
+        assert!(inside.contains(&1) && inside.contains(&2) && inside.contains(&10));
+        assert_eq!(v[1]["result"], "io_uring_setup:EPERM", "{who:?}");
+    }
+}
+
 #[test]
 fn descriptors_from_outside_the_job_are_closed_or_cannot_be_taken() {
     use std::io::BufRead;

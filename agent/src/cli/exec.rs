@@ -8,10 +8,11 @@
 //!
 //! The command inherits stdin, stdout and stderr and no other descriptor
 //! (`--keep-fds` keeps them all): a socket made outside the job is judged
-//! under its maker's cgroup, not the job's policy. And it can never take a
-//! descriptor from another process with `pidfd_getfd(2)` (a seccomp filter
-//! it inherits and cannot remove): a socket taken from a process outside
-//! the governed subtree would be judged under that process's cgroup.
+//! under its maker's cgroup, not the job's policy. And it runs under a
+//! seccomp filter it cannot remove ([`super::exec_seccomp`]): no
+//! `pidfd_getfd(2)` (a socket taken from a process outside the governed
+//! subtree would be judged under that process's cgroup), no socket of a
+//! family no program judges (vsock, TIPC, ...), no io_uring.
 //!
 //! With `--wait-for-approval`, the held child's job files a proactive
 //! approval request scoped to the job, and is released only once an approver
@@ -345,53 +346,6 @@ fn close_inherited(keep: libc::c_int) {
     }
 }
 
-/// `pidfd_getfd(2)`: the same number on every architecture (the unified
-/// table from 424 on); x32 sets bit 30.
-const NR_PIDFD_GETFD: u32 = 438;
-const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-
-/// Installs a seccomp filter that answers `pidfd_getfd(2)` with EPERM, for
-/// this process and everything it runs (a filter cannot be removed). Root
-/// installs it as it is; anyone else must first give up gaining
-/// privileges (`no_new_privs`: set-user-ID programs no longer elevate).
-/// Async-signal-safe; false if it could not be installed.
-fn block_fd_theft() -> bool {
-    const LD_W_ABS: u16 = 0x20;
-    const JEQ_K: u16 = 0x15;
-    const RET_K: u16 = 0x06;
-    const ALLOW: u32 = 0x7fff_0000;
-    const ERRNO: u32 = 0x0005_0000;
-    let insn = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    let filter = [
-        // The syscall number (offset 0 of seccomp_data).
-        insn(LD_W_ABS, 0, 0, 0),
-        insn(JEQ_K, 2, 0, NR_PIDFD_GETFD),
-        insn(JEQ_K, 1, 0, NR_PIDFD_GETFD | X32_SYSCALL_BIT),
-        insn(RET_K, 0, 0, ALLOW),
-        insn(RET_K, 0, 0, ERRNO | libc::EPERM as u32),
-    ];
-    let prog = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr().cast_mut(),
-    };
-    // SAFETY: prctl with a valid filter program that outlives the call.
-    unsafe {
-        let install = || {
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-                &raw const prog,
-                0,
-                0,
-            ) == 0
-        };
-        if install() {
-            return true;
-        }
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && install()
-    }
-}
-
 const RELEASE: u8 = 1;
 const RELEASE_WITHOUT_NET_RAW: u8 = 2;
 /// Or'ed into the release byte: take the pipe as standard error (and as
@@ -514,7 +468,7 @@ impl Held {
                 if !keep_fds {
                     close_inherited(err_w);
                 }
-                if !block_fd_theft() {
+                if !super::exec_seccomp::install() {
                     libc::_exit(i32::from(EXIT_SETUP));
                 }
                 libc::execvp(ptrs[0], ptrs.as_ptr());

@@ -18,6 +18,7 @@ mod args;
 mod check;
 mod completions;
 mod exec;
+mod exec_seccomp;
 mod fleet;
 mod install;
 mod install_plan;

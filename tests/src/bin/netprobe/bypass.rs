@@ -46,6 +46,54 @@ pub(super) fn protowalk(fam: &str) -> serde_json::Value {
     serde_json::json!({"op": "protowalk", "target": fam, "created": created, "refused": refused})
 }
 
+/// Every address family from 0 to 63, as stream, datagram, seqpacket and
+/// raw (protocol 0): the families a socket was created of, and for each
+/// other the errno of its first type's failure (`EPERM` marks a refusal;
+/// `EAFNOSUPPORT`, `ESOCKTNOSUPPORT`, `EPROTONOSUPPORT`, `EINVAL` a family or
+/// type this kernel lacks).
+pub(super) fn familywalk() -> serde_json::Value {
+    let mut created = Vec::new();
+    let mut failed = serde_json::Map::new();
+    for fam in 0..64 {
+        let mut first_err = None;
+        let mut ok = false;
+        for ty in [
+            libc::SOCK_STREAM,
+            libc::SOCK_DGRAM,
+            libc::SOCK_SEQPACKET,
+            libc::SOCK_RAW,
+        ] {
+            match socket(fam, ty, 0) {
+                Ok(_) => ok = true,
+                Err(e) => {
+                    first_err.get_or_insert(errno_name(&e));
+                }
+            }
+        }
+        if ok {
+            created.push(fam);
+        } else if let Some(e) = first_err {
+            failed.insert(fam.to_string(), e.into());
+        }
+    }
+    serde_json::json!({"op": "familywalk", "created": created, "failed": failed})
+}
+
+/// `io_uring_setup(2)` with one entry: `ok` (the ring is closed again), or
+/// `io_uring_setup:ERRNO`.
+pub(super) fn io_uring() -> String {
+    // struct io_uring_params: 120 bytes, zeroed.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup(2) with a valid, writable params buffer.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return format!("io_uring_setup:{}", errno_name(&io::Error::last_os_error()));
+    }
+    // SAFETY: the ring's descriptor, ours.
+    unsafe { libc::close(fd as i32) };
+    "ok".into()
+}
+
 /// A step's outcome: `ok`, or `STEP:ERRNO` for the step that failed.
 fn steps(r: Result<(), (&str, io::Error)>) -> String {
     match r {

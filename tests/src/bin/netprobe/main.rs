@@ -35,6 +35,9 @@
 //!   holdtcp:ADDR:PORT:MS   connect(), keep the connection MS milliseconds,
 //!                          then write to it
 //!   protowalk:4|6          socket() of every type and protocol; which exist
+//!   familywalk             socket() of every address family (4 types each);
+//!                          which exist, and how the others failed
+//!   iouring                io_uring_setup(2): ok, or how it failed
 //!   udplite:ADDR:PORT      a UDP-Lite socket: socket, connect, send
 //!   rthdr:HOP|ADDR:PORT    IPV6_RTHDR (segment routing through HOP) set,
 //!                          then sendto ADDR
@@ -499,6 +502,8 @@ fn main() {
             }
             "resolve" => json(kind, rest, resolve_connect(rest)),
             "protowalk" => bypass::protowalk(rest).to_string(),
+            "familywalk" => bypass::familywalk().to_string(),
+            "iouring" => json(kind, "", bypass::io_uring()),
             "udplite" => json(kind, rest, bypass::udplite(&parse_target(rest))),
             "rthdr" | "rthdrcmsg" | "rthdr2292" | "ipopts" => {
                 let (hop, target) = rest.split_once('|').expect("OP:HOP|ADDR:PORT");
