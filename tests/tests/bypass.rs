@@ -200,6 +200,26 @@ fn source_routes_are_refused_unless_every_hop_is_allowed() {
         r["hook"] == "setsockopt" && r["reason"] == "source_route"
     });
     assert_eq!(rec["verdict"], "deny");
+    // What the job reads on its standard error names the option and the
+    // hop refused, not an address and port it never asked for.
+    let probe = netprobe().display().to_string();
+    for (op, told) in [
+        (
+            "rthdr:[fd00:dead::1]|[::1]:9",
+            "geowall: IPV6_RTHDR via fd00:dead::1 (US) refused by policy eu-only",
+        ),
+        (
+            "ipopts:127.30.0.2|127.30.0.1:9",
+            "geowall: IP_OPTIONS source route (",
+        ),
+    ] {
+        let out = agent.exec("eu-only", &[probe.as_str(), op]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.lines().any(|l| l.starts_with(told)),
+            "{op}: {stderr}"
+        );
+    }
 }
 
 #[test]

@@ -154,6 +154,21 @@ impl Teller {
             None => region,
         };
         let policy = &f.policy;
+        if f.option.is_some() {
+            // A source route: a grant can open a hop, never the option as
+            // a whole.
+            return if !f.dst.is_unspecified() && r.approvable {
+                format!(
+                    "geowall: {dest} ({about}) refused by policy {policy} — request access: \
+                     geowall approvals request --to {} --job {} --for {} --reason '…'",
+                    f.dst,
+                    self.job,
+                    r.grant_for.as_deref().unwrap_or("1h")
+                )
+            } else {
+                format!("geowall: {dest} ({about}) refused by policy {policy}")
+            };
+        }
         if r.approvable {
             format!(
                 "geowall: {dest} ({about}) refused by policy {policy} — request access: \
@@ -173,6 +188,13 @@ impl Teller {
 /// address; with the port.
 fn destination(r: &RefusalEntry) -> String {
     let f = &r.refused;
+    if let Some(option) = &f.option {
+        return if f.dst.is_unspecified() {
+            format!("{option} source route")
+        } else {
+            format!("{option} via {}", f.dst)
+        };
+    }
     match (&f.name, f.dst) {
         (Some(name), _) => format!("{name}:{}", f.port),
         (None, std::net::IpAddr::V6(a)) => format!("[{a}]:{}", f.port),
@@ -621,6 +643,7 @@ mod tests {
                 cgroup: "/jobs/etl".into(),
                 cgroup_id: 7,
                 record: 0,
+                option: None,
             },
             approvable,
             grant_for: approvable.then(|| "1h".to_owned()),
@@ -655,6 +678,25 @@ mod tests {
                 "geowall: [2001:db8::5]:443 (US) refused by policy eu-only (it takes no approval requests)",
                 "geowall: api.partner.test:443 (203.0.113.6, US) refused by policy eu-only — request \
                  access: geowall approvals request --to api.partner.test:443 --job etl --for 1h --reason '…'",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_source_route_names_the_option_and_its_hop() {
+        let mut t = Teller::new("etl");
+        let mut hop = entry(1, "fd00:dead::1", 0, None, true);
+        hop.refused.option = Some("IPV6_RTHDR".into());
+        let mut whole = entry(2, "0.0.0.0", 0, None, true);
+        whole.refused.option = Some("IP_OPTIONS".into());
+        whole.refused.tags.clear();
+        whole.refused.reason = "source_route".into();
+        assert_eq!(
+            t.add(&found(vec![hop, whole]), Instant::now()),
+            [
+                "geowall: IPV6_RTHDR via fd00:dead::1 (US) refused by policy eu-only — request \
+                 access: geowall approvals request --to fd00:dead::1 --job etl --for 1h --reason '…'",
+                "geowall: IP_OPTIONS source route (untagged; source_route) refused by policy eu-only",
             ]
         );
     }

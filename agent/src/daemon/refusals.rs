@@ -241,6 +241,7 @@ mod tests {
             cgroup: cgroup.into(),
             cgroup_id,
             record: 0,
+            option: None,
         }
     }
 

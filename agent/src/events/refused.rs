@@ -31,6 +31,11 @@ pub struct Refused {
     /// The flow record's sequence number in the audit log (0: it could not
     /// be written).
     pub record: u64,
+    /// A source route refused at `setsockopt`: the option (`IPV6_RTHDR`,
+    /// `IP_OPTIONS`); `dst` is then the hop refused (unspecified: the
+    /// option as a whole), `port` 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option: Option<String>,
 }
 
 impl Refused {
@@ -53,6 +58,13 @@ impl Refused {
             cgroup: record.cgroup.clone().into_owned(),
             cgroup_id: record.cgroup_id,
             record: record.seq,
+            option: (record.hook == "setsockopt").then(|| {
+                if record.dst.is_some_and(|a| a.is_ipv6()) {
+                    "IPV6_RTHDR".to_owned()
+                } else {
+                    "IP_OPTIONS".to_owned()
+                }
+            }),
         })
     }
 }
