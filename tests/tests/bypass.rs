@@ -418,7 +418,11 @@ fn inbound_connections_are_judged_by_the_peer_address() {
     let cg = TestCgroup::new("inbound");
     // No policy judges inbound connections (the default): the inbound
     // program is not attached, and status says what stays open.
-    let agent = agent(&cg, "");
+    let mut agent = AgentSpec::new(&cg)
+        .cidr_map("test.cidr", MAP)
+        .config(EU_ONLY)
+        .keep_pins()
+        .start();
     let pair = Pair::new();
     let port = 20_000 + (std::process::id() % 20_000) as u16;
     assert_eq!(ingress_programs(&cg), 0, "attached with no policy judging");
@@ -438,7 +442,10 @@ fn inbound_connections_are_judged_by_the_peer_address() {
     reload(&agent);
     assert_eq!(ingress_programs(&cg), 1, "{}", agent.stderr());
     let open = agent.status()["status"]["open_paths"].to_string();
-    assert!(!open.contains("inbound"), "{open}");
+    assert!(
+        open.contains("listeners of jobs under eu-only (inbound") && !open.contains("no policy"),
+        "{open}"
+    );
     let (peers, listened) = inbound(&agent, "eu-judge-in", &pair, port + 1);
     assert_ne!(peers[0], "ok", "the US peer got in: {peers:?}");
     assert_eq!(peers[1], "ok", "the DE peer: {peers:?}");
@@ -461,21 +468,48 @@ fn inbound_connections_are_judged_by_the_peer_address() {
         "{listened}"
     );
 
+    // Detached by something else while wanted: attached again, and said.
+    let link = geowall::kernel::sys::obj_get(&agent.bpffs.join("links/gw_ingress")).unwrap();
+    geowall::kernel::sys::link_detach(std::os::fd::AsFd::as_fd(&link)).unwrap();
+    drop(link);
+    assert_eq!(ingress_programs(&cg), 0);
+    let rec = agent.wait_record("the re-attachment", |r| r["event"] == "reattached");
+    assert_eq!(rec["programs"], serde_json::json!(["gw_ingress"]));
+    assert_eq!(ingress_programs(&cg), 1);
+    // A restart adopts the pinned link: still one program.
+    assert!(agent.terminate().success());
+    assert_eq!(ingress_programs(&cg), 1, "kept while the agent is down");
+    agent.restart();
+    assert_eq!(ingress_programs(&cg), 1, "{}", agent.stderr());
+
     // The judging policy removed: the program is detached again.
     agent.rewrite_config(|c| c.replace(JUDGE_IN, ""));
     reload(&agent);
     assert_eq!(ingress_programs(&cg), 0, "{}", agent.stderr());
     assert!(!agent.bpffs.join("links/gw_ingress").exists());
+    // And a start without one detaches what an agent before it left.
+    agent.rewrite_config(|c| format!("{c}{JUDGE_IN}"));
+    reload(&agent);
+    assert_eq!(ingress_programs(&cg), 1);
+    assert!(agent.terminate().success());
+    agent.rewrite_config(|c| c.replace(JUDGE_IN, ""));
+    agent.restart();
+    assert_eq!(ingress_programs(&cg), 0, "{}", agent.stderr());
+    assert!(!agent.bpffs.join("links/gw_ingress").exists());
 }
 
 /// The families a `geowall exec` job may create sockets of: UNIX, IPv4,
-/// IPv6, netlink, packet (which needs CAP_NET_RAW, dropped) and AF_ALG.
+/// IPv6, netlink, packet (which needs CAP_NET_RAW, dropped unless the
+/// policy allows raw sockets or audits) and AF_ALG.
 const JOB_FAMILIES: [i64; 6] = [1, 2, 10, 16, 17, 38];
 
 #[test]
 fn families_no_program_judges_and_io_uring_are_refused_to_exec_jobs() {
     let cg = TestCgroup::new("families");
-    let agent = agent(&cg, "");
+    let agent = agent(
+        &cg,
+        "\n[[policy]]\nname = \"eu-audit\"\nmode = \"audit\"\nallow = [\"EU\"]\n",
+    );
     // Outside any job (this test process's own, ungoverned): what the
     // kernel lets root create here (vsock on a VM with a vsock device).
     let out = geowall_tests::run_probe(None, &["--netns", "familywalk", "iouring"]);
@@ -519,7 +553,61 @@ fn families_no_program_judges_and_io_uring_are_refused_to_exec_jobs() {
         }
         assert!(inside.contains(&1) && inside.contains(&2) && inside.contains(&10));
         assert_eq!(v[1]["result"], "io_uring_setup:EPERM", "{who:?}");
+        // The other ways to a socket: socketpair, and the i386 calls any
+        // process can make with int 0x80 (socketcall's arguments are in
+        // memory: refused whatever the family).
+        let mut ops = vec!["socketpair:1", "socketpair:40", "socketpair:30"];
+        let mut want = vec!["ok", "EPERM", "EPERM"];
+        if cfg!(target_arch = "x86_64") {
+            ops.extend(["int80socket:1", "int80socket:40", "int80socketcall:1"]);
+            want.extend(["ok", "EPERM", "EPERM"]);
+        }
+        let v = probe_as(&agent, "eu-only", who, &ops);
+        let got: Vec<&str> = v.iter().map(|r| r["result"].as_str().unwrap()).collect();
+        assert_eq!(got, want, "{who:?}: {ops:?}");
     }
+    // `geowall exec` itself run by an unprivileged user: the filter goes
+    // in after no_new_privs.
+    let probe = netprobe().display().to_string();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(geowall_tests::geowall())
+        .args(["exec", "--config"])
+        .arg(&agent.config)
+        .args(["--policy", "eu-only", "--", &probe, "socketpair:40"])
+        .args(cfg!(target_arch = "x86_64").then_some("int80socket:40"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "exec as nobody: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["result"].to_string())
+        .collect();
+    assert!(
+        !got.is_empty() && got.iter().all(|r| r == "\"EPERM\""),
+        "{got:?}"
+    );
+    // Audit mode blocks nothing: the filter lets these through (the
+    // kernel's audit log notes them).
+    let v = probe_as(&agent, "eu-audit", As::Root, &["familywalk", "iouring"]);
+    let inside = created(&v[0]);
+    for fam in &beyond {
+        assert!(
+            inside.contains(fam),
+            "audit mode refused family {fam}: {}",
+            v[0]
+        );
+    }
+    assert_eq!(v[1]["result"], outside[1]["result"]);
 }
 
 #[test]

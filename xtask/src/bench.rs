@@ -748,6 +748,14 @@ pub fn run(quick: bool) -> Result<()> {
     eprintln!("bench: G with inbound = \"judge\"");
     write_config("", "inbound = \"judge\"\n")?;
     agent.map_load()?;
+    let ingress_link = PathBuf::from(format!("/sys/fs/bpf/geowall-bench-{tag}/links"))
+        .join(geowall_common::names::PROG_INGRESS);
+    if !ingress_link.exists() {
+        bail!(
+            "inbound = \"judge\" is in force but {} is not attached",
+            ingress_link.display()
+        );
+    }
     let mut inbound_rates: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     for _ in 0..plan.reps {
         for v in ["A", "G"] {

@@ -193,6 +193,9 @@ fn run_job(
     if !started.raw_sockets {
         child.drop_net_raw();
     }
+    if started.audit {
+        child.audit_only();
+    }
     // Signals from the terminal reach the job; geowall only waits for it.
     // SAFETY: setting dispositions to SIG_IGN is always sound.
     unsafe {
@@ -351,6 +354,11 @@ const RELEASE_WITHOUT_NET_RAW: u8 = 2;
 /// Or'ed into the release byte: take the pipe as standard error (and as
 /// standard output, when it was set up so).
 const REDIRECT_STDERR: u8 = 0x10;
+/// Or'ed into the release byte: the policy only audits (the seccomp filter
+/// logs instead of refusing).
+const AUDIT_ONLY: u8 = 0x20;
+/// The release byte's low bits: [`RELEASE`] or [`RELEASE_WITHOUT_NET_RAW`].
+const RELEASE_MASK: u8 = 0x0f;
 const CAP_NET_RAW: u32 = 13;
 
 /// Drops CAP_NET_RAW from the calling process for good: from the bounding
@@ -413,6 +421,9 @@ struct Held {
     go: libc::c_int,
     /// Whether to drop CAP_NET_RAW before `exec`.
     drop_net_raw: bool,
+    /// Whether the policy only audits: the seccomp filter logs what it
+    /// would refuse.
+    audit_only: bool,
     /// Whether to give the job the relay's pipe as standard error.
     redirect_stderr: bool,
     /// Read end: the child's errno if `exec` failed; EOF once it succeeded.
@@ -435,6 +446,7 @@ impl Held {
     ) -> std::io::Result<Held> {
         let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         ptrs.push(std::ptr::null());
+        let filters = super::exec_seccomp::Filters::new();
         let [go_r, go_w] = pipe()?;
         let [err_r, err_w] = pipe()?;
         // SAFETY: the CLI is single-threaded here; the child only calls
@@ -459,7 +471,7 @@ impl Held {
                 {
                     libc::_exit(i32::from(EXIT_SETUP));
                 }
-                if b & !REDIRECT_STDERR == RELEASE_WITHOUT_NET_RAW && !drop_cap_net_raw() {
+                if b & RELEASE_MASK == RELEASE_WITHOUT_NET_RAW && !drop_cap_net_raw() {
                     libc::_exit(i32::from(EXIT_SETUP));
                 }
                 // Rust ignores SIGPIPE in geowall; the command gets the
@@ -468,7 +480,7 @@ impl Held {
                 if !keep_fds {
                     close_inherited(err_w);
                 }
-                if !super::exec_seccomp::install() {
+                if !filters.install(b & AUDIT_ONLY != 0) {
                     libc::_exit(i32::from(EXIT_SETUP));
                 }
                 libc::execvp(ptrs[0], ptrs.as_ptr());
@@ -486,6 +498,7 @@ impl Held {
             pid,
             go: go_w,
             drop_net_raw: false,
+            audit_only: false,
             redirect_stderr: false,
             exec_err: err_r,
         })
@@ -494,6 +507,12 @@ impl Held {
     /// Have the child drop CAP_NET_RAW before it runs the command.
     fn drop_net_raw(&mut self) {
         self.drop_net_raw = true;
+    }
+
+    /// The policy only audits: the child's seccomp filter logs instead of
+    /// refusing.
+    fn audit_only(&mut self) {
+        self.audit_only = true;
     }
 
     /// Have the child take the pipe given to [`Held::spawn`] as its
@@ -534,6 +553,9 @@ impl Held {
             };
             if self.redirect_stderr {
                 go |= REDIRECT_STDERR;
+            }
+            if self.audit_only {
+                go |= AUDIT_ONLY;
             }
             libc::write(self.go, (&raw const go).cast(), 1);
             libc::close(self.go);

@@ -4,21 +4,28 @@
 //!
 //! - `pidfd_getfd(2)`: a socket taken from a process outside the governed
 //!   subtree would be judged under that process's cgroup;
-//! - `socket(2)` of a family other than UNIX, IPv4, IPv6, netlink, packet
-//!   and `AF_ALG`: geowall's programs run for IPv4 and IPv6 sockets only,
-//!   and families such as vsock (to the hypervisor host), TIPC, RDS, SMC,
-//!   Bluetooth or CAN carry data off the host unjudged. Packet sockets
-//!   need `CAP_NET_RAW`, which the job does not get; netlink and `AF_ALG`
-//!   stay on this host;
-//! - `io_uring_setup(2)`: io_uring's socket operation creates sockets with
-//!   no `socket(2)` call this filter could see (programs that use io_uring
-//!   fall back to plain system calls when it is refused, as they must
-//!   under most container runtimes' profiles).
+//! - `socket(2)` and `socketpair(2)` of a family other than UNIX, IPv4,
+//!   IPv6, netlink, packet and `AF_ALG`: geowall's programs run for IPv4
+//!   and IPv6 sockets only, and families such as vsock (to the hypervisor
+//!   host), TIPC, RDS, SMC, Bluetooth or CAN carry data off the host
+//!   unjudged. Packet sockets need `CAP_NET_RAW`, which the job lacks
+//!   unless its policy allows raw sockets or only audits; netlink and
+//!   `AF_ALG` stay on this host;
+//! - the same calls made through the 32-bit `socketcall(2)` (from an i386
+//!   program, or from any program through `int 0x80`): its arguments are
+//!   in memory a filter cannot read, so creating a socket that way is
+//!   refused whatever the family;
+//! - io_uring (`io_uring_setup`, `io_uring_enter`, `io_uring_register`):
+//!   its socket operation creates sockets with no system call this filter
+//!   could see (programs that use io_uring fall back to plain system calls
+//!   when it is refused, as they must under most container runtimes'
+//!   profiles).
 //!
-//! Each is answered with `EPERM`. A 32-bit process's `socketcall(2)` keeps
-//! its arguments in memory a filter cannot read: on x86-64, an i386
-//! program can still create a socket of any family that way (stated in the
-//! README's threat model).
+//! Each is answered with `EPERM` — or, for a job whose policy only audits,
+//! allowed and logged by the kernel's audit subsystem (`SECCOMP_RET_LOG`):
+//! audit mode blocks nothing.
+//!
+//! The program is built before the fork (the child only installs it).
 
 /// `struct seccomp_data`: the system call number, the architecture, and
 /// the low half of the first argument.
@@ -33,35 +40,45 @@ const LD_W_ABS: u16 = 0x20;
 const JEQ_K: u16 = 0x15;
 const RET_K: u16 = 0x06;
 const ALLOW: u32 = 0x7fff_0000;
-const ERRNO: u32 = 0x0005_0000;
-const EPERM: u32 = ERRNO | libc::EPERM as u32;
+const LOG: u32 = 0x7ffc_0000;
+const EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
 
-/// The same number on every architecture (the unified table from 424 on).
-const NR_IO_URING_SETUP: u32 = 425;
+/// The same numbers on every architecture (the unified table from 424 on).
+const NR_IO_URING: [u32; 3] = [425, 426, 427];
 const NR_PIDFD_GETFD: u32 = 438;
+
+/// `socketcall(2)`'s calls that create sockets.
+const SYS_SOCKET: u32 = 1;
+const SYS_SOCKETPAIR: u32 = 8;
 
 #[cfg(target_arch = "x86_64")]
 mod arch {
     pub(super) const NATIVE: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
-    pub(super) const NATIVE_SOCKET: u32 = 41;
+    /// `socket`, `socketpair`.
+    pub(super) const NATIVE_CREATE: [u32; 2] = [41, 53];
     /// x32 system calls: the native architecture with bit 30 set.
-    pub(super) const X32_BIT: u32 = 0x4000_0000;
+    pub(super) const X32_BIT: Option<u32> = Some(0x4000_0000);
     pub(super) const COMPAT: u32 = 0x4000_0003; // AUDIT_ARCH_I386
-    pub(super) const COMPAT_SOCKET: u32 = 359;
+    pub(super) const COMPAT_CREATE: [u32; 2] = [359, 360];
+    pub(super) const COMPAT_SOCKETCALL: Option<u32> = Some(102);
 }
 
 #[cfg(target_arch = "aarch64")]
 mod arch {
     pub(super) const NATIVE: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
-    pub(super) const NATIVE_SOCKET: u32 = 198;
-    /// No x32 here: or-ing 0 repeats the native number.
-    pub(super) const X32_BIT: u32 = 0;
+    pub(super) const NATIVE_CREATE: [u32; 2] = [198, 199];
+    pub(super) const X32_BIT: Option<u32> = None;
     pub(super) const COMPAT: u32 = 0x4000_0028; // AUDIT_ARCH_ARM
-    pub(super) const COMPAT_SOCKET: u32 = 281;
+    pub(super) const COMPAT_CREATE: [u32; 2] = [281, 288];
+    /// EABI has no socketcall.
+    pub(super) const COMPAT_SOCKETCALL: Option<u32> = None;
 }
 
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("geowall exec's seccomp filter knows the system call numbers of x86_64 and aarch64");
+
 /// The families a job may create sockets of.
-const FAMILIES: [u32; 6] = [
+pub(super) const FAMILIES: [u32; 6] = [
     libc::AF_UNIX as u32,
     libc::AF_INET as u32,
     libc::AF_INET6 as u32,
@@ -70,85 +87,179 @@ const FAMILIES: [u32; 6] = [
     libc::AF_ALG as u32,
 ];
 
-const fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
+/// Where a jump goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum To {
+    Next,
+    Compat,
+    SocketCall,
+    Family,
+    Allow,
+    Refuse,
 }
 
-/// Jump offsets count the instructions skipped after the jump. The
-/// family check starts at index 15, its allow at 22, the refusal at 23.
-const FAMILY: usize = 15;
-const FAMILY_ALLOW: usize = FAMILY + 1 + FAMILIES.len();
-const REFUSE: usize = FAMILY_ALLOW + 1;
-
-/// The offset from the instruction at `at` to `to`.
-const fn to(at: usize, to: usize) -> u8 {
-    (to - at - 1) as u8
+struct Insn {
+    code: u16,
+    jt: To,
+    jf: To,
+    k: u32,
+    /// The label of this instruction, if jumps go to it.
+    label: Option<To>,
 }
 
-/// The filter program.
-const FILTER: [libc::sock_filter; REFUSE + 1] = [
-    // 0–1: the architecture: native, compat (else allowed: the kernel
-    // runs no other).
-    insn(LD_W_ABS, 0, 0, ARCH),
-    insn(JEQ_K, 0, to(1, 9), arch::NATIVE),
-    // 2–8: native (and x32) system calls.
-    insn(LD_W_ABS, 0, 0, NR),
-    insn(JEQ_K, to(3, FAMILY), 0, arch::NATIVE_SOCKET),
-    insn(JEQ_K, to(4, FAMILY), 0, arch::NATIVE_SOCKET | arch::X32_BIT),
-    insn(JEQ_K, to(5, REFUSE), 0, NR_PIDFD_GETFD),
-    insn(JEQ_K, to(6, REFUSE), 0, NR_PIDFD_GETFD | arch::X32_BIT),
-    insn(JEQ_K, to(7, REFUSE), 0, NR_IO_URING_SETUP),
-    insn(
-        JEQ_K,
-        to(8, REFUSE),
-        to(8, FAMILY_ALLOW),
-        NR_IO_URING_SETUP | arch::X32_BIT,
-    ),
-    // 9–14: compat (32-bit) system calls.
-    insn(JEQ_K, 0, to(9, FAMILY_ALLOW), arch::COMPAT),
-    insn(LD_W_ABS, 0, 0, NR),
-    insn(JEQ_K, to(11, FAMILY), 0, arch::COMPAT_SOCKET),
-    insn(JEQ_K, to(12, REFUSE), 0, NR_PIDFD_GETFD),
-    insn(JEQ_K, to(13, REFUSE), 0, NR_IO_URING_SETUP),
-    insn(RET_K, 0, 0, ALLOW),
-    // 15–21: socket(2)'s family against the list.
-    insn(LD_W_ABS, 0, 0, ARG0),
-    insn(JEQ_K, to(16, FAMILY_ALLOW), 0, FAMILIES[0]),
-    insn(JEQ_K, to(17, FAMILY_ALLOW), 0, FAMILIES[1]),
-    insn(JEQ_K, to(18, FAMILY_ALLOW), 0, FAMILIES[2]),
-    insn(JEQ_K, to(19, FAMILY_ALLOW), 0, FAMILIES[3]),
-    insn(JEQ_K, to(20, FAMILY_ALLOW), 0, FAMILIES[4]),
-    insn(JEQ_K, to(21, FAMILY_ALLOW), to(21, REFUSE), FAMILIES[5]),
-    // 22: allowed; 23: refused.
-    insn(RET_K, 0, 0, ALLOW),
-    insn(RET_K, 0, 0, EPERM),
-];
+fn ld(k: u32) -> Insn {
+    Insn {
+        code: LD_W_ABS,
+        jt: To::Next,
+        jf: To::Next,
+        k,
+        label: None,
+    }
+}
 
-/// Installs [`FILTER`] for this process and everything it runs. Root
-/// installs it as it is; anyone else must first give up gaining privileges
-/// (`no_new_privs`: set-user-ID programs no longer elevate).
-/// Async-signal-safe; false if it could not be installed.
-pub(super) fn install() -> bool {
-    let prog = libc::sock_fprog {
-        len: FILTER.len() as u16,
-        filter: FILTER.as_ptr().cast_mut(),
+fn jeq(k: u32, jt: To, jf: To) -> Insn {
+    Insn {
+        code: JEQ_K,
+        jt,
+        jf,
+        k,
+        label: None,
+    }
+}
+
+fn ret(k: u32) -> Insn {
+    Insn {
+        code: RET_K,
+        jt: To::Next,
+        jf: To::Next,
+        k,
+        label: None,
+    }
+}
+
+fn labelled(label: To, mut insn: Insn) -> Insn {
+    insn.label = Some(label);
+    insn
+}
+
+/// A native system call number and its x32 twin.
+fn native(nr: u32) -> impl Iterator<Item = u32> {
+    std::iter::once(nr).chain(arch::X32_BIT.map(|bit| nr | bit))
+}
+
+/// The filter program; refusals answer `refuse`.
+fn program(refuse: u32) -> Vec<libc::sock_filter> {
+    use To::*;
+    let mut p = vec![ld(ARCH), jeq(arch::NATIVE, Next, Compat), ld(NR)];
+    for nr in arch::NATIVE_CREATE.into_iter().flat_map(native) {
+        p.push(jeq(nr, Family, Next));
+    }
+    for nr in NR_IO_URING
+        .into_iter()
+        .chain([NR_PIDFD_GETFD])
+        .flat_map(native)
+    {
+        p.push(jeq(nr, Refuse, Next));
+    }
+    p.push(ret(ALLOW));
+    // The architecture is still loaded here.
+    p.push(labelled(Compat, jeq(arch::COMPAT, Next, Allow)));
+    p.push(ld(NR));
+    for nr in arch::COMPAT_CREATE {
+        p.push(jeq(nr, Family, Next));
+    }
+    for nr in NR_IO_URING.into_iter().chain([NR_PIDFD_GETFD]) {
+        p.push(jeq(nr, Refuse, Next));
+    }
+    if let Some(nr) = arch::COMPAT_SOCKETCALL {
+        p.push(jeq(nr, SocketCall, Next));
+    }
+    p.push(ret(ALLOW));
+    if arch::COMPAT_SOCKETCALL.is_some() {
+        p.push(labelled(SocketCall, ld(ARG0)));
+        p.push(jeq(SYS_SOCKET, Refuse, Next));
+        p.push(jeq(SYS_SOCKETPAIR, Refuse, Allow));
+    }
+    p.push(labelled(Family, ld(ARG0)));
+    for (i, fam) in FAMILIES.iter().enumerate() {
+        let last = i + 1 == FAMILIES.len();
+        p.push(jeq(*fam, Allow, if last { Refuse } else { Next }));
+    }
+    p.push(labelled(Allow, ret(ALLOW)));
+    p.push(labelled(Refuse, ret(refuse)));
+    resolve(&p)
+}
+
+/// Turns labels into the offsets a jump counts (instructions skipped).
+fn resolve(p: &[Insn]) -> Vec<libc::sock_filter> {
+    let at = |label: To| {
+        p.iter()
+            .position(|i| i.label == Some(label))
+            .expect("every label a jump names is placed")
     };
-    // SAFETY: prctl with a valid filter program that outlives the call (a
-    // constant); the kernel copies it.
-    unsafe {
-        let install = || {
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-                &raw const prog,
-                0,
-                0,
-            ) == 0
-        };
-        if install() {
-            return true;
+    p.iter()
+        .enumerate()
+        .map(|(i, insn)| {
+            let off = |to: To| -> u8 {
+                if to == To::Next {
+                    return 0;
+                }
+                let target = at(to);
+                assert!(target > i, "jumps go forward");
+                u8::try_from(target - i - 1).expect("a jump spans at most 255 instructions")
+            };
+            libc::sock_filter {
+                code: insn.code,
+                jt: off(insn.jt),
+                jf: off(insn.jf),
+                k: insn.k,
+            }
+        })
+        .collect()
+}
+
+/// Both filters, built before the fork: the child picks one.
+pub(super) struct Filters {
+    enforce: Vec<libc::sock_filter>,
+    audit: Vec<libc::sock_filter>,
+}
+
+impl Filters {
+    pub(super) fn new() -> Self {
+        Filters {
+            enforce: program(EPERM),
+            audit: program(LOG),
         }
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && install()
+    }
+
+    /// Installs the filter for this process and everything it runs (the
+    /// auditing one for a policy that only audits). Root installs it as
+    /// it is; anyone else must first give up gaining privileges
+    /// (`no_new_privs`: set-user-ID programs no longer elevate).
+    /// Async-signal-safe; false if it could not be installed.
+    pub(super) fn install(&self, audit: bool) -> bool {
+        let filter = if audit { &self.audit } else { &self.enforce };
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr().cast_mut(),
+        };
+        // SAFETY: prctl with a valid filter program that outlives the call
+        // (the kernel copies it).
+        unsafe {
+            let install = || {
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                    &raw const prog,
+                    0,
+                    0,
+                ) == 0
+            };
+            if install() {
+                return true;
+            }
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && install()
+        }
     }
 }
 
@@ -156,13 +267,13 @@ pub(super) fn install() -> bool {
 mod tests {
     use super::*;
 
-    /// Runs the filter on (arch, nr, first argument) as the kernel would
+    /// Runs `filter` on (arch, nr, first argument) as the kernel would
     /// (only the instructions it uses).
-    fn run(arch: u32, nr: u32, arg0: u32) -> u32 {
+    fn run(filter: &[libc::sock_filter], arch: u32, nr: u32, arg0: u32) -> u32 {
         let mut pc = 0usize;
         let mut acc = 0u32;
         loop {
-            let i = FILTER[pc];
+            let i = filter[pc];
             match i.code {
                 LD_W_ABS => {
                     acc = match i.k {
@@ -184,33 +295,75 @@ mod tests {
 
     #[test]
     fn the_filter_refuses_what_it_says_and_nothing_else() {
+        let f = program(EPERM);
         let (native, compat) = (arch::NATIVE, arch::COMPAT);
-        for fam in FAMILIES {
-            assert_eq!(run(native, arch::NATIVE_SOCKET, fam), ALLOW, "family {fam}");
-            assert_eq!(run(compat, arch::COMPAT_SOCKET, fam), ALLOW, "family {fam}");
-        }
-        for fam in [0, 40, 30, 21, 43, 31, 29, 44, 45, 46, 255] {
-            assert_eq!(run(native, arch::NATIVE_SOCKET, fam), EPERM, "family {fam}");
-            assert_eq!(run(compat, arch::COMPAT_SOCKET, fam), EPERM, "family {fam}");
-            if arch::X32_BIT != 0 {
-                let x32 = arch::NATIVE_SOCKET | arch::X32_BIT;
-                assert_eq!(run(native, x32, fam), EPERM, "x32 family {fam}");
+        let x32 = |nr: u32| arch::X32_BIT.map(|b| nr | b);
+        for create in arch::NATIVE_CREATE.into_iter().chain(arch::COMPAT_CREATE) {
+            let a = if arch::NATIVE_CREATE.contains(&create) {
+                native
+            } else {
+                compat
+            };
+            for fam in FAMILIES {
+                assert_eq!(run(&f, a, create, fam), ALLOW, "{create} family {fam}");
+            }
+            for fam in [0, 40, 30, 21, 43, 31, 29, 44, 45, 46, 255] {
+                assert_eq!(run(&f, a, create, fam), EPERM, "{create} family {fam}");
+                if let Some(nr) = x32(create).filter(|_| a == native) {
+                    assert_eq!(run(&f, native, nr, fam), EPERM, "x32 {create} family {fam}");
+                }
             }
         }
-        for nr in [NR_PIDFD_GETFD, NR_IO_URING_SETUP] {
-            assert_eq!(run(native, nr, 0), EPERM);
-            assert_eq!(run(native, nr | arch::X32_BIT, 0), EPERM);
-            assert_eq!(run(compat, nr, 0), EPERM);
-        }
-        // Everything else passes, whatever its first argument; so does
-        // the native number of socket(2) under the compat architecture
-        // (another call there).
-        for nr in [0, 1, 42, 44, 102, 280, 424, 426, 437, 439] {
-            for arg0 in [0, 40] {
-                assert_eq!(run(native, nr, arg0), ALLOW, "native {nr}");
-                assert_eq!(run(compat, nr, arg0), ALLOW, "compat {nr}");
+        for nr in NR_IO_URING.into_iter().chain([NR_PIDFD_GETFD]) {
+            assert_eq!(run(&f, native, nr, 0), EPERM, "{nr}");
+            assert_eq!(run(&f, compat, nr, 0), EPERM, "compat {nr}");
+            if let Some(nr) = x32(nr) {
+                assert_eq!(run(&f, native, nr, 0), EPERM, "x32 {nr}");
             }
         }
-        assert_eq!(run(0x1234, arch::NATIVE_SOCKET, 40), ALLOW);
+        if let Some(socketcall) = arch::COMPAT_SOCKETCALL {
+            for call in [SYS_SOCKET, SYS_SOCKETPAIR] {
+                assert_eq!(
+                    run(&f, compat, socketcall, call),
+                    EPERM,
+                    "socketcall {call}"
+                );
+            }
+            // connect, send, recv, ... through socketcall pass.
+            for call in [2, 3, 9, 11, 12, 17] {
+                assert_eq!(
+                    run(&f, compat, socketcall, call),
+                    ALLOW,
+                    "socketcall {call}"
+                );
+            }
+        }
+        // Everything else passes, whatever its first argument, and so does
+        // any call of an architecture the kernel does not run.
+        for nr in [0, 1, 42, 44, 102, 280, 424, 428, 437, 439] {
+            for arg0 in [0, 1, 40] {
+                if !arch::NATIVE_CREATE.contains(&nr) {
+                    assert_eq!(run(&f, native, nr, arg0), ALLOW, "native {nr}");
+                }
+                if !arch::COMPAT_CREATE.contains(&nr) && arch::COMPAT_SOCKETCALL != Some(nr) {
+                    assert_eq!(run(&f, compat, nr, arg0), ALLOW, "compat {nr}");
+                }
+            }
+        }
+        assert_eq!(run(&f, 0x1234, arch::NATIVE_CREATE[0], 40), ALLOW);
+    }
+
+    #[test]
+    fn the_auditing_filter_logs_where_the_other_refuses() {
+        let (enforce, audit) = (program(EPERM), program(LOG));
+        assert_eq!(enforce.len(), audit.len());
+        for (e, a) in enforce.iter().zip(&audit) {
+            if e.code == RET_K && e.k == EPERM {
+                assert_eq!(a.k, LOG);
+            } else {
+                assert_eq!((e.code, e.jt, e.jf, e.k), (a.code, a.jt, a.jf, a.k));
+            }
+        }
+        assert_eq!(run(&audit, arch::NATIVE, arch::NATIVE_CREATE[0], 40), LOG);
     }
 }

@@ -352,6 +352,10 @@ pub struct JobStarted {
     /// CAP_NET_RAW from the job (the kernel check for packet sockets needs BPF
     /// LSM, which not every kernel allows).
     pub raw_sockets: bool,
+    /// Whether the policy only audits: `geowall exec`'s seccomp filter then
+    /// logs what it would refuse (an older agent: false).
+    #[serde(default)]
+    pub audit: bool,
 }
 
 /// Result of `status`.

@@ -181,11 +181,16 @@ impl Jobs {
         let raw_sockets = cx.plan().policy(policy).is_some_and(|p| {
             p.raw_sockets == crate::config::Action::Allow || p.mode == crate::config::Mode::Audit
         });
+        let audit = cx
+            .plan()
+            .policy(policy)
+            .is_some_and(|p| p.mode == crate::config::Mode::Audit);
         let started = JobStarted {
             job: name.clone(),
             cgroup: cx.hierarchy().display_name(&path),
             policy: policy.to_owned(),
             raw_sockets,
+            audit,
         };
         self.running.insert(
             name.clone(),

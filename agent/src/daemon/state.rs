@@ -1025,6 +1025,14 @@ impl State {
             open_paths: open_paths(
                 self.cx.kernel().lsm_loaded(),
                 self.cx.kernel().inbound_attached(),
+                &self
+                    .cx
+                    .plan()
+                    .policies
+                    .iter()
+                    .filter(|p| p.inbound == crate::config::Inbound::Allow)
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>(),
             ),
             audit: self.audit_status(&counters),
             fleet: self.fleet.as_ref().map(Here::status),
@@ -1245,11 +1253,18 @@ fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static st
 /// What stays open on this host (see the README's threat model): sockets
 /// made outside the governed subtree run none of its programs; without BPF
 /// LSM, packet and XDP sockets are judged by no program either.
-fn open_paths(lsm: bool, inbound: bool) -> Vec<String> {
+/// What no program judges: `lsm`, whether the BPF LSM program loaded;
+/// `inbound`, whether the inbound program is attached; `not_judging`, the
+/// policies whose listeners are not judged (`inbound = "allow"`).
+fn open_paths(lsm: bool, inbound: bool, not_judging: &[&str]) -> Vec<String> {
     let mut open = vec![
         "sockets made outside the governed subtree and used inside it (inherited, received over a \
          UNIX socket, taken with pidfd_getfd) run none of its programs: `geowall exec` closes \
          inherited descriptors and refuses pidfd_getfd; elsewhere, govern / with a default policy"
+            .to_owned(),
+        "sockets of families no program judges (vsock, TIPC, RDS, SMC, Bluetooth, ...): refused \
+         to `geowall exec` jobs by their seccomp filter (unless their policy only audits); a \
+         process placed in a governed cgroup by a binding can create them"
             .to_owned(),
     ];
     if !inbound {
@@ -1258,6 +1273,12 @@ fn open_paths(lsm: bool, inbound: bool) -> Vec<String> {
              anywhere may connect to a governed job that listens and read what it sends back"
                 .to_owned(),
         );
+    } else if !not_judging.is_empty() {
+        open.push(format!(
+            "connections to the listeners of jobs under {} (inbound = \"allow\"): a peer anywhere \
+             may connect and read what the job sends back",
+            not_judging.join(", ")
+        ));
     }
     if !lsm {
         open.push(

@@ -242,7 +242,15 @@ impl Kernel {
             let link_path = self.pins.link(name);
             let prog_fd = program_fd(&self.ebpf, name)?;
             if !self.wanted(name) {
-                self.detach_pinned(name)?;
+                // An earlier agent's link of a program no policy wants now:
+                // a failure to detach it must not stop enforcement starting.
+                if let Err(e) = self.detach_pinned(name) {
+                    tracing::warn!(
+                        program = name,
+                        error = %crate::vocab::error::chain(&e),
+                        "cannot detach the link of a program no policy needs; it stays attached"
+                    );
+                }
             } else if let Some(link) = self.adoptable_link(&link_path)? {
                 sys::link_update(link.as_fd(), prog_fd.as_fd())
                     .map_err(sys_err(format!("updating link {}", link_path.display())))?;
@@ -272,14 +280,14 @@ impl Kernel {
     }
 
     /// Attaches or detaches the inbound program as the policies in force
-    /// now need it. Returns whether anything changed.
+    /// now need it. Returns whether anything changed. On an error nothing
+    /// changed: the next call tries again.
     pub fn set_inbound(&mut self, inbound: bool) -> Result<bool, KernelError> {
-        if inbound == self.inbound || !self.loaded.contains(&names::PROG_INGRESS) {
+        let name = names::PROG_INGRESS;
+        if !self.loaded.contains(&name) || inbound == self.inbound_attached() {
             self.inbound = inbound;
             return Ok(false);
         }
-        self.inbound = inbound;
-        let name = names::PROG_INGRESS;
         if inbound {
             // A link pinned there is none of ours (ours was detached with
             // its pin): it goes before ours is pinned in its place.
@@ -291,13 +299,13 @@ impl Kernel {
         } else {
             self.detach_pinned(name)?;
         }
+        self.inbound = inbound;
         Ok(true)
     }
 
-    /// Whether the inbound program is attached (some policy in force judges
-    /// inbound connections).
+    /// Whether the inbound program is attached (by this agent).
     pub fn inbound_attached(&self) -> bool {
-        self.inbound && self.loaded.contains(&names::PROG_INGRESS)
+        self.links.iter().any(|(n, _)| *n == names::PROG_INGRESS)
     }
 
     /// Whether `name` belongs on the governed cgroup now.
@@ -314,13 +322,16 @@ impl Kernel {
     }
 
     /// Detaches `name`'s link (this agent's or a pinned one of an earlier
-    /// agent) and removes its pin; nothing to do when there is none.
+    /// agent) and removes its pin; nothing to do when there is none. This
+    /// agent lets go of its link only once it is detached.
     fn detach_pinned(&mut self, name: &'static str) -> Result<(), KernelError> {
-        self.links.retain(|(n, _)| *n != name);
         let path = self.pins.link(name);
         let fd = match sys::obj_get(&path) {
             Ok(fd) => fd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.links.retain(|(n, _)| *n != name);
+                return Ok(());
+            }
             Err(source) => {
                 return Err(KernelError::Pin {
                     what: "opening pinned link",
@@ -331,6 +342,7 @@ impl Kernel {
         };
         sys::link_detach(fd.as_fd())
             .map_err(sys_err(format!("detaching link {}", path.display())))?;
+        self.links.retain(|(n, _)| *n != name);
         std::fs::remove_file(&path).map_err(|source| KernelError::Pin {
             what: "removing a detached link",
             path,

@@ -36,7 +36,8 @@ pub(super) fn protowalk(fam: &str) -> serde_json::Value {
         ("seqpacket", libc::SOCK_SEQPACKET),
         ("raw", libc::SOCK_RAW),
     ] {
-        for proto in (0..=255).chain([IPPROTO_MPTCP]) {
+        // 256: IPPROTO_SMC (Linux 6.11+).
+        for proto in (0..=256).chain([IPPROTO_MPTCP]) {
             match socket(domain, ty, proto) {
                 Ok(_) => created.push(format!("{tname}/{proto}")),
                 Err(e) => *refused.entry(errno_name(&e)).or_default() += 1,
@@ -92,6 +93,97 @@ pub(super) fn io_uring() -> String {
     // SAFETY: the ring's descriptor, ours.
     unsafe { libc::close(fd as i32) };
     "ok".into()
+}
+
+/// `socketpair(2)` of family `fam` as stream, datagram and seqpacket: `ok`
+/// when one type was created, else the first type's errno.
+pub(super) fn socket_pair(fam: i32) -> String {
+    let mut first = None;
+    for ty in [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET] {
+        let mut sv = [0; 2];
+        // SAFETY: socketpair(2) with a valid out-parameter.
+        if unsafe { libc::socketpair(fam, ty | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) } == 0 {
+            // SAFETY: the two descriptors just made, ours.
+            unsafe {
+                libc::close(sv[0]);
+                libc::close(sv[1]);
+            }
+            return "ok".into();
+        }
+        first.get_or_insert_with(|| errno_name(&io::Error::last_os_error()));
+    }
+    first.unwrap_or_default()
+}
+
+/// A 32-bit system call from this 64-bit process (`int 0x80`, which the
+/// kernel runs as an i386 call): its return value.
+#[cfg(target_arch = "x86_64")]
+fn int80(nr: u32, a: u64, b: u64, c: u64) -> i32 {
+    let ret: u64;
+    // SAFETY: the system calls made this way (socket, socketcall) read
+    // only their arguments and the memory `b` points to; rbx, which Rust
+    // reserves, is swapped in and back; the kernel clears r8–r11.
+    unsafe {
+        core::arch::asm!(
+            "xchg {a}, rbx",
+            "int 0x80",
+            "xchg {a}, rbx",
+            a = inout(reg) a => _,
+            inlateout("rax") u64::from(nr) => ret,
+            in("rcx") b,
+            in("rdx") c,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+        );
+    }
+    ret as u32 as i32
+}
+
+/// The outcome of a system call returning a descriptor or `-errno`.
+#[cfg(target_arch = "x86_64")]
+fn fd_outcome(ret: i32) -> String {
+    if ret >= 0 {
+        // SAFETY: a descriptor just made, ours.
+        unsafe { libc::close(ret) };
+        "ok".into()
+    } else {
+        errno_name(&io::Error::from_raw_os_error(-ret))
+    }
+}
+
+/// i386 `socket(2)` (359) of family `fam` through `int 0x80`.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn int80_socket(fam: i32) -> String {
+    fd_outcome(int80(359, fam as u64, libc::SOCK_STREAM as u64, 0))
+}
+
+/// i386 `socketcall(SYS_SOCKET, …)` (102) of family `fam` through
+/// `int 0x80`, its arguments in memory below 4 GiB.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn int80_socketcall(fam: i32) -> String {
+    // SAFETY: an anonymous private mapping below 4 GiB, unmapped below.
+    unsafe {
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        );
+        if page == libc::MAP_FAILED {
+            return format!("mmap:{}", errno_name(&io::Error::last_os_error()));
+        }
+        let args = page.cast::<u32>();
+        args.write(fam as u32);
+        args.add(1).write(libc::SOCK_STREAM as u32);
+        args.add(2).write(0);
+        let out = fd_outcome(int80(102, 1, page as u64, 0));
+        libc::munmap(page, 4096);
+        out
+    }
 }
 
 /// A step's outcome: `ok`, or `STEP:ERRNO` for the step that failed.

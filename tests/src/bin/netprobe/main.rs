@@ -38,6 +38,10 @@
 //!   familywalk             socket() of every address family (4 types each);
 //!                          which exist, and how the others failed
 //!   iouring                io_uring_setup(2): ok, or how it failed
+//!   socketpair:FAM         socketpair(2) of family FAM (a number)
+//!   int80socket:FAM, int80socketcall:FAM  (x86_64) a socket of family FAM
+//!                          through the i386 socket(2) or socketcall(2),
+//!                          called with int 0x80
 //!   udplite:ADDR:PORT      a UDP-Lite socket: socket, connect, send
 //!   rthdr:HOP|ADDR:PORT    IPV6_RTHDR (segment routing through HOP) set,
 //!                          then sendto ADDR
@@ -504,6 +508,23 @@ fn main() {
             "protowalk" => bypass::protowalk(rest).to_string(),
             "familywalk" => bypass::familywalk().to_string(),
             "iouring" => json(kind, "", bypass::io_uring()),
+            "socketpair" => json(
+                kind,
+                rest,
+                bypass::socket_pair(rest.parse().expect("socketpair:FAM")),
+            ),
+            #[cfg(target_arch = "x86_64")]
+            "int80socket" => json(
+                kind,
+                rest,
+                bypass::int80_socket(rest.parse().expect("int80socket:FAM")),
+            ),
+            #[cfg(target_arch = "x86_64")]
+            "int80socketcall" => json(
+                kind,
+                rest,
+                bypass::int80_socketcall(rest.parse().expect("int80socketcall:FAM")),
+            ),
             "udplite" => json(kind, rest, bypass::udplite(&parse_target(rest))),
             "rthdr" | "rthdrcmsg" | "rthdr2292" | "ipopts" => {
                 let (hop, target) = rest.split_once('|').expect("OP:HOP|ADDR:PORT");
