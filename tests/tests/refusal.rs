@@ -397,3 +397,27 @@ fn one_file_for_both_stays_one_pipe_in_order() {
     assert!(lines[3].starts_with("geowall: 127.20.0.1:"), "{text}");
     assert_eq!(lines[4], "after", "{text}");
 }
+
+#[test]
+fn a_refusal_as_the_job_exits_is_still_told() {
+    // The refusal reaches geowall exec's poller just as the job's exit
+    // does: the line must come all the same, every time.
+    let cg = TestCgroup::new("refusal-exit");
+    let agent = agent(&cg);
+    let probe = netprobe();
+    for i in 0..40 {
+        let out = exec(
+            &agent,
+            &[],
+            &format!("quick-{i}"),
+            &[probe.to_str().unwrap(), "tcp:127.20.0.9:443"],
+        );
+        assert_eq!(outcomes(&out), ["EPERM"]);
+        let text = stderr(&out);
+        assert_eq!(
+            refusal_lines(&text).len(),
+            1,
+            "run {i}: no refusal line in {text:?}"
+        );
+    }
+}

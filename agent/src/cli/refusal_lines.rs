@@ -313,11 +313,16 @@ impl Follower {
                         // The agent went away: no more lines (the job runs on).
                         return;
                     };
+                    // The cursor moves with what it covers in the inbox, under
+                    // one lock: whoever takes the inbox and reads the cursor
+                    // together has every refusal up to the cursor.
+                    let mut held = inbox.lock().expect("inbox lock");
                     cursor.fetch_max(found.next, Ordering::Relaxed);
                     if found.refusals.is_empty() && found.missed == 0 {
                         continue;
                     }
-                    inbox.lock().expect("inbox lock").found.push(found);
+                    held.found.push(found);
+                    drop(held);
                     // SAFETY: a write of one byte to our own pipe.
                     unsafe { libc::write(wake_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
                 }
@@ -339,7 +344,9 @@ impl Follower {
         })
     }
 
-    fn take(&self) -> Vec<RefusalsSince> {
+    /// What the poller found since the last take, and the cursor that
+    /// covers it.
+    fn take(&self) -> (Vec<RefusalsSince>, u64) {
         let mut buf = [0u8; 64];
         // SAFETY: reads into our buffer from our own non-blocking pipe.
         unsafe {
@@ -348,18 +355,22 @@ impl Follower {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
             while libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
         }
-        std::mem::take(&mut self.inbox.lock().expect("inbox lock").found)
+        let mut held = self.inbox.lock().expect("inbox lock");
+        (
+            std::mem::take(&mut held.found),
+            self.cursor.load(Ordering::Relaxed),
+        )
     }
 
-    /// The job has ended: its last refusals, once the agent has read every
-    /// event the kernel queued.
-    fn last(&self) -> Option<RefusalsSince> {
+    /// The job has ended: its refusals after `after` (the cursor of the
+    /// last take), once the agent has read every event the kernel queued.
+    fn last(&self, after: u64) -> Option<RefusalsSince> {
         let mut client = Client::connect(&self.socket).ok()?;
         client.set_timeout(Some(Duration::from_secs(5)));
         client
             .call(JobRefusals {
                 job: self.job.clone(),
-                after: self.cursor.load(Ordering::Relaxed),
+                after,
                 wait_ms: 0,
                 settle: true,
             })
@@ -529,14 +540,17 @@ impl Relay {
         }
     }
 
-    fn take_refusals(&mut self, now: Instant) {
+    /// Tells what the poller found; returns the cursor that covers it.
+    fn take_refusals(&mut self, now: Instant) -> u64 {
         let Some(f) = &self.follower else {
-            return;
+            return 0;
         };
-        for found in f.take() {
+        let (found, cursor) = f.take();
+        for found in found {
             let lines = self.teller.add(&found, now);
             self.lines.extend(lines);
         }
+        cursor
     }
 
     /// Copies and tells until `exited` says the job's main process is gone
@@ -603,8 +617,11 @@ impl Relay {
     fn finish(&mut self) {
         let now = Instant::now();
         self.read_job(now);
-        self.take_refusals(now);
-        if let Some(found) = self.follower.as_ref().and_then(|f| f.last()) {
+        // The poller may be between an answer and the inbox: the last call
+        // asks from the cursor the take saw, so nothing it holds is lost
+        // (what both carry is told once).
+        let cursor = self.take_refusals(now);
+        if let Some(found) = self.follower.as_ref().and_then(|f| f.last(cursor)) {
             let lines = self.teller.add(&found, now);
             self.lines.extend(lines);
         }
