@@ -303,6 +303,12 @@ fn load(config: &Path) -> Result<()> {
         v.compile_ms,
         v.install_ms
     );
+    if !v.problems.is_empty() {
+        anyhow::bail!(
+            "the new tables are in force, but after the switch: {}",
+            v.problems.join("; ")
+        );
+    }
     Ok(())
 }
 

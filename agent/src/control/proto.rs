@@ -187,6 +187,10 @@ pub struct Switched {
     pub ipv6_ranges: usize,
     pub compile_ms: u64,
     pub install_ms: u64,
+    /// What went wrong after the switch (which stands): a binding, a name,
+    /// the inbound program. Empty: nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// `approval_request` (anyone): what a just-in-time request asks for: a scope (`policy`, or the running

@@ -68,6 +68,9 @@ pub(super) struct State {
     audit_only: bool,
     max_source_bytes: u64,
     install_time: std::time::Duration,
+    /// What went wrong after the last reload's table switch (the switch
+    /// stands): told to whoever asked for the reload.
+    after_switch: Vec<String>,
     kernel_entries: (usize, usize),
     /// The plan and kernel in force, and what the jobs and approvals share.
     cx: Context,
@@ -193,6 +196,7 @@ impl State {
             audit_only,
             max_source_bytes: config.file.agent.max_source_bytes,
             install_time,
+            after_switch: Vec::new(),
             kernel_entries: (layout.tables.region4.len(), layout.tables.region6.len()),
             cx: Context {
                 hierarchy,
@@ -569,6 +573,7 @@ impl State {
             tracing::error!(error = %crate::vocab::error::Chain(&e), "cannot write the NAT64 prefixes");
         }
         self.record_config(why, epoch, by, &problems, &needs_restart);
+        self.after_switch = problems;
         self.approvals.reconfigure(&self.cx, &config);
         crate::host::proc::trim_heap();
         Ok(epoch)
@@ -945,6 +950,7 @@ impl State {
             ipv6_ranges: self.cx.plan().map.v6.len(),
             compile_ms: self.cx.plan().compile_time.as_millis() as u64,
             install_ms: self.install_time.as_millis() as u64,
+            problems: self.after_switch.clone(),
         }
     }
 
@@ -1025,6 +1031,7 @@ impl State {
             open_paths: open_paths(
                 self.cx.kernel().lsm_loaded(),
                 self.cx.kernel().inbound_attached(),
+                self.cx.plan().judges_inbound(),
                 &self
                     .cx
                     .plan()
@@ -1254,9 +1261,10 @@ fn restart_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static st
 /// made outside the governed subtree run none of its programs; without BPF
 /// LSM, packet and XDP sockets are judged by no program either.
 /// What no program judges: `lsm`, whether the BPF LSM program loaded;
-/// `inbound`, whether the inbound program is attached; `not_judging`, the
+/// `inbound`, whether the inbound program is attached; `judging_wanted`,
+/// whether some policy judges inbound connections; `not_judging`, the
 /// policies whose listeners are not judged (`inbound = "allow"`).
-fn open_paths(lsm: bool, inbound: bool, not_judging: &[&str]) -> Vec<String> {
+fn open_paths(lsm: bool, inbound: bool, judging_wanted: bool, not_judging: &[&str]) -> Vec<String> {
     let mut open = vec![
         "sockets made outside the governed subtree and used inside it (inherited, received over a \
          UNIX socket, taken with pidfd_getfd) run none of its programs: `geowall exec` closes \
@@ -1267,7 +1275,14 @@ fn open_paths(lsm: bool, inbound: bool, not_judging: &[&str]) -> Vec<String> {
          process placed in a governed cgroup by a binding can create them"
             .to_owned(),
     ];
-    if !inbound {
+    if !inbound && judging_wanted {
+        open.push(
+            "connections to a job's listener: a policy sets inbound = \"judge\" but the inbound \
+             program could not be attached (see the agent's log; a reload tries again): no \
+             listener is judged"
+                .to_owned(),
+        );
+    } else if !inbound {
         open.push(
             "connections to a job's listener: no policy sets inbound = \"judge\", so a peer \
              anywhere may connect to a governed job that listens and read what it sends back"
