@@ -303,6 +303,12 @@ fn load(config: &Path) -> Result<()> {
         v.compile_ms,
         v.install_ms
     );
+    after_switch(&v)
+}
+
+/// A reload's answer: an error when something failed after the switch
+/// (the new tables stay in force).
+pub(super) fn after_switch(v: &geowall::control::proto::Switched) -> Result<()> {
     if !v.problems.is_empty() {
         anyhow::bail!(
             "the new tables are in force, but after the switch: {}",

@@ -468,6 +468,7 @@ fn apply(config_path: &Path) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    super::map::after_switch(&v)?;
     Ok(ExitCode::SUCCESS)
 }
 

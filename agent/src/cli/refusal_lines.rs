@@ -155,19 +155,12 @@ impl Teller {
         };
         let policy = &f.policy;
         if f.option.is_some() {
-            // A source route: a grant can open a hop, never the option as
-            // a whole.
-            return if !f.dst.is_unspecified() && r.approvable {
-                format!(
-                    "geowall: {dest} ({about}) refused by policy {policy} — request access: \
-                     geowall approvals request --to {} --job {} --for {} --reason '…'",
-                    f.dst,
-                    self.job,
-                    r.grant_for.as_deref().unwrap_or("1h")
-                )
-            } else {
-                format!("geowall: {dest} ({about}) refused by policy {policy}")
-            };
+            // A source route: the kernel judges its hops by rules and
+            // regions only; no grant opens one.
+            return format!(
+                "geowall: {dest} ({about}) refused by policy {policy} (a grant does not open a \
+                 routing hop)"
+            );
         }
         if r.approvable {
             format!(
@@ -189,10 +182,10 @@ impl Teller {
 fn destination(r: &RefusalEntry) -> String {
     let f = &r.refused;
     if let Some(option) = &f.option {
-        return if f.dst.is_unspecified() {
-            format!("{option} source route")
-        } else {
-            format!("{option} via {}", f.dst)
+        return match f.dst {
+            a if !a.is_unspecified() => format!("{option} via {a}"),
+            std::net::IpAddr::V6(_) => "IPv6 routing option".to_owned(),
+            std::net::IpAddr::V4(_) => format!("{option} source route"),
         };
     }
     match (&f.name, f.dst) {
@@ -363,18 +356,33 @@ impl Follower {
     }
 
     /// The job has ended: its refusals after `after` (the cursor of the
-    /// last take), once the agent has read every event the kernel queued.
-    fn last(&self, after: u64) -> Option<RefusalsSince> {
-        let mut client = Client::connect(&self.socket).ok()?;
+    /// last take), once the agent has read every event the kernel queued;
+    /// every answer's worth (the agent answers a bounded number at a time).
+    fn last(&self, mut after: u64) -> Vec<RefusalsSince> {
+        let mut all = Vec::new();
+        let Ok(mut client) = Client::connect(&self.socket) else {
+            return all;
+        };
         client.set_timeout(Some(Duration::from_secs(5)));
-        client
-            .call(JobRefusals {
+        // At most 64 answers: a job that ends with tens of thousands of
+        // refusals untold gets the summary line for the rest.
+        for i in 0..64 {
+            let Ok(found) = client.call(JobRefusals {
                 job: self.job.clone(),
                 after,
                 wait_ms: 0,
-                settle: true,
-            })
-            .ok()
+                settle: i == 0,
+            }) else {
+                break;
+            };
+            let (empty, next) = (found.refusals.is_empty(), found.next);
+            all.push(found);
+            if empty || next <= after {
+                break;
+            }
+            after = next;
+        }
+        all
     }
 }
 
@@ -621,7 +629,12 @@ impl Relay {
         // asks from the cursor the take saw, so nothing it holds is lost
         // (what both carry is told once).
         let cursor = self.take_refusals(now);
-        if let Some(found) = self.follower.as_ref().and_then(|f| f.last(cursor)) {
+        let last = self
+            .follower
+            .as_ref()
+            .map(|f| f.last(cursor))
+            .unwrap_or_default();
+        for found in last {
             let lines = self.teller.add(&found, now);
             self.lines.extend(lines);
         }
@@ -711,9 +724,10 @@ mod tests {
         assert_eq!(
             t.add(&found(vec![hop, whole]), Instant::now()),
             [
-                "geowall: IPV6_RTHDR via fd00:dead::1 (US) refused by policy eu-only — request \
-                 access: geowall approvals request --to fd00:dead::1 --job etl --for 1h --reason '…'",
-                "geowall: IP_OPTIONS source route (untagged; source_route) refused by policy eu-only",
+                "geowall: IPV6_RTHDR via fd00:dead::1 (US) refused by policy eu-only (a grant does \
+                 not open a routing hop)",
+                "geowall: IP_OPTIONS source route (untagged; source_route) refused by policy \
+                 eu-only (a grant does not open a routing hop)",
             ]
         );
     }

@@ -48,7 +48,9 @@ fn target(rec: &Value) -> String {
             "IP_OPTIONS"
         };
         return match dst {
-            "0.0.0.0" | "::" => format!("{option} source route"),
+            "0.0.0.0" => format!("{option} source route"),
+            // IPV6_2292PKTOPTIONS, or a routing header refused whole.
+            "::" => "IPv6 routing option".to_owned(),
             hop => format!("{option} via {hop}"),
         };
     }

@@ -577,6 +577,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reload_answer_carries_its_problems_only_when_there_are_some() {
+        let mut v = Switched {
+            epoch: 3,
+            ipv4_ranges: 1,
+            ipv6_ranges: 0,
+            compile_ms: 1,
+            install_ms: 1,
+            problems: vec![],
+        };
+        let line = serde_json::to_string(&v).unwrap();
+        assert!(!line.contains("problems"), "{line}");
+        // An older agent's answer (no field): no problems.
+        assert_eq!(serde_json::from_str::<Switched>(&line).unwrap(), v);
+        v.problems = vec!["attaching gw_ingress: EBUSY".into()];
+        let line = serde_json::to_string(&v).unwrap();
+        assert_eq!(serde_json::from_str::<Switched>(&line).unwrap(), v);
+    }
+
+    #[test]
     fn requests_round_trip_with_their_op_tag() {
         let req = RequestEnvelope {
             v: VERSION,

@@ -170,7 +170,9 @@ impl Reader<'_> {
             if let Some(refused) = self.pipeline.event(&ev, &resolver, &mut log) {
                 self.refusals.post(refused);
             }
+            // A refused routing hop is no destination a grant could open.
             if ev.verdict == geowall_common::verdict::DENY
+                && ev.hook != geowall_common::hook::SETSOCKOPT
                 && let Some(dst) = crate::audit::record::judged(&ev)
             {
                 use crate::audit::Resolver;

@@ -558,6 +558,7 @@ impl State {
             self.free_unused_slots(),
             self.refresh_names(),
             self.set_inbound(),
+            self.write_nat64(&config),
         ]
         .into_iter()
         .filter_map(Result::err)
@@ -569,9 +570,6 @@ impl State {
         .collect();
         self.publish(epoch, &config);
         self.publish_dns(epoch, &config);
-        if let Err(e) = self.cx.kernel().set_nat64(&config.nat64_prefixes()?) {
-            tracing::error!(error = %crate::vocab::error::Chain(&e), "cannot write the NAT64 prefixes");
-        }
         self.record_config(why, epoch, by, &problems, &needs_restart);
         self.after_switch = problems;
         self.approvals.reconfigure(&self.cx, &config);
@@ -762,6 +760,13 @@ impl State {
                 names.cgroups.insert(id, name);
             }
         }
+        Ok(())
+    }
+
+    /// Writes the operator's NAT64 prefixes of `config` for the programs.
+    fn write_nat64(&self, config: &Config) -> Result<(), DaemonError> {
+        let prefixes = config.nat64_prefixes()?;
+        self.cx.kernel().set_nat64(&prefixes)?;
         Ok(())
     }
 
@@ -1392,4 +1397,38 @@ fn policy_hashes(config: &Config) -> BTreeMap<String, String> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_paths;
+
+    fn inbound_line(paths: &[String]) -> Option<&String> {
+        paths.iter().find(|p| p.contains("listener"))
+    }
+
+    #[test]
+    fn open_paths_say_which_listeners_are_not_judged() {
+        // No policy judges: the program is (rightly) not attached.
+        let p = open_paths(true, false, false, &["a", "b"]);
+        assert!(inbound_line(&p).unwrap().contains("no policy sets inbound"));
+        // A policy judges but the program is not attached.
+        let p = open_paths(true, false, true, &["b"]);
+        assert!(inbound_line(&p).unwrap().contains("could not be attached"));
+        // Attached; one policy does not judge.
+        let p = open_paths(true, true, true, &["b"]);
+        assert!(inbound_line(&p).unwrap().contains("jobs under b (inbound"));
+        // Attached; every policy judges.
+        let p = open_paths(true, true, true, &[]);
+        assert!(inbound_line(&p).is_none(), "{p:?}");
+        // The socket families line is always there; packet sockets only
+        // without LSM.
+        assert!(p.iter().any(|l| l.contains("vsock")));
+        assert!(!p.iter().any(|l| l.contains("packet and XDP")));
+        assert!(
+            open_paths(false, true, true, &[])
+                .iter()
+                .any(|l| l.contains("packet and XDP"))
+        );
+    }
 }
