@@ -393,14 +393,14 @@ pub fn judge_inbound(sock: *mut core::ffi::c_void, dest: &Dest, bound: policy::B
     if epoch == 0 {
         return PROCEED;
     }
+    let actor = Governed {
+        epoch,
+        cgroup_id: bound.cgroup,
+        scope: bound.cgroup,
+        slot: bound.slot,
+        flags: 0,
+    };
     if config_slot(config::AUDIT_DENY) != 0 {
-        let actor = Governed {
-            epoch,
-            cgroup_id: bound.cgroup,
-            scope: bound.cgroup,
-            slot: bound.slot,
-            flags: 0,
-        };
         return refuse_unaudited(sock, dest, geowall_common::hook::INGRESS, &actor);
     }
     let q = Eval {
@@ -413,13 +413,6 @@ pub fn judge_inbound(sock: *mut core::ffi::c_void, dest: &Dest, bound: policy::B
     };
     let mut judged = no_table();
     evaluate(&q, dest, &mut judged);
-    let actor = Governed {
-        epoch,
-        cgroup_id: bound.cgroup,
-        scope: bound.cgroup,
-        slot: bound.slot,
-        flags: 0,
-    };
     finish(sock, dest, geowall_common::hook::INGRESS, &actor, &judged)
 }
 

@@ -323,6 +323,26 @@ pub fn free_dns_ports() -> u16 {
     panic!("no free ports for a DNS forwarder");
 }
 
+/// A TCP port free on 127.0.0.1, below the ephemeral range and unlike any
+/// this process chose before (an agent's metrics listener): the first of
+/// a block [`free_dns_ports`] finds.
+pub fn free_tcp_port() -> u16 {
+    free_dns_ports()
+}
+
+/// One `GET /metrics` of the agent's metrics listener on `port`: the whole
+/// HTTP answer.
+pub fn scrape_metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// What an agent is started with.
 pub struct AgentSpec<'a> {
     cgroup: &'a TestCgroup,

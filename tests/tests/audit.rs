@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{Arc, Mutex},
@@ -642,28 +642,10 @@ fn log_allowed_first_records_the_first_connection_and_counts_the_rest() {
     assert_eq!(us["flows"], 1);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn metrics_answer_a_real_scrape() {
     let cg = TestCgroup::new("metrics");
-    let port = free_port();
+    let port = geowall_tests::free_tcp_port();
     let agent = AgentSpec::new(&cg)
         .cidr_map("test.cidr", MAP)
         .agent_keys(&format!("metrics = \"127.0.0.1:{port}\""))
@@ -677,7 +659,7 @@ fn metrics_answer_a_real_scrape() {
         "the flow event in the metrics",
         Duration::from_secs(5),
         || {
-            body = scrape(port);
+            body = geowall_tests::scrape_metrics(port);
             body.contains(
                 "geowall_flow_events_total{policy=\"eu-only\",verdict=\"deny\",region=\"US\"} 1",
             )

@@ -9,7 +9,7 @@
 use std::{
     ffi::CString,
     fs,
-    io::{Read, Write},
+    io::Write,
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -107,24 +107,6 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 /// The value of the metric line that starts with `name` (labels included).
 fn metric(body: &str, name: &str) -> f64 {
     body.lines()
@@ -173,7 +155,7 @@ fn a_full_disk_is_reported_fails_closed_on_request_and_the_gap_is_declared() {
     let disk = Tmpfs::new("256k");
     let cg = TestCgroup::new("fulldisk");
     let confined = cg.child("confined");
-    let port = free_port();
+    let port = geowall_tests::free_tcp_port();
     let agent = AgentSpec::new(&cg)
         .cidr_map("test.cidr", MAP)
         .audit_log(&disk.path().join("audit.jsonl"))
@@ -226,7 +208,7 @@ fn a_full_disk_is_reported_fails_closed_on_request_and_the_gap_is_declared() {
         status_text.contains("No space left on device"),
         "{status_text}"
     );
-    let body = scrape(port);
+    let body = geowall_tests::scrape_metrics(port);
     assert_eq!(metric(&body, "geowall_audit_writable"), 0.0);
     assert!(metric(&body, "geowall_audit_failing_since_seconds") > 1.7e9);
     assert!(metric(&body, "geowall_audit_write_errors_total") >= 1.0);
@@ -260,7 +242,7 @@ fn a_full_disk_is_reported_fails_closed_on_request_and_the_gap_is_declared() {
         "$ geowall status --json | jq .status.audit\n{}",
         serde_json::to_string_pretty(&audit_status(&agent)).unwrap()
     );
-    let body = scrape(port);
+    let body = geowall_tests::scrape_metrics(port);
     println!(
         "$ curl -s 127.0.0.1:PORT/metrics | grep audit_   # disk full\n{}",
         body.lines()
@@ -311,7 +293,7 @@ fn a_full_disk_is_reported_fails_closed_on_request_and_the_gap_is_declared() {
     assert_eq!(back["refusing"], false);
     assert_eq!(back["lost"], lost_count);
     assert_eq!(outcomes(&run_probe(Some(&confined), &de)), ["ok"]);
-    let body = scrape(port);
+    let body = geowall_tests::scrape_metrics(port);
     assert_eq!(metric(&body, "geowall_audit_writable"), 1.0);
     assert_eq!(metric(&body, "geowall_audit_failing_since_seconds"), 0.0);
     assert_eq!(

@@ -84,6 +84,21 @@ pub(super) fn run(command: FleetCommand) -> Result<ExitCode> {
     }
 }
 
+/// Each `(key, revision, value)` read as a `T`; what cannot be is a warning.
+fn parse_each<T: serde::de::DeserializeOwned>(
+    items: &[(String, i64, Vec<u8>)],
+    warnings: &mut Vec<String>,
+) -> Vec<T> {
+    items
+        .iter()
+        .filter_map(|(k, r, v)| {
+            parse_json(k, *r, v)
+                .map_err(|e| warnings.push(e.to_string()))
+                .ok()
+        })
+        .collect()
+}
+
 /// Reads every value under `prefix`: `(key, revision, value)`.
 async fn read_all(client: &mut Client, prefix: &str) -> Result<(i64, Vec<(String, i64, Vec<u8>)>)> {
     let resp = client
@@ -160,22 +175,8 @@ fn status(path: &Path, json_out: bool) -> Result<ExitCode> {
             None => warnings.push(format!("{key} (revision {rev}): not a policy name")),
         }
     }
-    let members: Vec<Member> = members
-        .iter()
-        .filter_map(|(k, r, v)| {
-            parse_json(k, *r, v)
-                .map_err(|e| warnings.push(e.to_string()))
-                .ok()
-        })
-        .collect();
-    let nodes: Vec<NodeStatus> = nodes
-        .iter()
-        .filter_map(|(k, r, v)| {
-            parse_json(k, *r, v)
-                .map_err(|e| warnings.push(e.to_string()))
-                .ok()
-        })
-        .collect();
+    let members: Vec<Member> = parse_each(&members, &mut warnings);
+    let nodes: Vec<NodeStatus> = parse_each(&nodes, &mut warnings);
     let rows = view::rows(&members, &nodes, &fleet_policies);
     if json_out {
         println!(
