@@ -157,7 +157,10 @@ fn udp_lite_is_refused_at_creation_and_recorded() {
 #[test]
 fn source_routes_are_refused_unless_every_hop_is_allowed() {
     let cg = TestCgroup::new("srcroute");
-    let agent = agent(&cg, "");
+    let agent = agent(
+        &cg,
+        "\n[[policy]]\nname = \"eu-raw\"\nallow = [\"EU\"]\nraw_sockets = \"allow\"\n",
+    );
     for who in [As::Root, As::Nobody] {
         let out = probe_as(
             &agent,
@@ -200,6 +203,26 @@ fn source_routes_are_refused_unless_every_hop_is_allowed() {
         r["hook"] == "setsockopt" && r["reason"] == "source_route"
     });
     assert_eq!(rec["verdict"], "deny");
+    // The source route as ancillary data (IP_RETOPTS), which no hook sees:
+    // the kernel wants CAP_NET_RAW for it, which a job lacks as root and as
+    // nobody — and which a job keeps under raw_sockets = "allow", where it
+    // goes out unjudged (stated in the README, as raw sockets are).
+    for who in [As::Root, As::Nobody] {
+        let out = probe_as(
+            &agent,
+            "eu-only",
+            who,
+            &["ipoptscmsg:127.20.0.2|127.30.0.1:9"],
+        );
+        assert_eq!(results(&out), ["send:EPERM"], "{who:?}");
+    }
+    let out = probe_as(
+        &agent,
+        "eu-raw",
+        As::Root,
+        &["ipoptscmsg:127.20.0.2|127.30.0.1:9"],
+    );
+    assert_eq!(results(&out), ["ok"], "the stated open path changed");
     // What the job reads on its standard error names the option and the
     // hop refused, not an address and port it never asked for.
     let probe = netprobe().display().to_string();

@@ -280,18 +280,38 @@ pub(super) fn rthdr_cmsg(hop: &SocketAddr, addr: &SocketAddr, old: bool) -> Stri
 /// An IPv4 UDP socket with a loose source route through `hop`
 /// (`IP_OPTIONS`), then a datagram to `addr`.
 pub(super) fn ip_options(hop: &SocketAddr, addr: &SocketAddr) -> String {
-    let SocketAddr::V4(h) = hop else {
+    let Some(opt) = lsrr(hop) else {
         return "bad:hop".into();
     };
-    // LSRR: type 131, length 7, pointer 4, one address; then end of list.
-    let mut opt = vec![131, 7, 4];
-    opt.extend_from_slice(&h.ip().octets());
-    opt.push(0);
     steps((|| {
         let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0).map_err(|e| ("socket", e))?;
         setsockopt(&fd, libc::IPPROTO_IP, libc::IP_OPTIONS, &opt).map_err(|e| ("setsockopt", e))?;
         sendmsg(&fd, addr, None).map_err(|e| ("send", e))
     })())
+}
+
+/// The same source route as ancillary data of the datagram (`IP_RETOPTS`).
+pub(super) fn ip_options_cmsg(hop: &SocketAddr, addr: &SocketAddr) -> String {
+    let Some(opt) = lsrr(hop) else {
+        return "bad:hop".into();
+    };
+    steps((|| {
+        let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0).map_err(|e| ("socket", e))?;
+        sendmsg(&fd, addr, Some((libc::IPPROTO_IP, libc::IP_RETOPTS, &opt)))
+            .map_err(|e| ("send", e))
+    })())
+}
+
+/// A loose source route through `hop`: type 131, length 7, pointer 4, one
+/// address; then end of list.
+fn lsrr(hop: &SocketAddr) -> Option<Vec<u8>> {
+    let SocketAddr::V4(h) = hop else {
+        return None;
+    };
+    let mut opt = vec![131, 7, 4];
+    opt.extend_from_slice(&h.ip().octets());
+    opt.push(0);
+    Some(opt)
 }
 
 /// A UDP socket connected to `addr` sends with a traffic class cmsg

@@ -49,6 +49,8 @@
 //!                          ancillary data of the sendmsg
 //!   ipopts:HOP|ADDR:PORT   IP_OPTIONS (loose source route through HOP),
 //!                          then sendto ADDR
+//!   ipoptscmsg:HOP|ADDR:PORT  the source route as ancillary data
+//!                          (IP_RETOPTS) of the sendmsg
 //!   udptos:ADDR:PORT       connect a UDP socket, send with a TOS cmsg
 //!   listen:ADDR:PORT:MS    listen MS milliseconds; the peers accepted
 //!   mptcp:ADDR:PORT        connect() an MPTCP socket
@@ -526,13 +528,14 @@ fn main() {
                 bypass::int80_socketcall(rest.parse().expect("int80socketcall:FAM")),
             ),
             "udplite" => json(kind, rest, bypass::udplite(&parse_target(rest))),
-            "rthdr" | "rthdrcmsg" | "rthdr2292" | "ipopts" => {
+            "rthdr" | "rthdrcmsg" | "rthdr2292" | "ipopts" | "ipoptscmsg" => {
                 let (hop, target) = rest.split_once('|').expect("OP:HOP|ADDR:PORT");
                 let (hop, addr) = (parse_target(&format!("{hop}:0")), parse_target(target));
                 let result = match kind {
                     "rthdr" => bypass::rthdr_opt(&hop, &addr),
                     "rthdrcmsg" => bypass::rthdr_cmsg(&hop, &addr, false),
                     "rthdr2292" => bypass::rthdr_cmsg(&hop, &addr, true),
+                    "ipoptscmsg" => bypass::ip_options_cmsg(&hop, &addr),
                     _ => bypass::ip_options(&hop, &addr),
                 };
                 json(kind, target, result)
